@@ -1,0 +1,35 @@
+# Two commands matter: `make run` (serve with embedded defaults) and `make test` (every test).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup migrate web loadtest clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+	@if [ -f web/package.json ]; then $(MAKE) web; fi
+
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+migrate: setup
+	$(BIN)/essaycoach migrate
+
+run: setup
+	$(BIN)/essaycoach run
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+loadtest: setup
+	$(BIN)/python -m ops.loadtest.run
+
+clean:
+	rm -rf $(VENV) var

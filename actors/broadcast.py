@@ -1,0 +1,86 @@
+"""The bus: fire-and-forget fan-out from essay hosts to every Gateway replica's sockets.
+
+Channels: `essay:{id}:doc` (binary: origin id, newline, Yjs update), `essay:{id}` (JSON events),
+`class:{id}` (JSON student rows). Delivery is at-most-once on every implementation, which is why
+events carry `seq` and clients resume; nothing durable ever depends on the bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger("essaycoach.bus")
+
+Handler = Callable[[str, bytes], None]
+
+
+class Bus(Protocol):
+    """Publish to a channel; subscribe a handler to a channel (returns an unsubscribe function)."""
+
+    async def publish(self, channel: str, message: bytes) -> None: ...
+
+    async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalFanout:
+    """Channel -> handlers within one process; each subscription backend feeds one of these."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, set[Handler]] = {}
+
+    def add(self, channel: str, handler: Handler) -> bool:
+        """Register; True when this is the channel's first handler (the backend must subscribe)."""
+        handlers = self._handlers.setdefault(channel, set())
+        handlers.add(handler)
+        return len(handlers) == 1
+
+    def remove(self, channel: str, handler: Handler) -> bool:
+        """Unregister; True when the channel has no handlers left (the backend may unsubscribe)."""
+        handlers = self._handlers.get(channel)
+        if not handlers:
+            return False
+        handlers.discard(handler)
+        if not handlers:
+            del self._handlers[channel]
+            return True
+        return False
+
+    def channels(self) -> list[str]:
+        return list(self._handlers)
+
+    def deliver(self, channel: str, message: bytes) -> None:
+        for handler in list(self._handlers.get(channel, ())):
+            try:
+                handler(channel, message)
+            except Exception:  # one broken socket must not starve the others
+                log.exception("bus handler failed", extra={"channel": channel})
+
+
+class InMemoryBus:
+    """A bus inside one process: for tests and for hosts and gateway sharing a process."""
+
+    def __init__(self) -> None:
+        self.fanout = LocalFanout()
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        self.fanout.deliver(channel, message)
+
+    async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
+        self.fanout.add(channel, handler)
+        return lambda: self.fanout.remove(channel, handler) and None
+
+    async def close(self) -> None:
+        return None
+
+
+def doc_message(origin: str, update: bytes) -> bytes:
+    return origin.encode() + b"\n" + update
+
+
+def split_doc_message(message: bytes) -> tuple[str, bytes]:
+    origin, _, update = message.partition(b"\n")
+    return origin.decode(), update

@@ -1,0 +1,105 @@
+"""Group commit of the update log: many essays' updates in one transaction every few ms.
+
+`submit` returns a future that resolves once the row is committed; callers acknowledge the
+update only then. A failing store (PostgreSQL restarting) is retried with capped backoff and the
+futures simply wait: nothing is acknowledged that is not in the log, and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("essaycoach.committer")
+
+WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class GroupCommitter:
+    """Batches rows into one write per `interval` seconds (or sooner when `max_batch` fill up)."""
+
+    def __init__(self, write: WriteBatch, *, interval: float = 0.004, max_batch: int = 2000,
+                 max_backoff: float = 2.0,
+                 permanent: tuple[type[BaseException], ...] = ()) -> None:
+        self._write = write
+        self._permanent = permanent
+        self._interval = interval
+        self._max_batch = max_batch
+        self._max_backoff = max_backoff
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.rows = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    def submit(self, row: dict[str, Any]) -> asyncio.Future[None]:
+        if self._closing:
+            raise RuntimeError("committer is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((row, fut))
+        self._wakeup.set()
+        return fut
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed."""
+        if self._pending:
+            await asyncio.gather(*(f for _, f in list(self._pending)), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.flush()
+        self._closing = True
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            # A short gather window turns a burst of keystrokes across essays into one INSERT.
+            await asyncio.sleep(self._interval)
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._write([row for row, _ in batch])
+                break
+            except asyncio.CancelledError:
+                raise
+            except self._permanent:
+                # One bad row (its essay was deleted) must not hold the others hostage: split.
+                if len(batch) == 1:
+                    log.warning("update log row refused", extra={"essay_id": str(batch[0][0].get("essay_id"))})
+                    batch[0][1].set_exception(RuntimeError("update refused by the store"))
+                    return
+                for item in batch:
+                    await self._commit([item])
+                return
+            except Exception:
+                log.exception("update log write failed; retrying", extra={"rows": len(batch),
+                                                                          "retry_in": delay})
+                await asyncio.sleep(delay)
+                delay = min(self._max_backoff, delay * 2)
+        self.batches += 1
+        self.rows += len(batch)
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,521 @@
+"""The essay document: a pycrdt `Doc` whose root `Y.Text` is named `content`.
+
+Pure module (no Ray, database or network): validating and applying client updates, sync diffs,
+plain-text <-> CRDT conversions for REST, word counts and edit-surviving anchors.
+
+Offsets. Every offset in this module's API is a Python `str` index (Unicode code points) into
+`EssayDoc.text`. pycrdt's `Text` indexes by UTF-8 *bytes* (its `len()`, slices, event deltas and
+sticky indexes all count bytes) and browser Yjs by UTF-16 code units; conversion happens here and
+nowhere else.
+
+Anchors. `encode_anchor` stores two Yjs relative positions (pycrdt `StickyIndex`, binary-encoded
+exactly as Yjs' `encodeRelativePosition`) in a compact URL-safe base64 string:
+
+    byte 0   version (1)
+    byte 1   flags (bit 0: collapsed, a zero-width range: only the start position follows)
+    varuint  length of the start position, start position, end position (rest of the buffer)
+
+The start sticks to the first character of the range (`Assoc.AFTER`), the end to the last
+(`Assoc.BEFORE`), so text typed at either boundary stays outside the range; a zero-width anchor
+sticks to the character before it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import (
+    Assoc,
+    Decoder,
+    Doc,
+    StickyIndex,
+    Text,
+    TextEvent,
+    get_state,
+    get_update,
+    write_var_uint,
+)
+
+__all__ = [
+    "EMPTY_UPDATE",
+    "LARGE_PASTE_CHARS",
+    "ROOT_TEXT",
+    "EssayDoc",
+    "InvalidAnchor",
+    "InvalidStateVector",
+    "InvalidUpdate",
+    "UpdateEffect",
+    "count_words",
+    "encode_anchor",
+    "replace_text_update",
+    "resolve_anchor",
+    "text_to_update",
+]
+
+ROOT_TEXT = "content"
+"""Name of the root `Y.Text` holding the essay."""
+
+EMPTY_UPDATE = b"\x00\x00"
+"""A Yjs update with no structs and an empty delete set."""
+
+LARGE_PASTE_CHARS = 200
+"""Default threshold: one update inserting more characters than this is flagged `large_paste`."""
+
+_ANCHOR_VERSION = 1
+_ANCHOR_COLLAPSED = 0x01
+
+
+class InvalidUpdate(ValueError):
+    """A document update that could not be decoded or applied.
+
+    `doc_unchanged` is False only if pycrdt failed *after* it started integrating (never observed;
+    the caller should then reload the essay from the store).
+    """
+
+    def __init__(self, reason: str, *, doc_unchanged: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.doc_unchanged = doc_unchanged
+
+
+class InvalidStateVector(ValueError):
+    """A remote state vector (sync step 1 payload) that could not be decoded."""
+
+
+class InvalidAnchor(ValueError):
+    """An anchor string that is malformed or refers to content this document never had."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateEffect:
+    """What one applied update did to the essay text.
+
+    `inserted_chars`/`deleted_chars` count code points in `content`. `changed` is False for a
+    duplicate or empty update (nothing new to persist or broadcast). `pending` is True when part
+    of the update could not be integrated yet because it depends on updates this doc has not seen;
+    pycrdt keeps those parts and integrates them when the missing updates arrive, so the update
+    must still be persisted (see `needs_persist`).
+    """
+
+    inserted_chars: int
+    deleted_chars: int
+    changed: bool
+    pending: bool = False
+
+    @property
+    def needs_persist(self) -> bool:
+        """True when the update carries something the store's update log does not have yet."""
+        return self.changed or self.pending
+
+    def is_large_paste(self, threshold: int = LARGE_PASTE_CHARS) -> bool:
+        """True when this single update inserted more than `threshold` characters."""
+        return self.inserted_chars > threshold
+
+
+def _is_rust_panic(exc: BaseException) -> bool:
+    # pyo3 raises `pyo3_runtime.PanicException` (a BaseException, not importable) when the Rust
+    # side panics, e.g. on malformed sticky-index bytes; treat it as "bad input".
+    return type(exc).__name__ == "PanicException"
+
+
+def _decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """Decode a state vector produced by pycrdt itself (trusted input)."""
+    decoder = Decoder(state_vector)
+    clocks: dict[int, int] = {}
+    for _ in range(decoder.read_var_uint()):
+        client = decoder.read_var_uint()
+        clocks[client] = decoder.read_var_uint()
+    return clocks
+
+
+def count_words(text: str) -> int:
+    """Whitespace-separated tokens that contain at least one letter or digit."""
+    return sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
+
+
+class EssayDoc:
+    """One essay's CRDT document: validates and applies updates and reports their effect.
+
+    Not thread-safe; the owning actor serialises calls (one lock or queue per essay).
+    """
+
+    def __init__(self, *, client_id: int | None = None) -> None:
+        self._doc: Doc = Doc(client_id=client_id)
+        self._content: Text = self._doc.get(ROOT_TEXT, type=Text)
+        self._deltas: list[list[dict[str, Any]]] = []
+        self._text_cache: str | None = ""
+        self._words_cache: int | None = 0
+        self._anchor_view: _AnchorView | None = None
+        self._subscription = self._content.observe(self._on_text_event)
+
+    def _on_text_event(self, event: TextEvent) -> None:
+        # The delta must be read inside the callback: the event is only valid during its transaction.
+        self._deltas.append(list(event.delta))  # type: ignore[attr-defined]
+        self._text_cache = None
+        self._words_cache = None
+        self._anchor_view = None
+
+    @classmethod
+    def from_state(
+        cls, snapshot_update: bytes | None, log_updates: Iterable[bytes] = ()
+    ) -> EssayDoc:
+        """Rebuild from a compacted snapshot plus the update log written after it.
+
+        Raises:
+            InvalidUpdate: a stored update is corrupt (its position is in the message).
+        """
+        essay = cls()
+        if snapshot_update is not None:
+            essay._load(snapshot_update, "snapshot")
+        for index, update in enumerate(log_updates):
+            essay._load(update, f"log update #{index}")
+        return essay
+
+    def _load(self, update: bytes, what: str) -> None:
+        try:
+            self._doc.apply_update(bytes(update))
+        except Exception as exc:
+            raise InvalidUpdate(f"{what} is not a valid update: {exc}") from exc
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise
+            raise InvalidUpdate(f"{what} is not a valid update: {exc}") from None
+        finally:
+            self._deltas.clear()
+            self._anchor_view = None
+
+    @property
+    def ydoc(self) -> Doc:
+        """The underlying pycrdt document (for awareness or pycrdt-websocket integration)."""
+        return self._doc
+
+    @property
+    def text(self) -> str:
+        """Current plain text of the essay."""
+        if self._text_cache is None:
+            self._text_cache = str(self._content)
+        return self._text_cache
+
+    @property
+    def word_count(self) -> int:
+        """`count_words(self.text)`, cached until the next change."""
+        if self._words_cache is None:
+            self._words_cache = count_words(self.text)
+        return self._words_cache
+
+    def state_vector(self) -> bytes:
+        """This document's encoded state vector (payload of a sync step 1)."""
+        return self._doc.get_state()
+
+    def diff(self, remote_state_vector: bytes) -> bytes:
+        """Everything a peer with `remote_state_vector` is missing (payload of a sync step 2).
+
+        Raises:
+            InvalidStateVector: the state vector cannot be decoded.
+        """
+        try:
+            return self._doc.get_update(bytes(remote_state_vector))
+        except Exception as exc:
+            raise InvalidStateVector(f"cannot decode state vector: {exc}") from exc
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise
+            raise InvalidStateVector(f"cannot decode state vector: {exc}") from None
+
+    def full_state(self) -> bytes:
+        """The whole document as one update (for snapshots and fresh replicas)."""
+        return self._doc.get_update()
+
+    def apply_update(self, update: bytes) -> UpdateEffect:
+        """Validate `update`, apply it, and report its effect on the text.
+
+        Decoding happens before the document is touched, so an invalid update leaves it unchanged.
+
+        Raises:
+            InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
+        """
+        update = bytes(update)
+        try:
+            # Decodes the whole update without touching the document: our validation step.
+            get_state(update)
+        except Exception as exc:
+            raise InvalidUpdate(f"cannot decode update: {exc}") from exc
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise
+            raise InvalidUpdate(f"cannot decode update: {exc}") from None
+
+        old_text = self.text
+        state_before = self._doc.get_state()
+        self._deltas.clear()
+        try:
+            self._doc.apply_update(update)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not _is_rust_panic(exc):
+                raise
+            unchanged = not self._deltas and self._doc.get_state() == state_before
+            self._deltas.clear()
+            raise InvalidUpdate(f"cannot apply update: {exc}", doc_unchanged=unchanged) from None
+        deltas, self._deltas = self._deltas, []
+        state_after = self._doc.get_state()
+        if state_after != state_before:
+            self._anchor_view = None  # new item ids matter even without a text change
+
+        inserted = sum(
+            len(op["insert"])
+            for delta in deltas
+            for op in delta
+            if isinstance(op.get("insert"), str)
+        )
+        # Delta `delete` counts UTF-8 bytes; lengths give the deleted code points exactly.
+        deleted = max(0, len(old_text) + inserted - len(self.text)) if deltas else 0
+        # Structs of this update the doc still lacks were parked as pending (missing dependencies).
+        leftover = get_update(update, state_after)
+        pending = Decoder(leftover).read_var_uint() > 0
+        return UpdateEffect(
+            inserted_chars=inserted,
+            deleted_chars=deleted,
+            changed=bool(deltas) or state_after != state_before,
+            pending=pending,
+        )
+
+
+# --- anchors -------------------------------------------------------------------------------
+#
+# pycrdt 0.14.13 indexes Text by UTF-8 bytes but Yjs clocks count UTF-16 units, and its
+# StickyIndex mixes the two: inside a block it adds the *byte* offset to the block's clock
+# (y-crdt/pycrdt#382). Both directions are exact only at offset 0 of a block, or in all-ASCII
+# blocks. `_AnchorView` therefore works on a scratch copy in which every non-ASCII character is
+# cut into its own block (an insert+delete on each side; the tombstones belong to the scratch
+# only), and uses pycrdt solely for right-sticky lookups, which are then exact. Left-sticky
+# (`Assoc.BEFORE`) positions are built and resolved here from right-sticky ones.
+
+_Position = dict[str, Any]  # StickyIndex JSON: {"item": {"client", "clock"}, "assoc"} or {"tname", "assoc"}
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _utf16_len(char: str) -> int:
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+def _char_index(utf8: bytes, byte_index: int) -> int:
+    # "ignore" floors an offset that lands inside a character to that character's start.
+    return len(utf8[:byte_index].decode("utf-8", errors="ignore"))
+
+
+class _AnchorView:
+    """A block-split scratch copy of an essay where pycrdt's sticky indexes are exact."""
+
+    def __init__(self, essay: EssayDoc) -> None:
+        self.text = essay.text
+        self.utf8 = self.text.encode("utf-8")
+        self.clocks = _decode_state_vector(essay.state_vector())
+        self._doc = Doc()
+        self._doc.apply_update(essay.full_state())
+        self._content = self._doc.get(ROOT_TEXT, type=Text)
+        cuts: set[int] = set()
+        offset = 0
+        for char in self.text:
+            size = len(char.encode("utf-8"))
+            if size > 1:
+                cuts.update((offset, offset + size))
+            offset += size
+        with self._doc.transaction():
+            # Right to left, so earlier cut offsets stay valid.
+            for cut in sorted(cuts, reverse=True):
+                self._content.insert(cut, "_")
+                del self._content[cut : cut + 1]
+
+    def _byte(self, index: int) -> int:
+        return _utf8_len(self.text[:index])
+
+    def char_id(self, index: int) -> tuple[int, int]:
+        """(client, clock) of the first UTF-16 unit of the character at `index`."""
+        item = self._content.sticky_index(self._byte(index), Assoc.AFTER).to_json()["item"]
+        return int(item["client"]), int(item["clock"])
+
+    def right_sticky(self, index: int) -> _Position:
+        """Sticks to the character at `index` (Yjs assoc >= 0); needs index < len(text)."""
+        client, clock = self.char_id(index)
+        return {"item": {"client": client, "clock": clock}, "assoc": int(Assoc.AFTER)}
+
+    def left_sticky(self, index: int) -> _Position:
+        """Sticks to the character before `index` (Yjs assoc < 0), or to the text start."""
+        if index == 0:
+            return {"tname": ROOT_TEXT, "assoc": int(Assoc.BEFORE)}
+        client, clock = self.char_id(index - 1)
+        last_unit = clock + _utf16_len(self.text[index - 1]) - 1
+        return {"item": {"client": client, "clock": last_unit}, "assoc": int(Assoc.BEFORE)}
+
+    def resolve(self, position: _Position) -> int:
+        """Current character index of a position (Yjs `createAbsolutePositionFromRelativePosition`)."""
+        assoc = position.get("assoc")
+        if assoc not in (int(Assoc.AFTER), int(Assoc.BEFORE)):
+            raise InvalidAnchor("bad assoc")
+        if "item" not in position:
+            if position.get("tname") != ROOT_TEXT:
+                raise InvalidAnchor("anchor refers to another shared type")
+            return 0 if assoc == Assoc.BEFORE else len(self.text)
+        item = position["item"]
+        client, clock = item.get("client"), item.get("clock")
+        if not isinstance(client, int) or not isinstance(clock, int) or clock < 0:
+            raise InvalidAnchor("bad item id")
+        # pycrdt panics on ids it does not have; this also rejects anchors from other essays.
+        if clock >= self.clocks.get(client, 0):
+            raise InvalidAnchor("anchor refers to content this document does not have")
+        right = {"item": {"client": client, "clock": clock}, "assoc": int(Assoc.AFTER)}
+        try:
+            byte_index = StickyIndex.from_json(right, self._content).get_index()
+        except Exception:
+            raise InvalidAnchor("unresolvable position") from None
+        except BaseException as exc:
+            if not _is_rust_panic(exc):
+                raise
+            raise InvalidAnchor("unresolvable position") from None
+        index = _char_index(self.utf8, byte_index)
+        if assoc == Assoc.AFTER or index >= len(self.text):
+            return index
+        # Left-sticky: just after the character, if it is still there; a deleted character
+        # resolves to where it was, exactly like the right-sticky form.
+        here_client, here_clock = self.char_id(index)
+        visible = here_client == client and here_clock <= clock < here_clock + _utf16_len(
+            self.text[index]
+        )
+        return index + 1 if visible else index
+
+
+def _anchor_view(essay: EssayDoc) -> _AnchorView:
+    if essay._anchor_view is None:
+        essay._anchor_view = _AnchorView(essay)
+    return essay._anchor_view
+
+
+def _encode_position(position: _Position) -> bytes:
+    return StickyIndex.from_json(position).encode()
+
+
+def encode_anchor(doc: EssayDoc, start: int, end: int) -> str:
+    """Encode the range `[start, end)` of `doc.text` as a string that survives later edits.
+
+    Raises:
+        ValueError: the range is outside the text or reversed.
+    """
+    text = doc.text
+    if not 0 <= start <= end <= len(text):
+        raise ValueError(f"range [{start}, {end}) outside text of length {len(text)}")
+    view = _anchor_view(doc)
+    if start == end:
+        collapsed = _encode_position(view.left_sticky(start))
+        payload = bytes([_ANCHOR_VERSION, _ANCHOR_COLLAPSED]) + collapsed
+    else:
+        first = _encode_position(view.right_sticky(start))
+        last = _encode_position(view.left_sticky(end))
+        payload = bytes([_ANCHOR_VERSION, 0]) + write_var_uint(len(first)) + first + last
+    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
+
+
+def _split_anchor(anchor: str) -> tuple[bytes, bytes | None]:
+    try:
+        raw = base64.urlsafe_b64decode(anchor + "=" * (-len(anchor) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidAnchor("anchor is not base64url") from None
+    if len(raw) < 3 or raw[0] != _ANCHOR_VERSION or raw[1] & ~_ANCHOR_COLLAPSED:
+        raise InvalidAnchor("unknown anchor version or flags")
+    if raw[1] & _ANCHOR_COLLAPSED:
+        return raw[2:], None
+    length = raw[2]  # a position is < 30 bytes, so its varuint length is one byte
+    if length >= 0x80 or 3 + length >= len(raw):
+        raise InvalidAnchor("bad anchor length")
+    return raw[3 : 3 + length], raw[3 + length :]
+
+
+def _decode_position(raw: bytes) -> _Position:
+    try:
+        position = StickyIndex.decode(raw).to_json()
+    except Exception:
+        raise InvalidAnchor("undecodable position") from None
+    except BaseException as exc:
+        if not _is_rust_panic(exc):
+            raise
+        raise InvalidAnchor("undecodable position") from None
+    if not isinstance(position, dict):
+        raise InvalidAnchor("undecodable position")
+    return position
+
+
+def resolve_anchor(doc: EssayDoc, anchor: str) -> tuple[int, int] | None:
+    """Current `(start, end)` of an anchored range, or None if all of it has been deleted.
+
+    A zero-width anchor always resolves, to `(i, i)`.
+
+    Raises:
+        InvalidAnchor: malformed, or made on a different document.
+    """
+    first, last = _split_anchor(anchor)
+    first_position = _decode_position(first)
+    last_position = None if last is None else _decode_position(last)
+    view = _anchor_view(doc)
+    start = view.resolve(first_position)
+    if last_position is None:
+        return start, start
+    end = view.resolve(last_position)
+    if end <= start:
+        return None
+    return start, end
+
+
+# --- plain text -> updates -----------------------------------------------------------------
+
+
+def text_to_update(text: str) -> bytes:
+    """An update creating an essay whose `content` is `text` (for essays created over REST).
+
+    Apply it exactly once per essay: two calls make two independent inserts, which merge into
+    the text twice.
+    """
+    doc = Doc()
+    content = doc.get(ROOT_TEXT, type=Text)
+    if text:
+        content.insert(0, text)
+    return doc.get_update()
+
+
+def replace_text_update(doc: EssayDoc, new_text: str) -> bytes:
+    """An update turning `doc.text` into `new_text` with one delete and one insert.
+
+    Only the span between the common prefix and the common suffix is replaced, so concurrent
+    edits elsewhere and anchors outside that span survive. `doc` is not modified: apply the
+    result with `doc.apply_update` (and log it) like any client update. The edit is made by a
+    fresh random client id, so a discarded result can never clash with a later one.
+    """
+    old_text = doc.text
+    if old_text == new_text:
+        return EMPTY_UPDATE
+    limit = min(len(old_text), len(new_text))
+    prefix = 0
+    while prefix < limit and old_text[prefix] == new_text[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old_text[-1 - suffix] == new_text[-1 - suffix]:
+        suffix += 1
+
+    scratch = Doc()
+    scratch.apply_update(doc.full_state())
+    content = scratch.get(ROOT_TEXT, type=Text)
+    before = scratch.get_state()
+    start_byte = _utf8_len(old_text[:prefix])
+    removed_bytes = _utf8_len(old_text[prefix : len(old_text) - suffix])
+    inserted = new_text[prefix : len(new_text) - suffix]
+    with scratch.transaction():
+        if removed_bytes:
+            del content[start_byte : start_byte + removed_bytes]
+        if inserted:
+            content.insert(start_byte, inserted)
+    return scratch.get_update(before)

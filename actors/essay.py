@@ -1,0 +1,118 @@
+"""EssayActor: one open essay's in-memory state. Pure: no Ray, no database, no network.
+
+The host serialises calls per essay (the event loop plus `lock` for the async steps). Sequence
+numbers: `seq` numbers the update log densely per essay (the document's version); `event_seq`
+numbers the JSON events published on the essay's channel, densely within an `epoch` (one
+incarnation of the actor), so a client that sees a gap or a new epoch resumes or resyncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from actors.doc import EssayDoc, UpdateEffect
+
+TYPING_GAP_SECONDS = 10.0
+EVENT_BACKLOG = 512
+
+
+@dataclass
+class EssayMeta:
+    essay_id: uuid.UUID
+    owner_id: uuid.UUID
+    class_id: uuid.UUID | None
+    title: str
+
+
+@dataclass
+class EssayActor:
+    """One essay: its Yjs document, log position, activity signals and recent events."""
+
+    meta: EssayMeta
+    doc: EssayDoc
+    seq: int
+    watermark: int
+    typing_seconds: float = 0.0
+    epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    event_seq: int = 0
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENT_BACKLOG))
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    flags: set[str] = field(default_factory=set)
+    last_edit_at: float | None = None
+    last_active_at: datetime | None = None
+    last_revision_at: float | None = None
+    revision_seq: int = 0
+    connections: int = 0
+    durable_seq: int = 0
+    idle_since: float = 0.0
+
+    @property
+    def essay_id(self) -> uuid.UUID:
+        return self.meta.essay_id
+
+    def apply(self, update: bytes, *, now: float, wall: datetime, large_paste_chars: int) -> UpdateEffect:
+        """Apply a validated update; assigns the next `seq` when it carries anything new.
+
+        Raises `actors.doc.InvalidUpdate` and leaves the document unchanged on bad bytes.
+        """
+        effect = self.doc.apply_update(update)
+        if not effect.needs_persist:
+            return effect
+        self.seq += 1
+        if effect.changed:
+            if self.last_edit_at is not None and now - self.last_edit_at <= TYPING_GAP_SECONDS:
+                self.typing_seconds += now - self.last_edit_at
+            self.last_edit_at = now
+            self.last_active_at = wall
+            if effect.is_large_paste(large_paste_chars):
+                self.flags.add("large_paste")
+        return effect
+
+    def next_event(self, type_: str, **payload: Any) -> dict[str, Any]:
+        """Number an event and keep it for `resume`."""
+        self.event_seq += 1
+        event = {"type": type_, "essay_id": str(self.essay_id), "seq": self.event_seq,
+                 "epoch": self.epoch, "doc_seq": self.seq, **payload}
+        self.events.append(event)
+        return event
+
+    def events_after(self, last_seq: int, epoch: str | None) -> list[dict[str, Any]] | None:
+        """Events after `last_seq`, or None when they are no longer kept (the client resyncs)."""
+        if epoch is not None and epoch != self.epoch:
+            return None
+        if last_seq >= self.event_seq:
+            return []
+        if not self.events or self.events[0]["seq"] > last_seq + 1:
+            return None
+        return [e for e in self.events if e["seq"] > last_seq]
+
+    def needs_compaction(self, *, now: float, every: int, idle: float) -> bool:
+        if self.durable_seq <= self.watermark:
+            return False
+        quiet = self.last_edit_at is None or now - self.last_edit_at >= idle
+        return self.durable_seq - self.watermark >= every or quiet
+
+    def status_row(self, *, student_name: str = "") -> dict[str, Any]:
+        text = self.doc.text
+        return {
+            "type": "student", "student_id": str(self.meta.owner_id), "essay_id": str(self.essay_id),
+            "title": self.meta.title, "word_count": self.doc.word_count,
+            "last_active_at": self.last_active_at.isoformat() if self.last_active_at else None,
+            "excerpt": excerpt(text), "flags": sorted(self.flags),
+            "typing_seconds": int(self.typing_seconds), "name": student_name,
+        }
+
+
+def excerpt(text: str, limit: int = 240) -> str:
+    """The end of the text (where the student is typing), cut at a word boundary."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    cut = tail.find(" ")
+    return "…" + (tail[cut + 1:] if 0 <= cut < 40 else tail)

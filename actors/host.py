@@ -1,0 +1,265 @@
+"""EssayHost: many EssayActors in one process, their group-committed log and their lifecycle.
+
+A plain class (tests and single-process runs use it directly); `actors.ray_host` wraps it in a
+named Ray actor. Lifecycle per essay, after Hocuspocus: load on first touch (snapshot + log
+replay), change (apply, log, ack, broadcast), store (compaction into a snapshot, revisions every
+few minutes of activity), unload when idle with no connections, flush everything on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from actors.broadcast import Bus, doc_message
+from actors.doc import EssayDoc, InvalidUpdate, replace_text_update
+from actors.essay import EssayActor, EssayMeta
+from actors.committer import GroupCommitter
+from db.repositories import documents
+from db.types import utcnow
+
+log = logging.getLogger("essaycoach.host")
+
+
+class EssayNotFound(LookupError):
+    """No essay with this id exists in the store."""
+
+
+class UpdateRejected(ValueError):
+    """An update failed to decode; the document is unchanged."""
+
+
+@dataclass
+class HostConfig:
+    large_paste_chars: int = 200
+    compact_every: int = 200
+    compact_idle_seconds: float = 2.0
+    revision_every_seconds: float = 180.0
+    unload_idle_seconds: float = 300.0
+    tick_seconds: float = 0.5
+    commit_interval: float = 0.004
+
+
+class EssayHost:
+    """Hosts essays routed to it; the only writer of those essays' logs and snapshots."""
+
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], bus: Bus,
+                 config: HostConfig | None = None, clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], datetime] = utcnow) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.config = config or HostConfig()
+        self.clock = clock
+        self.wallclock = wallclock
+        self.essays: dict[uuid.UUID, EssayActor] = {}
+        self._loading: dict[uuid.UUID, asyncio.Lock] = {}
+        self.committer = GroupCommitter(self._write_log, interval=self.config.commit_interval,
+                                        permanent=(IntegrityError,))
+        self._ticker: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.committer.start()
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_loop(), name="host-tick")
+
+    async def stop(self) -> None:
+        """Flush every essay: log, then snapshot. Called on graceful shutdown."""
+        if self._ticker:
+            self._ticker.cancel()
+            self._ticker = None
+        await self.committer.flush()
+        for actor in list(self.essays.values()):
+            await self._compact(actor, force_revision=False)
+        await self.committer.close()
+
+    async def _write_log(self, rows: list[dict[str, Any]]) -> None:
+        async with self.sessions() as session, session.begin():
+            await documents.append_updates(session, rows=rows)
+
+    async def open(self, essay_id: uuid.UUID) -> EssayActor:
+        """The essay's actor, loading it from the store on first touch."""
+        actor = self.essays.get(essay_id)
+        if actor is not None:
+            return actor
+        lock = self._loading.setdefault(essay_id, asyncio.Lock())
+        async with lock:
+            actor = self.essays.get(essay_id)
+            if actor is None:
+                actor = await self._load(essay_id)
+                self.essays[essay_id] = actor
+        self._loading.pop(essay_id, None)
+        return actor
+
+    async def _load(self, essay_id: uuid.UUID) -> EssayActor:
+        async with self.sessions() as session:
+            stored = await documents.load(session, essay_id=essay_id)
+            if stored is None:
+                raise EssayNotFound(str(essay_id))
+            last = await documents.last_revision(session, essay_id=essay_id)
+        essay = stored.essay
+        doc = EssayDoc.from_state(essay.doc_state, (row.data for row in stored.log))
+        seq = stored.log[-1].seq if stored.log else essay.log_watermark
+        actor = EssayActor(
+            meta=EssayMeta(essay.id, essay.owner_id, essay.class_id, essay.title),
+            doc=doc, seq=seq, watermark=essay.log_watermark, typing_seconds=float(essay.typing_seconds),
+            durable_seq=seq, last_active_at=essay.updated_at, idle_since=self.clock(),
+            revision_seq=last.seq if last else 0,
+        )
+        actor.last_revision_at = self.clock() if last else None
+        log.info("essay loaded", extra={"essay_id": str(essay_id), "seq": seq, "replayed": len(stored.log)})
+        return actor
+
+    # --- changes --------------------------------------------------------------------------
+
+    async def apply_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None,
+                           origin: str) -> int:
+        """Apply, log and broadcast one client update; returns once it is durable (the ack point).
+
+        Returns the essay's seq after the update (unchanged for duplicates, which need no log row).
+        """
+        actor = await self.open(essay_id)
+        now = self.clock()
+        try:
+            # Apply and seq assignment run without an await in between: per-essay order is the
+            # event loop's order, so no two updates can take the same seq.
+            effect = actor.apply(update, now=now, wall=self.wallclock(),
+                                 large_paste_chars=self.config.large_paste_chars)
+        except InvalidUpdate as exc:
+            raise UpdateRejected(str(exc)) from exc
+        if not effect.needs_persist:
+            return actor.seq
+        seq = actor.seq
+        await self.committer.submit({
+            "essay_id": essay_id, "seq": seq, "data": bytes(update), "author_id": author_id,
+            "inserted_chars": effect.inserted_chars, "deleted_chars": effect.deleted_chars,
+            "created_at": self.wallclock(),
+        })
+        actor.durable_seq = max(actor.durable_seq, seq)
+        # Publish after commit: a teacher never sees text that a crash could take back.
+        await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, update))
+        return seq
+
+    async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
+        """Replace the whole text (REST writes) as one ordinary CRDT update."""
+        actor = await self.open(essay_id)
+        update = replace_text_update(actor.doc, text)
+        seq = await self.apply_update(essay_id, update, author_id=author_id, origin="rest")
+        await self._compact(actor, force_revision=False)
+        return seq
+
+    async def sync(self, essay_id: uuid.UUID, state_vector: bytes) -> tuple[bytes, bytes]:
+        """Sync step 1 answer: (the update the peer is missing, our state vector for step 1)."""
+        actor = await self.open(essay_id)
+        return actor.doc.diff(state_vector), actor.doc.state_vector()
+
+    async def read(self, essay_id: uuid.UUID) -> dict[str, Any] | None:
+        """Live text, word count and seq of a loaded essay; None when it is not loaded here."""
+        actor = self.essays.get(essay_id)
+        if actor is None:
+            return None
+        return {"text": actor.doc.text, "word_count": actor.doc.word_count, "seq": actor.seq}
+
+    async def drop(self, essay_id: uuid.UUID) -> None:
+        """Forget an essay without writing it back (it is being deleted)."""
+        await self.committer.flush()
+        self.essays.pop(essay_id, None)
+
+    async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]:
+        """Owners of this class's essays that have an open socket on this host."""
+        return {a.meta.owner_id for a in self.essays.values()
+                if a.meta.class_id == class_id and a.connections > 0}
+
+    async def attach(self, essay_id: uuid.UUID) -> None:
+        actor = await self.open(essay_id)
+        actor.connections += 1
+
+    async def detach(self, essay_id: uuid.UUID) -> None:
+        actor = self.essays.get(essay_id)
+        if actor is not None:
+            actor.connections = max(0, actor.connections - 1)
+            actor.idle_since = self.clock()
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def publish_event(self, essay_id: uuid.UUID, type_: str, **payload: Any) -> dict[str, Any]:
+        actor = await self.open(essay_id)
+        event = actor.next_event(type_, **payload)
+        await self.bus.publish(f"essay:{essay_id}", json.dumps(event, default=str).encode())
+        return event
+
+    async def events_after(self, essay_id: uuid.UUID, last_seq: int, epoch: str | None) -> list[dict[str, Any]] | None:
+        actor = await self.open(essay_id)
+        return actor.events_after(last_seq, epoch)
+
+    # --- store ----------------------------------------------------------------------------
+
+    async def _compact(self, actor: EssayActor, *, force_revision: bool, reason: str = "periodic") -> int | None:
+        """Snapshot the document at its durable seq; also a revision when one is due."""
+        async with actor.lock:
+            if actor.durable_seq < actor.seq:
+                await self.committer.flush()
+            seq = actor.seq
+            now = self.clock()
+            revision_due = force_revision or (
+                seq > actor.revision_seq and (actor.last_revision_at is None
+                                              or now - actor.last_revision_at >= self.config.revision_every_seconds))
+            if seq <= actor.watermark and not revision_due:
+                return None
+            state, text, words = actor.doc.full_state(), actor.doc.text, actor.doc.word_count
+            revision_n = None
+            async with self.sessions() as session, session.begin():
+                await documents.save_snapshot(
+                    session, essay_id=actor.essay_id, doc_state=state, text=text, word_count=words, seq=seq,
+                    typing_seconds=int(actor.typing_seconds), updated_at=actor.last_active_at or self.wallclock(),
+                )
+                if revision_due:
+                    rev = await documents.add_revision(session, essay_id=actor.essay_id, seq=seq,
+                                                       reason=reason, text=text, word_count=words, doc_state=state)
+                    revision_n = rev.n
+            actor.watermark = seq
+            if revision_due:
+                actor.revision_seq, actor.last_revision_at = seq, now
+            return revision_n
+
+    async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:
+        """Freeze a revision now (submit); returns its number."""
+        actor = await self.open(essay_id)
+        n = await self._compact(actor, force_revision=True, reason=reason)
+        assert n is not None
+        return n
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_seconds)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("host tick failed")
+
+    async def tick(self) -> None:
+        """Compact quiet or busy essays and unload idle ones."""
+        now = self.clock()
+        cfg = self.config
+        for actor in list(self.essays.values()):
+            if actor.needs_compaction(now=now, every=cfg.compact_every, idle=cfg.compact_idle_seconds):
+                await self._compact(actor, force_revision=False)
+            idle_for = now - max(actor.idle_since, actor.last_edit_at or 0.0)
+            if actor.connections == 0 and idle_for >= cfg.unload_idle_seconds:
+                await self._compact(actor, force_revision=False)
+                if actor.connections == 0 and actor.seq == actor.watermark:
+                    self.essays.pop(actor.essay_id, None)
+                    log.info("essay unloaded", extra={"essay_id": str(actor.essay_id)})

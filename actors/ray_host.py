@@ -1,0 +1,153 @@
+"""Ray shells: the named EssayHost actor and the in-Ray bus hub (the embedded default bus).
+
+Only this module imports Ray in actors/. Each shell builds its collaborators from settings in the
+actor process (nothing is pickled but the settings' values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from actors.broadcast import Bus, Handler, InMemoryBus, LocalFanout
+from actors.host import EssayHost, HostConfig
+
+HUB_NAME = "essaycoach-bus-hub"
+
+
+class BusHub:
+    """A tiny pub/sub broker in a Ray actor: publishers push, each subscriber long-polls a queue."""
+
+    def __init__(self, max_queue: int = 10_000) -> None:
+        self._subs: dict[str, tuple[set[str], deque[tuple[str, bytes]], asyncio.Event]] = {}
+        self._max_queue = max_queue
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        for channels, queue, event in self._subs.values():
+            if channel in channels:
+                queue.append((channel, message))
+                if len(queue) > self._max_queue:  # a stalled subscriber loses old messages, not memory
+                    queue.popleft()
+                event.set()
+
+    async def set_channels(self, subscriber: str, channels: list[str]) -> None:
+        entry = self._subs.setdefault(subscriber, (set(), deque(), asyncio.Event()))
+        entry[0].clear()
+        entry[0].update(channels)
+
+    async def poll(self, subscriber: str, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+        entry = self._subs.setdefault(subscriber, (set(), deque(), asyncio.Event()))
+        channels, queue, event = entry
+        if not queue:
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                return []
+        out = list(queue)
+        queue.clear()
+        return out
+
+    async def drop(self, subscriber: str) -> None:
+        self._subs.pop(subscriber, None)
+
+
+class HubBus:
+    """The `Bus` over a BusHub actor: one long-poll loop per process feeds local handlers."""
+
+    def __init__(self, namespace: str) -> None:
+        self.hub = ray.remote(BusHub).options(  # type: ignore[attr-defined]
+            name=HUB_NAME, namespace=namespace, get_if_exists=True, lifetime="detached",
+            max_restarts=-1, max_concurrency=10_000, num_cpus=0,
+        ).remote()
+        self.fanout = LocalFanout()
+        self.subscriber = uuid.uuid4().hex
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        await self.hub.publish.remote(channel, message)
+
+    async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
+        if self.fanout.add(channel, handler):
+            await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll_loop())
+
+        def unsubscribe() -> None:
+            if self.fanout.remove(channel, handler):
+                asyncio.ensure_future(self.hub.set_channels.remote(self.subscriber, self.fanout.channels()))
+
+        return unsubscribe
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                batch = await self.hub.poll.remote(self.subscriber)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.5)  # hub restarting: re-register our channels and go on
+                await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
+                continue
+            for channel, message in batch:
+                self.fanout.deliver(channel, message)
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        try:
+            await self.hub.drop.remote(self.subscriber)
+        except Exception:
+            pass
+
+
+def make_bus(settings: Any) -> Bus:
+    """Redis when `redis_url` is set; the in-Ray hub when Ray is up; else in-process."""
+    if settings.redis_url:
+        from actors.redis_bus import RedisBus
+
+        return RedisBus(settings.redis_url)
+    if ray.is_initialized():
+        return HubBus(settings.ray_namespace)
+    return InMemoryBus()
+
+
+class EssayHostShell:
+    """The Ray actor body: builds store, bus and EssayHost in the actor's own process."""
+
+    def __init__(self, settings_values: dict[str, Any]) -> None:
+        from serve_app.settings import Settings
+
+        self.settings = Settings(**settings_values)
+        self.host: EssayHost | None = None
+        self._starting = asyncio.Lock()
+
+    async def _host(self) -> EssayHost:
+        if self.host is None:
+            async with self._starting:
+                if self.host is None:
+                    from db.engine import make_engine, make_sessionmaker
+
+                    engine = make_engine(self.settings.database_url)
+                    host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings),
+                                     config=HostConfig(large_paste_chars=self.settings.large_paste_chars))
+                    await host.start()
+                    self.host = host
+        return self.host
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        host = await self._host()
+        return await getattr(host, method)(*args, **kwargs)
+
+    async def stats(self) -> dict[str, Any]:
+        host = await self._host()
+        return {"essays": len(host.essays), "rows": host.committer.rows, "batches": host.committer.batches}
+
+    async def shutdown(self) -> None:
+        if self.host is not None:
+            await self.host.stop()

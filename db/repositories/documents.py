@@ -1,0 +1,97 @@
+"""The live document path: the update log, snapshots (compaction) and revisions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Essay, EssayUpdate, Revision
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    essay: Essay
+    log: list[EssayUpdate]
+
+
+async def load(session: AsyncSession, *, essay_id: uuid.UUID) -> StoredDoc | None:
+    """The essay's snapshot and the log rows written after its watermark, in seq order."""
+    essay = await session.get(Essay, essay_id)
+    if essay is None:
+        return None
+    log = (await session.scalars(
+        select(EssayUpdate)
+        .where(EssayUpdate.essay_id == essay_id, EssayUpdate.seq > essay.log_watermark)
+        .order_by(EssayUpdate.seq)
+    )).all()
+    return StoredDoc(essay, list(log))
+
+
+async def append_updates(session: AsyncSession, *, rows: list[dict[str, Any]]) -> None:
+    """One multi-row INSERT for a whole group commit (rows of many essays)."""
+    if rows:
+        await session.execute(insert(EssayUpdate), rows)
+
+
+async def save_snapshot(
+    session: AsyncSession, *, essay_id: uuid.UUID, doc_state: bytes, text: str, word_count: int, seq: int,
+    typing_seconds: int, updated_at: datetime,
+) -> None:
+    """Compaction: the snapshot and the watermark move together in one statement."""
+    await session.execute(
+        update(Essay).where(Essay.id == essay_id, Essay.log_watermark <= seq).values(
+            doc_state=doc_state, text=text, word_count=word_count, seq=seq, log_watermark=seq,
+            typing_seconds=typing_seconds, updated_at=updated_at,
+        )
+    )
+
+
+async def add_revision(
+    session: AsyncSession, *, essay_id: uuid.UUID, seq: int, reason: str, text: str, word_count: int,
+    doc_state: bytes,
+) -> Revision:
+    last = await session.scalar(select(func.max(Revision.n)).where(Revision.essay_id == essay_id))
+    revision = Revision(essay_id=essay_id, n=(last or 0) + 1, seq=seq, reason=reason, text=text,
+                        word_count=word_count, doc_state=doc_state)
+    session.add(revision)
+    await session.flush()
+    return revision
+
+
+async def last_revision(session: AsyncSession, *, essay_id: uuid.UUID) -> Revision | None:
+    return await session.scalar(
+        select(Revision).where(Revision.essay_id == essay_id).order_by(Revision.n.desc()).limit(1)
+    )
+
+
+async def list_revisions(
+    session: AsyncSession, *, essay_id: uuid.UUID, after_n: int, limit: int
+) -> list[Revision]:
+    return list((await session.scalars(
+        select(Revision).where(Revision.essay_id == essay_id, Revision.n > after_n)
+        .order_by(Revision.n).limit(limit)
+    )).all())
+
+
+async def get_revision(session: AsyncSession, *, essay_id: uuid.UUID, n: int) -> Revision | None:
+    return await session.scalar(select(Revision).where(Revision.essay_id == essay_id, Revision.n == n))
+
+
+async def replay(
+    session: AsyncSession, *, essay_id: uuid.UUID, after_seq: int, limit: int
+) -> list[EssayUpdate]:
+    return list((await session.scalars(
+        select(EssayUpdate).where(EssayUpdate.essay_id == essay_id, EssayUpdate.seq > after_seq)
+        .order_by(EssayUpdate.seq).limit(limit)
+    )).all())
+
+
+async def max_seq(session: AsyncSession, *, essay_id: uuid.UUID) -> int:
+    return await session.scalar(
+        select(func.coalesce(func.max(EssayUpdate.seq), 0)).where(EssayUpdate.essay_id == essay_id)
+    ) or 0

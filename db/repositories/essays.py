@@ -1,0 +1,57 @@
+"""Essays: rows, visibility and listing. The live document path (update log) lives beside it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Class, Essay
+from db.repositories.pagination import Page, paginate
+
+
+async def create(
+    session: AsyncSession, *, owner_id: uuid.UUID, title: str, assignment_id: uuid.UUID | None,
+    class_id: uuid.UUID | None,
+) -> Essay:
+    essay = Essay(owner_id=owner_id, title=title, assignment_id=assignment_id, class_id=class_id)
+    session.add(essay)
+    await session.flush()
+    return essay
+
+
+async def get(session: AsyncSession, *, essay_id: uuid.UUID) -> Essay | None:
+    return await session.get(Essay, essay_id)
+
+
+def _visible_clause(user_id: uuid.UUID) -> Any:
+    taught = select(Class.id).where(Class.teacher_id == user_id)
+    return or_(Essay.owner_id == user_id, Essay.class_id.in_(taught))
+
+
+async def get_visible(session: AsyncSession, *, essay_id: uuid.UUID, user_id: uuid.UUID) -> Essay | None:
+    """The essay if `user_id` owns it or teaches its class; None otherwise (callers answer 404)."""
+    return await session.scalar(select(Essay).where(Essay.id == essay_id, _visible_clause(user_id)))
+
+
+async def list_visible(
+    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None,
+    assignment_id: uuid.UUID | None = None, class_id: uuid.UUID | None = None,
+) -> Page[Essay]:
+    stmt = select(Essay).where(_visible_clause(user_id))
+    if assignment_id is not None:
+        stmt = stmt.where(Essay.assignment_id == assignment_id)
+    if class_id is not None:
+        stmt = stmt.where(Essay.class_id == class_id)
+    return await paginate(session, stmt, model=Essay, limit=limit, cursor=cursor)
+
+
+async def list_for_class(session: AsyncSession, *, class_id: uuid.UUID) -> list[Essay]:
+    stmt = select(Essay).where(Essay.class_id == class_id).order_by(Essay.created_at, Essay.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def remove(session: AsyncSession, *, essay_id: uuid.UUID) -> None:
+    await session.execute(delete(Essay).where(Essay.id == essay_id))

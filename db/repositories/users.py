@@ -1,0 +1,78 @@
+"""Users, refresh-token families and socket tickets."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import RefreshToken, User, WsTicket
+
+
+async def get(session: AsyncSession, *, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_by_email(session: AsyncSession, *, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email.lower()))
+
+
+async def create(session: AsyncSession, *, email: str, name: str, role: str, password_hash: str) -> User:
+    user = User(email=email.lower(), name=name, role=role, password_hash=password_hash)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def add_refresh(
+    session: AsyncSession, *, jti: uuid.UUID, family_id: uuid.UUID, user_id: uuid.UUID,
+    expires_at: datetime, family_expires_at: datetime,
+) -> RefreshToken:
+    token = RefreshToken(id=jti, family_id=family_id, user_id=user_id, expires_at=expires_at,
+                         family_expires_at=family_expires_at)
+    session.add(token)
+    await session.flush()
+    return token
+
+
+async def spend_refresh(session: AsyncSession, *, jti: uuid.UUID, now: datetime) -> bool:
+    """Mark a live token spent; False when it was already spent or revoked (atomic across replicas)."""
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == jti, RefreshToken.spent_at.is_(None), RefreshToken.revoked_at.is_(None))
+        .values(spent_at=now)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def get_refresh(session: AsyncSession, *, jti: uuid.UUID) -> RefreshToken | None:
+    return await session.get(RefreshToken, jti)
+
+
+async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def add_ticket(
+    session: AsyncSession, *, token_hash: str, user_id: uuid.UUID, expires_at: datetime
+) -> None:
+    session.add(WsTicket(token_hash=token_hash, user_id=user_id, expires_at=expires_at))
+    await session.flush()
+
+
+async def spend_ticket(session: AsyncSession, *, token_hash: str, now: datetime) -> uuid.UUID | None:
+    """The ticket's user if it was unspent and unexpired; spending is atomic so it works once."""
+    result = await session.execute(
+        update(WsTicket)
+        .where(WsTicket.token_hash == token_hash, WsTicket.used_at.is_(None), WsTicket.expires_at > now)
+        .values(used_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return await session.scalar(select(WsTicket.user_id).where(WsTicket.token_hash == token_hash))

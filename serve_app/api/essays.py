@@ -1,0 +1,90 @@
+"""Essays over REST. Text writes become CRDT updates through the live layer, like keystrokes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from db.models import Essay
+from db.repositories import essays
+from db.types import utcnow
+from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader
+from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep
+from serve_app.errors import PayloadTooLarge
+from serve_app.schemas import EssayIn, EssayOut, EssayPatch, EssaySummary, PageOut, dump
+
+router = APIRouter(tags=["essays"])
+
+
+def check_text_size(text: str | None, limit: int) -> None:
+    if text is not None and len(text) > limit:
+        raise PayloadTooLarge(f"essay text is {len(text)} characters; the limit is {limit}",
+                              code="essay_too_large")
+
+
+async def essay_view(ctx: ContextDep, essay: Essay) -> dict[str, Any]:
+    """The essay as stored, with text, word count and seq from its live actor when it is open."""
+    out = dump(EssayOut, essay)
+    live = await ctx.live.read(essay.id)
+    if live is not None:
+        out.update(text=live.text, word_count=live.word_count, seq=live.seq)
+    return out
+
+
+@router.post("/essays", status_code=201, response_model=EssayOut)
+async def create_essay(body: EssayIn, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    check_text_size(body.text, ctx.settings.max_essay_chars)
+    class_id = None
+    if body.assignment_id is not None:
+        class_id = (await assignment_for_member(session, user, body.assignment_id)).class_id
+    essay = await essays.create(session, owner_id=user.id, title=body.title,
+                                assignment_id=body.assignment_id, class_id=class_id)
+    await session.commit()
+    if body.text:
+        await ctx.live.set_text(essay.id, body.text, author_id=user.id)
+        await session.refresh(essay)
+    return await essay_view(ctx, essay)
+
+
+@router.get("/essays", response_model=PageOut[EssaySummary])
+async def list_essays(
+    session: SessionDep, user: CurrentUser, page: PageDep,
+    assignment_id: Annotated[uuid.UUID | None, Query()] = None,
+    class_id: Annotated[uuid.UUID | None, Query()] = None,
+) -> dict[str, Any]:
+    result = await essays.list_visible(session, user_id=user.id, limit=page.limit, cursor=page.cursor,
+                                       assignment_id=assignment_id, class_id=class_id)
+    return {"items": [dump(EssaySummary, e) for e in result.items], "next_cursor": result.next_cursor}
+
+
+@router.get("/essays/{essay_id}", response_model=EssayOut)
+async def get_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    return await essay_view(ctx, await essay_for_reader(session, user, essay_id))
+
+
+@router.patch("/essays/{essay_id}", response_model=EssayOut)
+async def patch_essay(
+    essay_id: uuid.UUID, body: EssayPatch, ctx: ContextDep, session: SessionDep, user: CurrentUser
+) -> dict[str, Any]:
+    check_text_size(body.text, ctx.settings.max_essay_chars)
+    essay = await essay_for_owner(session, user, essay_id)
+    if body.title is not None:
+        essay.title = body.title
+        essay.updated_at = utcnow()
+        await session.commit()
+    if body.text is not None:
+        await ctx.live.set_text(essay.id, body.text, author_id=user.id)
+        await session.refresh(essay)
+    return await essay_view(ctx, essay)
+
+
+@router.delete("/essays/{essay_id}", status_code=204)
+async def delete_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Response:
+    essay = await essay_for_owner(session, user, essay_id)
+    # Unload first so a live actor cannot write the essay back after the row is gone.
+    await ctx.live.drop(essay.id)
+    await essays.remove(session, essay_id=essay.id)
+    await session.commit()
+    return Response(status_code=204)

@@ -1,0 +1,73 @@
+"""The FastAPI application factory. Each Serve replica (and each test) builds its own app."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from db.engine import make_engine, make_sessionmaker
+from serve_app.api import auth, classes, essays, exports, health, rubrics
+from serve_app.deps import Context
+from serve_app.errors import install_handlers
+from serve_app.live import LiveEssays, make_live
+from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
+from serve_app.ratelimit import LoginThrottle
+from serve_app.settings import Settings
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("essaycoach.app")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    live_factory: Callable[[Settings, Context], LiveEssays] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """Build the app. `settings` defaults to the environment; `live_factory` picks how essays are
+    hosted (in-process hosts for tests and single-process runs, Ray actors under Serve)."""
+    settings = settings or Settings()
+    configure_logging()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        ctx = Context(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
+                      throttle=LoginThrottle(clock=clock,
+                                             per_ip_per_minute=settings.login_attempts_per_ip_per_minute,
+                                             failures_before_lock=settings.login_failures_per_account,
+                                             max_lock_seconds=settings.login_lockout_max_seconds),
+                      live=None, metrics=metrics, clock=clock)  # type: ignore[arg-type]
+        ctx.live = (live_factory or make_live)(settings, ctx)
+        app.state.ctx = ctx
+        await ctx.live.start()
+        log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
+        try:
+            yield
+        finally:
+            await ctx.live.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="EssayCoach Live",
+        version="1.0.0",
+        description="Realtime essay coaching: live essays, AI feedback, teacher dashboards.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        swagger_ui_init_oauth={"usePkceWithAuthorizationCodeGrant": False},
+    )
+    install_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (auth, classes, rubrics, essays, exports):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app

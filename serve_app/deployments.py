@@ -1,0 +1,51 @@
+"""Ray Serve shells: the Gateway deployment and `build_app`, the typed application builder.
+
+`serve run ops/serve.yaml` and `essaycoach run` both come through `build_app`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from ray import serve
+from ray.serve import Application
+
+
+class GatewayArgs(BaseModel):
+    """Arguments of `build_app` (from a Serve config's `args:` or the CLI)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 4
+    target_ongoing_requests: int = 200
+    max_ongoing_requests: int = 5000
+
+
+def _build_asgi_app() -> FastAPI:
+    # Runs inside each replica: settings are read there, so replicas see the cluster's environment.
+    from serve_app.app import create_app
+
+    return create_app()
+
+
+@serve.ingress(_build_asgi_app)
+class Gateway:
+    """The REST + websocket ingress. Routes live in the FastAPI app built per replica."""
+
+
+def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
+    opts = args if isinstance(args, GatewayArgs) else GatewayArgs(**(args or {}))
+    deployment = serve.deployment(
+        Gateway,
+        name="Gateway",
+        # Every open socket is an ongoing request: the cap must be far above the socket count.
+        max_ongoing_requests=opts.max_ongoing_requests,
+        autoscaling_config={
+            "min_replicas": opts.min_replicas,
+            "max_replicas": opts.max_replicas,
+            "target_ongoing_requests": opts.target_ongoing_requests,
+        },
+        ray_actor_options={"num_cpus": 0.25},
+    )
+    return deployment.bind()

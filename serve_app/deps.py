@@ -1,0 +1,99 @@
+"""FastAPI dependencies: the per-process context, a session, the caller, pagination."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Callable
+
+from fastapi import Depends, Query, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from db.models import User
+from db.repositories import users
+from serve_app.auth import decode_access
+from serve_app.errors import Forbidden, InvalidToken, Unauthorized
+from serve_app.observability import Metrics
+from serve_app.ratelimit import LoginThrottle
+from serve_app.settings import Settings
+
+if TYPE_CHECKING:
+    from serve_app.live import LiveEssays
+
+
+@dataclass
+class Context:
+    """Everything one Gateway replica holds; built in the app's lifespan, never at import."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    throttle: LoginThrottle
+    live: "LiveEssays"
+    metrics: Metrics
+    clock: Callable[[], float]
+
+
+def get_context(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
+    async with ctx.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+# OAuth2 password flow in the OpenAPI document, so Swagger's Authorize button logs in.
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+async def get_current_user(
+    ctx: ContextDep, session: SessionDep,
+    token: Annotated[str | None, Depends(_bearer)],
+) -> User:
+    if not token:
+        raise Unauthorized("send an access token as 'Authorization: Bearer <token>'")
+    claims = decode_access(ctx.settings, token)
+    user = await users.get(session, user_id=claims.user_id)
+    if user is None:
+        raise InvalidToken("the token's user no longer exists")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_role(*roles: str) -> Callable[[User], User]:
+    def check(user: CurrentUser) -> User:
+        if user.role not in roles and user.role != "admin":
+            raise Forbidden(f"this needs the {' or '.join(roles)} role")
+        return user
+
+    return check
+
+
+Teacher = Annotated[User, Depends(require_role("teacher"))]
+Student = Annotated[User, Depends(require_role("student"))]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    cursor: str | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+) -> PageParams:
+    return PageParams(limit, cursor)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+

@@ -1,0 +1,189 @@
+"""How the Gateway reaches the essay hosts: in-process (tests, one process) or Ray actors (Serve).
+
+Both expose the same `LiveEssays` interface; the Gateway never knows which one it has.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+
+from actors.broadcast import Bus, InMemoryBus
+from actors.host import EssayHost, HostConfig
+from actors.routing import host_index
+from serve_app.settings import Settings
+
+if TYPE_CHECKING:
+    from serve_app.deps import Context
+
+Probe = Callable[[], Awaitable[None]]
+
+
+class LiveEssays(Protocol):
+    """The Gateway's view of essay hosts and the bus."""
+
+    bus: Bus
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def call(self, essay_id: uuid.UUID, method: str, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID) -> int: ...
+
+    async def read(self, essay_id: uuid.UUID) -> Any: ...
+
+    async def drop(self, essay_id: uuid.UUID) -> None: ...
+
+    async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]: ...
+
+    def readiness_probes(self) -> list[tuple[str, Probe]]: ...
+
+
+class LiveView:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.text: str = data["text"]
+        self.word_count: int = data["word_count"]
+        self.seq: int = data["seq"]
+
+
+class HostRouter:
+    """Routes essay calls to hosts by `host_index`; subclasses say how a host is reached."""
+
+    bus: Bus
+    hosts: int
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def call(self, essay_id: uuid.UUID, method: str, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID) -> int:
+        return int(await self.call(essay_id, "set_text", essay_id, text, author_id=author_id))
+
+    async def read(self, essay_id: uuid.UUID) -> LiveView | None:
+        data = await self.call(essay_id, "read", essay_id)
+        return LiveView(data) if data is not None else None
+
+    async def drop(self, essay_id: uuid.UUID) -> None:
+        await self.call(essay_id, "drop", essay_id)
+
+    async def call_all(self, method: str, *args: Any) -> list[Any]:
+        raise NotImplementedError
+
+    async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]:
+        return set().union(*await self.call_all("live_students", class_id))
+
+    def readiness_probes(self) -> list[tuple[str, Probe]]:
+        return []
+
+
+class InProcessLive(HostRouter):
+    """Hosts as plain objects in this process, sharing the Gateway's store and an in-memory bus."""
+
+    def __init__(self, settings: Settings, ctx: "Context", *, bus: Bus | None = None,
+                 config: HostConfig | None = None) -> None:
+        self.bus = bus or InMemoryBus()
+        self.ctx = ctx
+        self.hosts = settings.hosts
+        cfg = config or HostConfig(large_paste_chars=settings.large_paste_chars)
+        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg)
+                             for _ in range(settings.hosts)]
+
+    async def start(self) -> None:
+        for host in self.host_objects:
+            await host.start()
+
+    async def stop(self) -> None:
+        for host in self.host_objects:
+            await host.stop()
+        await self.bus.close()
+
+    def host_for(self, essay_id: uuid.UUID) -> EssayHost:
+        return self.host_objects[host_index(essay_id, self.hosts)]
+
+    async def call(self, essay_id: uuid.UUID, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.host_for(essay_id), method)(*args, **kwargs)
+
+    async def call_all(self, method: str, *args: Any) -> list[Any]:
+        return [await getattr(h, method)(*args) for h in self.host_objects]
+
+
+class RayLive(HostRouter):
+    """Hosts as named, detached Ray actors shared by every Gateway replica (one writer per essay)."""
+
+    RETRY_FOR_SECONDS = 30.0
+
+    def __init__(self, settings: Settings) -> None:
+        from actors.ray_host import make_bus
+
+        self.settings = settings
+        self.hosts = settings.hosts
+        self.namespace = settings.ray_namespace
+        self.bus = make_bus(settings)
+        self._handles: dict[int, Any] = {}
+
+    def handle(self, index: int) -> Any:
+        import ray
+
+        from actors.ray_host import EssayHostShell
+
+        if index not in self._handles:
+            self._handles[index] = ray.remote(EssayHostShell).options(  # type: ignore[attr-defined]
+                name=f"essay-host-{index}", namespace=self.namespace, get_if_exists=True,
+                lifetime="detached", max_restarts=-1, max_concurrency=100_000, num_cpus=0,
+            ).remote(self.settings.model_dump(mode="json"))
+        return self._handles[index]
+
+    async def _call_host(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+        delay, waited = 0.05, 0.0
+        while True:
+            try:
+                return await self.handle(index).call.remote(method, *args, **kwargs)
+            except (ActorDiedError, ActorUnavailableError):
+                # The host is restarting (max_restarts): every host call is safe to repeat, since
+                # applying a Yjs update twice is a no-op, so wait for it and try again.
+                if waited >= self.RETRY_FOR_SECONDS:
+                    raise
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(1.0, delay * 2)
+
+    async def call(self, essay_id: uuid.UUID, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._call_host(host_index(essay_id, self.hosts), method, *args, **kwargs)
+
+    async def call_all(self, method: str, *args: Any) -> list[Any]:
+        import asyncio
+
+        return list(await asyncio.gather(*(self._call_host(i, method, *args) for i in range(self.hosts))))
+
+    async def stop(self) -> None:
+        await self.bus.close()
+
+    def readiness_probes(self) -> list[tuple[str, Probe]]:
+        async def hosts() -> None:
+            import asyncio
+
+            await asyncio.gather(*(self.handle(i).stats.remote() for i in range(self.hosts)))
+
+        return [("hosts", hosts)]
+
+
+def make_live(settings: Settings, ctx: "Context") -> LiveEssays:
+    """Ray actors when this process is part of a Ray cluster (Serve replicas), else in-process."""
+    import ray
+
+    if ray.is_initialized():
+        return RayLive(settings)
+    return InProcessLive(settings, ctx)
+
+

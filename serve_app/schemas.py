@@ -1,0 +1,228 @@
+"""Request and response bodies of the REST API (the shapes in DESIGN.md, plus a few extras)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+T = TypeVar("T")
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Title = Annotated[str, Field(min_length=1, max_length=300)]
+
+
+class Body(BaseModel):
+    """Request bodies reject unknown fields so typos surface as 422 instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PageOut(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+# --- auth ---------------------------------------------------------------------------------
+
+
+class RegisterIn(Body):
+    email: EmailStr
+    password: Annotated[str, Field(min_length=8, max_length=128)]
+    name: Name
+    role: Literal["student", "teacher"]
+
+
+class TokenIn(Body):
+    email: EmailStr
+    password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class RefreshIn(Body):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class TicketOut(BaseModel):
+    ticket: str
+    expires_in: int
+
+
+class UserOut(Out):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+# --- classes ------------------------------------------------------------------------------
+
+
+class ClassIn(Body):
+    name: Name
+
+
+class JoinIn(Body):
+    join_code: Annotated[str, Field(min_length=4, max_length=16)]
+
+
+class ClassOut(Out):
+    id: uuid.UUID
+    name: str
+    join_code: str
+    teacher_id: uuid.UUID
+    created_at: datetime
+
+
+class RosterRow(BaseModel):
+    student_id: uuid.UUID
+    name: str
+    email: str
+    essay_count: int
+    last_active_at: datetime | None
+    live: bool
+
+
+# --- rubrics ------------------------------------------------------------------------------
+
+
+class LevelIn(Body):
+    min_score: Annotated[float, Field(ge=0, le=1000)]
+    max_score: Annotated[float, Field(ge=0, le=1000)]
+    descriptor: Annotated[str, Field(min_length=1, max_length=2000)]
+
+    @model_validator(mode="after")
+    def _range(self) -> "LevelIn":
+        if self.min_score > self.max_score:
+            raise ValueError("min_score must not exceed max_score")
+        return self
+
+
+class CriterionIn(Body):
+    id: str | None = Field(default=None, max_length=64)
+    name: Name
+    description: str | None = Field(default=None, max_length=2000)
+    weight: Annotated[float, Field(gt=0, le=100)] = 1.0
+    levels: Annotated[list[LevelIn], Field(min_length=1, max_length=10)]
+
+
+class RubricIn(Body):
+    title: Title
+    criteria: Annotated[list[CriterionIn], Field(min_length=1, max_length=30)]
+
+
+class RubricPatch(Body):
+    title: Title | None = None
+    criteria: Annotated[list[CriterionIn], Field(min_length=1, max_length=30)] | None = None
+
+
+class LevelOut(BaseModel):
+    min_score: float
+    max_score: float
+    descriptor: str
+
+
+class CriterionOut(BaseModel):
+    id: str
+    name: str
+    description: str | None = None
+    weight: float
+    levels: list[LevelOut]
+
+
+class RubricOut(Out):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    title: str
+    criteria: list[CriterionOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- assignments --------------------------------------------------------------------------
+
+
+class AssignmentIn(Body):
+    title: Title
+    prompt: Annotated[str, Field(max_length=20_000)] = ""
+    rubric_id: uuid.UUID | None = None
+    due_at: datetime | None = None
+    late_policy: Literal["accept", "flag", "reject"] = "accept"
+
+    @field_validator("due_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("due_at needs a timezone (e.g. 2026-12-01T17:00:00Z)")
+        return v
+
+
+class AssignmentOut(Out):
+    id: uuid.UUID
+    class_id: uuid.UUID
+    title: str
+    prompt: str
+    rubric_id: uuid.UUID | None
+    due_at: datetime | None
+    late_policy: str
+    created_at: datetime
+
+
+# --- essays -------------------------------------------------------------------------------
+
+
+class EssayIn(Body):
+    title: Title = "Untitled essay"
+    assignment_id: uuid.UUID | None = None
+    # Length is checked by the route so an oversized text answers 413, not 422.
+    text: str | None = None
+
+
+class EssayPatch(Body):
+    title: Title | None = None
+    text: str | None = None
+
+
+class EssayOut(Out):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    assignment_id: uuid.UUID | None
+    class_id: uuid.UUID | None
+    title: str
+    text: str
+    word_count: int
+    seq: int
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+
+
+class EssaySummary(Out):
+    """List rows omit the text (an essay can be 200,000 characters)."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    assignment_id: uuid.UUID | None
+    class_id: uuid.UUID | None
+    title: str
+    word_count: int
+    seq: int
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None
+
+
+def dump(model: type[BaseModel], obj: Any) -> dict[str, Any]:
+    return model.model_validate(obj).model_dump(mode="json")

@@ -1,0 +1,97 @@
+"""Process settings, read once at each entry point and passed down (never at import time).
+
+Every variable has the prefix ``ESSAYCOACH_``. The defaults are the embedded mode: a SQLite file
+under ``var/``, the in-Ray event hub instead of Redis, the local analysis provider, and a JWT
+secret generated once and kept in ``var/jwt_secret`` so restarts and all replicas agree.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+# Hosts and the bus hub are named actors in this namespace, whichever namespace their caller is in
+# (Serve replicas run in "serve").
+RAY_NAMESPACE = "essaycoach"
+
+
+class Settings(BaseSettings):
+    """All configuration of one process; see the README for what each variable means."""
+
+    model_config = SettingsConfigDict(env_prefix="ESSAYCOACH_", extra="ignore")
+
+    dev_mode: bool = True
+    var_dir: Path = ROOT / "var"
+    database_url: str = ""
+    redis_url: str | None = None
+    jwt_secret: str = ""
+    jwt_issuer: str = "essaycoach"
+    jwt_audience: str = "essaycoach-api"
+    access_token_seconds: int = 15 * 60
+    refresh_token_seconds: int = 14 * 24 * 3600
+    refresh_absolute_seconds: int = 30 * 24 * 3600
+    ws_ticket_seconds: int = 60
+
+    ai_provider: Literal["local", "openai"] = "local"
+    ai_base_url: str = "https://api.openai.com/v1"
+    ai_api_key: str = ""
+    ai_model: str = "gpt-4o-mini"
+    ai_token_budget_per_essay: int = 50_000
+    ai_token_budget_per_class: int = 2_000_000
+
+    hosts: int = Field(default=2, ge=1, le=1024)
+    max_essay_chars: int = 200_000
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_ws_message_bytes: int = 1024 * 1024
+    ws_messages_per_second: float = 60.0
+    ws_burst: int = 200
+    large_paste_chars: int = 200
+
+    login_attempts_per_ip_per_minute: int = 30
+    login_failures_per_account: int = 5
+    login_lockout_max_seconds: int = 15 * 60
+
+    gateway_replicas_min: int = 1
+    gateway_replicas_max: int = 4
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    ray_namespace: str = RAY_NAMESPACE
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'essaycoach.db'}"
+        if not self.jwt_secret:
+            if not self.dev_mode:
+                raise ValueError("ESSAYCOACH_JWT_SECRET is required outside dev mode")
+            self.jwt_secret = _dev_secret(self.var_dir)
+        if len(self.jwt_secret.encode()) < 32:
+            raise ValueError("ESSAYCOACH_JWT_SECRET must be at least 32 bytes")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _dev_secret(var_dir: Path) -> str:
+    """Create the dev secret once; linking a finished temp file makes concurrent first starts agree."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "jwt_secret"
+    if not path.exists():
+        tmp = var_dir / f".jwt_secret.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp.write_text(secrets.token_urlsafe(48))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,79 @@
+"""Shared fixtures: a migrated store per backend and the API app from its factory (no Ray).
+
+Store and API tests run on SQLite always and on PostgreSQL when ESSAYCOACH_TEST_DATABASE_URL is
+set; when it is set and the server is unreachable the run fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from db.engine import make_engine
+from db.migrate import upgrade
+from serve_app.app import create_app
+from serve_app.settings import Settings
+
+PG_URL = os.environ.get("ESSAYCOACH_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgres"] if PG_URL else [])
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    except OSError as exc:
+        raise RuntimeError(f"ESSAYCOACH_TEST_DATABASE_URL is set but unreachable: {exc}") from exc
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "postgres":
+        assert PG_URL
+        await _reset_postgres(PG_URL)
+        url = PG_URL
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
+def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Settings:
+    return Settings(database_url=database_url, var_dir=var_dir, jwt_secret=TEST_SECRET, dev_mode=False,
+                    **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(database_url, tmp_path_factory.mktemp("var"),
+                         login_attempts_per_ip_per_minute=100_000)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[object]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"

@@ -1,0 +1,83 @@
+"""Factories for test data through the public API (so every test exercises real routes)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PASSWORD = "violet-Harbor-93!"
+
+
+@dataclass
+class Account:
+    id: str
+    email: str
+    role: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+async def register(client: httpx.AsyncClient, role: str = "student", name: str = "Test User") -> Account:
+    email = f"{role}-{uuid.uuid4().hex[:10]}@example.com"
+    r = await client.post("/api/v1/auth/register",
+                          json={"email": email, "password": PASSWORD, "name": name, "role": role})
+    assert r.status_code == 201, r.text
+    t = await client.post("/api/v1/auth/token", json={"email": email, "password": PASSWORD})
+    assert t.status_code == 200, t.text
+    body = t.json()
+    return Account(r.json()["id"], email, role, body["access_token"], body["refresh_token"])
+
+
+async def make_class(client: httpx.AsyncClient, teacher: Account, name: str = "English 9") -> dict[str, Any]:
+    r = await client.post("/api/v1/classes", json={"name": name}, headers=teacher.headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def join(client: httpx.AsyncClient, student: Account, join_code: str) -> None:
+    r = await client.post("/api/v1/classes/join", json={"join_code": join_code}, headers=student.headers)
+    assert r.status_code == 200, r.text
+
+
+RUBRIC = {
+    "title": "Argumentative essay",
+    "criteria": [
+        {"name": "Thesis", "weight": 2, "levels": [
+            {"min_score": 0, "max_score": 1, "descriptor": "No clear thesis"},
+            {"min_score": 2, "max_score": 3, "descriptor": "Clear, arguable thesis"}]},
+        {"name": "Evidence", "weight": 1, "levels": [
+            {"min_score": 0, "max_score": 2, "descriptor": "Little evidence"},
+            {"min_score": 3, "max_score": 4, "descriptor": "Relevant, cited evidence"}]},
+    ],
+}
+
+
+async def make_rubric(client: httpx.AsyncClient, teacher: Account) -> dict[str, Any]:
+    r = await client.post("/api/v1/rubrics", json=RUBRIC, headers=teacher.headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def make_assignment(client: httpx.AsyncClient, teacher: Account, class_id: str,
+                          rubric_id: str | None = None) -> dict[str, Any]:
+    body = {"title": "Should homework be banned?", "prompt": "Argue for or against.", "rubric_id": rubric_id}
+    r = await client.post(f"/api/v1/classes/{class_id}/assignments", json=body, headers=teacher.headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def make_essay(client: httpx.AsyncClient, student: Account, assignment_id: str | None = None,
+                     text: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"title": "My essay", "assignment_id": assignment_id}
+    if text is not None:
+        body["text"] = text
+    r = await client.post("/api/v1/essays", json=body, headers=student.headers)
+    assert r.status_code == 201, r.text
+    return r.json()
