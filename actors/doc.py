@@ -311,7 +311,12 @@ def _char_index(utf8: bytes, byte_index: int) -> int:
 
 
 class _AnchorView:
-    """A block-split scratch copy of an essay where pycrdt's sticky indexes are exact."""
+    """A block-split scratch copy of an essay where pycrdt's sticky indexes are exact.
+
+    Built lazily and cached on the EssayDoc until its next change. Building costs one pycrdt
+    insert per non-ASCII character, each a linear walk: a few ms for typical English essays,
+    about a second for 40k characters of mostly non-ASCII text.
+    """
 
     def __init__(self, essay: EssayDoc) -> None:
         self.text = essay.text

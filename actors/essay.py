@@ -50,6 +50,9 @@ class EssayActor:
     connections: int = 0
     durable_seq: int = 0
     idle_since: float = 0.0
+    class_dirty: bool = False
+    last_class_publish: float = float("-inf")
+    feedback_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def essay_id(self) -> uuid.UUID:
@@ -104,6 +107,7 @@ class EssayActor:
             "title": self.meta.title, "word_count": self.doc.word_count,
             "last_active_at": self.last_active_at.isoformat() if self.last_active_at else None,
             "excerpt": excerpt(text), "flags": sorted(self.flags),
+            "feedback_counts": dict(self.feedback_counts),
             "typing_seconds": int(self.typing_seconds), "name": student_name,
         }
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pycrdt import create_update_message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,7 +47,8 @@ class HostConfig:
     compact_idle_seconds: float = 2.0
     revision_every_seconds: float = 180.0
     unload_idle_seconds: float = 300.0
-    tick_seconds: float = 0.5
+    tick_seconds: float = 0.25
+    class_row_interval: float = 1.0
     commit_interval: float = 0.004
 
 
@@ -148,8 +150,23 @@ class EssayHost:
         })
         actor.durable_seq = max(actor.durable_seq, seq)
         # Publish after commit: a teacher never sees text that a crash could take back.
-        await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, update))
+        await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)))
+        if actor.meta.class_id is not None:
+            actor.class_dirty = True
+            if now - actor.last_class_publish >= self.config.class_row_interval:
+                await self._publish_class_row(actor, now)
         return seq
+
+    async def _publish_class_row(self, actor: EssayActor, now: float) -> None:
+        """The teacher dashboard row, coalesced to about one per second per essay."""
+        actor.class_dirty = False
+        actor.last_class_publish = now
+        row = actor.status_row()
+        await self.bus.publish(f"class:{actor.meta.class_id}", json.dumps(row).encode())
+
+    async def student_rows(self, class_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Dashboard rows of this class's essays loaded here (the rest come from the store)."""
+        return [a.status_row() for a in self.essays.values() if a.meta.class_id == class_id]
 
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
         """Replace the whole text (REST writes) as one ordinary CRDT update."""
@@ -199,6 +216,12 @@ class EssayHost:
         await self.bus.publish(f"essay:{essay_id}", json.dumps(event, default=str).encode())
         return event
 
+    async def event_state(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        """Where the essay's event stream stands (sent on connect and with `resync`)."""
+        actor = await self.open(essay_id)
+        return {"seq": actor.event_seq, "epoch": actor.epoch, "doc_seq": actor.seq,
+                "word_count": actor.doc.word_count, "connections": actor.connections}
+
     async def events_after(self, essay_id: uuid.UUID, last_seq: int, epoch: str | None) -> list[dict[str, Any]] | None:
         actor = await self.open(essay_id)
         return actor.events_after(last_seq, epoch)
@@ -228,7 +251,11 @@ class EssayHost:
                     rev = await documents.add_revision(session, essay_id=actor.essay_id, seq=seq,
                                                        reason=reason, text=text, word_count=words, doc_state=state)
                     revision_n = rev.n
+            saved = seq > actor.watermark
             actor.watermark = seq
+            if saved:
+                event = actor.next_event("saved", word_count=words)
+                await self.bus.publish(f"essay:{actor.essay_id}", json.dumps(event).encode())
             if revision_due:
                 actor.revision_seq, actor.last_revision_at = seq, now
             return revision_n
@@ -255,6 +282,8 @@ class EssayHost:
         now = self.clock()
         cfg = self.config
         for actor in list(self.essays.values()):
+            if actor.class_dirty and now - actor.last_class_publish >= cfg.class_row_interval:
+                await self._publish_class_row(actor, now)
             if actor.needs_compaction(now=now, every=cfg.compact_every, idle=cfg.compact_idle_seconds):
                 await self._compact(actor, force_revision=False)
             idle_for = now - max(actor.idle_since, actor.last_edit_at or 0.0)

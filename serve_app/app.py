@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from db.engine import make_engine, make_sessionmaker
 from serve_app.api import auth, classes, essays, exports, health, rubrics
+from serve_app.realtime import sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.live import LiveEssays, make_live
@@ -70,4 +71,5 @@ def create_app(
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(sockets.router)
     return app

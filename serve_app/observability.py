@@ -27,7 +27,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
             "logger": record.name, "msg": record.getMessage(), "request_id": request_id_var.get(),
         }
-        out.update({k: v for k, v in vars(record).items() if k not in self.RESERVED})
+        out.update({k: v for k, v in vars(record).items() if k not in self.RESERVED and not k.startswith("_")})
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)

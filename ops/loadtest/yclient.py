@@ -1,0 +1,161 @@
+"""A y-websocket client over pycrdt: the loadtest's simulated student/teacher and the tests' peer.
+
+Speaks the standard protocol (sync step 1/2, update) and understands EssayCoach's ACK
+(`[100][n]`): `acked` is how many of this connection's updates the server says are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import websockets
+from pycrdt import Doc, Text, TransactionEvent, create_sync_message, create_update_message, handle_sync_message
+
+
+ACK = 100
+
+
+class YClient:
+    """One socket, one local Y.Doc whose root text `content` mirrors the essay."""
+
+    def __init__(self, url: str, *, on_text: Callable[[str], None] | None = None) -> None:
+        self.url = url
+        self.doc = Doc()
+        self.text = self.doc.get("content", type=Text)
+        self.ws: websockets.ClientConnection | None = None
+        self.sent = 0
+        self.acked = 0
+        self.ack_times: dict[int, float] = {}
+        self.send_times: dict[int, float] = {}
+        self.synced = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.on_text = on_text
+        self.permission_denied = False
+        self._remote = False
+        self._reader: asyncio.Task[None] | None = None
+        self._ack_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.doc.observe(self._on_local)
+
+    def _on_local(self, event: TransactionEvent) -> None:
+        if self._remote or self.ws is None:
+            return
+        self.sent += 1
+        self.send_times[self.sent] = time.perf_counter()
+        asyncio.ensure_future(self.ws.send(create_update_message(event.update)))
+
+    async def connect(self, *, wait_synced: bool = True) -> "YClient":
+        self.ws = await websockets.connect(self.url, max_size=None, open_timeout=20)
+        self._reader = asyncio.create_task(self._read())
+        await self.ws.send(create_sync_message(self.doc))
+        if wait_synced:
+            await asyncio.wait_for(self.synced.wait(), 20)
+        return self
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for frame in self.ws:
+                if not isinstance(frame, bytes) or not frame:
+                    continue
+                if frame[0] == ACK:
+                    n = _read_varuint(frame, 1)
+                    now = time.perf_counter()
+                    for i in range(self.acked + 1, n + 1):
+                        self.ack_times[i] = now
+                    self.acked = max(self.acked, n)
+                    for want, fut in list(self._ack_waiters):
+                        if self.acked >= want and not fut.done():
+                            fut.set_result(None)
+                    continue
+                if frame[0] == 2:  # auth: permission denied
+                    self.permission_denied = True
+                    continue
+                if frame[0] != 0:
+                    continue
+                self._remote = True
+                try:
+                    reply = handle_sync_message(frame[1:], self.doc)
+                finally:
+                    self._remote = False
+                if frame[1] == 1:
+                    self.synced.set()
+                if frame[1] in (1, 2):
+                    self.changed.set()
+                    if self.on_text:
+                        self.on_text(str(self.text))
+                if reply is not None:
+                    # Our step 2 answer counts towards the server's ack counter like any update.
+                    self.sent += 1
+                    self.send_times[self.sent] = time.perf_counter()
+                    await self.ws.send(reply)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if self.ws.close_code is not None:
+                self.close_code = self.ws.close_code
+                self.close_reason = self.ws.close_reason or ""
+            for _, fut in self._ack_waiters:
+                if not fut.done():
+                    fut.set_exception(ConnectionError(f"closed {self.close_code}"))
+
+    def insert(self, index: int, chunk: str) -> None:
+        self.text.insert(index, chunk)
+
+    def type(self, chunk: str) -> None:
+        self.text.insert(len(self.text), chunk)
+
+    async def wait_acked(self, n: int | None = None, timeout: float = 20) -> None:
+        want = self.sent if n is None else n
+        if self.acked >= want:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_waiters.append((want, fut))
+        await asyncio.wait_for(fut, timeout)
+
+    async def wait_text(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while not predicate(str(self.text)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"text never matched; last: {str(self.text)[:200]!r}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
+        return str(self.text)
+
+    async def send_raw(self, frame: bytes | str) -> None:
+        assert self.ws is not None
+        await self.ws.send(frame)
+
+    async def wait_closed(self, timeout: float = 10) -> int | None:
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.close_code
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5)
+            except (asyncio.TimeoutError, Exception):
+                self._reader.cancel()
+
+
+def _read_varuint(data: bytes, pos: int) -> int:
+    result, shift = 0, 0
+    while True:
+        byte = data[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return result
+        shift += 7
+
+

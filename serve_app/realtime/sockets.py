@@ -1,0 +1,387 @@
+"""The three sockets: `/ws/essays/{id}/doc` (y-websocket), `/ws/essays/{id}/events` and
+`/ws/classes/{id}/live` (JSON).
+
+Opening: `?ticket=` from POST /api/v1/auth/ws-ticket. A bad, missing, expired or spent ticket is
+refused before accept (the HTTP handshake answers 403). After accept, a caller who may not see
+the essay or class gets close 4404, a wrong role 4403. The close codes are listed in
+`serve_app.realtime.protocol.CloseCode`.
+
+Each connection has a bounded outbound queue drained by its own sender task, so a bus message is
+handed over without awaiting a slow peer; a peer that falls `OUTBOUND_LIMIT` frames behind is
+closed with 1013 and re-syncs on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pycrdt import create_awareness_message
+from sqlalchemy import select
+
+from actors.broadcast import split_doc_message
+from actors.host import EssayNotFound, UpdateRejected
+from db.models import Essay, User
+from db.repositories import classes, essays, users
+from db.types import utcnow
+from serve_app.auth import ticket_hash
+from serve_app.deps import Context
+from serve_app.realtime.protocol import (
+    Awareness,
+    CloseCode,
+    ProtocolError,
+    QueryAwareness,
+    SyncStep1,
+    encode_ack,
+    encode_permission_denied,
+    encode_sync_step1,
+    encode_sync_step2,
+    is_counted_for_ack,
+    parse_client_message,
+)
+
+log = logging.getLogger("essaycoach.ws")
+router = APIRouter()
+
+OUTBOUND_LIMIT = 2000
+EMPTY_UPDATE = b"\x00\x00"
+
+
+class TokenBucket:
+    """Per-connection message rate limit: `rate` per second with bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens, self.at = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class Outbound:
+    """Frames waiting for one socket; `put` never blocks the bus."""
+
+    ws: WebSocket
+    queue: asyncio.Queue[bytes | str | None] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+    def put(self, frame: bytes | str) -> None:
+        if self.queue.qsize() >= OUTBOUND_LIMIT:
+            if not self.overflowed:
+                self.overflowed = True
+                self.queue.put_nowait(None)
+            return
+        self.queue.put_nowait(frame)
+
+    async def run(self) -> None:
+        while True:
+            frame = await self.queue.get()
+            try:
+                if frame is None:
+                    if self.overflowed:
+                        await self.ws.close(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect")
+                    return
+                if isinstance(frame, bytes):
+                    await self.ws.send_bytes(frame)
+                else:
+                    await self.ws.send_text(frame)
+            finally:
+                self.queue.task_done()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send what is queued (an error frame explaining the close), then close with `code`."""
+        try:
+            await asyncio.wait_for(self.queue.join(), 1.0)
+        except (asyncio.TimeoutError, RuntimeError):
+            pass
+        await _close(self.ws, code, reason)
+
+
+async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
+    """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403)."""
+    ticket = ws.query_params.get("ticket", "")
+    user = None
+    if ticket and len(ticket) <= 256:
+        async with ctx.sessions() as session:
+            user_id = await users.spend_ticket(session, token_hash=ticket_hash(ticket), now=utcnow())
+            await session.commit()
+            if user_id is not None:
+                user = await users.get(session, user_id=user_id)
+    if user is None:
+        await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
+    return user
+
+
+async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[Essay | None, bool]:
+    """(essay if visible, may_write)."""
+    async with ctx.sessions() as session:
+        essay = await essays.get_visible(session, essay_id=essay_id, user_id=user.id)
+    return essay, essay is not None and essay.owner_id == user.id
+
+
+def _parse_uuid(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+@router.websocket("/ws/essays/{essay_id}/doc")
+async def doc_socket(ws: WebSocket, essay_id: str) -> None:
+    ctx: Context = ws.app.state.ctx
+    user = await _authenticate(ws, ctx)
+    if user is None:
+        return
+    await ws.accept()
+    eid = _parse_uuid(essay_id)
+    essay, writer = await _essay_access(ctx, user, eid) if eid else (None, False)
+    if essay is None or eid is None:
+        await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
+        return
+    settings = ctx.settings
+    origin = uuid.uuid4().hex
+    out = Outbound(ws)
+    awareness: dict[int, bytes] = {}
+
+    def on_doc(_channel: str, message: bytes) -> None:
+        sender, frame = split_doc_message(message)
+        if sender != origin:  # never echo a client's own update back to it
+            out.put(frame)
+
+    def on_awareness(_channel: str, message: bytes) -> None:
+        sender, payload = split_doc_message(message)
+        if sender != origin:
+            out.put(create_awareness_message(payload))
+
+    unsubscribe = [await ctx.live.bus.subscribe(f"essay:{eid}:doc", on_doc),
+                   await ctx.live.bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
+    sender = asyncio.create_task(out.run())
+    bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
+    acked = 0
+    try:
+        await ctx.live.call(eid, "attach", eid)
+        _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
+        out.put(encode_sync_step1(server_sv))
+        while True:
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
+            data = frame.get("bytes")
+            if data is None:
+                raise ProtocolError(CloseCode.MALFORMED_FRAME, "this socket speaks binary frames")
+            if len(data) > settings.max_ws_message_bytes:
+                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
+            if not bucket.take():
+                raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
+            message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
+            if isinstance(message, SyncStep1):
+                diff, _ = await ctx.live.call(eid, "sync", eid, message.state_vector)
+                out.put(encode_sync_step2(diff))
+            elif is_counted_for_ack(message):
+                update = message.update  # type: ignore[union-attr]
+                if not writer:
+                    if update == EMPTY_UPDATE:
+                        continue  # a reader's provider answering our step 1 with nothing
+                    out.put(encode_permission_denied("read-only: this essay belongs to a student"))
+                    raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
+                await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin)
+                acked += 1
+                out.put(encode_ack(acked))
+            elif isinstance(message, Awareness):
+                for entry in message.entries:
+                    awareness[entry.client_id] = message.payload
+                await ctx.live.bus.publish(f"essay:{eid}:awareness", origin.encode() + b"\n" + message.payload)
+            elif isinstance(message, QueryAwareness):
+                for payload in awareness.values():
+                    out.put(create_awareness_message(payload))
+    except ProtocolError as exc:
+        await out.close(exc.code, exc.reason)
+    except UpdateRejected as exc:
+        await out.close(CloseCode.MALFORMED_FRAME, f"invalid update: {exc}"[:120])
+    except EssayNotFound:
+        await out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted")
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("doc socket failed", extra={"essay_id": str(eid), "user_id": str(user.id)})
+        await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        for unsub in unsubscribe:
+            unsub()
+        out.queue.put_nowait(None)
+        sender.cancel()
+        try:
+            await ctx.live.call(eid, "detach", eid)
+        except Exception:
+            log.warning("detach failed", extra={"essay_id": str(eid)})
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    try:
+        await ws.close(int(code), reason[:120])
+    except (RuntimeError, WebSocketDisconnect):
+        pass  # the peer is already gone
+
+
+async def _json_loop(ws: WebSocket, ctx: Context, out: Outbound,
+                     on_message: Callable[[dict[str, Any]], Any]) -> None:
+    """Receive JSON text frames until disconnect, enforcing size, rate and shape."""
+    settings = ctx.settings
+    bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
+    while True:
+        frame = await ws.receive()
+        if frame["type"] == "websocket.disconnect":
+            return
+        raw = frame.get("text")
+        if raw is None:
+            raise ProtocolError(CloseCode.MALFORMED_FRAME, "this socket speaks JSON text frames")
+        if len(raw) > settings.max_ws_message_bytes:
+            raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
+        if not bucket.take():
+            raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            out.put(json.dumps({"type": "error", "code": "bad_json", "detail": "not valid JSON"}))
+            continue
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            out.put(json.dumps({"type": "error", "code": "bad_message", "detail": "expected {type, ...}"}))
+            continue
+        await on_message(message)
+
+
+@router.websocket("/ws/essays/{essay_id}/events")
+async def events_socket(ws: WebSocket, essay_id: str) -> None:
+    ctx: Context = ws.app.state.ctx
+    user = await _authenticate(ws, ctx)
+    if user is None:
+        return
+    await ws.accept()
+    eid = _parse_uuid(essay_id)
+    essay, _ = await _essay_access(ctx, user, eid) if eid else (None, False)
+    if essay is None or eid is None:
+        await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
+        return
+    out = Outbound(ws)
+    unsubscribe = await ctx.live.bus.subscribe(f"essay:{eid}", lambda _c, m: out.put(m.decode()))
+    sender = asyncio.create_task(out.run())
+
+    async def on_message(message: dict[str, Any]) -> None:
+        if message["type"] != "resume":
+            out.put(json.dumps({"type": "error", "code": "unknown_type",
+                                "detail": f"unknown message type {message['type'][:40]!r}"}))
+            return
+        last_seq = message.get("last_seq")
+        if not isinstance(last_seq, int) or last_seq < 0:
+            out.put(json.dumps({"type": "error", "code": "bad_message", "detail": "last_seq must be an int >= 0"}))
+            return
+        epoch = message.get("epoch") if isinstance(message.get("epoch"), str) else None
+        missed = await ctx.live.call(eid, "events_after", eid, last_seq, epoch)
+        if missed is None:
+            state = await ctx.live.call(eid, "event_state", eid)
+            out.put(json.dumps({"type": "resync", "essay_id": str(eid), **state}))
+        else:
+            for event in missed:
+                out.put(json.dumps(event, default=str))
+
+    try:
+        state = await ctx.live.call(eid, "event_state", eid)
+        out.put(json.dumps({"type": "presence", "essay_id": str(eid), **state}))
+        await _json_loop(ws, ctx, out, on_message)
+    except ProtocolError as exc:
+        await _close(ws, exc.code, exc.reason)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("events socket failed", extra={"essay_id": str(eid)})
+        await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        unsubscribe()
+        out.queue.put_nowait(None)
+        sender.cancel()
+
+
+@router.websocket("/ws/classes/{class_id}/live")
+async def class_live_socket(ws: WebSocket, class_id: str) -> None:
+    ctx: Context = ws.app.state.ctx
+    user = await _authenticate(ws, ctx)
+    if user is None:
+        return
+    await ws.accept()
+    cid = _parse_uuid(class_id)
+    async with ctx.sessions() as session:
+        cls = await classes.get(session, class_id=cid) if cid else None
+        member = cls is not None and (cls.teacher_id == user.id or await classes.is_enrolled(
+            session, class_id=cls.id, student_id=user.id))
+        if cls is None or not member:
+            await ws.close(CloseCode.UNKNOWN_ESSAY, "no such class")
+            return
+        if cls.teacher_id != user.id and user.role != "admin":
+            await ws.close(CloseCode.FORBIDDEN, "only the class's teacher may watch it live")
+            return
+        students = await classes.students_of(session, class_id=cls.id)
+        stored = list((await session.scalars(select(Essay).where(Essay.class_id == cls.id)
+                                              .order_by(Essay.updated_at))).all())
+    out = Outbound(ws)
+    unsubscribe = await ctx.live.bus.subscribe(f"class:{cls.id}", lambda _c, m: out.put(m.decode()))
+    sender = asyncio.create_task(out.run())
+    try:
+        for row in await initial_rows(ctx, cls.id, students, stored):
+            out.put(json.dumps(row, default=str))
+
+        async def on_message(message: dict[str, Any]) -> None:
+            out.put(json.dumps({"type": "error", "code": "unknown_type",
+                                "detail": "this socket only sends; nothing to receive"}))
+
+        await _json_loop(ws, ctx, out, on_message)
+    except ProtocolError as exc:
+        await _close(ws, exc.code, exc.reason)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("class socket failed", extra={"class_id": str(cls.id)})
+        await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        unsubscribe()
+        out.queue.put_nowait(None)
+        sender.cancel()
+
+
+async def initial_rows(ctx: Context, class_id: uuid.UUID, students: list[User],
+                       stored: list[Essay]) -> list[dict[str, Any]]:
+    """One row per student: their most recently active essay, live state where it is loaded."""
+    from actors.essay import excerpt
+
+    live = {row["essay_id"]: row for rows in await ctx.live.call_all("student_rows", class_id) for row in rows}
+    latest: dict[uuid.UUID, Essay] = {e.owner_id: e for e in stored}  # ordered by updated_at
+    rows = []
+    for student in students:
+        essay = latest.get(student.id)
+        if essay is not None and str(essay.id) in live:
+            row = dict(live[str(essay.id)])
+        elif essay is not None:
+            row = {"type": "student", "student_id": str(student.id), "essay_id": str(essay.id),
+                   "title": essay.title, "word_count": essay.word_count,
+                   "last_active_at": essay.updated_at.isoformat(), "excerpt": excerpt(essay.text),
+                   "feedback_counts": {}, "flags": [], "typing_seconds": essay.typing_seconds}
+        else:
+            row = {"type": "student", "student_id": str(student.id), "essay_id": None, "title": None,
+                   "word_count": 0, "last_active_at": None, "excerpt": "", "feedback_counts": {},
+                   "flags": [], "typing_seconds": 0}
+        row["name"] = student.name
+        rows.append(row)
+    return rows

@@ -1,0 +1,187 @@
+"""The live sockets over real websockets (uvicorn), with in-process essay hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+
+from ops.loadtest.yclient import YClient
+from tests.fakes import Account, join, make_assignment, make_class, make_essay, register
+
+
+async def ticket(client: httpx.AsyncClient, account: Account) -> str:
+    r = await client.post("/api/v1/auth/ws-ticket", headers=account.headers)
+    assert r.status_code == 200, r.text
+    return r.json()["ticket"]
+
+
+async def doc_url(client: httpx.AsyncClient, server: str, account: Account, essay_id: str) -> str:
+    return f"ws://{server}/ws/essays/{essay_id}/doc?ticket={await ticket(client, account)}"
+
+
+@pytest.fixture
+async def classroom(live_client: httpx.AsyncClient) -> dict[str, object]:
+    teacher = await register(live_client, "teacher")
+    student = await register(live_client, "student")
+    cls = await make_class(live_client, teacher)
+    await join(live_client, student, cls["join_code"])
+    assignment = await make_assignment(live_client, teacher, cls["id"])
+    essay = await make_essay(live_client, student, assignment["id"])
+    return {"teacher": teacher, "student": student, "class": cls, "essay": essay}
+
+
+async def test_student_edit_is_acked_stored_and_seen_by_teacher(live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    writer = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    reader = await YClient(await doc_url(live_client, live_server, teacher, essay["id"])).connect()
+    writer.type("Homework ")
+    writer.type("is useful.")
+    await writer.wait_acked()
+    assert await reader.wait_text(lambda t: t == "Homework is useful.")
+    r = await live_client.get(f"/api/v1/essays/{essay['id']}", headers=teacher.headers)
+    assert r.json()["text"] == "Homework is useful."
+    assert r.json()["word_count"] == 3
+    await writer.close()
+    await reader.close()
+
+
+async def test_two_writers_converge(live_client, live_server, classroom) -> None:
+    student, essay = classroom["student"], classroom["essay"]
+    a = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    b = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    for i in range(20):
+        a.insert(0, f"a{i} ")
+        b.type(f"b{i} ")
+        await asyncio.sleep(0.005)
+    await a.wait_acked()
+    await b.wait_acked()
+    final_a = await a.wait_text(lambda t: t.count("b19") == 1 and t.count("a19") == 1)
+    final_b = await b.wait_text(lambda t: t == final_a)
+    assert final_a == final_b
+    assert all(f"a{i} " in final_a and f"b{i} " in final_a for i in range(20))
+    await a.close()
+    await b.close()
+
+
+async def test_teacher_write_is_refused_and_nothing_applied(live_client, live_server, classroom) -> None:
+    teacher, student, essay = classroom["teacher"], classroom["student"], classroom["essay"]
+    reader = await YClient(await doc_url(live_client, live_server, teacher, essay["id"])).connect()
+    reader.type("teacher was here")
+    assert await reader.wait_closed() == 4403
+    assert reader.permission_denied
+    r = await live_client.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
+    assert "teacher was here" not in r.json()["text"]
+
+
+async def test_reconnect_resyncs_without_loss_or_duplication(live_client, live_server, classroom) -> None:
+    student, essay = classroom["student"], classroom["essay"]
+    first = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    first.type("one ")
+    await first.wait_acked()
+    await first.ws.close()  # network drops; the doc stays in the browser
+    first.type("two ")  # typed offline
+    second = YClient(await doc_url(live_client, live_server, student, essay["id"]))
+    second.doc = first.doc  # same browser doc, new socket (what a provider does on reconnect)
+    second.text = first.text
+    second.doc.observe(second._on_local)
+    await second.connect()
+    await second.wait_acked()
+    r = await live_client.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
+    assert r.json()["text"] == "one two "
+    await second.close()
+
+
+async def test_missing_or_spent_ticket_is_refused_before_accept(live_client, live_server, classroom) -> None:
+    student, essay = classroom["student"], classroom["essay"]
+    with pytest.raises(websockets.InvalidStatus):
+        await websockets.connect(f"ws://{live_server}/ws/essays/{essay['id']}/doc")
+    url = await doc_url(live_client, live_server, student, essay["id"])
+    ok = await YClient(url).connect()
+    await ok.close()
+    with pytest.raises(websockets.InvalidStatus):
+        await websockets.connect(url)
+
+
+async def test_other_students_essay_closes_4404(live_client, live_server, classroom) -> None:
+    stranger = await register(live_client, "student")
+    c = await YClient(await doc_url(live_client, live_server, stranger, classroom["essay"]["id"])).connect(
+        wait_synced=False)
+    assert await c.wait_closed() == 4404
+
+
+@pytest.mark.parametrize("frame, code", [
+    (b"\x00\x02\xff", 4400),          # update whose length runs past the frame
+    (b"\x07\x00", 4415),              # unknown message type
+    (b"\x00\x02\x03\x01\x02\x03", 4400),  # update that is not a Yjs update
+    ("text frame", 4400),             # text on a binary socket
+    (b"\x00" * (1024 * 1024 + 10), 1009),
+])
+async def test_bad_frames_get_their_close_code_and_other_essays_are_untouched(
+    live_client, live_server, classroom, frame, code
+) -> None:
+    student, essay = classroom["student"], classroom["essay"]
+    other = await make_essay(live_client, student, text="untouched")
+    c = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    await c.send_raw(frame)
+    assert await c.wait_closed() == code
+    r = await live_client.get(f"/api/v1/essays/{other['id']}", headers=student.headers)
+    assert r.json()["text"] == "untouched"
+    again = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    again.type("still works")
+    await again.wait_acked()
+    await again.close()
+
+
+async def test_flood_is_closed_1008(live_client, live_server, classroom) -> None:
+    student, essay = classroom["student"], classroom["essay"]
+    c = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    for _ in range(600):
+        try:
+            await c.send_raw(b"\x03")  # query awareness: cheap, still counted
+        except websockets.ConnectionClosed:
+            break
+    assert await c.wait_closed() == 1008
+
+
+async def test_events_socket_resume_and_class_live_rows(live_client, live_server, classroom) -> None:
+    student, teacher, essay, cls = (classroom["student"], classroom["teacher"], classroom["essay"],
+                                    classroom["class"])
+    events = await websockets.connect(
+        f"ws://{live_server}/ws/essays/{essay['id']}/events?ticket={await ticket(live_client, teacher)}")
+    hello = json.loads(await events.recv())
+    assert hello["type"] == "presence" and hello["essay_id"] == essay["id"]
+    live = await websockets.connect(
+        f"ws://{live_server}/ws/classes/{cls['id']}/live?ticket={await ticket(live_client, teacher)}")
+    first = json.loads(await live.recv())
+    assert first["type"] == "student" and first["student_id"] == student.id
+
+    writer = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    writer.type("A sentence long enough to paste. " * 10)
+    await writer.wait_acked()
+    row = json.loads(await asyncio.wait_for(live.recv(), 5))
+    assert row["essay_id"] == essay["id"] and row["word_count"] == 60
+    assert "large_paste" in row["flags"]
+
+    saved = json.loads(await asyncio.wait_for(events.recv(), 10))
+    assert saved["type"] == "saved" and saved["seq"] == hello["seq"] + 1
+    await events.send(json.dumps({"type": "resume", "last_seq": hello["seq"], "epoch": hello["epoch"]}))
+    replayed = json.loads(await asyncio.wait_for(events.recv(), 5))
+    assert replayed == saved
+    await events.send(json.dumps({"type": "resume", "last_seq": 0, "epoch": "another-epoch"}))
+    assert json.loads(await asyncio.wait_for(events.recv(), 5))["type"] == "resync"
+    await events.close()
+    await live.close()
+    await writer.close()
+
+
+async def test_student_cannot_open_class_live_socket(live_client, live_server, classroom) -> None:
+    student, cls = classroom["student"], classroom["class"]
+    ws = await websockets.connect(
+        f"ws://{live_server}/ws/classes/{cls['id']}/live?ticket={await ticket(live_client, student)}")
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        await ws.recv()
+    assert info.value.rcvd.code == 4403
