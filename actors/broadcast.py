@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("essaycoach.bus")
 
 Handler = Callable[[str, bytes], None]
+
+RESYNC = b""
+"""Delivered to every handler of a channel after the subscription was lost and restored: messages
+may have been missed, so the handler must refetch state from its source (the essay host)."""
 
 
 class Bus(Protocol):
@@ -24,6 +28,8 @@ class Bus(Protocol):
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]: ...
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
 
 
 class LocalFanout:
@@ -76,6 +82,9 @@ class InMemoryBus:
     async def close(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
 
 def doc_message(origin: str, update: bytes) -> bytes:
     return origin.encode() + b"\n" + update
@@ -84,3 +93,18 @@ def doc_message(origin: str, update: bytes) -> bytes:
 def split_doc_message(message: bytes) -> tuple[str, bytes]:
     origin, _, update = message.partition(b"\n")
     return origin.decode(), update
+
+
+def make_bus(settings: Any) -> Bus:
+    """Redis when `redis_url` is set; else the in-Ray hub inside a Ray cluster; else in-process."""
+    if settings.redis_url:
+        from actors.redis_bus import RedisBus
+
+        return RedisBus(settings.redis_url)
+    import ray
+
+    if ray.is_initialized():
+        from actors.ray_host import HubBus
+
+        return HubBus(settings.ray_namespace)
+    return InMemoryBus()

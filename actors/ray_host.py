@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-from actors.broadcast import Bus, Handler, InMemoryBus, LocalFanout
+from actors.broadcast import RESYNC, Handler, LocalFanout, make_bus
 from actors.host import EssayHost, HostConfig
 
 HUB_NAME = "essaycoach-bus-hub"
@@ -92,10 +92,18 @@ class HubBus:
                 raise
             except Exception:
                 await asyncio.sleep(0.5)  # hub restarting: re-register our channels and go on
-                await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
+                try:
+                    await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
+                except Exception:
+                    continue
+                for channel in self.fanout.channels():
+                    self.fanout.deliver(channel, RESYNC)
                 continue
             for channel, message in batch:
                 self.fanout.deliver(channel, message)
+
+    async def ping(self) -> None:
+        await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
 
     async def close(self) -> None:
         if self._task:
@@ -104,17 +112,6 @@ class HubBus:
             await self.hub.drop.remote(self.subscriber)
         except Exception:
             pass
-
-
-def make_bus(settings: Any) -> Bus:
-    """Redis when `redis_url` is set; the in-Ray hub when Ray is up; else in-process."""
-    if settings.redis_url:
-        from actors.redis_bus import RedisBus
-
-        return RedisBus(settings.redis_url)
-    if ray.is_initialized():
-        return HubBus(settings.ray_namespace)
-    return InMemoryBus()
 
 
 class EssayHostShell:

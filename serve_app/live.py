@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 
-from actors.broadcast import Bus, InMemoryBus
+from actors.broadcast import Bus, make_bus
 from actors.host import EssayHost, HostConfig
 from actors.routing import host_index
 from serve_app.settings import Settings
@@ -82,7 +82,7 @@ class HostRouter:
         return set().union(*await self.call_all("live_students", class_id))
 
     def readiness_probes(self) -> list[tuple[str, Probe]]:
-        return []
+        return [("bus", self.bus.ping)]
 
 
 class InProcessLive(HostRouter):
@@ -90,7 +90,7 @@ class InProcessLive(HostRouter):
 
     def __init__(self, settings: Settings, ctx: "Context", *, bus: Bus | None = None,
                  config: HostConfig | None = None) -> None:
-        self.bus = bus or InMemoryBus()
+        self.bus = bus or make_bus(settings)
         self.ctx = ctx
         self.hosts = settings.hosts
         cfg = config or HostConfig(large_paste_chars=settings.large_paste_chars)
@@ -122,8 +122,6 @@ class RayLive(HostRouter):
     RETRY_FOR_SECONDS = 30.0
 
     def __init__(self, settings: Settings) -> None:
-        from actors.ray_host import make_bus
-
         self.settings = settings
         self.hosts = settings.hosts
         self.namespace = settings.ray_namespace
@@ -177,7 +175,7 @@ class RayLive(HostRouter):
 
             await asyncio.gather(*(self.handle(i).stats.remote() for i in range(self.hosts)))
 
-        return [("hosts", hosts)]
+        return [("bus", self.bus.ping), ("hosts", hosts)]
 
 
 def make_live(settings: Settings, ctx: "Context") -> LiveEssays:

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -110,3 +111,63 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
 async def live_client(live_server: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://{live_server}", timeout=30) as c:
         yield c
+
+
+REDIS_URL = os.environ.get("ESSAYCOACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Any:
+    """A local Ray cluster for this test session (started once, ended by us, never `ray stop`)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(address="local", namespace=f"test-{uuid.uuid4().hex[:6]}", include_dashboard=False,
+             num_cpus=2, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+class RedisProcess:
+    """A private redis-server on a free port that a test may kill and restart (by pid)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)], stdout=subprocess.DEVNULL)
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Any:
+    server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -26,7 +26,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pycrdt import create_awareness_message
 from sqlalchemy import select
 
-from actors.broadcast import split_doc_message
+from actors.broadcast import RESYNC, split_doc_message
+from actors.essay import excerpt
 from actors.host import EssayNotFound, UpdateRejected
 from db.models import Essay, User
 from db.repositories import classes, essays, users
@@ -43,6 +44,7 @@ from serve_app.realtime.protocol import (
     encode_permission_denied,
     encode_sync_step1,
     encode_sync_step2,
+    encode_update,
     is_counted_for_ack,
     parse_client_message,
 )
@@ -52,6 +54,16 @@ router = APIRouter()
 
 OUTBOUND_LIMIT = 2000
 EMPTY_UPDATE = b"\x00\x00"
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def background(coro: Any) -> None:
+    """Run a coroutine from a sync bus handler, keeping a reference so it is not collected."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 class TokenBucket:
@@ -157,12 +169,22 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
     out = Outbound(ws)
     awareness: dict[int, bytes] = {}
 
+    async def resend_state() -> None:
+        # The bus lost messages: send the whole document; merging it again is a no-op for the rest.
+        full, _ = await ctx.live.call(eid, "sync", eid, b"\x00")
+        out.put(encode_update(full))
+
     def on_doc(_channel: str, message: bytes) -> None:
+        if message == RESYNC:
+            background(resend_state())
+            return
         sender, frame = split_doc_message(message)
         if sender != origin:  # never echo a client's own update back to it
             out.put(frame)
 
     def on_awareness(_channel: str, message: bytes) -> None:
+        if message == RESYNC:
+            return
         sender, payload = split_doc_message(message)
         if sender != origin:
             out.put(create_awareness_message(payload))
@@ -277,7 +299,18 @@ async def events_socket(ws: WebSocket, essay_id: str) -> None:
         await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
         return
     out = Outbound(ws)
-    unsubscribe = await ctx.live.bus.subscribe(f"essay:{eid}", lambda _c, m: out.put(m.decode()))
+
+    async def send_resync() -> None:
+        state = await ctx.live.call(eid, "event_state", eid)
+        out.put(json.dumps({"type": "resync", "essay_id": str(eid), **state}))
+
+    def on_event(_channel: str, message: bytes) -> None:
+        if message == RESYNC:
+            background(send_resync())
+        else:
+            out.put(message.decode())
+
+    unsubscribe = await ctx.live.bus.subscribe(f"essay:{eid}", on_event)
     sender = asyncio.create_task(out.run())
 
     async def on_message(message: dict[str, Any]) -> None:
@@ -292,8 +325,7 @@ async def events_socket(ws: WebSocket, essay_id: str) -> None:
         epoch = message.get("epoch") if isinstance(message.get("epoch"), str) else None
         missed = await ctx.live.call(eid, "events_after", eid, last_seq, epoch)
         if missed is None:
-            state = await ctx.live.call(eid, "event_state", eid)
-            out.put(json.dumps({"type": "resync", "essay_id": str(eid), **state}))
+            await send_resync()
         else:
             for event in missed:
                 out.put(json.dumps(event, default=str))
@@ -333,15 +365,24 @@ async def class_live_socket(ws: WebSocket, class_id: str) -> None:
         if cls.teacher_id != user.id and user.role != "admin":
             await ws.close(CloseCode.FORBIDDEN, "only the class's teacher may watch it live")
             return
-        students = await classes.students_of(session, class_id=cls.id)
-        stored = list((await session.scalars(select(Essay).where(Essay.class_id == cls.id)
-                                              .order_by(Essay.updated_at))).all())
     out = Outbound(ws)
-    unsubscribe = await ctx.live.bus.subscribe(f"class:{cls.id}", lambda _c, m: out.put(m.decode()))
+    class_id_ = cls.id
+
+    async def send_rows() -> None:
+        for row in await initial_rows(ctx, class_id_):
+            out.put(json.dumps(row, default=str))
+
+    def on_row(_channel: str, message: bytes) -> None:
+        if message == RESYNC:
+            out.put(json.dumps({"type": "resync", "class_id": str(class_id_)}))
+            background(send_rows())
+        else:
+            out.put(message.decode())
+
+    unsubscribe = await ctx.live.bus.subscribe(f"class:{cls.id}", on_row)
     sender = asyncio.create_task(out.run())
     try:
-        for row in await initial_rows(ctx, cls.id, students, stored):
-            out.put(json.dumps(row, default=str))
+        await send_rows()
 
         async def on_message(message: dict[str, Any]) -> None:
             out.put(json.dumps({"type": "error", "code": "unknown_type",
@@ -361,11 +402,12 @@ async def class_live_socket(ws: WebSocket, class_id: str) -> None:
         sender.cancel()
 
 
-async def initial_rows(ctx: Context, class_id: uuid.UUID, students: list[User],
-                       stored: list[Essay]) -> list[dict[str, Any]]:
+async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:
     """One row per student: their most recently active essay, live state where it is loaded."""
-    from actors.essay import excerpt
-
+    async with ctx.sessions() as session:
+        students = await classes.students_of(session, class_id=class_id)
+        stored = list((await session.scalars(select(Essay).where(Essay.class_id == class_id)
+                                              .order_by(Essay.updated_at))).all())
     live = {row["essay_id"]: row for rows in await ctx.live.call_all("student_rows", class_id) for row in rows}
     latest: dict[uuid.UUID, Essay] = {e.owner_id: e for e in stored}  # ordered by updated_at
     rows = []

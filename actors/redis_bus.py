@@ -1,0 +1,112 @@
+"""The bus over Redis pub/sub: one subscriber connection per process, resubscribed after loss.
+
+Redis pub/sub is at-most-once: anything published while our subscriber was reconnecting is
+gone. So after every reconnect each channel's handlers receive `RESYNC` (an empty message) and
+must re-establish state from the source of truth (the essay host), never from the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from actors.broadcast import RESYNC, Handler, LocalFanout
+
+log = logging.getLogger("essaycoach.bus.redis")
+
+
+class RedisBus:
+    """`Bus` on Redis. `publish` never raises: a lost publish is what pub/sub promises anyway."""
+
+    def __init__(self, url: str, *, name: str | None = None) -> None:
+        self.url = url
+        self.name = name or f"essaycoach-{uuid.uuid4().hex[:8]}"
+        self.client = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+                                        health_check_interval=15, client_name=self.name)
+        self.fanout = LocalFanout()
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self.reconnects = 0
+        self.connected = asyncio.Event()
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        try:
+            await self.client.publish(channel, message)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("publish lost", extra={"channel": channel, "error": str(exc)})
+
+    async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
+        if self.fanout.add(channel, handler) and self._pubsub is not None:
+            try:
+                await self._pubsub.subscribe(channel)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                pass  # the reader loop resubscribes every channel when it reconnects
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="redis-bus")
+            await asyncio.wait_for(self.connected.wait(), 10)
+
+        def unsubscribe() -> None:
+            if self.fanout.remove(channel, handler) and self._pubsub is not None:
+                asyncio.ensure_future(self._safe_unsubscribe(channel))
+
+        return unsubscribe
+
+    async def _safe_unsubscribe(self, channel: str) -> None:
+        try:
+            if self._pubsub is not None:
+                await self._pubsub.unsubscribe(channel)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            pass
+
+    async def _run(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                # A placeholder channel keeps the connection in subscribe mode with no real channels.
+                await pubsub.subscribe(f"essaycoach:bus:{self.name}", *self.fanout.channels())
+                self._pubsub = pubsub
+                self.connected.set()
+                if not first:
+                    self.reconnects += 1
+                    log.info("bus resubscribed", extra={"channels": len(self.fanout.channels())})
+                    for channel in self.fanout.channels():
+                        self.fanout.deliver(channel, RESYNC)
+                first, delay = False, 0.1
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        channel = message["channel"]
+                        self.fanout.deliver(channel.decode() if isinstance(channel, bytes) else channel,
+                                            message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("bus connection lost; reconnecting", extra={"error": str(exc), "retry_in": delay})
+            finally:
+                self._pubsub = None
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.client.aclose()

@@ -1,0 +1,115 @@
+"""One contract, every bus: in-process, Redis (real server) and the in-Ray hub."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from actors.broadcast import RESYNC, Bus, InMemoryBus
+from actors.redis_bus import RedisBus
+from tests.conftest import REDIS_URL
+
+
+@pytest.fixture(params=["memory", "redis", "hub"])
+async def bus_pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Bus, Bus]]:
+    """(publisher side, subscriber side): two processes' buses, or one shared in-memory bus."""
+    if request.param == "memory":
+        bus = InMemoryBus()
+        yield bus, bus
+    elif request.param == "redis":
+        a, b = RedisBus(REDIS_URL), RedisBus(REDIS_URL)
+        yield a, b
+        await a.close()
+        await b.close()
+    else:
+        request.getfixturevalue("ray_cluster")
+        from actors.ray_host import HubBus
+
+        ns = f"bus-{uuid.uuid4().hex[:6]}"
+        a, b = HubBus(ns), HubBus(ns)
+        yield a, b
+        await a.close()
+        await b.close()
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bytes]] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, channel: str, message: bytes) -> None:
+        self.items.append((channel, message))
+        self.event.set()
+
+    async def wait(self, n: int, timeout: float = 5) -> list[tuple[str, bytes]]:
+        async def until() -> None:
+            while len(self.items) < n:
+                self.event.clear()
+                await self.event.wait()
+
+        await asyncio.wait_for(until(), timeout)
+        return self.items
+
+
+async def test_subscriber_receives_binary_messages_of_its_channel_only(bus_pair: Any) -> None:
+    pub, sub = bus_pair
+    inbox = Inbox()
+    channel = f"essay:{uuid.uuid4()}:doc"
+    await sub.subscribe(channel, inbox)
+    await asyncio.sleep(0.1)
+    await pub.publish(f"essay:{uuid.uuid4()}:doc", b"other")
+    payload = bytes(range(256))
+    await pub.publish(channel, payload)
+    items = await inbox.wait(1)
+    await asyncio.sleep(0.1)
+    assert items == [(channel, payload)]
+
+
+async def test_every_handler_of_a_channel_receives_in_order(bus_pair: Any) -> None:
+    pub, sub = bus_pair
+    first, second = Inbox(), Inbox()
+    channel = f"class:{uuid.uuid4()}"
+    await sub.subscribe(channel, first)
+    await sub.subscribe(channel, second)
+    await asyncio.sleep(0.1)
+    for i in range(50):
+        await pub.publish(channel, str(i).encode())
+    assert [m for _, m in await first.wait(50)] == [str(i).encode() for i in range(50)]
+    assert [m for _, m in await second.wait(50)] == [str(i).encode() for i in range(50)]
+
+
+async def test_unsubscribed_handler_receives_nothing_more(bus_pair: Any) -> None:
+    pub, sub = bus_pair
+    gone, stays = Inbox(), Inbox()
+    channel = f"essay:{uuid.uuid4()}"
+    unsubscribe = await sub.subscribe(channel, gone)
+    await sub.subscribe(channel, stays)
+    await asyncio.sleep(0.1)
+    unsubscribe()
+    await pub.publish(channel, b"after")
+    await stays.wait(1)
+    await asyncio.sleep(0.1)
+    assert gone.items == []
+
+
+async def test_redis_restart_resubscribes_and_signals_resync(redis_process: Any) -> None:
+    pub, sub = RedisBus(redis_process.url), RedisBus(redis_process.url)
+    inbox = Inbox()
+    channel = f"essay:{uuid.uuid4()}"
+    await sub.subscribe(channel, inbox)
+    await pub.publish(channel, b"before")
+    await inbox.wait(1)
+    redis_process.stop()
+    await pub.publish(channel, b"lost while down")  # must not raise
+    redis_process.start()
+    await inbox.wait(2, timeout=15)
+    assert inbox.items[1] == (channel, RESYNC)
+    await pub.publish(channel, b"after")
+    assert (await inbox.wait(3, timeout=10))[2] == (channel, b"after")
+    assert sub.reconnects == 1
+    await pub.close()
+    await sub.close()
