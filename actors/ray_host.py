@@ -7,6 +7,7 @@ actor process (nothing is pickled but the settings' values).
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -143,7 +144,8 @@ class EssayHostShell:
 
     async def stats(self) -> dict[str, Any]:
         host = await self._host()
-        return {"essays": len(host.essays), "rows": host.committer.rows, "batches": host.committer.batches}
+        return {"essays": len(host.essays), "rows": host.committer.rows, "batches": host.committer.batches,
+                "pid": os.getpid()}
 
     async def shutdown(self) -> None:
         if self.host is not None:

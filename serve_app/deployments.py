@@ -20,6 +20,8 @@ class GatewayArgs(BaseModel):
     max_replicas: int = 4
     target_ongoing_requests: int = 200
     max_ongoing_requests: int = 5000
+    # ESSAYCOACH_* values for the replicas when the cluster's environment does not carry them.
+    env: dict[str, str] = {}
 
 
 def _build_asgi_app() -> FastAPI:
@@ -46,6 +48,6 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
             "max_replicas": opts.max_replicas,
             "target_ongoing_requests": opts.target_ongoing_requests,
         },
-        ray_actor_options={"num_cpus": 0.25},
+        ray_actor_options={"num_cpus": 0.25, **({"runtime_env": {"env_vars": opts.env}} if opts.env else {})},
     )
     return deployment.bind()

@@ -1,0 +1,131 @@
+"""The real Ray Serve app over HTTP and websockets: the flow, host crash recovery, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from actors.doc import EssayDoc
+from db.engine import make_engine, make_sessionmaker
+from db.migrate import upgrade
+from db.repositories import documents
+from ops.loadtest.yclient import YClient
+from tests.conftest import TEST_SECRET, free_port
+from tests.fakes import join, make_assignment, make_class, make_essay, register
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+async def serve_app(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
+    from ray import serve
+
+    from serve_app.deployments import GatewayArgs, build_app
+
+    var = tmp_path_factory.mktemp("serve-var")
+    url = f"sqlite+aiosqlite:///{var / 'serve.db'}"
+    await asyncio.to_thread(upgrade, url)
+    env = {"ESSAYCOACH_DATABASE_URL": url, "ESSAYCOACH_VAR_DIR": str(var), "ESSAYCOACH_JWT_SECRET": TEST_SECRET,
+           "ESSAYCOACH_DEV_MODE": "false", "ESSAYCOACH_HOSTS": "2",
+           "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "100000"}
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app(GatewayArgs(min_replicas=1, max_replicas=1, env=env))
+    await asyncio.to_thread(serve.run, app, name="essaycoach-test", route_prefix="/")
+    yield {"base": f"127.0.0.1:{port}", "database_url": url}
+    await asyncio.to_thread(serve.delete, "essaycoach-test")
+
+
+@pytest.fixture
+async def http(serve_app: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://{serve_app['base']}", timeout=60) as c:
+        for _ in range(100):
+            try:
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+        yield c
+
+
+async def test_flow_over_real_serve_http(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/api/docs")).status_code == 200
+    teacher, student = await register(http, "teacher"), await register(http, "student")
+    cls = await make_class(http, teacher)
+    await join(http, student, cls["join_code"])
+    assignment = await make_assignment(http, teacher, cls["id"])
+    essay = await make_essay(http, student, assignment["id"], text="Written through Ray Serve.")
+    r = await http.get(f"/api/v1/essays/{essay['id']}", headers=teacher.headers)
+    assert r.status_code == 200 and r.json()["text"] == "Written through Ray Serve."
+    ready = (await http.get("/readyz")).json()
+    assert ready["checks"] == {"store": "ok", "bus": "ok", "hosts": "ok"}
+
+
+async def _host_pid(essay_id: str) -> int:
+    import ray
+
+    from actors.routing import host_index
+
+    handle = ray.get_actor(f"essay-host-{host_index(uuid.UUID(essay_id), 2)}", namespace="essaycoach")
+    return int((await handle.stats.remote())["pid"])
+
+
+async def test_host_killed_while_typing_loses_no_acknowledged_update(
+    http: httpx.AsyncClient, serve_app: dict[str, Any]
+) -> None:
+    student = await register(http, "student")
+    essay = await make_essay(http, student)
+    base = serve_app["base"]
+
+    async def url() -> str:
+        t = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+        return f"ws://{base}/ws/essays/{essay['id']}/doc?ticket={t}"
+
+    client = await YClient(await url()).connect()
+    acked_tokens: list[str] = []
+    sent_tokens: list[str] = []
+    first_pid = await _host_pid(essay["id"])
+    killed = False
+    for i in range(120):  # 25 updates/s for ~5 s, with the host killed in the middle
+        token = f"t{i} "
+        client.type(token)
+        sent_tokens.append(token)
+        await asyncio.sleep(0.04)
+        if i == 50:
+            os.kill(first_pid, signal.SIGKILL)
+            killed = True
+        if client.close_code is not None:
+            break
+    assert killed
+    try:
+        await client.wait_acked(timeout=60)
+    except (ConnectionError, asyncio.TimeoutError):
+        pass
+    # The first counted message was our sync step 2 answer; updates are counted from 2 on.
+    acked_updates = max(0, client.acked - 1)
+    acked_tokens = sent_tokens[:acked_updates]
+    assert acked_updates >= 50, f"only {acked_updates} acks"
+
+    async def stored() -> str:
+        engine = make_engine(serve_app["database_url"])
+        async with make_sessionmaker(engine)() as session:
+            doc = await documents.load(session, essay_id=uuid.UUID(essay["id"]))
+        await engine.dispose()
+        assert doc is not None
+        return EssayDoc.from_state(doc.essay.doc_state, [r.data for r in doc.log]).text
+
+    text = await stored()
+    missing = [t for t in acked_tokens if t not in text]
+    assert missing == [], f"acknowledged but lost: {missing}"
+    assert await _host_pid(essay["id"]) != first_pid  # the host came back (max_restarts)
+    await client.close()
+
+
