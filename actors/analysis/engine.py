@@ -1,0 +1,319 @@
+"""The analysis engine: incremental, cached, budgeted feedback for one essay text at a time.
+
+Plain class with injected collaborators (local analyser, optional LLM provider, cache, token
+budget, clock) so the Serve deployment and the essay actor only wrap it. The engine keeps no
+per-essay state apart from the shared cache and budget; the caller passes the previous text
+(and previous items) and gets the full current item set back, ready for ``diff_items``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Coroutine, Hashable, Sequence
+
+from .cache import LRUCache, cache_key
+from .items import FeedbackItem, Score, shift_items
+from .llm import PROMPT_VERSION, TokenBudget
+from .local import LocalAnalyzer, sentence_spans
+from .paragraphs import Paragraph, changed_paragraphs, split_paragraphs, structure_changed
+from .provider import AnalysisProvider, ProviderContext, ProviderError, ProviderResult, Rubric, Usage
+from .rubric import score_rubric_local
+
+log = logging.getLogger(__name__)
+
+LOCAL_PAUSE_SECONDS = 0.25
+LLM_PAUSE_SECONDS = 2.0
+
+
+def should_run_local(last_edit_at: float, now: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
+    """Tier 1 runs once the student has paused typing for ``pause`` seconds."""
+    return now - last_edit_at >= pause
+
+
+def should_run_llm(last_edit_at: float, now: float, pause: float = LLM_PAUSE_SECONDS) -> bool:
+    """Tier 2 waits for a longer pause, so a paragraph is not sent while it is still being typed."""
+    return now - last_edit_at >= pause
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisResult:
+    """Outcome of one incremental run.
+
+    ``items`` is the complete current feedback set for ``new_text`` (full-text offsets, sorted),
+    so the caller can ``diff_items(previous, result.items)``. ``llm_sent`` lists the paragraph
+    hashes sent to the LLM in this run and ``usage`` what they cost (already recorded in the
+    budget). ``errors`` holds ``ProviderError`` codes for paragraphs that got no LLM result.
+    """
+
+    items: list[FeedbackItem]
+    changed: list[Paragraph]
+    local_ran: list[str]
+    llm_sent: list[str]
+    usage: Usage
+    structure_ran: bool
+    errors: list[str] = field(default_factory=list)
+    budget_exhausted: bool = False
+
+
+CacheValue = list[FeedbackItem]
+
+
+class AnalysisEngine:
+    """Runs tier 1 (local) on changed paragraphs and tier 2 (LLM) on paragraphs it has no result for.
+
+    A provider named ``local`` (or ``None``) disables tier 2. LLM results are cached by paragraph
+    hash only, not by the context sent with them: an unchanged paragraph is never re-sent just
+    because the paragraph before it changed.
+    """
+
+    def __init__(
+        self,
+        local: LocalAnalyzer,
+        llm_provider: AnalysisProvider | None = None,
+        cache: LRUCache[Hashable, CacheValue] | None = None,
+        budget: TokenBudget | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.local = local
+        self.llm = llm_provider if llm_provider is not None and llm_provider.name != "local" else None
+        self.cache: LRUCache[Hashable, CacheValue] = cache if cache is not None else LRUCache(20_000)
+        self.budget = budget or TokenBudget(per_essay=None, per_class=None)
+        self.clock = clock
+
+    def local_due(self, last_edit_at: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
+        return should_run_local(last_edit_at, self.clock(), pause)
+
+    def llm_due(self, last_edit_at: float, pause: float = LLM_PAUSE_SECONDS) -> bool:
+        return self.llm is not None and should_run_llm(last_edit_at, self.clock(), pause)
+
+    async def analyze_changed(
+        self,
+        old_text: str,
+        new_text: str,
+        *,
+        essay_id: str | None = None,
+        class_id: str | None = None,
+        assignment_prompt: str = "",
+        dictionary: Collection[str] = frozenset(),
+        run_llm: bool = True,
+        previous_items: Sequence[FeedbackItem] | None = None,
+        force_structure: bool = False,
+    ) -> AnalysisResult:
+        """Analyse ``new_text`` incrementally against ``old_text``.
+
+        Local rules run on paragraphs with no cached result (in practice the changed ones). The
+        LLM runs, when ``run_llm``, on every paragraph it has no cached result for, within the
+        token budget. Whole-essay structure runs when paragraphs were added or removed, when
+        ``previous_items`` is None (unknown), when ``force_structure``, or when a paragraph a
+        previous structure item points at no longer exists; otherwise those items are moved.
+
+        Cancelling the awaiting task cancels in-flight LLM calls and propagates
+        ``CancelledError``; results already cached stay valid (they are keyed by content).
+        """
+        old_paragraphs = split_paragraphs(old_text)
+        new_paragraphs = split_paragraphs(new_text)
+        changed = changed_paragraphs(old_paragraphs, new_paragraphs)
+        dict_tag = ",".join(sorted({w.lower() for w in dictionary}))
+        local_version = f"{self.local.version}|{dict_tag}"
+
+        local_ran: list[str] = []
+        local_items: dict[str, list[FeedbackItem]] = {}
+        for p in new_paragraphs:
+            if p.hash in local_items:
+                continue
+            key = cache_key("local", p.hash, local_version)
+            cached = self.cache.get(key)
+            if cached is None:
+                cached = self.local.analyze_paragraph(p.text, dictionary=dictionary)
+                self.cache.put(key, cached)
+                local_ran.append(p.hash)
+            local_items[p.hash] = cached
+
+        usage = Usage()
+        llm_sent: list[str] = []
+        errors: list[str] = []
+        budget_exhausted = False
+        if run_llm and self.llm is not None:
+            usage, llm_sent, errors, budget_exhausted = await self._run_llm(
+                new_paragraphs, essay_id, class_id, assignment_prompt
+            )
+
+        items: list[FeedbackItem] = []
+        occurrences: Counter[str] = Counter()
+        for p in new_paragraphs:
+            nth = occurrences[p.hash]
+            occurrences[p.hash] += 1
+            salt = f"dup{nth}" if nth else ""
+            paragraph_items = list(local_items[p.hash])
+            if self.llm is not None:
+                llm_items = self.cache.get(cache_key(self.llm.name, p.hash, PROMPT_VERSION)) or []
+                paragraph_items.extend(_without_overlaps(llm_items, paragraph_items))
+            items.extend(shift_items(paragraph_items, p.start, salt=salt))
+
+        structure_items, structure_ran = self._structure(
+            old_paragraphs, new_paragraphs, previous_items, force_structure
+        )
+        items.extend(structure_items)
+        items.sort(key=lambda i: (i.start, i.end, i.id))
+        return AnalysisResult(
+            items=items,
+            changed=changed,
+            local_ran=local_ran,
+            llm_sent=llm_sent,
+            usage=usage,
+            structure_ran=structure_ran,
+            errors=errors,
+            budget_exhausted=budget_exhausted,
+        )
+
+    async def _run_llm(
+        self, paragraphs: Sequence[Paragraph], essay_id: str | None, class_id: str | None, assignment_prompt: str
+    ) -> tuple[Usage, list[str], list[str], bool]:
+        assert self.llm is not None
+        provider = self.llm
+        todo: list[tuple[Paragraph, ProviderContext]] = []
+        seen: set[str] = set()
+        reserved = 0
+        exhausted = False
+        for p in paragraphs:
+            if p.hash in seen or cache_key(provider.name, p.hash, PROMPT_VERSION) in self.cache:
+                continue
+            seen.add(p.hash)
+            previous = paragraphs[p.index - 1].text if p.index > 0 else ""
+            context = ProviderContext(previous_sentence=_last_sentence(previous), assignment_prompt=assignment_prompt)
+            estimate = provider.estimate_tokens(p.text, context)
+            # Reserve estimates of calls already scheduled in this run so parallel calls cannot overshoot.
+            if not self.budget.check(essay_id, class_id, reserved + estimate):
+                exhausted = True
+                continue
+            reserved += estimate
+            todo.append((p, context))
+
+        results: dict[str, ProviderResult] = {}
+        errors: list[str] = []
+        usage = Usage()
+
+        async def one(p: Paragraph, context: ProviderContext) -> None:
+            nonlocal usage
+            try:
+                result = await provider.analyze_paragraph(p.text, context)
+            except ProviderError as exc:
+                log.info("llm analysis failed for paragraph %s: %s", p.hash, exc.code)
+                errors.append(exc.code)
+                if exc.usage is not None:
+                    usage = usage + exc.usage
+                    self.budget.record(essay_id, class_id, exc.usage.total_tokens)
+                return
+            usage = usage + result.usage
+            self.budget.record(essay_id, class_id, result.usage.total_tokens)
+            results[p.hash] = result
+            self.cache.put(cache_key(provider.name, p.hash, PROMPT_VERSION), result.items)
+
+        async with asyncio.TaskGroup() as group:
+            for p, context in todo:
+                group.create_task(one(p, context))
+        return usage, [p.hash for p, _ in todo], errors, exhausted
+
+    def _structure(
+        self,
+        old: Sequence[Paragraph],
+        new: Sequence[Paragraph],
+        previous_items: Sequence[FeedbackItem] | None,
+        force: bool,
+    ) -> tuple[list[FeedbackItem], bool]:
+        if not force and previous_items is not None and not structure_changed(old, new):
+            carried = _carry_structure(previous_items, old, new)
+            if carried is not None:
+                return carried, False
+        return self.local.analyze_structure(new), True
+
+    async def score_rubric(
+        self,
+        text: str,
+        rubric: Rubric,
+        items: Sequence[FeedbackItem] = (),
+        *,
+        essay_id: str | None = None,
+        class_id: str | None = None,
+    ) -> tuple[list[Score], Usage]:
+        """LLM scores where valid, local estimates (``estimate=True``) for every other criterion."""
+        local_scores = score_rubric_local(text, rubric, items, analyzer=self.local)
+        if self.llm is None:
+            return local_scores, Usage()
+        estimate = len(text) // 4 + 1_000
+        if not self.budget.check(essay_id, class_id, estimate):
+            return local_scores, Usage()
+        try:
+            result = await self.llm.score_rubric(text, rubric, items)
+        except ProviderError as exc:
+            log.info("llm rubric scoring failed: %s", exc.code)
+            return local_scores, exc.usage or Usage()
+        self.budget.record(essay_id, class_id, result.usage.total_tokens)
+        by_id = {s.criterion_id: s for s in result.scores}
+        return [by_id.get(s.criterion_id, s) for s in local_scores], result.usage
+
+
+def _last_sentence(text: str) -> str:
+    spans = sentence_spans(text)
+    return text[spans[-1][0] : spans[-1][1]] if spans else ""
+
+
+def _without_overlaps(llm_items: Sequence[FeedbackItem], local_items: Sequence[FeedbackItem]) -> list[FeedbackItem]:
+    """LLM items that do not repeat a local item of the same kind on an overlapping span."""
+    return [
+        item
+        for item in llm_items
+        if not any(o.kind == item.kind and o.start < item.end and item.start < o.end for o in local_items)
+    ]
+
+
+def _carry_structure(
+    previous: Sequence[FeedbackItem], old: Sequence[Paragraph], new: Sequence[Paragraph]
+) -> list[FeedbackItem] | None:
+    """Previous structure items moved to where their paragraphs are now, or None if one is gone."""
+    old_start = {p.hash: p.start for p in old}
+    new_start = {p.hash: p.start for p in new}
+    carried = []
+    for item in previous:
+        if item.kind != "structure" or item.source != "local":
+            continue
+        if item.paragraph_hash not in new_start or item.paragraph_hash not in old_start:
+            return None
+        delta = new_start[item.paragraph_hash] - old_start[item.paragraph_hash]
+        carried.append(item.model_copy(update={"start": item.start + delta, "end": item.end + delta}))
+    return carried
+
+
+class LatestOnly:
+    """At most one running task per key: submitting a new run cancels the superseded one.
+
+    The essay actor uses one key per tier (``"local"``, ``"llm"``) so a stale analysis never
+    finishes after a newer one started.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[Hashable, asyncio.Task[Any]] = {}
+
+    def submit(self, key: Hashable, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        old = self._tasks.get(key)
+        if old is not None and not old.done():
+            old.cancel()
+        task = asyncio.ensure_future(coro)
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._tasks.pop(key, None) if self._tasks.get(key) is t else None)
+        return task
+
+    def running(self, key: Hashable) -> asyncio.Task[Any] | None:
+        task = self._tasks.get(key)
+        return task if task is not None and not task.done() else None
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -1,0 +1,144 @@
+"""Feedback items and rubric scores, as sent on the wire (see DESIGN.md "Feedback item").
+
+An item's ``id`` is derived from what it says and where it lives (kind, rule, quote, the hash of
+its paragraph and which occurrence it is), never from offsets. The same issue therefore keeps its
+id across re-runs and when text above it moves, which makes ``feedback`` diffs cheap:
+``diff_items`` compares by id and content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Iterable, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Kind = Literal["spelling", "grammar", "style", "structure", "rubric", "comment"]
+Source = Literal["local", "llm", "teacher"]
+Severity = Literal["info", "warning", "error"]
+
+KINDS: frozenset[str] = frozenset({"spelling", "grammar", "style", "structure", "rubric", "comment"})
+SEVERITIES: frozenset[str] = frozenset({"info", "warning", "error"})
+
+
+class FeedbackItem(BaseModel):
+    """One piece of feedback on a span of the essay.
+
+    ``start``/``end`` are character offsets (Python code points) and ``quote == text[start:end]``.
+    Analysers return offsets relative to the paragraph they looked at; ``shift_items`` moves them
+    to full-text offsets. ``anchor`` is filled by the essay actor (Yjs relative positions).
+    ``rule`` names the check that produced the item; ``paragraph_hash`` ties it to its paragraph.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: Kind
+    source: Source
+    severity: Severity
+    message: str
+    suggestion: str | None = None
+    quote: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    anchor: str | None = None
+    rule: str = ""
+    paragraph_hash: str = ""
+
+
+class Score(BaseModel):
+    """A score for one rubric criterion; ``estimate`` marks local heuristics and unreviewed guesses."""
+
+    model_config = ConfigDict(frozen=True)
+
+    criterion_id: str
+    criterion: str
+    level: str
+    points: float
+    max_points: float
+    rationale: str
+    source: Source
+    estimate: bool
+
+
+def make_item_id(kind: str, rule: str, quote: str, paragraph_hash: str, occurrence: int) -> str:
+    """Deterministic id: the same issue in the same paragraph always gets the same id."""
+    raw = "\x1f".join((kind, rule, quote.casefold(), paragraph_hash, str(occurrence)))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:24]
+
+
+def new_item(
+    *,
+    kind: Kind,
+    rule: str,
+    severity: Severity,
+    message: str,
+    text: str,
+    start: int,
+    end: int,
+    paragraph_hash: str,
+    suggestion: str | None = None,
+    source: Source = "local",
+) -> FeedbackItem:
+    """Build an item for ``text[start:end]``; its id is fixed later by ``assign_ids``."""
+    return FeedbackItem(
+        id="",
+        kind=kind,
+        source=source,
+        severity=severity,
+        message=message,
+        suggestion=suggestion,
+        quote=text[start:end],
+        start=start,
+        end=end,
+        rule=rule,
+        paragraph_hash=paragraph_hash,
+    )
+
+
+def assign_ids(items: Iterable[FeedbackItem]) -> list[FeedbackItem]:
+    """Sort items by position and give each its deterministic id (occurrence counted per rule+quote)."""
+    ordered = sorted(items, key=lambda i: (i.start, i.end, i.kind, i.rule))
+    seen: Counter[tuple[str, str, str, str]] = Counter()
+    out: list[FeedbackItem] = []
+    for item in ordered:
+        key = (item.kind, item.rule, item.quote.casefold(), item.paragraph_hash)
+        occurrence = seen[key]
+        seen[key] += 1
+        item_id = make_item_id(item.kind, item.rule, item.quote, item.paragraph_hash, occurrence)
+        out.append(item.model_copy(update={"id": item_id}))
+    return out
+
+
+def shift_items(items: Iterable[FeedbackItem], offset: int, *, salt: str = "") -> list[FeedbackItem]:
+    """Move paragraph-relative offsets to full-text offsets.
+
+    ``salt`` distinguishes identical paragraphs that occur more than once in one essay, so their
+    items keep distinct ids.
+    """
+    out: list[FeedbackItem] = []
+    for item in items:
+        update: dict[str, object] = {"start": item.start + offset, "end": item.end + offset}
+        if salt:
+            update["id"] = hashlib.sha256(f"{item.id}\x1f{salt}".encode()).hexdigest()[:24]
+        out.append(item.model_copy(update=update))
+    return out
+
+
+def diff_items(
+    old: Sequence[FeedbackItem], new: Sequence[FeedbackItem]
+) -> tuple[list[FeedbackItem], list[str]]:
+    """Return (items that are new or changed, ids that disappeared) to go from ``old`` to ``new``.
+
+    ``anchor`` is ignored in the comparison: the actor attaches anchors after analysis.
+    """
+    old_by_id = {item.id: item for item in old}
+    new_ids = {item.id for item in new}
+    changed = [item for item in new if item.id not in old_by_id or _content(old_by_id[item.id]) != _content(item)]
+    removed = [item_id for item_id in old_by_id if item_id not in new_ids]
+    return changed, removed
+
+
+def _content(item: FeedbackItem) -> dict[str, object]:
+    return item.model_dump(exclude={"anchor"})

@@ -1,0 +1,789 @@
+"""Tier-1 analysis: fast local rules for spelling, grammar, style, structure and readability.
+
+Every rule is tuned for precision over recall: a student who sees a wrong correction stops
+trusting all of them, so each pattern only fires where it is almost never legitimate English.
+Offsets returned by ``analyze_paragraph`` are relative to the paragraph; ``analyze_structure``
+works on ``Paragraph`` objects and returns full-text offsets.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Collection, Sequence
+
+import pyphen
+from spellchecker import SpellChecker
+
+from .items import FeedbackItem, Kind, Severity, assign_ids, new_item
+from .paragraphs import Paragraph, paragraph_hash, split_paragraphs
+
+RULESET_VERSION = "local-1"
+
+_spell_lock = threading.Lock()
+_spell: SpellChecker | None = None
+
+
+def spellchecker() -> SpellChecker:
+    """The process-wide English dictionary, loaded on first use (it ships with pyspellchecker)."""
+    global _spell
+    if _spell is None:
+        with _spell_lock:
+            if _spell is None:
+                checker = SpellChecker(language="en", distance=2)
+                checker.word_frequency.load_words(_MODERN_WORDS)
+                _spell = checker
+    return _spell
+
+
+_MODERN_WORDS = [
+    "smartphone", "smartphones", "app", "apps", "email", "emails", "emailed", "online", "offline",
+    "website", "websites", "internet", "wifi", "blog", "blogs", "blogger", "vlog", "selfie", "selfies",
+    "covid", "pandemic", "livestream", "livestreams", "podcast", "podcasts", "username", "hashtag",
+    "hashtags", "texting", "cyberbullying", "screenshot", "screenshots", "homeschooling", "esports",
+    "videogame", "videogames", "laptop", "laptops", "tablet", "tablets", "chatbot", "chatbots",
+    "smartwatch", "influencer", "influencers", "streaming", "okay", "teenager", "teenagers",
+    "programme", "programmes", "cheque", "cheques", "jewellery", "aluminium", "sceptical", "manoeuvre",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Tokenising
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str
+    start: int
+    end: int
+    sentence_start: bool
+
+
+_WORD = re.compile(r"[A-Za-z0-9\u00C0-\u024F]+(?:['’\-][A-Za-z0-9\u00C0-\u024F]+)*['’]?")
+_MASK = re.compile(
+    r"(?:https?://|www\.)\S+"
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|io|co|uk|us|ca|au|info)\b(?:/\S*)?"
+    r"|[@#]\w+",
+    re.IGNORECASE,
+)
+_ABBREVIATIONS = frozenset(
+    {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "prof", "no", "mt", "ft", "approx", "dept", "fig"}
+)
+_SENTENCE_END = re.compile(r"(?:[.!?]+|…)[\"'”’)\]]*(?=\s|$)")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Sentence (start, end) offsets, whitespace-trimmed, not splitting after common abbreviations."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.group().startswith("."):
+            before = re.search(r"([\w.]+)$", text[start : match.start()])
+            word = before.group(1).lower() if before else ""
+            if word in _ABBREVIATIONS or "." in word or (len(word) == 1 and word.isalpha()):
+                continue
+        _add_span(text, start, match.end(), spans)
+        start = match.end()
+    _add_span(text, start, len(text), spans)
+    return spans
+
+
+def _add_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> None:
+    chunk = text[start:end]
+    stripped = chunk.strip()
+    if stripped:
+        s = start + (len(chunk) - len(chunk.lstrip()))
+        spans.append((s, s + len(stripped)))
+
+
+def _masked_ranges(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in _MASK.finditer(text)]
+
+
+def _overlaps(ranges: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s < end and start < e for s, e in ranges)
+
+
+def _tokens(text: str, sentences: Sequence[tuple[int, int]], masked: Sequence[tuple[int, int]]) -> list[_Token]:
+    firsts: set[int] = set()
+    for s, e in sentences:
+        first = _WORD.search(text, s, e)
+        if first:
+            firsts.add(first.start())
+    tokens = []
+    for m in _WORD.finditer(text):
+        if _overlaps(masked, m.start(), m.end()):
+            continue
+        tokens.append(_Token(m.group(), m.start(), m.end(), m.start() in firsts))
+    return tokens
+
+
+def _match_case(source: str, replacement: str) -> str:
+    if source[:1].isupper() and replacement:
+        return replacement[0].upper() + replacement[1:]
+    return replacement
+
+
+# ---------------------------------------------------------------------------------------------
+# Word lists
+
+_STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are aren't as at be because been
+    before being below between both but by can can't cannot could couldn't did didn't do does doesn't
+    doing don't down during each even ever every few for from further get gets got had hadn't has
+    hasn't have haven't having he he'd he'll he's her here here's hers herself him himself his how
+    how's i i'd i'll i'm i've if in into is isn't it it's its itself just let's like made make makes
+    many may me might more most much must mustn't my myself no nor not now of off on once one only
+    or other ought our ours ourselves out over own same say says said shan't she she'd she'll she's
+    should shouldn't so some such than that that's the their theirs them themselves then there
+    there's these they they'd they'll they're they've this those through to too under until up upon
+    us very was wasn't we we'd we'll we're we've were weren't what what's when when's where where's
+    which while who who's whom why why's will with won't would wouldn't you you'd you'll you're
+    you've your yours yourself yourselves also well still yet though although because since into
+    onto each every many much lot lots really thing things stuff way ways able want wants""".split()
+)
+_SUBJECTS = frozenset({"i", "you", "he", "she", "it", "we", "they"})
+_AUX_BEFORE_SUBJECT = frozenset(
+    """do does did will would can could should may might must shall let to not didn't doesn't don't
+    won't can't couldn't wouldn't shouldn't mustn't isn't wasn't""".split()
+)
+_PREPOSITIONS = frozenset(
+    "like with for to of about than as at from by into onto upon without within between among".split()
+)
+_CLAUSE_OPENERS = frozenset(
+    "and but so because when if that since while although though then or once until unless".split()
+)
+
+# ---------------------------------------------------------------------------------------------
+# The analyser
+
+
+@dataclass(slots=True)
+class _Collector:
+    text: str
+    phash: str
+    items: list[FeedbackItem]
+
+    def add(
+        self,
+        kind: Kind,
+        rule: str,
+        severity: Severity,
+        start: int,
+        end: int,
+        message: str,
+        suggestion: str | None = None,
+    ) -> None:
+        self.items.append(
+            new_item(
+                kind=kind,
+                rule=rule,
+                severity=severity,
+                message=message,
+                text=self.text,
+                start=start,
+                end=end,
+                paragraph_hash=self.phash,
+                suggestion=suggestion,
+            )
+        )
+
+
+class LocalAnalyzer:
+    """Rule-based analyser: spelling (pyspellchecker), grammar patterns, style and structure.
+
+    Stateless apart from the shared dictionary, so one instance can serve every essay.
+    """
+
+    version = RULESET_VERSION
+
+    def analyze_paragraph(self, text: str, *, dictionary: Collection[str] = frozenset()) -> list[FeedbackItem]:
+        """Items for one paragraph with paragraph-relative offsets and deterministic ids.
+
+        ``dictionary`` holds extra words the student or class allows (case-insensitive).
+        """
+        if not text.strip():
+            return []
+        sentences = sentence_spans(text)
+        masked = _masked_ranges(text)
+        tokens = _tokens(text, sentences, masked)
+        out = _Collector(text, paragraph_hash(text), [])
+        allowed = {w.lower() for w in dictionary}
+        self._spelling(out, tokens, allowed)
+        self._articles(out, tokens)
+        self._patterns(out, masked)
+        self._subject_verb(out, tokens)
+        self._sentences(out, sentences)
+        self._capitals(out, sentences, masked)
+        self._passive(out, masked)
+        self._fillers(out, masked)
+        self._repetition(out, tokens)
+        return assign_ids(_dedupe(out.items))
+
+    # -- spelling --------------------------------------------------------------------------
+
+    def _spelling(self, out: _Collector, tokens: Sequence[_Token], allowed: set[str]) -> None:
+        for tok in tokens:
+            word = tok.text.rstrip("'’")
+            if any(ch.isdigit() for ch in word) or not word.isascii():
+                continue
+            offset = 0
+            for part in word.split("-"):
+                start = tok.start + offset
+                offset += len(part) + 1
+                self._check_word(out, part, start, tok.sentence_start and start == tok.start, allowed)
+
+    def _check_word(self, out: _Collector, word: str, start: int, sentence_start: bool, allowed: set[str]) -> None:
+        if len(word) < 2 or word.isupper() or any(c.isupper() for c in word[1:]):
+            return
+        capitalised = word[0].isupper()
+        if capitalised and not sentence_start:
+            return
+        lower = word.lower().replace("’", "'")
+        if _is_known(lower, allowed):
+            return
+        correction = _correction(lower)
+        if capitalised and correction is None:
+            return
+        if correction is not None:
+            out.add(
+                "spelling", "spelling", "error", start, start + len(word),
+                f'"{word}" looks misspelled. Did you mean "{_match_case(word, correction)}"?',
+                _match_case(word, correction),
+            )
+        else:
+            out.add(
+                "spelling", "spelling", "warning", start, start + len(word),
+                f'We could not find "{word}" in the dictionary. Check the spelling.',
+            )
+
+    # -- grammar ---------------------------------------------------------------------------
+
+    def _articles(self, out: _Collector, tokens: Sequence[_Token]) -> None:
+        for tok, nxt in zip(tokens, tokens[1:]):
+            article = tok.text
+            if article not in ("a", "an") and not (article in ("A", "An") and tok.sentence_start):
+                continue
+            if out.text[tok.end : nxt.start].strip():
+                continue
+            word = nxt.text
+            if len(word) < 2 or word.isupper() or any(c.isdigit() for c in word):
+                continue
+            expected = _expected_article(word.lower())
+            if expected is None or expected == article.lower():
+                continue
+            if expected == "a":
+                message = f'Use "a" before "{word}" because it starts with a consonant sound (like "a dog", "a university").'
+            else:
+                message = f'Use "an" before "{word}" because it starts with a vowel sound (like "an apple", "an hour").'
+            out.add("grammar", "article", "error", tok.start, tok.end, message, _match_case(article, expected))
+
+    def _patterns(self, out: _Collector, masked: Sequence[tuple[int, int]]) -> None:
+        for rule in _PATTERN_RULES:
+            for m in rule.pattern.finditer(out.text):
+                start, end = m.span("w")
+                if _overlaps(masked, start, end) or not rule.accept(m):
+                    continue
+                out.add(rule.kind, rule.name, rule.severity, start, end, rule.message, rule.suggest(m))
+
+    def _subject_verb(self, out: _Collector, tokens: Sequence[_Token]) -> None:
+        for i, (subj, verb) in enumerate(zip(tokens, tokens[1:])):
+            if out.text[subj.end : verb.start] != " ":
+                continue
+            s = subj.text.lower()
+            v = verb.text.lower().replace("’", "'")
+            prev = tokens[i - 1].text.lower() if i > 0 and not subj.sentence_start else ""
+            prev_gap = out.text[tokens[i - 1].end : subj.start] if i > 0 else ""
+            fix: str | None = None
+            if s in ("he", "she", "it") and subj.text in (s, s.capitalize()):
+                if prev in _AUX_BEFORE_SUBJECT:
+                    continue
+                if s == "it" and not (subj.sentence_start or prev in _CLAUSE_OPENERS or "," in prev_gap):
+                    continue
+                fix = _THIRD_PERSON.get(v)
+            elif subj.text in ("they", "They", "we", "We", "you", "You", "I"):
+                if prev in _PREPOSITIONS or prev in _AUX_BEFORE_SUBJECT:
+                    continue
+                fix = _I_FORMS.get(v) if s == "i" else _PLURAL_FORMS.get(v)
+            if fix is None:
+                continue
+            fix = _match_case(verb.text, fix)
+            out.add(
+                "grammar", "agreement", "error", verb.start, verb.end,
+                f'After "{subj.text}", use "{fix}" instead of "{verb.text}" so the verb matches who is doing it.',
+                fix,
+            )
+
+    def _sentences(self, out: _Collector, sentences: Sequence[tuple[int, int]]) -> None:
+        for start, end in sentences:
+            sentence = out.text[start:end]
+            words = _WORD.findall(sentence)
+            lowered = [w.lower() for w in words]
+            if sentence.endswith(".") and not sentence.endswith(".."):
+                if _is_fragment(lowered, sentence):
+                    out.add(
+                        "grammar", "fragment", "warning", start, end,
+                        "This looks like an incomplete sentence. Join it to the sentence before or after it, "
+                        "or add the missing part.",
+                    )
+            splices = len(_SPLICE.findall(sentence))
+            if len(words) >= 25 and splices >= 2:
+                out.add(
+                    "grammar", "run_on", "warning", start, end,
+                    "This is a run-on sentence: several complete sentences are joined with only commas. "
+                    "Split it up with full stops, or join the parts with words like \"and\", \"but\" or \"because\".",
+                )
+            elif len(words) > 35:
+                out.add(
+                    "style", "long_sentence", "info", start, end,
+                    f"This sentence is {len(words)} words long. Try splitting it into two shorter sentences.",
+                )
+
+    def _capitals(self, out: _Collector, sentences: Sequence[tuple[int, int]], masked: Sequence[tuple[int, int]]) -> None:
+        for start, end in sentences:
+            first = _WORD.search(out.text, start, end)
+            if first is None or first.start() != start or _overlaps(masked, first.start(), first.end()):
+                continue
+            word = first.group()
+            if not word[0].islower() or any(c.isupper() for c in word[1:]) or re.fullmatch(r"i(['’]\w+)?", word):
+                continue
+            out.add(
+                "grammar", "capital_start", "error", first.start(), first.start() + 1,
+                "Start every sentence with a capital letter.", word[0].upper(),
+            )
+        for m in _LOWER_I.finditer(out.text):
+            if _overlaps(masked, m.start(), m.end()):
+                continue
+            out.add("grammar", "capital_i", "error", m.start(), m.end(), 'Always write "I" as a capital letter.', "I")
+
+    # -- style -----------------------------------------------------------------------------
+
+    def _passive(self, out: _Collector, masked: Sequence[tuple[int, int]]) -> None:
+        for m in _PASSIVE.finditer(out.text):
+            participle = m.group("p").lower()
+            if participle in _NOT_PASSIVE or (participle.endswith("ed") and len(participle) < 5):
+                continue
+            if _overlaps(masked, m.start(), m.end()):
+                continue
+            out.add(
+                "style", "passive", "info", m.start(), m.end(),
+                "This may be passive voice. Sentences are often clearer when they say who does the action, "
+                'e.g. "The dog ate the cake" instead of "The cake was eaten".',
+            )
+
+    def _fillers(self, out: _Collector, masked: Sequence[tuple[int, int]]) -> None:
+        for m in _FILLER.finditer(out.text):
+            if _overlaps(masked, m.start(), m.end()):
+                continue
+            word = m.group("f")
+            lower = word.lower()
+            nxt = m.group("n")
+            if lower in ("very", "really") and nxt and nxt.lower() in _STRONGER:
+                better = _STRONGER[nxt.lower()]
+                out.add(
+                    "style", "weak_word", "info", m.start(), m.end("n"),
+                    f'Try one strong word instead of "{word} {nxt}", like "{better}".',
+                    _match_case(word, better),
+                )
+            elif lower in ("things", "stuff"):
+                out.add(
+                    "style", "vague_word", "info", m.start("f"), m.end("f"),
+                    f'"{word}" is vague. Name exactly what you mean.',
+                )
+            else:
+                out.add(
+                    "style", "weak_word", "info", m.start("f"), m.end("f"),
+                    f'"{word}" usually adds nothing. Try the sentence without it.',
+                )
+
+    def _repetition(self, out: _Collector, tokens: Sequence[_Token]) -> None:
+        counts: Counter[str] = Counter()
+        for tok in tokens:
+            word = tok.text.rstrip("'’").lower().replace("’", "'")
+            if word.endswith("'s"):
+                word = word[:-2]
+            if len(word) < 4 or word in _STOPWORDS or any(c.isdigit() for c in word):
+                continue
+            if tok.text[0].isupper() and not tok.sentence_start:
+                continue
+            key = word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 4 else word
+            counts[key] += 1
+            if counts[key] == 3:
+                out.add(
+                    "style", "repetition", "info", tok.start, tok.start + len(tok.text.rstrip("'’")),
+                    f'You have used "{word}" three times in this paragraph. Try a different word or rephrase.',
+                )
+
+    # -- whole essay -----------------------------------------------------------------------
+
+    def analyze_structure(self, paragraphs: Sequence[Paragraph]) -> list[FeedbackItem]:
+        """Essay-level items (structure kind) with full-text offsets taken from the paragraphs.
+
+        Rules only speak up once the essay is long enough for them to be fair, so a student in the
+        middle of a first draft is not told off for a missing conclusion.
+        """
+        if not paragraphs:
+            return []
+        items: list[FeedbackItem] = []
+        total_words = sum(len(_WORD.findall(p.text)) for p in paragraphs)
+
+        def add(p: Paragraph, rule: str, severity: Severity, message: str) -> None:
+            s, e = _first_sentence(p.text)
+            item = new_item(
+                kind="structure", rule=rule, severity=severity, message=message,
+                text=p.text, start=s, end=e, paragraph_hash=p.hash,
+            )
+            items.append(item.model_copy(update={"start": s + p.start, "end": e + p.start}))
+
+        first, last = paragraphs[0], paragraphs[-1]
+        if total_words >= 150 and len(paragraphs) < 3:
+            add(first, "few_paragraphs", "warning",
+                "Your essay has only "
+                f"{len(paragraphs)} paragraph{'s' if len(paragraphs) != 1 else ''}. Most essays need an introduction, "
+                "body paragraphs and a conclusion: press Enter to start a new paragraph for each new idea.")
+        if len(paragraphs) >= 3 and total_words >= 150:
+            if not _THESIS_CUE.search(first.text):
+                add(first, "no_thesis", "info",
+                    "Your introduction should say clearly what your essay will argue or explain (your thesis). "
+                    'Try a sentence like "I believe ... because ...".')
+            if not _CONCLUSION_CUE.search(last.text) and total_words >= 200:
+                add(last, "no_conclusion", "info",
+                    "End with a conclusion that sums up your main points. Words like \"In conclusion\" or "
+                    '"Overall" help the reader see it.')
+            body = paragraphs[1:-1]
+            for p in body:
+                opening = p.text[slice(*_first_sentence(p.text))]
+                if len(sentence_spans(p.text)) >= 3 and _EVIDENCE_OPENER.match(opening):
+                    add(p, "topic_sentence", "info",
+                        "Start this paragraph with a topic sentence that says its main idea, then give your "
+                        "example or evidence.")
+            if len(paragraphs) >= 4 and not any(_TRANSITION.match(p.text) for p in paragraphs[1:]):
+                add(paragraphs[1], "transitions", "info",
+                    'None of your paragraphs start with a linking word. Words like "First", "Another reason", '
+                    '"However" or "In conclusion" help the reader follow your ideas.')
+        for p in paragraphs:
+            words = len(_WORD.findall(p.text))
+            if words > 250 or len(sentence_spans(p.text)) > 15:
+                add(p, "long_paragraph", "info",
+                    f"This paragraph is very long ({words} words). Split it where a new idea starts.")
+        return assign_ids(items)
+
+    def readability(self, text: str) -> dict[str, float]:
+        """Readability for the whole text: Flesch reading ease, Flesch-Kincaid grade and the count
+        of words of three or more syllables (syllables from pyphen); zeros for empty text."""
+        words = len(_WORD.findall(text))
+        sentences = sum(len(sentence_spans(p.text)) for p in _paragraph_texts(text))
+        if words == 0:
+            return {"words": 0, "sentences": 0, "paragraphs": 0, "avg_sentence_words": 0.0,
+                    "flesch_reading_ease": 0.0, "flesch_kincaid_grade": 0.0, "complex_words": 0}
+        per_sentence = words / max(sentences, 1)
+        syllables = [_syllables(w.lower()) for w in _WORD.findall(text)]
+        per_word = sum(syllables) / words
+        return {
+            "words": words,
+            "sentences": sentences,
+            "paragraphs": len(_paragraph_texts(text)),
+            "avg_sentence_words": round(per_sentence, 1),
+            "flesch_reading_ease": round(206.835 - 1.015 * per_sentence - 84.6 * per_word, 1),
+            "flesch_kincaid_grade": round(0.39 * per_sentence + 11.8 * per_word - 15.59, 1),
+            "complex_words": sum(1 for n in syllables if n >= 3),
+        }
+
+
+_hyphenator: pyphen.Pyphen | None = None
+
+
+@lru_cache(maxsize=50_000)
+def _syllables(word: str) -> int:
+    # pyphen's bundled dictionary, not textstat's syllable counter: for English, textstat 0.7
+    # downloads NLTK's cmudict at first use, which fails offline and must not happen in a replica.
+    global _hyphenator
+    if _hyphenator is None:
+        _hyphenator = pyphen.Pyphen(lang="en_US")
+    return len(_hyphenator.positions(word)) + 1
+
+
+def _paragraph_texts(text: str) -> list[Paragraph]:
+    return split_paragraphs(text)
+
+
+def _first_sentence(text: str) -> tuple[int, int]:
+    spans = sentence_spans(text)
+    return spans[0] if spans else (0, len(text))
+
+
+_KIND_PRIORITY = {"spelling": 0, "grammar": 1, "structure": 2, "style": 3}
+
+
+def _dedupe(items: list[FeedbackItem]) -> list[FeedbackItem]:
+    """Keep one item per span, preferring spelling over grammar over style."""
+    best: dict[tuple[int, int], FeedbackItem] = {}
+    for item in items:
+        key = (item.start, item.end)
+        current = best.get(key)
+        if current is None or _KIND_PRIORITY.get(item.kind, 9) < _KIND_PRIORITY.get(current.kind, 9):
+            best[key] = item
+    return list(best.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Spelling helpers
+
+
+def _is_known(lower: str, allowed: set[str]) -> bool:
+    if lower in allowed:
+        return True
+    spell = spellchecker()
+    if spell.known([lower]):
+        return True
+    if lower.endswith("'s") and (lower[:-2] in allowed or spell.known([lower[:-2]])):
+        return True
+    return any(spell.known([us]) for us in _american_forms(lower))
+
+
+_BRITISH = (
+    (re.compile(r"our(?=s?$|ed$|ing$|ite|ful|able|hood|less)"), "or"),
+    (re.compile(r"is(?=e$|es$|ed$|ing$|ation|ations|er$|ers$)"), "iz"),
+    (re.compile(r"ys(?=e$|es$|ed$|ing$)"), "yz"),
+    (re.compile(r"tre(?=s?$)"), "ter"),
+    (re.compile(r"ogue(?=s?$)"), "og"),
+    (re.compile(r"ll(?=ed$|ing$|er$|ers$)"), "l"),
+    (re.compile(r"ence(?=s?$)"), "ense"),
+    (re.compile(r"ae"), "e"),
+    (re.compile(r"oe"), "e"),
+)
+
+
+def _american_forms(word: str) -> list[str]:
+    """US spellings of a possibly British word, so "colour" and "organised" are accepted."""
+    forms = []
+    for pattern, replacement in _BRITISH:
+        us = pattern.sub(replacement, word)
+        if us != word:
+            forms.append(us)
+    return forms
+
+
+@lru_cache(maxsize=20_000)
+def _correction(lower: str) -> str | None:
+    fixed = spellchecker().correction(lower)
+    return None if fixed is None or fixed == lower else fixed
+
+
+# ---------------------------------------------------------------------------------------------
+# Grammar tables
+
+_AN_WORDS = ("hour", "honest", "honor", "honour", "heir")
+_A_WORDS = (
+    "univers", "unique", "unicorn", "uniform", "union", "unit", "use", "usu", "usa", "uten", "utili",
+    "utop", "eu", "ewe", "ukul", "uran", "one-", "once",
+)
+
+
+def _expected_article(word: str) -> str | None:
+    if word.startswith(_AN_WORDS):
+        return "an"
+    if word.startswith(_A_WORDS) or word in ("one", "ones"):
+        return "a"
+    if word[0] in "aeiou":
+        return "an"
+    if word[0] in "hx":
+        return None  # "an historic", "an x-ray": accepted or sounded as a vowel; stay quiet
+    return "a"
+
+
+_THIRD_PERSON = {
+    "go": "goes", "do": "does", "have": "has", "make": "makes", "want": "wants", "like": "likes",
+    "need": "needs", "think": "thinks", "say": "says", "know": "knows", "come": "comes", "get": "gets",
+    "take": "takes", "see": "sees", "play": "plays", "try": "tries", "eat": "eats", "write": "writes",
+    "love": "loves", "feel": "feels", "seem": "seems", "look": "looks", "give": "gives", "live": "lives",
+    "work": "works", "help": "helps", "are": "is", "don't": "doesn't", "dont": "doesn't",
+}
+_PLURAL_FORMS = {
+    "goes": "go", "does": "do", "has": "have", "is": "are", "was": "were", "makes": "make",
+    "wants": "want", "likes": "like", "needs": "need", "thinks": "think", "says": "say", "knows": "know",
+    "comes": "come", "gets": "get", "takes": "take", "sees": "see", "plays": "play", "tries": "try",
+    "loves": "love", "feels": "feel", "seems": "seem", "looks": "look", "gives": "give", "lives": "live",
+    "works": "work", "helps": "help", "doesn't": "don't",
+}
+_I_FORMS = {
+    "is": "am", "are": "am", "has": "have", "goes": "go", "does": "do", "makes": "make", "wants": "want",
+    "likes": "like", "needs": "need", "thinks": "think", "says": "say", "knows": "know", "doesn't": "don't",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _PatternRule:
+    name: str
+    kind: Kind
+    severity: Severity
+    pattern: re.Pattern[str]
+    message: str
+    suggest: Callable[[re.Match[str]], str]
+    accept: Callable[[re.Match[str]], bool] = lambda m: True
+
+
+def _fixed(word: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: _match_case(m.group("w"), word)
+
+
+_REPEAT_OK = frozenset({"had", "that", "is", "bye", "ha", "no", "so", "very", "really", "knock", "chop", "tut", "never"})
+
+_PATTERN_RULES: tuple[_PatternRule, ...] = (
+    _PatternRule(
+        "repeated_word", "grammar", "error",
+        re.compile(r"\b(?P<w>(?P<a>[A-Za-z]+)\s+(?P=a))\b", re.IGNORECASE),
+        "You wrote the same word twice in a row.",
+        lambda m: m.group("a"),
+        lambda m: m.group("a").lower() not in _REPEAT_OK,
+    ),
+    _PatternRule(
+        "their_there", "grammar", "error",
+        re.compile(r"\b(?P<w>their)\s+(?:is|are|was|were)\b", re.IGNORECASE),
+        'Use "there" here, as in "there is" or "there are". "Their" means something belongs to them.',
+        _fixed("there"),
+    ),
+    _PatternRule(
+        "their_theyre", "grammar", "error",
+        re.compile(r"\b(?P<w>their|there)\s+(?:going|trying)\s+to\b", re.IGNORECASE),
+        '"They\'re" is short for "they are", which is what this sentence needs.',
+        _fixed("they're"),
+        lambda m: m.group("w").lower() == "their",
+    ),
+    _PatternRule(
+        "there_their", "grammar", "error",
+        re.compile(r"\b(?P<w>there|they['’]re)\s+own\b", re.IGNORECASE),
+        'Use "their" to show something belongs to them, as in "their own".',
+        _fixed("their"),
+    ),
+    _PatternRule(
+        "its_its", "grammar", "error",
+        re.compile(r"\b(?P<w>its)\s+(?:a|an|the|not|been|going|so|too|really|because)\b", re.IGNORECASE),
+        '"It\'s" is short for "it is" or "it has". "Its" (no apostrophe) means belonging to it.',
+        _fixed("it's"),
+    ),
+    _PatternRule(
+        "its_own", "grammar", "error",
+        re.compile(r"\b(?P<w>it['’]s)\s+own\b", re.IGNORECASE),
+        '"Its" (no apostrophe) means belonging to it, as in "its own". "It\'s" means "it is".',
+        _fixed("its"),
+    ),
+    _PatternRule(
+        "then_than", "grammar", "error",
+        re.compile(
+            r"\b(?:more|less|better|worse|rather|greater|smaller|larger|bigger|fewer|higher|lower|faster|"
+            r"slower|easier|harder|older|younger|stronger|weaker|cheaper|smarter|happier|other)\s+(?P<w>then)\b",
+            re.IGNORECASE,
+        ),
+        'Use "than" to compare things ("better than"). "Then" is about time ("first ..., then ...").',
+        _fixed("than"),
+    ),
+    _PatternRule(
+        "than_then", "grammar", "error",
+        re.compile(r"\b(?:and|since|until|back)\s+(?P<w>than)\b", re.IGNORECASE),
+        'Use "then" for time or order ("and then", "back then"). "Than" is for comparing.',
+        _fixed("then"),
+    ),
+    _PatternRule(
+        "your_youre", "grammar", "error",
+        re.compile(
+            r"\b(?P<w>your)\s+(?:(?:a|an|the|not|going|so|always|never|gonna)\b|welcome(?=\s*(?:[.!,]|$)))",
+            re.IGNORECASE,
+        ),
+        '"You\'re" is short for "you are", which is what this sentence needs. "Your" means belonging to you.',
+        _fixed("you're"),
+    ),
+    _PatternRule(
+        "youre_your", "grammar", "error",
+        re.compile(r"\b(?P<w>you['’]re)\s+own\b", re.IGNORECASE),
+        'Use "your" to show something belongs to you, as in "your own".',
+        _fixed("your"),
+    ),
+    _PatternRule(
+        "could_of", "grammar", "error",
+        re.compile(r"\b(?P<w>(?P<m>could|should|would|must|might)\s+of)\b(?!\s+course)", re.IGNORECASE),
+        'Write "could have" (or "could\'ve"), not "could of". They sound the same but "of" is wrong here.',
+        lambda m: f"{m.group('m')} have",
+    ),
+)
+
+_SPLICE = re.compile(r",\s+(?:I|you|he|she|it|we|they|this|there)\s+[a-z]+", re.IGNORECASE)
+_LOWER_I = re.compile(r"(?<![\w'’.\-/@(])i(?=['’][a-z]|[\s,;:!?)]|\.(?!\w)|$)")
+_SUBORDINATORS = frozenset({"because", "although", "though", "unless", "whereas"})
+_VERBISH = frozenset(
+    """am is are was were be been being have has had do does did can could will would shall should
+    may might must go goes went make makes made get gets got think thinks thought know knows knew
+    thank thanks see saw say said want wants need needs like likes love loves feel feels felt agree
+    agrees disagree believe believes hope hopes let come came take took give gave look looks""".split()
+)
+
+
+def _is_fragment(words: list[str], sentence: str) -> bool:
+    if not words:
+        return False
+    if words[:2] == ["such", "as"]:
+        return True
+    if words[0] in _SUBORDINATORS and "," not in sentence and len(words) <= 8:
+        return sum(1 for w in words if w in _SUBJECTS) <= 1 and not (words[0] == "because" and len(words) > 1 and words[1] == "of" and len(words) > 5)
+    if len(words) <= 3 and words[0] in _NOUN_PHRASE_OPENERS and not any(w in _SUBJECTS for w in words):
+        return not any(w in _VERBISH or w.endswith(("ed", "ing", "s", "n't")) for w in words[1:])
+    return False
+
+
+_NOUN_PHRASE_OPENERS = frozenset(
+    "the a an my your his her their our its this that these those some not no such especially".split()
+)
+_PASSIVE = re.compile(
+    r"\b(?:am|is|are|was|were|be|been|being)\s+(?:[a-z]+ly\s+)?"
+    r"(?P<p>[a-z]+ed|written|taken|given|made|done|seen|known|shown|found|built|told|sold|held|kept|"
+    r"paid|sent|spent|taught|bought|brought|caught|chosen|driven|eaten|forgotten|hidden|broken|spoken|"
+    r"stolen|worn|torn|beaten|bitten|thrown|grown|drawn)\b",
+    re.IGNORECASE,
+)
+_NOT_PASSIVE = frozenset(
+    """tired excited interested bored scared worried surprised pleased married used supposed concerned
+    involved prepared related located based determined satisfied disappointed annoyed amazed confused
+    embarrassed frightened terrified shocked exhausted relaxed ashamed obsessed dedicated motivated
+    qualified experienced advanced complicated sophisticated talented crowded limited focused devoted
+    committed convinced delighted fascinated frustrated impressed inspired overwhelmed stressed
+    thrilled upset bored need indeed speed seed feed bed red shed hundred breed greed proceed succeed
+    exceed embed sled bleed naked wicked sacred rugged ragged crooked beloved aged skilled gifted
+    unemployed unexpected unlimited unprepared unsupervised unrelated unsatisfied unmotivated
+    educated organized organised balanced detailed""".split()
+)
+_FILLER = re.compile(
+    r"\b(?P<f>very|really|just|actually|basically|things|stuff)\b(?:\s+(?P<n>[A-Za-z]+))?", re.IGNORECASE
+)
+_STRONGER = {
+    "good": "excellent", "bad": "terrible", "big": "huge", "small": "tiny", "happy": "delighted",
+    "sad": "miserable", "important": "essential", "tired": "exhausted", "scared": "terrified",
+    "angry": "furious", "cold": "freezing", "hot": "boiling", "hungry": "starving", "pretty": "beautiful",
+    "smart": "brilliant", "funny": "hilarious", "old": "ancient", "hard": "difficult", "easy": "effortless",
+    "interesting": "fascinating", "surprised": "astonished", "fast": "rapid",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Structure cues
+
+_THESIS_CUE = re.compile(
+    r"\b(?:i (?:believe|think|feel|argue|agree|disagree)|in my opinion|this essay|i will|should|must|"
+    r"because|reasons?|argue|important|therefore|main|several|three|two|why|how)\b",
+    re.IGNORECASE,
+)
+_CONCLUSION_CUE = re.compile(
+    r"\b(?:in conclusion|to conclude|to sum up|in summary|to summari[sz]e|overall|all in all|in the end|"
+    r"finally|ultimately|therefore|for these reasons|for all these reasons|that is why|this is why|clearly|"
+    r"as you can see|in short)\b",
+    re.IGNORECASE,
+)
+_EVIDENCE_OPENER = re.compile(r"(?:for example|for instance|according to|[\"“'‘]|\d)", re.IGNORECASE)
+_TRANSITION = re.compile(
+    r"(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|next|then|also|another|additionally|in addition|"
+    r"furthermore|moreover|however|on the other hand|finally|lastly|in conclusion|to conclude|overall|"
+    r"besides|similarly|in contrast|as a result|therefore|for example|to begin|to start|most importantly|"
+    r"one reason|the (?:first|second|third|final|last|main) |although|while|despite)\b",
+    re.IGNORECASE,
+)

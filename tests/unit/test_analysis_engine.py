@@ -1,0 +1,337 @@
+"""AnalysisEngine: incremental local runs, caching, LLM scheduling, budget, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Collection, Sequence
+
+import pytest
+
+from actors.analysis.cache import LRUCache
+from actors.analysis.engine import AnalysisEngine, LatestOnly, should_run_llm, should_run_local
+from actors.analysis.items import FeedbackItem, diff_items, new_item
+from actors.analysis.llm import CircuitBreaker, TokenBudget
+from actors.analysis.local import LocalAnalyzer
+from actors.analysis.paragraphs import paragraph_hash
+from actors.analysis.provider import (
+    LocalProvider,
+    ProviderContext,
+    ProviderResult,
+    ProviderUnavailable,
+    Rubric,
+    ScoreResult,
+    Usage,
+    make_provider,
+)
+from actors.analysis.items import assign_ids
+
+ESSAY = "\n".join(
+    [
+        "I beleive phones help students learn.",
+        "First, they can look up facts quickly.",
+        "Second, teh apps make practice fun.",
+        "However, some students get distracted.",
+        "In conclusion, phones are useful tools.",
+    ]
+)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingAnalyzer(LocalAnalyzer):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def analyze_paragraph(self, text: str, *, dictionary: Collection[str] = frozenset()) -> list[FeedbackItem]:
+        self.seen.append(text)
+        return super().analyze_paragraph(text, dictionary=dictionary)
+
+
+class FakeProvider:
+    """Flags every "phones" with an llm style item; can block or fail on demand."""
+
+    name = "fake-llm"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ProviderContext]] = []
+        self.fail = False
+        self.gate: asyncio.Event | None = None
+        self.cancelled = 0
+
+    async def analyze_paragraph(self, paragraph_text: str, context: ProviderContext) -> ProviderResult:
+        self.calls.append((paragraph_text, context))
+        if self.gate is not None:
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        if self.fail:
+            raise ProviderUnavailable("down")
+        start = paragraph_text.find("phones")
+        items = []
+        if start >= 0:
+            items.append(
+                new_item(kind="style", rule="llm:style", severity="info", message="Name the device.",
+                         text=paragraph_text, start=start, end=start + 6,
+                         paragraph_hash=paragraph_hash(paragraph_text), source="llm")
+            )
+        return ProviderResult(items=assign_ids(items), usage=Usage(prompt_tokens=100, completion_tokens=10))
+
+    async def score_rubric(self, text: str, rubric: Rubric, items: Sequence[FeedbackItem] = ()) -> ScoreResult:
+        raise ProviderUnavailable("down")
+
+    def estimate_tokens(self, paragraph_text: str, context: ProviderContext) -> int:
+        return 150
+
+    async def aclose(self) -> None:
+        return None
+
+
+def engine_with(provider: FakeProvider | None = None, budget: TokenBudget | None = None) -> tuple[AnalysisEngine, CountingAnalyzer]:
+    local = CountingAnalyzer()
+    return AnalysisEngine(local, provider, LRUCache(1000), budget or TokenBudget(None, None), FakeClock()), local
+
+
+def test_pause_thresholds_decide_when_each_tier_runs() -> None:
+    assert not should_run_local(10.0, 10.2)
+    assert should_run_local(10.0, 10.25)
+    assert not should_run_llm(10.0, 11.9)
+    assert should_run_llm(10.0, 12.0)
+
+
+def test_engine_due_checks_use_the_injected_clock() -> None:
+    clock = FakeClock(100.0)
+    engine = AnalysisEngine(LocalAnalyzer(), FakeProvider(), clock=clock)
+    assert not engine.local_due(99.9)
+    clock.now = 100.3
+    assert engine.local_due(99.9) and not engine.llm_due(99.9)
+    clock.now = 102.0
+    assert engine.llm_due(99.9)
+    assert not AnalysisEngine(LocalAnalyzer(), LocalProvider(), clock=clock).llm_due(0.0)
+
+
+async def test_first_run_analyses_every_paragraph_with_full_text_offsets() -> None:
+    engine, local = engine_with()
+    result = await engine.analyze_changed("", ESSAY)
+    assert len(local.seen) == 5 and len(result.changed) == 5
+    for item in result.items:
+        assert ESSAY[item.start : item.end] == item.quote
+    assert {"beleive", "teh"} <= {i.quote for i in result.items if i.kind == "spelling"}
+
+
+async def test_editing_one_paragraph_reruns_local_rules_on_that_paragraph_only() -> None:
+    engine, local = engine_with()
+    first = await engine.analyze_changed("", ESSAY)
+    local.seen.clear()
+    edited = ESSAY.replace("Second, teh apps", "Second, the apps")
+    second = await engine.analyze_changed(ESSAY, edited, previous_items=first.items)
+    assert local.seen == ["Second, the apps make practice fun."]
+    assert [p.index for p in second.changed] == [2]
+    assert "teh" not in {i.quote for i in second.items}
+    assert not second.structure_ran
+
+
+async def test_unchanged_paragraph_items_keep_ids_and_move_with_the_text() -> None:
+    engine, local = engine_with()
+    first = await engine.analyze_changed("", ESSAY)
+    edited = ESSAY.replace("I beleive phones", "I really beleive that phones")
+    second = await engine.analyze_changed(ESSAY, edited, previous_items=first.items)
+    old_teh = next(i for i in first.items if i.quote == "teh")
+    new_teh = next(i for i in second.items if i.quote == "teh")
+    assert new_teh.id == old_teh.id
+    assert new_teh.start == old_teh.start + len("really that ")
+    assert edited[new_teh.start : new_teh.end] == "teh"
+    changed, removed = diff_items(first.items, second.items)
+    assert new_teh in changed
+    edited_paragraph = [i.id for i in first.items if i.start < len("I beleive phones help students learn.")]
+    assert removed == edited_paragraph
+
+
+async def test_diff_reports_removed_ids_when_an_issue_is_fixed() -> None:
+    engine, _ = engine_with()
+    first = await engine.analyze_changed("", ESSAY)
+    fixed = ESSAY.replace("beleive", "believe")
+    second = await engine.analyze_changed(ESSAY, fixed, previous_items=first.items)
+    _, removed = diff_items(first.items, second.items)
+    assert removed == [next(i.id for i in first.items if i.quote == "beleive")]
+
+
+async def test_identical_paragraphs_get_distinct_item_ids() -> None:
+    engine, _ = engine_with()
+    result = await engine.analyze_changed("", "Teh end.\nTeh end.")
+    ids = [i.id for i in result.items if i.kind == "spelling"]
+    assert len(ids) == 2 and len(set(ids)) == 2
+
+
+async def test_structure_reruns_only_when_paragraphs_are_added_or_removed() -> None:
+    engine, _ = engine_with()
+    long_para = "This sentence supports my point with a clear detail and a good example. " * 12
+    text = "I like dogs. " + long_para + "\nDogs are fun."
+    first = await engine.analyze_changed("", text)
+    assert first.structure_ran
+    assert [i.rule for i in first.items if i.kind == "structure"] == ["few_paragraphs"]
+    edited = text.replace("Dogs are fun.", "Dogs are great fun.")
+    second = await engine.analyze_changed(text, edited, previous_items=first.items)
+    assert not second.structure_ran
+    assert [i for i in second.items if i.kind == "structure"] == [i for i in first.items if i.kind == "structure"]
+    split = edited.replace("dogs. This", "dogs.\nThis", 1)
+    third = await engine.analyze_changed(edited, split, previous_items=second.items)
+    assert third.structure_ran
+    assert [i.rule for i in third.items if i.kind == "structure"] == ["no_thesis"]
+
+
+async def test_structure_reruns_when_the_paragraph_it_points_at_changes() -> None:
+    engine, _ = engine_with()
+    text = "I like dogs. " + "This sentence supports my point with a clear detail and a good example. " * 12
+    first = await engine.analyze_changed("", text)
+    edited = text.replace("I like dogs.", "I really like dogs.")
+    second = await engine.analyze_changed(text, edited, previous_items=first.items)
+    assert second.structure_ran
+    assert [i.quote for i in second.items if i.kind == "structure"] == ["I really like dogs."]
+
+
+async def test_llm_runs_only_on_paragraphs_without_a_cached_result() -> None:
+    provider = FakeProvider()
+    engine, _ = engine_with(provider)
+    first = await engine.analyze_changed("", ESSAY, essay_id="e1")
+    assert len(provider.calls) == 5 and len(first.llm_sent) == 5
+    assert first.usage.total_tokens == 5 * 110
+    provider.calls.clear()
+    edited = ESSAY.replace("facts quickly", "facts very quickly")
+    second = await engine.analyze_changed(ESSAY, edited, essay_id="e1")
+    assert [text for text, _ in provider.calls] == ["First, they can look up facts very quickly."]
+    assert provider.calls[0][1].previous_sentence == "I beleive phones help students learn."
+    llm_items = [i for i in second.items if i.source == "llm"]
+    assert [edited[i.start : i.end] for i in llm_items] == ["phones", "phones"]
+
+
+async def test_local_only_pass_sends_nothing_to_the_llm() -> None:
+    provider = FakeProvider()
+    engine, _ = engine_with(provider)
+    result = await engine.analyze_changed("", ESSAY, run_llm=False)
+    assert provider.calls == [] and result.llm_sent == []
+
+
+async def test_budget_stops_llm_calls_and_records_real_usage() -> None:
+    provider = FakeProvider()
+    budget = TokenBudget(per_essay=400, per_class=None)
+    engine, _ = engine_with(provider, budget)
+    result = await engine.analyze_changed("", ESSAY, essay_id="e1", class_id="c1")
+    assert len(provider.calls) == 2
+    assert result.budget_exhausted
+    assert budget.used(essay_id="e1") == 220 and budget.used(class_id="c1") == 220
+    assert any(i.kind == "spelling" for i in result.items)
+
+
+def test_token_budget_enforces_essay_and_class_limits() -> None:
+    budget = TokenBudget(per_essay=100, per_class=150)
+    assert budget.check("a", "c", 100)
+    budget.record("a", "c", 90)
+    assert not budget.check("a", "c", 20)
+    assert budget.check("b", "c", 60)
+    assert not budget.check("b", "c", 61)
+
+
+async def test_provider_failure_keeps_local_items_and_retries_next_run() -> None:
+    provider = FakeProvider()
+    provider.fail = True
+    engine, _ = engine_with(provider)
+    result = await engine.analyze_changed("", ESSAY)
+    assert result.errors == ["provider_unavailable"] * 5
+    assert any(i.source == "local" for i in result.items)
+    provider.fail = False
+    provider.calls.clear()
+    again = await engine.analyze_changed(ESSAY, ESSAY)
+    assert len(provider.calls) == 5 and not again.errors
+
+
+async def test_cancelling_a_run_propagates_and_cancels_llm_calls() -> None:
+    provider = FakeProvider()
+    provider.gate = asyncio.Event()
+    engine, _ = engine_with(provider)
+    task = asyncio.ensure_future(engine.analyze_changed("", ESSAY))
+    while len(provider.calls) < 5:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert provider.cancelled == 5
+    provider.gate.set()
+    provider.calls.clear()
+    await engine.analyze_changed("", ESSAY)
+    assert len(provider.calls) == 5
+
+
+async def test_newer_run_cancels_the_stale_one() -> None:
+    provider = FakeProvider()
+    provider.gate = asyncio.Event()
+    engine, _ = engine_with(provider)
+    runs = LatestOnly()
+    stale = runs.submit("llm", engine.analyze_changed("", "Old phones text."))
+    while not provider.calls:
+        await asyncio.sleep(0)
+    fresh = runs.submit("llm", engine.analyze_changed("", "New phones text."))
+    await asyncio.sleep(0)
+    provider.gate.set()
+    result = await fresh
+    with pytest.raises(asyncio.CancelledError):
+        await stale
+    assert stale.cancelled() and provider.cancelled == 1
+    assert [i.quote for i in result.items if i.source == "llm"] == ["phones"]
+    assert runs.running("llm") is None
+    await runs.aclose()
+
+
+async def test_rubric_scoring_falls_back_to_local_estimates_when_llm_fails() -> None:
+    engine, _ = engine_with(FakeProvider())
+    rubric = {
+        "id": "r1",
+        "title": "Essay",
+        "criteria": [
+            {"id": "c1", "name": "Grammar and spelling", "weight": 1,
+             "levels": [{"min_score": 0, "max_score": 2, "descriptor": "Many errors"},
+                        {"min_score": 3, "max_score": 4, "descriptor": "Few errors"}]},
+            {"id": "c2", "name": "Ideas", "weight": 2,
+             "levels": [{"min_score": 0, "max_score": 5, "descriptor": "Weak"},
+                        {"min_score": 6, "max_score": 10, "descriptor": "Strong"}]},
+        ],
+    }
+    scores, usage = await engine.score_rubric(ESSAY, rubric)
+    assert [s.criterion_id for s in scores] == ["c1", "c2"]
+    assert all(s.estimate and s.source == "local" for s in scores)
+    grammar = scores[0]
+    assert grammar.level == "Many errors" and 0 <= grammar.points <= 2 and grammar.max_points == 4
+    assert "beleive" in grammar.rationale
+    assert usage.total_tokens == 0
+
+
+def test_lru_cache_evicts_least_recently_used() -> None:
+    cache: LRUCache[str, int] = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1
+    cache.put("c", 3)
+    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
+
+
+class FakeSettings:
+    ai_provider = "openai"
+    ai_base_url = "http://127.0.0.1:9/v1"
+    ai_api_key = "k"
+    ai_model = "m"
+
+
+async def test_factory_builds_the_configured_provider() -> None:
+    provider = make_provider(FakeSettings(), breaker=CircuitBreaker(1))
+    assert provider.name == "openai:m"
+    await provider.aclose()
+    local = FakeSettings()
+    local.ai_provider = "local"
+    assert isinstance(make_provider(local), LocalProvider)
