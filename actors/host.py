@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.broadcast import Bus, doc_message
-from actors.doc import EssayDoc, InvalidUpdate, replace_text_update
+from actors.doc import EssayDoc, InvalidAnchor, InvalidUpdate, encode_anchor, replace_text_update, resolve_anchor
 from actors.essay import EssayActor, EssayMeta
 from actors.committer import GroupCommitter
 from db.repositories import documents
@@ -207,6 +207,28 @@ class EssayHost:
         if actor is not None:
             actor.connections = max(0, actor.connections - 1)
             actor.idle_since = self.clock()
+
+    # --- anchors --------------------------------------------------------------------------
+
+    async def anchor_for(self, essay_id: uuid.UUID, start: int, end: int) -> dict[str, Any]:
+        """An edit-surviving anchor for [start, end) of the current text, with its quote.
+
+        Raises ValueError when the range is outside the text.
+        """
+        actor = await self.open(essay_id)
+        anchor = encode_anchor(actor.doc, start, end)
+        return {"anchor": anchor, "quote": actor.doc.text[start:end], "doc_seq": actor.seq}
+
+    async def resolve(self, essay_id: uuid.UUID, anchors: list[str | None]) -> list[tuple[int, int] | None]:
+        """Current offsets of each anchor (None: deleted, missing or unreadable)."""
+        actor = await self.open(essay_id)
+        out: list[tuple[int, int] | None] = []
+        for anchor in anchors:
+            try:
+                out.append(resolve_anchor(actor.doc, anchor) if anchor else None)
+            except InvalidAnchor:
+                out.append(None)
+        return out
 
     # --- events ---------------------------------------------------------------------------
 

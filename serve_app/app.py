@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import auth, classes, essays, exports, health, rubrics
+from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics
 from serve_app.realtime import sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
@@ -67,7 +67,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, rubrics, essays, exports):
+    for module in (auth, classes, rubrics, essays, comments, history, exports):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -1,0 +1,88 @@
+"""Revisions (snapshots with text and a diff to the previous one) and replay (the update log)."""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from actors.doc import EssayDoc
+from db.models import Revision
+from db.repositories import documents
+from serve_app.api.access import essay_for_reader
+from serve_app.deps import CurrentUser, SessionDep
+from serve_app.errors import NotFound
+
+router = APIRouter(tags=["history"])
+
+
+def text_diff(before: str, after: str) -> str:
+    """A unified diff by line (paragraph), the form teachers and diff viewers read."""
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        "previous", "this", n=1))
+
+
+def revision_out(rev: Revision, previous_text: str) -> dict[str, Any]:
+    return {"n": rev.n, "seq": rev.seq, "reason": rev.reason, "created_at": rev.created_at.isoformat(),
+            "word_count": rev.word_count, "text": rev.text, "diff": text_diff(previous_text, rev.text)}
+
+
+@router.get("/essays/{essay_id}/revisions")
+async def list_revisions(
+    essay_id: uuid.UUID, session: SessionDep, user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=20)] = None,
+) -> dict[str, Any]:
+    essay = await essay_for_reader(session, user, essay_id)
+    after = int(cursor) if cursor and cursor.isdigit() else 0
+    revs = await documents.list_revisions(session, essay_id=essay.id, after_n=after, limit=limit + 1)
+    more = len(revs) > limit
+    revs = revs[:limit]
+    previous = ""
+    if revs and revs[0].n > 1:
+        prev = await documents.get_revision(session, essay_id=essay.id, n=revs[0].n - 1)
+        previous = prev.text if prev else ""
+    items = []
+    for rev in revs:
+        items.append(revision_out(rev, previous))
+        previous = rev.text
+    return {"items": items, "next_cursor": str(revs[-1].n) if more else None}
+
+
+@router.get("/essays/{essay_id}/revisions/{n}")
+async def get_revision(essay_id: uuid.UUID, n: int, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    essay = await essay_for_reader(session, user, essay_id)
+    rev = await documents.get_revision(session, essay_id=essay.id, n=n)
+    if rev is None:
+        raise NotFound("no such revision")
+    prev = await documents.get_revision(session, essay_id=essay.id, n=n - 1) if n > 1 else None
+    return revision_out(rev, prev.text if prev else "")
+
+
+@router.get("/essays/{essay_id}/replay")
+async def replay(
+    essay_id: uuid.UUID, session: SessionDep, user: CurrentUser,
+    after_seq: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    include_text: Annotated[bool, Query(description="also the whole text after each step")] = False,
+) -> dict[str, Any]:
+    """Timestamped updates in seq order. A Yjs client applies `update` (base64) in order to play the
+    writing back; `include_text` adds the text after each step for clients without Yjs."""
+    essay = await essay_for_reader(session, user, essay_id)
+    rows = await documents.replay(session, essay_id=essay.id, after_seq=after_seq, limit=limit)
+    doc = None
+    if include_text:
+        earlier = await documents.replay(session, essay_id=essay.id, after_seq=0, limit=after_seq) if after_seq else []
+        doc = EssayDoc.from_state(None, (r.data for r in earlier))
+    steps = []
+    for row in rows:
+        step = {"seq": row.seq, "at": row.created_at.isoformat(), "author_id": row.author_id,
+                "inserted_chars": row.inserted_chars, "deleted_chars": row.deleted_chars,
+                "update": base64.b64encode(row.data).decode()}
+        if doc is not None:
+            doc.apply_update(row.data)
+            step["text"] = doc.text
+        steps.append(step)
+    return {"essay_id": str(essay.id), "items": steps,
+            "next_cursor": str(rows[-1].seq) if len(rows) == limit else None}
