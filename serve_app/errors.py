@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from db.repositories.pagination import BadCursor
+
 log = logging.getLogger("essaycoach.errors")
 
 PROBLEM = "application/problem+json"
@@ -28,9 +30,12 @@ class AppError(Exception):
     title = "Bad request"
     close_code = 4400
 
-    def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None, **extra: Any):
+    def __init__(self, detail: str = "", *, code: str | None = None, headers: dict[str, str] | None = None,
+                 **extra: Any):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
+        if code is not None:  # a more specific stable code than the class's (e.g. "email_taken")
+            self.code = code
         self.headers = headers or {}
         self.extra = extra
 
@@ -127,6 +132,11 @@ def install_handlers(app: FastAPI) -> None:
         detail = f"{where}: {first['msg']}"
         return problem_response(422, "validation_failed", "The request body is invalid", detail,
                                 errors=errors)
+
+    @app.exception_handler(BadCursor)
+    async def _bad_cursor(request: Request, exc: BadCursor) -> JSONResponse:
+        return problem_response(422, "invalid_cursor", "The cursor is invalid",
+                                "cursor: pass the next_cursor of a previous page unchanged")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

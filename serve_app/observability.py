@@ -80,18 +80,27 @@ class RequestContextMiddleware:
                                     f"request body over {self.max_body} bytes", rid)
                 return
             seen = 0
+            too_large = False
 
             async def limited_receive() -> Message:
-                nonlocal seen
+                nonlocal seen, too_large
                 message = await receive()
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
                     if seen > self.max_body:
+                        too_large = True
                         raise _TooLarge()
                 return message
 
             async def send_with_id(message: Message) -> None:
                 nonlocal status
+                if too_large:
+                    # The app turned our abort into its own error (FastAPI: 400); answer 413 instead.
+                    if message["type"] == "http.response.start":
+                        status = 413
+                        await _send_problem(send, 413, "payload_too_large", "Payload too large",
+                                            f"request body over {self.max_body} bytes", rid)
+                    return
                 if message["type"] == "http.response.start":
                     status = message["status"]
                     message.setdefault("headers", [])

@@ -6,11 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator, model_validator
 
 T = TypeVar("T")
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Title = Annotated[str, Field(min_length=1, max_length=300)]
+# Essay text is kept verbatim: leading indentation and trailing newlines are part of the document.
+EssayText = Annotated[str, StringConstraints(strip_whitespace=False)]
 
 
 class Body(BaseModel):
@@ -31,16 +33,20 @@ class PageOut(BaseModel, Generic[T]):
 # --- auth ---------------------------------------------------------------------------------
 
 
+# Passwords are never altered (no stripping): what the user typed is what gets hashed and checked.
+Password = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+
 class RegisterIn(Body):
     email: EmailStr
-    password: Annotated[str, Field(min_length=8, max_length=128)]
+    password: Annotated[Password, Field(min_length=8, max_length=128)]
     name: Name
     role: Literal["student", "teacher"]
 
 
 class TokenIn(Body):
     email: EmailStr
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    password: Annotated[Password, Field(min_length=1, max_length=128)]
 
 
 class RefreshIn(Body):
@@ -187,12 +193,12 @@ class EssayIn(Body):
     title: Title = "Untitled essay"
     assignment_id: uuid.UUID | None = None
     # Length is checked by the route so an oversized text answers 413, not 422.
-    text: str | None = None
+    text: EssayText | None = None
 
 
 class EssayPatch(Body):
     title: Title | None = None
-    text: str | None = None
+    text: EssayText | None = None
 
 
 class EssayOut(Out):

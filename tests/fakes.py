@@ -81,3 +81,47 @@ async def make_essay(client: httpx.AsyncClient, student: Account, assignment_id:
     r = await client.post("/api/v1/essays", json=body, headers=student.headers)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and stable code; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert {"type", "title", "status", "detail", "code"} <= body.keys(), body
+    assert body["status"] == status
+    assert body["code"] == code, body
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body  # type: ignore[no-any-return]
+
+
+async def register_with(client: httpx.AsyncClient, *, email: str | None = None, password: str = PASSWORD,
+                        name: str = "Test User", role: str = "student") -> httpx.Response:
+    """POST /auth/register with exactly these fields (for validation tests); returns the raw response."""
+    email = f"{role}-{uuid.uuid4().hex[:10]}@example.com" if email is None else email
+    return await client.post("/api/v1/auth/register",
+                             json={"email": email, "password": password, "name": name, "role": role})
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
+    return await client.post("/api/v1/auth/token", json={"email": email, "password": password})
+
+
+async def walk(client: httpx.AsyncClient, path: str, headers: dict[str, str], *, limit: int,
+               params: dict[str, str] | None = None) -> list[list[dict[str, Any]]]:
+    """Every page of a paginated list, following next_cursor until it is null."""
+    pages: list[list[dict[str, Any]]] = []
+    cursor: str | None = None
+    while True:
+        query: dict[str, Any] = {"limit": limit, **(params or {})}
+        if cursor:
+            query["cursor"] = cursor
+        r = await client.get(path, params=query, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        assert len(pages) < 1000, "pagination does not terminate"

@@ -9,7 +9,7 @@ from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Class, Enrollment, Essay, User
-from db.repositories.pagination import Page, decode_cursor, encode_cursor, paginate
+from db.repositories.pagination import BadCursor, Page, decode_cursor, encode_cursor, paginate
 
 
 async def create(session: AsyncSession, *, name: str, teacher_id: uuid.UUID, join_code: str) -> Class:
@@ -76,8 +76,12 @@ async def roster(
     )
     if cursor:
         joined, sid = decode_cursor(cursor)
+        try:
+            student_id = uuid.UUID(sid)
+        except ValueError as exc:
+            raise BadCursor("cursor is malformed") from exc
         stmt = stmt.where(or_(Enrollment.joined_at > joined,
-                              (Enrollment.joined_at == joined) & (User.id > uuid.UUID(sid))))
+                              (Enrollment.joined_at == joined) & (User.id > student_id)))
     rows = (await session.execute(stmt.order_by(Enrollment.joined_at, User.id).limit(limit + 1))).all()
     next_cursor = None
     if len(rows) > limit:

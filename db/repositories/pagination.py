@@ -33,9 +33,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, row_id = json.loads(raw)
-        return datetime.fromisoformat(created), row_id
+        when = datetime.fromisoformat(created)
     except (ValueError, TypeError) as exc:
         raise BadCursor("cursor is malformed") from exc
+    if when.tzinfo is None or not isinstance(row_id, str):
+        raise BadCursor("cursor is malformed")
+    return when, row_id
 
 
 async def paginate(
@@ -45,7 +48,10 @@ async def paginate(
     created_col, id_col = model.created_at, model.id
     if cursor:
         created, row_id = decode_cursor(cursor)
-        key = id_col.type.python_type(row_id)
+        try:
+            key = id_col.type.python_type(row_id)
+        except (ValueError, TypeError) as exc:
+            raise BadCursor("cursor is malformed") from exc
         stmt = stmt.where(or_(created_col > created, and_(created_col == created, id_col > key)))
     rows = list((await session.scalars(stmt.order_by(created_col, id_col).limit(limit + 1))).all())
     next_cursor = None

@@ -44,8 +44,8 @@ async def register(body: RegisterIn, session: SessionDep) -> dict[str, object]:
         user = await users.create(session, email=body.email, name=body.name, role=body.role,
                                   password_hash=password_hash)
         await session.commit()
-    except IntegrityError:
-        raise Conflict("an account with this email already exists") from None
+    except IntegrityError:  # a concurrent registration won the race for this email
+        raise Conflict("an account with this email already exists", code="email_taken") from None
     return dump(UserOut, user)
 
 
