@@ -53,6 +53,11 @@ class EssayActor:
     class_dirty: bool = False
     last_class_publish: float = float("-inf")
     feedback_counts: dict[str, int] = field(default_factory=dict)
+    # Analysis state: the text the current `items` describe, and the task analysing newer text.
+    analyzed_text: str = ""
+    items: list[Any] = field(default_factory=list)
+    analysis_task: asyncio.Task[None] | None = None
+    assignment_prompt: str = ""
 
     @property
     def essay_id(self) -> uuid.UUID:

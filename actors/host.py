@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pycrdt import create_update_message
 from sqlalchemy.exc import IntegrityError
@@ -25,8 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from actors.broadcast import Bus, doc_message
 from actors.doc import EssayDoc, InvalidAnchor, InvalidUpdate, encode_anchor, replace_text_update, resolve_anchor
 from actors.essay import EssayActor, EssayMeta
+from actors.analysis.items import FeedbackItem, diff_items
 from actors.committer import GroupCommitter
+from actors.feedback import count_kinds, wire_item
 from db.repositories import documents
+from db.repositories import feedback as feedback_repo
 from db.types import utcnow
 
 log = logging.getLogger("essaycoach.host")
@@ -40,9 +43,21 @@ class UpdateRejected(ValueError):
     """An update failed to decode; the document is unchanged."""
 
 
+class Analyzer(Protocol):
+    """What a host needs from analysis: `actors.analysis.engine.AnalysisEngine` in-process, or a
+    client of the Analyzer Serve deployment."""
+
+    @property
+    def llm_enabled(self) -> bool: ...
+
+    async def analyze_changed(self, old_text: str, new_text: str, **kwargs: Any) -> Any: ...
+
+
 @dataclass
 class HostConfig:
     large_paste_chars: int = 200
+    local_pause_seconds: float = 0.25
+    llm_pause_seconds: float = 2.0
     compact_every: int = 200
     compact_idle_seconds: float = 2.0
     revision_every_seconds: float = 180.0
@@ -57,8 +72,9 @@ class EssayHost:
 
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], bus: Bus,
                  config: HostConfig | None = None, clock: Callable[[], float] = time.monotonic,
-                 wallclock: Callable[[], datetime] = utcnow) -> None:
+                 wallclock: Callable[[], datetime] = utcnow, analyzer: Analyzer | None = None) -> None:
         self.sessions = sessions
+        self.analyzer = analyzer
         self.bus = bus
         self.config = config or HostConfig()
         self.clock = clock
@@ -81,6 +97,9 @@ class EssayHost:
         if self._ticker:
             self._ticker.cancel()
             self._ticker = None
+        for actor in self.essays.values():
+            if actor.analysis_task is not None:
+                actor.analysis_task.cancel()
         await self.committer.flush()
         for actor in list(self.essays.values()):
             await self._compact(actor, force_revision=False)
@@ -110,6 +129,8 @@ class EssayHost:
             if stored is None:
                 raise EssayNotFound(str(essay_id))
             last = await documents.last_revision(session, essay_id=essay_id)
+            items = await feedback_repo.load(session, essay_id=essay_id)
+            prompt = await feedback_repo.assignment_prompt(session, essay=stored.essay)
         essay = stored.essay
         doc = EssayDoc.from_state(essay.doc_state, (row.data for row in stored.log))
         seq = stored.log[-1].seq if stored.log else essay.log_watermark
@@ -120,6 +141,10 @@ class EssayHost:
             revision_seq=last.seq if last else 0,
         )
         actor.last_revision_at = self.clock() if last else None
+        actor.assignment_prompt = prompt
+        actor.items = [FeedbackItem(**item) for item in items]
+        actor.analyzed_text = doc.text if items else ""
+        actor.feedback_counts = count_kinds(items)
         log.info("essay loaded", extra={"essay_id": str(essay_id), "seq": seq, "replayed": len(stored.log)})
         return actor
 
@@ -155,7 +180,82 @@ class EssayHost:
             actor.class_dirty = True
             if now - actor.last_class_publish >= self.config.class_row_interval:
                 await self._publish_class_row(actor, now)
+        if effect.changed and self.analyzer is not None and (actor.analysis_task is None or actor.analysis_task.done()):
+            # Typing never waits on analysis: it runs in its own task once the student pauses.
+            actor.analysis_task = asyncio.create_task(self._analyze_when_quiet(actor))
         return seq
+
+    # --- feedback -------------------------------------------------------------------------
+
+    async def _sleep_until_quiet(self, actor: EssayActor, pause: float) -> None:
+        while True:
+            quiet_for = self.clock() - (actor.last_edit_at or 0.0)
+            if quiet_for >= pause:
+                return
+            await asyncio.sleep(pause - quiet_for)
+
+    async def _analyze_when_quiet(self, actor: EssayActor) -> None:
+        """Tier 1 after a short pause, tier 2 (LLM) after a longer one; start over on new typing."""
+        cfg = self.config
+        try:
+            while True:
+                await self._sleep_until_quiet(actor, cfg.local_pause_seconds)
+                seq = actor.seq
+                await self._analyze(actor, run_llm=False)
+                if self.analyzer is not None and self.analyzer.llm_enabled and actor.seq == seq:
+                    await self._sleep_until_quiet(actor, cfg.llm_pause_seconds)
+                    if actor.seq != seq:
+                        continue
+                    await self._analyze(actor, run_llm=True)
+                if actor.seq == seq:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("analysis failed", extra={"essay_id": str(actor.essay_id)})
+
+    async def _analyze(self, actor: EssayActor, *, run_llm: bool) -> bool:
+        """One analysis run; False (result dropped) when newer typing made it stale."""
+        assert self.analyzer is not None
+        seq, text = actor.seq, actor.doc.text
+        result = await self.analyzer.analyze_changed(
+            actor.analyzed_text, text, essay_id=str(actor.essay_id),
+            class_id=str(actor.meta.class_id) if actor.meta.class_id else None,
+            assignment_prompt=actor.assignment_prompt, run_llm=run_llm, previous_items=actor.items or None)
+        if actor.seq != seq:
+            return False  # offsets describe text that no longer exists; the next run reuses the cache
+        # Anchors are made now, against exactly the text the offsets were computed on.
+        items = [item.model_copy(update={"anchor": encode_anchor(actor.doc, item.start, item.end)})
+                 for item in result.items]
+        changed, removed = diff_items(actor.items, items)
+        actor.items, actor.analyzed_text = items, text
+        actor.feedback_counts = count_kinds(items)
+        async with self.sessions() as session, session.begin():
+            await feedback_repo.replace(session, essay_id=actor.essay_id, items=[i.model_dump() for i in items])
+            if result.usage.total_tokens:
+                await feedback_repo.record_usage(
+                    session, essay_id=actor.essay_id, class_id=actor.meta.class_id, provider="llm",
+                    model="", prompt_tokens=result.usage.prompt_tokens,
+                    completion_tokens=result.usage.completion_tokens)
+        if changed or removed:
+            await self.publish_event(actor.essay_id, "feedback", items=[wire_item(i) for i in changed],
+                                     removed=removed, counts=actor.feedback_counts)
+            if actor.meta.class_id is not None:
+                actor.class_dirty = True
+        return True
+
+    async def feedback(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        """The current feedback set, offsets resolved against the current text."""
+        actor = await self.open(essay_id)
+        out = []
+        for item in actor.items:
+            span = resolve_anchor(actor.doc, item.anchor) if item.anchor else (item.start, item.end)
+            if span is None:
+                continue  # the text it was about is gone
+            data = wire_item(item)
+            data.update(start=span[0], end=span[1], quote=actor.doc.text[span[0]:span[1]])
+            out.append(data)
+        return {"items": out, "doc_seq": actor.seq, "analyzed": actor.analyzed_text == actor.doc.text}
 
     async def _publish_class_row(self, actor: EssayActor, now: float) -> None:
         """The teacher dashboard row, coalesced to about one per second per essay."""

@@ -133,10 +133,23 @@ class EssayHostShell:
 
                     engine = make_engine(self.settings.database_url)
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings),
-                                     config=HostConfig(large_paste_chars=self.settings.large_paste_chars))
+                                     config=HostConfig(large_paste_chars=self.settings.large_paste_chars),
+                                     analyzer=self._analyzer())
                     await host.start()
                     self.host = host
         return self.host
+
+    def _analyzer(self) -> Any:
+        """The Analyzer deployment of our Serve app; an in-process engine when there is none."""
+        from actors.analysis.service import ANALYZER_DEPLOYMENT, RemoteAnalyzer, build_engine
+
+        try:
+            from ray import serve
+
+            handle = serve.get_deployment_handle(ANALYZER_DEPLOYMENT, app_name=self.settings.serve_app_name)
+        except Exception:
+            return build_engine(self.settings)
+        return RemoteAnalyzer(handle, llm_enabled=self.settings.ai_provider != "local")
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         host = await self._host()

@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
 
+from actors.analysis.service import ANALYZER_DEPLOYMENT, AnalyzerService
+
 
 class GatewayArgs(BaseModel):
     """Arguments of `build_app` (from a Serve config's `args:` or the CLI)."""
@@ -20,6 +22,7 @@ class GatewayArgs(BaseModel):
     max_replicas: int = 4
     target_ongoing_requests: int = 200
     max_ongoing_requests: int = 5000
+    analyzer_max_replicas: int = 4
     # ESSAYCOACH_* values for the replicas when the cluster's environment does not carry them.
     env: dict[str, str] = {}
 
@@ -33,7 +36,11 @@ def _build_asgi_app() -> FastAPI:
 
 @serve.ingress(_build_asgi_app)
 class Gateway:
-    """The REST + websocket ingress. Routes live in the FastAPI app built per replica."""
+    """The REST + websocket ingress. Routes live in the FastAPI app built per replica; the
+    Analyzer is bound here so it deploys with the app (hosts find it by name)."""
+
+    def __init__(self, analyzer: Any = None) -> None:
+        self.analyzer = analyzer
 
 
 def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
@@ -50,4 +57,12 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
         },
         ray_actor_options={"num_cpus": 0.25, **({"runtime_env": {"env_vars": opts.env}} if opts.env else {})},
     )
-    return deployment.bind()
+    analyzer = serve.deployment(
+        AnalyzerService,
+        name=ANALYZER_DEPLOYMENT,
+        max_ongoing_requests=200,
+        autoscaling_config={"min_replicas": 1, "max_replicas": opts.analyzer_max_replicas,
+                            "target_ongoing_requests": 20},
+        ray_actor_options={"num_cpus": 0.25, **({"runtime_env": {"env_vars": opts.env}} if opts.env else {})},
+    )
+    return deployment.bind(analyzer.bind())

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 
+from actors.analysis.service import build_engine
 from actors.broadcast import Bus, make_bus
 from actors.host import EssayHost, HostConfig
 from actors.routing import host_index
@@ -94,7 +95,8 @@ class InProcessLive(HostRouter):
         self.ctx = ctx
         self.hosts = settings.hosts
         cfg = config or HostConfig(large_paste_chars=settings.large_paste_chars)
-        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg)
+        self.analyzer = build_engine(settings)
+        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg, analyzer=self.analyzer)
                              for _ in range(settings.hosts)]
 
     async def start(self) -> None:

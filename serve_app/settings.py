@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     ray_namespace: str = RAY_NAMESPACE
+    serve_app_name: str = "essaycoach"
+
+    # Submissions job runner and webhooks (actors/jobs.py, actors/webhooks.py).
+    submission_max_attempts: int = Field(default=3, ge=1, le=20)
+    submission_lease_seconds: float = Field(default=60.0, gt=0)
+    submission_poll_seconds: float = Field(default=0.5, gt=0)
+    submission_concurrency: int = Field(default=4, ge=1, le=64)
+    # Signs webhook bodies; empty: derived as HMAC-SHA256(key=jwt_secret, msg="webhook"), hex.
+    webhook_secret: str = ""
+    # Allow callback URLs on private/loopback/link-local addresses; None: allowed only in dev mode.
+    webhook_allow_private: bool | None = None
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
@@ -78,6 +92,20 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def webhook_signing_key(self) -> bytes:
+        """`webhook_secret`, or HMAC-SHA256(jwt_secret, "webhook") so every replica derives the same key."""
+        if self.webhook_secret:
+            return self.webhook_secret.encode()
+        import hashlib
+        import hmac
+
+        return hmac.new(self.jwt_secret.encode(), b"webhook", hashlib.sha256).hexdigest().encode()
+
+    @property
+    def webhook_private_allowed(self) -> bool:
+        return self.dev_mode if self.webhook_allow_private is None else self.webhook_allow_private
 
 
 def _dev_secret(var_dir: Path) -> str:

@@ -84,6 +84,10 @@ class AnalysisEngine:
         self.budget = budget or TokenBudget(per_essay=None, per_class=None)
         self.clock = clock
 
+    @property
+    def llm_enabled(self) -> bool:
+        return self.llm is not None
+
     def local_due(self, last_edit_at: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
         return should_run_local(last_edit_at, self.clock(), pause)
 

@@ -80,6 +80,14 @@ async def patch_essay(
     return await essay_view(ctx, essay)
 
 
+@router.get("/essays/{essay_id}/feedback")
+async def get_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Current feedback items, offsets resolved against the current text (`doc_seq`). `analyzed`
+    is false while the newest typing has not been analysed yet."""
+    essay = await essay_for_reader(session, user, essay_id)
+    return {"essay_id": str(essay.id), **await ctx.live.call(essay.id, "feedback", essay.id)}
+
+
 @router.delete("/essays/{essay_id}", status_code=204)
 async def delete_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Response:
     essay = await essay_for_owner(session, user, essay_id)

@@ -64,7 +64,8 @@ async def test_flow_over_real_serve_http(http: httpx.AsyncClient) -> None:
     assignment = await make_assignment(http, teacher, cls["id"])
     essay = await make_essay(http, student, assignment["id"], text="Written through Ray Serve.")
     r = await http.get(f"/api/v1/essays/{essay['id']}", headers=teacher.headers)
-    assert r.status_code == 200 and r.json()["text"] == "Written through Ray Serve."
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == "Written through Ray Serve."
     ready = (await http.get("/readyz")).json()
     assert ready["checks"] == {"store": "ok", "bus": "ok", "hosts": "ok"}
 
