@@ -151,10 +151,12 @@ class EssayHost:
     # --- changes --------------------------------------------------------------------------
 
     async def apply_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None,
-                           origin: str) -> int:
+                           origin: str, live: bool = True) -> int:
         """Apply, log and broadcast one client update; returns once it is durable (the ack point).
 
-        Returns the essay's seq after the update (unchanged for duplicates, which need no log row).
+        `live` is False for a reconnecting client's sync step 2, which carries everything typed
+        offline at once and so must not count as a paste. Returns the essay's seq after the
+        update (unchanged for duplicates, which need no log row).
         """
         actor = await self.open(essay_id)
         now = self.clock()
@@ -162,7 +164,7 @@ class EssayHost:
             # Apply and seq assignment run without an await in between: per-essay order is the
             # event loop's order, so no two updates can take the same seq.
             effect = actor.apply(update, now=now, wall=self.wallclock(),
-                                 large_paste_chars=self.config.large_paste_chars)
+                                 large_paste_chars=self.config.large_paste_chars if live else 2**62)
         except InvalidUpdate as exc:
             raise UpdateRejected(str(exc)) from exc
         if not effect.needs_persist:
@@ -272,7 +274,7 @@ class EssayHost:
         """Replace the whole text (REST writes) as one ordinary CRDT update."""
         actor = await self.open(essay_id)
         update = replace_text_update(actor.doc, text)
-        seq = await self.apply_update(essay_id, update, author_id=author_id, origin="rest")
+        seq = await self.apply_update(essay_id, update, author_id=author_id, origin="rest", live=False)
         await self._compact(actor, force_revision=False)
         return seq
 

@@ -40,6 +40,7 @@ from serve_app.realtime.protocol import (
     ProtocolError,
     QueryAwareness,
     SyncStep1,
+    SyncUpdate,
     encode_ack,
     encode_permission_denied,
     encode_sync_step1,
@@ -220,7 +221,8 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
                         continue  # a reader's provider answering our step 1 with nothing
                     out.put(encode_permission_denied("read-only: this essay belongs to a student"))
                     raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
-                await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin)
+                await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin,
+                                    live=isinstance(message, SyncUpdate))
                 acked += 1
                 out.put(encode_ack(acked))
             elif isinstance(message, Awareness):

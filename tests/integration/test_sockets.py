@@ -193,3 +193,22 @@ async def test_student_cannot_open_class_live_socket(live_client, live_server, c
     with pytest.raises(websockets.ConnectionClosed) as info:
         await ws.recv()
     assert info.value.rcvd.code == 4403
+
+
+async def test_offline_typing_sent_on_reconnect_is_not_flagged_as_a_paste(live_client, live_server, classroom) -> None:
+    student, teacher, essay, cls = (classroom["student"], classroom["teacher"], classroom["essay"],
+                                    classroom["class"])
+    first = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    await first.ws.close()
+    first.type("typed while the network was down, " * 20)  # arrives in one sync step 2
+    again = YClient(await doc_url(live_client, live_server, student, essay["id"]))
+    again.doc, again.text = first.doc, first.text
+    again.doc.observe(again._on_local)
+    await again.connect()
+    await again.wait_acked()
+    live = await websockets.connect(
+        f"ws://{live_server}/ws/classes/{cls['id']}/live?ticket={await ticket(live_client, teacher)}")
+    row = json.loads(await live.recv())
+    assert row["word_count"] == 120 and "large_paste" not in row["flags"]
+    await live.close()
+    await again.close()
