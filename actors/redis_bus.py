@@ -10,15 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from actors.broadcast import RESYNC, Handler, LocalFanout
 
 log = logging.getLogger("essaycoach.bus.redis")
+
+OUTBOX_LIMIT = 10_000
 
 
 class RedisBus:
@@ -27,20 +32,45 @@ class RedisBus:
     def __init__(self, url: str, *, name: str | None = None) -> None:
         self.url = url
         self.name = name or f"essaycoach-{uuid.uuid4().hex[:8]}"
-        self.client = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                        health_check_interval=15, client_name=self.name)
+        # One quick retry: after a Redis restart the pool's first command meets a dead socket, and
+        # without a retry that first publish (a student's next keystroke) would be lost.
+        self.client = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
+                                        health_check_interval=15, client_name=self.name,
+                                        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                                        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        # The subscriber must *notice* a lost connection (messages were missed: RESYNC), so its
+        # client has no transparent retry that would resubscribe behind our back.
+        self.sub_client = aioredis.from_url(url, socket_timeout=None, socket_connect_timeout=2,
+                                            health_check_interval=15, client_name=f"{self.name}-sub")
         self.fanout = LocalFanout()
         self._pubsub: aioredis.client.PubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self.reconnects = 0
         self.connected = asyncio.Event()
+        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
 
     async def publish(self, channel: str, message: bytes) -> None:
-        try:
-            await self.client.publish(channel, message)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            log.warning("publish lost", extra={"channel": channel, "error": str(exc)})
+        """Queue for the sender task and return at once: acks never wait on Redis."""
+        self._outbox.append((channel, message))
+        if len(self._outbox) > OUTBOX_LIMIT:
+            self._outbox.popleft()  # Redis is down or slow: the oldest is dropped; clients resync
+        self._outbox_ready.set()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_loop(), name="redis-bus-sender")
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                channel, message = self._outbox.popleft()  # one sender keeps per-channel order
+                try:
+                    await self.client.publish(channel, message)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    log.warning("publish lost", extra={"channel": channel, "error": str(exc)})
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         if self.fanout.add(channel, handler) and self._pubsub is not None:
@@ -69,7 +99,7 @@ class RedisBus:
         delay = 0.1
         first = True
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.sub_client.pubsub(ignore_subscribe_messages=True)
             try:
                 # A placeholder channel keeps the connection in subscribe mode with no real channels.
                 await pubsub.subscribe(f"essaycoach:bus:{self.name}", *self.fanout.channels())
@@ -103,6 +133,8 @@ class RedisBus:
         await self.client.ping()
 
     async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -110,3 +142,4 @@ class RedisBus:
             except (asyncio.CancelledError, Exception):
                 pass
         await self.client.aclose()
+        await self.sub_client.aclose()

@@ -10,6 +10,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-async def live_server(settings: Settings) -> AsyncIterator[str]:
-    """The API app served by uvicorn on a real port (real websockets), in-process hosts, no Ray."""
+@asynccontextmanager
+async def serving(application: Any) -> AsyncIterator[str]:
+    """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port."""
     import uvicorn
 
     port = free_port()
-    application = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
                                            ws="websockets-sansio", lifespan="on"))
     task = asyncio.create_task(server.serve())
@@ -102,9 +102,18 @@ async def live_server(settings: Settings) -> AsyncIterator[str]:
         await asyncio.sleep(0.02)
         if task.done():
             task.result()
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def live_server(settings: Settings) -> AsyncIterator[str]:
+    """The API app on a real port, in-process hosts, no Ray."""
+    async with serving(create_app(settings)) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
