@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from actors.broadcast import RESYNC, Handler, LocalFanout, make_bus
-from actors.host import EssayHost, HostConfig
+from actors.host import EssayHost
 
 HUB_NAME = "essaycoach-bus-hub"
 
@@ -133,7 +133,7 @@ class EssayHostShell:
 
                     engine = make_engine(self.settings.database_url)
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings),
-                                     config=HostConfig(large_paste_chars=self.settings.large_paste_chars),
+                                     config=self.settings.host_config(),
                                      analyzer=self._analyzer())
                     await host.start()
                     self.host = host

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -244,9 +246,20 @@ class Submission(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # Added by 0002: the class whose teacher may read and grade it (from the essay or assignment),
+    # the late flag, the AI's own scores (kept beside teacher overrides), and the job lease.
+    class_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("classes.id", ondelete="SET NULL"), index=True
+    )
+    late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    ai_scores: Mapped[list[Any] | None]
+    lease_until: Mapped[datetime | None]
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("requester_id", "idempotency_key", name="uq_submissions_requester_key"),
+        Index("ix_submissions_requester_created", "requester_id", "created_at", "id"),
     )
 
 

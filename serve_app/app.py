@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics
+from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics, submissions
+from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.realtime import sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
@@ -47,10 +48,12 @@ def create_app(
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
+        await start_runner(ctx)
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
             yield
         finally:
+            await stop_runner(ctx)
             await ctx.live.stop()
             await engine.dispose()
 
@@ -67,7 +70,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, rubrics, essays, comments, history, exports):
+    for module in (auth, classes, rubrics, essays, comments, history, exports, submissions):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

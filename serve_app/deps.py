@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Callable
 
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -33,6 +33,7 @@ class Context:
     live: "LiveEssays"
     metrics: Metrics
     clock: Callable[[], float]
+    submission_runner: Any = None
 
 
 def get_context(request: Request) -> Context:

@@ -94,7 +94,7 @@ class InProcessLive(HostRouter):
         self.bus = bus or make_bus(settings)
         self.ctx = ctx
         self.hosts = settings.hosts
-        cfg = config or HostConfig(large_paste_chars=settings.large_paste_chars)
+        cfg = config or settings.host_config()
         self.analyzer = build_engine(settings)
         self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg, analyzer=self.analyzer)
                              for _ in range(settings.hosts)]

@@ -232,3 +232,80 @@ class EssaySummary(Out):
 
 def dump(model: type[BaseModel], obj: Any) -> dict[str, Any]:
     return model.model_validate(obj).model_dump(mode="json")
+
+
+# --- submissions --------------------------------------------------------------------------
+
+
+class SubmissionIn(Body):
+    # Length is checked by the route so an oversized text answers 413, not 422.
+    text: Annotated[EssayText, Field(min_length=1)]
+    title: Annotated[str, Field(max_length=300)] = ""
+    assignment_id: uuid.UUID | None = None
+    rubric_id: uuid.UUID | None = None
+    callback_url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+
+
+class ScoreOut(BaseModel):
+    """A rubric score. `final` is true only for teacher-confirmed scores; AI scores are proposals
+    (`estimate` marks local heuristics). An overridden score keeps the AI's `ai_points`/`ai_level`."""
+
+    criterion_id: str
+    criterion: str
+    level: str
+    points: float
+    max_points: float
+    rationale: str
+    source: Literal["local", "llm", "teacher"]
+    estimate: bool
+    final: bool = False
+    ai_points: float | None = None
+    ai_level: str | None = None
+    overridden_by: uuid.UUID | None = None
+    overridden_at: datetime | None = None
+
+
+class SubmissionSummary(Out):
+    id: uuid.UUID
+    status: Literal["queued", "running", "done", "failed"]
+    essay_id: uuid.UUID | None
+    assignment_id: uuid.UUID | None
+    rubric_id: uuid.UUID | None
+    revision_n: int | None
+    title: str
+    late: bool
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class SubmissionFeedback(BaseModel):
+    items: list[dict[str, Any]]
+
+
+class SubmissionOut(SubmissionSummary):
+    submission_id: uuid.UUID
+    class_id: uuid.UUID | None
+    started_at: datetime | None
+    attempts: int
+    feedback: SubmissionFeedback
+    scores: list[ScoreOut]
+    error: str | None
+    callback_status: Literal["pending", "delivered", "failed"] | None
+
+
+class ScoreOverrideIn(Body):
+    criterion_id: Annotated[str, Field(min_length=1, max_length=64)]
+    points: float = Field(allow_inf_nan=False)
+    level: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    rationale: Annotated[str, Field(max_length=5000)] = ""
+
+
+class ScoresIn(Body):
+    scores: Annotated[list[ScoreOverrideIn], Field(min_length=1, max_length=100)]
+
+    @field_validator("scores")
+    @classmethod
+    def _distinct(cls, v: list[ScoreOverrideIn]) -> list[ScoreOverrideIn]:
+        if len({s.criterion_id for s in v}) != len(v):
+            raise ValueError("each criterion_id may appear once")
+        return v

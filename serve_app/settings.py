@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     ws_messages_per_second: float = 60.0
     ws_burst: int = 200
     large_paste_chars: int = 200
+    feedback_local_pause_seconds: float = 0.25
+    feedback_llm_pause_seconds: float = 2.0
 
     login_attempts_per_ip_per_minute: int = 30
     login_failures_per_account: int = 5
@@ -88,6 +90,14 @@ class Settings(BaseSettings):
         if len(self.jwt_secret.encode()) < 32:
             raise ValueError("ESSAYCOACH_JWT_SECRET must be at least 32 bytes")
         return self
+
+    def host_config(self) -> Any:
+        """The essay hosts' tunables from these settings."""
+        from actors.host import HostConfig
+
+        return HostConfig(large_paste_chars=self.large_paste_chars,
+                          local_pause_seconds=self.feedback_local_pause_seconds,
+                          llm_pause_seconds=self.feedback_llm_pause_seconds)
 
     @property
     def is_sqlite(self) -> bool:
