@@ -58,6 +58,7 @@ class EssayActor:
     items: list[Any] = field(default_factory=list)
     analysis_task: asyncio.Task[None] | None = None
     assignment_prompt: str = ""
+    active_paragraphs: set[str] = field(default_factory=set)
 
     @property
     def essay_id(self) -> uuid.UUID:

@@ -58,6 +58,9 @@ class HostConfig:
     large_paste_chars: int = 200
     local_pause_seconds: float = 0.25
     llm_pause_seconds: float = 2.0
+    # The paragraph being written goes to the LLM once the student leaves it or stops for this long,
+    # not after every sentence: that keeps tokens near one call per finished paragraph.
+    llm_settle_seconds: float = 15.0
     compact_every: int = 200
     compact_idle_seconds: float = 2.0
     revision_every_seconds: float = 180.0
@@ -189,15 +192,21 @@ class EssayHost:
 
     # --- feedback -------------------------------------------------------------------------
 
-    async def _sleep_until_quiet(self, actor: EssayActor, pause: float) -> None:
+    async def _sleep_until_quiet(self, actor: EssayActor, pause: float, seq: int | None = None) -> bool:
+        """Wait until nothing was typed for `pause` seconds; False as soon as the text moves past
+        `seq` (new typing restarts the tiers, in short steps so tier 1 is never delayed)."""
+        step = self.config.local_pause_seconds
         while True:
+            if seq is not None and actor.seq != seq:
+                return False
             quiet_for = self.clock() - (actor.last_edit_at or 0.0)
             if quiet_for >= pause:
-                return
-            await asyncio.sleep(pause - quiet_for)
+                return True
+            await asyncio.sleep(min(pause - quiet_for, step))
 
     async def _analyze_when_quiet(self, actor: EssayActor) -> None:
-        """Tier 1 after a short pause, tier 2 (LLM) after a longer one; start over on new typing."""
+        """Tier 1 after a short pause, tier 2 (LLM) after a longer one, the paragraph still being
+        written once it settles; new typing starts over at tier 1."""
         cfg = self.config
         try:
             while True:
@@ -205,10 +214,13 @@ class EssayHost:
                 seq = actor.seq
                 await self._analyze(actor, run_llm=False)
                 if self.analyzer is not None and self.analyzer.llm_enabled and actor.seq == seq:
-                    await self._sleep_until_quiet(actor, cfg.llm_pause_seconds)
-                    if actor.seq != seq:
+                    if not await self._sleep_until_quiet(actor, cfg.llm_pause_seconds, seq):
                         continue
                     await self._analyze(actor, run_llm=True)
+                    if actor.active_paragraphs and actor.seq == seq:
+                        if not await self._sleep_until_quiet(actor, cfg.llm_settle_seconds, seq):
+                            continue
+                        await self._analyze(actor, run_llm=True)
                 if actor.seq == seq:
                     return
         except asyncio.CancelledError:
@@ -220,12 +232,19 @@ class EssayHost:
         """One analysis run; False (result dropped) when newer typing made it stale."""
         assert self.analyzer is not None
         seq, text = actor.seq, actor.doc.text
+        settled = self.clock() - (actor.last_edit_at or 0.0) >= self.config.llm_settle_seconds
+        hold = frozenset() if settled else frozenset(actor.active_paragraphs)
         result = await self.analyzer.analyze_changed(
             actor.analyzed_text, text, essay_id=str(actor.essay_id),
             class_id=str(actor.meta.class_id) if actor.meta.class_id else None,
-            assignment_prompt=actor.assignment_prompt, run_llm=run_llm, previous_items=actor.items or None)
+            assignment_prompt=actor.assignment_prompt, run_llm=run_llm, previous_items=actor.items or None,
+            llm_hold=hold)
         if actor.seq != seq:
             return False  # offsets describe text that no longer exists; the next run reuses the cache
+        if result.changed:
+            actor.active_paragraphs = {p.hash for p in result.changed}
+        elif settled:
+            actor.active_paragraphs = set()
         # Anchors are made now, against exactly the text the offsets were computed on.
         items = [item.model_copy(update={"anchor": encode_anchor(actor.doc, item.start, item.end)})
                  for item in result.items]

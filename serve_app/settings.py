@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     large_paste_chars: int = 200
     feedback_local_pause_seconds: float = 0.25
     feedback_llm_pause_seconds: float = 2.0
+    feedback_llm_settle_seconds: float = 15.0
 
     login_attempts_per_ip_per_minute: int = 30
     login_failures_per_account: int = 5
@@ -97,7 +98,8 @@ class Settings(BaseSettings):
 
         return HostConfig(large_paste_chars=self.large_paste_chars,
                           local_pause_seconds=self.feedback_local_pause_seconds,
-                          llm_pause_seconds=self.feedback_llm_pause_seconds)
+                          llm_pause_seconds=self.feedback_llm_pause_seconds,
+                          llm_settle_seconds=self.feedback_llm_settle_seconds)
 
     @property
     def is_sqlite(self) -> bool:

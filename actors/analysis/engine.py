@@ -106,6 +106,7 @@ class AnalysisEngine:
         run_llm: bool = True,
         previous_items: Sequence[FeedbackItem] | None = None,
         force_structure: bool = False,
+        llm_hold: Collection[str] = frozenset(),
     ) -> AnalysisResult:
         """Analyse ``new_text`` incrementally against ``old_text``.
 
@@ -114,6 +115,8 @@ class AnalysisEngine:
         token budget. Whole-essay structure runs when paragraphs were added or removed, when
         ``previous_items`` is None (unknown), when ``force_structure``, or when a paragraph a
         previous structure item points at no longer exists; otherwise those items are moved.
+        Paragraphs whose hash is in ``llm_hold`` (the one the student is still writing) are not
+        sent to the LLM this time; the caller releases them once they settle.
 
         Cancelling the awaiting task cancels in-flight LLM calls and propagates
         ``CancelledError``; results already cached stay valid (they are keyed by content).
@@ -143,7 +146,7 @@ class AnalysisEngine:
         budget_exhausted = False
         if run_llm and self.llm is not None:
             usage, llm_sent, errors, budget_exhausted = await self._run_llm(
-                new_paragraphs, essay_id, class_id, assignment_prompt
+                new_paragraphs, essay_id, class_id, assignment_prompt, llm_hold
             )
 
         items: list[FeedbackItem] = []
@@ -175,7 +178,8 @@ class AnalysisEngine:
         )
 
     async def _run_llm(
-        self, paragraphs: Sequence[Paragraph], essay_id: str | None, class_id: str | None, assignment_prompt: str
+        self, paragraphs: Sequence[Paragraph], essay_id: str | None, class_id: str | None, assignment_prompt: str,
+        hold: Collection[str] = frozenset(),
     ) -> tuple[Usage, list[str], list[str], bool]:
         assert self.llm is not None
         provider = self.llm
@@ -184,7 +188,7 @@ class AnalysisEngine:
         reserved = 0
         exhausted = False
         for p in paragraphs:
-            if p.hash in seen or cache_key(provider.name, p.hash, PROMPT_VERSION) in self.cache:
+            if p.hash in seen or p.hash in hold or cache_key(provider.name, p.hash, PROMPT_VERSION) in self.cache:
                 continue
             seen.add(p.hash)
             previous = paragraphs[p.index - 1].text if p.index > 0 else ""

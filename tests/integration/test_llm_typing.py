@@ -29,10 +29,12 @@ PARAGRAPHS = [
 
 
 @pytest.fixture
-async def env(database_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+async def env(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+    settle = getattr(request, "param", 1.0)
     with FakeLLMServer(flag_word="discipline") as fake:
         settings = make_settings(database_url, tmp_path, ai_provider="openai", ai_base_url=fake.base_url,
-                                 ai_api_key="test-key", feedback_llm_pause_seconds=0.4)
+                                 ai_api_key="test-key", feedback_llm_pause_seconds=0.4,
+                                 feedback_llm_settle_seconds=settle)
         async with serving(create_app(settings)) as address:
             async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as http:
                 student = await register(http, "student")
@@ -108,4 +110,22 @@ async def test_hostile_llm_changes_feedback_never_acks(env: dict[str, Any], beha
         for item in event["items"]:
             assert "<" not in item["message"] and ">" not in item["message"]
     await events.close()
+    await writer.close()
+
+
+@pytest.mark.parametrize("env", [60.0], indirect=True)
+async def test_paragraph_being_written_waits_until_the_student_moves_on(env: dict[str, Any]) -> None:
+    fake: FakeLLMServer = env["fake"]
+    writer = await YClient(await env["socket"]("doc")).connect()
+    writer.type(PARAGRAPHS[0])
+    await writer.wait_acked()
+    await asyncio.sleep(1.2)  # past the LLM pause, far from the settle time
+    assert fake.paragraphs_sent == []
+    writer.type("\n" + PARAGRAPHS[1][:20])
+    await writer.wait_acked()
+    await wait_for(lambda: fake.paragraphs_sent == [PARAGRAPHS[0]])
+    writer.type(PARAGRAPHS[1][20:])
+    await writer.wait_acked()
+    await asyncio.sleep(1.2)
+    assert fake.paragraphs_sent == [PARAGRAPHS[0]]  # the second is still being written
     await writer.close()
