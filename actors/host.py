@@ -312,7 +312,9 @@ class EssayHost:
     async def drop(self, essay_id: uuid.UUID) -> None:
         """Forget an essay without writing it back (it is being deleted)."""
         await self.committer.flush()
-        self.essays.pop(essay_id, None)
+        actor = self.essays.pop(essay_id, None)
+        if actor is not None and actor.analysis_task is not None:
+            actor.analysis_task.cancel()
 
     async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]:
         """Owners of this class's essays that have an open socket on this host."""

@@ -9,7 +9,7 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.errors import problem
@@ -53,6 +53,14 @@ class Metrics:
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("essaycoach_http_request_seconds", "HTTP request latency",
                                  ["method", "route"], registry=self.registry)
+        self.sockets_open = Gauge("essaycoach_ws_open", "Open websockets", ["socket"], registry=self.registry)
+        self.socket_closes = Counter("essaycoach_ws_closed_total", "Websockets closed by the server, by code",
+                                     ["socket", "code"], registry=self.registry)
+        self.updates = Counter("essaycoach_doc_updates_total", "Document updates received and acknowledged",
+                               registry=self.registry)
+        self.ack_seconds = Histogram(
+            "essaycoach_ack_seconds", "Update received -> durable ack sent (gateway view)", registry=self.registry,
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
 
 
 class RequestContextMiddleware:

@@ -195,6 +195,8 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
     sender = asyncio.create_task(out.run())
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     acked = 0
+    metrics = ctx.metrics
+    metrics.sockets_open.labels("doc").inc()
     try:
         await ctx.live.call(eid, "attach", eid)
         _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
@@ -221,10 +223,13 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
                         continue  # a reader's provider answering our step 1 with nothing
                     out.put(encode_permission_denied("read-only: this essay belongs to a student"))
                     raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
+                received = time.perf_counter()
                 await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin,
                                     live=isinstance(message, SyncUpdate))
                 acked += 1
                 out.put(encode_ack(acked))
+                metrics.updates.inc()
+                metrics.ack_seconds.observe(time.perf_counter() - received)
             elif isinstance(message, Awareness):
                 for entry in message.entries:
                     awareness[entry.client_id] = message.payload
@@ -233,8 +238,10 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
                 for payload in awareness.values():
                     out.put(create_awareness_message(payload))
     except ProtocolError as exc:
+        metrics.socket_closes.labels("doc", str(int(exc.code))).inc()
         await out.close(exc.code, exc.reason)
     except UpdateRejected as exc:
+        metrics.socket_closes.labels("doc", str(int(CloseCode.MALFORMED_FRAME))).inc()
         await out.close(CloseCode.MALFORMED_FRAME, f"invalid update: {exc}"[:120])
     except EssayNotFound:
         await out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted")
@@ -244,6 +251,7 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
         log.exception("doc socket failed", extra={"essay_id": str(eid), "user_id": str(user.id)})
         await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
+        metrics.sockets_open.labels("doc").dec()
         for unsub in unsubscribe:
             unsub()
         out.queue.put_nowait(None)

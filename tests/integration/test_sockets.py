@@ -212,3 +212,21 @@ async def test_offline_typing_sent_on_reconnect_is_not_flagged_as_a_paste(live_c
     assert row["word_count"] == 120 and "large_paste" not in row["flags"]
     await live.close()
     await again.close()
+
+
+async def test_metrics_count_sockets_updates_and_ack_latency(live_client, live_server, classroom) -> None:
+    student, essay = classroom["student"], classroom["essay"]
+    c = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    before = (await live_client.get("/metrics")).text
+    c.type("counted")
+    await c.wait_acked()
+    after = (await live_client.get("/metrics")).text
+
+    def value(text: str, name: str) -> float:
+        line = next(ln for ln in text.splitlines() if ln.startswith(name + " ") or ln.startswith(name + "{"))
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value(after, "essaycoach_doc_updates_total") == value(before, "essaycoach_doc_updates_total") + 1
+    assert value(after, "essaycoach_ack_seconds_count") == value(before, "essaycoach_ack_seconds_count") + 1
+    assert value(after, 'essaycoach_ws_open{socket="doc"}') >= 1
+    await c.close()
