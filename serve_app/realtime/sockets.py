@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,6 +296,33 @@ async def _json_loop(ws: WebSocket, ctx: Context, out: Outbound,
         await on_message(message)
 
 
+async def _serve_json(
+    ws: WebSocket, ctx: Context, out: Outbound, *, channel: str, on_bus: Callable[[str, bytes], None],
+    start: Callable[[], Awaitable[None]], on_message: Callable[[dict[str, Any]], Awaitable[None]], name: str,
+    context: dict[str, str],
+) -> None:
+    """The JSON sockets' life: subscribe, send the opening state, receive until closed, clean up."""
+    unsubscribe = await ctx.live.bus.subscribe(channel, on_bus)
+    sender = asyncio.create_task(out.run())
+    ctx.metrics.sockets_open.labels(name).inc()
+    try:
+        await start()
+        await _json_loop(ws, ctx, out, on_message)
+    except ProtocolError as exc:
+        ctx.metrics.socket_closes.labels(name, str(int(exc.code))).inc()
+        await out.close(exc.code, exc.reason)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("%s socket failed", name, extra=context)
+        await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        ctx.metrics.sockets_open.labels(name).dec()
+        unsubscribe()
+        out.queue.put_nowait(None)
+        sender.cancel()
+
+
 @router.websocket("/ws/essays/{essay_id}/events")
 async def events_socket(ws: WebSocket, essay_id: str) -> None:
     ctx: Context = ws.app.state.ctx
@@ -320,8 +347,6 @@ async def events_socket(ws: WebSocket, essay_id: str) -> None:
         else:
             out.put(message.decode())
 
-    unsubscribe = await ctx.live.bus.subscribe(f"essay:{eid}", on_event)
-    sender = asyncio.create_task(out.run())
 
     async def on_message(message: dict[str, Any]) -> None:
         if message["type"] != "resume":
@@ -340,21 +365,12 @@ async def events_socket(ws: WebSocket, essay_id: str) -> None:
             for event in missed:
                 out.put(json.dumps(event, default=str))
 
-    try:
+    async def start() -> None:
         state = await ctx.live.call(eid, "event_state", eid)
         out.put(json.dumps({"type": "presence", "essay_id": str(eid), **state}))
-        await _json_loop(ws, ctx, out, on_message)
-    except ProtocolError as exc:
-        await _close(ws, exc.code, exc.reason)
-    except WebSocketDisconnect:
-        pass
-    except Exception:
-        log.exception("events socket failed", extra={"essay_id": str(eid)})
-        await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
-    finally:
-        unsubscribe()
-        out.queue.put_nowait(None)
-        sender.cancel()
+
+    await _serve_json(ws, ctx, out, channel=f"essay:{eid}", on_bus=on_event, start=start, on_message=on_message,
+                      name="events", context={"essay_id": str(eid)})
 
 
 @router.websocket("/ws/classes/{class_id}/live")
@@ -389,27 +405,12 @@ async def class_live_socket(ws: WebSocket, class_id: str) -> None:
         else:
             out.put(message.decode())
 
-    unsubscribe = await ctx.live.bus.subscribe(f"class:{cls.id}", on_row)
-    sender = asyncio.create_task(out.run())
-    try:
-        await send_rows()
+    async def on_message(message: dict[str, Any]) -> None:
+        out.put(json.dumps({"type": "error", "code": "unknown_type",
+                            "detail": "this socket only sends; nothing to receive"}))
 
-        async def on_message(message: dict[str, Any]) -> None:
-            out.put(json.dumps({"type": "error", "code": "unknown_type",
-                                "detail": "this socket only sends; nothing to receive"}))
-
-        await _json_loop(ws, ctx, out, on_message)
-    except ProtocolError as exc:
-        await _close(ws, exc.code, exc.reason)
-    except WebSocketDisconnect:
-        pass
-    except Exception:
-        log.exception("class socket failed", extra={"class_id": str(cls.id)})
-        await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
-    finally:
-        unsubscribe()
-        out.queue.put_nowait(None)
-        sender.cancel()
+    await _serve_json(ws, ctx, out, channel=f"class:{cls.id}", on_bus=on_row, start=send_rows,
+                      on_message=on_message, name="class", context={"class_id": str(cls.id)})
 
 
 async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:
