@@ -1,8 +1,8 @@
 """Role x ownership over every REST route: what the caller may not see answers 404, what they can see
 but not change answers 403 (serve_app/api/access.py), and no route works without a token.
 
-The world: teacher X teaches class X (students A and C, rubric R, assignment aX graded by R, A's essay);
-teacher Y teaches class Y (student B, B's essay, Y's private rubric).
+The world: teacher X teaches class X (students A and C, rubric R, assignment aX graded by R, A's essay,
+A's submission of it); teacher Y teaches class Y (student B, B's essay, Y's private rubric).
 """
 
 from __future__ import annotations
@@ -42,11 +42,13 @@ class World:
     assignment_x: dict[str, Any]
     essay_a: dict[str, Any]
     essay_b: dict[str, Any]
+    submission_a: dict[str, Any]  # A's submit of essay_a, graded by rubric_x in class X
 
     def ids(self) -> dict[str, str]:
         return {"class_x": self.class_x["id"], "rubric_x": self.rubric_x["id"], "rubric_y": self.rubric_y["id"],
                 "assignment_x": self.assignment_x["id"], "essay_a": self.essay_a["id"],
-                "join_x": self.class_x["join_code"]}
+                "join_x": self.class_x["join_code"], "submission_a": self.submission_a["id"],
+                "criterion_x": self.rubric_x["criteria"][0]["id"]}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,9 @@ async def world(client: httpx.AsyncClient) -> World:
     ay = await make_assignment(client, ty, cy["id"])
     ea = await make_essay(client, a, ax["id"], text="Homework is useful.")
     eb = await make_essay(client, b, ay["id"], text="Homework is useless.")
-    return World(tx, ty, a, b, c, cx, cy, rx, ry, ax, ea, eb)
+    r = await client.post(f"{API}/essays/{ea['id']}/submit", headers=a.headers)
+    assert r.status_code == 202, r.text
+    return World(tx, ty, a, b, c, cx, cy, rx, ry, ax, ea, eb, r.json())
 
 
 # (method, path, json body, {caller: expected status}). Callers absent from a row are not asserted.
@@ -101,6 +105,31 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("POST", "/classes/join", {"join_code": "{join_x}"}, {"student_a": 200, "teacher_y": 403}),
     ("GET", "/essays", None, {"teacher_x": 200, "student_a": 200}),
     ("POST", "/auth/ws-ticket", None, {"teacher_x": 200, "student_a": 200}),
+    # Live essay reads: the owner and the teacher of its class; a classmate or outsider sees nothing.
+    ("GET", "/essays/{essay_a}/feedback", None,
+     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("POST", "/essays/{essay_a}/comments", {"body": "Say why.", "start": 0, "end": 8},
+     {"teacher_x": 201, "student_a": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("GET", "/essays/{essay_a}/comments", None,
+     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("GET", "/essays/{essay_a}/revisions", None,
+     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("GET", "/essays/{essay_a}/revisions/1", None,
+     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("GET", "/essays/{essay_a}/replay", None,
+     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("POST", "/essays/{essay_a}/submit", None,
+     {"student_a": 202, "teacher_x": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    # Submissions: the requester (here the essay's owner) reads, the class's teacher reads and grades.
+    ("GET", "/submissions/{submission_a}", None,
+     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("PUT", "/submissions/{submission_a}/scores", {"scores": [{"criterion_id": "{criterion_x}", "points": 2}]},
+     {"teacher_x": 200, "student_a": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+    ("GET", "/submissions", None, {"teacher_x": 200, "student_a": 200, "student_b": 200}),
+    ("POST", "/submissions", {"text": "Homework is useful.", "assignment_id": "{assignment_x}"},
+     {"student_a": 202, "student_c": 202, "student_b": 404, "teacher_y": 404}),
+    ("POST", "/submissions", {"text": "Homework is useful.", "rubric_id": "{rubric_y}"},
+     {"student_a": 404, "teacher_x": 404}),
 ]
 
 
@@ -228,5 +257,48 @@ async def test_teacher_cannot_change_student_text(client: httpx.AsyncClient, wor
 async def test_unknown_ids_are_404_not_500(client: httpx.AsyncClient, world: World) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     for path in (f"/classes/{missing}", f"/classes/{missing}/students", f"/essays/{missing}",
-                 f"/rubrics/{missing}", f"/assignments/{missing}", f"/classes/{missing}/export"):
+                 f"/rubrics/{missing}", f"/assignments/{missing}", f"/classes/{missing}/export",
+                 f"/essays/{missing}/feedback", f"/essays/{missing}/comments", f"/essays/{missing}/revisions",
+                 f"/essays/{missing}/revisions/1", f"/essays/{missing}/replay", f"/submissions/{missing}"):
         assert_problem(await client.get(API + path, headers=world.teacher_x.headers), 404, "not_found")
+    assert_problem(await client.post(f"{API}/essays/{missing}/submit", headers=world.student_a.headers),
+                   404, "not_found")
+    assert_problem(await client.put(f"{API}/submissions/{missing}/scores", headers=world.teacher_x.headers,
+                                    json={"scores": [{"criterion_id": "c", "points": 1}]}), 404, "not_found")
+
+
+async def test_only_the_classs_teacher_comments_and_both_read(client: httpx.AsyncClient, world: World) -> None:
+    url = f"{API}/essays/{world.essay_a['id']}/comments"
+    body = {"body": "Who says so?", "start": 0, "end": 8}
+    assert_problem(await client.post(url, json=body, headers=world.student_a.headers), 403, "forbidden")
+    assert_problem(await client.post(url, json=body, headers=world.teacher_y.headers), 404, "not_found")
+    r = await client.post(url, json=body, headers=world.teacher_x.headers)
+    assert r.status_code == 201, r.text
+    for reader in (world.student_a, world.teacher_x):
+        r = await client.get(url, headers=reader.headers)
+        assert r.status_code == 200
+        mine = [c for c in r.json()["items"] if c["body"] == "Who says so?"]
+        assert [c["author_id"] for c in mine] == [world.teacher_x.id]
+
+
+async def test_submission_lists_show_only_the_callers_submissions(client: httpx.AsyncClient, world: World) -> None:
+    async def listed(who: Account) -> set[str]:
+        r = await client.get(f"{API}/submissions", params={"limit": 200}, headers=who.headers)
+        assert r.status_code == 200
+        return {s["id"] for s in r.json()["items"]}
+
+    assert world.submission_a["id"] in await listed(world.student_a)
+    for other in (world.student_c, world.student_b, world.teacher_y, world.teacher_x):
+        assert world.submission_a["id"] not in await listed(other)
+
+
+async def test_only_the_classs_teacher_changes_scores(client: httpx.AsyncClient, world: World) -> None:
+    url = f"{API}/submissions/{world.submission_a['id']}"
+    criterion = world.rubric_x["criteria"][1]["id"]
+    body = {"scores": [{"criterion_id": criterion, "points": 1, "rationale": "outsider"}]}
+    assert_problem(await client.put(url + "/scores", json=body, headers=world.student_a.headers), 403, "forbidden")
+    for outsider in (world.teacher_y, world.student_b, world.student_c):
+        assert_problem(await client.put(url + "/scores", json=body, headers=outsider.headers), 404, "not_found")
+    r = await client.get(url, headers=world.teacher_x.headers)
+    assert r.status_code == 200
+    assert not [s for s in r.json()["scores"] if s["criterion_id"] == criterion and s.get("final")]
