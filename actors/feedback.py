@@ -17,3 +17,15 @@ def wire_item(item: Any) -> dict[str, Any]:
 
 def count_kinds(items: Iterable[Any]) -> dict[str, int]:
     return dict(Counter(getattr(i, "kind", None) or i["kind"] for i in items))
+
+
+WORD_END = frozenset(".,;:!?\"')]}…")
+
+
+def settled_text(text: str) -> str:
+    """The text without a word still being typed at its end ("I beli" -> "I "), so the student is not
+    told a half-typed word is misspelled (and the spell checker is not asked to correct it)."""
+    if not text or text[-1].isspace() or text[-1] in WORD_END:
+        return text
+    cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+    return text[:cut + 1]

@@ -27,7 +27,7 @@ from actors.doc import EssayDoc, InvalidAnchor, InvalidUpdate, encode_anchor, re
 from actors.essay import EssayActor, EssayMeta
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.committer import GroupCommitter
-from actors.feedback import count_kinds, wire_item
+from actors.feedback import count_kinds, settled_text, wire_item
 from db.repositories import documents
 from db.repositories import feedback as feedback_repo
 from db.types import utcnow
@@ -231,7 +231,7 @@ class EssayHost:
     async def _analyze(self, actor: EssayActor, *, run_llm: bool) -> bool:
         """One analysis run; False (result dropped) when newer typing made it stale."""
         assert self.analyzer is not None
-        seq, text = actor.seq, actor.doc.text
+        seq, text = actor.seq, settled_text(actor.doc.text)
         settled = self.clock() - (actor.last_edit_at or 0.0) >= self.config.llm_settle_seconds
         hold = frozenset() if settled else frozenset(actor.active_paragraphs)
         result = await self.analyzer.analyze_changed(
@@ -276,7 +276,7 @@ class EssayHost:
             data = wire_item(item)
             data.update(start=span[0], end=span[1], quote=actor.doc.text[span[0]:span[1]])
             out.append(data)
-        return {"items": out, "doc_seq": actor.seq, "analyzed": actor.analyzed_text == actor.doc.text}
+        return {"items": out, "doc_seq": actor.seq, "analyzed": actor.analyzed_text == settled_text(actor.doc.text)}
 
     async def _publish_class_row(self, actor: EssayActor, now: float) -> None:
         """The teacher dashboard row, coalesced to about one per second per essay."""
