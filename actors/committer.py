@@ -15,20 +15,21 @@ from typing import Any
 log = logging.getLogger("essaycoach.committer")
 
 WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
+Entry = tuple[dict[str, Any], "asyncio.Future[None]"]
 
 
 class GroupCommitter:
     """Batches rows into one write per `interval` seconds (or sooner when `max_batch` fill up)."""
 
     def __init__(self, write: WriteBatch, *, interval: float = 0.004, max_batch: int = 2000,
-                 max_backoff: float = 2.0,
-                 permanent: tuple[type[BaseException], ...] = ()) -> None:
+                 max_backoff: float = 2.0, permanent: tuple[type[BaseException], ...] = ()) -> None:
         self._write = write
         self._permanent = permanent
         self._interval = interval
         self._max_batch = max_batch
         self._max_backoff = max_backoff
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._pending: list[Entry] = []
+        self._inflight: list[Entry] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -49,12 +50,16 @@ class GroupCommitter:
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._inflight)
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is committed."""
-        if self._pending:
-            await asyncio.gather(*(f for _, f in list(self._pending)), return_exceptions=True)
+        """Wait until everything submitted so far, including the batch being written, is committed.
+
+        The futures are shielded: a cancelled flush must not cancel other callers' acks.
+        """
+        waiting = [f for _, f in (*self._inflight, *self._pending) if not f.done()]
+        if waiting:
+            await asyncio.gather(*(asyncio.shield(f) for f in waiting), return_exceptions=True)
 
     async def close(self) -> None:
         await self.flush()
@@ -73,10 +78,20 @@ class GroupCommitter:
             await asyncio.sleep(self._interval)
             self._wakeup.clear()
             while self._pending:
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
-                await self._commit(batch)
+                self._inflight, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
+                try:
+                    await self._commit(self._inflight)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never let the writer die: every later ack would hang
+                    log.exception("group commit failed unexpectedly")
+                    for _, fut in self._inflight:
+                        if not fut.done():
+                            fut.set_exception(RuntimeError(f"update log write failed: {exc}"))
+                finally:
+                    self._inflight = []
 
-    async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+    async def _commit(self, batch: list[Entry]) -> None:
         delay = 0.05
         while True:
             try:
@@ -88,7 +103,8 @@ class GroupCommitter:
                 # One bad row (its essay was deleted) must not hold the others hostage: split.
                 if len(batch) == 1:
                     log.warning("update log row refused", extra={"essay_id": str(batch[0][0].get("essay_id"))})
-                    batch[0][1].set_exception(RuntimeError("update refused by the store"))
+                    if not batch[0][1].done():
+                        batch[0][1].set_exception(RuntimeError("update refused by the store"))
                     return
                 for item in batch:
                     await self._commit([item])

@@ -59,6 +59,7 @@ class EssayActor:
     analysis_task: asyncio.Task[None] | None = None
     assignment_prompt: str = ""
     active_paragraphs: set[str] = field(default_factory=set)
+    last_commit: asyncio.Future[None] | None = None
 
     @property
     def essay_id(self) -> uuid.UUID:

@@ -29,6 +29,7 @@ from actors.analysis.items import FeedbackItem, diff_items
 from actors.committer import GroupCommitter
 from actors.feedback import count_kinds, settled_text, wire_item
 from db.repositories import documents
+from db.repositories import essays as essays_repo
 from db.repositories import feedback as feedback_repo
 from db.types import utcnow
 
@@ -118,12 +119,14 @@ class EssayHost:
         if actor is not None:
             return actor
         lock = self._loading.setdefault(essay_id, asyncio.Lock())
-        async with lock:
-            actor = self.essays.get(essay_id)
-            if actor is None:
-                actor = await self._load(essay_id)
-                self.essays[essay_id] = actor
-        self._loading.pop(essay_id, None)
+        try:
+            async with lock:
+                actor = self.essays.get(essay_id)
+                if actor is None:
+                    actor = await self._load(essay_id)
+                    self.essays[essay_id] = actor
+        finally:
+            self._loading.pop(essay_id, None)
         return actor
 
     async def _load(self, essay_id: uuid.UUID) -> EssayActor:
@@ -171,13 +174,18 @@ class EssayHost:
         except InvalidUpdate as exc:
             raise UpdateRejected(str(exc)) from exc
         if not effect.needs_persist:
+            # Nothing new, but the client may take this ack to cover earlier updates too: it must
+            # not come before they are durable (a reconnect's step 2 can be all duplicates).
+            if actor.last_commit is not None and not actor.last_commit.done():
+                await asyncio.shield(actor.last_commit)
             return actor.seq
         seq = actor.seq
-        await self.committer.submit({
+        actor.last_commit = self.committer.submit({
             "essay_id": essay_id, "seq": seq, "data": bytes(update), "author_id": author_id,
             "inserted_chars": effect.inserted_chars, "deleted_chars": effect.deleted_chars,
             "created_at": self.wallclock(),
         })
+        await asyncio.shield(actor.last_commit)
         actor.durable_seq = max(actor.durable_seq, seq)
         # Publish after commit: a teacher never sees text that a crash could take back.
         await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)))
@@ -312,9 +320,9 @@ class EssayHost:
     async def drop(self, essay_id: uuid.UUID) -> None:
         """Forget an essay without writing it back (it is being deleted)."""
         await self.committer.flush()
-        actor = self.essays.pop(essay_id, None)
-        if actor is not None and actor.analysis_task is not None:
-            actor.analysis_task.cancel()
+        actor = self.essays.get(essay_id)
+        if actor is not None:
+            self._evict(actor)
 
     async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]:
         """Owners of this class's essays that have an open socket on this host."""
@@ -423,17 +431,37 @@ class EssayHost:
                 log.exception("host tick failed")
 
     async def tick(self) -> None:
-        """Compact quiet or busy essays and unload idle ones."""
+        """Compact quiet or busy essays and unload idle ones; one essay's failure stays its own."""
         now = self.clock()
-        cfg = self.config
         for actor in list(self.essays.values()):
-            if actor.class_dirty and now - actor.last_class_publish >= cfg.class_row_interval:
-                await self._publish_class_row(actor, now)
-            if actor.needs_compaction(now=now, every=cfg.compact_every, idle=cfg.compact_idle_seconds):
-                await self._compact(actor, force_revision=False)
-            idle_for = now - max(actor.idle_since, actor.last_edit_at or 0.0)
-            if actor.connections == 0 and idle_for >= cfg.unload_idle_seconds:
-                await self._compact(actor, force_revision=False)
-                if actor.connections == 0 and actor.seq == actor.watermark:
-                    self.essays.pop(actor.essay_id, None)
-                    log.info("essay unloaded", extra={"essay_id": str(actor.essay_id)})
+            try:
+                await self._tick_one(actor, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("essay tick failed", extra={"essay_id": str(actor.essay_id)})
+                if not await self._exists(actor.essay_id):
+                    self._evict(actor)  # deleted under us: nothing left to store
+
+    async def _tick_one(self, actor: EssayActor, now: float) -> None:
+        cfg = self.config
+        if actor.class_dirty and now - actor.last_class_publish >= cfg.class_row_interval:
+            await self._publish_class_row(actor, now)
+        if actor.needs_compaction(now=now, every=cfg.compact_every, idle=cfg.compact_idle_seconds):
+            await self._compact(actor, force_revision=False)
+        idle_for = now - max(actor.idle_since, actor.last_edit_at or 0.0)
+        if actor.connections == 0 and idle_for >= cfg.unload_idle_seconds:
+            await self._compact(actor, force_revision=False)
+            if actor.connections == 0 and actor.seq == actor.watermark:
+                self._evict(actor)
+                log.info("essay unloaded", extra={"essay_id": str(actor.essay_id)})
+
+    def _evict(self, actor: EssayActor) -> None:
+        if self.essays.get(actor.essay_id) is actor:
+            del self.essays[actor.essay_id]
+        if actor.analysis_task is not None:
+            actor.analysis_task.cancel()
+
+    async def _exists(self, essay_id: uuid.UUID) -> bool:
+        async with self.sessions() as session:
+            return await essays_repo.get(session, essay_id=essay_id) is not None

@@ -19,6 +19,7 @@ from actors.broadcast import RESYNC, Handler, LocalFanout, make_bus
 from actors.host import EssayHost
 
 HUB_NAME = "essaycoach-bus-hub"
+OUTBOX_LIMIT = 10_000
 
 
 class BusHub:
@@ -27,6 +28,10 @@ class BusHub:
     def __init__(self, max_queue: int = 10_000) -> None:
         self._subs: dict[str, tuple[set[str], deque[tuple[str, bytes]], asyncio.Event]] = {}
         self._max_queue = max_queue
+
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        for channel, message in messages:
+            await self.publish(channel, message)
 
     async def publish(self, channel: str, message: bytes) -> None:
         for channels, queue, event in self._subs.values():
@@ -69,9 +74,29 @@ class HubBus:
         self.fanout = LocalFanout()
         self.subscriber = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
+        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
 
     async def publish(self, channel: str, message: bytes) -> None:
-        await self.hub.publish.remote(channel, message)
+        """Queue and return: one sender ships batches to the hub, in order, off the ack path."""
+        self._outbox.append((channel, message))
+        if len(self._outbox) > OUTBOX_LIMIT:
+            self._outbox.popleft()
+        self._outbox_ready.set()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_loop(), name="hub-bus-sender")
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
+                try:
+                    await self.hub.publish_many.remote(batch)
+                except Exception:  # the hub is restarting: these are lost, subscribers resync
+                    await asyncio.sleep(0.2)
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         if self.fanout.add(channel, handler):
@@ -107,6 +132,8 @@ class HubBus:
         await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
 
     async def close(self) -> None:
+        if self._sender:
+            self._sender.cancel()
         if self._task:
             self._task.cancel()
         try:

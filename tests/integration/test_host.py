@@ -125,3 +125,32 @@ async def test_invalid_update_is_rejected_and_changes_nothing(sessions: object) 
         await host.open(uuid.uuid4())
     await host.stop()
     assert await stored_text(sessions, essay_id) == "safe"
+
+
+async def test_duplicate_update_is_not_acked_before_earlier_updates_are_durable(sessions: object) -> None:
+    import asyncio
+
+    from actors.committer import GroupCommitter
+
+    essay_id = await new_essay(sessions)
+    host = EssayHost(sessions=sessions, bus=InMemoryBus())  # type: ignore[arg-type]
+    await host.start()
+    gate = asyncio.Event()
+    real_write = host._write_log
+
+    async def slow_write(rows: list) -> None:
+        await gate.wait()
+        await real_write(rows)
+
+    await host.committer.close()
+    host.committer = GroupCommitter(slow_write, interval=0.001)
+    host.committer.start()
+    update = typed_updates(["durable"])[0]
+    first = asyncio.create_task(host.apply_update(essay_id, update, author_id=None, origin="a"))
+    await asyncio.sleep(0.05)
+    duplicate = asyncio.create_task(host.apply_update(essay_id, update, author_id=None, origin="b"))
+    await asyncio.sleep(0.05)
+    assert not first.done() and not duplicate.done()  # the duplicate waits for the original
+    gate.set()
+    assert await first == 1 and await duplicate == 1
+    await host.stop()

@@ -1,0 +1,90 @@
+"""GroupCommitter: batching, durability waits, and a writer that never dies."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from actors.committer import GroupCommitter
+
+
+class Refused(Exception):
+    pass
+
+
+class GatedStore:
+    """A store whose writes wait for `gate`; rows with `bad` are refused permanently."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.batches: list[list[dict[str, Any]]] = []
+
+    async def write(self, rows: list[dict[str, Any]]) -> None:
+        await self.gate.wait()
+        if any(r.get("bad") for r in rows):
+            raise Refused()
+        self.batches.append(rows)
+
+
+async def test_rows_submitted_together_are_written_in_one_batch() -> None:
+    store = GatedStore()
+    committer = GroupCommitter(store.write, interval=0.01)
+    committer.start()
+    await asyncio.gather(*(committer.submit({"n": i}) for i in range(50)))
+    assert len(store.batches) == 1 and [r["n"] for r in store.batches[0]] == list(range(50))
+    await committer.close()
+
+
+async def test_flush_waits_for_the_batch_being_written() -> None:
+    store = GatedStore()
+    committer = GroupCommitter(store.write, interval=0.001)
+    committer.start()
+    store.gate.clear()
+    fut = committer.submit({"n": 1})
+    await asyncio.sleep(0.02)  # the batch is now in flight, blocked in the store
+    flushing = asyncio.create_task(committer.flush())
+    await asyncio.sleep(0.02)
+    assert not flushing.done()
+    store.gate.set()
+    await flushing
+    assert fut.done() and store.batches == [[{"n": 1}]]
+    await committer.close()
+
+
+async def test_cancelled_flush_neither_cancels_acks_nor_kills_the_writer() -> None:
+    store = GatedStore()
+    committer = GroupCommitter(store.write, interval=0.001, permanent=(Refused,))
+    committer.start()
+    store.gate.clear()
+    good, bad = committer.submit({"n": 1}), committer.submit({"n": 2, "bad": True})
+    flushing = asyncio.create_task(committer.flush())
+    await asyncio.sleep(0.02)
+    flushing.cancel()
+    store.gate.set()
+    await good
+    with pytest.raises(RuntimeError):
+        await bad
+    await committer.submit({"n": 3})  # the writer is still alive
+    assert [r["n"] for batch in store.batches for r in batch] == [1, 3]
+    await committer.close()
+
+
+async def test_transient_store_failure_is_retried_and_nothing_acks_before_it_lands() -> None:
+    failures = 3
+
+    async def flaky(rows: list[dict[str, Any]]) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("database restarting")
+
+    committer = GroupCommitter(flaky, interval=0.001, max_backoff=0.01)
+    committer.start()
+    fut = committer.submit({"n": 1})
+    await asyncio.sleep(0.03)
+    await fut
+    assert failures == 0
+    await committer.close()
