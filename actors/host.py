@@ -297,6 +297,19 @@ class EssayHost:
         """Dashboard rows of this class's essays loaded here (the rest come from the store)."""
         return [a.status_row() for a in self.essays.values() if a.meta.class_id == class_id]
 
+    async def would_change(self, essay_id: uuid.UUID, update: bytes) -> bool:
+        """Whether `update` carries anything the essay lacks (tried on a scratch copy).
+
+        A read-only client's sync step 2 always repeats the delete set it has seen; only real
+        news from a reader is refused.
+        """
+        actor = await self.open(essay_id)
+        scratch = EssayDoc.from_state(actor.doc.full_state())
+        try:
+            return scratch.apply_update(update).needs_persist
+        except InvalidUpdate:
+            return True
+
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
         """Replace the whole text (REST writes) as one ordinary CRDT update."""
         actor = await self.open(essay_id)

@@ -219,8 +219,8 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
             elif is_counted_for_ack(message):
                 update = message.update  # type: ignore[union-attr]
                 if not writer:
-                    if update == EMPTY_UPDATE:
-                        continue  # a reader's provider answering our step 1 with nothing
+                    if update == EMPTY_UPDATE or not await ctx.live.call(eid, "would_change", eid, update):
+                        continue  # a reader's provider answering our step 1 with what we have
                     out.put(encode_permission_denied("read-only: this essay belongs to a student"))
                     raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
                 received = time.perf_counter()

@@ -230,3 +230,23 @@ async def test_metrics_count_sockets_updates_and_ack_latency(live_client, live_s
     assert value(after, "essaycoach_ack_seconds_count") == value(before, "essaycoach_ack_seconds_count") + 1
     assert value(after, 'essaycoach_ws_open{socket="doc"}') >= 1
     await c.close()
+
+
+async def test_teacher_reconnecting_after_deletions_is_not_refused(live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    writer = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    writer.type("Typo here.")
+    del writer.text[0:4]  # deletions put a delete set into every later step 2
+    await writer.wait_acked()
+    first = await YClient(await doc_url(live_client, live_server, teacher, essay["id"])).connect()
+    await first.wait_text(lambda t: t == " here.")
+    await first.ws.close()
+    again = YClient(await doc_url(live_client, live_server, teacher, essay["id"]))
+    again.doc, again.text = first.doc, first.text  # the same browser doc reconnects
+    await again.connect()
+    writer.type(" More.")
+    await writer.wait_acked()
+    assert await again.wait_text(lambda t: t == " here. More.")
+    assert again.close_code is None and not again.permission_denied
+    await again.close()
+    await writer.close()
