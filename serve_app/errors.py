@@ -138,6 +138,20 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(422, "invalid_cursor", "The cursor is invalid",
                                 "cursor: pass the next_cursor of a previous page unchanged")
 
+    from actors.host import EssayNotFound
+
+    @app.exception_handler(EssayNotFound)
+    async def _essay_gone(request: Request, exc: EssayNotFound) -> JSONResponse:
+        return problem_response(404, "not_found", "Not found", "no such essay")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with the request's context (request id via the JSON formatter), then a plain 500.
+        log.error("unhandled error", exc_info=exc,
+                  extra={"method": request.method, "path": request.url.path})
+        return problem_response(500, "internal_error", "Internal server error",
+                                "something went wrong on our side; it has been logged")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))

@@ -57,9 +57,13 @@ async def join_class(body: JoinIn, session: SessionDep, user: Student) -> dict[s
     cls = await classes.get_by_join_code(session, join_code=body.join_code.upper())
     if cls is None:
         raise NotFound("no class has this join code", code="unknown_join_code")
-    await classes.enroll(session, class_id=cls.id, student_id=user.id)
-    await session.commit()
-    return dump(ClassOut, cls)
+    out = dump(ClassOut, cls)
+    try:
+        await classes.enroll(session, class_id=cls.id, student_id=user.id)
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()  # a concurrent join by the same student got there first
+    return out
 
 
 @router.get("/classes/{class_id}", response_model=ClassOut)

@@ -7,7 +7,7 @@ import difflib
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from actors.doc import EssayDoc
 from db.models import Revision
@@ -17,6 +17,9 @@ from serve_app.deps import CurrentUser, SessionDep
 from serve_app.errors import NotFound
 
 router = APIRouter(tags=["history"])
+
+MAX_INT = 2**31 - 1  # revision numbers are 32-bit columns
+MAX_SEQ = 2**62
 
 
 def text_diff(before: str, after: str) -> str:
@@ -36,7 +39,7 @@ async def list_revisions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=20)] = None,
 ) -> dict[str, Any]:
     essay = await essay_for_reader(session, user, essay_id)
-    after = int(cursor) if cursor and cursor.isdigit() else 0
+    after = min(int(cursor), MAX_INT) if cursor and cursor.isdigit() else 0
     revs = await documents.list_revisions(session, essay_id=essay.id, after_n=after, limit=limit + 1)
     more = len(revs) > limit
     revs = revs[:limit]
@@ -52,7 +55,9 @@ async def list_revisions(
 
 
 @router.get("/essays/{essay_id}/revisions/{n}")
-async def get_revision(essay_id: uuid.UUID, n: int, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+async def get_revision(
+    essay_id: uuid.UUID, n: Annotated[int, Path(ge=1, le=MAX_INT)], session: SessionDep, user: CurrentUser
+) -> dict[str, Any]:
     essay = await essay_for_reader(session, user, essay_id)
     rev = await documents.get_revision(session, essay_id=essay.id, n=n)
     if rev is None:
@@ -64,7 +69,7 @@ async def get_revision(essay_id: uuid.UUID, n: int, session: SessionDep, user: C
 @router.get("/essays/{essay_id}/replay")
 async def replay(
     essay_id: uuid.UUID, session: SessionDep, user: CurrentUser,
-    after_seq: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     include_text: Annotated[bool, Query(description="also the whole text after each step")] = False,
 ) -> dict[str, Any]:
     """Timestamped updates in seq order. A Yjs client applies `update` (base64) in order to play the

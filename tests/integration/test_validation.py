@@ -156,3 +156,25 @@ async def test_unknown_join_code_is_404_with_its_code(client: httpx.AsyncClient)
     student = await register(client)
     r = await client.post(f"{API}/classes/join", json={"join_code": "ZZZZZZZZ"}, headers=student.headers)
     assert_problem(r, 404, "unknown_join_code")
+
+
+async def test_out_of_range_numbers_are_clean_errors_not_500(client: httpx.AsyncClient) -> None:
+    student = await register(client)
+    r = await client.post(f"{API}/essays", json={"title": "t", "text": "x"}, headers=student.headers)
+    essay = r.json()["id"]
+    for path in (f"/essays/{essay}/revisions?cursor=99999999999999999999",
+                 f"/essays/{essay}/revisions/99999999999", f"/essays/{essay}/replay?after_seq={2**64}"):
+        r = await client.get(f"{API}{path}", headers=student.headers)
+        assert r.status_code in (200, 404, 422), (path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/json") or \
+            r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_concurrent_joins_by_the_same_student_both_succeed(client: httpx.AsyncClient) -> None:
+    import asyncio
+
+    teacher, student = await register(client, "teacher"), await register(client)
+    cls = (await client.post(f"{API}/classes", json={"name": "c"}, headers=teacher.headers)).json()
+    replies = await asyncio.gather(*(client.post(f"{API}/classes/join", json={"join_code": cls["join_code"]},
+                                                 headers=student.headers) for _ in range(5)))
+    assert [r.status_code for r in replies] == [200] * 5
