@@ -60,6 +60,7 @@ class EssayActor:
     assignment_prompt: str = ""
     active_paragraphs: set[str] = field(default_factory=set)
     last_commit: asyncio.Future[None] | None = None
+    feedback_dirty: bool = False
 
     @property
     def essay_id(self) -> uuid.UUID:
@@ -103,7 +104,7 @@ class EssayActor:
 
     def needs_compaction(self, *, now: float, every: int, idle: float) -> bool:
         if self.durable_seq <= self.watermark:
-            return False
+            return self.feedback_dirty
         quiet = self.last_edit_at is None or now - self.last_edit_at >= idle
         return self.durable_seq - self.watermark >= every or quiet
 

@@ -29,3 +29,18 @@ def settled_text(text: str) -> str:
         return text
     cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
     return text[:cut + 1]
+
+
+def carry_items(items: Iterable[Any], old_text: str, new_text: str) -> list[Any]:
+    """Move items (e.g. the LLM's) to their paragraph's place in `new_text`; drop those whose
+    paragraph no longer exists. Items are analysis `FeedbackItem`s with `paragraph_hash`."""
+    from actors.analysis.paragraphs import split_paragraphs
+
+    old_starts = {p.hash: p.start for p in split_paragraphs(old_text)}
+    new_starts = {p.hash: p.start for p in split_paragraphs(new_text)}
+    out = []
+    for item in items:
+        if item.paragraph_hash in old_starts and item.paragraph_hash in new_starts:
+            shift = new_starts[item.paragraph_hash] - old_starts[item.paragraph_hash]
+            out.append(item.model_copy(update={"start": item.start + shift, "end": item.end + shift}))
+    return out

@@ -27,7 +27,7 @@ from actors.doc import EssayDoc, InvalidAnchor, InvalidUpdate, encode_anchor, re
 from actors.essay import EssayActor, EssayMeta
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.committer import GroupCommitter
-from actors.feedback import count_kinds, settled_text, wire_item
+from actors.feedback import carry_items, count_kinds, settled_text, wire_item
 from db.repositories import documents
 from db.repositories import essays as essays_repo
 from db.repositories import feedback as feedback_repo
@@ -76,9 +76,12 @@ class EssayHost:
 
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], bus: Bus,
                  config: HostConfig | None = None, clock: Callable[[], float] = time.monotonic,
-                 wallclock: Callable[[], datetime] = utcnow, analyzer: Analyzer | None = None) -> None:
+                 wallclock: Callable[[], datetime] = utcnow, analyzer: Analyzer | None = None,
+                 local_analyzer: Analyzer | None = None) -> None:
         self.sessions = sessions
         self.analyzer = analyzer
+        # Tier 1 (local rules) may run right here: a remote hop per pause costs more than the rules.
+        self.local_analyzer = local_analyzer
         self.bus = bus
         self.config = config or HostConfig()
         self.clock = clock
@@ -242,26 +245,36 @@ class EssayHost:
         seq, text = actor.seq, settled_text(actor.doc.text)
         settled = self.clock() - (actor.last_edit_at or 0.0) >= self.config.llm_settle_seconds
         hold = frozenset() if settled else frozenset(actor.active_paragraphs)
-        result = await self.analyzer.analyze_changed(
+        engine = self.analyzer if run_llm or self.local_analyzer is None else self.local_analyzer
+        result = await engine.analyze_changed(
             actor.analyzed_text, text, essay_id=str(actor.essay_id),
             class_id=str(actor.meta.class_id) if actor.meta.class_id else None,
             assignment_prompt=actor.assignment_prompt, run_llm=run_llm, previous_items=actor.items or None,
             llm_hold=hold)
         if actor.seq != seq:
             return False  # offsets describe text that no longer exists; the next run reuses the cache
+        new_items = list(result.items)
+        if engine is self.local_analyzer and self.analyzer is not None and self.analyzer.llm_enabled:
+            # The local engine knows nothing of the LLM's findings: keep those of unchanged paragraphs.
+            llm_items = [i for i in actor.items if i.source == "llm"]
+            new_items += carry_items(llm_items, actor.analyzed_text, text)
+            new_items.sort(key=lambda i: (i.start, i.end, i.id))
         if result.changed:
             actor.active_paragraphs = {p.hash for p in result.changed}
         elif settled:
             actor.active_paragraphs = set()
-        # Anchors are made now, against exactly the text the offsets were computed on.
-        items = [item.model_copy(update={"anchor": encode_anchor(actor.doc, item.start, item.end)})
-                 for item in result.items]
+        # Anchors are made now, against exactly the text the offsets were computed on. An item
+        # whose id is unchanged sits in an unchanged paragraph: its anchor is still good.
+        known = {item.id: item.anchor for item in actor.items if item.anchor}
+        items = [item.model_copy(update={"anchor": known.get(item.id) or encode_anchor(actor.doc, item.start, item.end)})
+                 for item in new_items]
         changed, removed = diff_items(actor.items, items)
         actor.items, actor.analyzed_text = items, text
         actor.feedback_counts = count_kinds(items)
-        async with self.sessions() as session, session.begin():
-            await feedback_repo.replace(session, essay_id=actor.essay_id, items=[i.model_dump() for i in items])
-            if result.usage.total_tokens:
+        if changed or removed:
+            actor.feedback_dirty = True  # stored with the next snapshot; the host serves it until then
+        if result.usage.total_tokens:
+            async with self.sessions() as session, session.begin():
                 await feedback_repo.record_usage(
                     session, essay_id=actor.essay_id, class_id=actor.meta.class_id, provider="llm",
                     model="", prompt_tokens=result.usage.prompt_tokens,
@@ -405,6 +418,8 @@ class EssayHost:
                 seq > actor.revision_seq and (actor.last_revision_at is None
                                               or now - actor.last_revision_at >= self.config.revision_every_seconds))
             if seq <= actor.watermark and not revision_due:
+                if actor.feedback_dirty:
+                    await self._store_feedback(actor)
                 return None
             state, text, words = actor.doc.full_state(), actor.doc.text, actor.doc.word_count
             revision_n = None
@@ -413,6 +428,10 @@ class EssayHost:
                     session, essay_id=actor.essay_id, doc_state=state, text=text, word_count=words, seq=seq,
                     typing_seconds=int(actor.typing_seconds), updated_at=actor.last_active_at or self.wallclock(),
                 )
+                if actor.feedback_dirty:
+                    await feedback_repo.replace(session, essay_id=actor.essay_id,
+                                                items=[i.model_dump() for i in actor.items])
+                    actor.feedback_dirty = False
                 if revision_due:
                     rev = await documents.add_revision(session, essay_id=actor.essay_id, seq=seq,
                                                        reason=reason, text=text, word_count=words, doc_state=state)
@@ -425,6 +444,11 @@ class EssayHost:
             if revision_due:
                 actor.revision_seq, actor.last_revision_at = seq, now
             return revision_n
+
+    async def _store_feedback(self, actor: EssayActor) -> None:
+        actor.feedback_dirty = False
+        async with self.sessions() as session, session.begin():
+            await feedback_repo.replace(session, essay_id=actor.essay_id, items=[i.model_dump() for i in actor.items])
 
     async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:
         """Freeze a revision now (submit); returns its number."""

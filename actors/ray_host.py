@@ -161,10 +161,15 @@ class EssayHostShell:
                     engine = make_engine(self.settings.database_url)
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings),
                                      config=self.settings.host_config(),
-                                     analyzer=self._analyzer())
+                                     analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
                     await host.start()
                     self.host = host
         return self.host
+
+    def _local_analyzer(self) -> Any:
+        from actors.analysis.service import build_engine
+
+        return build_engine(self.settings.model_copy(update={"ai_provider": "local"}))
 
     def _analyzer(self) -> Any:
         """The Analyzer deployment of our Serve app; an in-process engine when there is none."""

@@ -96,7 +96,10 @@ class InProcessLive(HostRouter):
         self.hosts = settings.hosts
         cfg = config or settings.host_config()
         self.analyzer = build_engine(settings)
-        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg, analyzer=self.analyzer)
+        # As under Ray: tier 1 on a local-rules engine of its own, the LLM tier on the full one.
+        local = build_engine(settings.model_copy(update={"ai_provider": "local"})) if self.analyzer.llm_enabled else None
+        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg, analyzer=self.analyzer,
+                                       local_analyzer=local)
                              for _ in range(settings.hosts)]
 
     async def start(self) -> None:
