@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import websockets
 from pycrdt import Doc, Text, TransactionEvent, create_sync_message, create_update_message, handle_sync_message
@@ -20,8 +21,15 @@ ACK = 100
 class YClient:
     """One socket, one local Y.Doc whose root text `content` mirrors the essay."""
 
-    def __init__(self, url: str, *, on_text: Callable[[str], None] | None = None) -> None:
+    def __init__(self, url: str, *, on_text: Callable[[str], None] | None = None,
+                 on_update: Callable[[], None] | None = None,
+                 connect_options: dict[str, Any] | None = None) -> None:
+        """`on_text(text)` runs after every remote change with the whole text (handy in tests);
+        `on_update()` runs after every remote change without building the text (cheap: the
+        loadtest's teachers use it); `connect_options` go to `websockets.connect`."""
         self.url = url
+        self.on_update = on_update
+        self.connect_options = connect_options or {}
         self.doc = Doc()
         self.text = self.doc.get("content", type=Text)
         self.ws: websockets.ClientConnection | None = None
@@ -48,7 +56,8 @@ class YClient:
         asyncio.ensure_future(self.ws.send(create_update_message(event.update)))
 
     async def connect(self, *, wait_synced: bool = True) -> "YClient":
-        self.ws = await websockets.connect(self.url, max_size=None, open_timeout=20)
+        options: dict[str, Any] = {"max_size": None, "open_timeout": 20, **self.connect_options}
+        self.ws = await websockets.connect(self.url, **options)
         self._reader = asyncio.create_task(self._read())
         await self.ws.send(create_sync_message(self.doc))
         if wait_synced:
@@ -85,6 +94,8 @@ class YClient:
                     self.synced.set()
                 if frame[1] in (1, 2):
                     self.changed.set()
+                    if self.on_update:
+                        self.on_update()
                     if self.on_text:
                         self.on_text(str(self.text))
                 if reply is not None:

@@ -1,0 +1,990 @@
+"""EssayCoach Live load generator and benchmark (not a test).
+
+Simulates N students typing into their essays over the y-websocket protocol (a pycrdt `YClient`
+each: an update every 400-600 ms while typing, 1-4 characters of essay text, an occasional
+backspace, and pauses between bursts) and M teachers watching (read-only doc sockets; every essay
+is watched by one teacher socket, each teacher watches about N/M essays). It measures
+
+* ack latency: a typed update leaving the client -> the server's `[100][n]` covering it
+  (EssayCoach only: the reference servers have no ack);
+* fan-out latency: a typed update leaving the student -> the watching teacher's doc containing it
+  (the teacher's state vector reaching the student's clock right after that update);
+* updates/s typed, acked and delivered to teachers;
+* CPU seconds and RSS of the server's whole process tree (/proc; Ray workers and HAProxy are
+  descendants of `essaycoach run`), the client's own CPU and event-loop lag;
+* memory per open essay: (tree RSS with the essays open - RSS before) / essays, and the same at the
+  end of the run minus the average text size;
+
+against each target, started and stopped here by pid:
+
+* `essaycoach`: `essaycoach run` (Serve's HAProxy ingress, throughput mode: the default path);
+* `essaycoach-default-proxy`: `essaycoach run --default-proxy` (Serve's default proxy);
+* `y-websocket`: the y-websocket@1.5.4 reference server (node; `npm ci` in ops/loadtest);
+* `pycrdt-websocket`: pycrdt-websocket's WebsocketServer under uvicorn (ops/loadtest/pycrdt_server.py).
+
+    .venv/bin/python -m ops.loadtest.run                       # the full comparison (~15 min)
+    .venv/bin/python -m ops.loadtest.run --students 50 --teachers 5 --duration 15 --targets essaycoach
+
+Writes ops/loadtest/results.json (raw, every run appended with --append) and RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from ops.loadtest import procs
+from ops.loadtest.yclient import YClient
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+VENV_BIN = Path(sys.executable).parent
+TARGETS = ("essaycoach", "essaycoach-default-proxy", "y-websocket", "pycrdt-websocket")
+# The no-argument run: every target at 300 typists (the comparison), then the targets at 1,000.
+# The default proxy is not run at 1,000: it is the slow path, and the whole plan must fit ~15 min.
+# Both essaycoach paths also run at 100 typists, below saturation, to compare the paths unsaturated.
+DEFAULT_PLAN = [("essaycoach", 100), ("essaycoach-default-proxy", 100)] + [(t, 300) for t in TARGETS] + [
+    ("essaycoach", 1000), ("y-websocket", 1000), ("pycrdt-websocket", 1000)]
+COMPARE_AT = 300
+ESSAYS_PER_ACCOUNT = 10
+
+CORPUS = (
+    "The invention of the printing press changed the way ideas travelled across Europe. Before it, "
+    "a single book could take months to copy by hand, and only monasteries and wealthy patrons could "
+    "afford a library. Afterwards, pamphlets and books spread in weeks, and ordinary people began to "
+    "read arguments that had once been kept for scholars.\n\n"
+    "Some historians argue that the press caused the Reformation. I think this goes too far. The "
+    "press was a tool, and tools amplify the intentions of the people who use them. Luther's theses "
+    "spread quickly because many readers were already unhappy with the church, not only because they "
+    "were printed. In the same way, social media today does not create anger, but it does let anger "
+    "travel faster than careful thought.\n\n"
+    "A second effect of printing was the standardisation of language. Printers chose one spelling "
+    "and one dialect, and readers across a whole region slowly adopted it. This made it easier to "
+    "share science, law and literature, although it also pushed many local dialects aside.\n\n"
+    "In conclusion, the printing press did not change the world by itself. It changed how quickly "
+    "and how widely people could argue with each other, and that, in turn, changed the world. "
+    "Therefore we should judge new technologies by the conversations they make possible.\n\n"
+)
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of values, None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 2)
+
+
+def decode_state_vector(sv: bytes) -> dict[int, int]:
+    out: dict[int, int] = {}
+    pos = 0
+
+    def varuint() -> int:
+        nonlocal pos
+        result, shift = 0, 0
+        while True:
+            byte = sv[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+
+    for _ in range(varuint()):
+        client = varuint()
+        out[client] = varuint()
+    return out
+
+
+async def gather_bounded(limit: int, factories: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Run coroutine factories with at most `limit` in flight; exceptions are returned, not raised."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(factory: Callable[[], Awaitable[Any]]) -> Any:
+        async with sem:
+            return await factory()
+
+    return list(await asyncio.gather(*(one(f) for f in factories), return_exceptions=True))
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+UrlFactory = Callable[[], Awaitable[str]]
+
+
+@dataclass
+class Layout:
+    """Where each simulated student writes and who watches it."""
+
+    student_urls: list[UrlFactory]
+    teacher_urls: list[list[UrlFactory]]  # per essay: one factory per watching socket
+    notes: list[str] = field(default_factory=list)
+
+
+class Target:
+    name = ""
+    has_ack = False
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = procs.free_port()
+        self.stop_note = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def layout(self, students: int, teachers: int) -> Layout:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.stop_note = procs.stop(self.proc)
+
+    def log_tail(self) -> str:
+        path = self.workdir / "server.log"
+        try:
+            return path.read_text(errors="replace")[-3000:]
+        except FileNotFoundError:
+            return ""
+
+    async def wait_port(self, timeout: float, path: str = "/", ok: Callable[[int], bool] = lambda s: s < 500) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
+                try:
+                    r = await client.get(f"http://127.0.0.1:{self.port}{path}")
+                    if ok(r.status_code):
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+        raise TimeoutError(f"{self.name} did not answer on :{self.port}{path} in {timeout:.0f}s:\n{self.log_tail()}")
+
+
+def clean_env() -> dict[str, str]:
+    """Our environment without anything that would point a server at another cluster or mode."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("ESSAYCOACH_", "RAY_")) and k not in ("VIRTUAL_ENV",)}
+
+
+class RoomTarget(Target):
+    """A reference server: no auth, one room per essay, every socket may write."""
+
+    async def layout(self, students: int, teachers: int) -> Layout:
+        run = secrets.token_hex(3)
+
+        def url(i: int) -> UrlFactory:
+            async def make() -> str:
+                return f"ws://127.0.0.1:{self.port}/essay-{run}-{i}"
+            return make
+
+        return Layout(student_urls=[url(i) for i in range(students)],
+                      teacher_urls=[[url(i)] if teachers else [] for i in range(students)],
+                      notes=["no auth: one room per essay; teachers are ordinary (never-writing) clients"])
+
+
+class YWebsocketTarget(RoomTarget):
+    name = "y-websocket"
+
+    async def start(self) -> None:
+        server = HERE / "node_modules" / "y-websocket" / "bin" / "server.js"
+        if not server.exists():
+            log("installing the y-websocket reference server: npm ci in ops/loadtest")
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--omit=optional"], cwd=HERE, check=True)
+        env = {**clean_env(), "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.proc = procs.start(["node", str(server)], env=env, cwd=HERE, log_path=self.workdir / "server.log")
+        await self.wait_port(30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.stop_note = procs.stop(self.proc, grace=10, sig=2)
+
+
+class PycrdtTarget(RoomTarget):
+    name = "pycrdt-websocket"
+
+    async def start(self) -> None:
+        env = clean_env()
+        self.proc = procs.start([sys.executable, "-m", "ops.loadtest.pycrdt_server", "--port", str(self.port)],
+                                env=env, cwd=ROOT, log_path=self.workdir / "server.log")
+        await self.wait_port(30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.stop_note = procs.stop(self.proc, grace=15)
+
+
+class EssayCoachTarget(Target):
+    name = "essaycoach"
+    has_ack = True
+
+    def __init__(self, workdir: Path, *, default_proxy: bool = False, extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir)
+        self.default_proxy = default_proxy
+        self.extra_env = extra_env or {}
+        if default_proxy:
+            self.name = "essaycoach-default-proxy"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.http: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        var_dir = self.workdir / "var"
+        var_dir.mkdir()
+        env = {
+            **clean_env(),
+            "ESSAYCOACH_VAR_DIR": str(var_dir),
+            "ESSAYCOACH_HTTP_PORT": str(self.port),
+            # Every simulated account logs in from 127.0.0.1: lift the per-IP login throttle
+            # (30/min by default) so setup is not throttled. Nothing on the measured path uses it.
+            "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "1000000",
+            **self.extra_env,
+        }
+        cmd = [str(VENV_BIN / "essaycoach"), "run"] + (["--default-proxy"] if self.default_proxy else [])
+        self.proc = procs.start(cmd, env=env, cwd=ROOT, log_path=self.workdir / "server.log")
+        await self.wait_port(240, "/readyz", ok=lambda s: s == 200)
+        self.http = httpx.AsyncClient(base_url=self.base + "/api/v1", timeout=120,
+                                      limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
+
+    def stop(self) -> None:
+        super().stop()
+
+    async def close_http(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+
+    async def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
+        assert self.http is not None
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        for attempt in range(5):
+            r = await self.http.request(method, path, json=body, headers=headers)
+            if r.status_code in (429, 502, 503, 504) and attempt < 4:
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                continue
+            if r.status_code >= 400:
+                raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text[:300]}")
+            return r.json() if r.content else None
+        raise AssertionError("unreachable")
+
+    async def account(self, email: str, name: str, role: str, password: str) -> str:
+        await self.api("POST", "/auth/register", body={"email": email, "password": password, "name": name, "role": role})
+        pair = await self.api("POST", "/auth/token", body={"email": email, "password": password})
+        return str(pair["access_token"])
+
+    async def layout(self, students: int, teachers: int) -> Layout:
+        run = secrets.token_hex(3)
+        password = "Lt-" + secrets.token_urlsafe(12)
+        classes_n = max(1, teachers)
+        t0 = time.monotonic()
+
+        async def teacher(j: int) -> tuple[str, str]:
+            token = await self.account(f"teacher{j}-{run}@loadtest.example", f"Teacher {j}", "teacher", password)
+            cls = await self.api("POST", "/classes", token, {"name": f"Loadtest {run} #{j}"})
+            asg = await self.api("POST", f"/classes/{cls['id']}/assignments", token,
+                                 {"title": "The printing press", "prompt": "Did the printing press change the world?"})
+            return token, cls["join_code"], asg["id"]  # type: ignore[return-value]
+
+        made = await gather_bounded(4, [lambda j=j: teacher(j) for j in range(classes_n)])
+        for item in made:
+            if isinstance(item, BaseException):
+                raise item
+        teacher_tokens = [m[0] for m in made]
+        join_codes = [m[1] for m in made]
+        assignments = [m[2] for m in made]
+
+        accounts_n = math.ceil(students / ESSAYS_PER_ACCOUNT)
+
+        async def student(k: int) -> str:
+            token = await self.account(f"student{k}-{run}@loadtest.example", f"Student {k}", "student", password)
+            essays = range(k * ESSAYS_PER_ACCOUNT, min(students, (k + 1) * ESSAYS_PER_ACCOUNT))
+            for c in sorted({i % classes_n for i in essays}):
+                await self.api("POST", "/classes/join", token, {"join_code": join_codes[c]})
+            return token
+
+        tokens = await gather_bounded(4, [lambda k=k: student(k) for k in range(accounts_n)])
+        for item in tokens:
+            if isinstance(item, BaseException):
+                raise item
+        t_accounts = time.monotonic() - t0
+
+        async def essay(i: int) -> str:
+            body = {"title": f"Essay {i}", "assignment_id": assignments[i % classes_n]}
+            return str((await self.api("POST", "/essays", tokens[i // ESSAYS_PER_ACCOUNT], body))["id"])
+
+        essay_ids = await gather_bounded(16, [lambda i=i: essay(i) for i in range(students)])
+        for item in essay_ids:
+            if isinstance(item, BaseException):
+                raise item
+        t_essays = time.monotonic() - t0 - t_accounts
+        log(f"{self.name}: {classes_n} teachers/classes, {accounts_n} student accounts "
+            f"({t_accounts:.1f}s), {students} essays ({t_essays:.1f}s)")
+
+        def url(essay_id: str, token: str) -> UrlFactory:
+            async def make() -> str:
+                ticket = (await self.api("POST", "/auth/ws-ticket", token))["ticket"]
+                return f"ws://127.0.0.1:{self.port}/ws/essays/{essay_id}/doc?ticket={ticket}"
+            return make
+
+        return Layout(
+            student_urls=[url(essay_ids[i], tokens[i // ESSAYS_PER_ACCOUNT]) for i in range(students)],
+            teacher_urls=[[url(essay_ids[i], teacher_tokens[i % classes_n])] if teachers else []
+                          for i in range(students)],
+            notes=[f"{accounts_n} student accounts with up to {ESSAYS_PER_ACCOUNT} essays each "
+                   f"(argon2 registration is ~50 ms of server CPU per account); teacher j's class holds "
+                   f"essays i with i % {classes_n} == j; one single-use ws ticket per socket; "
+                   f"account setup {t_accounts:.0f}s, essay creation {t_essays:.0f}s"],
+        )
+
+
+def make_target(name: str, workdir: Path, extra_env: dict[str, str]) -> Target:
+    if name == "essaycoach":
+        return EssayCoachTarget(workdir, extra_env=extra_env)
+    if name == "essaycoach-default-proxy":
+        return EssayCoachTarget(workdir, default_proxy=True, extra_env=extra_env)
+    if name == "y-websocket":
+        return YWebsocketTarget(workdir)
+    if name == "pycrdt-websocket":
+        return PycrdtTarget(workdir)
+    raise SystemExit(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
+
+
+# --- the simulation --------------------------------------------------------------------------
+
+
+@dataclass
+class Watcher:
+    client: YClient | None = None
+    pending: deque[tuple[int, float, bool]] = field(default_factory=deque)  # (student clock, t_sent, in window)
+
+
+@dataclass
+class Essay:
+    index: int
+    student: YClient | None = None
+    watchers: list[Watcher] = field(default_factory=list)
+    typed: list[tuple[int, float]] = field(default_factory=list)  # (ack counter index, t_sent) in window
+    cursor: int = 0
+
+
+class Sim:
+    """The clients of one scenario and what they measured."""
+
+    def __init__(self, essays: int, seed: int) -> None:
+        self.essays = [Essay(i) for i in range(essays)]
+        self.rng = random.Random(seed)
+        self.window: tuple[float, float] = (math.inf, math.inf)
+        self.fanout: list[float] = []
+        self.delivered_in_window = 0
+        self.typed_total = 0
+        self.typing = True
+        self.lag: list[float] = []
+
+    def in_window(self, t: float) -> bool:
+        return self.window[0] <= t < self.window[1]
+
+    def on_teacher_update(self, essay: Essay, watcher: Watcher) -> Callable[[], None]:
+        def handler() -> None:
+            if not watcher.pending or watcher.client is None or essay.student is None:
+                return
+            seen = decode_state_vector(watcher.client.doc.get_state()).get(essay.student.doc.client_id, 0)
+            now = time.perf_counter()
+            pending = watcher.pending
+            while pending and pending[0][0] <= seen:
+                _, t_sent, counted = pending.popleft()
+                if counted:
+                    self.fanout.append(now - t_sent)
+        return handler
+
+    def type_once(self, essay: Essay, rng: random.Random) -> None:
+        client = essay.student
+        assert client is not None
+        n = rng.choice((1, 2, 2, 3, 3, 4))
+        start = essay.cursor % len(CORPUS)
+        chunk = (CORPUS + CORPUS)[start : start + n]
+        essay.cursor += n
+        text = client.text
+        with client.doc.transaction():
+            if rng.random() < 0.05 and len(text) > 1:
+                end = len(text)
+                del text[end - 1 : end]  # a typo fixed with backspace (the corpus is ASCII)
+                text.insert(end - 1, chunk)
+            else:
+                text.insert(len(text), chunk)
+        t_sent = client.send_times.get(client.sent, time.perf_counter())
+        counted = self.in_window(t_sent)
+        self.typed_total += 1
+        if counted:
+            essay.typed.append((client.sent, t_sent))
+        if essay.watchers:
+            clock = decode_state_vector(client.doc.get_state())[client.doc.client_id]
+            for watcher in essay.watchers:
+                watcher.pending.append((clock, t_sent, counted))
+
+    async def typist(self, essay: Essay, stop_at: float, burst_mean: float, pause_mean: float) -> None:
+        rng = random.Random(self.rng.random())
+        essay.cursor = rng.randrange(len(CORPUS))
+        await asyncio.sleep(rng.uniform(0, 1.0))
+        while self.typing and time.perf_counter() < stop_at:
+            burst_end = time.perf_counter() + rng.expovariate(1 / burst_mean)
+            while self.typing and time.perf_counter() < min(burst_end, stop_at):
+                if essay.student is None or essay.student.close_code is not None:
+                    return
+                self.type_once(essay, rng)
+                await asyncio.sleep(rng.uniform(0.4, 0.6))
+            await asyncio.sleep(rng.expovariate(1 / pause_mean))
+
+    async def lag_probe(self, interval: float = 0.05) -> None:
+        while self.typing:
+            t = time.perf_counter()
+            await asyncio.sleep(interval)
+            late = time.perf_counter() - t - interval
+            if self.in_window(t):
+                self.lag.append(late)
+
+
+async def connect_all(factories: list[Callable[[], Awaitable[YClient]]], limit: int) -> tuple[list[Any], float]:
+    t0 = time.perf_counter()
+    results = await gather_bounded(limit, factories)
+    return results, time.perf_counter() - t0
+
+
+async def settle_rss(pid: int, seconds: float = 3.0) -> procs.TreeSnapshot:
+    await asyncio.sleep(seconds)
+    return procs.snapshot(pid)
+
+
+async def run_scenario(target: Target, students: int, teachers: int, *, duration: float, warmup: float,
+                       burst_mean: float, pause_mean: float, connect_limit: int) -> dict[str, Any]:
+    log(f"{target.name}: preparing {students} essays, {teachers} teachers")
+    layout = await target.layout(students, teachers)
+    sim = Sim(students, seed=students)
+    errors: dict[str, int] = {}
+
+    def note_error(kind: str, exc: BaseException) -> None:
+        key = f"{kind}: {type(exc).__name__}: {str(exc)[:80]}"
+        errors[key] = errors.get(key, 0) + 1
+
+    await asyncio.sleep(2)
+    idle0 = procs.snapshot(target.pid)
+    base = await settle_rss(target.pid, 5)
+    idle_cores = base.cpu_seconds_since(idle0) / (base.at - idle0.at)
+
+    def student_factory(i: int) -> Callable[[], Awaitable[YClient]]:
+        async def make() -> YClient:
+            client = YClient(await layout.student_urls[i]())
+            await client.connect()
+            sim.essays[i].student = client
+            return client
+        return make
+
+    log(f"{target.name}: connecting {students} students")
+    results, t_students = await connect_all([student_factory(i) for i in range(students)], connect_limit)
+    for r in results:
+        if isinstance(r, BaseException):
+            note_error("student connect", r)
+    after_students = await settle_rss(target.pid)
+
+    def teacher_factory(i: int, j: int) -> Callable[[], Awaitable[YClient]]:
+        async def make() -> YClient:
+            essay = sim.essays[i]
+            watcher = essay.watchers[j]
+            watcher.client = YClient(await layout.teacher_urls[i][j](), on_update=sim.on_teacher_update(essay, watcher))
+            await watcher.client.connect()
+            return watcher.client
+        return make
+
+    factories = []
+    for essay in sim.essays:
+        essay.watchers = [Watcher() for _ in layout.teacher_urls[essay.index]] if essay.student else []
+        factories += [teacher_factory(essay.index, j) for j in range(len(essay.watchers))]
+    log(f"{target.name}: connecting {len(factories)} teacher sockets")
+    results, t_teachers = await connect_all(factories, connect_limit)
+    for r in results:
+        if isinstance(r, BaseException):
+            note_error("teacher connect", r)
+    for essay in sim.essays:  # a watcher that failed to connect measures nothing
+        essay.watchers = [w for w in essay.watchers if w.client is not None and w.client.synced.is_set()]
+    after_teachers = await settle_rss(target.pid)
+
+    live = [e for e in sim.essays if e.student is not None]
+    log(f"{target.name}: {len(live)} typists, {sum(len(e.watchers) for e in live)} watchers; "
+        f"typing: {warmup:.0f}s warm-up + {duration:.0f}s measured")
+    t_start = time.perf_counter()
+    sim.window = (t_start + warmup, t_start + warmup + duration)
+    stop_at = sim.window[1]
+    tasks = [asyncio.create_task(sim.typist(e, stop_at, burst_mean, pause_mean)) for e in live]
+    lag_task = asyncio.create_task(sim.lag_probe())
+    await asyncio.sleep(max(0.0, sim.window[0] - time.perf_counter()))
+    client_cpu0, snap0 = procs.self_cpu_seconds(), procs.snapshot(target.pid)
+    busy0, load0 = procs.machine_busy(), Path("/proc/loadavg").read_text().split()[0]
+    wait0 = procs.self_runqueue_wait_seconds()
+    await asyncio.sleep(max(0.0, sim.window[1] - time.perf_counter()))
+    snap1, client_cpu1 = procs.snapshot(target.pid), procs.self_cpu_seconds()
+    busy1, load1 = procs.machine_busy(), Path("/proc/loadavg").read_text().split()[0]
+    client_wait = (procs.self_runqueue_wait_seconds() - wait0) / duration
+    client_rss = procs.self_rss_kib()
+    sim.typing = False
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    lag_task.cancel()
+
+    # Grace: let every in-flight update be acked and delivered (or give up after 15 s).
+    deadline = time.perf_counter() + 15
+    while time.perf_counter() < deadline:
+        pending = sum(len(w.pending) for e in live for w in e.watchers)
+        unacked = sum(1 for e in live if target.has_ack and e.student and e.student.acked < e.student.sent
+                      and e.student.close_code is None)
+        if not pending and not unacked:
+            break
+        await asyncio.sleep(0.25)
+    end = procs.snapshot(target.pid)
+
+    ack: list[float] = []
+    unacked = 0
+    typed_in_window = 0
+    for e in live:
+        assert e.student is not None
+        typed_in_window += len(e.typed)
+        if target.has_ack:
+            for idx, t_sent in e.typed:
+                t_ack = e.student.ack_times.get(idx)
+                if t_ack is None:
+                    unacked += 1
+                else:
+                    ack.append(t_ack - t_sent)
+    undelivered = sum(1 for e in live for w in e.watchers for (_, _, counted) in w.pending if counted)
+
+    texts = []
+    mismatches = 0
+    closed: dict[str, int] = {}
+    for e in live:
+        assert e.student is not None
+        text = str(e.student.text)
+        texts.append(len(text.encode()))
+        for w in e.watchers:
+            assert w.client is not None
+            if str(w.client.text) != text:
+                mismatches += 1
+        for c in [e.student] + [w.client for w in e.watchers if w.client]:
+            if c.close_code is not None:
+                key = f"{c.close_code} {c.close_reason}".strip()
+                closed[key] = closed.get(key, 0) + 1
+    avg_text = sum(texts) / len(texts) if texts else 0.0
+
+    log(f"{target.name}: closing sockets")
+    clients = [c for e in live for c in [e.student] + [w.client for w in e.watchers] if c is not None]
+    await gather_bounded(200, [lambda c=c: c.close() for c in clients])
+
+    n = max(1, len(live))
+    server_cpu = snap1.cpu_seconds_since(snap0)
+    machine_cores = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
+    client_cores = (client_cpu1 - client_cpu0) / duration
+    by_comm = sorted(snap1.cpu_by_comm_since(snap0).items(), key=lambda kv: -kv[1])[:8]
+    top = sorted(end.by_comm.items(), key=lambda kv: -kv[1])[:8]
+    result = {
+        "target": target.name,
+        "students": students,
+        "teachers": teachers,
+        "typists_connected": len(live),
+        "watchers_connected": sum(len(e.watchers) for e in live),
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "typing_model": f"update every 400-600 ms while typing (1-4 chars, 5% backspace+retype); bursts "
+                        f"exp(mean {burst_mean:.0f}s), pauses exp(mean {pause_mean:.0f}s)",
+        "connect_s": {"students": round(t_students, 1), "teachers": round(t_teachers, 1)},
+        "updates": {
+            "intended_per_s": round(len(live) * 2 * burst_mean / (burst_mean + pause_mean), 1),
+            "typed_in_window": typed_in_window,
+            "typed_per_s": round(typed_in_window / duration, 1),
+            "acked_per_s": round(len(ack) / duration, 1) if target.has_ack else None,
+            "delivered_to_teachers_per_s": round(len(sim.fanout) / duration, 1),
+            "unacked": unacked if target.has_ack else None,
+            "undelivered": undelivered,
+        },
+        "ack_ms": ({"p50": ms(pct(ack, 50)), "p99": ms(pct(ack, 99)), "max": ms(max(ack) if ack else None),
+                    "samples": len(ack)} if target.has_ack else None),
+        "fanout_ms": {"p50": ms(pct(sim.fanout, 50)), "p99": ms(pct(sim.fanout, 99)),
+                      "max": ms(max(sim.fanout) if sim.fanout else None), "samples": len(sim.fanout)},
+        "server": {
+            "cpu_s": round(server_cpu, 1),
+            "cpu_cores": round(server_cpu / duration, 2),
+            "idle_cpu_cores": round(idle_cores, 2),
+            "cpu_ms_per_update": round(1000 * server_cpu / typed_in_window, 3) if typed_in_window else None,
+            "rss_mib": {"before": round(base.rss_kib / 1024, 1), "students_open": round(after_students.rss_kib / 1024, 1),
+                        "teachers_open": round(after_teachers.rss_kib / 1024, 1),
+                        "end": round(end.rss_kib / 1024, 1)},
+            "processes": end.procs,
+            "cpu_cores_by_process": {k: round(v / duration, 2) for k, v in by_comm},
+            "rss_top_mib": {k: round(v / 1024, 1) for k, v in top},
+            "process_count_by_name": {k: v for k, v in sorted(end.count_by_name.items()) if v},
+        },
+        "memory_per_essay_kib": {
+            "open_empty": round((after_students.rss_kib - base.rss_kib) / n, 1),
+            "open_watched_empty": round((after_teachers.rss_kib - base.rss_kib) / n, 1),
+            "end_beyond_text": round((end.rss_kib - base.rss_kib) / n - avg_text / 1024, 1),
+            "avg_text_bytes": round(avg_text),
+        },
+        "machine": {
+            "busy_cores": round(machine_cores, 2),
+            "other_cores": round(max(0.0, machine_cores - server_cpu / duration - client_cores), 2),
+            "loadavg_1m": [load0, load1],
+        },
+        "client": {
+            "cpu_cores": round(client_cores, 2),
+            "runqueue_wait_fraction": round(client_wait, 3),
+            "rss_mib": round(client_rss / 1024, 1),
+            "loop_lag_ms": {"p50": ms(pct(sim.lag, 50)), "p99": ms(pct(sim.lag, 99)),
+                            "max": ms(max(sim.lag) if sim.lag else None)},
+        },
+        "converged": {"watchers_checked": sum(len(e.watchers) for e in live), "mismatches": mismatches},
+        "closed_sockets": closed,
+        "errors": errors,
+        "notes": layout.notes,
+    }
+    log(f"{target.name}@{students}: typed {result['updates']['typed_per_s']}/s, ack {result['ack_ms']}, "
+        f"fan-out {result['fanout_ms']}, server {result['server']['cpu_cores']} cores, "
+        f"client {result['client']['cpu_cores']} cores, mem/essay {result['memory_per_essay_kib']}")
+    return result
+
+
+async def run_target(name: str, students: int, teachers: int, args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{students}-", dir=workroot))
+    target = make_target(name, workdir, dict(kv.split("=", 1) for kv in args.essaycoach_env))
+    t0 = time.monotonic()
+    try:
+        log(f"{name}: starting (work dir {workdir})")
+        await target.start()
+        log(f"{name}: up in {time.monotonic() - t0:.1f}s (pid {target.pid}, port {target.port})")
+        result = await run_scenario(target, students, teachers, duration=args.duration, warmup=args.warmup,
+                                    burst_mean=args.burst_mean, pause_mean=args.pause_mean,
+                                    connect_limit=args.connect_limit)
+    except Exception as exc:
+        log(f"{name}@{students} FAILED: {type(exc).__name__}: {exc}")
+        result = {"target": name, "students": students, "teachers": teachers,
+                  "failed": f"{type(exc).__name__}: {str(exc)[:2000]}"}
+    finally:
+        if isinstance(target, EssayCoachTarget):
+            await target.close_http()
+        await asyncio.to_thread(target.stop)
+        log(f"{name}: stopped ({target.stop_note})")
+    result["stop"] = target.stop_note
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    return result
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    os_name = platform.platform()
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"') + f" (kernel {platform.release()})"
+    except FileNotFoundError:
+        pass
+    versions = {}
+    for pkg in ("ray", "pycrdt", "pycrdt-websocket", "websockets", "uvicorn"):
+        try:
+            from importlib.metadata import version
+            versions[pkg] = version(pkg)
+        except Exception:
+            versions[pkg] = "?"
+    try:
+        versions["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        versions["node"] = "absent"
+    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kib / 1024 / 1024, 1), "os": os_name,
+            "python": platform.python_version(), "versions": versions,
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value}{unit}"
+
+
+def scenario_rows(results: list[dict[str, Any]]) -> list[str]:
+    rows = ["| target | typists + watchers | typed upd/s (intended) | ack p50 / p99 ms | fan-out p50 / p99 ms | fan-out max ms | "
+            "server CPU (cores) | server ms CPU/update | client CPU (cores) | client loop lag p99 ms | "
+            "other processes' CPU (cores) | mem/open essay KiB | mem/essay at end beyond text KiB | unacked / undelivered | "
+            "closed / errors |",
+            "|" + "---|" * 15]
+    for r in results:
+        if "failed" in r:
+            rows.append(f"| {r['target']} | {r['students']} | FAILED: {r['failed'].splitlines()[0][:200]} |" + " |" * 12)
+            continue
+        ack = r["ack_ms"] or {}
+        fo = r["fanout_ms"]
+        u = r["updates"]
+        mem = r["memory_per_essay_kib"]
+        rows.append(
+            f"| {r['target']} | {r['typists_connected']} + {r['watchers_connected']} | {u['typed_per_s']} ({u.get('intended_per_s')}) | "
+            f"{fmt(ack.get('p50'))} / {fmt(ack.get('p99'))} | {fmt(fo['p50'])} / {fmt(fo['p99'])} | {fmt(fo['max'])} | "
+            f"{r['server']['cpu_cores']} | {fmt(r['server']['cpu_ms_per_update'])} | {r['client']['cpu_cores']} | "
+            f"{fmt(r['client']['loop_lag_ms']['p99'])} | {r['machine']['other_cores']} | {mem['open_watched_empty']} | {mem['end_beyond_text']} | "
+            f"{fmt(u['unacked'])} / {u['undelivered']} | {sum(r['closed_sockets'].values())} / "
+            f"{sum(r['errors'].values())} |")
+    return rows
+
+
+def verdicts(results: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in results:
+        if "failed" in r or not r["target"].startswith("essaycoach") or r["students"] < 1000:
+            continue
+        fo, ack, mem = r["fanout_ms"]["p99"], (r["ack_ms"] or {}).get("p99"), r["memory_per_essay_kib"]
+        checks = [
+            ("teacher-visible p99 <= 50 ms", fo is not None and fo <= 50, f"{fmt(fo)} ms"),
+            ("ack p99 <= 100 ms", ack is not None and ack <= 100, f"{fmt(ack)} ms"),
+            ("memory <= 64 KiB per open essay beyond its text",
+             max(mem["open_watched_empty"], mem["end_beyond_text"]) <= 64,
+             f"{mem['open_watched_empty']} KiB open, {mem['end_beyond_text']} KiB at end"),
+            ("1,000 typists + 30 teachers connected and typing",
+             r["typists_connected"] >= r["students"] and not r["errors"], f"{r['typists_connected']} typists, "
+             f"{sum(r['errors'].values())} connect errors, {sum(r['closed_sockets'].values())} sockets closed"),
+        ]
+        out.append(f"**{r['target']} at {r['students']} typists + {r['teachers']} teachers:**")
+        out += [f"- {'MET' if ok else 'NOT MET'}: {name} — measured {got}" for name, ok, got in checks]
+    return out
+
+
+def ratios(results: list[dict[str, Any]]) -> list[str]:
+    at = {r["target"]: r for r in results if r.get("students") == COMPARE_AT and "failed" not in r}
+    out = []
+    for ours in ("essaycoach", "essaycoach-default-proxy"):
+        if ours not in at:
+            continue
+        for theirs in ("y-websocket", "pycrdt-websocket"):
+            if theirs not in at:
+                continue
+            a, b = at[ours]["fanout_ms"], at[theirs]["fanout_ms"]
+            if a["p99"] and b["p99"]:
+                out.append(f"| {ours} / {theirs} | {a['p99']} / {b['p99']} ms | **{a['p99'] / b['p99']:.2f}x** | "
+                           f"{a['p50']} / {b['p50']} ms | {a['p50'] / b['p50']:.2f}x |")
+    if out:
+        out = ["| ours / theirs | fan-out p99 | ratio | fan-out p50 | ratio |", "|---|---|---|---|---|"] + out
+    return out
+
+
+ANALYSIS_MARK = "## Analysis"
+
+
+def write_markdown(path: Path, doc: dict[str, Any]) -> None:
+    keep = ""
+    if path.exists():
+        old = path.read_text()
+        if ANALYSIS_MARK in old:
+            keep = old[old.index(ANALYSIS_MARK):]
+    lines = ["# EssayCoach Live — loadtest results", "",
+             "Generated by `ops/loadtest/run.py` (the raw numbers are in `results.json` beside this file). "
+             "A benchmark, not a test: one 2-core machine runs the server *and* the client, so every number "
+             "here includes contention between them; other work on the machine adds noise (see load average). "
+             "The verdict, the bottlenecks and what the numbers mean are in **Analysis** at the end "
+             "(hand-written; the generator keeps that section when it rewrites this file).", ""]
+    for k, run in enumerate(doc["runs"]):
+        m = run["machine"]
+        title = "Run" if k == 0 else f"Rerun {k}"
+        lines += [f"## {title}: {run['started_at']}", "",
+                  f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['ram_gib']} GiB RAM, {m['os']}; "
+                  f"load average at start {' '.join(m['loadavg_at_start'])}",
+                  f"- software: Python {m['python']}, " + ", ".join(f"{k2} {v}" for k2, v in m["versions"].items()),
+                  f"- command: `{run['command']}` (wall time {run['wall_s'] / 60:.1f} min)",
+                  f"- typing model: {run['typing_model']}; measured window {run['duration_s']} s after "
+                  f"{run['warmup_s']} s warm-up; client: one asyncio process ({run['loop']})", ""]
+        by_scale: dict[int, list[dict[str, Any]]] = {}
+        for r in run["results"]:
+            by_scale.setdefault(r["students"], []).append(r)
+        for scale in sorted(by_scale):
+            lines += [f"### {scale} typists", ""] + scenario_rows(by_scale[scale]) + [""]
+            for r in by_scale[scale]:
+                if "failed" in r:
+                    continue
+                cpu = ", ".join(f"{k.replace('ray::', '')} {v}" for k, v in r["server"]["cpu_cores_by_process"].items() if v >= 0.01)
+                rss = r["server"]["rss_mib"]
+                count = ", ".join(f"{k.replace('ray::', '')} x{v}" for k, v in r["server"].get("process_count_by_name", {}).items()
+                                  if v > 1 and "ServeReplica" in k)
+                lines.append(f"- {r['target']}@{scale}: server CPU by process (cores): {cpu}; tree RSS MiB before / "
+                             f"students open / teachers open / end: {rss['before']} / {rss['students_open']} / "
+                             f"{rss['teachers_open']} / {rss['end']}" + (f"; replicas at the end: {count}" if count else "")
+                             + f"; client runqueue wait {r['client'].get('runqueue_wait_fraction')} of wall time; "
+                             f"connect {r['connect_s']['students']} s + {r['connect_s']['teachers']} s"
+                             + "".join(f"; {n}" for n in r.get("notes", [])))
+            lines.append("")
+        rat = ratios(run["results"])
+        if rat:
+            lines += [f"### Fan-out p99, ours as a ratio to the reference servers at {COMPARE_AT} typists", ""] + rat + [""]
+        fast = {r["students"]: r for r in run["results"] if r["target"] == "essaycoach" and "failed" not in r}
+        slow = {r["students"]: r for r in run["results"] if r["target"] == "essaycoach-default-proxy" and "failed" not in r}
+        both = sorted(set(fast) & set(slow))
+        if both:
+            lines += ["### Fast path (HAProxy ingress, throughput mode; the default) vs Serve's default proxy", "",
+                      "| typists | path | ack p50 / p99 ms | fan-out p50 / p99 ms | server CPU cores | server ms CPU/update |",
+                      "|---|---|---|---|---|---|"]
+            for s in both:
+                for label, r in (("HAProxy fast path", fast[s]), ("default proxy", slow[s])):
+                    lines.append(f"| {s} | {label} | {r['ack_ms']['p50']} / {r['ack_ms']['p99']} | "
+                                 f"{r['fanout_ms']['p50']} / {r['fanout_ms']['p99']} | {r['server']['cpu_cores']} | "
+                                 f"{r['server']['cpu_ms_per_update']} |")
+            lines.append("")
+        ver = verdicts(run["results"])
+        if ver:
+            lines += ["### Targets (1,000 typists + 30 teachers)", ""] + ver + [""]
+    lines += ["### Columns", "",
+              "- *ack*: typed update leaves the client -> `[100][n]` covering it arrives (durable in the update log). "
+              "Reference servers have no ack: n/a.",
+              "- *fan-out*: typed update leaves the student's client -> the watching teacher's doc contains it "
+              "(its state vector reaches the student's clock after that update). Includes client-side queueing.",
+              "- *server CPU*: utime+stime of the server's whole process tree over the measured window / window length. "
+              "*client CPU*: the load generator's own process, same window; *loop lag*: how late a 50 ms sleep "
+              "in the client wakes (a saturated client inflates every latency above by about this much).",
+              "- *mem/open essay*: (tree RSS with every essay open and watched, before typing - RSS before any socket) / essays; "
+              "*at end beyond text*: (RSS at the end - RSS before) / essays - average text bytes. VmRSS summed over the tree.",
+              "- *unacked / undelivered*: measured-window updates never acked / never seen by the teacher within 15 s "
+              "after typing stopped; *closed / errors*: sockets the server closed during the run / failed connects.",
+              ""]
+    text = "\n".join(lines)
+    if keep:
+        text += "\n" + keep
+    path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ops.loadtest.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--students", default=None,
+                   help="typists per scenario, comma separated (default: the full plan: every target at 300, "
+                        "then essaycoach, y-websocket and pycrdt-websocket at 1000)")
+    p.add_argument("--teachers", type=int, default=30, help="teachers watching (default 30)")
+    p.add_argument("--duration", type=float, default=30, help="measured seconds per scenario (default 30)")
+    p.add_argument("--warmup", type=float, default=5, help="typing seconds before measuring (default 5)")
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"comma separated, from {', '.join(TARGETS)}")
+    p.add_argument("--burst-mean", type=float, default=12, help="mean typing burst, seconds (default 12)")
+    p.add_argument("--pause-mean", type=float, default=3, help="mean pause between bursts, seconds (default 3)")
+    p.add_argument("--connect-limit", type=int, default=32, help="sockets opening at once (default 32)")
+    p.add_argument("--essaycoach-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for essaycoach targets, e.g. ESSAYCOACH_DATABASE_URL=postgresql+asyncpg://...")
+    p.add_argument("--json", type=Path, default=HERE / "results.json", help="raw results (default ops/loadtest/results.json)")
+    p.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md", help="report (default ops/loadtest/RESULTS.md)")
+    p.add_argument("--append", action="store_true", help="add this run to the existing results.json (a rerun) instead of replacing it")
+    p.add_argument("--no-markdown", action="store_true")
+    p.add_argument("--render-only", action="store_true", help="rewrite the report from --json; run nothing")
+    return p.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace, argv: list[str]) -> None:
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for t in targets:
+        if t not in TARGETS:
+            raise SystemExit(f"unknown target {t!r}; choose from {', '.join(TARGETS)}")
+    if args.students is None:
+        plan = [(t, n) for t, n in DEFAULT_PLAN if t in targets]
+    else:
+        scales = [int(s) for s in str(args.students).split(",")]
+        plan = [(t, n) for n in scales for t in targets]
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.monotonic()
+    run: dict[str, Any] = {
+        "started_at": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([".venv/bin/python -m ops.loadtest.run"] + argv),
+        "machine": machine(),
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0] + " event loop",
+        "duration_s": args.duration, "warmup_s": args.warmup,
+        "typing_model": f"update every 400-600 ms while typing (1-4 chars of essay text, 5% backspace+retype), "
+                        f"bursts exp(mean {args.burst_mean:g}s), pauses exp(mean {args.pause_mean:g}s)",
+        "plan": plan, "results": [],
+    }
+    log(f"plan: {plan}")
+    with tempfile.TemporaryDirectory(prefix="essaycoach-loadtest-") as workroot:
+        for name, students in plan:
+            teachers = min(args.teachers, students)
+            run["results"].append(await run_target(name, students, teachers, args, Path(workroot)))
+            run["wall_s"] = round(time.monotonic() - t0, 1)
+            save(args, run)
+    run["wall_s"] = round(time.monotonic() - t0, 1)
+    save(args, run)
+    log(f"done in {run['wall_s'] / 60:.1f} min: {args.json}" + ("" if args.no_markdown else f", {args.markdown}"))
+
+
+_saved_previous: list[dict[str, Any]] | None = None
+
+
+def save(args: argparse.Namespace, run: dict[str, Any]) -> None:
+    global _saved_previous
+    if _saved_previous is None:
+        _saved_previous = []
+        if args.append and args.json.exists():
+            _saved_previous = json.loads(args.json.read_text()).get("runs", [])
+    doc = {"runs": _saved_previous + [run]}
+    args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    if not args.no_markdown:
+        write_markdown(args.markdown, doc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.render_only:
+        write_markdown(args.markdown, json.loads(args.json.read_text()))
+        return
+    try:
+        import uvloop  # already installed with uvicorn[standard]; the plain loop works too
+        runner: Callable[..., Any] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(amain(args, argv))
+
+
+if __name__ == "__main__":
+    main()
