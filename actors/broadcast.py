@@ -95,15 +95,14 @@ def split_doc_message(message: bytes) -> tuple[str, bytes]:
     return origin.decode(), update
 
 
-def make_bus(settings: Any) -> Bus:
-    """Redis when `redis_url` is set; else the in-Ray hub inside a Ray cluster; else in-process."""
+def make_bus(settings: Any, *, cluster: bool) -> Bus:
+    """Redis when `redis_url` is set; else the in-Ray hub for processes of a cluster (hosts and
+    Serve replicas), or an in-process bus for a single process."""
     if settings.redis_url:
         from actors.redis_bus import RedisBus
 
         return RedisBus(settings.redis_url)
-    import ray
-
-    if ray.is_initialized():
+    if cluster:
         from actors.ray_host import HubBus
 
         return HubBus(settings.ray_namespace)

@@ -310,6 +310,12 @@ class EssayHost:
         """Dashboard rows of this class's essays loaded here (the rest come from the store)."""
         return [a.status_row() for a in self.essays.values() if a.meta.class_id == class_id]
 
+    async def apply_many(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[tuple[bool, Any]]:
+        """`apply_update` for a batch from one Gateway replica: (True, seq) or (False, exception)
+        per call, in order; the calls run concurrently and share the next group commit."""
+        results = await asyncio.gather(*(self.apply_update(*a, **k) for a, k in calls), return_exceptions=True)
+        return [(not isinstance(r, BaseException), r) for r in results]
+
     async def would_change(self, essay_id: uuid.UUID, update: bytes) -> bool:
         """Whether `update` carries anything the essay lacks (tried on a scratch copy).
 
@@ -342,6 +348,13 @@ class EssayHost:
         if actor is None:
             return None
         return {"text": actor.doc.text, "word_count": actor.doc.word_count, "seq": actor.seq}
+
+    async def current(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        """Like `read`, loading the essay first (snapshot + log replay) if it is not loaded."""
+        await self.open(essay_id)
+        data = await self.read(essay_id)
+        assert data is not None
+        return data
 
     async def drop(self, essay_id: uuid.UUID) -> None:
         """Forget an essay without writing it back (it is being deleted)."""

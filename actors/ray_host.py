@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from actors.host import EssayHost
 
 HUB_NAME = "essaycoach-bus-hub"
 OUTBOX_LIMIT = 10_000
+SUBSCRIBER_TTL = 60.0
 
 
 class BusHub:
@@ -27,6 +29,7 @@ class BusHub:
 
     def __init__(self, max_queue: int = 10_000) -> None:
         self._subs: dict[str, tuple[set[str], deque[tuple[str, bytes]], asyncio.Event]] = {}
+        self._last_poll: dict[str, float] = {}
         self._max_queue = max_queue
 
     async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
@@ -34,6 +37,10 @@ class BusHub:
             await self.publish(channel, message)
 
     async def publish(self, channel: str, message: bytes) -> None:
+        now = time.monotonic()
+        for gone in [sub for sub, seen in self._last_poll.items() if now - seen > SUBSCRIBER_TTL]:
+            self._subs.pop(gone, None)  # its replica died without saying goodbye
+            self._last_poll.pop(gone, None)
         for channels, queue, event in self._subs.values():
             if channel in channels:
                 queue.append((channel, message))
@@ -47,6 +54,7 @@ class BusHub:
         entry[0].update(channels)
 
     async def poll(self, subscriber: str, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+        self._last_poll[subscriber] = time.monotonic() + timeout  # counts as seen until the poll ends
         entry = self._subs.setdefault(subscriber, (set(), deque(), asyncio.Event()))
         channels, queue, event = entry
         if not queue:
@@ -61,6 +69,7 @@ class BusHub:
 
     async def drop(self, subscriber: str) -> None:
         self._subs.pop(subscriber, None)
+        self._last_poll.pop(subscriber, None)
 
 
 class HubBus:
@@ -159,7 +168,7 @@ class EssayHostShell:
                     from db.engine import make_engine, make_sessionmaker
 
                     engine = make_engine(self.settings.database_url)
-                    host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings),
+                    host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings, cluster=True),
                                      config=self.settings.host_config(),
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
                     await host.start()

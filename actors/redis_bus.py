@@ -80,7 +80,12 @@ class RedisBus:
                 pass  # the reader loop resubscribes every channel when it reconnects
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="redis-bus")
-            await asyncio.wait_for(self.connected.wait(), 10)
+        if not self.connected.is_set():
+            try:
+                await asyncio.wait_for(self.connected.wait(), 10)
+            except asyncio.TimeoutError:
+                # Redis is down: keep the handler; the reader subscribes it (and sends RESYNC) later.
+                log.warning("bus not connected yet", extra={"channel": channel})
 
         def unsubscribe() -> None:
             if self.fanout.remove(channel, handler) and self._pubsub is not None:
@@ -90,7 +95,8 @@ class RedisBus:
 
     async def _safe_unsubscribe(self, channel: str) -> None:
         try:
-            if self._pubsub is not None:
+            # A socket may have subscribed again meanwhile: then the channel must stay.
+            if self._pubsub is not None and channel not in self.fanout.channels():
                 await self._pubsub.unsubscribe(channel)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             pass

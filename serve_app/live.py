@@ -5,6 +5,7 @@ Both expose the same `LiveEssays` interface; the Gateway never knows which one i
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +39,8 @@ class LiveEssays(Protocol):
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID) -> int: ...
 
     async def read(self, essay_id: uuid.UUID) -> Any: ...
+
+    async def current(self, essay_id: uuid.UUID) -> Any: ...
 
     async def drop(self, essay_id: uuid.UUID) -> None: ...
 
@@ -73,6 +76,10 @@ class HostRouter:
         data = await self.call(essay_id, "read", essay_id)
         return LiveView(data) if data is not None else None
 
+    async def current(self, essay_id: uuid.UUID) -> LiveView:
+        """Load the essay on its host if needed and read it."""
+        return LiveView(await self.call(essay_id, "current", essay_id))
+
     async def drop(self, essay_id: uuid.UUID) -> None:
         await self.call(essay_id, "drop", essay_id)
 
@@ -91,7 +98,7 @@ class InProcessLive(HostRouter):
 
     def __init__(self, settings: Settings, ctx: "Context", *, bus: Bus | None = None,
                  config: HostConfig | None = None) -> None:
-        self.bus = bus or make_bus(settings)
+        self.bus = bus or make_bus(settings, cluster=False)
         self.ctx = ctx
         self.hosts = settings.hosts
         cfg = config or settings.host_config()
@@ -121,6 +128,9 @@ class InProcessLive(HostRouter):
         return [await getattr(h, method)(*args) for h in self.host_objects]
 
 
+NOT_RETRIED = frozenset({"publish_event", "revision"})
+
+
 class RayLive(HostRouter):
     """Hosts as named, detached Ray actors shared by every Gateway replica (one writer per essay)."""
 
@@ -130,8 +140,9 @@ class RayLive(HostRouter):
         self.settings = settings
         self.hosts = settings.hosts
         self.namespace = settings.ray_namespace
-        self.bus = make_bus(settings)
+        self.bus = make_bus(settings, cluster=True)
         self._handles: dict[int, Any] = {}
+        self._batches: dict[int, list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]] = {}
 
     def handle(self, index: int) -> Any:
         import ray
@@ -146,8 +157,6 @@ class RayLive(HostRouter):
         return self._handles[index]
 
     async def _call_host(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
-        import asyncio
-
         from ray.exceptions import ActorDiedError, ActorUnavailableError
 
         delay, waited = 0.05, 0.0
@@ -155,20 +164,52 @@ class RayLive(HostRouter):
             try:
                 return await self.handle(index).call.remote(method, *args, **kwargs)
             except (ActorDiedError, ActorUnavailableError):
-                # The host is restarting (max_restarts): every host call is safe to repeat, since
-                # applying a Yjs update twice is a no-op, so wait for it and try again.
-                if waited >= self.RETRY_FOR_SECONDS:
+                # The host is restarting (max_restarts). Reads and Yjs updates are safe to repeat
+                # (applying an update twice is a no-op); events and revisions are not.
+                if waited >= self.RETRY_FOR_SECONDS or method in NOT_RETRIED:
                     raise
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(1.0, delay * 2)
 
     async def call(self, essay_id: uuid.UUID, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._call_host(host_index(essay_id, self.hosts), method, *args, **kwargs)
+        index = host_index(essay_id, self.hosts)
+        if method == "apply_update":
+            return await self._batched_apply(index, args, kwargs)
+        return await self._call_host(index, method, *args, **kwargs)
+
+    async def _batched_apply(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Updates for one host from all of this replica's sockets travel in one actor call.
+
+        One Ray call per keystroke was the largest cost left on the typing path; a batch waits
+        for nothing but the current event-loop turn, so it adds no latency when load is light.
+        """
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        batch = self._batches.get(index)
+        if batch is None:
+            batch = self._batches[index] = []
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._send_batch(index)))
+        batch.append((args, kwargs, fut))
+        return await fut
+
+    async def _send_batch(self, index: int) -> None:
+        batch = self._batches.pop(index, [])
+        try:
+            results = await self._call_host(index, "apply_many", [(a, k) for a, k, _ in batch])
+        except BaseException as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, _, fut), (ok, value) in zip(batch, results):
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     async def call_all(self, method: str, *args: Any) -> list[Any]:
-        import asyncio
-
         return list(await asyncio.gather(*(self._call_host(i, method, *args) for i in range(self.hosts))))
 
     async def stop(self) -> None:
@@ -176,19 +217,18 @@ class RayLive(HostRouter):
 
     def readiness_probes(self) -> list[tuple[str, Probe]]:
         async def hosts() -> None:
-            import asyncio
-
-            await asyncio.gather(*(self.handle(i).stats.remote() for i in range(self.hosts)))
+                await asyncio.gather(*(self.handle(i).stats.remote() for i in range(self.hosts)))
 
         return [("bus", self.bus.ping), ("hosts", hosts)]
 
 
 def make_live(settings: Settings, ctx: "Context") -> LiveEssays:
-    """Ray actors when this process is part of a Ray cluster (Serve replicas), else in-process."""
-    import ray
+    """Ray actors inside a Serve replica; in-process hosts anywhere else (tests, scripts), even
+    when the process happens to be connected to a Ray cluster."""
+    from ray import serve
 
-    if ray.is_initialized():
-        return RayLive(settings)
-    return InProcessLive(settings, ctx)
-
-
+    try:
+        serve.get_replica_context()
+    except Exception:  # RayServeException outside a replica
+        return InProcessLive(settings, ctx)
+    return RayLive(settings)

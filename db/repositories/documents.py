@@ -95,3 +95,17 @@ async def max_seq(session: AsyncSession, *, essay_id: uuid.UUID) -> int:
     return await session.scalar(
         select(func.coalesce(func.max(EssayUpdate.seq), 0)).where(EssayUpdate.essay_id == essay_id)
     ) or 0
+
+
+async def revision_at_or_before(session: AsyncSession, *, essay_id: uuid.UUID, seq: int) -> Revision | None:
+    return await session.scalar(
+        select(Revision).where(Revision.essay_id == essay_id, Revision.seq <= seq)
+        .order_by(Revision.seq.desc()).limit(1)
+    )
+
+
+async def updates_between(session: AsyncSession, *, essay_id: uuid.UUID, after_seq: int, upto_seq: int) -> list[bytes]:
+    return list((await session.scalars(
+        select(EssayUpdate.data).where(EssayUpdate.essay_id == essay_id, EssayUpdate.seq > after_seq,
+                                       EssayUpdate.seq <= upto_seq).order_by(EssayUpdate.seq)
+    )).all())

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from db.models import Essay
-from db.repositories import essays
+from db.repositories import documents, essays
 from db.types import utcnow
 from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep
@@ -24,10 +24,13 @@ def check_text_size(text: str | None, limit: int) -> None:
                               code="essay_too_large")
 
 
-async def essay_view(ctx: ContextDep, essay: Essay) -> dict[str, Any]:
-    """The essay as stored, with text, word count and seq from its live actor when it is open."""
+async def essay_view(ctx: ContextDep, session: SessionDep, essay: Essay) -> dict[str, Any]:
+    """The essay as stored, with text, word count and seq from its live actor when it is open, or
+    when the log holds updates past the snapshot (a host died before compacting): then it loads."""
     out = dump(EssayOut, essay)
     live = await ctx.live.read(essay.id)
+    if live is None and await documents.max_seq(session, essay_id=essay.id) > essay.log_watermark:
+        live = await ctx.live.current(essay.id)
     if live is not None:
         out.update(text=live.text, word_count=live.word_count, seq=live.seq)
     return out
@@ -45,7 +48,7 @@ async def create_essay(body: EssayIn, ctx: ContextDep, session: SessionDep, user
     if body.text:
         await ctx.live.set_text(essay.id, body.text, author_id=user.id)
         await session.refresh(essay)
-    return await essay_view(ctx, essay)
+    return await essay_view(ctx, session, essay)
 
 
 @router.get("/essays", response_model=PageOut[EssaySummary])
@@ -61,7 +64,7 @@ async def list_essays(
 
 @router.get("/essays/{essay_id}", response_model=EssayOut)
 async def get_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    return await essay_view(ctx, await essay_for_reader(session, user, essay_id))
+    return await essay_view(ctx, session, await essay_for_reader(session, user, essay_id))
 
 
 @router.patch("/essays/{essay_id}", response_model=EssayOut)
@@ -77,7 +80,7 @@ async def patch_essay(
     if body.text is not None:
         await ctx.live.set_text(essay.id, body.text, author_id=user.id)
         await session.refresh(essay)
-    return await essay_view(ctx, essay)
+    return await essay_view(ctx, session, essay)
 
 
 @router.get("/essays/{essay_id}/feedback")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import difflib
 import uuid
@@ -76,18 +77,30 @@ async def replay(
     writing back; `include_text` adds the text after each step for clients without Yjs."""
     essay = await essay_for_reader(session, user, essay_id)
     rows = await documents.replay(session, essay_id=essay.id, after_seq=after_seq, limit=limit)
-    doc = None
-    if include_text:
-        earlier = await documents.replay(session, essay_id=essay.id, after_seq=0, limit=after_seq) if after_seq else []
-        doc = EssayDoc.from_state(None, (r.data for r in earlier))
+    texts: list[str] | None = None
+    if include_text and rows:
+        # Start from the nearest revision's document, not from seq 1, and rebuild off the event loop.
+        base = await documents.revision_at_or_before(session, essay_id=essay.id, seq=after_seq)
+        catch_up = await documents.updates_between(session, essay_id=essay.id,
+                                                   after_seq=base.seq if base else 0, upto_seq=after_seq)
+        texts = await asyncio.to_thread(_texts_after_each, base.doc_state if base else None, catch_up,
+                                        [r.data for r in rows])
     steps = []
-    for row in rows:
+    for i, row in enumerate(rows):
         step = {"seq": row.seq, "at": row.created_at.isoformat(), "author_id": row.author_id,
                 "inserted_chars": row.inserted_chars, "deleted_chars": row.deleted_chars,
                 "update": base64.b64encode(row.data).decode()}
-        if doc is not None:
-            doc.apply_update(row.data)
-            step["text"] = doc.text
+        if texts is not None:
+            step["text"] = texts[i]
         steps.append(step)
     return {"essay_id": str(essay.id), "items": steps,
             "next_cursor": str(rows[-1].seq) if len(rows) == limit else None}
+
+
+def _texts_after_each(state: bytes | None, catch_up: list[bytes], steps: list[bytes]) -> list[str]:
+    doc = EssayDoc.from_state(state, catch_up)
+    out = []
+    for update in steps:
+        doc.apply_update(update)
+        out.append(doc.text)
+    return out

@@ -154,3 +154,25 @@ async def test_duplicate_update_is_not_acked_before_earlier_updates_are_durable(
     gate.set()
     assert await first == 1 and await duplicate == 1
     await host.stop()
+
+
+async def test_rest_read_after_a_host_crash_includes_the_unsnapshotted_log(database_url: str, tmp_path) -> None:
+    import httpx
+
+    from serve_app.app import create_app
+    from tests.conftest import make_settings
+    from tests.fakes import make_essay, register
+
+    app = create_app(make_settings(database_url, tmp_path))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            student = await register(http)
+            essay = await make_essay(http, student)
+            eid = uuid.UUID(essay["id"])
+            live = app.state.ctx.live
+            host = live.host_for(eid)
+            for update in typed_updates(["logged ", "only"]):
+                await host.apply_update(eid, update, author_id=None, origin="t")
+            host.essays.clear()  # the host "crashed": no snapshot was taken, the log has it all
+            r = await http.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
+            assert r.json()["text"] == "logged only" and r.json()["seq"] == 2
