@@ -53,6 +53,8 @@ class Analyzer(Protocol):
 
     async def analyze_changed(self, old_text: str, new_text: str, **kwargs: Any) -> Any: ...
 
+    async def score_rubric(self, text: str, rubric: Any, items: Any = (), **kwargs: Any) -> Any: ...
+
 
 @dataclass
 class HostConfig:
@@ -239,18 +241,18 @@ class EssayHost:
         except Exception:
             log.exception("analysis failed", extra={"essay_id": str(actor.essay_id)})
 
-    async def _analyze(self, actor: EssayActor, *, run_llm: bool) -> bool:
+    async def _analyze(self, actor: EssayActor, *, run_llm: bool, force: bool = False) -> bool:
         """One analysis run; False (result dropped) when newer typing made it stale."""
         assert self.analyzer is not None
         seq, text = actor.seq, settled_text(actor.doc.text)
-        settled = self.clock() - (actor.last_edit_at or 0.0) >= self.config.llm_settle_seconds
+        settled = force or self.clock() - (actor.last_edit_at or 0.0) >= self.config.llm_settle_seconds
         hold = frozenset() if settled else frozenset(actor.active_paragraphs)
         engine = self.analyzer if run_llm or self.local_analyzer is None else self.local_analyzer
         result = await engine.analyze_changed(
             actor.analyzed_text, text, essay_id=str(actor.essay_id),
             class_id=str(actor.meta.class_id) if actor.meta.class_id else None,
             assignment_prompt=actor.assignment_prompt, run_llm=run_llm, previous_items=actor.items or None,
-            llm_hold=hold)
+            llm_hold=hold, force_structure=force)
         if actor.seq != seq:
             return False  # offsets describe text that no longer exists; the next run reuses the cache
         new_items = list(result.items)
@@ -285,6 +287,26 @@ class EssayHost:
             if actor.meta.class_id is not None:
                 actor.class_dirty = True
         return True
+
+    async def analyze_now(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        """On demand: the whole essay, structure included, with the LLM when one is configured."""
+        actor = await self.open(essay_id)
+        if self.analyzer is None:
+            raise RuntimeError("this host has no analyzer")
+        async with actor.lock:  # one on-demand run at a time per essay
+            while not await self._analyze(actor, run_llm=self.analyzer.llm_enabled, force=True):
+                pass  # typing made the run stale: the next one reuses the cache
+        return await self.feedback(essay_id)
+
+    async def score_now(self, essay_id: uuid.UUID, rubric: dict[str, Any]) -> list[dict[str, Any]]:
+        """On-demand rubric scores for the current text (the LLM proposes; local rules estimate)."""
+        actor = await self.open(essay_id)
+        if self.analyzer is None:
+            raise RuntimeError("this host has no analyzer")
+        scores, _usage = await self.analyzer.score_rubric(
+            actor.doc.text, rubric, actor.items, essay_id=str(essay_id),
+            class_id=str(actor.meta.class_id) if actor.meta.class_id else None)
+        return [score.model_dump() for score in scores]
 
     async def feedback(self, essay_id: uuid.UUID) -> dict[str, Any]:
         """The current feedback set, offsets resolved against the current text."""

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from db.models import Essay
+from db.models import Assignment, Essay, Rubric
 from db.repositories import documents, essays
 from db.types import utcnow
 from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep
-from serve_app.errors import PayloadTooLarge
+from serve_app.errors import Conflict, PayloadTooLarge
 from serve_app.schemas import EssayIn, EssayOut, EssayPatch, EssaySummary, PageOut, dump
 
 router = APIRouter(tags=["essays"])
@@ -89,6 +89,30 @@ async def get_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep
     is false while the newest typing has not been analysed yet."""
     essay = await essay_for_reader(session, user, essay_id)
     return {"essay_id": str(essay.id), **await ctx.live.call(essay.id, "feedback", essay.id)}
+
+
+@router.post("/essays/{essay_id}/feedback/refresh")
+async def refresh_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Analyse the whole essay now (structure included, and the LLM when configured) instead of
+    waiting for a typing pause; answers with the resulting feedback."""
+    essay = await essay_for_reader(session, user, essay_id)
+    return {"essay_id": str(essay.id), **await ctx.live.call(essay.id, "analyze_now", essay.id)}
+
+
+@router.post("/essays/{essay_id}/scores")
+async def score_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """On-demand rubric scores for the current text against the assignment's rubric. Nothing is
+    stored: a grade comes only from a submission a teacher confirms."""
+    essay = await essay_for_reader(session, user, essay_id)
+    rubric = None
+    if essay.assignment_id is not None:
+        assignment = await session.get(Assignment, essay.assignment_id)
+        rubric = await session.get(Rubric, assignment.rubric_id) if assignment and assignment.rubric_id else None
+    if rubric is None:
+        raise Conflict("this essay's assignment has no rubric", code="no_rubric")
+    rubric_data = {"id": str(rubric.id), "title": rubric.title, "criteria": rubric.criteria}
+    scores = await ctx.live.call(essay.id, "score_now", essay.id, rubric_data)
+    return {"essay_id": str(essay.id), "rubric_id": str(rubric.id), "final": False, "scores": scores}
 
 
 @router.delete("/essays/{essay_id}", status_code=204)
