@@ -262,8 +262,10 @@ Hayes 2001); the sentence trace pauses much less often. Prompt tokens as counted
 
 EssayCoach sends each paragraph once it is finished (the student moved on, or stopped for 15 s) and again
 only when it is revised, so its cost grows with the essay, not with the number of pauses; naive grows with
-both. Each call carries a fixed ~350-token instruction prompt, which dominates EssayCoach's cost on short
-essays: the fewer the pauses, the closer the two policies.
+both. Each call carries a fixed ~175-token instruction prompt, a large share of EssayCoach's cost on a
+short essay: the fewer the pauses and the shorter the essay, the closer the two policies. **Verdict: the
+10% target is not met on this ~450-word essay ({tb['ratio'] * 100:.1f}% / {t['ratio'] * 100:.1f}%); it is
+approached only as essays get longer or pauses more frequent.**
 
 ## Local feedback latency after a pause (target: visible <= 300 ms p95 after the pause)
 
@@ -307,4 +309,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:] == ["--render-only"]:  # rewrite the report from the stored numbers
+        stored = json.loads((HERE / "ai_results.json").read_text())
+        (HERE / "AI_RESULTS.md").write_text(report(stored, "python -m ops.loadtest.ai_bench"))
+    else:
+        asyncio.run(main())
