@@ -9,6 +9,7 @@ per-essay state apart from the shared cache and budget; the caller passes the pr
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Coroutine, Hashable, Sequence
 
 from .cache import LRUCache, cache_key
-from .items import FeedbackItem, Score, shift_items
+from .items import FeedbackItem, Score, assign_ids, shift_items
 from .llm import PROMPT_VERSION, TokenBudget
 from .local import LocalAnalyzer, sentence_spans
 from .paragraphs import Paragraph, changed_paragraphs, split_paragraphs, structure_changed
@@ -26,6 +27,8 @@ from .rubric import score_rubric_local
 log = logging.getLogger(__name__)
 
 LOCAL_PAUSE_SECONDS = 0.25
+# A paragraph at least this similar to the version the LLM reviewed keeps that review.
+REUSE_SIMILARITY = 0.85
 LLM_PAUSE_SECONDS = 2.0
 
 
@@ -83,6 +86,8 @@ class AnalysisEngine:
         self.cache: LRUCache[Hashable, CacheValue] = cache if cache is not None else LRUCache(20_000)
         self.budget = budget or TokenBudget(per_essay=None, per_class=None)
         self.clock = clock
+        # paragraph hash -> the text the LLM actually reviewed, for results carried over small edits
+        self._reviewed: LRUCache[str, str] = LRUCache(20_000)
 
     @property
     def llm_enabled(self) -> bool:
@@ -146,7 +151,7 @@ class AnalysisEngine:
         budget_exhausted = False
         if run_llm and self.llm is not None:
             usage, llm_sent, errors, budget_exhausted = await self._run_llm(
-                new_paragraphs, essay_id, class_id, assignment_prompt, llm_hold
+                new_paragraphs, essay_id, class_id, assignment_prompt, llm_hold, old_paragraphs
             )
 
         items: list[FeedbackItem] = []
@@ -177,12 +182,46 @@ class AnalysisEngine:
             budget_exhausted=budget_exhausted,
         )
 
+    def _reuse_llm(self, p: Paragraph, candidates: Sequence[Paragraph]) -> bool:
+        """A lightly edited paragraph keeps the LLM's findings on the version it reviewed.
+
+        Compared with the text the model actually saw (not the last version), so small edits
+        cannot drift a paragraph away from its review unnoticed; findings whose quote is gone
+        are dropped. Returns False when the paragraph must be sent again.
+        """
+        assert self.llm is not None
+        best: tuple[float, list[FeedbackItem], str] | None = None
+        for q in candidates:
+            cached = self.cache.get(cache_key(self.llm.name, q.hash, PROMPT_VERSION))
+            if cached is None:
+                continue
+            base = self._reviewed.get(q.hash) or q.text
+            if abs(len(base) - len(p.text)) > (1 - REUSE_SIMILARITY) * max(len(base), len(p.text)):
+                continue
+            ratio = difflib.SequenceMatcher(None, base, p.text, autojunk=False).ratio()
+            if ratio >= REUSE_SIMILARITY and (best is None or ratio > best[0]):
+                best = (ratio, cached, base)
+        if best is None:
+            return False
+        _, cached, base = best
+        relocated = []
+        for item in cached:
+            at = p.text.find(item.quote)
+            if at >= 0:
+                relocated.append(item.model_copy(update={"start": at, "end": at + len(item.quote),
+                                                         "paragraph_hash": p.hash}))
+        self.cache.put(cache_key(self.llm.name, p.hash, PROMPT_VERSION), assign_ids(relocated))
+        self._reviewed.put(p.hash, base)
+        return True
+
     async def _run_llm(
         self, paragraphs: Sequence[Paragraph], essay_id: str | None, class_id: str | None, assignment_prompt: str,
-        hold: Collection[str] = frozenset(),
+        hold: Collection[str] = frozenset(), old_paragraphs: Sequence[Paragraph] = (),
     ) -> tuple[Usage, list[str], list[str], bool]:
         assert self.llm is not None
         provider = self.llm
+        current = {p.hash for p in paragraphs}
+        replaced = [q for q in old_paragraphs if q.hash not in current]
         todo: list[tuple[Paragraph, ProviderContext]] = []
         seen: set[str] = set()
         reserved = 0
@@ -191,6 +230,8 @@ class AnalysisEngine:
             if p.hash in seen or p.hash in hold or cache_key(provider.name, p.hash, PROMPT_VERSION) in self.cache:
                 continue
             seen.add(p.hash)
+            if self._reuse_llm(p, replaced):
+                continue
             previous = paragraphs[p.index - 1].text if p.index > 0 else ""
             context = ProviderContext(previous_sentence=_last_sentence(previous), assignment_prompt=assignment_prompt)
             estimate = provider.estimate_tokens(p.text, context)

@@ -348,10 +348,11 @@ async def test_editing_one_paragraph_of_five_sends_only_that_paragraph(fake: Fak
     assert budget.used(essay_id="e1") == first.usage.total_tokens > 0
 
     fake.requests.clear()
-    edited = FIVE_PARAGRAPHS.replace("builds friendships between", "builds strong friendships between")
+    edited = FIVE_PARAGRAPHS.replace("builds friendships between", "builds lasting friendships and trust between")
     second = await engine.analyze_changed(FIVE_PARAGRAPHS, edited, essay_id="e1", previous_items=first.items)
     await provider.aclose()
-    assert fake.paragraphs_sent == ["Second, working outside together builds strong friendships between different classes."]
+    assert fake.paragraphs_sent == [
+        "Second, working outside together builds lasting friendships and trust between different classes."]
     assert fake.prompt_tokens < first_tokens / 3
     assert second.llm_sent == [p.hash for p in second.changed]
     assert all(edited[i.start : i.end] == i.quote for i in second.items)

@@ -204,9 +204,10 @@ async def test_llm_runs_only_on_paragraphs_without_a_cached_result() -> None:
     assert len(provider.calls) == 5 and len(first.llm_sent) == 5
     assert first.usage.total_tokens == 5 * 110
     provider.calls.clear()
-    edited = ESSAY.replace("facts quickly", "facts very quickly")
+    edited = ESSAY.replace("facts quickly", "facts quickly and compare sources before writing")
     second = await engine.analyze_changed(ESSAY, edited, essay_id="e1")
-    assert [text for text, _ in provider.calls] == ["First, they can look up facts very quickly."]
+    assert [text for text, _ in provider.calls] == [
+        "First, they can look up facts quickly and compare sources before writing."]
     assert provider.calls[0][1].previous_sentence == "I beleive phones help students learn."
     llm_items = [i for i in second.items if i.source == "llm"]
     assert [edited[i.start : i.end] for i in llm_items] == ["phones", "phones"]
@@ -335,3 +336,22 @@ async def test_factory_builds_the_configured_provider() -> None:
     local = FakeSettings()
     local.ai_provider = "local"
     assert isinstance(make_provider(local), LocalProvider)
+
+
+async def test_a_light_edit_keeps_the_llm_review_of_the_paragraph_without_resending_it() -> None:
+    provider = FakeProvider()
+    engine, _ = engine_with(provider)
+    first = await engine.analyze_changed("", ESSAY, essay_id="e1")
+    before = [i.quote for i in first.items if i.source == "llm"]
+    provider.calls.clear()
+    edited = ESSAY.replace("facts quickly", "facts very quickly")
+    second = await engine.analyze_changed(ESSAY, edited, essay_id="e1")
+    assert provider.calls == [] and second.llm_sent == []
+    after = [i for i in second.items if i.source == "llm"]
+    assert sorted(i.quote for i in after) == sorted(before)
+    assert all(edited[i.start:i.end] == i.quote for i in after)
+    # Edits add up against the reviewed version: a paragraph that drifted far is sent again.
+    drifted = edited.replace("First, they can look up facts very quickly.",
+                             "First, phones let them check facts, compare sources and ask experts.")
+    await engine.analyze_changed(edited, drifted, essay_id="e1")
+    assert [text for text, _ in provider.calls] == ["First, phones let them check facts, compare sources and ask experts."]
