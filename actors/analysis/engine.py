@@ -86,8 +86,8 @@ class AnalysisEngine:
         self.cache: LRUCache[Hashable, CacheValue] = cache if cache is not None else LRUCache(20_000)
         self.budget = budget or TokenBudget(per_essay=None, per_class=None)
         self.clock = clock
-        # paragraph hash -> the text the LLM actually reviewed, for results carried over small edits
-        self._reviewed: LRUCache[str, str] = LRUCache(20_000)
+        # essay -> (paragraph hash, text the LLM actually reviewed), for reviews kept over small edits
+        self._reviewed: LRUCache[str, list[tuple[str, str]]] = LRUCache(10_000)
 
     @property
     def llm_enabled(self) -> bool:
@@ -151,7 +151,7 @@ class AnalysisEngine:
         budget_exhausted = False
         if run_llm and self.llm is not None:
             usage, llm_sent, errors, budget_exhausted = await self._run_llm(
-                new_paragraphs, essay_id, class_id, assignment_prompt, llm_hold, old_paragraphs
+                new_paragraphs, essay_id, class_id, assignment_prompt, llm_hold
             )
 
         items: list[FeedbackItem] = []
@@ -182,20 +182,20 @@ class AnalysisEngine:
             budget_exhausted=budget_exhausted,
         )
 
-    def _reuse_llm(self, p: Paragraph, candidates: Sequence[Paragraph]) -> bool:
+    def _reuse_llm(self, essay: str, p: Paragraph, candidates: Sequence[tuple[str, str]]) -> bool:
         """A lightly edited paragraph keeps the LLM's findings on the version it reviewed.
 
+        `candidates` are (hash, reviewed text) of this essay's paragraphs the model has seen.
         Compared with the text the model actually saw (not the last version), so small edits
         cannot drift a paragraph away from its review unnoticed; findings whose quote is gone
         are dropped. Returns False when the paragraph must be sent again.
         """
         assert self.llm is not None
         best: tuple[float, list[FeedbackItem], str] | None = None
-        for q in candidates:
-            cached = self.cache.get(cache_key(self.llm.name, q.hash, PROMPT_VERSION))
+        for q_hash, base in candidates:
+            cached = self.cache.get(cache_key(self.llm.name, q_hash, PROMPT_VERSION))
             if cached is None:
                 continue
-            base = self._reviewed.get(q.hash) or q.text
             if abs(len(base) - len(p.text)) > (1 - REUSE_SIMILARITY) * max(len(base), len(p.text)):
                 continue
             ratio = difflib.SequenceMatcher(None, base, p.text, autojunk=False).ratio()
@@ -211,17 +211,23 @@ class AnalysisEngine:
                 relocated.append(item.model_copy(update={"start": at, "end": at + len(item.quote),
                                                          "paragraph_hash": p.hash}))
         self.cache.put(cache_key(self.llm.name, p.hash, PROMPT_VERSION), assign_ids(relocated))
-        self._reviewed.put(p.hash, base)
+        self._remember_review(essay, p.hash, base)
         return True
+
+    def _remember_review(self, essay: str, paragraph_hash: str, reviewed_text: str) -> None:
+        recent = self._reviewed.get(essay) or []
+        recent = [(h, t) for h, t in recent if h != paragraph_hash][-49:]
+        self._reviewed.put(essay, [*recent, (paragraph_hash, reviewed_text)])
 
     async def _run_llm(
         self, paragraphs: Sequence[Paragraph], essay_id: str | None, class_id: str | None, assignment_prompt: str,
-        hold: Collection[str] = frozenset(), old_paragraphs: Sequence[Paragraph] = (),
+        hold: Collection[str] = frozenset(),
     ) -> tuple[Usage, list[str], list[str], bool]:
         assert self.llm is not None
         provider = self.llm
         current = {p.hash for p in paragraphs}
-        replaced = [q for q in old_paragraphs if q.hash not in current]
+        essay = essay_id or ""
+        replaced = [(h, t) for h, t in (self._reviewed.get(essay) or []) if h not in current]
         todo: list[tuple[Paragraph, ProviderContext]] = []
         seen: set[str] = set()
         reserved = 0
@@ -230,7 +236,7 @@ class AnalysisEngine:
             if p.hash in seen or p.hash in hold or cache_key(provider.name, p.hash, PROMPT_VERSION) in self.cache:
                 continue
             seen.add(p.hash)
-            if self._reuse_llm(p, replaced):
+            if self._reuse_llm(essay, p, replaced):
                 continue
             previous = paragraphs[p.index - 1].text if p.index > 0 else ""
             context = ProviderContext(previous_sentence=_last_sentence(previous), assignment_prompt=assignment_prompt)
@@ -261,6 +267,7 @@ class AnalysisEngine:
             self.budget.record(essay_id, class_id, result.usage.total_tokens)
             results[p.hash] = result
             self.cache.put(cache_key(provider.name, p.hash, PROMPT_VERSION), result.items)
+            self._remember_review(essay, p.hash, p.text)
 
         async with asyncio.TaskGroup() as group:
             for p, context in todo:

@@ -65,14 +65,16 @@ async def test_editing_one_paragraph_sends_only_that_paragraph_to_the_llm(env: d
     tokens_before = fake.prompt_tokens
 
     third = "\n".join(PARAGRAPHS[:2]) + "\n"
-    start = len(third) + len("Others say it takes time away from family")
-    writer.text[start:start + len(", sport and rest")] = " and friends"
+    start = len(third) + len("Others say it ")
+    # A real rewrite (a light edit would keep the paragraph's review without a new call).
+    writer.text[start:start + len("takes time away from family, sport and rest")] = \
+        "steals the evenings that belong to friends, music and sleep"
     await writer.wait_acked()
     await wait_for(lambda: len(fake.paragraphs_sent) == 6)
     await asyncio.sleep(1.0)  # nothing else may follow
     sent = fake.paragraphs_sent
     assert len(sent) == 6
-    assert sent[-1] == "Others say it takes time away from family and friends."
+    assert sent[-1] == "Others say it steals the evenings that belong to friends, music and sleep."
     assert fake.prompt_tokens - tokens_before < tokens_before / 3
 
     # The fake flags "discipline": the LLM item reaches the student, anchored.
