@@ -153,18 +153,27 @@ def _parse_uuid(raw: str) -> uuid.UUID | None:
         return None
 
 
-@router.websocket("/ws/essays/{essay_id}/doc")
-async def doc_socket(ws: WebSocket, essay_id: str) -> None:
+async def _open_essay_socket(ws: WebSocket, essay_id: str) -> tuple[Context, User, uuid.UUID, bool] | None:
+    """Ticket, accept, then the essay: (context, user, essay id, may write), or None once closed."""
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
     if user is None:
-        return
+        return None
     await ws.accept()
     eid = _parse_uuid(essay_id)
     essay, writer = await _essay_access(ctx, user, eid) if eid else (None, False)
     if essay is None or eid is None:
         await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
+        return None
+    return ctx, user, eid, writer
+
+
+@router.websocket("/ws/essays/{essay_id}/doc")
+async def doc_socket(ws: WebSocket, essay_id: str) -> None:
+    opened = await _open_essay_socket(ws, essay_id)
+    if opened is None:
         return
+    ctx, user, eid, writer = opened
     settings = ctx.settings
     origin = uuid.uuid4().hex
     out = Outbound(ws)
@@ -325,16 +334,10 @@ async def _serve_json(
 
 @router.websocket("/ws/essays/{essay_id}/events")
 async def events_socket(ws: WebSocket, essay_id: str) -> None:
-    ctx: Context = ws.app.state.ctx
-    user = await _authenticate(ws, ctx)
-    if user is None:
+    opened = await _open_essay_socket(ws, essay_id)
+    if opened is None:
         return
-    await ws.accept()
-    eid = _parse_uuid(essay_id)
-    essay, _ = await _essay_access(ctx, user, eid) if eid else (None, False)
-    if essay is None or eid is None:
-        await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
-        return
+    ctx, user, eid, _ = opened
     out = Outbound(ws)
 
     async def send_resync() -> None:
