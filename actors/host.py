@@ -294,8 +294,9 @@ class EssayHost:
         if self.analyzer is None:
             raise RuntimeError("this host has no analyzer")
         async with actor.lock:  # one on-demand run at a time per essay
-            while not await self._analyze(actor, run_llm=self.analyzer.llm_enabled, force=True):
-                pass  # typing made the run stale: the next one reuses the cache
+            for _attempt in range(3):  # typing can make a run stale; the next reuses the cache
+                if await self._analyze(actor, run_llm=self.analyzer.llm_enabled, force=True):
+                    break
         return await self.feedback(essay_id)
 
     async def score_now(self, essay_id: uuid.UUID, rubric: dict[str, Any]) -> list[dict[str, Any]]:
