@@ -245,6 +245,8 @@ class EssayHost:
         """One analysis run; False (result dropped) when newer typing made it stale."""
         assert self.analyzer is not None
         seq, text = actor.seq, settled_text(actor.doc.text)
+        if text == actor.analyzed_text and not run_llm and not force:
+            return True  # only the word still being typed changed: nothing new to check
         settled = force or self.clock() - (actor.last_edit_at or 0.0) >= self.config.llm_settle_seconds
         hold = frozenset() if settled else frozenset(actor.active_paragraphs)
         engine = self.analyzer if run_llm or self.local_analyzer is None else self.local_analyzer
