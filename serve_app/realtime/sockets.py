@@ -211,16 +211,9 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
         _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
         while True:
-            frame = await ws.receive()
-            if frame["type"] == "websocket.disconnect":
-                break
-            data = frame.get("bytes")
+            data = await _receive(ws, ctx, bucket, "bytes")
             if data is None:
-                raise ProtocolError(CloseCode.MALFORMED_FRAME, "this socket speaks binary frames")
-            if len(data) > settings.max_ws_message_bytes:
-                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
-            if not bucket.take():
-                raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
+                break
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
             if isinstance(message, SyncStep1):
                 diff, _ = await ctx.live.call(eid, "sync", eid, message.state_vector)
@@ -278,22 +271,31 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
         pass  # the peer is already gone
 
 
+async def _receive(ws: WebSocket, ctx: Context, bucket: TokenBucket, kind: str) -> Any:
+    """The next frame's payload of `kind` ("bytes" or "text"), None on disconnect; the socket's
+    frame kind, size limit and rate limit are enforced here."""
+    frame = await ws.receive()
+    if frame["type"] == "websocket.disconnect":
+        return None
+    payload = frame.get(kind)
+    if payload is None:
+        raise ProtocolError(CloseCode.MALFORMED_FRAME, f"this socket speaks {'binary' if kind == 'bytes' else 'JSON text'} frames")
+    if len(payload) > ctx.settings.max_ws_message_bytes:
+        raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
+    if not bucket.take():
+        raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
+    return payload
+
+
 async def _json_loop(ws: WebSocket, ctx: Context, out: Outbound,
                      on_message: Callable[[dict[str, Any]], Any]) -> None:
     """Receive JSON text frames until disconnect, enforcing size, rate and shape."""
     settings = ctx.settings
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     while True:
-        frame = await ws.receive()
-        if frame["type"] == "websocket.disconnect":
-            return
-        raw = frame.get("text")
+        raw = await _receive(ws, ctx, bucket, "text")
         if raw is None:
-            raise ProtocolError(CloseCode.MALFORMED_FRAME, "this socket speaks JSON text frames")
-        if len(raw) > settings.max_ws_message_bytes:
-            raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
-        if not bucket.take():
-            raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
+            return
         try:
             message = json.loads(raw)
         except ValueError:
