@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,20 @@ def _is_rust_panic(exc: BaseException) -> bool:
     return type(exc).__name__ == "PanicException"
 
 
+@contextmanager
+def _rust_errors(error: type[ValueError], message: str) -> Iterator[None]:
+    """Raise `error(message: cause)` for any failure inside, including pyo3's PanicException (a
+    BaseException that cannot be imported) when the Rust side panics on bad input."""
+    try:
+        yield
+    except Exception as exc:
+        raise error(f"{message}: {exc}") from exc
+    except BaseException as exc:
+        if not _is_rust_panic(exc):
+            raise
+        raise error(f"{message}: {exc}") from None
+
+
 def _decode_state_vector(state_vector: bytes) -> dict[int, int]:
     """Decode a state vector produced by pycrdt itself (trusted input)."""
     decoder = Decoder(state_vector)
@@ -177,13 +192,8 @@ class EssayDoc:
 
     def _load(self, update: bytes, what: str) -> None:
         try:
-            self._doc.apply_update(bytes(update))
-        except Exception as exc:
-            raise InvalidUpdate(f"{what} is not a valid update: {exc}") from exc
-        except BaseException as exc:
-            if not _is_rust_panic(exc):
-                raise
-            raise InvalidUpdate(f"{what} is not a valid update: {exc}") from None
+            with _rust_errors(InvalidUpdate, f"{what} is not a valid update"):
+                self._doc.apply_update(bytes(update))
         finally:
             self._deltas.clear()
             self._anchor_view = None
@@ -217,14 +227,8 @@ class EssayDoc:
         Raises:
             InvalidStateVector: the state vector cannot be decoded.
         """
-        try:
+        with _rust_errors(InvalidStateVector, "cannot decode state vector"):
             return self._doc.get_update(bytes(remote_state_vector))
-        except Exception as exc:
-            raise InvalidStateVector(f"cannot decode state vector: {exc}") from exc
-        except BaseException as exc:
-            if not _is_rust_panic(exc):
-                raise
-            raise InvalidStateVector(f"cannot decode state vector: {exc}") from None
 
     def full_state(self) -> bytes:
         """The whole document as one update (for snapshots and fresh replicas)."""
@@ -239,15 +243,9 @@ class EssayDoc:
             InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
         """
         update = bytes(update)
-        try:
+        with _rust_errors(InvalidUpdate, "cannot decode update"):
             # Decodes the whole update without touching the document: our validation step.
             get_state(update)
-        except Exception as exc:
-            raise InvalidUpdate(f"cannot decode update: {exc}") from exc
-        except BaseException as exc:
-            if not _is_rust_panic(exc):
-                raise
-            raise InvalidUpdate(f"cannot decode update: {exc}") from None
 
         old_text = self.text
         state_before = self._doc.get_state()
@@ -376,14 +374,8 @@ class _AnchorView:
         if clock >= self.clocks.get(client, 0):
             raise InvalidAnchor("anchor refers to content this document does not have")
         right = {"item": {"client": client, "clock": clock}, "assoc": int(Assoc.AFTER)}
-        try:
+        with _rust_errors(InvalidAnchor, "unresolvable position"):
             byte_index = StickyIndex.from_json(right, self._content).get_index()
-        except Exception:
-            raise InvalidAnchor("unresolvable position") from None
-        except BaseException as exc:
-            if not _is_rust_panic(exc):
-                raise
-            raise InvalidAnchor("unresolvable position") from None
         index = _char_index(self.utf8, byte_index)
         if assoc == Assoc.AFTER or index >= len(self.text):
             return index
@@ -442,14 +434,8 @@ def _split_anchor(anchor: str) -> tuple[bytes, bytes | None]:
 
 
 def _decode_position(raw: bytes) -> _Position:
-    try:
+    with _rust_errors(InvalidAnchor, "undecodable position"):
         position = StickyIndex.decode(raw).to_json()
-    except Exception:
-        raise InvalidAnchor("undecodable position") from None
-    except BaseException as exc:
-        if not _is_rust_panic(exc):
-            raise
-        raise InvalidAnchor("undecodable position") from None
     if not isinstance(position, dict):
         raise InvalidAnchor("undecodable position")
     return position

@@ -48,7 +48,6 @@ class EssayActor:
     last_revision_at: float | None = None
     revision_seq: int = 0
     connections: int = 0
-    durable_seq: int = 0
     idle_since: float = 0.0
     class_dirty: bool = False
     last_class_publish: float = float("-inf")
@@ -102,11 +101,17 @@ class EssayActor:
             return None
         return [e for e in self.events if e["seq"] > last_seq]
 
+    async def durable(self) -> None:
+        """Wait until every update applied so far is in the update log (commits land in order,
+        so the latest one's future covers the rest)."""
+        if self.last_commit is not None and not self.last_commit.done():
+            await asyncio.shield(self.last_commit)
+
     def needs_compaction(self, *, now: float, every: int, idle: float) -> bool:
-        if self.durable_seq <= self.watermark:
+        if self.seq <= self.watermark:
             return self.feedback_dirty
         quiet = self.last_edit_at is None or now - self.last_edit_at >= idle
-        return self.durable_seq - self.watermark >= every or quiet
+        return self.seq - self.watermark >= every or quiet
 
     def status_row(self, *, student_name: str = "") -> dict[str, Any]:
         text = self.doc.text

@@ -9,6 +9,7 @@ few minutes of activity), unload when idle with no connections, flush everything
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -148,7 +149,7 @@ class EssayHost:
         actor = EssayActor(
             meta=EssayMeta(essay.id, essay.owner_id, essay.class_id, essay.title),
             doc=doc, seq=seq, watermark=essay.log_watermark, typing_seconds=float(essay.typing_seconds),
-            durable_seq=seq, last_active_at=essay.updated_at, idle_since=self.clock(),
+            last_active_at=essay.updated_at, idle_since=self.clock(),
             revision_seq=last.seq if last else 0,
         )
         actor.last_revision_at = self.clock() if last else None
@@ -181,8 +182,7 @@ class EssayHost:
         if not effect.needs_persist:
             # Nothing new, but the client may take this ack to cover earlier updates too: it must
             # not come before they are durable (a reconnect's step 2 can be all duplicates).
-            if actor.last_commit is not None and not actor.last_commit.done():
-                await asyncio.shield(actor.last_commit)
+            await actor.durable()
             return actor.seq
         seq = actor.seq
         actor.last_commit = self.committer.submit({
@@ -191,7 +191,6 @@ class EssayHost:
             "created_at": self.wallclock(),
         })
         await asyncio.shield(actor.last_commit)
-        actor.durable_seq = max(actor.durable_seq, seq)
         # Publish after commit: a teacher never sees text that a crash could take back.
         await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)))
         if actor.meta.class_id is not None:
@@ -383,9 +382,10 @@ class EssayHost:
 
     async def drop(self, essay_id: uuid.UUID) -> None:
         """Forget an essay without writing it back (it is being deleted)."""
-        await self.committer.flush()
         actor = self.essays.get(essay_id)
         if actor is not None:
+            with contextlib.suppress(Exception):  # a refused row changes nothing: it is being deleted
+                await actor.durable()  # its in-flight rows land before the essay row goes
             self._evict(actor)
 
     async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]:
@@ -446,10 +446,9 @@ class EssayHost:
     # --- store ----------------------------------------------------------------------------
 
     async def _compact(self, actor: EssayActor, *, force_revision: bool, reason: str = "periodic") -> int | None:
-        """Snapshot the document at its durable seq; also a revision when one is due."""
+        """Snapshot the document once its updates are durable; also a revision when one is due."""
         async with actor.lock:
-            if actor.durable_seq < actor.seq:
-                await self.committer.flush()
+            await actor.durable()  # this essay's rows only, not every essay's on the host
             seq = actor.seq
             now = self.clock()
             revision_due = force_revision or (
