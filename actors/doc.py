@@ -320,6 +320,11 @@ class _AnchorView:
         self.text = essay.text
         self.utf8 = self.text.encode("utf-8")
         self.clocks = _decode_state_vector(essay.state_vector())
+        if self.text.isascii():
+            # Bytes, code points and UTF-16 units coincide: the live document is already exact
+            # (no copy; the view is dropped at the next change like any other).
+            self._doc, self._content = essay._doc, essay._content
+            return
         self._doc = Doc()
         self._doc.apply_update(essay.full_state())
         self._content = self._doc.get(ROOT_TEXT, type=Text)

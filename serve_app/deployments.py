@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import FastAPI
@@ -40,7 +41,35 @@ class Gateway:
     Analyzer is bound here so it deploys with the app (hosts find it by name)."""
 
     def __init__(self, analyzer: Any = None) -> None:
+        from serve_app.settings import Settings
+
         self.analyzer = analyzer
+        if not Settings().ws_compression:
+            disable_websocket_compression()
+
+
+def disable_websocket_compression() -> None:
+    """Make this process's uvicorn servers refuse permessage-deflate.
+
+    Serve starts the replica's own uvicorn server (the HAProxy fast path) after this constructor
+    and offers no setting for it, so the default of uvicorn's Config is changed here, in the
+    replica process only. Our frames are a few bytes of Yjs update or a short JSON row:
+    compression saves nothing, costs CPU on every frame and keeps ~45 KiB of zlib state per
+    socket (measured in ops/loadtest/RESULTS.md). `ESSAYCOACH_WS_COMPRESSION=true` keeps it.
+    """
+    import uvicorn.config
+
+    init = uvicorn.config.Config.__init__
+    if getattr(init, "_without_ws_compression", False):
+        return
+
+    @functools.wraps(init)
+    def without_compression(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("ws_per_message_deflate", False)
+        init(self, *args, **kwargs)
+
+    without_compression._without_ws_compression = True  # type: ignore[attr-defined]
+    uvicorn.config.Config.__init__ = without_compression  # type: ignore[method-assign]
 
 
 def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:

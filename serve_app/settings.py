@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_ws_message_bytes: int = 1024 * 1024
     ws_messages_per_second: float = 60.0
     ws_burst: int = 200
+    # permessage-deflate on sockets: off, because Yjs frames are a few bytes (see
+    # serve_app.deployments.disable_websocket_compression).
+    ws_compression: bool = False
     large_paste_chars: int = 200
     feedback_local_pause_seconds: float = 0.25
     feedback_llm_pause_seconds: float = 2.0

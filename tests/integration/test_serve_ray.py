@@ -131,3 +131,19 @@ async def test_host_killed_while_typing_loses_no_acknowledged_update(
     await client.close()
 
 
+
+
+async def test_sockets_refuse_compression_through_serve(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
+    """The replica's own uvicorn (HAProxy fast path) must not negotiate permessage-deflate."""
+    import websockets
+
+    student = await register(http, "student")
+    essay = await make_essay(http, student)
+    ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+    url = f"ws://{serve_app['base']}/ws/essays/{essay['id']}/events?ticket={ticket}"
+    async with websockets.connect(url, compression="deflate") as ws:  # offers permessage-deflate
+        assert ws.response is not None
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        assert ws.protocol.extensions == []
+        presence = await asyncio.wait_for(ws.recv(), 10)
+        assert '"presence"' in presence
