@@ -3,11 +3,17 @@
 Channels: `essay:{id}:doc` (binary: origin id, newline, Yjs update), `essay:{id}` (JSON events),
 `class:{id}` (JSON student rows). Delivery is at-most-once on every implementation, which is why
 events carry `seq` and clients resume; nothing durable ever depends on the bus.
+
+Each bus instance is one *node* (one per process: a Gateway replica, an essay host). A Gateway
+replica hands an acknowledged update straight to its own sockets (`deliver_local`) and asks the
+host to publish it with `skip_node` set to the replica's node, so the copy on the bus goes only to
+the other replicas: one hop instead of three for the common single-replica case.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,7 +29,13 @@ may have been missed, so the handler must refetch state from its source (the ess
 class Bus(Protocol):
     """Publish to a channel; subscribe a handler to a channel (returns an unsubscribe function)."""
 
-    async def publish(self, channel: str, message: bytes) -> None: ...
+    node: str
+    """This bus instance's id; `publish(..., skip_node=node)` does not reach its handlers."""
+
+    async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None: ...
+
+    def deliver_local(self, channel: str, message: bytes) -> None:
+        """Hand `message` to this node's own handlers of `channel` now, without the bus."""
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]: ...
 
@@ -71,8 +83,13 @@ class InMemoryBus:
 
     def __init__(self) -> None:
         self.fanout = LocalFanout()
+        self.node = new_node_id()
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
+        if skip_node != self.node:
+            self.fanout.deliver(channel, message)
+
+    def deliver_local(self, channel: str, message: bytes) -> None:
         self.fanout.deliver(channel, message)
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
@@ -84,6 +101,10 @@ class InMemoryBus:
 
     async def ping(self) -> None:
         return None
+
+
+def new_node_id() -> str:
+    return uuid.uuid4().hex
 
 
 def doc_message(origin: str, update: bytes) -> bytes:

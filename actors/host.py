@@ -163,12 +163,13 @@ class EssayHost:
     # --- changes --------------------------------------------------------------------------
 
     async def apply_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None,
-                           origin: str, live: bool = True) -> int:
+                           origin: str, live: bool = True, node: str | None = None) -> int:
         """Apply, log and broadcast one client update; returns once it is durable (the ack point).
 
         `live` is False for a reconnecting client's sync step 2, which carries everything typed
-        offline at once and so must not count as a paste. Returns the essay's seq after the
-        update (unchanged for duplicates, which need no log row).
+        offline at once and so must not count as a paste. `node` is the bus node of a caller that
+        delivers the update to its own sockets itself: the bus copy skips it. Returns the essay's
+        seq after the update (unchanged for duplicates, which need no log row).
         """
         actor = await self.open(essay_id)
         now = self.clock()
@@ -192,7 +193,8 @@ class EssayHost:
         })
         await asyncio.shield(actor.last_commit)
         # Publish after commit: a teacher never sees text that a crash could take back.
-        await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)))
+        await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)),
+                               skip_node=node)
         if actor.meta.class_id is not None:
             actor.class_dirty = True
             if now - actor.last_class_publish >= self.config.class_row_interval:

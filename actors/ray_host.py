@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import ray
 
-from actors.broadcast import RESYNC, Handler, LocalFanout, make_bus
+from actors.broadcast import RESYNC, Handler, LocalFanout, make_bus, new_node_id
 from actors.host import EssayHost
 
 HUB_NAME = "essaycoach-bus-hub"
@@ -32,17 +31,18 @@ class BusHub:
         self._last_poll: dict[str, float] = {}
         self._max_queue = max_queue
 
-    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        for channel, message in messages:
-            await self.publish(channel, message)
+    async def publish_many(self, messages: list[tuple[str, bytes, str | None]]) -> None:
+        for channel, message, skip in messages:
+            await self.publish(channel, message, skip)
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish(self, channel: str, message: bytes, skip: str | None = None) -> None:
+        """Queue for every subscriber of `channel` but `skip` (which delivered it itself)."""
         now = time.monotonic()
         for gone in [sub for sub, seen in self._last_poll.items() if now - seen > SUBSCRIBER_TTL]:
             self._subs.pop(gone, None)  # its replica died without saying goodbye
             self._last_poll.pop(gone, None)
-        for channels, queue, event in self._subs.values():
-            if channel in channels:
+        for sub, (channels, queue, event) in self._subs.items():
+            if channel in channels and sub != skip:
                 queue.append((channel, message))
                 if len(queue) > self._max_queue:  # a stalled subscriber loses old messages, not memory
                     queue.popleft()
@@ -81,15 +81,15 @@ class HubBus:
             max_restarts=-1, max_concurrency=10_000, num_cpus=0,
         ).remote()
         self.fanout = LocalFanout()
-        self.subscriber = uuid.uuid4().hex
+        self.node = self.subscriber = new_node_id()
         self._task: asyncio.Task[None] | None = None
-        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox: deque[tuple[str, bytes, str | None]] = deque()
         self._outbox_ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
         """Queue and return: one sender ships batches to the hub, in order, off the ack path."""
-        self._outbox.append((channel, message))
+        self._outbox.append((channel, message, skip_node))
         if len(self._outbox) > OUTBOX_LIMIT:
             self._outbox.popleft()
         self._outbox_ready.set()
@@ -106,6 +106,9 @@ class HubBus:
                     await self.hub.publish_many.remote(batch)
                 except Exception:  # the hub is restarting: these are lost, subscribers resync
                     await asyncio.sleep(0.2)
+
+    def deliver_local(self, channel: str, message: bytes) -> None:
+        self.fanout.deliver(channel, message)
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         if self.fanout.add(channel, handler):

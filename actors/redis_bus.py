@@ -19,7 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from actors.broadcast import RESYNC, Handler, LocalFanout
+from actors.broadcast import RESYNC, Handler, LocalFanout, new_node_id
 
 log = logging.getLogger("essaycoach.bus.redis")
 
@@ -27,7 +27,11 @@ OUTBOX_LIMIT = 10_000
 
 
 class RedisBus:
-    """`Bus` on Redis. `publish` never raises: a lost publish is what pub/sub promises anyway."""
+    """`Bus` on Redis. `publish` never raises: a lost publish is what pub/sub promises anyway.
+
+    Payloads on Redis are `skip_node NUL message` (the node id may be empty): Redis delivers to
+    every subscriber, so the skipped node drops its copy on receipt.
+    """
 
     def __init__(self, url: str, *, name: str | None = None) -> None:
         self.url = url
@@ -43,6 +47,7 @@ class RedisBus:
         self.sub_client = aioredis.from_url(url, socket_timeout=None, socket_connect_timeout=2,
                                             health_check_interval=15, client_name=f"{self.name}-sub")
         self.fanout = LocalFanout()
+        self.node = new_node_id()
         self._pubsub: aioredis.client.PubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -52,9 +57,9 @@ class RedisBus:
         self._outbox_ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
         """Queue for the sender task and return at once: acks never wait on Redis."""
-        self._outbox.append((channel, message))
+        self._outbox.append((channel, (skip_node or "").encode() + b"\0" + message))
         if len(self._outbox) > OUTBOX_LIMIT:
             self._outbox.popleft()  # Redis is down or slow: the oldest is dropped; clients resync
         self._outbox_ready.set()
@@ -66,11 +71,15 @@ class RedisBus:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
-                channel, message = self._outbox.popleft()  # one sender keeps per-channel order
+                # One sender keeps per-channel order; a pipeline carries what queued meanwhile.
+                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
                 try:
-                    await self.client.publish(channel, message)
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for channel, message in batch:
+                            pipe.publish(channel, message)
+                        await pipe.execute()
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    log.warning("publish lost", extra={"channel": channel, "error": str(exc)})
+                    log.warning("publish lost", extra={"messages": len(batch), "error": str(exc)})
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         if self.fanout.add(channel, handler) and self._pubsub is not None:
@@ -119,9 +128,7 @@ class RedisBus:
                 first, delay = False, 0.1
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        channel = message["channel"]
-                        self.fanout.deliver(channel.decode() if isinstance(channel, bytes) else channel,
-                                            message["data"])
+                        self._receive(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -134,6 +141,15 @@ class RedisBus:
                     pass
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
+
+    def _receive(self, channel: bytes | str, data: bytes) -> None:
+        skip, sep, payload = data.partition(b"\0")
+        if not sep or skip.decode() == self.node:
+            return  # not ours, or this node delivered it itself
+        self.fanout.deliver(channel.decode() if isinstance(channel, bytes) else channel, payload)
+
+    def deliver_local(self, channel: str, message: bytes) -> None:
+        self.fanout.deliver(channel, message)
 
     async def ping(self) -> None:
         await self.client.ping()

@@ -35,6 +35,7 @@ class YClient:
         self.ws: websockets.ClientConnection | None = None
         self.sent = 0
         self.acked = 0
+        self.updates_received = 0  # update frames (not sync steps) from the server
         self.ack_times: dict[int, float] = {}
         self.send_times: dict[int, float] = {}
         self.synced = asyncio.Event()
@@ -92,6 +93,8 @@ class YClient:
                     self._remote = False
                 if frame[1] == 1:
                     self.synced.set()
+                if frame[1] == 2:
+                    self.updates_received += 1
                 if frame[1] in (1, 2):
                     self.changed.set()
                     if self.on_update:

@@ -26,7 +26,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pycrdt import create_awareness_message
 from sqlalchemy import select
 
-from actors.broadcast import RESYNC, split_doc_message
+from actors.broadcast import RESYNC, doc_message, split_doc_message
 from actors.essay import excerpt
 from actors.host import EssayNotFound, UpdateRejected
 from db.models import Essay, User
@@ -199,8 +199,10 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
         if sender != origin:
             out.put(create_awareness_message(payload))
 
-    unsubscribe = [await ctx.live.bus.subscribe(f"essay:{eid}:doc", on_doc),
-                   await ctx.live.bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
+    bus = ctx.live.bus
+    doc_channel = f"essay:{eid}:doc"
+    unsubscribe = [await bus.subscribe(doc_channel, on_doc),
+                   await bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
     sender = asyncio.create_task(out.run())
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     acked = 0
@@ -226,16 +228,24 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
                     out.put(encode_permission_denied("read-only: this essay belongs to a student"))
                     raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
                 received = time.perf_counter()
+                typed = isinstance(message, SyncUpdate)
+                # Typing is handed to this replica's other sockets here, once durable; the bus
+                # copy goes to the other replicas only. A reconnect's step 2 (mostly what
+                # everyone has) is published by the host only if it carried anything new.
                 await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin,
-                                    live=isinstance(message, SyncUpdate))
+                                    live=typed, node=bus.node if typed else None)
                 acked += 1
                 out.put(encode_ack(acked))
+                if typed:
+                    bus.deliver_local(doc_channel, doc_message(origin, encode_update(update)))
                 metrics.updates.inc()
                 metrics.ack_seconds.observe(time.perf_counter() - received)
             elif isinstance(message, Awareness):
                 for entry in message.entries:
                     awareness[entry.client_id] = message.payload
-                await ctx.live.bus.publish(f"essay:{eid}:awareness", origin.encode() + b"\n" + message.payload)
+                presence = doc_message(origin, message.payload)
+                bus.deliver_local(f"essay:{eid}:awareness", presence)
+                await bus.publish(f"essay:{eid}:awareness", presence, skip_node=bus.node)
             elif isinstance(message, QueryAwareness):
                 for payload in awareness.values():
                     out.put(create_awareness_message(payload))

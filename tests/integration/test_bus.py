@@ -121,3 +121,32 @@ async def test_redis_restart_resubscribes_and_signals_resync(redis_process: Any)
     assert sub.reconnects == 1
     await pub.close()
     await sub.close()
+
+
+async def test_skip_node_spares_only_that_node(bus_pair: Any) -> None:
+    """A replica that delivered an update itself asks the bus to skip it; the others still get it."""
+    pub, sub = bus_pair
+    inbox = Inbox()
+    channel = f"essay:{uuid.uuid4()}:doc"
+    await sub.subscribe(channel, inbox)
+    await asyncio.sleep(0.1)
+    await pub.publish(channel, b"delivered by sub itself", skip_node=sub.node)
+    await pub.publish(channel, b"for everyone", skip_node=f"{sub.node}-other")
+    await pub.publish(channel, b"for everyone too")
+    items = await inbox.wait(2)
+    await asyncio.sleep(0.2)
+    assert items == [(channel, b"for everyone"), (channel, b"for everyone too")]
+
+
+async def test_deliver_local_reaches_this_nodes_handlers_at_once(bus_pair: Any) -> None:
+    pub, sub = bus_pair
+    mine, theirs = Inbox(), Inbox()
+    channel = f"essay:{uuid.uuid4()}:doc"
+    await sub.subscribe(channel, mine)
+    if pub is not sub:
+        await pub.subscribe(channel, theirs)
+    sub.deliver_local(channel, b"\x00 local")
+    assert mine.items == [(channel, b"\x00 local")]  # synchronously, no bus round trip
+    await asyncio.sleep(0.2)
+    assert theirs.items == []
+    assert sub.node != "" and (pub is sub or pub.node != sub.node)

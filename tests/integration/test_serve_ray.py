@@ -147,3 +147,33 @@ async def test_sockets_refuse_compression_through_serve(http: httpx.AsyncClient,
         assert ws.protocol.extensions == []
         presence = await asyncio.wait_for(ws.recv(), 10)
         assert '"presence"' in presence
+
+
+async def test_teacher_sockets_on_one_replica_see_typing_once(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
+    """Typing reaches watchers on the typist's replica directly (the hub skips that replica):
+    every watcher converges, and no update arrives twice."""
+    teacher, student = await register(http, "teacher"), await register(http, "student")
+    cls = await make_class(http, teacher)
+    await join(http, student, cls["join_code"])
+    assignment = await make_assignment(http, teacher, cls["id"])
+    essay = await make_essay(http, student, assignment["id"])
+
+    async def url(user: Any) -> str:
+        t = (await http.post("/api/v1/auth/ws-ticket", headers=user.headers)).json()["ticket"]
+        return f"ws://{serve_app['base']}/ws/essays/{essay['id']}/doc?ticket={t}"
+
+    writer = await YClient(await url(student)).connect()
+    watchers = [await YClient(await url(teacher)).connect() for _ in range(2)]
+    frames_before = [w.updates_received for w in watchers]
+    words = [f"w{i} " for i in range(30)]
+    for word in words:
+        writer.type(word)
+        await asyncio.sleep(0.01)
+    await writer.wait_acked()
+    for w in watchers:
+        await w.wait_text(lambda text: text == "".join(words))
+    await asyncio.sleep(0.5)  # a duplicate from the hub would arrive by now
+    for w, before in zip(watchers, frames_before):
+        assert w.updates_received - before == len(words)
+    for c in (writer, *watchers):
+        await c.close()
