@@ -55,12 +55,18 @@ class Inbox:
         return self.items
 
 
-async def test_subscriber_receives_binary_messages_of_its_channel_only(bus_pair: Any) -> None:
-    pub, sub = bus_pair
+async def subscribed(bus: Bus) -> tuple[str, Inbox]:
+    """A fresh doc channel with an inbox subscribed, given time to reach the backend."""
     inbox = Inbox()
     channel = f"essay:{uuid.uuid4()}:doc"
-    await sub.subscribe(channel, inbox)
+    await bus.subscribe(channel, inbox)
     await asyncio.sleep(0.1)
+    return channel, inbox
+
+
+async def test_subscriber_receives_binary_messages_of_its_channel_only(bus_pair: Any) -> None:
+    pub, sub = bus_pair
+    channel, inbox = await subscribed(sub)
     await pub.publish(f"essay:{uuid.uuid4()}:doc", b"other")
     payload = bytes(range(256))
     await pub.publish(channel, payload)
@@ -126,10 +132,7 @@ async def test_redis_restart_resubscribes_and_signals_resync(redis_process: Any)
 async def test_skip_node_spares_only_that_node(bus_pair: Any) -> None:
     """A replica that delivered an update itself asks the bus to skip it; the others still get it."""
     pub, sub = bus_pair
-    inbox = Inbox()
-    channel = f"essay:{uuid.uuid4()}:doc"
-    await sub.subscribe(channel, inbox)
-    await asyncio.sleep(0.1)
+    channel, inbox = await subscribed(sub)
     await pub.publish(channel, b"delivered by sub itself", skip_node=sub.node)
     await pub.publish(channel, b"for everyone", skip_node=f"{sub.node}-other")
     await pub.publish(channel, b"for everyone too")
