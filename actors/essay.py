@@ -58,6 +58,7 @@ class EssayActor:
     analysis_task: asyncio.Task[None] | None = None
     assignment_prompt: str = ""
     active_paragraphs: set[str] = field(default_factory=set)
+    last_local_run: float = float("-inf")
     last_commit: asyncio.Future[None] | None = None
     feedback_dirty: bool = False
 

@@ -61,6 +61,10 @@ class Analyzer(Protocol):
 class HostConfig:
     large_paste_chars: int = 200
     local_pause_seconds: float = 0.25
+    # A student who types one update every half second "pauses" after each: tier 1 then reruns
+    # at most once per this interval (still within `local_pause_seconds` of a real pause that
+    # comes later than that), not after every update.
+    local_min_interval: float = 1.0
     llm_pause_seconds: float = 2.0
     # The paragraph being written goes to the LLM once the student leaves it or stops for this long,
     # not after every sentence: that keeps tokens near one call per finished paragraph.
@@ -225,6 +229,10 @@ class EssayHost:
         try:
             while True:
                 await self._sleep_until_quiet(actor, cfg.local_pause_seconds)
+                too_soon = actor.last_local_run + cfg.local_min_interval - self.clock()
+                if too_soon > 0:
+                    await asyncio.sleep(too_soon)
+                    continue  # quiet is checked again: typing may have resumed meanwhile
                 seq = actor.seq
                 await self._analyze(actor, run_llm=False)
                 if self.analyzer is not None and self.analyzer.llm_enabled and actor.seq == seq:
@@ -251,6 +259,8 @@ class EssayHost:
         settled = force or self.clock() - (actor.last_edit_at or 0.0) >= self.config.llm_settle_seconds
         hold = frozenset() if settled else frozenset(actor.active_paragraphs)
         engine = self.analyzer if run_llm or self.local_analyzer is None else self.local_analyzer
+        if not run_llm:
+            actor.last_local_run = self.clock()
         result = await engine.analyze_changed(
             actor.analyzed_text, text, essay_id=str(actor.essay_id),
             class_id=str(actor.meta.class_id) if actor.meta.class_id else None,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from serve_app.deps import Context
 
 Probe = Callable[[], Awaitable[None]]
+PendingApply = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]  # args, kwargs, result
 
 
 class LiveEssays(Protocol):
@@ -130,11 +131,20 @@ class InProcessLive(HostRouter):
 
 NOT_RETRIED = frozenset({"publish_event", "revision"})
 
+_tasks: set[asyncio.Future[Any]] = set()
+
+
+def _keep(task: asyncio.Future[Any]) -> None:
+    """Hold a reference to a fire-and-forget task until it finishes."""
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
 
 class RayLive(HostRouter):
     """Hosts as named, detached Ray actors shared by every Gateway replica (one writer per essay)."""
 
     RETRY_FOR_SECONDS = 30.0
+    MAX_IN_FLIGHT = 2  # apply_many calls per host awaiting their group commit
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -142,7 +152,8 @@ class RayLive(HostRouter):
         self.namespace = settings.ray_namespace
         self.bus = make_bus(settings, cluster=True)
         self._handles: dict[int, Any] = {}
-        self._batches: dict[int, list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]] = {}
+        self._batches: dict[int, list[PendingApply]] = {}
+        self._in_flight: dict[int, int] = {}
 
     def handle(self, index: int) -> Any:
         import ray
@@ -181,19 +192,26 @@ class RayLive(HostRouter):
     async def _batched_apply(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Updates for one host from all of this replica's sockets travel in one actor call.
 
-        One Ray call per keystroke was the largest cost left on the typing path; a batch waits
-        for nothing but the current event-loop turn, so it adds no latency when load is light.
+        One Ray call per keystroke was the largest cost left on the typing path. A batch leaves
+        at the next event-loop turn, unless `MAX_IN_FLIGHT` batches to that host are still
+        waiting for their group commit: then it grows until one returns. Light load adds no
+        latency; heavy load makes fewer, larger calls instead of queueing more of them.
         """
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         batch = self._batches.get(index)
         if batch is None:
             batch = self._batches[index] = []
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._send_batch(index)))
+            if self._in_flight.get(index, 0) < self.MAX_IN_FLIGHT:
+                asyncio.get_running_loop().call_soon(self._start_batch, index)
         batch.append((args, kwargs, fut))
         return await fut
 
-    async def _send_batch(self, index: int) -> None:
-        batch = self._batches.pop(index, [])
+    def _start_batch(self, index: int) -> None:
+        if index in self._batches and self._in_flight.get(index, 0) < self.MAX_IN_FLIGHT:
+            self._in_flight[index] = self._in_flight.get(index, 0) + 1
+            _keep(asyncio.ensure_future(self._send_batch(index, self._batches.pop(index))))
+
+    async def _send_batch(self, index: int, batch: list[PendingApply]) -> None:
         try:
             results = await self._call_host(index, "apply_many", [(a, k) for a, k, _ in batch])
         except BaseException as exc:
@@ -201,6 +219,10 @@ class RayLive(HostRouter):
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        finally:
+            self._in_flight[index] -= 1
+            if index in self._batches and self._in_flight[index] < self.MAX_IN_FLIGHT:
+                self._start_batch(index)  # what queued while we waited goes now, as one call
         for (_, _, fut), (ok, value) in zip(batch, results):
             if fut.done():
                 continue

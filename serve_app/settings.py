@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     ws_compression: bool = False
     large_paste_chars: int = 200
     feedback_local_pause_seconds: float = 0.25
+    # Tier 1 reruns at most this often per essay while the student keeps typing with short gaps.
+    feedback_local_min_interval_seconds: float = 1.0
     feedback_llm_pause_seconds: float = 2.0
     feedback_llm_settle_seconds: float = 15.0
 
@@ -101,6 +103,7 @@ class Settings(BaseSettings):
 
         return HostConfig(large_paste_chars=self.large_paste_chars,
                           local_pause_seconds=self.feedback_local_pause_seconds,
+                          local_min_interval=self.feedback_local_min_interval_seconds,
                           llm_pause_seconds=self.feedback_llm_pause_seconds,
                           llm_settle_seconds=self.feedback_llm_settle_seconds)
 

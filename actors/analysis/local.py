@@ -540,10 +540,16 @@ def _dedupe(items: list[FeedbackItem]) -> list[FeedbackItem]:
 def _is_known(lower: str, allowed: set[str]) -> bool:
     if lower in allowed:
         return True
+    return _in_dictionary(lower) or (lower.endswith("'s") and lower[:-2] in allowed)
+
+
+@lru_cache(maxsize=50_000)
+def _in_dictionary(lower: str) -> bool:
+    """Dictionary verdict per word, cached: a paragraph is re-checked after every typed word."""
     spell = spellchecker()
     if spell.known([lower]):
         return True
-    if lower.endswith("'s") and (lower[:-2] in allowed or spell.known([lower[:-2]])):
+    if lower.endswith("'s") and spell.known([lower[:-2]]):
         return True
     return any(spell.known([us]) for us in _american_forms(lower))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -176,3 +177,39 @@ async def test_rest_read_after_a_host_crash_includes_the_unsnapshotted_log(datab
             host.essays.clear()  # the host "crashed": no snapshot was taken, the log has it all
             r = await http.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
             assert r.json()["text"] == "logged only" and r.json()["seq"] == 2
+
+
+class CountingAnalyzer:
+    """The local engine, counting tier-1 runs."""
+
+    def __init__(self) -> None:
+        from actors.analysis.service import build_engine
+        from serve_app.settings import Settings
+
+        self.engine = build_engine(Settings(ai_provider="local"))
+        self.runs: list[str] = []
+
+    @property
+    def llm_enabled(self) -> bool:
+        return False
+
+    async def analyze_changed(self, old_text: str, new_text: str, **kwargs: object) -> object:
+        self.runs.append(new_text)
+        return await self.engine.analyze_changed(old_text, new_text, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_tier1_reruns_at_most_once_per_interval_while_typing_continues(sessions: object) -> None:
+    essay_id = await new_essay(sessions)
+    analyzer = CountingAnalyzer()
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), analyzer=analyzer,  # type: ignore[arg-type]
+                     config=HostConfig(local_pause_seconds=0.05, local_min_interval=0.6, tick_seconds=3600))
+    await host.start()
+    words = [f"word{i} " for i in range(16)]
+    for update in typed_updates(words):  # a word every 0.1 s: each gap is a "pause" of 0.05 s
+        await host.apply_update(essay_id, update, author_id=None, origin="t")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    # ~1.6 s of typing: at most one run per 0.6 s, plus the one after typing stopped.
+    assert 2 <= len(analyzer.runs) <= 4, analyzer.runs
+    assert analyzer.runs[-1] == "".join(words)  # the final text is analysed
+    await host.stop()
