@@ -18,7 +18,7 @@ from typing import Any
 from actors.doc import EssayDoc, UpdateEffect
 
 TYPING_GAP_SECONDS = 10.0
-EVENT_BACKLOG = 512
+EVENT_BACKLOG = 128  # ~2 minutes of typing; a client further behind gets a resync (its full state)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -98,6 +98,7 @@ class EssayHost:
         self.committer = GroupCommitter(self._write_log, interval=self.config.commit_interval,
                                         permanent=(IntegrityError,))
         self._ticker: asyncio.Task[None] | None = None
+        self._write_gate = asyncio.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -119,8 +120,20 @@ class EssayHost:
             await self._compact(actor, force_revision=False)
         await self.committer.close()
 
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction, one at a time per host.
+
+        SQLite has a single writer: a second connection of this process that finds the lock
+        taken sleeps in SQLite's busy handler (1 ms, 2, 5, ... up to 100 ms steps), which made
+        a compaction or a feedback write cost a group commit up to a tenth of a second. Queueing
+        here hands the lock over at once; on PostgreSQL it only orders this host's writes.
+        """
+        async with self._write_gate, self.sessions() as session, session.begin():
+            yield session
+
     async def _write_log(self, rows: list[dict[str, Any]]) -> None:
-        async with self.sessions() as session, session.begin():
+        async with self._writing() as session:
             await documents.append_updates(session, rows=rows)
 
     async def open(self, essay_id: uuid.UUID) -> EssayActor:
@@ -289,7 +302,7 @@ class EssayHost:
         if changed or removed:
             actor.feedback_dirty = True  # stored with the next snapshot; the host serves it until then
         if result.usage.total_tokens:
-            async with self.sessions() as session, session.begin():
+            async with self._writing() as session:
                 await feedback_repo.record_usage(
                     session, essay_id=actor.essay_id, class_id=actor.meta.class_id, provider="llm",
                     model="", prompt_tokens=result.usage.prompt_tokens,
@@ -472,7 +485,7 @@ class EssayHost:
                 return None
             state, text, words = actor.doc.full_state(), actor.doc.text, actor.doc.word_count
             revision_n = None
-            async with self.sessions() as session, session.begin():
+            async with self._writing() as session:
                 await documents.save_snapshot(
                     session, essay_id=actor.essay_id, doc_state=state, text=text, word_count=words, seq=seq,
                     typing_seconds=int(actor.typing_seconds), updated_at=actor.last_active_at or self.wallclock(),
@@ -496,7 +509,7 @@ class EssayHost:
 
     async def _store_feedback(self, actor: EssayActor) -> None:
         actor.feedback_dirty = False
-        async with self.sessions() as session, session.begin():
+        async with self._writing() as session:
             await feedback_repo.replace(session, essay_id=actor.essay_id, items=[i.model_dump() for i in actor.items])
 
     async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:

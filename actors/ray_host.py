@@ -162,6 +162,9 @@ class EssayHostShell:
 
         self.settings = Settings(**settings_values)
         self.host: EssayHost | None = None
+        from serve_app.process import tune_gc
+
+        tune_gc()
         self._starting = asyncio.Lock()
 
     async def _host(self) -> EssayHost:

@@ -43,9 +43,12 @@ class Gateway:
     def __init__(self, analyzer: Any = None) -> None:
         from serve_app.settings import Settings
 
+        from serve_app.process import tune_gc
+
         self.analyzer = analyzer
         if not Settings().ws_compression:
             disable_websocket_compression()
+        tune_gc()
 
 
 def disable_websocket_compression() -> None:
