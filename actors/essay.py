@@ -48,6 +48,7 @@ class EssayActor:
     last_revision_at: float | None = None
     revision_seq: int = 0
     connections: int = 0
+    socket_nodes: dict[str, int] = field(default_factory=dict)  # bus node -> open document sockets
     idle_since: float = 0.0
     class_dirty: bool = False
     last_class_publish: float = float("-inf")

@@ -99,6 +99,8 @@ class EssayHost:
                                         permanent=(IntegrityError,))
         self._ticker: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
+        # False in a host process that replaced a crashed one (see `_others_listen`).
+        self.knows_every_socket = True
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -210,8 +212,9 @@ class EssayHost:
         })
         await asyncio.shield(actor.last_commit)
         # Publish after commit: a teacher never sees text that a crash could take back.
-        await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)),
-                               skip_node=node)
+        if self._others_listen(actor, node):
+            await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)),
+                                   skip_node=node)
         if actor.meta.class_id is not None:
             actor.class_dirty = True
             if now - actor.last_class_publish >= self.config.class_row_interval:
@@ -418,15 +421,33 @@ class EssayHost:
         return {a.meta.owner_id for a in self.essays.values()
                 if a.meta.class_id == class_id and a.connections > 0}
 
-    async def attach(self, essay_id: uuid.UUID) -> None:
+    async def attach(self, essay_id: uuid.UUID, node: str | None = None) -> None:
+        """A document socket opened on bus node `node` (before its first sync)."""
         actor = await self.open(essay_id)
         actor.connections += 1
+        if node is not None:
+            actor.socket_nodes[node] = actor.socket_nodes.get(node, 0) + 1
 
-    async def detach(self, essay_id: uuid.UUID) -> None:
+    async def detach(self, essay_id: uuid.UUID, node: str | None = None) -> None:
         actor = self.essays.get(essay_id)
         if actor is not None:
             actor.connections = max(0, actor.connections - 1)
             actor.idle_since = self.clock()
+            if node is not None and node in actor.socket_nodes:
+                actor.socket_nodes[node] -= 1
+                if actor.socket_nodes[node] <= 0:
+                    del actor.socket_nodes[node]
+
+    def _others_listen(self, actor: EssayActor, node: str | None) -> bool:
+        """Whether a document socket outside `node` may need this essay's updates from the bus.
+
+        Sockets attach before their first sync, so an update applied after that reaches them
+        here and one applied before is in their sync answer. A restarted host never saw the
+        attaches of sockets opened before its crash: it always publishes.
+        """
+        if node is None or not self.knows_every_socket:
+            return True
+        return any(n != node for n in actor.socket_nodes)
 
     # --- anchors --------------------------------------------------------------------------
 

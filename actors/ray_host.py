@@ -177,6 +177,8 @@ class EssayHostShell:
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings, cluster=True),
                                      config=self.settings.host_config(),
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
+                    # A restarted actor never saw the attaches of sockets opened before the crash.
+                    host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
                     await host.start()
                     self.host = host
         return self.host

@@ -209,7 +209,7 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
     try:
-        await ctx.live.call(eid, "attach", eid)
+        await ctx.live.call(eid, "attach", eid, node=bus.node)
         _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
         while True:
@@ -269,7 +269,7 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
         out.queue.put_nowait(None)
         sender.cancel()
         try:
-            await ctx.live.call(eid, "detach", eid)
+            await ctx.live.call(eid, "detach", eid, node=bus.node)
         except Exception:
             log.warning("detach failed", extra={"essay_id": str(eid)})
 

@@ -213,3 +213,38 @@ async def test_tier1_reruns_at_most_once_per_interval_while_typing_continues(ses
     assert 2 <= len(analyzer.runs) <= 4, analyzer.runs
     assert analyzer.runs[-1] == "".join(words)  # the final text is analysed
     await host.stop()
+
+
+class RecordingBus(InMemoryBus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, str | None]] = []
+
+    async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
+        self.published.append((channel, skip_node))
+        await super().publish(channel, message, skip_node=skip_node)
+
+
+async def test_doc_updates_go_on_the_bus_only_when_another_node_has_a_socket(sessions: object) -> None:
+    essay_id = await new_essay(sessions)
+    bus = RecordingBus()
+    host = EssayHost(sessions=sessions, bus=bus, config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
+    await host.start()
+    updates = iter(typed_updates([f"w{i} " for i in range(5)]))
+    channel = f"essay:{essay_id}:doc"
+
+    async def doc_publishes(node: str | None) -> list[str | None]:
+        bus.published.clear()
+        await host.apply_update(essay_id, next(updates), author_id=None, origin="o", node=node)
+        return [skip for ch, skip in bus.published if ch == channel]
+
+    await host.attach(essay_id, node="a")  # the writer's replica delivers to its own sockets
+    assert await doc_publishes("a") == []
+    await host.attach(essay_id, node="b")  # a teacher on another replica
+    assert await doc_publishes("a") == ["a"]
+    await host.detach(essay_id, node="b")
+    assert await doc_publishes("a") == []
+    assert await doc_publishes(None) == [None]  # a caller that does not deliver locally
+    host.knows_every_socket = False  # a restarted host: sockets may exist it never heard of
+    assert await doc_publishes("a") == ["a"]
+    await host.stop()
