@@ -129,7 +129,7 @@ class EssayActor:
 
 def excerpt(text: str, limit: int = 240) -> str:
     """The end of the text (where the student is typing), cut at a word boundary."""
-    text = " ".join(text.split())
+    text = " ".join(text[-4 * limit:].split())  # only the tail matters: rows go out every second
     if len(text) <= limit:
         return text
     tail = text[-limit:]

@@ -99,8 +99,10 @@ class EssayHost:
                                         permanent=(IntegrityError,))
         self._ticker: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
-        # False in a host process that replaced a crashed one (see `_others_listen`).
+        # False in a host process that replaced a crashed one (see `_others_listen`): it then
+        # publishes everything, as it cannot know which sockets opened before the crash.
         self.knows_every_socket = True
+        self.watchers: dict[str, int] = {}  # JSON channel -> sockets watching it (see `watch`)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -355,8 +357,9 @@ class EssayHost:
         """The teacher dashboard row, coalesced to about one per second per essay."""
         actor.class_dirty = False
         actor.last_class_publish = now
-        row = actor.status_row()
-        await self.bus.publish(f"class:{actor.meta.class_id}", json.dumps(row).encode())
+        channel = f"class:{actor.meta.class_id}"
+        if self._watched(channel):  # nobody's dashboard is open: the row is built when one opens
+            await self.bus.publish(channel, json.dumps(actor.status_row()).encode())
 
     async def student_rows(self, class_id: uuid.UUID) -> list[dict[str, Any]]:
         """Dashboard rows of this class's essays loaded here (the rest come from the store)."""
@@ -476,8 +479,30 @@ class EssayHost:
     async def publish_event(self, essay_id: uuid.UUID, type_: str, **payload: Any) -> dict[str, Any]:
         actor = await self.open(essay_id)
         event = actor.next_event(type_, **payload)
-        await self.bus.publish(f"essay:{essay_id}", json.dumps(event, default=str).encode())
+        await self._publish_event(actor, event)
         return event
+
+    async def _publish_event(self, actor: EssayActor, event: dict[str, Any]) -> None:
+        """On the bus when an events socket watches; always kept for `resume`."""
+        channel = f"essay:{actor.essay_id}"
+        if self._watched(channel):
+            await self.bus.publish(channel, json.dumps(event, default=str).encode())
+
+    async def watch(self, channel: str, delta: int) -> None:
+        """A JSON socket (events: `essay:{id}`, dashboard: `class:{id}`) opened (+1) or closed (-1).
+
+        It registers before it reads its opening state, so whatever is published after that
+        reaches it. Every host hears of every dashboard (`call_all`); an essay's events socket
+        only its host.
+        """
+        count = self.watchers.get(channel, 0) + delta
+        if count > 0:
+            self.watchers[channel] = count
+        else:
+            self.watchers.pop(channel, None)
+
+    def _watched(self, channel: str) -> bool:
+        return not self.knows_every_socket or channel in self.watchers
 
     async def event_state(self, essay_id: uuid.UUID) -> dict[str, Any]:
         """Where the essay's event stream stands (sent on connect and with `resync`)."""
@@ -522,8 +547,7 @@ class EssayHost:
             saved = seq > actor.watermark
             actor.watermark = seq
             if saved:
-                event = actor.next_event("saved", word_count=words)
-                await self.bus.publish(f"essay:{actor.essay_id}", json.dumps(event).encode())
+                await self._publish_event(actor, actor.next_event("saved", word_count=words))
             if revision_due:
                 actor.revision_seq, actor.last_revision_at = seq, now
             return revision_n

@@ -320,13 +320,17 @@ async def _json_loop(ws: WebSocket, ctx: Context, out: Outbound,
 async def _serve_json(
     ws: WebSocket, ctx: Context, out: Outbound, *, channel: str, on_bus: Callable[[str, bytes], None],
     start: Callable[[], Awaitable[None]], on_message: Callable[[dict[str, Any]], Awaitable[None]], name: str,
-    context: dict[str, str],
+    context: dict[str, str], watch: Callable[[int], Awaitable[Any]],
 ) -> None:
-    """The JSON sockets' life: subscribe, send the opening state, receive until closed, clean up."""
+    """The JSON sockets' life: subscribe, tell the hosts (`watch(+1)`: they publish the channel
+    only while someone watches), send the opening state, receive until closed, clean up."""
     unsubscribe = await ctx.live.bus.subscribe(channel, on_bus)
     sender = asyncio.create_task(out.run())
     ctx.metrics.sockets_open.labels(name).inc()
+    watching = False
     try:
+        await watch(1)
+        watching = True
         await start()
         await _json_loop(ws, ctx, out, on_message)
     except ProtocolError as exc:
@@ -342,6 +346,11 @@ async def _serve_json(
         unsubscribe()
         out.queue.put_nowait(None)
         sender.cancel()
+        if watching:
+            try:
+                await watch(-1)
+            except Exception:
+                log.warning("unwatch failed", extra=context)
 
 
 @router.websocket("/ws/essays/{essay_id}/events")
@@ -385,7 +394,8 @@ async def events_socket(ws: WebSocket, essay_id: str) -> None:
         out.put(json.dumps({"type": "presence", "essay_id": str(eid), **state}))
 
     await _serve_json(ws, ctx, out, channel=f"essay:{eid}", on_bus=on_event, start=start, on_message=on_message,
-                      name="events", context={"essay_id": str(eid)})
+                      name="events", context={"essay_id": str(eid)},
+                      watch=lambda delta: ctx.live.call(eid, "watch", f"essay:{eid}", delta))
 
 
 @router.websocket("/ws/classes/{class_id}/live")
@@ -425,7 +435,8 @@ async def class_live_socket(ws: WebSocket, class_id: str) -> None:
                             "detail": "this socket only sends; nothing to receive"}))
 
     await _serve_json(ws, ctx, out, channel=f"class:{cls.id}", on_bus=on_row, start=send_rows,
-                      on_message=on_message, name="class", context={"class_id": str(cls.id)})
+                      on_message=on_message, name="class", context={"class_id": str(cls.id)},
+                      watch=lambda delta: ctx.live.call_all("watch", f"class:{class_id_}", delta))
 
 
 async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:

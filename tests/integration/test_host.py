@@ -248,3 +248,31 @@ async def test_doc_updates_go_on_the_bus_only_when_another_node_has_a_socket(ses
     host.knows_every_socket = False  # a restarted host: sockets may exist it never heard of
     assert await doc_publishes("a") == ["a"]
     await host.stop()
+
+
+async def test_events_and_dashboard_rows_go_on_the_bus_only_while_watched(sessions: object) -> None:
+    essay_id = await new_essay(sessions)
+    bus = RecordingBus()
+    host = EssayHost(sessions=sessions, bus=bus, config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
+    await host.start()
+    channel = f"essay:{essay_id}"
+
+    async def published_event() -> bool:
+        bus.published.clear()
+        await host.publish_event(essay_id, "comment", text="x")
+        return any(ch == channel for ch, _ in bus.published)
+
+    assert not await published_event()
+    await host.watch(channel, 1)
+    await host.watch(channel, 1)
+    assert await published_event()
+    await host.watch(channel, -1)
+    assert await published_event()  # one socket still watches
+    await host.watch(channel, -1)
+    assert not await published_event()
+    # Unpublished events are still numbered and kept: a reconnecting socket resumes them.
+    kept = await host.events_after(essay_id, 0, None)
+    assert kept is not None and [e["seq"] for e in kept] == [1, 2, 3, 4]
+    host.knows_every_socket = False
+    assert await published_event()
+    await host.stop()
