@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     ai_token_budget_per_essay: int = 50_000
     ai_token_budget_per_class: int = 2_000_000
 
-    hosts: int = Field(default=2, ge=1, le=1024)
+    # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
+    # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.
+    hosts: int = Field(default=0, ge=0, le=1024)
     max_essay_chars: int = 200_000
     max_body_bytes: int = 2 * 1024 * 1024
     max_ws_message_bytes: int = 1024 * 1024
@@ -89,6 +91,8 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> "Settings":
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'essaycoach.db'}"
+        if not self.hosts:
+            self.hosts = 1 if self.is_sqlite else 2
         if not self.jwt_secret:
             if not self.dev_mode:
                 raise ValueError("ESSAYCOACH_JWT_SECRET is required outside dev mode")
