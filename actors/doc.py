@@ -55,6 +55,7 @@ __all__ = [
     "replace_text_update",
     "resolve_anchor",
     "text_to_update",
+    "validate_update",
 ]
 
 ROOT_TEXT = "content"
@@ -152,6 +153,16 @@ def count_words(text: str) -> int:
     return sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
 
 
+def validate_update(update: bytes) -> None:
+    """Decode the whole update without any document: the structural check done before applying.
+
+    Raises:
+        InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
+    """
+    with _rust_errors(InvalidUpdate, "cannot decode update"):
+        get_state(bytes(update))
+
+
 class EssayDoc:
     """One essay's CRDT document: validates and applies updates and reports their effect.
 
@@ -243,9 +254,7 @@ class EssayDoc:
             InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
         """
         update = bytes(update)
-        with _rust_errors(InvalidUpdate, "cannot decode update"):
-            # Decodes the whole update without touching the document: our validation step.
-            get_state(update)
+        validate_update(update)
 
         old_text = self.text
         state_before = self._doc.get_state()

@@ -213,7 +213,8 @@ class EssayHost:
             "created_at": self.wallclock(),
         })
         await asyncio.shield(actor.last_commit)
-        # Publish after commit: a teacher never sees text that a crash could take back.
+        # The bus copy leaves after the commit; a Gateway that passed `node` has already handed
+        # the update to its own sockets on receipt (see serve_app.realtime.sockets).
         if self._others_listen(actor, node):
             await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)),
                                    skip_node=node)

@@ -36,6 +36,7 @@ class YClient:
         self.sent = 0
         self.acked = 0
         self.updates_received = 0  # update frames (not sync steps) from the server
+        self.frames_received = 0
         self.ack_times: dict[int, float] = {}
         self.send_times: dict[int, float] = {}
         self.synced = asyncio.Event()
@@ -69,6 +70,7 @@ class YClient:
         assert self.ws is not None
         try:
             async for frame in self.ws:
+                self.frames_received += 1
                 if not isinstance(frame, bytes) or not frame:
                     continue
                 if frame[0] == ACK:

@@ -27,6 +27,7 @@ from pycrdt import create_awareness_message
 from sqlalchemy import select
 
 from actors.broadcast import RESYNC, doc_message, split_doc_message
+from actors.doc import InvalidUpdate, validate_update
 from actors.essay import excerpt
 from actors.host import EssayNotFound, UpdateRejected
 from db.models import Essay, User
@@ -229,15 +230,21 @@ async def doc_socket(ws: WebSocket, essay_id: str) -> None:
                     raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
                 received = time.perf_counter()
                 typed = isinstance(message, SyncUpdate)
-                # Typing is handed to this replica's other sockets here, once durable; the bus
-                # copy goes to the other replicas only. A reconnect's step 2 (mostly what
-                # everyone has) is published by the host only if it carried anything new.
+                if typed:
+                    # Typing reaches this replica's other sockets on receipt, as in y-websocket:
+                    # a CRDT update cannot conflict, and one lost to a crash before its commit
+                    # comes back with the writer's reconnect. The ack still waits for the commit,
+                    # and the bus copy (other replicas) leaves the host after it. A reconnect's
+                    # step 2 (mostly what everyone has) is published by the host only if new.
+                    try:
+                        validate_update(update)
+                    except InvalidUpdate as exc:
+                        raise UpdateRejected(str(exc)) from exc
+                    bus.deliver_local(doc_channel, doc_message(origin, encode_update(update)))
                 await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin,
                                     live=typed, node=bus.node if typed else None)
                 acked += 1
                 out.put(encode_ack(acked))
-                if typed:
-                    bus.deliver_local(doc_channel, doc_message(origin, encode_update(update)))
                 metrics.updates.inc()
                 metrics.ack_seconds.observe(time.perf_counter() - received)
             elif isinstance(message, Awareness):

@@ -136,6 +136,25 @@ async def test_bad_frames_get_their_close_code_and_other_essays_are_untouched(
     await again.close()
 
 
+async def test_an_undecodable_update_never_reaches_a_watcher(live_client, live_server, classroom) -> None:
+    """Typing is relayed to watchers on receipt, but only once it decodes as a Yjs update."""
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    reader = await YClient(await doc_url(live_client, live_server, teacher, essay["id"])).connect()
+    writer = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    writer.type("kept")
+    await reader.wait_text(lambda t: t == "kept")
+    seen = reader.frames_received
+    await writer.send_raw(b"\x00\x02\x03\x01\x02\x03")
+    assert await writer.wait_closed() == 4400
+    await asyncio.sleep(0.3)
+    assert reader.frames_received == seen and reader.close_code is None
+    again = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    again.type(" and more")
+    assert await reader.wait_text(lambda t: t == "kept and more")
+    await again.close()
+    await reader.close()
+
+
 async def test_flood_is_closed_1008(live_client, live_server, classroom) -> None:
     student, essay = classroom["student"], classroom["essay"]
     c = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
