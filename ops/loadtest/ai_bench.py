@@ -277,7 +277,8 @@ advantage.
 
 {lat['samples']} sentences typed at ~12 updates/s into {lat['samples'] // 6} essays at once, each ending in a
 misspelling; time from the last keystroke leaving the client to the `feedback` event naming it on the
-events socket. The hosts wait for a {int(lat['debounce_s'] * 1000)} ms pause before analysing.
+events socket. The hosts wait for a {int(lat['debounce_s'] * 1000)} ms pause before analysing (and rerun at
+most once a second per essay; each sentence here takes longer than that to type).
 
 | measured from | p50 | p95 |
 | --- | ---: | ---: |
