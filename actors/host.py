@@ -29,6 +29,7 @@ from actors.essay import EssayActor, EssayMeta
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.committer import GroupCommitter
 from actors.feedback import carry_items, count_kinds, settled_text, wire_item
+from db.engine import SqliteLogWriter
 from db.repositories import documents
 from db.repositories import essays as essays_repo
 from db.repositories import feedback as feedback_repo
@@ -99,6 +100,7 @@ class EssayHost:
                                         permanent=(IntegrityError,))
         self._ticker: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
+        self._log_writer = SqliteLogWriter.for_sessions(sessions)
         # False in a host process that replaced a crashed one (see `_others_listen`): it then
         # publishes everything, as it cannot know which sockets opened before the crash.
         self.knows_every_socket = True
@@ -123,6 +125,9 @@ class EssayHost:
         for actor in list(self.essays.values()):
             await self._compact(actor, force_revision=False)
         await self.committer.close()
+        if self._log_writer is not None:
+            self._log_writer.close()
+            self._log_writer = None
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
@@ -137,6 +142,10 @@ class EssayHost:
             yield session
 
     async def _write_log(self, rows: list[dict[str, Any]]) -> None:
+        if self._log_writer is not None:  # SQLite: the whole transaction in one thread hop
+            async with self._write_gate:
+                await self._log_writer.run(lambda conn: documents.append_updates_sync(conn, rows=rows))
+            return
         async with self._writing() as session:
             await documents.append_updates(session, rows=rows)
 
@@ -579,6 +588,8 @@ class EssayHost:
         """Compact quiet or busy essays and unload idle ones; one essay's failure stays its own."""
         now = self.clock()
         for actor in list(self.essays.values()):
+            if self._at_rest(actor):
+                continue  # most essays, most ticks: nothing to store, publish or unload
             try:
                 await self._tick_one(actor, now)
             except asyncio.CancelledError:
@@ -587,6 +598,12 @@ class EssayHost:
                 log.exception("essay tick failed", extra={"essay_id": str(actor.essay_id)})
                 if not await self._exists(actor.essay_id):
                     self._evict(actor)  # deleted under us: nothing left to store
+
+    @staticmethod
+    def _at_rest(actor: EssayActor) -> bool:
+        """Nothing for `_tick_one` to do: stored, row published, and a socket keeps it loaded."""
+        return (actor.seq <= actor.watermark and not actor.feedback_dirty and not actor.class_dirty
+                and actor.connections > 0)
 
     async def _tick_one(self, actor: EssayActor, now: float) -> None:
         cfg = self.config

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Essay, EssayUpdate, Revision
@@ -40,6 +40,12 @@ async def append_updates(session: AsyncSession, *, rows: list[dict[str, Any]]) -
     """
     if rows:
         await session.execute(insert(EssayUpdate.__table__), rows)
+
+
+def append_updates_sync(conn: Connection, *, rows: list[dict[str, Any]]) -> None:
+    """`append_updates` on a synchronous connection (`db.engine.SqliteLogWriter`)."""
+    if rows:
+        conn.execute(insert(EssayUpdate.__table__), rows)
 
 
 async def save_snapshot(

@@ -15,6 +15,7 @@ from actors.host import EssayHost, EssayNotFound, HostConfig, UpdateRejected
 from db.engine import make_engine, make_sessionmaker
 from db.models import User
 from db.repositories import documents, essays
+from db.types import utcnow
 
 
 class FakeClock:
@@ -276,3 +277,25 @@ async def test_events_and_dashboard_rows_go_on_the_bus_only_while_watched(sessio
     host.knows_every_socket = False
     assert await published_event()
     await host.stop()
+
+
+async def test_sqlite_log_writer_commits_in_its_thread_and_refuses_rows_of_missing_essays(
+    sessions: object, database_url: str
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from db.engine import SqliteLogWriter
+
+    writer = SqliteLogWriter.for_sessions(sessions)  # type: ignore[arg-type]
+    if not database_url.startswith("sqlite"):
+        assert writer is None  # PostgreSQL: asyncpg is natively async, no thread hops to save
+        return
+    assert writer is not None
+    essay_id = await new_essay(sessions)
+    row = {"essay_id": essay_id, "seq": 1, "data": typed_updates(["hi"])[0], "author_id": None,
+           "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
+    await writer.run(lambda conn: documents.append_updates_sync(conn, rows=[row]))
+    assert await stored_text(sessions, essay_id) == "hi"
+    with pytest.raises(IntegrityError):  # the committer splits the batch on this
+        await writer.run(lambda conn: documents.append_updates_sync(conn, rows=[{**row, "essay_id": uuid.uuid4()}]))
+    writer.close()
