@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pycrdt import create_update_message
 from sqlalchemy.exc import IntegrityError
@@ -29,13 +29,14 @@ from actors.essay import EssayActor, EssayMeta
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.committer import GroupCommitter
 from actors.feedback import carry_items, count_kinds, settled_text, wire_item
-from db.engine import SqliteLogWriter
+from db.engine import SqliteWriter
 from db.repositories import documents
 from db.repositories import essays as essays_repo
 from db.repositories import feedback as feedback_repo
 from db.types import utcnow
 
 log = logging.getLogger("essaycoach.host")
+T = TypeVar("T")
 
 
 class EssayNotFound(LookupError):
@@ -100,7 +101,7 @@ class EssayHost:
                                         permanent=(IntegrityError,))
         self._ticker: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
-        self._log_writer = SqliteLogWriter.for_sessions(sessions)
+        self._writer = SqliteWriter.for_sessions(sessions)
         # False in a host process that replaced a crashed one (see `_others_listen`): it then
         # publishes everything, as it cannot know which sockets opened before the crash.
         self.knows_every_socket = True
@@ -125,9 +126,9 @@ class EssayHost:
         for actor in list(self.essays.values()):
             await self._compact(actor, force_revision=False)
         await self.committer.close()
-        if self._log_writer is not None:
-            self._log_writer.close()
-            self._log_writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
@@ -141,13 +142,18 @@ class EssayHost:
         async with self._write_gate, self.sessions() as session, session.begin():
             yield session
 
-    async def _write_log(self, rows: list[dict[str, Any]]) -> None:
-        if self._log_writer is not None:  # SQLite: the whole transaction in one thread hop
+    async def _store(self, work: Callable[[Any], T]) -> T:
+        """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
+        in the writer's thread (one hop, where aiosqlite takes one per statement), elsewhere
+        through the async session (`run_sync`)."""
+        if self._writer is not None:
             async with self._write_gate:
-                await self._log_writer.run(lambda conn: documents.append_updates_sync(conn, rows=rows))
-            return
+                return await self._writer.run(work)
         async with self._writing() as session:
-            await documents.append_updates(session, rows=rows)
+            return await session.run_sync(work)
+
+    async def _write_log(self, rows: list[dict[str, Any]]) -> None:
+        await self._store(lambda conn: documents.append_updates(conn, rows=rows))
 
     async def open(self, essay_id: uuid.UUID) -> EssayActor:
         """The essay's actor, loading it from the store on first touch."""
@@ -540,20 +546,16 @@ class EssayHost:
                     await self._store_feedback(actor)
                 return None
             state, text, words = actor.doc.full_state(), actor.doc.text, actor.doc.word_count
-            revision_n = None
-            async with self._writing() as session:
-                await documents.save_snapshot(
-                    session, essay_id=actor.essay_id, doc_state=state, text=text, word_count=words, seq=seq,
+            feedback = [i.model_dump() for i in actor.items] if actor.feedback_dirty else None
+            actor.feedback_dirty = False
+            try:
+                revision_n = await self._store(lambda conn: documents.store_compaction(
+                    conn, essay_id=actor.essay_id, doc_state=state, text=text, word_count=words, seq=seq,
                     typing_seconds=int(actor.typing_seconds), updated_at=actor.last_active_at or self.wallclock(),
-                )
-                if actor.feedback_dirty:
-                    await feedback_repo.replace(session, essay_id=actor.essay_id,
-                                                items=[i.model_dump() for i in actor.items])
-                    actor.feedback_dirty = False
-                if revision_due:
-                    rev = await documents.add_revision(session, essay_id=actor.essay_id, seq=seq,
-                                                       reason=reason, text=text, word_count=words, doc_state=state)
-                    revision_n = rev.n
+                    feedback=feedback, revision_reason=reason if revision_due else None))
+            except BaseException:
+                actor.feedback_dirty = actor.feedback_dirty or feedback is not None
+                raise
             saved = seq > actor.watermark
             actor.watermark = seq
             if saved:
@@ -564,8 +566,8 @@ class EssayHost:
 
     async def _store_feedback(self, actor: EssayActor) -> None:
         actor.feedback_dirty = False
-        async with self._writing() as session:
-            await feedback_repo.replace(session, essay_id=actor.essay_id, items=[i.model_dump() for i in actor.items])
+        items = [i.model_dump() for i in actor.items]
+        await self._store(lambda conn: feedback_repo.replace(conn, essay_id=actor.essay_id, items=items))
 
     async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:
         """Freeze a revision now (submit); returns its number."""

@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -43,8 +45,8 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-class SqliteLogWriter:
-    """Writes update-log batches to SQLite in one thread hop per transaction.
+class SqliteWriter:
+    """Runs write transactions on SQLite in one thread hop each (the update log, compaction).
 
     Through aiosqlite a transaction is five or so hops between the event loop and the database
     thread (begin, execute, commit, ...), each waiting for a busy loop to come round; under load
@@ -59,20 +61,20 @@ class SqliteLogWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-writer")
 
     @classmethod
-    def for_sessions(cls, sessions: async_sessionmaker[AsyncSession]) -> SqliteLogWriter | None:
+    def for_sessions(cls, sessions: async_sessionmaker[AsyncSession]) -> SqliteWriter | None:
         """A writer for the database behind `sessions` if it is an SQLite file, else None."""
         bind = sessions.kw.get("bind")
         if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite" and bind.url.database not in (None, "", ":memory:"):
             return cls(bind)
         return None
 
-    async def run(self, work: Callable[[Connection], None]) -> None:
-        """`work(connection)` inside one transaction, in the writer's thread."""
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """`work(connection)` inside one transaction, in the writer's thread; its result."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
 
-    def _transaction(self, work: Callable[[Connection], None]) -> None:
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
         with self.engine.begin() as conn:
-            work(conn)
+            return work(conn)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)

@@ -9,8 +9,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from db.models import Essay, EssayUpdate, Revision
+from db.repositories.feedback import replace as replace_feedback
+from db.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -32,45 +35,40 @@ async def load(session: AsyncSession, *, essay_id: uuid.UUID) -> StoredDoc | Non
     return StoredDoc(essay, list(log))
 
 
-async def append_updates(session: AsyncSession, *, rows: list[dict[str, Any]]) -> None:
+def append_updates(conn: Connection | Session, *, rows: list[dict[str, Any]]) -> None:
     """One executemany INSERT for a whole group commit (rows of many essays).
 
-    Core, not the ORM's bulk path: it runs once per few milliseconds on the typing path, and the
-    ORM's per-row bookkeeping was a tenth of an essay host's CPU under load.
+    Synchronous: it runs in `db.engine.SqliteWriter`'s thread or through `AsyncSession.run_sync`.
+    Core, not the ORM's bulk path: this is the typing path, and the ORM's per-row bookkeeping was
+    a tenth of an essay host's CPU under load.
     """
-    if rows:
-        await session.execute(insert(EssayUpdate.__table__), rows)
-
-
-def append_updates_sync(conn: Connection, *, rows: list[dict[str, Any]]) -> None:
-    """`append_updates` on a synchronous connection (`db.engine.SqliteLogWriter`)."""
     if rows:
         conn.execute(insert(EssayUpdate.__table__), rows)
 
 
-async def save_snapshot(
-    session: AsyncSession, *, essay_id: uuid.UUID, doc_state: bytes, text: str, word_count: int, seq: int,
-    typing_seconds: int, updated_at: datetime,
-) -> None:
-    """Compaction: the snapshot and the watermark move together in one statement."""
-    await session.execute(
+def store_compaction(
+    conn: Connection | Session, *, essay_id: uuid.UUID, doc_state: bytes, text: str, word_count: int, seq: int,
+    typing_seconds: int, updated_at: datetime, feedback: list[dict[str, Any]] | None = None,
+    revision_reason: str | None = None,
+) -> int | None:
+    """Compaction, in the caller's transaction: the snapshot and the watermark move together in
+    one statement; the feedback set is replaced when given; a revision is added when a reason is
+    given. Returns the new revision's number. Synchronous, like `append_updates`."""
+    conn.execute(
         update(Essay).where(Essay.id == essay_id, Essay.log_watermark <= seq).values(
             doc_state=doc_state, text=text, word_count=word_count, seq=seq, log_watermark=seq,
             typing_seconds=typing_seconds, updated_at=updated_at,
         )
     )
-
-
-async def add_revision(
-    session: AsyncSession, *, essay_id: uuid.UUID, seq: int, reason: str, text: str, word_count: int,
-    doc_state: bytes,
-) -> Revision:
-    last = await session.scalar(select(func.max(Revision.n)).where(Revision.essay_id == essay_id))
-    revision = Revision(essay_id=essay_id, n=(last or 0) + 1, seq=seq, reason=reason, text=text,
-                        word_count=word_count, doc_state=doc_state)
-    session.add(revision)
-    await session.flush()
-    return revision
+    if feedback is not None:
+        replace_feedback(conn, essay_id=essay_id, items=feedback)
+    if revision_reason is None:
+        return None
+    n = (conn.scalar(select(func.max(Revision.n)).where(Revision.essay_id == essay_id)) or 0) + 1
+    conn.execute(insert(Revision.__table__).values(
+        essay_id=essay_id, n=n, seq=seq, reason=revision_reason, text=text, word_count=word_count,
+        doc_state=doc_state, created_at=utcnow()))
+    return n
 
 
 async def last_revision(session: AsyncSession, *, essay_id: uuid.UUID) -> Revision | None:

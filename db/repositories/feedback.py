@@ -5,18 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from db.models import AiUsage, Assignment, Essay, FeedbackItem
 
 COLUMNS = ("id", "kind", "source", "severity", "message", "suggestion", "quote", "start", "end", "anchor")
 
 
-async def replace(session: AsyncSession, *, essay_id: uuid.UUID, items: list[dict[str, Any]]) -> None:
-    await session.execute(delete(FeedbackItem).where(FeedbackItem.essay_id == essay_id))
+def replace(conn: Connection | Session, *, essay_id: uuid.UUID, items: list[dict[str, Any]]) -> None:
+    """The essay's stored feedback set becomes `items` (synchronous: see `documents.append_updates`)."""
+    conn.execute(delete(FeedbackItem).where(FeedbackItem.essay_id == essay_id))
     if items:
-        await session.execute(insert(FeedbackItem), [
+        conn.execute(insert(FeedbackItem.__table__), [
             {"essay_id": essay_id, **{k: item.get(k) for k in COLUMNS}} for item in items])
 
 

@@ -284,9 +284,9 @@ async def test_sqlite_log_writer_commits_in_its_thread_and_refuses_rows_of_missi
 ) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    from db.engine import SqliteLogWriter
+    from db.engine import SqliteWriter
 
-    writer = SqliteLogWriter.for_sessions(sessions)  # type: ignore[arg-type]
+    writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
     if not database_url.startswith("sqlite"):
         assert writer is None  # PostgreSQL: asyncpg is natively async, no thread hops to save
         return
@@ -294,8 +294,8 @@ async def test_sqlite_log_writer_commits_in_its_thread_and_refuses_rows_of_missi
     essay_id = await new_essay(sessions)
     row = {"essay_id": essay_id, "seq": 1, "data": typed_updates(["hi"])[0], "author_id": None,
            "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
-    await writer.run(lambda conn: documents.append_updates_sync(conn, rows=[row]))
+    await writer.run(lambda conn: documents.append_updates(conn, rows=[row]))
     assert await stored_text(sessions, essay_id) == "hi"
     with pytest.raises(IntegrityError):  # the committer splits the batch on this
-        await writer.run(lambda conn: documents.append_updates_sync(conn, rows=[{**row, "essay_id": uuid.uuid4()}]))
+        await writer.run(lambda conn: documents.append_updates(conn, rows=[{**row, "essay_id": uuid.uuid4()}]))
     writer.close()
