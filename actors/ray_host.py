@@ -78,7 +78,7 @@ class HubBus:
     def __init__(self, namespace: str) -> None:
         self.hub = ray.remote(BusHub).options(  # type: ignore[attr-defined]
             name=HUB_NAME, namespace=namespace, get_if_exists=True, lifetime="detached",
-            max_restarts=-1, max_concurrency=10_000, num_cpus=0,
+            max_restarts=-1, max_concurrency=10_000, num_cpus=0, enable_task_events=False,
         ).remote()
         self.fanout = LocalFanout()
         self.node = self.subscriber = new_node_id()
