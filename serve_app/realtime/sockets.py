@@ -6,9 +6,9 @@ refused before accept (the HTTP handshake answers 403). After accept, a caller w
 the essay or class gets close 4404, a wrong role 4403. The close codes are listed in
 `serve_app.realtime.protocol.CloseCode`.
 
-Each connection has a bounded outbound queue drained by its own sender task, so a bus message is
-handed over without awaiting a slow peer; a peer that falls `OUTBOUND_LIMIT` frames behind is
-closed with 1013 and re-syncs on reconnect.
+Each connection has a bounded outbound queue (`Outbound`), so a bus message is handed over without
+awaiting a slow peer; a peer that falls `OUTBOUND_LIMIT` frames behind is closed with 1013 and
+re-syncs on reconnect.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -85,43 +85,64 @@ class TokenBucket:
         return True
 
 
-@dataclass
 class Outbound:
-    """Frames waiting for one socket; `put` never blocks the bus."""
+    """Frames waiting for one socket; `put` never blocks the bus.
 
-    ws: WebSocket
-    queue: asyncio.Queue[bytes | str | None] = field(default_factory=asyncio.Queue)
-    overflowed: bool = False
+    A sender task exists only while frames are waiting: most sockets are idle most of the time,
+    and a queue plus a parked task per socket cost ~4 KiB each. A peer `OUTBOUND_LIMIT` frames
+    behind is closed with 1013 (it re-syncs on reconnect).
+    """
+
+    __slots__ = ("ws", "frames", "overflowed", "stopped", "_sender")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.frames: deque[bytes | str] = deque()
+        self.overflowed = False
+        self.stopped = False
+        self._sender: asyncio.Task[None] | None = None
 
     def put(self, frame: bytes | str) -> None:
-        if self.queue.qsize() >= OUTBOUND_LIMIT:
-            if not self.overflowed:
-                self.overflowed = True
-                self.queue.put_nowait(None)
+        if self.stopped:
             return
-        self.queue.put_nowait(frame)
+        if len(self.frames) >= OUTBOUND_LIMIT:
+            self.overflowed = self.stopped = True
+            self.frames.clear()
+            background(_close(self.ws, CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect"))
+            return
+        self.frames.append(frame)
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send())
 
-    async def run(self) -> None:
-        while True:
-            frame = await self.queue.get()
-            try:
-                if frame is None:
-                    if self.overflowed:
-                        await self.ws.close(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect")
-                    return
+    async def _send(self) -> None:
+        try:
+            while self.frames and not self.stopped:
+                frame = self.frames.popleft()
                 if isinstance(frame, bytes):
                     await self.ws.send_bytes(frame)
                 else:
                     await self.ws.send_text(frame)
-            finally:
-                self.queue.task_done()
+        except Exception:  # the peer went away: the receive loop sees the disconnect
+            self.stopped = True
+        finally:
+            self._sender = None
+
+    def stop(self) -> None:
+        """The socket is done: drop what is queued and stop sending."""
+        self.stopped = True
+        self.frames.clear()
+        if self._sender is not None:
+            self._sender.cancel()
 
     async def close(self, code: int, reason: str) -> None:
         """Send what is queued (an error frame explaining the close), then close with `code`."""
-        try:
-            await asyncio.wait_for(self.queue.join(), 1.0)
-        except (asyncio.TimeoutError, RuntimeError):
-            pass
+        sender = self._sender
+        if sender is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(sender), 1.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+        self.stop()
         await _close(self.ws, code, reason)
 
 
@@ -204,7 +225,6 @@ async def doc_socket(ws: WebSocket) -> None:
     doc_channel = f"essay:{eid}:doc"
     unsubscribe = [await bus.subscribe(doc_channel, on_doc),
                    await bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
-    sender = asyncio.create_task(out.run())
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     acked = 0
     metrics = ctx.metrics
@@ -273,8 +293,7 @@ async def doc_socket(ws: WebSocket) -> None:
         metrics.sockets_open.labels("doc").dec()
         for unsub in unsubscribe:
             unsub()
-        out.queue.put_nowait(None)
-        sender.cancel()
+        out.stop()
         try:
             await ctx.live.call(eid, "detach", eid, node=bus.node)
         except Exception:
@@ -332,7 +351,6 @@ async def _serve_json(
     """The JSON sockets' life: subscribe, tell the hosts (`watch(+1)`: they publish the channel
     only while someone watches), send the opening state, receive until closed, clean up."""
     unsubscribe = await ctx.live.bus.subscribe(channel, on_bus)
-    sender = asyncio.create_task(out.run())
     ctx.metrics.sockets_open.labels(name).inc()
     watching = False
     try:
@@ -351,8 +369,7 @@ async def _serve_json(
     finally:
         ctx.metrics.sockets_open.labels(name).dec()
         unsubscribe()
-        out.queue.put_nowait(None)
-        sender.cancel()
+        out.stop()
         if watching:
             try:
                 await watch(-1)

@@ -1,0 +1,52 @@
+"""The per-socket outbound queue: order, close after the queued frames, overflow -> 1013."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from serve_app.realtime.protocol import CloseCode
+from serve_app.realtime.sockets import OUTBOUND_LIMIT, Outbound
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.closed: tuple[int, str] | None = None
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.open.wait()
+        self.sent.append(data)
+
+    async def send_text(self, data: str) -> None:
+        await self.open.wait()
+        self.sent.append(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+async def test_frames_go_out_in_order_and_close_waits_for_them() -> None:
+    ws = FakeSocket()
+    out = Outbound(ws)  # type: ignore[arg-type]
+    for frame in (b"a", "b", b"c"):
+        out.put(frame)
+    await out.close(4400, "bad frame")
+    assert ws.sent == [b"a", "b", b"c"] and ws.closed == (4400, "bad frame")
+    out.put(b"late")
+    await asyncio.sleep(0)
+    assert ws.sent == [b"a", "b", b"c"]  # nothing after the close
+
+
+async def test_a_peer_too_far_behind_is_closed_1013_and_nothing_more_is_queued() -> None:
+    ws = FakeSocket()
+    ws.open.clear()  # the peer stops reading
+    out = Outbound(ws)  # type: ignore[arg-type]
+    for i in range(OUTBOUND_LIMIT + 1):
+        out.put(str(i))
+    await asyncio.sleep(0.01)
+    assert ws.closed is not None and ws.closed[0] == CloseCode.TRY_AGAIN_LATER
+    assert out.stopped and not out.frames
+    out.stop()
