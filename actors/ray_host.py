@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -178,7 +179,9 @@ class EssayHostShell:
                                      config=self.settings.host_config(),
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
                     # A restarted actor never saw the attaches of sockets opened before the crash.
-                    host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
+                    with warnings.catch_warnings():  # Ray's own property uses its deprecated actor_id
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
                     await host.start()
                     self.host = host
         return self.host
