@@ -567,7 +567,11 @@ class EssayHost:
     async def _store_feedback(self, actor: EssayActor) -> None:
         actor.feedback_dirty = False
         items = [i.model_dump() for i in actor.items]
-        await self._store(lambda conn: feedback_repo.replace(conn, essay_id=actor.essay_id, items=items))
+        try:
+            await self._store(lambda conn: feedback_repo.replace(conn, essay_id=actor.essay_id, items=items))
+        except BaseException:
+            actor.feedback_dirty = True  # the next tick tries again
+            raise
 
     async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:
         """Freeze a revision now (submit); returns its number."""

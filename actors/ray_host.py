@@ -19,7 +19,7 @@ import ray
 from actors.broadcast import RESYNC, Handler, LocalFanout, make_bus, new_node_id
 from actors.host import EssayHost
 
-HUB_NAME = "essaycoach-bus-hub"
+HUB_NAME = "essaycoach-bus-hub-v2"  # versioned: the hub is detached and outlives deploys; v2 added skip
 OUTBOX_LIMIT = 10_000
 SUBSCRIBER_TTL = 60.0
 

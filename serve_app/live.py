@@ -129,7 +129,10 @@ class InProcessLive(HostRouter):
         return [await getattr(h, method)(*args) for h in self.host_objects]
 
 
-NOT_RETRIED = frozenset({"publish_event", "revision"})
+# Not idempotent: a call that failed as "unavailable" may have run, and running it twice would
+# number an event twice or miscount the sockets a host publishes for (the socket fails instead and
+# its client reconnects).
+NOT_RETRIED = frozenset({"publish_event", "revision", "attach", "detach", "watch"})
 
 _tasks: set[asyncio.Future[Any]] = set()
 

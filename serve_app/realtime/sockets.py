@@ -138,10 +138,7 @@ class Outbound:
         """Send what is queued (an error frame explaining the close), then close with `code`."""
         sender = self._sender
         if sender is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(sender), 1.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                pass
+            await asyncio.wait({sender}, timeout=1.0)  # its outcome is its own; our cancel propagates
         self.stop()
         await _close(self.ws, code, reason)
 
@@ -223,8 +220,12 @@ async def doc_socket(ws: WebSocket) -> None:
 
     bus = ctx.live.bus
     doc_channel = f"essay:{eid}:doc"
+    in_flight = _typing_in_flight(ws.app)
     unsubscribe = [await bus.subscribe(doc_channel, on_doc),
                    await bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
+    # Typing handed to this replica's sockets before we subscribed may reach the host after our
+    # sync, and the host leaves this replica's copies to it: send those too (duplicates merge).
+    early = list(in_flight.get(eid, {}).values())
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     acked = 0
     metrics = ctx.metrics
@@ -233,6 +234,8 @@ async def doc_socket(ws: WebSocket) -> None:
         await ctx.live.call(eid, "attach", eid, node=bus.node)
         _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
+        for frame in early:
+            out.put(frame)
         while True:
             data = await _receive(ws, ctx, bucket, "bytes")
             if data is None:
@@ -260,9 +263,18 @@ async def doc_socket(ws: WebSocket) -> None:
                         validate_update(update)
                     except InvalidUpdate as exc:
                         raise UpdateRejected(str(exc)) from exc
-                    bus.deliver_local(doc_channel, doc_message(origin, encode_update(update)))
-                await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin,
-                                    live=typed, node=bus.node if typed else None)
+                    frame = encode_update(update)
+                    bus.deliver_local(doc_channel, doc_message(origin, frame))
+                    pending = in_flight.setdefault(eid, {})
+                    pending[id(frame)] = frame
+                try:
+                    await ctx.live.call(eid, "apply_update", eid, update, author_id=user.id, origin=origin,
+                                        live=typed, node=bus.node if typed else None)
+                finally:
+                    if typed:
+                        pending.pop(id(frame), None)
+                        if not pending and in_flight.get(eid) is pending:
+                            del in_flight[eid]
                 acked += 1
                 out.put(encode_ack(acked))
                 metrics.updates.inc()
@@ -298,6 +310,15 @@ async def doc_socket(ws: WebSocket) -> None:
             await ctx.live.call(eid, "detach", eid, node=bus.node)
         except Exception:
             log.warning("detach failed", extra={"essay_id": str(eid)})
+
+
+def _typing_in_flight(app: Any) -> dict[uuid.UUID, dict[int, bytes]]:
+    """This replica's typed updates already handed to its sockets whose apply has not returned,
+    per essay (frames keyed by identity)."""
+    registry = getattr(app.state, "typing_in_flight", None)
+    if registry is None:
+        registry = app.state.typing_in_flight = {}
+    return registry
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:

@@ -299,3 +299,18 @@ async def test_sqlite_log_writer_commits_in_its_thread_and_refuses_rows_of_missi
     with pytest.raises(IntegrityError):  # the committer splits the batch on this
         await writer.run(lambda conn: documents.append_updates(conn, rows=[{**row, "essay_id": uuid.uuid4()}]))
     writer.close()
+
+
+async def test_a_failed_feedback_write_stays_dirty_for_the_next_tick(sessions: object) -> None:
+    essay_id = await new_essay(sessions)
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
+    actor = await host.open(essay_id)
+    actor.feedback_dirty = True
+
+    async def failing_store(work: object) -> None:
+        raise OSError("disk full")
+
+    host._store = failing_store  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        await host._store_feedback(actor)
+    assert actor.feedback_dirty

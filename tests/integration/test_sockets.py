@@ -269,3 +269,41 @@ async def test_teacher_reconnecting_after_deletions_is_not_refused(live_client, 
     assert again.close_code is None and not again.permission_denied
     await again.close()
     await writer.close()
+
+
+async def test_a_watcher_opening_while_typing_is_in_flight_still_gets_it(settings) -> None:
+    """Typing handed to local sockets before a watcher subscribed, but applied by the host after
+    the watcher's sync (Ray gives no order between calls), must still reach that watcher."""
+    from serve_app.app import create_app
+    from tests.conftest import serving
+
+    application = create_app(settings)
+    async with serving(application) as server, httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
+        teacher, student = await register(client, "teacher"), await register(client, "student")
+        cls = await make_class(client, teacher)
+        await join(client, student, cls["join_code"])
+        essay = await make_essay(client, student, (await make_assignment(client, teacher, cls["id"]))["id"])
+        writer = await YClient(await doc_url(client, server, student, essay["id"])).connect()
+        writer.type("first")
+        await writer.wait_acked()
+
+        hosts = application.state.ctx.live.host_objects
+        originals = [h.apply_update for h in hosts]
+
+        def slowed(apply):  # the host gets to the update only after the watcher has synced
+            async def apply_later(*args, **kwargs):
+                await asyncio.sleep(0.5)
+                return await apply(*args, **kwargs)
+            return apply_later
+
+        for host, apply in zip(hosts, originals):
+            host.apply_update = slowed(apply)
+        writer.type(" second")
+        await asyncio.sleep(0.1)
+        watcher = await YClient(await doc_url(client, server, teacher, essay["id"])).connect()
+        await writer.wait_acked()
+        for host in hosts:
+            del host.apply_update
+        assert await watcher.wait_text(lambda t: t == "first second", timeout=3)
+        await writer.close()
+        await watcher.close()

@@ -50,3 +50,20 @@ async def test_a_peer_too_far_behind_is_closed_1013_and_nothing_more_is_queued()
     assert ws.closed is not None and ws.closed[0] == CloseCode.TRY_AGAIN_LATER
     assert out.stopped and not out.frames
     out.stop()
+
+
+async def test_cancelling_a_close_that_waits_for_a_stuck_peer_is_not_swallowed() -> None:
+    ws = FakeSocket()
+    ws.open.clear()  # the queued frame can never be sent
+    out = Outbound(ws)  # type: ignore[arg-type]
+    out.put(b"stuck")
+    closing = asyncio.ensure_future(out.close(4400, "bye"))
+    await asyncio.sleep(0.05)
+    closing.cancel()  # e.g. the server shutting down
+    try:
+        await closing
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the cancellation was swallowed")
+    out.stop()
