@@ -12,14 +12,17 @@ the other replicas: one hop instead of three for the common single-replica case.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger("essaycoach.bus")
 
 Handler = Callable[[str, bytes], None]
+T = TypeVar("T")
 
 RESYNC = b""
 """Delivered to every handler of a channel after the subscription was lost and restored: messages
@@ -101,6 +104,38 @@ class InMemoryBus:
 
     async def ping(self) -> None:
         return None
+
+
+class Outbox(Generic[T]):
+    """Publishes queued off the caller's path: one sender task ships them in order, in batches of
+    what queued meanwhile, through `send_batch`. Beyond `limit` waiting, the oldest are dropped
+    (the backend is down or slow; subscribers resync). `send_batch` handles its own errors."""
+
+    def __init__(self, send_batch: Callable[[list[T]], Awaitable[None]], *, name: str,
+                 limit: int = 10_000, batch: int = 500) -> None:
+        self._send_batch, self._name, self._limit, self._batch = send_batch, name, limit, batch
+        self._items: deque[T] = deque()
+        self._ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        if len(self._items) > self._limit:
+            self._items.popleft()
+        self._ready.set()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_loop(), name=self._name)
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._items:
+                await self._send_batch([self._items.popleft() for _ in range(min(len(self._items), self._batch))])
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
 
 
 def new_node_id() -> str:

@@ -16,11 +16,10 @@ from typing import Any
 
 import ray
 
-from actors.broadcast import RESYNC, Handler, LocalFanout, make_bus, new_node_id
+from actors.broadcast import RESYNC, Handler, LocalFanout, Outbox, make_bus, new_node_id
 from actors.host import EssayHost
 
 HUB_NAME = "essaycoach-bus-hub-v2"  # versioned: the hub is detached and outlives deploys; v2 added skip
-OUTBOX_LIMIT = 10_000
 SUBSCRIBER_TTL = 60.0
 
 
@@ -84,29 +83,17 @@ class HubBus:
         self.fanout = LocalFanout()
         self.node = self.subscriber = new_node_id()
         self._task: asyncio.Task[None] | None = None
-        self._outbox: deque[tuple[str, bytes, str | None]] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
+        self._outbox: Outbox[tuple[str, bytes, str | None]] = Outbox(self._send, name="hub-bus-sender")
 
     async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
         """Queue and return: one sender ships batches to the hub, in order, off the ack path."""
-        self._outbox.append((channel, message, skip_node))
-        if len(self._outbox) > OUTBOX_LIMIT:
-            self._outbox.popleft()
-        self._outbox_ready.set()
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_loop(), name="hub-bus-sender")
+        self._outbox.put((channel, message, skip_node))
 
-    async def _send_loop(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
-                try:
-                    await self.hub.publish_many.remote(batch)
-                except Exception:  # the hub is restarting: these are lost, subscribers resync
-                    await asyncio.sleep(0.2)
+    async def _send(self, batch: list[tuple[str, bytes, str | None]]) -> None:
+        try:
+            await self.hub.publish_many.remote(batch)
+        except Exception:  # the hub is restarting: these are lost, subscribers resync
+            await asyncio.sleep(0.2)
 
     def deliver_local(self, channel: str, message: bytes) -> None:
         self.fanout.deliver(channel, message)
@@ -145,8 +132,7 @@ class HubBus:
         await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
 
     async def close(self) -> None:
-        if self._sender:
-            self._sender.cancel()
+        self._outbox.close()
         if self._task:
             self._task.cancel()
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -19,11 +18,10 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from actors.broadcast import RESYNC, Handler, LocalFanout, new_node_id
+from actors.broadcast import RESYNC, Handler, LocalFanout, Outbox, new_node_id
 
 log = logging.getLogger("essaycoach.bus.redis")
 
-OUTBOX_LIMIT = 10_000
 
 
 class RedisBus:
@@ -53,33 +51,21 @@ class RedisBus:
         self._changed = asyncio.Event()
         self.reconnects = 0
         self.connected = asyncio.Event()
-        self._outbox: deque[tuple[str, bytes]] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
+        self._outbox: Outbox[tuple[str, bytes]] = Outbox(self._send, name="redis-bus-sender")
 
     async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
         """Queue for the sender task and return at once: acks never wait on Redis."""
-        self._outbox.append((channel, (skip_node or "").encode() + b"\0" + message))
-        if len(self._outbox) > OUTBOX_LIMIT:
-            self._outbox.popleft()  # Redis is down or slow: the oldest is dropped; clients resync
-        self._outbox_ready.set()
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_loop(), name="redis-bus-sender")
+        self._outbox.put((channel, (skip_node or "").encode() + b"\0" + message))
 
-    async def _send_loop(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                # One sender keeps per-channel order; a pipeline carries what queued meanwhile.
-                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
-                try:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for channel, message in batch:
-                            pipe.publish(channel, message)
-                        await pipe.execute()
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    log.warning("publish lost", extra={"messages": len(batch), "error": str(exc)})
+    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
+        """One pipeline per batch: one sender keeps per-channel order."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for channel, message in batch:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("publish lost", extra={"messages": len(batch), "error": str(exc)})
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         if self.fanout.add(channel, handler) and self._pubsub is not None:
@@ -155,8 +141,7 @@ class RedisBus:
         await self.client.ping()
 
     async def close(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
+        self._outbox.close()
         if self._task is not None:
             self._task.cancel()
             try:
