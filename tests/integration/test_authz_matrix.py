@@ -70,6 +70,9 @@ async def world(client: httpx.AsyncClient) -> World:
 
 
 # (method, path, json body, {caller: expected status}). Callers absent from a row are not asserted.
+# The essay's owner and its class's teacher read; a classmate, another student or teacher sees nothing.
+OWNER_AND_TEACHER_READ = {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}
+
 MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("GET", "/me", None, {"teacher_x": 200, "student_a": 200}),
     ("GET", "/classes/{class_x}", None, {"teacher_x": 200, "student_a": 200, "teacher_y": 404, "student_b": 404}),
@@ -88,7 +91,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("POST", "/essays", {"title": "Mine", "assignment_id": "{assignment_x}"},
      {"student_a": 201, "student_b": 404, "teacher_y": 404}),
     ("GET", "/essays/{essay_a}", None,
-     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+     OWNER_AND_TEACHER_READ),
     ("PATCH", "/essays/{essay_a}", {"title": "Renamed"},
      {"student_a": 200, "teacher_x": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
     ("DELETE", "/essays/{essay_a}", None, {"teacher_x": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
@@ -107,22 +110,22 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("POST", "/auth/ws-ticket", None, {"teacher_x": 200, "student_a": 200}),
     # Live essay reads: the owner and the teacher of its class; a classmate or outsider sees nothing.
     ("GET", "/essays/{essay_a}/feedback", None,
-     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+     OWNER_AND_TEACHER_READ),
     ("POST", "/essays/{essay_a}/comments", {"body": "Say why.", "start": 0, "end": 8},
      {"teacher_x": 201, "student_a": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
     ("GET", "/essays/{essay_a}/comments", None,
-     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+     OWNER_AND_TEACHER_READ),
     ("GET", "/essays/{essay_a}/revisions", None,
-     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+     OWNER_AND_TEACHER_READ),
     ("GET", "/essays/{essay_a}/revisions/1", None,
-     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+     OWNER_AND_TEACHER_READ),
     ("GET", "/essays/{essay_a}/replay", None,
-     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+     OWNER_AND_TEACHER_READ),
     ("POST", "/essays/{essay_a}/submit", None,
      {"student_a": 202, "teacher_x": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
     # Submissions: the requester (here the essay's owner) reads, the class's teacher reads and grades.
     ("GET", "/submissions/{submission_a}", None,
-     {"student_a": 200, "teacher_x": 200, "student_c": 404, "student_b": 404, "teacher_y": 404}),
+     OWNER_AND_TEACHER_READ),
     ("PUT", "/submissions/{submission_a}/scores", {"scores": [{"criterion_id": "{criterion_x}", "points": 2}]},
      {"teacher_x": 200, "student_a": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
     ("GET", "/submissions", None, {"teacher_x": 200, "student_a": 200, "student_b": 200}),
