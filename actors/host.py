@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -445,17 +445,15 @@ class EssayHost:
         actor = await self.open(essay_id)
         actor.connections += 1
         if node is not None:
-            actor.socket_nodes[node] = actor.socket_nodes.get(node, 0) + 1
+            _count(actor.socket_nodes, node, 1)
 
     async def detach(self, essay_id: uuid.UUID, node: str | None = None) -> None:
         actor = self.essays.get(essay_id)
         if actor is not None:
             actor.connections = max(0, actor.connections - 1)
             actor.idle_since = self.clock()
-            if node is not None and node in actor.socket_nodes:
-                actor.socket_nodes[node] -= 1
-                if actor.socket_nodes[node] <= 0:
-                    del actor.socket_nodes[node]
+            if node is not None:
+                _count(actor.socket_nodes, node, -1)
 
     def _others_listen(self, actor: EssayActor, node: str | None) -> bool:
         """Whether a document socket outside `node` may need this essay's updates from the bus.
@@ -511,11 +509,7 @@ class EssayHost:
         reaches it. Every host hears of every dashboard (`call_all`); an essay's events socket
         only its host.
         """
-        count = self.watchers.get(channel, 0) + delta
-        if count > 0:
-            self.watchers[channel] = count
-        else:
-            self.watchers.pop(channel, None)
+        _count(self.watchers, channel, delta)
 
     def _watched(self, channel: str) -> bool:
         return not self.knows_every_socket or channel in self.watchers
@@ -546,16 +540,11 @@ class EssayHost:
                     await self._store_feedback(actor)
                 return None
             state, text, words = actor.doc.full_state(), actor.doc.text, actor.doc.word_count
-            feedback = [i.model_dump() for i in actor.items] if actor.feedback_dirty else None
-            actor.feedback_dirty = False
-            try:
+            with _dirty_feedback(actor) as feedback:
                 revision_n = await self._store(lambda conn: documents.store_compaction(
                     conn, essay_id=actor.essay_id, doc_state=state, text=text, word_count=words, seq=seq,
                     typing_seconds=int(actor.typing_seconds), updated_at=actor.last_active_at or self.wallclock(),
                     feedback=feedback, revision_reason=reason if revision_due else None))
-            except BaseException:
-                actor.feedback_dirty = actor.feedback_dirty or feedback is not None
-                raise
             saved = seq > actor.watermark
             actor.watermark = seq
             if saved:
@@ -565,13 +554,8 @@ class EssayHost:
             return revision_n
 
     async def _store_feedback(self, actor: EssayActor) -> None:
-        actor.feedback_dirty = False
-        items = [i.model_dump() for i in actor.items]
-        try:
-            await self._store(lambda conn: feedback_repo.replace(conn, essay_id=actor.essay_id, items=items))
-        except BaseException:
-            actor.feedback_dirty = True  # the next tick tries again
-            raise
+        with _dirty_feedback(actor) as items:
+            await self._store(lambda conn: feedback_repo.replace(conn, essay_id=actor.essay_id, items=items or []))
 
     async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:
         """Freeze a revision now (submit); returns its number."""
@@ -633,3 +617,25 @@ class EssayHost:
     async def _exists(self, essay_id: uuid.UUID) -> bool:
         async with self.sessions() as session:
             return await essays_repo.get(session, essay_id=essay_id) is not None
+
+
+def _count(counts: dict[str, int], key: str, delta: int) -> None:
+    """Add `delta` to `counts[key]`, dropping the key at zero (never negative)."""
+    n = counts.get(key, 0) + delta
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
+
+
+@contextlib.contextmanager
+def _dirty_feedback(actor: EssayActor) -> Iterator[list[dict[str, Any]] | None]:
+    """The feedback set a write should store (None when unchanged since the last store); it stays
+    dirty, for the next tick, if that write fails."""
+    items = [i.model_dump() for i in actor.items] if actor.feedback_dirty else None
+    actor.feedback_dirty = False
+    try:
+        yield items
+    except BaseException:
+        actor.feedback_dirty = actor.feedback_dirty or items is not None
+        raise
