@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import Receive, Scope, Send
 
 from db.engine import make_engine, make_sessionmaker
 from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics, submissions
@@ -22,6 +23,18 @@ from serve_app.settings import Settings
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("essaycoach.app")
+
+
+class _App(FastAPI):
+    """FastAPI, with our websockets served before the HTTP middleware stack
+    (`serve_app.realtime.sockets.serve_socket` says why)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["app"] = self
+            if await sockets.serve_socket(scope, receive, send):
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -57,7 +70,7 @@ def create_app(
             await ctx.live.stop()
             await engine.dispose()
 
-    app = FastAPI(
+    app = _App(
         title="EssayCoach Live",
         version="1.0.0",
         description="Realtime essay coaching: live essays, AI feedback, teacher dashboards.",

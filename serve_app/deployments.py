@@ -9,6 +9,8 @@ import functools
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
@@ -46,33 +48,69 @@ class Gateway:
         from serve_app.process import tune_gc
 
         self.analyzer = analyzer
-        if not Settings().ws_compression:
-            disable_websocket_compression()
+        configure_websockets(compression=Settings().ws_compression)
         tune_gc()
 
 
-def disable_websocket_compression() -> None:
-    """Make this process's uvicorn servers refuse permessage-deflate.
+def configure_websockets(*, compression: bool) -> None:
+    """Choose how this process's uvicorn servers speak websocket.
 
     Serve starts the replica's own uvicorn server (the HAProxy fast path) after this constructor
-    and offers no setting for it, so the default of uvicorn's Config is changed here, in the
-    replica process only. Our frames are a few bytes of Yjs update or a short JSON row:
-    compression saves nothing, costs CPU on every frame and keeps ~45 KiB of zlib state per
-    socket (measured in ops/loadtest/RESULTS.md). `ESSAYCOACH_WS_COMPRESSION=true` keeps it.
+    and offers no setting for it, so the defaults of uvicorn's Config are changed here, in the
+    replica process only (an explicit argument still wins):
+
+    - `ws="websockets-sansio"`: uvicorn's sans-I/O binding of `websockets` keeps no reader,
+      keepalive and closer tasks per connection as the legacy binding does; ~7 KiB less per open
+      socket (ops/loadtest/RESULTS.md), and the binding uvicorn is moving its default to.
+    - permessage-deflate refused unless `compression`: our frames are a few bytes of Yjs update
+      or a short JSON row, so compression saves nothing, costs CPU on every frame and keeps
+      ~45 KiB of zlib state per socket. `ESSAYCOACH_WS_COMPRESSION=true` keeps it.
     """
     import uvicorn.config
 
     init = uvicorn.config.Config.__init__
-    if getattr(init, "_without_ws_compression", False):
-        return
+    original = getattr(init, "_essaycoach_original", init)
 
-    @functools.wraps(init)
-    def without_compression(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("ws_per_message_deflate", False)
-        init(self, *args, **kwargs)
+    @functools.wraps(original)
+    def configured(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("ws", "websockets-sansio")
+        if not compression:
+            kwargs.setdefault("ws_per_message_deflate", False)
+        original(self, *args, **kwargs)
 
-    without_compression._without_ws_compression = True  # type: ignore[attr-defined]
-    uvicorn.config.Config.__init__ = without_compression  # type: ignore[method-assign]
+    configured._essaycoach_original = original  # type: ignore[attr-defined]
+    uvicorn.config.Config.__init__ = configured  # type: ignore[method-assign]
+
+
+DISCONNECT_DISABLED = (b"x-request-disconnect-disabled", b"?1")
+REPLICA_MIDDLEWARES_ENV = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.deployments:replica_middlewares"}
+
+
+class SocketsWatchTheirOwnDisconnect:
+    """ASGI middleware in front of Serve's replica server: mark each websocket request
+    "disconnect disabled" (Serve's `x-request-disconnect-disabled: ?1`).
+
+    By default Serve watches every request for a client disconnect with a receive proxy (an
+    asyncio queue and a task per request) and runs the request in a second task, to cancel user
+    code when the client goes. Our socket handlers read the disconnect from the socket
+    themselves and clean up; for them Serve's watcher is ~3 KiB and a task hop per received
+    frame of pure overhead. HTTP requests keep Serve's handling.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["headers"] = [*scope["headers"], DISCONNECT_DISABLED]
+        await self.app(scope, receive, send)
+
+
+def replica_middlewares() -> list[Middleware]:
+    """Serve's `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` hook, set for Gateway replicas only
+    (`REPLICA_MIDDLEWARES_ENV` in their runtime env): the middlewares of the replica's own HTTP
+    server (the HAProxy fast path)."""
+    return [Middleware(SocketsWatchTheirOwnDisconnect)]
 
 
 def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
@@ -87,7 +125,7 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
             "max_replicas": opts.max_replicas,
             "target_ongoing_requests": opts.target_ongoing_requests,
         },
-        ray_actor_options={"num_cpus": 0.25, **({"runtime_env": {"env_vars": opts.env}} if opts.env else {})},
+        ray_actor_options={"num_cpus": 0.25, "runtime_env": {"env_vars": {**REPLICA_MIDDLEWARES_ENV, **opts.env}}},
     )
     analyzer = serve.deployment(
         AnalyzerService,

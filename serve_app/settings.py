@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     ws_messages_per_second: float = 60.0
     ws_burst: int = 200
     # permessage-deflate on sockets: off, because Yjs frames are a few bytes (see
-    # serve_app.deployments.disable_websocket_compression).
+    # serve_app.deployments.configure_websockets).
     ws_compression: bool = False
     large_paste_chars: int = 200
     feedback_local_pause_seconds: float = 0.25

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.routing import Match, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from pycrdt import create_awareness_message
 from sqlalchemy import select
 
@@ -513,6 +515,29 @@ async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]
 
 # Plain Starlette routes, not FastAPI's: a socket lives for hours, and FastAPI's per-connection
 # dependency machinery kept ~7 KiB per socket alive (tracemalloc) for nothing these handlers use.
-router.add_websocket_route("/ws/essays/{essay_id}/doc", doc_socket)
-router.add_websocket_route("/ws/essays/{essay_id}/events", events_socket)
-router.add_websocket_route("/ws/classes/{class_id}/live", class_live_socket)
+SOCKET_ENDPOINTS = {
+    "/ws/essays/{essay_id}/doc": doc_socket,
+    "/ws/essays/{essay_id}/events": events_socket,
+    "/ws/classes/{class_id}/live": class_live_socket,
+}
+for _path, _endpoint in SOCKET_ENDPOINTS.items():
+    router.add_websocket_route(_path, _endpoint)
+_ROUTES = [WebSocketRoute(path, endpoint) for path, endpoint in SOCKET_ENDPOINTS.items()]
+
+
+async def serve_socket(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Run one of our sockets straight from the ASGI call, or return False if the path is not one.
+
+    `serve_app.app` calls this before its middleware stack: the HTTP middlewares (request ids,
+    body limits, exception handlers, the exit stack) do nothing for a socket but each kept its
+    frame alive for the socket's life, ~5 KiB per open socket (ops/loadtest/RESULTS.md). Errors
+    are handled inside each handler (close 1011 with a log line); an unknown path falls through
+    to the app, which refuses the handshake.
+    """
+    for route in _ROUTES:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            scope["path_params"] = child["path_params"]
+            await child["endpoint"](WebSocket(scope, receive, send))
+            return True
+    return False

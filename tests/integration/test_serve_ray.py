@@ -177,3 +177,29 @@ async def test_teacher_sockets_on_one_replica_see_typing_once(http: httpx.AsyncC
         assert w.updates_received - before == len(words)
     for c in (writer, *watchers):
         await c.close()
+
+
+async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
+    """Serve does not watch our sockets for disconnects (replica_middlewares): the handler must
+    see the drop itself, count the socket closed and detach it from the essay's host."""
+    import re
+
+    async def open_doc_sockets() -> float:
+        text = (await http.get("/metrics")).text
+        found = re.search(r'^essaycoach_ws_open\{socket="doc"\} (\S+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    student = await register(http, "student")
+    essay = await make_essay(http, student)
+    before = await open_doc_sockets()
+    ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+    client = await YClient(f"ws://{serve_app['base']}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect()
+    client.type("dropped")
+    await client.wait_acked()
+    assert await open_doc_sockets() == before + 1
+    client.ws.transport.abort()  # no close handshake: the TCP connection just goes
+    for _ in range(100):
+        if await open_doc_sockets() == before:
+            break
+        await asyncio.sleep(0.1)
+    assert await open_doc_sockets() == before

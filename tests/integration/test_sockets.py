@@ -106,6 +106,19 @@ async def test_missing_or_spent_ticket_is_refused_before_accept(live_client, liv
         await websockets.connect(url)
 
 
+async def test_a_socket_path_we_do_not_serve_is_refused_and_ours_keep_working(
+        live_client, live_server, classroom) -> None:
+    student, essay = classroom["student"], classroom["essay"]
+    for path in ("/ws/essays/x/unknown", "/ws/nothing", f"/ws/essays/{essay['id']}/doc/extra"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"ws://{live_server}{path}?ticket={await ticket(live_client, student)}")
+        assert refused.value.response.status_code == 403
+    client = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    client.text.insert(0, "still here")
+    await client.wait_acked(1)
+    await client.close()
+
+
 async def test_other_students_essay_closes_4404(live_client, live_server, classroom) -> None:
     stranger = await register(live_client, "student")
     c = await YClient(await doc_url(live_client, live_server, stranger, classroom["essay"]["id"])).connect(
