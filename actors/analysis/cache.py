@@ -43,6 +43,9 @@ class LRUCache(Generic[K, V]):
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
 
+    def discard(self, key: K) -> None:
+        self._data.pop(key, None)
+
     def __contains__(self, key: object) -> bool:
         return key in self._data
 

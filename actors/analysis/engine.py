@@ -144,6 +144,14 @@ class AnalysisEngine:
                 self.cache.put(key, cached)
                 local_ran.append(p.hash)
             local_items[p.hash] = cached
+        # A paragraph being typed leaves a new version in the cache every run, and the version
+        # it replaced is not asked for again: at 1,000 typists those filled the whole cache
+        # (~70 MiB of stale items per host). Local results are cheap to recompute, so the
+        # replaced versions go now (LLM results, which cost tokens, stay).
+        new_hashes = {p.hash for p in new_paragraphs}
+        for p in old_paragraphs:
+            if p.hash not in new_hashes:
+                self.cache.discard(cache_key("local", p.hash, local_version))
 
         usage = Usage()
         llm_sent: list[str] = []

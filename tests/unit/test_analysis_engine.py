@@ -138,6 +138,22 @@ async def test_editing_one_paragraph_reruns_local_rules_on_that_paragraph_only()
     assert not second.structure_ran
 
 
+async def test_typing_keeps_one_cached_local_result_per_live_paragraph() -> None:
+    """Each run over a paragraph being typed replaces its cached version (stale versions would
+    fill the cache), while unchanged paragraphs stay cached and are not re-analysed."""
+    engine, local = engine_with()
+    text = ESSAY
+    previous = (await engine.analyze_changed("", text)).items
+    for word in ["and", "they", "are", "cheap", "to", "use", "at", "home"]:
+        edited = text.replace("practice fun", f"practice fun {word}")
+        local.seen.clear()
+        previous = (await engine.analyze_changed(text, edited, previous_items=previous)).items
+        assert len(local.seen) == 1  # only the paragraph being typed ran again
+        text = edited
+    local_entries = [key for key in engine.cache._data if key[0] == "local"]
+    assert len(local_entries) == 5
+
+
 async def test_unchanged_paragraph_items_keep_ids_and_move_with_the_text() -> None:
     engine, local = engine_with()
     first = await engine.analyze_changed("", ESSAY)
