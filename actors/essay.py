@@ -9,6 +9,7 @@ incarnation of the actor), so a client that sees a gap or a new epoch resumes or
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,7 +19,12 @@ from typing import Any
 from actors.doc import EssayDoc, UpdateEffect
 
 TYPING_GAP_SECONDS = 10.0
-EVENT_BACKLOG = 128  # ~2 minutes of typing; a client further behind gets a resync (its full state)
+# Events kept for `resume`: at most this many, and at most this many bytes of JSON (the newest
+# event is always kept). Feedback diffs of an essay being typed are ~0.3-1 KiB each, at most about
+# one a second, so 16 KiB covers a reconnect after ~20-50 s of typing; a client further behind
+# gets a resync (its full state). Kept as the JSON text sent, not as dicts (3-4x smaller).
+EVENT_BACKLOG = 128
+EVENT_BACKLOG_BYTES = 16 * 1024
 
 
 @dataclass
@@ -40,7 +46,8 @@ class EssayActor:
     typing_seconds: float = 0.0
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     event_seq: int = 0
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENT_BACKLOG))
+    events: deque[tuple[int, str]] = field(default_factory=deque)  # (seq, JSON text), oldest first
+    events_bytes: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flags: set[str] = field(default_factory=set)
     last_edit_at: float | None = None
@@ -85,23 +92,28 @@ class EssayActor:
                 self.flags.add("large_paste")
         return effect
 
-    def next_event(self, type_: str, **payload: Any) -> dict[str, Any]:
-        """Number an event and keep it for `resume`."""
+    def next_event(self, type_: str, **payload: Any) -> str:
+        """Number an event, keep it for `resume` and return its JSON text."""
         self.event_seq += 1
         event = {"type": type_, "essay_id": str(self.essay_id), "seq": self.event_seq,
                  "epoch": self.epoch, "doc_seq": self.seq, **payload}
-        self.events.append(event)
-        return event
+        text = json.dumps(event, default=str, separators=(",", ":"))
+        self.events.append((self.event_seq, text))
+        self.events_bytes += len(text)
+        while len(self.events) > 1 and (len(self.events) > EVENT_BACKLOG or self.events_bytes > EVENT_BACKLOG_BYTES):
+            self.events_bytes -= len(self.events.popleft()[1])
+        return text
 
-    def events_after(self, last_seq: int, epoch: str | None) -> list[dict[str, Any]] | None:
-        """Events after `last_seq`, or None when they are no longer kept (the client resyncs)."""
+    def events_after(self, last_seq: int, epoch: str | None) -> list[str] | None:
+        """Events after `last_seq` (JSON texts), or None when they are no longer kept (the
+        client resyncs)."""
         if epoch is not None and epoch != self.epoch:
             return None
         if last_seq >= self.event_seq:
             return []
-        if not self.events or self.events[0]["seq"] > last_seq + 1:
+        if not self.events or self.events[0][0] > last_seq + 1:
             return None
-        return [e for e in self.events if e["seq"] > last_seq]
+        return [text for seq, text in self.events if seq > last_seq]
 
     async def durable(self) -> None:
         """Wait until every update applied so far is in the update log (commits land in order,

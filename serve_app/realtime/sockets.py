@@ -434,7 +434,7 @@ async def events_socket(ws: WebSocket) -> None:
             await send_resync()
         else:
             for event in missed:
-                out.put(json.dumps(event, default=str))
+                out.put(event)
 
     async def start() -> None:
         state = await ctx.live.call(eid, "event_state", eid)

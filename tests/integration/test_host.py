@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -273,7 +274,7 @@ async def test_events_and_dashboard_rows_go_on_the_bus_only_while_watched(sessio
     assert not await published_event()
     # Unpublished events are still numbered and kept: a reconnecting socket resumes them.
     kept = await host.events_after(essay_id, 0, None)
-    assert kept is not None and [e["seq"] for e in kept] == [1, 2, 3, 4]
+    assert kept is not None and [json.loads(e)["seq"] for e in kept] == [1, 2, 3, 4]
     host.knows_every_socket = False
     assert await published_event()
     await host.stop()
@@ -314,3 +315,16 @@ async def test_a_failed_feedback_write_stays_dirty_for_the_next_tick(sessions: o
     with pytest.raises(OSError):
         await host._store_feedback(actor)
     assert actor.feedback_dirty
+
+
+async def test_starting_a_host_loads_the_spelling_dictionary(sessions: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded at start, in a thread: not on the event loop at the first essay's first pause."""
+    from actors.analysis import local
+
+    monkeypatch.setattr(local, "_spell", None)
+    host = EssayHost(sessions=sessions, bus=InMemoryBus())  # type: ignore[arg-type]
+    await host.start()
+    try:
+        assert local._spell is not None and local._spell.known(["essay"])
+    finally:
+        await host.stop()
