@@ -486,6 +486,13 @@ async def connect_all(factories: list[Callable[[], Awaitable[YClient]]], limit: 
     return results, time.perf_counter() - t0
 
 
+def growth_by_process(base: procs.TreeSnapshot, later: procs.TreeSnapshot, n: int) -> dict[str, float]:
+    """RSS growth per essay (KiB) by process name, for names that grew or shrank >= 1 KiB."""
+    names = sorted(set(later.by_comm) | set(base.by_comm))
+    growth = {name: round((later.by_comm.get(name, 0) - base.by_comm.get(name, 0)) / n, 1) for name in names}
+    return {name: kib for name, kib in growth.items() if abs(kib) >= 1}
+
+
 async def settle_rss(pid: int, seconds: float = 3.0) -> procs.TreeSnapshot:
     await asyncio.sleep(seconds)
     return procs.snapshot(pid)
@@ -662,11 +669,9 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
             "open_watched_empty": round((after_teachers.rss_kib - base.rss_kib) / n, 1),
             "end_beyond_text": round((end.rss_kib - base.rss_kib) / n - avg_text / 1024, 1),
             "avg_text_bytes": round(avg_text),
-            # Where an open, watched essay's memory sits: the essay's actor (host) vs its sockets.
-            "open_watched_by_process": {
-                name: round((after_teachers.by_comm.get(name, 0) - base.by_comm.get(name, 0)) / n, 1)
-                for name in sorted(set(after_teachers.by_comm) | set(base.by_comm))
-                if abs(after_teachers.by_comm.get(name, 0) - base.by_comm.get(name, 0)) / n >= 1},
+            # Where an essay's memory sits (the essay's actor in the host vs its sockets), at each step.
+            **{f"{step}_by_process": growth_by_process(base, snap, n)
+               for step, snap in (("open", after_students), ("open_watched", after_teachers), ("end", end))},
         },
         "machine": {
             "busy_cores": round(machine_cores, 2),
@@ -861,9 +866,12 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
                 lines.append(f"- {r['target']}@{scale}: server CPU by process (cores): {cpu}; tree RSS MiB before / "
                              f"students open / teachers open / end: {rss['before']} / {rss['students_open']} / "
                              f"{rss['teachers_open']} / {rss['end']}" + (f"; replicas at the end: {count}" if count else "")
-                             + "".join(f"; memory per open watched essay by process (KiB): " + ", ".join(
+                             + "".join(f"; memory per essay by process (KiB), {label}: " + ", ".join(
                                  f"{k.replace('ray::', '')} {v}" for k, v in by_proc.items())
-                                 for by_proc in [r["memory_per_essay_kib"].get("open_watched_by_process")] if by_proc)
+                                 for label, key in (("students open", "open_by_process"),
+                                                    ("students and teachers open", "open_watched_by_process"),
+                                                    ("at the end", "end_by_process"))
+                                 for by_proc in [r["memory_per_essay_kib"].get(key)] if by_proc)
                              + f"; client runqueue wait {r['client'].get('runqueue_wait_fraction')} of wall time; "
                              f"connect {r['connect_s']['students']} s + {r['connect_s']['teachers']} s"
                              + "".join(f"; {n}" for n in r.get("notes", [])))
