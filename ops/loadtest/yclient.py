@@ -18,7 +18,29 @@ from pycrdt import Doc, Text, TransactionEvent, create_sync_message, create_upda
 ACK = 100
 
 
-class YClient:
+class _Socket:
+    """A client websocket with a reader task (`ws`, `_reader` and `close_code` set by subclasses)."""
+
+    ws: websockets.ClientConnection | None
+    _reader: asyncio.Task[None] | None
+    close_code: int | None
+
+    async def wait_closed(self, timeout: float = 10) -> int | None:
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.close_code
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5)
+            except (asyncio.TimeoutError, Exception):
+                self._reader.cancel()
+
+
+class YClient(_Socket):
     """One socket, one local Y.Doc whose root text `content` mirrors the essay."""
 
     def __init__(self, url: str, *, on_text: Callable[[str], None] | None = None,
@@ -93,16 +115,9 @@ class YClient:
                     reply = handle_sync_message(frame[1:], self.doc)
                 finally:
                     self._remote = False
-                if frame[1] == 1:
-                    self.synced.set()
-                if frame[1] == 2:
-                    self.updates_received += 1
-                if frame[1] in (1, 2):
-                    self.changed.set()
-                    if self.on_update:
-                        self.on_update()
-                    if self.on_text:
-                        self.on_text(str(self.text))
+                _after_sync(self, frame[1])
+                if frame[1] in (1, 2) and self.on_text:
+                    self.on_text(str(self.text))
                 if reply is not None:
                     # Our step 2 answer counts towards the server's ack counter like any update.
                     self.sent += 1
@@ -133,35 +148,144 @@ class YClient:
         await asyncio.wait_for(fut, timeout)
 
     async def wait_text(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while not predicate(str(self.text)):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"text never matched; last: {str(self.text)[:200]!r}")
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
-                pass
-        return str(self.text)
+        return await _wait_text(self.text, self.changed, predicate, timeout)
 
     async def send_raw(self, frame: bytes | str) -> None:
         assert self.ws is not None
         await self.ws.send(frame)
 
-    async def wait_closed(self, timeout: float = 10) -> int | None:
-        assert self._reader is not None
-        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
-        return self.close_code
 
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self._reader is not None:
-            try:
-                await asyncio.wait_for(self._reader, 5)
-            except (asyncio.TimeoutError, Exception):
-                self._reader.cancel()
+
+def _after_sync(peer: Any, subtype: int) -> None:
+    """Bookkeeping once a sync message (step 1, step 2 or update) was applied to `peer.doc`."""
+    if subtype == 1:
+        peer.synced.set()
+    if subtype == 2:
+        peer.updates_received += 1
+    if subtype in (1, 2):
+        peer.changed.set()
+        if peer.on_update:
+            peer.on_update()
+
+
+async def _wait_text(text: Text, changed: asyncio.Event, predicate: Callable[[str], bool], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while not predicate(str(text)):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"text never matched; last: {str(text)[:200]!r}")
+        changed.clear()
+        try:
+            await asyncio.wait_for(changed.wait(), min(remaining, 0.5))
+        except asyncio.TimeoutError:
+            pass
+    return str(text)
+
+
+class FollowedDoc:
+    """One document a `ClassDocsClient` follows (read-only): its own Y.Doc, like a YClient's."""
+
+    def __init__(self, on_update: Callable[[], None] | None = None) -> None:
+        self.doc = Doc()
+        self.text = self.doc.get("content", type=Text)
+        self.on_update = on_update
+        self.synced = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.denied = asyncio.Event()  # the server refused it ([auth permission-denied])
+        self.updates_received = 0
+
+    async def wait_text(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
+        return await _wait_text(self.text, self.changed, predicate, timeout)
+
+
+class ClassDocsClient(_Socket):
+    """One socket following many documents: `/ws/classes/{id}/docs`, where every frame is
+    `[string essay_id][y-websocket message]` (`[id][101]` stops following one)."""
+
+    def __init__(self, url: str, *, connect_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.connect_options = connect_options or {}
+        self.docs: dict[str, FollowedDoc] = {}
+        self.ws: websockets.ClientConnection | None = None
+        self.close_code: int | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> "ClassDocsClient":
+        options: dict[str, Any] = {"max_size": None, "open_timeout": 20, **self.connect_options}
+        self.ws = await websockets.connect(self.url, **options)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def follow(self, essay_id: str, *, on_update: Callable[[], None] | None = None,
+                     wait_synced: bool = True) -> FollowedDoc:
+        assert self.ws is not None
+        followed = self.docs[essay_id] = FollowedDoc(on_update)
+        await self.ws.send(_name(essay_id) + create_sync_message(followed.doc))
+        if wait_synced:
+            await asyncio.wait_for(self.synced_or_denied(followed), 20)
+        return followed
+
+    @staticmethod
+    async def synced_or_denied(followed: FollowedDoc) -> None:
+        waits = [asyncio.ensure_future(followed.synced.wait()), asyncio.ensure_future(followed.denied.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def unfollow(self, essay_id: str) -> None:
+        assert self.ws is not None
+        self.docs.pop(essay_id, None)
+        await self.ws.send(_name(essay_id) + bytes([UNWATCH]))
+
+    async def send_raw(self, frame: bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send(frame)
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for frame in self.ws:
+                if not isinstance(frame, bytes) or not frame:
+                    continue
+                length = _read_varuint(frame, 0)
+                start = len(_varuint(length))
+                essay_id, message = frame[start:start + length].decode(), frame[start + length:]
+                followed = self.docs.get(essay_id)
+                if followed is None or not message:
+                    continue
+                if message[0] == 2:
+                    followed.denied.set()
+                    continue
+                if message[0] != 0:
+                    continue
+                reply = handle_sync_message(message[1:], followed.doc)
+                _after_sync(followed, message[1])
+                if reply is not None:
+                    await self.ws.send(_name(essay_id) + reply)  # nothing new: the server ignores it
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.ws.close_code
+
+
+
+UNWATCH = 101
+
+
+def _varuint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _name(essay_id: str) -> bytes:
+    raw = essay_id.encode()
+    return _varuint(len(raw)) + raw
 
 
 def _read_varuint(data: bytes, pos: int) -> int:

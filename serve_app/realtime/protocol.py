@@ -15,6 +15,10 @@ Frames (all integers are lib0 varuints, "bytes" are varuint-length-prefixed byte
     [3 query-awareness]                        QueryAwareness
     [100 ack][n]                               Ack        (EssayCoach extension, server -> client)
 
+The class documents socket (`WS /ws/classes/{id}/docs`) carries many documents on one
+connection: every frame is `[string essay_id][one message above]`, and a client sends
+`[string essay_id][101 unwatch]` to stop following a document (`split_document_frame`).
+
 Message type numbers follow y-websocket (`messageAuth = 2`, `messageQueryAwareness = 3`).
 
 Policy the socket handler is expected to follow (the parser only classifies):
@@ -71,13 +75,16 @@ __all__ = [
     "SyncStep2",
     "SyncType",
     "SyncUpdate",
+    "UNWATCH",
     "encode_ack",
+    "encode_document_name",
     "encode_awareness",
     "encode_permission_denied",
     "encode_query_awareness",
     "encode_sync_step1",
     "encode_sync_step2",
     "encode_update",
+    "split_document_frame",
     "is_counted_for_ack",
     "parse_client_message",
     "parse_message",
@@ -340,6 +347,32 @@ def is_counted_for_ack(message: Message) -> bool:
 
 
 # --- encoding ------------------------------------------------------------------------------
+
+
+UNWATCH = bytes([101])
+"""Class documents socket, client -> server after the essay id: stop following this document."""
+
+
+def split_document_frame(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> tuple[str, bytes]:
+    """`[string name][message]` -> (name, message) for the class documents socket.
+
+    Raises:
+        ProtocolError: 1009 over `max_size`; 4400 if the name is malformed or nothing follows it.
+    """
+    if len(data) > max_size:
+        raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"frame larger than {max_size} bytes")
+    reader = _Reader(bytes(data))
+    name = reader.var_string()
+    message = reader._data[reader._pos:]
+    if not message:
+        raise ProtocolError(CloseCode.MALFORMED_FRAME, "no message after the document name")
+    return name, message
+
+
+def encode_document_name(name: str) -> bytes:
+    """The prefix of every frame about document `name` on the class documents socket."""
+    raw = name.encode("utf-8")
+    return write_var_uint(len(raw)) + raw
 
 
 def encode_sync_step1(state_vector: bytes) -> bytes:

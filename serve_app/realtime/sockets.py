@@ -38,6 +38,7 @@ from db.types import utcnow
 from serve_app.auth import ticket_hash
 from serve_app.deps import Context
 from serve_app.realtime.protocol import (
+    UNWATCH,
     Awareness,
     CloseCode,
     ProtocolError,
@@ -45,12 +46,14 @@ from serve_app.realtime.protocol import (
     SyncStep1,
     SyncUpdate,
     encode_ack,
+    encode_document_name,
     encode_permission_denied,
     encode_sync_step1,
     encode_sync_step2,
     encode_update,
     is_counted_for_ack,
     parse_client_message,
+    split_document_frame,
 )
 
 log = logging.getLogger("essaycoach.ws")
@@ -189,6 +192,75 @@ async def _open_essay_socket(ws: WebSocket, essay_id: str) -> tuple[Context, Use
     return ctx, user, eid, writer
 
 
+async def _refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: Outbound, prefix: bytes = b"") -> None:
+    """A reader sent an update: fine if it changes nothing (its provider answering our step 1
+    with what we have); otherwise a permission-denied message and close 4403."""
+    if update == EMPTY_UPDATE or not await ctx.live.call(eid, "would_change", eid, update):
+        return
+    out.put(prefix + encode_permission_denied("read-only: this essay belongs to a student"))
+    raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
+
+
+async def _close_for(out: Outbound, metrics: Any, name: str, exc: ProtocolError | UpdateRejected) -> None:
+    """Close a binary socket for a protocol error (its code) or a refused update (4400), counted."""
+    if isinstance(exc, UpdateRejected):
+        exc = ProtocolError(CloseCode.MALFORMED_FRAME, f"invalid update: {exc}"[:120])
+    metrics.socket_closes.labels(name, str(int(exc.code))).inc()
+    await out.close(exc.code, exc.reason)
+
+
+class DocFollower:
+    """One socket following one essay's document: bus subscription, host registration, and the
+    frames it must not miss. Frames go to `out` after `prefix` (the class documents socket's
+    document name), never the socket's own updates (`origin`)."""
+
+    def __init__(self, ctx: Context, app: Any, eid: uuid.UUID, out: Outbound, *, origin: str,
+                 prefix: bytes = b"") -> None:
+        self.ctx, self.app, self.eid, self.out, self.origin, self.prefix = ctx, app, eid, out, origin, prefix
+        self.early: list[bytes] = []
+        self.attached = False
+
+    async def subscribe(self) -> Callable[[], None]:
+        unsubscribe = await self.ctx.live.bus.subscribe(f"essay:{self.eid}:doc", self._on_doc)
+        # Typing handed to this replica's sockets before we subscribed may reach the host after
+        # our sync, and the host leaves this replica's copies to it: send those too after the
+        # sync (duplicates merge).
+        self.early = list(_typing_in_flight(self.app).get(self.eid, {}).values())
+        return unsubscribe
+
+    async def attach(self) -> None:
+        """Tell the essay's host (before the first sync) that this replica has a socket on it."""
+        self.attached = True
+        await self.ctx.live.call(self.eid, "attach", self.eid, node=self.ctx.live.bus.node)
+
+    def send_early(self) -> None:
+        for frame in self.early:
+            self.out.put(self.prefix + frame)
+        self.early = []
+
+    async def detach(self) -> None:
+        if not self.attached:
+            return
+        self.attached = False
+        try:
+            await self.ctx.live.call(self.eid, "detach", self.eid, node=self.ctx.live.bus.node)
+        except Exception:
+            log.warning("detach failed", extra={"essay_id": str(self.eid)})
+
+    async def _resend_state(self) -> None:
+        # The bus lost messages: send the whole document; merging it again is a no-op for the rest.
+        full, _ = await self.ctx.live.call(self.eid, "sync", self.eid, b"\x00")
+        self.out.put(self.prefix + encode_update(full))
+
+    def _on_doc(self, _channel: str, message: bytes) -> None:
+        if message == RESYNC:
+            background(self._resend_state())
+            return
+        sender, frame = split_doc_message(message)
+        if sender != self.origin:  # never echo a client's own update back to it
+            self.out.put(self.prefix + frame if self.prefix else frame)
+
+
 async def doc_socket(ws: WebSocket) -> None:
     essay_id = ws.path_params["essay_id"]
     opened = await _open_essay_socket(ws, essay_id)
@@ -200,19 +272,6 @@ async def doc_socket(ws: WebSocket) -> None:
     out = Outbound(ws)
     awareness: dict[int, bytes] = {}
 
-    async def resend_state() -> None:
-        # The bus lost messages: send the whole document; merging it again is a no-op for the rest.
-        full, _ = await ctx.live.call(eid, "sync", eid, b"\x00")
-        out.put(encode_update(full))
-
-    def on_doc(_channel: str, message: bytes) -> None:
-        if message == RESYNC:
-            background(resend_state())
-            return
-        sender, frame = split_doc_message(message)
-        if sender != origin:  # never echo a client's own update back to it
-            out.put(frame)
-
     def on_awareness(_channel: str, message: bytes) -> None:
         if message == RESYNC:
             return
@@ -223,21 +282,17 @@ async def doc_socket(ws: WebSocket) -> None:
     bus = ctx.live.bus
     doc_channel = f"essay:{eid}:doc"
     in_flight = _typing_in_flight(ws.app)
-    unsubscribe = [await bus.subscribe(doc_channel, on_doc),
-                   await bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
-    # Typing handed to this replica's sockets before we subscribed may reach the host after our
-    # sync, and the host leaves this replica's copies to it: send those too (duplicates merge).
-    early = list(in_flight.get(eid, {}).values())
+    follow = DocFollower(ctx, ws.app, eid, out, origin=origin)
+    unsubscribe = [await follow.subscribe(), await bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     acked = 0
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
     try:
-        await ctx.live.call(eid, "attach", eid, node=bus.node)
+        await follow.attach()
         _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
-        for frame in early:
-            out.put(frame)
+        follow.send_early()
         while True:
             data = await _receive(ws, ctx, bucket, "bytes")
             if data is None:
@@ -249,10 +304,8 @@ async def doc_socket(ws: WebSocket) -> None:
             elif is_counted_for_ack(message):
                 update = message.update  # type: ignore[union-attr]
                 if not writer:
-                    if update == EMPTY_UPDATE or not await ctx.live.call(eid, "would_change", eid, update):
-                        continue  # a reader's provider answering our step 1 with what we have
-                    out.put(encode_permission_denied("read-only: this essay belongs to a student"))
-                    raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
+                    await _refuse_write(ctx, eid, update, out)
+                    continue
                 received = time.perf_counter()
                 typed = isinstance(message, SyncUpdate)
                 if typed:
@@ -290,12 +343,8 @@ async def doc_socket(ws: WebSocket) -> None:
             elif isinstance(message, QueryAwareness):
                 for payload in awareness.values():
                     out.put(create_awareness_message(payload))
-    except ProtocolError as exc:
-        metrics.socket_closes.labels("doc", str(int(exc.code))).inc()
-        await out.close(exc.code, exc.reason)
-    except UpdateRejected as exc:
-        metrics.socket_closes.labels("doc", str(int(CloseCode.MALFORMED_FRAME))).inc()
-        await out.close(CloseCode.MALFORMED_FRAME, f"invalid update: {exc}"[:120])
+    except (ProtocolError, UpdateRejected) as exc:
+        await _close_for(out, metrics, "doc", exc)
     except EssayNotFound:
         await out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted")
     except WebSocketDisconnect:
@@ -308,10 +357,7 @@ async def doc_socket(ws: WebSocket) -> None:
         for unsub in unsubscribe:
             unsub()
         out.stop()
-        try:
-            await ctx.live.call(eid, "detach", eid, node=bus.node)
-        except Exception:
-            log.warning("detach failed", extra={"essay_id": str(eid)})
+        await follow.detach()
 
 
 def _typing_in_flight(app: Any) -> dict[uuid.UUID, dict[int, bytes]]:
@@ -445,26 +491,34 @@ async def events_socket(ws: WebSocket) -> None:
                       watch=lambda delta: ctx.live.call(eid, "watch", f"essay:{eid}", delta))
 
 
-async def class_live_socket(ws: WebSocket) -> None:
-    class_id = ws.path_params["class_id"]
+async def _open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
+    """Ticket, accept, then the class: (context, class id) for its teacher (or an admin), or None
+    once closed (4404 for no such class or one the caller is not in, 4403 for its students)."""
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
     if user is None:
-        return
+        return None
     await ws.accept()
-    cid = _parse_uuid(class_id)
+    cid = _parse_uuid(ws.path_params["class_id"])
     async with ctx.sessions() as session:
         cls = await classes.get(session, class_id=cid) if cid else None
         member = cls is not None and (cls.teacher_id == user.id or await classes.is_enrolled(
             session, class_id=cls.id, student_id=user.id))
         if cls is None or not member:
             await ws.close(CloseCode.UNKNOWN_ESSAY, "no such class")
-            return
+            return None
         if cls.teacher_id != user.id and user.role != "admin":
             await ws.close(CloseCode.FORBIDDEN, "only the class's teacher may watch it live")
-            return
+            return None
+        return ctx, cls.id
+
+
+async def class_live_socket(ws: WebSocket) -> None:
+    opened = await _open_class_socket(ws)
+    if opened is None:
+        return
+    ctx, class_id_ = opened
     out = Outbound(ws)
-    class_id_ = cls.id
 
     async def send_rows() -> None:
         for row in await initial_rows(ctx, class_id_):
@@ -481,9 +535,98 @@ async def class_live_socket(ws: WebSocket) -> None:
         out.put(json.dumps({"type": "error", "code": "unknown_type",
                             "detail": "this socket only sends; nothing to receive"}))
 
-    await _serve_json(ws, ctx, out, channel=f"class:{cls.id}", on_bus=on_row, start=send_rows,
-                      on_message=on_message, name="class", context={"class_id": str(cls.id)},
+    await _serve_json(ws, ctx, out, channel=f"class:{class_id_}", on_bus=on_row, start=send_rows,
+                      on_message=on_message, name="class", context={"class_id": str(class_id_)},
                       watch=lambda delta: ctx.live.call_all("watch", f"class:{class_id_}", delta))
+
+
+MAX_DOCS_PER_SOCKET = 500
+"""Documents one class documents socket may follow at once (a class roster fits)."""
+
+
+async def class_docs_socket(ws: WebSocket) -> None:
+    """`/ws/classes/{id}/docs`: a teacher follows many of the class's essays, read-only, over one
+    socket (Hocuspocus-style multiplexing; `serve_app.realtime.protocol` has the framing).
+
+    A dashboard showing every student's text would otherwise hold one socket per essay (~38
+    KiB of server memory each, ops/loadtest/RESULTS.md); here a followed document costs its
+    bus subscription and a few hundred bytes. Per document: `[id][sync step 1]` starts following
+    (answered with step 2, the server's step 1, then updates as the student types);
+    `[id][101]` stops. An essay outside the class, an unknown one, or more than
+    `MAX_DOCS_PER_SOCKET` get `[id][auth permission-denied]` and the socket stays open. An update
+    that would change a document closes the socket with 4403; awareness is not carried.
+    """
+    opened = await _open_class_socket(ws)
+    if opened is None:
+        return
+    ctx, class_id = opened
+    settings, metrics = ctx.settings, ctx.metrics
+    origin = uuid.uuid4().hex
+    out = Outbound(ws)
+    followed: dict[uuid.UUID, tuple[DocFollower, Callable[[], None]]] = {}
+    bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
+
+    async def follow(eid: uuid.UUID, prefix: bytes) -> bool:
+        if len(followed) >= MAX_DOCS_PER_SOCKET:
+            out.put(prefix + encode_permission_denied(f"at most {MAX_DOCS_PER_SOCKET} documents per socket"))
+            return False
+        async with ctx.sessions() as session:
+            essay = await session.get(Essay, eid)
+        if essay is None or essay.class_id != class_id:
+            out.put(prefix + encode_permission_denied("no such essay in this class"))
+            return False
+        follower = DocFollower(ctx, ws.app, eid, out, origin=origin, prefix=prefix)
+        followed[eid] = (follower, await follower.subscribe())
+        try:
+            await follower.attach()
+        except EssayNotFound:  # deleted meanwhile
+            await unfollow(eid)
+            out.put(prefix + encode_permission_denied("no such essay in this class"))
+            return False
+        return True
+
+    async def unfollow(eid: uuid.UUID) -> None:
+        follower, unsubscribe = followed.pop(eid)
+        unsubscribe()
+        await follower.detach()
+
+    metrics.sockets_open.labels("class_docs").inc()
+    try:
+        while True:
+            data = await _receive(ws, ctx, bucket, "bytes")
+            if data is None:
+                break
+            name, inner = split_document_frame(data, max_size=settings.max_ws_message_bytes)
+            eid, prefix = _parse_uuid(name), encode_document_name(name)
+            if inner == UNWATCH:
+                if eid in followed:
+                    await unfollow(eid)
+                continue
+            message = parse_client_message(inner, max_size=settings.max_ws_message_bytes)
+            if eid is None:
+                out.put(prefix + encode_permission_denied("no such essay in this class"))
+            elif isinstance(message, SyncStep1):
+                if eid not in followed and not await follow(eid, prefix):
+                    continue
+                diff, server_sv = await ctx.live.call(eid, "sync", eid, message.state_vector)
+                out.put(prefix + encode_sync_step2(diff))
+                out.put(prefix + encode_sync_step1(server_sv))
+                followed[eid][0].send_early()
+            elif is_counted_for_ack(message) and eid in followed:
+                await _refuse_write(ctx, eid, message.update, out, prefix)  # type: ignore[union-attr]
+            # Anything else about a document (awareness, an update for one not followed) is ignored.
+    except (ProtocolError, UpdateRejected) as exc:
+        await _close_for(out, metrics, "class_docs", exc)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("class docs socket failed", extra={"class_id": str(class_id)})
+        await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        metrics.sockets_open.labels("class_docs").dec()
+        out.stop()
+        for eid in list(followed):
+            await unfollow(eid)
 
 
 async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -519,6 +662,7 @@ SOCKET_ENDPOINTS = {
     "/ws/essays/{essay_id}/doc": doc_socket,
     "/ws/essays/{essay_id}/events": events_socket,
     "/ws/classes/{class_id}/live": class_live_socket,
+    "/ws/classes/{class_id}/docs": class_docs_socket,
 }
 for _path, _endpoint in SOCKET_ENDPOINTS.items():
     router.add_websocket_route(_path, _endpoint)

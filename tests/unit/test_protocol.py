@@ -321,3 +321,32 @@ def _edit_of(server: EssayDoc, suffix: str) -> bytes:
     before = replica.get_state()
     text += suffix
     return replica.get_update(before)
+
+
+def test_document_frames_split_into_name_and_message_and_round_trip() -> None:
+    from serve_app.realtime.protocol import encode_document_name, split_document_frame
+
+    name = "5f0c2a9e-2f6b-4a51-9a57-0d1e6b0f1c11"
+    frame = encode_document_name(name) + encode_sync_step1(b"\x00")
+    assert split_document_frame(frame) == (name, encode_sync_step1(b"\x00"))
+    long = "é" * 100  # a multi-byte varuint length
+    assert split_document_frame(encode_document_name(long) + b"\x65") == (long, b"\x65")
+
+
+@pytest.mark.parametrize("frame, code", [
+    (b"", 4400), (b"\x05ab", 4400), (b"\x01x", 4400), (b"\x02\xff\xfe\x00", 4400),
+])
+def test_bad_document_frames_are_refused(frame: bytes, code: int) -> None:
+    from serve_app.realtime.protocol import split_document_frame
+
+    with pytest.raises(ProtocolError) as caught:
+        split_document_frame(frame)
+    assert caught.value.code == code
+
+
+def test_oversized_document_frame_is_1009() -> None:
+    from serve_app.realtime.protocol import split_document_frame
+
+    with pytest.raises(ProtocolError) as caught:
+        split_document_frame(b"\x01x" + b"\x00" * 100, max_size=50)
+    assert caught.value.code == 1009
