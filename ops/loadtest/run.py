@@ -52,17 +52,20 @@ from typing import Any
 import httpx
 
 from ops.loadtest import procs
-from ops.loadtest.yclient import YClient
+from ops.loadtest.yclient import ClassDocsClient, FollowedDoc, YClient
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VENV_BIN = Path(sys.executable).parent
-TARGETS = ("essaycoach", "essaycoach-default-proxy", "y-websocket", "pycrdt-websocket")
+TARGETS = ("essaycoach", "essaycoach-default-proxy", "essaycoach-class-docs", "y-websocket", "pycrdt-websocket")
 # The no-argument run: every target at 300 typists (the comparison), then the targets at 1,000.
 # The default proxy is not run at 1,000: it is the slow path, and the whole plan must fit ~15 min.
 # Both essaycoach paths also run at 100 typists, below saturation, to compare the paths unsaturated.
-DEFAULT_PLAN = [("essaycoach", 100), ("essaycoach-default-proxy", 100)] + [(t, 300) for t in TARGETS] + [
-    ("essaycoach", 1000), ("y-websocket", 1000), ("pycrdt-websocket", 1000)]
+# essaycoach-class-docs is essaycoach with each teacher on one class documents socket
+# (/ws/classes/{id}/docs) following their class's essays, instead of one socket per essay.
+ROOM_PER_SOCKET = ("essaycoach", "essaycoach-default-proxy", "y-websocket", "pycrdt-websocket")
+DEFAULT_PLAN = [("essaycoach", 100), ("essaycoach-default-proxy", 100)] + [(t, 300) for t in ROOM_PER_SOCKET] + [
+    ("essaycoach", 1000), ("essaycoach-class-docs", 1000), ("y-websocket", 1000), ("pycrdt-websocket", 1000)]
 COMPARE_AT = 300
 ESSAYS_PER_ACCOUNT = 10
 
@@ -149,6 +152,9 @@ class Layout:
     student_urls: list[UrlFactory]
     teacher_urls: list[list[UrlFactory]]  # per essay: one factory per watching socket
     notes: list[str] = field(default_factory=list)
+    # Teachers on class documents sockets: per teacher, its socket's URL and the essays it follows.
+    class_sockets: list[tuple[UrlFactory, list[int]]] = field(default_factory=list)
+    essay_ids: list[str] = field(default_factory=list)
 
 
 class Target:
@@ -257,12 +263,16 @@ class EssayCoachTarget(Target):
     name = "essaycoach"
     has_ack = True
 
-    def __init__(self, workdir: Path, *, default_proxy: bool = False, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *, default_proxy: bool = False, class_docs: bool = False,
+                 extra_env: dict[str, str] | None = None) -> None:
         super().__init__(workdir)
         self.default_proxy = default_proxy
+        self.class_docs = class_docs
         self.extra_env = extra_env or {}
         if default_proxy:
             self.name = "essaycoach-default-proxy"
+        if class_docs:
+            self.name = "essaycoach-class-docs"
         self.base = f"http://127.0.0.1:{self.port}"
         self.http: httpx.AsyncClient | None = None
 
@@ -320,7 +330,7 @@ class EssayCoachTarget(Target):
             cls = await self.api("POST", "/classes", token, {"name": f"Loadtest {run} #{j}"})
             asg = await self.api("POST", f"/classes/{cls['id']}/assignments", token,
                                  {"title": "The printing press", "prompt": "Did the printing press change the world?"})
-            return token, cls["join_code"], asg["id"]  # type: ignore[return-value]
+            return token, cls["join_code"], asg["id"], cls["id"]  # type: ignore[return-value]
 
         made = await gather_bounded(4, [lambda j=j: teacher(j) for j in range(classes_n)])
         for item in made:
@@ -329,6 +339,7 @@ class EssayCoachTarget(Target):
         teacher_tokens = [m[0] for m in made]
         join_codes = [m[1] for m in made]
         assignments = [m[2] for m in made]
+        class_ids = [m[3] for m in made]
 
         accounts_n = math.ceil(students / ESSAYS_PER_ACCOUNT)
 
@@ -363,20 +374,34 @@ class EssayCoachTarget(Target):
                 return f"ws://127.0.0.1:{self.port}/ws/essays/{essay_id}/doc?ticket={ticket}"
             return make
 
+        def class_url(j: int) -> UrlFactory:
+            async def make() -> str:
+                ticket = (await self.api("POST", "/auth/ws-ticket", teacher_tokens[j]))["ticket"]
+                return f"ws://127.0.0.1:{self.port}/ws/classes/{class_ids[j]}/docs?ticket={ticket}"
+            return make
+
+        per_essay = bool(teachers) and not self.class_docs
         return Layout(
             student_urls=[url(essay_ids[i], tokens[i // ESSAYS_PER_ACCOUNT]) for i in range(students)],
-            teacher_urls=[[url(essay_ids[i], teacher_tokens[i % classes_n])] if teachers else []
+            teacher_urls=[[url(essay_ids[i], teacher_tokens[i % classes_n])] if per_essay else []
                           for i in range(students)],
+            class_sockets=[(class_url(j), [i for i in range(students) if i % classes_n == j])
+                           for j in range(classes_n)] if teachers and self.class_docs else [],
+            essay_ids=essay_ids,
             notes=[f"{accounts_n} student accounts with up to {ESSAYS_PER_ACCOUNT} essays each "
                    f"(argon2 registration is ~50 ms of server CPU per account); teacher j's class holds "
                    f"essays i with i % {classes_n} == j; one single-use ws ticket per socket; "
-                   f"account setup {t_accounts:.0f}s, essay creation {t_essays:.0f}s"],
+                   + ("each teacher follows its class's essays over one class documents socket; "
+                      if self.class_docs else "")
+                   + f"account setup {t_accounts:.0f}s, essay creation {t_essays:.0f}s"],
         )
 
 
 def make_target(name: str, workdir: Path, extra_env: dict[str, str]) -> Target:
     if name == "essaycoach":
         return EssayCoachTarget(workdir, extra_env=extra_env)
+    if name == "essaycoach-class-docs":
+        return EssayCoachTarget(workdir, class_docs=True, extra_env=extra_env)
     if name == "essaycoach-default-proxy":
         return EssayCoachTarget(workdir, default_proxy=True, extra_env=extra_env)
     if name == "y-websocket":
@@ -391,7 +416,7 @@ def make_target(name: str, workdir: Path, extra_env: dict[str, str]) -> Target:
 
 @dataclass
 class Watcher:
-    client: YClient | None = None
+    client: YClient | FollowedDoc | None = None
     pending: deque[tuple[int, float, bool]] = field(default_factory=deque)  # (student clock, t_sent, in window)
 
 
@@ -542,6 +567,23 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     for essay in sim.essays:
         essay.watchers = [Watcher() for _ in layout.teacher_urls[essay.index]] if essay.student else []
         factories += [teacher_factory(essay.index, j) for j in range(len(essay.watchers))]
+    class_clients: list[ClassDocsClient] = []
+
+    def class_socket_factory(url: UrlFactory, indexes: list[int]) -> Callable[[], Awaitable[ClassDocsClient]]:
+        async def make() -> ClassDocsClient:
+            socket = await ClassDocsClient(await url()).connect()
+            class_clients.append(socket)
+            for i in indexes:
+                essay = sim.essays[i]
+                if essay.student is None:
+                    continue
+                watcher = Watcher()
+                essay.watchers.append(watcher)
+                watcher.client = await socket.follow(layout.essay_ids[i], on_update=sim.on_teacher_update(essay, watcher))
+            return socket
+        return make
+
+    factories += [class_socket_factory(url, indexes) for url, indexes in layout.class_sockets]
     log(f"{target.name}: connecting {len(factories)} teacher sockets")
     results, t_teachers = await connect_all(factories, connect_limit)
     for r in results:
@@ -618,7 +660,8 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     avg_text = sum(texts) / len(texts) if texts else 0.0
 
     log(f"{target.name}: closing sockets")
-    clients = [c for e in live for c in [e.student] + [w.client for w in e.watchers] if c is not None]
+    clients: list[Any] = [c for e in live for c in [e.student] + [w.client for w in e.watchers]
+                          if isinstance(c, YClient)] + class_clients
     await gather_bounded(200, [lambda c=c: c.close() for c in clients])
 
     n = max(1, len(live))
@@ -633,6 +676,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
         "teachers": teachers,
         "typists_connected": len(live),
         "watchers_connected": sum(len(e.watchers) for e in live),
+        "teacher_sockets": len(class_clients) or sum(len(e.watchers) for e in live),
         "duration_s": duration,
         "warmup_s": warmup,
         "typing_model": f"update every 400-600 ms while typing (1-4 chars, 5% backspace+retype); bursts "
@@ -777,8 +821,11 @@ def scenario_rows(results: list[dict[str, Any]]) -> list[str]:
         fo = r["fanout_ms"]
         u = r["updates"]
         mem = r["memory_per_essay_kib"]
+        teacher_sockets = r.get("teacher_sockets", r["watchers_connected"])
+        sockets = "" if teacher_sockets == r["watchers_connected"] else f" on {teacher_sockets} sockets"
         rows.append(
-            f"| {r['target']} | {r['typists_connected']} + {r['watchers_connected']} | {u['typed_per_s']} ({u.get('intended_per_s')}) | "
+            f"| {r['target']} | {r['typists_connected']} + {r['watchers_connected']}"
+            f"{sockets} | {u['typed_per_s']} ({u.get('intended_per_s')}) | "
             f"{fmt(ack.get('p50'))} / {fmt(ack.get('p99'))} | {fmt(fo['p50'])} / {fmt(fo['p99'])} | {fmt(fo['max'])} | "
             f"{r['server']['cpu_cores']} | {fmt(r['server']['cpu_ms_per_update'])} | {r['client']['cpu_cores']} | "
             f"{fmt(r['client']['loop_lag_ms']['p99'])} | {r['machine']['other_cores']} | {mem['open_watched_empty']} | {mem['end_beyond_text']} | "

@@ -185,7 +185,8 @@ async def _wait_text(text: Text, changed: asyncio.Event, predicate: Callable[[st
 class FollowedDoc:
     """One document a `ClassDocsClient` follows (read-only): its own Y.Doc, like a YClient's."""
 
-    def __init__(self, on_update: Callable[[], None] | None = None) -> None:
+    def __init__(self, socket: "ClassDocsClient", on_update: Callable[[], None] | None = None) -> None:
+        self.socket = socket
         self.doc = Doc()
         self.text = self.doc.get("content", type=Text)
         self.on_update = on_update
@@ -196,6 +197,14 @@ class FollowedDoc:
 
     async def wait_text(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
         return await _wait_text(self.text, self.changed, predicate, timeout)
+
+    @property
+    def close_code(self) -> int | None:
+        return self.socket.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self.socket.close_reason
 
 
 class ClassDocsClient(_Socket):
@@ -208,6 +217,7 @@ class ClassDocsClient(_Socket):
         self.docs: dict[str, FollowedDoc] = {}
         self.ws: websockets.ClientConnection | None = None
         self.close_code: int | None = None
+        self.close_reason = ""
         self._reader: asyncio.Task[None] | None = None
 
     async def connect(self) -> "ClassDocsClient":
@@ -219,7 +229,7 @@ class ClassDocsClient(_Socket):
     async def follow(self, essay_id: str, *, on_update: Callable[[], None] | None = None,
                      wait_synced: bool = True) -> FollowedDoc:
         assert self.ws is not None
-        followed = self.docs[essay_id] = FollowedDoc(on_update)
+        followed = self.docs[essay_id] = FollowedDoc(self, on_update)
         await self.ws.send(_name(essay_id) + create_sync_message(followed.doc))
         if wait_synced:
             await asyncio.wait_for(self.synced_or_denied(followed), 20)
@@ -268,6 +278,7 @@ class ClassDocsClient(_Socket):
             pass
         finally:
             self.close_code = self.ws.close_code
+            self.close_reason = self.ws.close_reason or ""
 
 
 
