@@ -14,15 +14,16 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from actors.doc import EssayDoc, UpdateEffect
 
 TYPING_GAP_SECONDS = 10.0
 # Events kept for `resume`: at most this many, and at most this many bytes of JSON (the newest
-# event is always kept). Feedback diffs of an essay being typed are ~0.3-1 KiB each, at most about
-# one a second, so 16 KiB covers a reconnect after ~20-50 s of typing; a client further behind
-# gets a resync (its full state). Kept as the JSON text sent, not as dicts (3-4x smaller).
+# event is always kept). Feedback diffs are not kept at all: a resume that missed any gets one
+# `feedback` event with the current full set instead, at the place of the latest (it supersedes
+# the diffs before it). What is kept (comments, saves, submissions) is the JSON text sent.
 EVENT_BACKLOG = 128
 EVENT_BACKLOG_BYTES = 16 * 1024
 
@@ -46,8 +47,10 @@ class EssayActor:
     typing_seconds: float = 0.0
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     event_seq: int = 0
-    events: deque[tuple[int, str]] = field(default_factory=deque)  # (seq, JSON text), oldest first
+    # (seq, JSON text), oldest first; text None for a feedback diff (see EVENT_BACKLOG).
+    events: deque[tuple[int, str | None]] = field(default_factory=deque)
     events_bytes: int = 0
+    last_feedback: tuple[int, int] | None = None  # (seq, doc_seq) of the latest feedback event
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flags: set[str] = field(default_factory=set)
     last_edit_at: float | None = None
@@ -98,22 +101,38 @@ class EssayActor:
         event = {"type": type_, "essay_id": str(self.essay_id), "seq": self.event_seq,
                  "epoch": self.epoch, "doc_seq": self.seq, **payload}
         text = json.dumps(event, default=str, separators=(",", ":"))
-        self.events.append((self.event_seq, text))
-        self.events_bytes += len(text)
+        if type_ == "feedback":
+            self.last_feedback = (self.event_seq, self.seq)
+            self.events.append((self.event_seq, None))
+        else:
+            self.events.append((self.event_seq, text))
+            self.events_bytes += len(text)
         while len(self.events) > 1 and (len(self.events) > EVENT_BACKLOG or self.events_bytes > EVENT_BACKLOG_BYTES):
-            self.events_bytes -= len(self.events.popleft()[1])
+            self.events_bytes -= len(self.events.popleft()[1] or "")
         return text
 
-    def events_after(self, last_seq: int, epoch: str | None) -> list[str] | None:
+    def events_after(self, last_seq: int, epoch: str | None,
+                     feedback_set: Callable[[], dict[str, Any]]) -> list[str] | None:
         """Events after `last_seq` (JSON texts), or None when they are no longer kept (the
-        client resyncs)."""
+        client resyncs). Missed feedback diffs come as one `feedback` event holding
+        `feedback_set()` (the current items, `full: true`) with the latest diff's seq."""
         if epoch is not None and epoch != self.epoch:
             return None
         if last_seq >= self.event_seq:
             return []
         if not self.events or self.events[0][0] > last_seq + 1:
             return None
-        return [text for seq, text in self.events if seq > last_seq]
+        out = []
+        for seq, text in self.events:
+            if seq <= last_seq:
+                continue
+            if text is not None:
+                out.append(text)
+            elif self.last_feedback is not None and seq == self.last_feedback[0]:
+                event = {"type": "feedback", "essay_id": str(self.essay_id), "seq": seq, "epoch": self.epoch,
+                         "doc_seq": self.last_feedback[1], **feedback_set()}
+                out.append(json.dumps(event, default=str, separators=(",", ":")))
+        return out
 
     async def durable(self) -> None:
         """Wait until every update applied so far is in the update log (commits land in order,

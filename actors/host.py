@@ -524,7 +524,9 @@ class EssayHost:
 
     async def events_after(self, essay_id: uuid.UUID, last_seq: int, epoch: str | None) -> list[str] | None:
         actor = await self.open(essay_id)
-        return actor.events_after(last_seq, epoch)
+        return actor.events_after(last_seq, epoch, lambda: {
+            "items": [wire_item(i) for i in actor.items], "removed": [], "counts": actor.feedback_counts,
+            "full": True})
 
     # --- store ----------------------------------------------------------------------------
 

@@ -208,9 +208,23 @@ async def test_events_socket_resume_and_class_live_rows(live_client, live_server
             seen.append(json.loads(await asyncio.wait_for(events.recv(), 0.5)))
         except asyncio.TimeoutError:
             break
+    # Resuming from the start: the same events, except that the feedback diffs come as one full
+    # set at the latest diff's place, equal to what applying the diffs gave.
     await events.send(json.dumps({"type": "resume", "last_seq": hello["seq"], "epoch": hello["epoch"]}))
-    replayed = [json.loads(await asyncio.wait_for(events.recv(), 5)) for _ in seen]
-    assert replayed == seen
+    others = [e for e in seen if e["type"] != "feedback"]
+    diffs = [e for e in seen if e["type"] == "feedback"]
+    assert diffs, "the analysis published feedback"
+    replayed = [json.loads(await asyncio.wait_for(events.recv(), 5)) for _ in range(len(others) + 1)]
+    assert [e for e in replayed if e["type"] != "feedback"] == others
+    (full,) = [e for e in replayed if e["type"] == "feedback"]
+    assert [e["seq"] for e in replayed] == sorted(e["seq"] for e in others + [diffs[-1]])
+    assert full["full"] is True and (full["seq"], full["doc_seq"]) == (diffs[-1]["seq"], diffs[-1]["doc_seq"])
+    applied: dict[str, dict] = {}
+    for diff in diffs:
+        for removed in diff["removed"]:
+            applied.pop(removed, None)
+        applied.update((item["id"], item) for item in diff["items"])
+    assert {i["id"]: i for i in full["items"]} == applied and full["counts"] == diffs[-1]["counts"]
     await events.send(json.dumps({"type": "resume", "last_seq": 0, "epoch": "another-epoch"}))
     assert json.loads(await asyncio.wait_for(events.recv(), 5))["type"] == "resync"
     await events.close()

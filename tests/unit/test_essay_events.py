@@ -7,6 +7,10 @@ from actors.doc import EssayDoc
 from actors.essay import EVENT_BACKLOG, EVENT_BACKLOG_BYTES, EssayActor, EssayMeta
 
 
+def no_feedback() -> dict:
+    raise AssertionError("no feedback event was missed")
+
+
 def actor() -> EssayActor:
     meta = EssayMeta(essay_id=uuid.uuid4(), owner_id=uuid.uuid4(), class_id=None, title="t")
     return EssayActor(meta=meta, doc=EssayDoc.from_state(None, []), seq=0, watermark=0)
@@ -18,22 +22,22 @@ def test_events_are_numbered_json_and_resume_returns_what_was_missed() -> None:
     first = json.loads(texts[0])
     assert first == {"type": "comment", "essay_id": str(a.essay_id), "seq": 1, "epoch": a.epoch,
                      "doc_seq": 0, "text": "c0"}
-    assert a.events_after(2, a.epoch) == texts[2:]
-    assert a.events_after(5, None) == []
-    assert a.events_after(0, "another-epoch") is None
+    assert a.events_after(2, a.epoch, no_feedback) == texts[2:]
+    assert a.events_after(5, None, no_feedback) == []
+    assert a.events_after(0, "another-epoch", no_feedback) is None
 
 
 def test_backlog_is_bounded_by_bytes_and_count_and_older_resumes_resync() -> None:
     a = actor()
     big = "x" * 1000
     for i in range(100):
-        a.next_event("feedback", note=big)
+        a.next_event("comment", note=big)
     assert a.events_bytes <= EVENT_BACKLOG_BYTES
     assert a.events_bytes == sum(len(text) for _, text in a.events)
     oldest = a.events[0][0]
     assert 100 - oldest + 1 == len(a.events) >= EVENT_BACKLOG_BYTES // 1200
-    assert a.events_after(oldest - 2, None) is None  # a gap: the client resyncs
-    assert [json.loads(t)["seq"] for t in a.events_after(oldest - 1, None)] == list(range(oldest, 101))
+    assert a.events_after(oldest - 2, None, no_feedback) is None  # a gap: the client resyncs
+    assert [json.loads(t)["seq"] for t in a.events_after(oldest - 1, None, no_feedback)] == list(range(oldest, 101))
     for i in range(EVENT_BACKLOG + 10):
         a.next_event("saved", word_count=i)
     assert len(a.events) == EVENT_BACKLOG
@@ -41,5 +45,23 @@ def test_backlog_is_bounded_by_bytes_and_count_and_older_resumes_resync() -> Non
 
 def test_the_newest_event_is_kept_even_when_it_alone_is_over_the_byte_bound() -> None:
     a = actor()
-    a.next_event("feedback", note="y" * (EVENT_BACKLOG_BYTES + 1))
-    assert [json.loads(t)["seq"] for t in a.events_after(0, None)] == [1]
+    a.next_event("comment", note="y" * (EVENT_BACKLOG_BYTES + 1))
+    assert [json.loads(t)["seq"] for t in a.events_after(0, None, no_feedback)] == [1]
+
+
+def test_missed_feedback_diffs_resume_as_one_full_set_at_the_latest_diffs_place() -> None:
+    a = actor()
+    a.next_event("feedback", items=[{"id": "a"}], removed=[], counts={"spelling": 1})  # seq 1
+    a.seq = 7
+    a.next_event("feedback", items=[{"id": "b"}], removed=["a"], counts={"style": 1})  # seq 2
+    a.next_event("comment", text="good start")                                        # seq 3
+    a.seq = 9
+    a.next_event("feedback", items=[{"id": "c"}], removed=[], counts={"style": 2})    # seq 4
+    a.next_event("saved", word_count=12)                                               # seq 5
+    assert a.events_bytes == sum(len(t) for _, t in a.events if t)  # diffs take no backlog bytes
+    current = {"items": [{"id": "b"}, {"id": "c"}], "removed": [], "counts": {"style": 2}, "full": True}
+    resumed = [json.loads(t) for t in a.events_after(1, a.epoch, lambda: current)]
+    assert [(e["seq"], e["type"]) for e in resumed] == [(3, "comment"), (4, "feedback"), (5, "saved")]
+    assert resumed[1] == {"type": "feedback", "essay_id": str(a.essay_id), "seq": 4, "epoch": a.epoch,
+                          "doc_seq": 9, **current}
+    assert [json.loads(t)["seq"] for t in a.events_after(4, a.epoch, no_feedback)] == [5]
