@@ -326,17 +326,18 @@ class EssayHost:
         actor.feedback_counts = count_kinds(items)
         if changed or removed:
             actor.feedback_dirty = True  # stored with the next snapshot; the host serves it until then
+            # Numbered before any await: a resume's full set (the current items) must carry the
+            # seq and doc_seq of the diff that made them current.
+            await self.publish_event(actor.essay_id, "feedback", items=[wire_item(i) for i in changed],
+                                     removed=removed, counts=actor.feedback_counts)
+            if actor.meta.class_id is not None:
+                actor.class_dirty = True
         if result.usage.total_tokens:
             async with self._writing() as session:
                 await feedback_repo.record_usage(
                     session, essay_id=actor.essay_id, class_id=actor.meta.class_id, provider="llm",
                     model="", prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens)
-        if changed or removed:
-            await self.publish_event(actor.essay_id, "feedback", items=[wire_item(i) for i in changed],
-                                     removed=removed, counts=actor.feedback_counts)
-            if actor.meta.class_id is not None:
-                actor.class_dirty = True
         return True
 
     async def analyze_now(self, essay_id: uuid.UUID) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -215,6 +216,7 @@ class ClassDocsClient(_Socket):
         self.url = url
         self.connect_options = connect_options or {}
         self.docs: dict[str, FollowedDoc] = {}
+        self.frames_by_name: Counter[str] = Counter()  # every frame received, followed or not
         self.ws: websockets.ClientConnection | None = None
         self.close_code: int | None = None
         self.close_reason = ""
@@ -262,6 +264,7 @@ class ClassDocsClient(_Socket):
                 length = _read_varuint(frame, 0)
                 start = len(_varuint(length))
                 essay_id, message = frame[start:start + length].decode(), frame[start + length:]
+                self.frames_by_name[essay_id] += 1
                 followed = self.docs.get(essay_id)
                 if followed is None or not message:
                     continue

@@ -219,6 +219,7 @@ class DocFollower:
         self.ctx, self.app, self.eid, self.out, self.origin, self.prefix = ctx, app, eid, out, origin, prefix
         self.early: list[bytes] = []
         self.attached = False
+        self.active = True  # False once the socket stops following: nothing more is sent
 
     async def subscribe(self) -> Callable[[], None]:
         unsubscribe = await self.ctx.live.bus.subscribe(f"essay:{self.eid}:doc", self._on_doc)
@@ -239,6 +240,7 @@ class DocFollower:
         self.early = []
 
     async def detach(self) -> None:
+        self.active = False
         if not self.attached:
             return
         self.attached = False
@@ -250,9 +252,12 @@ class DocFollower:
     async def _resend_state(self) -> None:
         # The bus lost messages: send the whole document; merging it again is a no-op for the rest.
         full, _ = await self.ctx.live.call(self.eid, "sync", self.eid, b"\x00")
-        self.out.put(self.prefix + encode_update(full))
+        if self.active:
+            self.out.put(self.prefix + encode_update(full))
 
     def _on_doc(self, _channel: str, message: bytes) -> None:
+        if not self.active:
+            return
         if message == RESYNC:
             background(self._resend_state())
             return
@@ -587,6 +592,7 @@ async def class_docs_socket(ws: WebSocket) -> None:
 
     async def unfollow(eid: uuid.UUID) -> None:
         follower, unsubscribe = followed.pop(eid)
+        follower.active = False
         unsubscribe()
         await follower.detach()
 
@@ -597,7 +603,12 @@ async def class_docs_socket(ws: WebSocket) -> None:
             if data is None:
                 break
             name, inner = split_document_frame(data, max_size=settings.max_ws_message_bytes)
-            eid, prefix = _parse_uuid(name), encode_document_name(name)
+            if len(name) > 64:
+                raise ProtocolError(CloseCode.MALFORMED_FRAME, "a document name is an essay id")
+            eid = _parse_uuid(name)
+            if eid is not None and str(eid) != name:
+                eid = None  # one spelling per essay (the canonical id), so one prefix per document
+            prefix = encode_document_name(name)
             if inner == UNWATCH:
                 if eid in followed:
                     await unfollow(eid)
@@ -605,16 +616,22 @@ async def class_docs_socket(ws: WebSocket) -> None:
             message = parse_client_message(inner, max_size=settings.max_ws_message_bytes)
             if eid is None:
                 out.put(prefix + encode_permission_denied("no such essay in this class"))
-            elif isinstance(message, SyncStep1):
-                if eid not in followed and not await follow(eid, prefix):
-                    continue
-                diff, server_sv = await ctx.live.call(eid, "sync", eid, message.state_vector)
-                out.put(prefix + encode_sync_step2(diff))
-                out.put(prefix + encode_sync_step1(server_sv))
-                followed[eid][0].send_early()
-            elif is_counted_for_ack(message) and eid in followed:
-                await _refuse_write(ctx, eid, message.update, out, prefix)  # type: ignore[union-attr]
-            # Anything else about a document (awareness, an update for one not followed) is ignored.
+                continue
+            try:
+                if isinstance(message, SyncStep1):
+                    if eid not in followed and not await follow(eid, prefix):
+                        continue
+                    diff, server_sv = await ctx.live.call(eid, "sync", eid, message.state_vector)
+                    out.put(prefix + encode_sync_step2(diff))
+                    out.put(prefix + encode_sync_step1(server_sv))
+                    followed[eid][0].send_early()
+                elif is_counted_for_ack(message) and eid in followed:
+                    await _refuse_write(ctx, eid, message.update, out, prefix)  # type: ignore[union-attr]
+                # Anything else about a document (awareness, an update for one not followed) is ignored.
+            except EssayNotFound:  # deleted while followed: this document ends, the socket goes on
+                if eid in followed:
+                    await unfollow(eid)
+                out.put(prefix + encode_permission_denied("essay was deleted"))
     except (ProtocolError, UpdateRejected) as exc:
         await _close_for(out, metrics, "class_docs", exc)
     except WebSocketDisconnect:
@@ -625,8 +642,13 @@ async def class_docs_socket(ws: WebSocket) -> None:
     finally:
         metrics.sockets_open.labels("class_docs").dec()
         out.stop()
-        for eid in list(followed):
-            await unfollow(eid)
+        followers = [followed.pop(eid) for eid in list(followed)]
+        for follower, unsubscribe in followers:
+            follower.active = False
+            unsubscribe()
+        # Detach them all at once, and to the end even if this task is cancelled: a missed detach
+        # would keep its essay loaded and published for good.
+        await asyncio.shield(asyncio.gather(*(follower.detach() for follower, _ in followers)))
 
 
 async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:

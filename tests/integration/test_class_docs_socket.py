@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -49,13 +50,13 @@ async def test_one_socket_follows_every_students_typing(live_client, live_server
     # Unfollowing one stops its updates; the other keeps coming.
     await watcher.unfollow(essays[0]["id"])
     await asyncio.sleep(0.2)
-    before = followed[0].updates_received
+    before = watcher.frames_by_name[essays[0]["id"]]
     writers[0].type("unseen ")
     writers[1].type("seen ")
     await followed[1].wait_text(lambda t: t.endswith("seen "))
     await writers[0].wait_acked()
     await asyncio.sleep(0.2)
-    assert followed[0].updates_received == before
+    assert watcher.frames_by_name[essays[0]["id"]] == before  # the server sent nothing more for it
     for c in (*writers, watcher):
         await c.close()
 
@@ -106,3 +107,49 @@ async def test_only_the_classs_teacher_may_open_it(live_client, live_server, cla
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 10)
             assert ws.close_code == code
+
+
+async def test_names_are_canonical_essay_ids(live_client, live_server, class_of_two) -> None:
+    teacher, cls, essays = class_of_two["teacher"], class_of_two["class"], class_of_two["essays"]
+    watcher = await ClassDocsClient(await docs_url(live_client, live_server, teacher, cls["id"])).connect()
+    for spelling in (essays[0]["id"].upper(), essays[0]["id"].replace("-", ""), "{" + essays[0]["id"] + "}"):
+        assert (await watcher.follow(spelling)).denied.is_set()
+    assert str((await watcher.follow(essays[0]["id"])).text) == "Start. "
+    await watcher.send_raw(_name("x" * 65) + b"\x03")
+    assert await watcher.wait_closed() == 4400
+
+
+async def test_a_deleted_essay_is_denied_and_the_others_keep_coming(live_client, live_server, class_of_two) -> None:
+    teacher, cls = class_of_two["teacher"], class_of_two["class"]
+    students, essays = class_of_two["students"], class_of_two["essays"]
+    watcher = await ClassDocsClient(await docs_url(live_client, live_server, teacher, cls["id"])).connect()
+    gone, kept = [await watcher.follow(e["id"]) for e in essays]
+    r = await live_client.delete(f"/api/v1/essays/{essays[0]['id']}", headers=students[0].headers)
+    assert r.status_code == 204
+    again = await watcher.follow(essays[0]["id"])  # a fresh sync of the deleted essay
+    assert again.denied.is_set() and watcher.close_code is None
+    writer = await YClient(await doc_url(live_client, live_server, students[1], essays[1]["id"])).connect()
+    writer.type("still live ")
+    await kept.wait_text(lambda t: t.endswith("still live "))
+    for c in (writer, watcher):
+        await c.close()
+
+
+async def test_closing_the_socket_detaches_every_followed_essay(live_client, live_server, class_of_two) -> None:
+    teacher, cls, essays = class_of_two["teacher"], class_of_two["class"], class_of_two["essays"]
+    watcher = await ClassDocsClient(await docs_url(live_client, live_server, teacher, cls["id"])).connect()
+    for e in essays:
+        await watcher.follow(e["id"])
+
+    async def connections(essay_id: str) -> int:
+        url = f"ws://{live_server}/ws/essays/{essay_id}/events?ticket={await ticket(live_client, teacher)}"
+        async with websockets.connect(url) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))["connections"]
+
+    assert [await connections(e["id"]) for e in essays] == [1, 1]
+    await watcher.close()
+    for _ in range(50):
+        if [await connections(e["id"]) for e in essays] == [0, 0]:
+            break
+        await asyncio.sleep(0.1)
+    assert [await connections(e["id"]) for e in essays] == [0, 0]

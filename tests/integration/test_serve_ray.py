@@ -182,7 +182,10 @@ async def test_teacher_sockets_on_one_replica_see_typing_once(http: httpx.AsyncC
 async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
     """Serve does not watch our sockets for disconnects (replica_middlewares): the handler must
     see the drop itself, count the socket closed and detach it from the essay's host."""
+    import json
     import re
+
+    import websockets
 
     async def open_doc_sockets() -> float:
         text = (await http.get("/metrics")).text
@@ -203,3 +206,8 @@ async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncCli
             break
         await asyncio.sleep(0.1)
     assert await open_doc_sockets() == before
+    # ... and detached from the essay's host (which counts the essay's document sockets).
+    ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+    async with websockets.connect(f"ws://{serve_app['base']}/ws/essays/{essay['id']}/events?ticket={ticket}") as ws:
+        presence = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert presence["type"] == "presence" and presence["connections"] == 0
