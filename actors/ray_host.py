@@ -19,15 +19,49 @@ import ray
 from actors.broadcast import RESYNC, Handler, LocalFanout, Outbox, make_bus, new_node_id
 from actors.host import EssayHost
 
-HUB_NAME = "essaycoach-bus-hub-v2"  # versioned: the hub is detached and outlives deploys; v2 added skip
+HUB_NAME = "essaycoach-bus-hub-v3"  # versioned: the hub is detached and outlives deploys; v2 added skip, v3 channel ops
 SUBSCRIBER_TTL = 60.0
+
+
+class _Subscriber:
+    """A replica's registration at the hub: its channels and its queue of undelivered messages.
+
+    Channel changes arrive as numbered operations (`version`, one counter per replica). Ray runs
+    calls to an async actor in no guaranteed order, so each channel remembers the version of its
+    latest add or remove (`versions`; removed channels stay as tombstones) and an older
+    operation for it is ignored.
+    """
+
+    __slots__ = ("channels", "versions", "queue", "event")
+
+    TOMBSTONES = 10_000
+
+    def __init__(self) -> None:
+        self.channels: set[str] = set()
+        self.versions: dict[str, int] = {}
+        self.queue: deque[tuple[str, bytes]] = deque()
+        self.event = asyncio.Event()
+
+    def update(self, version: int, add: list[str], remove: list[str]) -> None:
+        for channel in add:
+            if version > self.versions.get(channel, 0):
+                self.versions[channel] = version
+                self.channels.add(channel)
+        for channel in remove:
+            if version > self.versions.get(channel, 0):
+                self.versions[channel] = version
+                self.channels.discard(channel)
+        if len(self.versions) - len(self.channels) > self.TOMBSTONES:
+            # Tombstones far older than the newest operation cannot meet a reordered operation.
+            horizon = version - self.TOMBSTONES // 2
+            self.versions = {c: v for c, v in self.versions.items() if c in self.channels or v > horizon}
 
 
 class BusHub:
     """A tiny pub/sub broker in a Ray actor: publishers push, each subscriber long-polls a queue."""
 
     def __init__(self, max_queue: int = 10_000) -> None:
-        self._subs: dict[str, tuple[set[str], deque[tuple[str, bytes]], asyncio.Event]] = {}
+        self._subs: dict[str, _Subscriber] = {}
         self._last_poll: dict[str, float] = {}
         self._max_queue = max_queue
 
@@ -41,30 +75,34 @@ class BusHub:
         for gone in [sub for sub, seen in self._last_poll.items() if now - seen > SUBSCRIBER_TTL]:
             self._subs.pop(gone, None)  # its replica died without saying goodbye
             self._last_poll.pop(gone, None)
-        for sub, (channels, queue, event) in self._subs.items():
-            if channel in channels and sub != skip:
-                queue.append((channel, message))
-                if len(queue) > self._max_queue:  # a stalled subscriber loses old messages, not memory
-                    queue.popleft()
-                event.set()
+        for name, sub in self._subs.items():
+            if channel in sub.channels and name != skip:
+                sub.queue.append((channel, message))
+                if len(sub.queue) > self._max_queue:  # a stalled subscriber loses old messages, not memory
+                    sub.queue.popleft()
+                sub.event.set()
 
-    async def set_channels(self, subscriber: str, channels: list[str]) -> None:
-        entry = self._subs.setdefault(subscriber, (set(), deque(), asyncio.Event()))
-        entry[0].clear()
-        entry[0].update(channels)
+    async def update_channels(self, subscriber: str, version: int, add: list[str], remove: list[str]) -> None:
+        """Operation `version` of `subscriber`: subscribe to `add`, unsubscribe from `remove`."""
+        self._subs.setdefault(subscriber, _Subscriber()).update(version, add, remove)
+
+    async def set_channels(self, subscriber: str, version: int, channels: list[str]) -> None:
+        """`subscriber` (re-registering after the hub restarted) holds exactly `channels`."""
+        sub = self._subs.setdefault(subscriber, _Subscriber())
+        wanted = set(channels)
+        sub.update(version, list(wanted), [c for c in sub.channels if c not in wanted])
 
     async def poll(self, subscriber: str, timeout: float = 10.0) -> list[tuple[str, bytes]]:
         self._last_poll[subscriber] = time.monotonic() + timeout  # counts as seen until the poll ends
-        entry = self._subs.setdefault(subscriber, (set(), deque(), asyncio.Event()))
-        channels, queue, event = entry
-        if not queue:
-            event.clear()
+        sub = self._subs.setdefault(subscriber, _Subscriber())
+        if not sub.queue:
+            sub.event.clear()
             try:
-                await asyncio.wait_for(event.wait(), timeout)
+                await asyncio.wait_for(sub.event.wait(), timeout)
             except asyncio.TimeoutError:
                 return []
-        out = list(queue)
-        queue.clear()
+        out = list(sub.queue)
+        sub.queue.clear()
         return out
 
     async def drop(self, subscriber: str) -> None:
@@ -82,6 +120,7 @@ class HubBus:
         ).remote()
         self.fanout = LocalFanout()
         self.node = self.subscriber = new_node_id()
+        self._version = 0
         self._task: asyncio.Task[None] | None = None
         self._outbox: Outbox[tuple[str, bytes, str | None]] = Outbox(self._send, name="hub-bus-sender")
 
@@ -98,15 +137,22 @@ class HubBus:
     def deliver_local(self, channel: str, message: bytes) -> None:
         self.fanout.deliver(channel, message)
 
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
+        # One channel per call, numbered (the hub ignores an operation older than the channel's
+        # latest): sending the whole list each time cost O(channels) per socket opened.
         if self.fanout.add(channel, handler):
-            await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
+            await self.hub.update_channels.remote(self.subscriber, self._next_version(), [channel], [])
         if self._task is None:
             self._task = asyncio.create_task(self._poll_loop())
 
         def unsubscribe() -> None:
             if self.fanout.remove(channel, handler):
-                asyncio.ensure_future(self.hub.set_channels.remote(self.subscriber, self.fanout.channels()))
+                asyncio.ensure_future(
+                    self.hub.update_channels.remote(self.subscriber, self._next_version(), [], [channel]))
 
         return unsubscribe
 
@@ -119,7 +165,7 @@ class HubBus:
             except Exception:
                 await asyncio.sleep(0.5)  # hub restarting: re-register our channels and go on
                 try:
-                    await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
+                    await self.hub.set_channels.remote(self.subscriber, self._next_version(), self.fanout.channels())
                 except Exception:
                     continue
                 for channel in self.fanout.channels():
@@ -129,7 +175,7 @@ class HubBus:
                 self.fanout.deliver(channel, message)
 
     async def ping(self) -> None:
-        await self.hub.set_channels.remote(self.subscriber, self.fanout.channels())
+        await self.hub.set_channels.remote(self.subscriber, self._next_version(), self.fanout.channels())
 
     async def close(self) -> None:
         self._outbox.close()
