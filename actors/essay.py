@@ -95,21 +95,22 @@ class EssayActor:
                 self.flags.add("large_paste")
         return effect
 
-    def next_event(self, type_: str, **payload: Any) -> str:
-        """Number an event, keep it for `resume` and return its JSON text."""
+    def next_event(self, type_: str, **payload: Any) -> dict[str, Any]:
+        """Number an event and keep it for `resume` (as its JSON text; a feedback diff only as
+        its place, see EVENT_BACKLOG)."""
         self.event_seq += 1
         event = {"type": type_, "essay_id": str(self.essay_id), "seq": self.event_seq,
                  "epoch": self.epoch, "doc_seq": self.seq, **payload}
-        text = json.dumps(event, default=str, separators=(",", ":"))
         if type_ == "feedback":
             self.last_feedback = (self.event_seq, self.seq)
             self.events.append((self.event_seq, None))
         else:
+            text = encode_event(event)
             self.events.append((self.event_seq, text))
             self.events_bytes += len(text)
         while len(self.events) > 1 and (len(self.events) > EVENT_BACKLOG or self.events_bytes > EVENT_BACKLOG_BYTES):
             self.events_bytes -= len(self.events.popleft()[1] or "")
-        return text
+        return event
 
     def events_after(self, last_seq: int, epoch: str | None,
                      feedback_set: Callable[[], dict[str, Any]]) -> list[str] | None:
@@ -129,9 +130,8 @@ class EssayActor:
             if text is not None:
                 out.append(text)
             elif self.last_feedback is not None and seq == self.last_feedback[0]:
-                event = {"type": "feedback", "essay_id": str(self.essay_id), "seq": seq, "epoch": self.epoch,
-                         "doc_seq": self.last_feedback[1], **feedback_set()}
-                out.append(json.dumps(event, default=str, separators=(",", ":")))
+                out.append(encode_event({"type": "feedback", "essay_id": str(self.essay_id), "seq": seq,
+                                         "epoch": self.epoch, "doc_seq": self.last_feedback[1], **feedback_set()}))
         return out
 
     async def durable(self) -> None:
@@ -156,6 +156,11 @@ class EssayActor:
             "feedback_counts": dict(self.feedback_counts),
             "typing_seconds": int(self.typing_seconds), "name": student_name,
         }
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    """An event's JSON text, as sent on the events socket."""
+    return json.dumps(event, default=str, separators=(",", ":"))
 
 
 def excerpt(text: str, limit: int = 240) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.broadcast import Bus, doc_message
 from actors.doc import EssayDoc, InvalidAnchor, InvalidUpdate, encode_anchor, replace_text_update, resolve_anchor
-from actors.essay import EssayActor, EssayMeta
+from actors.essay import EssayActor, EssayMeta, encode_event
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.analysis.local import spellchecker
 from actors.committer import GroupCommitter
@@ -499,11 +499,11 @@ class EssayHost:
         actor = await self.open(essay_id)
         await self._publish_event(actor, actor.next_event(type_, **payload))
 
-    async def _publish_event(self, actor: EssayActor, event: str) -> None:
-        """On the bus when an events socket watches; always kept for `resume`."""
+    async def _publish_event(self, actor: EssayActor, event: dict[str, Any]) -> None:
+        """On the bus when an events socket watches (encoded only then); always kept for `resume`."""
         channel = f"essay:{actor.essay_id}"
         if self._watched(channel):
-            await self.bus.publish(channel, event.encode())
+            await self.bus.publish(channel, encode_event(event).encode())
 
     async def watch(self, channel: str, delta: int) -> None:
         """A JSON socket (events: `essay:{id}`, dashboard: `class:{id}`) opened (+1) or closed (-1).

@@ -60,8 +60,9 @@ def configure_websockets(*, compression: bool) -> None:
     replica process only (an explicit argument still wins):
 
     - `ws="websockets-sansio"`: uvicorn's sans-I/O binding of `websockets` keeps no reader,
-      keepalive and closer tasks per connection as the legacy binding does; ~7 KiB less per open
-      socket (ops/loadtest/RESULTS.md), and the binding uvicorn is moving its default to.
+      keepalive and closer tasks per connection as the legacy binding does (~7 KiB less RSS per
+      open socket in a bare uvicorn echo server on this machine), and it is the binding uvicorn
+      is moving its default to.
     - permessage-deflate refused unless `compression`: our frames are a few bytes of Yjs update
       or a short JSON row, so compression saves nothing, costs CPU on every frame and keeps
       ~45 KiB of zlib state per socket. `ESSAYCOACH_WS_COMPRESSION=true` keeps it.

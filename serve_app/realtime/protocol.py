@@ -257,6 +257,10 @@ class _Reader:
         except UnicodeDecodeError:
             raise ProtocolError(CloseCode.MALFORMED_FRAME, "string is not UTF-8") from None
 
+    def rest(self) -> bytes:
+        """Everything not read yet."""
+        return self._data[self._pos:]
+
     def expect_end(self, what: str) -> None:
         if self._pos != len(self._data):
             raise ProtocolError(CloseCode.MALFORMED_FRAME, f"trailing bytes after {what}")
@@ -363,7 +367,7 @@ def split_document_frame(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> t
         raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"frame larger than {max_size} bytes")
     reader = _Reader(bytes(data))
     name = reader.var_string()
-    message = reader._data[reader._pos:]
+    message = reader.rest()
     if not message:
         raise ProtocolError(CloseCode.MALFORMED_FRAME, "no message after the document name")
     return name, message

@@ -696,7 +696,7 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send) -> bool:
 
     `serve_app.app` calls this before its middleware stack: the HTTP middlewares (request ids,
     body limits, exception handlers, the exit stack) do nothing for a socket but each kept its
-    frame alive for the socket's life, ~5 KiB per open socket (ops/loadtest/RESULTS.md). Errors
+    frame alive for the socket's life, ~5 KiB per open socket (tracemalloc in a replica). Errors
     are handled inside each handler (close 1011 with a log line); an unknown path falls through
     to the app, which refuses the handshake.
     """

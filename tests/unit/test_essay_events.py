@@ -4,7 +4,7 @@ import json
 import uuid
 
 from actors.doc import EssayDoc
-from actors.essay import EVENT_BACKLOG, EVENT_BACKLOG_BYTES, EssayActor, EssayMeta
+from actors.essay import EVENT_BACKLOG, EVENT_BACKLOG_BYTES, EssayActor, EssayMeta, encode_event
 
 
 def no_feedback() -> dict:
@@ -18,7 +18,7 @@ def actor() -> EssayActor:
 
 def test_events_are_numbered_json_and_resume_returns_what_was_missed() -> None:
     a = actor()
-    texts = [a.next_event("comment", text=f"c{i}") for i in range(5)]
+    texts = [encode_event(a.next_event("comment", text=f"c{i}")) for i in range(5)]
     first = json.loads(texts[0])
     assert first == {"type": "comment", "essay_id": str(a.essay_id), "seq": 1, "epoch": a.epoch,
                      "doc_seq": 0, "text": "c0"}
