@@ -179,6 +179,17 @@ async def test_teacher_sockets_on_one_replica_see_typing_once(http: httpx.AsyncC
         await c.close()
 
 
+async def _serve_socket_tasks() -> dict[str, int]:
+    """Serve's in-flight direct-ingress tasks in the Gateway replica (its own test hook)."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith("SERVE_REPLICA::essaycoach-test#Gateway#")]
+    assert len(names) == 1, names
+    replica = ray.get_actor(names[0], namespace="serve")
+    return await replica._get_inflight_direct_ingress_task_counts_for_testing.remote()
+
+
 async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
     """Serve does not watch our sockets for disconnects (replica_middlewares): the handler must
     see the drop itself, count the socket closed and detach it from the essay's host."""
@@ -200,6 +211,8 @@ async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncCli
     client.type("dropped")
     await client.wait_acked()
     assert await open_doc_sockets() == before + 1
+    # The open socket runs without Serve's per-request disconnect watcher and request task.
+    assert await _serve_socket_tasks() == {"request_tasks": 0, "receive_tasks": 0}
     client.ws.transport.abort()  # no close handshake: the TCP connection just goes
     for _ in range(100):
         if await open_doc_sockets() == before:
