@@ -334,3 +334,31 @@ async def test_a_watcher_opening_while_typing_is_in_flight_still_gets_it(setting
         assert await watcher.wait_text(lambda t: t == "first second", timeout=3)
         await writer.close()
         await watcher.close()
+
+
+async def test_our_sockets_bypass_the_http_middleware_stack_and_other_paths_do_not(settings) -> None:
+    """`serve_socket`: /ws/* routes run straight from the ASGI call (the HTTP middlewares kept a
+    frame per socket alive for nothing); everything else still goes through the stack."""
+    from serve_app.app import create_app
+    from tests.conftest import serving
+
+    app = create_app(settings)
+    seen: list[tuple[str, str]] = []
+
+    class Spy:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] in ("http", "websocket"):
+                seen.append((scope["type"], scope["path"]))
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(Spy)
+    async with serving(app) as address:
+        for path in ("/ws/essays/00000000-0000-0000-0000-000000000000/doc", "/ws/nothing"):
+            with pytest.raises(websockets.InvalidStatus):  # no ticket: refused at the handshake
+                await websockets.connect(f"ws://{address}{path}")
+        async with httpx.AsyncClient(base_url=f"http://{address}") as c:
+            assert (await c.get("/healthz")).status_code == 200
+    assert seen == [("websocket", "/ws/nothing"), ("http", "/healthz")]
