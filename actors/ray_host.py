@@ -175,7 +175,8 @@ class HubBus:
                 self.fanout.deliver(channel, message)
 
     async def ping(self) -> None:
-        await self.hub.set_channels.remote(self.subscriber, self._next_version(), self.fanout.channels())
+        """Readiness: one round trip to the hub (an empty channel operation)."""
+        await self.hub.update_channels.remote(self.subscriber, self._next_version(), [], [])
 
     async def close(self) -> None:
         self._outbox.close()

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import websockets
-from pycrdt import Doc, Text, TransactionEvent, create_sync_message, create_update_message, handle_sync_message
+from pycrdt import (Doc, Text, TransactionEvent, create_sync_message, create_update_message, handle_sync_message,
+                    write_var_uint)
 
 
 ACK = 100
@@ -262,7 +263,7 @@ class ClassDocsClient(_Socket):
                 if not isinstance(frame, bytes) or not frame:
                     continue
                 length = _read_varuint(frame, 0)
-                start = len(_varuint(length))
+                start = len(write_var_uint(length))
                 essay_id, message = frame[start:start + length].decode(), frame[start + length:]
                 self.frames_by_name[essay_id] += 1
                 followed = self.docs.get(essay_id)
@@ -288,18 +289,9 @@ class ClassDocsClient(_Socket):
 UNWATCH = 101
 
 
-def _varuint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _name(essay_id: str) -> bytes:
     raw = essay_id.encode()
-    return _varuint(len(raw)) + raw
+    return write_var_uint(len(raw)) + raw
 
 
 def _read_varuint(data: bytes, pos: int) -> int:

@@ -98,12 +98,11 @@ class Outbound:
     behind is closed with 1013 (it re-syncs on reconnect).
     """
 
-    __slots__ = ("ws", "frames", "overflowed", "stopped", "_sender")
+    __slots__ = ("ws", "frames", "stopped", "_sender")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.frames: deque[bytes | str] = deque()
-        self.overflowed = False
         self.stopped = False
         self._sender: asyncio.Task[None] | None = None
 
@@ -111,7 +110,7 @@ class Outbound:
         if self.stopped:
             return
         if len(self.frames) >= OUTBOUND_LIMIT:
-            self.overflowed = self.stopped = True
+            self.stopped = True
             self.frames.clear()
             background(_close(self.ws, CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect"))
             return
@@ -212,7 +211,8 @@ async def _close_for(out: Outbound, metrics: Any, name: str, exc: ProtocolError 
 class DocFollower:
     """One socket following one essay's document: bus subscription, host registration, and the
     frames it must not miss. Frames go to `out` after `prefix` (the class documents socket's
-    document name), never the socket's own updates (`origin`)."""
+    document name), never the socket's own updates (`origin`). Order: `subscribe`, `attach`,
+    sync, `send_early`; `stop` (synchronous) ends the sending, `detach` also tells the host."""
 
     def __init__(self, ctx: Context, app: Any, eid: uuid.UUID, out: Outbound, *, origin: str,
                  prefix: bytes = b"") -> None:
@@ -220,14 +220,14 @@ class DocFollower:
         self.early: list[bytes] = []
         self.attached = False
         self.active = True  # False once the socket stops following: nothing more is sent
+        self._unsubscribe: Callable[[], None] | None = None
 
-    async def subscribe(self) -> Callable[[], None]:
-        unsubscribe = await self.ctx.live.bus.subscribe(f"essay:{self.eid}:doc", self._on_doc)
+    async def subscribe(self) -> None:
+        self._unsubscribe = await self.ctx.live.bus.subscribe(f"essay:{self.eid}:doc", self._on_doc)
         # Typing handed to this replica's sockets before we subscribed may reach the host after
         # our sync, and the host leaves this replica's copies to it: send those too after the
         # sync (duplicates merge).
         self.early = list(_typing_in_flight(self.app).get(self.eid, {}).values())
-        return unsubscribe
 
     async def attach(self) -> None:
         """Tell the essay's host (before the first sync) that this replica has a socket on it."""
@@ -239,8 +239,14 @@ class DocFollower:
             self.out.put(self.prefix + frame)
         self.early = []
 
-    async def detach(self) -> None:
+    def stop(self) -> None:
         self.active = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def detach(self) -> None:
+        self.stop()
         if not self.attached:
             return
         self.attached = False
@@ -288,7 +294,8 @@ async def doc_socket(ws: WebSocket) -> None:
     doc_channel = f"essay:{eid}:doc"
     in_flight = _typing_in_flight(ws.app)
     follow = DocFollower(ctx, ws.app, eid, out, origin=origin)
-    unsubscribe = [await follow.subscribe(), await bus.subscribe(f"essay:{eid}:awareness", on_awareness)]
+    await follow.subscribe()
+    unsubscribe_awareness = await bus.subscribe(f"essay:{eid}:awareness", on_awareness)
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     acked = 0
     metrics = ctx.metrics
@@ -359,8 +366,7 @@ async def doc_socket(ws: WebSocket) -> None:
         await _close(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         metrics.sockets_open.labels("doc").dec()
-        for unsub in unsubscribe:
-            unsub()
+        unsubscribe_awareness()
         out.stop()
         await follow.detach()
 
@@ -568,7 +574,7 @@ async def class_docs_socket(ws: WebSocket) -> None:
     settings, metrics = ctx.settings, ctx.metrics
     origin = uuid.uuid4().hex
     out = Outbound(ws)
-    followed: dict[uuid.UUID, tuple[DocFollower, Callable[[], None]]] = {}
+    followed: dict[uuid.UUID, DocFollower] = {}
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
 
     async def follow(eid: uuid.UUID, prefix: bytes) -> bool:
@@ -580,8 +586,8 @@ async def class_docs_socket(ws: WebSocket) -> None:
         if essay is None or essay.class_id != class_id:
             out.put(prefix + encode_permission_denied("no such essay in this class"))
             return False
-        follower = DocFollower(ctx, ws.app, eid, out, origin=origin, prefix=prefix)
-        followed[eid] = (follower, await follower.subscribe())
+        follower = followed[eid] = DocFollower(ctx, ws.app, eid, out, origin=origin, prefix=prefix)
+        await follower.subscribe()
         try:
             await follower.attach()
         except EssayNotFound:  # deleted meanwhile
@@ -591,10 +597,7 @@ async def class_docs_socket(ws: WebSocket) -> None:
         return True
 
     async def unfollow(eid: uuid.UUID) -> None:
-        follower, unsubscribe = followed.pop(eid)
-        follower.active = False
-        unsubscribe()
-        await follower.detach()
+        await followed.pop(eid).detach()
 
     metrics.sockets_open.labels("class_docs").inc()
     try:
@@ -624,7 +627,7 @@ async def class_docs_socket(ws: WebSocket) -> None:
                     diff, server_sv = await ctx.live.call(eid, "sync", eid, message.state_vector)
                     out.put(prefix + encode_sync_step2(diff))
                     out.put(prefix + encode_sync_step1(server_sv))
-                    followed[eid][0].send_early()
+                    followed[eid].send_early()
                 elif is_counted_for_ack(message) and eid in followed:
                     await _refuse_write(ctx, eid, message.update, out, prefix)  # type: ignore[union-attr]
                 # Anything else about a document (awareness, an update for one not followed) is ignored.
@@ -642,13 +645,13 @@ async def class_docs_socket(ws: WebSocket) -> None:
     finally:
         metrics.sockets_open.labels("class_docs").dec()
         out.stop()
-        followers = [followed.pop(eid) for eid in list(followed)]
-        for follower, unsubscribe in followers:
-            follower.active = False
-            unsubscribe()
+        followers = list(followed.values())
+        followed.clear()
+        for follower in followers:
+            follower.stop()
         # Detach them all at once, and to the end even if this task is cancelled: a missed detach
         # would keep its essay loaded and published for good.
-        await asyncio.shield(asyncio.gather(*(follower.detach() for follower, _ in followers)))
+        await asyncio.shield(asyncio.gather(*(follower.detach() for follower in followers)))
 
 
 async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:
