@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -38,6 +38,9 @@ from db.types import utcnow
 
 log = logging.getLogger("essaycoach.host")
 T = TypeVar("T")
+# Essays whose snapshots one transaction stores (see `EssayHost.tick`): enough to make a burst
+# of pauses one write, few enough that a group commit queued behind it waits a few ms at most.
+COMPACT_BATCH = 32
 
 
 class EssayNotFound(LookupError):
@@ -127,8 +130,7 @@ class EssayHost:
             if actor.analysis_task is not None:
                 actor.analysis_task.cancel()
         await self.committer.flush()
-        for actor in list(self.essays.values()):
-            await self._compact(actor, force_revision=False)
+        await self._compact_all(list(self.essays.values()))
         await self.committer.close()
         if self._writer is not None:
             self._writer.close()
@@ -533,34 +535,62 @@ class EssayHost:
 
     async def _compact(self, actor: EssayActor, *, force_revision: bool, reason: str = "periodic") -> int | None:
         """Snapshot the document once its updates are durable; also a revision when one is due."""
-        async with actor.lock:
-            await actor.durable()  # this essay's rows only, not every essay's on the host
-            seq = actor.seq
-            now = self.clock()
-            revision_due = force_revision or (
-                seq > actor.revision_seq and (actor.last_revision_at is None
-                                              or now - actor.last_revision_at >= self.config.revision_every_seconds))
-            if seq <= actor.watermark and not revision_due:
-                if actor.feedback_dirty:
-                    await self._store_feedback(actor)
-                return None
-            state, text, words = actor.doc.full_state(), actor.doc.text, actor.doc.word_count
-            with _dirty_feedback(actor) as feedback:
-                revision_n = await self._store(lambda conn: documents.store_compaction(
-                    conn, essay_id=actor.essay_id, doc_state=state, text=text, word_count=words, seq=seq,
-                    typing_seconds=int(actor.typing_seconds), updated_at=actor.last_active_at or self.wallclock(),
-                    feedback=feedback, revision_reason=reason if revision_due else None))
-            saved = seq > actor.watermark
-            actor.watermark = seq
-            if saved:
-                await self._publish_event(actor, actor.next_event("saved", word_count=words))
-            if revision_due:
-                actor.revision_seq, actor.last_revision_at = seq, now
-            return revision_n
+        return (await self._compact_many([actor], force_revision=force_revision, reason=reason))[0]
 
-    async def _store_feedback(self, actor: EssayActor) -> None:
-        with _dirty_feedback(actor) as items:
-            await self._store(lambda conn: feedback_repo.replace(conn, essay_id=actor.essay_id, items=items or []))
+    async def _compact_many(self, actors: list[EssayActor], *, force_revision: bool = False,
+                            reason: str = "periodic") -> list[int | None]:
+        """`_compact` for several essays in one transaction; each one's revision number or None.
+
+        At 1,000 typists about as many compactions as group commits were written, each its own
+        transaction queued at the write gate in front of the next commit (and every ack behind
+        it); the tick now stores the essays that came due together.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            for actor in actors:
+                await stack.enter_async_context(actor.lock)
+            # Their rows only (the latest commit of each covers the rest), not every essay's.
+            await asyncio.gather(*(actor.durable() for actor in actors))
+            now = self.clock()
+            plans: list[dict[str, Any] | None] = []
+            for actor in actors:
+                seq = actor.seq
+                revision_due = force_revision or (
+                    seq > actor.revision_seq and (actor.last_revision_at is None
+                                                  or now - actor.last_revision_at >= self.config.revision_every_seconds))
+                if seq <= actor.watermark and not revision_due:
+                    plans.append(None)  # the snapshot is current; only the feedback may be due
+                    continue
+                plans.append(dict(
+                    essay_id=actor.essay_id, doc_state=actor.doc.full_state(), text=actor.doc.text,
+                    word_count=actor.doc.word_count, seq=seq, typing_seconds=int(actor.typing_seconds),
+                    updated_at=actor.last_active_at or self.wallclock(),
+                    revision_reason=reason if revision_due else None))
+            feedback = [stack.enter_context(_dirty_feedback(actor)) for actor in actors]
+            if not any(plans) and all(f is None for f in feedback):
+                return [None] * len(actors)
+
+            def store(conn: Any) -> list[int | None]:
+                out: list[int | None] = []
+                for actor, plan, items in zip(actors, plans, feedback):
+                    if plan is not None:
+                        out.append(documents.store_compaction(conn, **plan, feedback=items))
+                    else:
+                        if items is not None:
+                            feedback_repo.replace(conn, essay_id=actor.essay_id, items=items)
+                        out.append(None)
+                return out
+
+            revisions = await self._store(store)
+            for actor, plan in zip(actors, plans):
+                if plan is None:
+                    continue
+                saved = plan["seq"] > actor.watermark
+                actor.watermark = plan["seq"]
+                if saved:
+                    await self._publish_event(actor, actor.next_event("saved", word_count=plan["word_count"]))
+                if plan["revision_reason"] is not None:
+                    actor.revision_seq, actor.last_revision_at = plan["seq"], now
+            return revisions
 
     async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:
         """Freeze a revision now (submit); returns its number."""
@@ -580,38 +610,61 @@ class EssayHost:
                 log.exception("host tick failed")
 
     async def tick(self) -> None:
-        """Compact quiet or busy essays and unload idle ones; one essay's failure stays its own."""
+        """Publish dashboard rows, compact quiet or busy essays (together, `COMPACT_BATCH` per
+        transaction) and unload idle ones; one essay's failure stays its own."""
+        cfg = self.config
         now = self.clock()
+        due: list[EssayActor] = []
+        idle: list[EssayActor] = []
         for actor in list(self.essays.values()):
             if self._at_rest(actor):
                 continue  # most essays, most ticks: nothing to store, publish or unload
+            if actor.class_dirty and now - actor.last_class_publish >= cfg.class_row_interval:
+                await self._each([actor], self._publish_class_row, now)
+            if actor.lock.locked():
+                continue  # a revision or an on-demand analysis holds it: the next tick comes back
+            unload = actor.connections == 0 and now - max(actor.idle_since, actor.last_edit_at or 0.0) >= cfg.unload_idle_seconds
+            if unload or actor.needs_compaction(now=now, every=cfg.compact_every, idle=cfg.compact_idle_seconds):
+                due.append(actor)
+            if unload:
+                idle.append(actor)
+        await self._compact_all(due)
+        for actor in idle:
+            if actor.connections == 0 and actor.seq == actor.watermark:
+                self._evict(actor)
+                log.info("essay unloaded", extra={"essay_id": str(actor.essay_id)})
+
+    async def _compact_all(self, actors: list[EssayActor]) -> None:
+        """Periodic compaction of `actors`, `COMPACT_BATCH` per transaction; when a batch fails,
+        its essays one by one, so one essay's failure (deleted under us) keeps no other unsaved."""
+        for i in range(0, len(actors), COMPACT_BATCH):
+            batch = actors[i:i + COMPACT_BATCH]
             try:
-                await self._tick_one(actor, now)
+                await self._compact_many(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await self._each(batch, self._compact, force_revision=False)
+
+    async def _each(self, actors: list[EssayActor], step: Callable[..., Awaitable[Any]], *args: Any,
+                    **kwargs: Any) -> None:
+        """`step(actor, ...)` for each essay; a failure is logged, and an essay deleted under us
+        is forgotten (nothing left to store)."""
+        for actor in actors:
+            try:
+                await step(actor, *args, **kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("essay tick failed", extra={"essay_id": str(actor.essay_id)})
                 if not await self._exists(actor.essay_id):
-                    self._evict(actor)  # deleted under us: nothing left to store
+                    self._evict(actor)
 
     @staticmethod
     def _at_rest(actor: EssayActor) -> bool:
-        """Nothing for `_tick_one` to do: stored, row published, and a socket keeps it loaded."""
+        """Nothing for `tick` to do: stored, row published, and a socket keeps it loaded."""
         return (actor.seq <= actor.watermark and not actor.feedback_dirty and not actor.class_dirty
                 and actor.connections > 0)
-
-    async def _tick_one(self, actor: EssayActor, now: float) -> None:
-        cfg = self.config
-        if actor.class_dirty and now - actor.last_class_publish >= cfg.class_row_interval:
-            await self._publish_class_row(actor, now)
-        if actor.needs_compaction(now=now, every=cfg.compact_every, idle=cfg.compact_idle_seconds):
-            await self._compact(actor, force_revision=False)
-        idle_for = now - max(actor.idle_since, actor.last_edit_at or 0.0)
-        if actor.connections == 0 and idle_for >= cfg.unload_idle_seconds:
-            await self._compact(actor, force_revision=False)
-            if actor.connections == 0 and actor.seq == actor.watermark:
-                self._evict(actor)
-                log.info("essay unloaded", extra={"essay_id": str(actor.essay_id)})
 
     def _evict(self, actor: EssayActor) -> None:
         if self.essays.get(actor.essay_id) is actor:

@@ -100,6 +100,48 @@ async def test_compaction_moves_watermark_with_snapshot_and_keeps_the_log_for_re
     await host.stop()
 
 
+async def test_a_tick_stores_every_due_essay_in_one_transaction_and_one_failure_spares_the_rest(
+        sessions: object) -> None:
+    ids = [await new_essay(sessions) for _ in range(3)]
+    clock = FakeClock()
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), clock=clock,  # type: ignore[arg-type]
+                     config=HostConfig(compact_idle_seconds=2, tick_seconds=3600))
+    await host.start()
+    writes = []
+    real_store = host._store
+
+    async def counting_store(work: object) -> object:
+        writes.append(work)
+        return await real_store(work)  # type: ignore[arg-type]
+
+    host._store = counting_store  # type: ignore[method-assign]
+    for essay_id in ids:
+        for update in typed_updates([f"{essay_id.hex[:4]} ", "words "]):
+            await host.apply_update(essay_id, update, author_id=None, origin="t")
+    log_writes = len(writes)
+    clock.now += 3
+    await host.tick()
+    assert len(writes) == log_writes + 1  # three snapshots, one transaction
+    for essay_id in ids:
+        assert (await stored_text(sessions, essay_id)).startswith(essay_id.hex[:4])
+        assert host.essays[essay_id].watermark == 2
+
+    # Deleted under the host: its revision row is refused, which fails the batch; the others
+    # are then stored one by one and the deleted essay is forgotten.
+    for essay_id in ids:
+        await host.apply_update(essay_id, typed_updates(["more "])[0], author_id=None, origin="t")
+    async with sessions() as session:  # type: ignore[operator]
+        await essays.remove(session, essay_id=ids[0])
+        await session.commit()
+    host.essays[ids[0]].last_revision_at = None  # due: its revision row needs the essay row
+    clock.now += 3
+    await host.tick()
+    assert ids[0] not in host.essays
+    for essay_id in ids[1:]:
+        assert host.essays[essay_id].watermark == 3
+    await host.stop()
+
+
 async def test_idle_essay_unloads_after_flushing(sessions: object) -> None:
     essay_id = await new_essay(sessions)
     clock = FakeClock()
@@ -313,7 +355,7 @@ async def test_a_failed_feedback_write_stays_dirty_for_the_next_tick(sessions: o
 
     host._store = failing_store  # type: ignore[method-assign]
     with pytest.raises(OSError):
-        await host._store_feedback(actor)
+        await host._compact(actor, force_revision=False)
     assert actor.feedback_dirty
 
 
