@@ -39,8 +39,9 @@ from db.types import utcnow
 log = logging.getLogger("essaycoach.host")
 T = TypeVar("T")
 # Essays whose snapshots one transaction stores (see `EssayHost.tick`): enough to make a burst
-# of pauses one write, few enough that a group commit queued behind it waits a few ms at most.
-COMPACT_BATCH = 32
+# of pauses one write, few enough that the event loop (which runs SQLite writes inline, see
+# `db.engine.SqliteWriter`) and a group commit queued behind it wait a few ms at most.
+COMPACT_BATCH = 16
 
 
 class EssayNotFound(LookupError):
@@ -150,8 +151,8 @@ class EssayHost:
 
     async def _store(self, work: Callable[[Any], T]) -> T:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
-        in the writer's thread (one hop, where aiosqlite takes one per statement), elsewhere
-        through the async session (`run_sync`)."""
+        through `db.engine.SqliteWriter` (inline when the lock is free, where aiosqlite takes a
+        thread hop per statement), elsewhere through the async session (`run_sync`)."""
         if self._writer is not None:
             async with self._write_gate:
                 return await self._writer.run(work)

@@ -38,7 +38,7 @@ async def load(session: AsyncSession, *, essay_id: uuid.UUID) -> StoredDoc | Non
 def append_updates(conn: Connection | Session, *, rows: list[dict[str, Any]]) -> None:
     """One executemany INSERT for a whole group commit (rows of many essays).
 
-    Synchronous: it runs in `db.engine.SqliteWriter`'s thread or through `AsyncSession.run_sync`.
+    Synchronous: it runs through `db.engine.SqliteWriter` or `AsyncSession.run_sync`.
     Core, not the ORM's bulk path: this is the typing path, and the ORM's per-row bookkeeping was
     a tenth of an essay host's CPU under load.
     """

@@ -322,7 +322,7 @@ async def test_events_and_dashboard_rows_go_on_the_bus_only_while_watched(sessio
     await host.stop()
 
 
-async def test_sqlite_log_writer_commits_in_its_thread_and_refuses_rows_of_missing_essays(
+async def test_sqlite_log_writer_commits_and_refuses_rows_of_missing_essays(
     sessions: object, database_url: str
 ) -> None:
     from sqlalchemy.exc import IntegrityError
@@ -341,6 +341,35 @@ async def test_sqlite_log_writer_commits_in_its_thread_and_refuses_rows_of_missi
     assert await stored_text(sessions, essay_id) == "hi"
     with pytest.raises(IntegrityError):  # the committer splits the batch on this
         await writer.run(lambda conn: documents.append_updates(conn, rows=[{**row, "essay_id": uuid.uuid4()}]))
+    writer.close()
+
+
+async def test_sqlite_writer_waits_for_a_lock_held_elsewhere_without_stopping_the_event_loop(
+    sessions: object, database_url: str
+) -> None:
+    import sqlite3
+
+    from db.engine import SqliteWriter
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's single writer lock")
+    writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
+    assert writer is not None
+    essay_id = await new_essay(sessions)
+    row = {"essay_id": essay_id, "seq": 1, "data": typed_updates(["hi"])[0], "author_id": None,
+           "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
+    other = sqlite3.connect(database_url.split("///", 1)[-1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process (a Gateway's REST write) holds the lock
+    write = asyncio.create_task(writer.run(lambda conn: documents.append_updates(conn, rows=[row])))
+    ticks = 0
+    for _ in range(10):  # the loop keeps turning while the write waits in the writer's thread
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 10 and not write.done() and writer.deferred == 1
+    other.execute("COMMIT")
+    await asyncio.wait_for(write, 10)
+    assert await stored_text(sessions, essay_id) == "hi"
+    other.close()
     writer.close()
 
 
