@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 T = TypeVar("T")
+log = logging.getLogger("essaycoach.db")
 
 
 def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int = 30_000) -> None:
@@ -81,20 +84,32 @@ class SqliteWriter:
     never waits for the lock (busy timeout 0, lock taken at BEGIN): when another process holds
     it, the transaction runs in the thread instead, which waits up to 30 s without stopping the
     event loop.
+
+    Checkpoints (copying the WAL into the database file) run in the thread too, at most every
+    `checkpoint_seconds` after a write: SQLite's automatic checkpoint runs inside whichever
+    commit crosses 1,000 WAL pages, and that commit was on the event loop.
     """
 
-    def __init__(self, async_engine: AsyncEngine) -> None:
+    def __init__(self, async_engine: AsyncEngine, *, checkpoint_seconds: float = 1.0) -> None:
         url = async_engine.url.set(drivername="sqlite")
         self.engine = self._engine(url, busy_timeout_ms=30_000)
-        self.eager = self._engine(url, busy_timeout_ms=0)
+        self.eager = self._engine(url, busy_timeout_ms=0, autocheckpoint=False)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-writer")
         self.deferred = 0  # transactions that found the lock taken and ran in the thread
+        self.checkpoints = 0
+        self.checkpoint_seconds = checkpoint_seconds
+        self._last_checkpoint = time.monotonic()
+        self._checkpointing: asyncio.Future[None] | None = None
 
     @staticmethod
-    def _engine(url: Any, *, busy_timeout_ms: int) -> Engine:
+    def _engine(url: Any, *, busy_timeout_ms: int, autocheckpoint: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, pool_size=1, max_overflow=0)
         _sqlite_pragmas(engine, busy_timeout_ms=busy_timeout_ms)
         _begin_immediate(engine)
+        if not autocheckpoint:
+            @event.listens_for(engine, "connect")
+            def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
         return engine
 
     @classmethod
@@ -110,12 +125,35 @@ class SqliteWriter:
         (one writer per process): `work` may run twice when the first, inline try found the lock
         taken (that try is rolled back)."""
         try:
-            return self._transaction(self.eager, work)
+            result = self._transaction(self.eager, work)
         except OperationalError as exc:
             if not _is_busy(exc):
                 raise
-        self.deferred += 1
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, self.engine, work)
+            self.deferred += 1
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, self.engine, work)
+        if self._checkpointing is None and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
+            self._checkpointing = asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+            self._checkpointing.add_done_callback(self._checkpointed)
+        return result
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """A passive checkpoint now, in the thread: (busy, WAL frames, frames checkpointed)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        raw = self.engine.raw_connection()  # no SQLAlchemy transaction: a checkpoint runs outside one
+        try:
+            busy, frames, done = raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            raw.close()
+        self.checkpoints += 1
+        return busy, frames, done
+
+    def _checkpointed(self, fut: asyncio.Future[Any]) -> None:
+        self._checkpointing = None
+        self._last_checkpoint = time.monotonic()
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("WAL checkpoint failed", exc_info=fut.exception())
 
     @staticmethod
     def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:

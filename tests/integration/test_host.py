@@ -373,6 +373,37 @@ async def test_sqlite_writer_waits_for_a_lock_held_elsewhere_without_stopping_th
     writer.close()
 
 
+async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commits(
+    sessions: object, database_url: str
+) -> None:
+    from db.engine import SqliteWriter
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's WAL")
+    writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
+    assert writer is not None
+    with writer.eager.connect() as conn:  # inline commits never run SQLite's automatic checkpoint
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    essay_id = await new_essay(sessions)
+    writer.checkpoint_seconds = 3600.0
+    for seq in range(1, 4):
+        row = {"essay_id": essay_id, "seq": seq, "data": typed_updates(["hi"])[0], "author_id": None,
+               "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
+        await writer.run(lambda conn, row=row: documents.append_updates(conn, rows=[row]))
+    assert writer.checkpoints == 0
+    busy, frames, done = await writer.checkpoint()
+    assert (busy, done) == (0, frames) and frames > 0  # everything written so far reached the file
+    writer.checkpoint_seconds = 0.0  # the next write schedules one in the thread
+    row = {**row, "seq": 4}
+    await writer.run(lambda conn: documents.append_updates(conn, rows=[row]))
+    for _ in range(100):
+        if writer.checkpoints == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.checkpoints == 2
+    writer.close()
+
+
 async def test_a_failed_feedback_write_stays_dirty_for_the_next_tick(sessions: object) -> None:
     essay_id = await new_essay(sessions)
     host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
