@@ -54,6 +54,12 @@ def typed_updates(words: list[str]) -> list[bytes]:
     return updates
 
 
+def log_row(essay_id: uuid.UUID, seq: int) -> dict[str, object]:
+    """An update log row typing "hi" (what `EssayHost` hands its committer)."""
+    return {"essay_id": essay_id, "seq": seq, "data": typed_updates(["hi"])[0], "author_id": None,
+            "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
+
+
 async def stored_text(sessions: object, essay_id: uuid.UUID) -> str:
     async with sessions() as session:  # type: ignore[operator]
         stored = await documents.load(session, essay_id=essay_id)
@@ -335,8 +341,7 @@ async def test_sqlite_log_writer_commits_and_refuses_rows_of_missing_essays(
         return
     assert writer is not None
     essay_id = await new_essay(sessions)
-    row = {"essay_id": essay_id, "seq": 1, "data": typed_updates(["hi"])[0], "author_id": None,
-           "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
+    row = log_row(essay_id, 1)
     await writer.run(lambda conn: documents.append_updates(conn, rows=[row]))
     assert await stored_text(sessions, essay_id) == "hi"
     with pytest.raises(IntegrityError):  # the committer splits the batch on this
@@ -356,8 +361,7 @@ async def test_sqlite_writer_waits_for_a_lock_held_elsewhere_without_stopping_th
     writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
     assert writer is not None
     essay_id = await new_essay(sessions)
-    row = {"essay_id": essay_id, "seq": 1, "data": typed_updates(["hi"])[0], "author_id": None,
-           "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
+    row = log_row(essay_id, 1)
     other = sqlite3.connect(database_url.split("///", 1)[-1], isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process (a Gateway's REST write) holds the lock
     write = asyncio.create_task(writer.run(lambda conn: documents.append_updates(conn, rows=[row])))
@@ -387,15 +391,12 @@ async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commit
     essay_id = await new_essay(sessions)
     writer.checkpoint_seconds = 3600.0
     for seq in range(1, 4):
-        row = {"essay_id": essay_id, "seq": seq, "data": typed_updates(["hi"])[0], "author_id": None,
-               "inserted_chars": 2, "deleted_chars": 0, "created_at": utcnow()}
-        await writer.run(lambda conn, row=row: documents.append_updates(conn, rows=[row]))
+        await writer.run(lambda conn, row=log_row(essay_id, seq): documents.append_updates(conn, rows=[row]))
     assert writer.checkpoints == 0
     busy, frames, done = await writer.checkpoint()
     assert (busy, done) == (0, frames) and frames > 0  # everything written so far reached the file
     writer.checkpoint_seconds = 0.0  # the next write schedules one in the thread
-    row = {**row, "seq": 4}
-    await writer.run(lambda conn: documents.append_updates(conn, rows=[row]))
+    await writer.run(lambda conn: documents.append_updates(conn, rows=[log_row(essay_id, 4)]))
     for _ in range(100):
         if writer.checkpoints == 2:
             break
