@@ -28,21 +28,23 @@ class SlowHosts(RayLive):
         return [(True, a[1]) for a, _ in batch]
 
 
-async def test_batches_grow_while_two_calls_are_in_flight() -> None:
+async def test_batches_grow_while_the_allowed_calls_are_in_flight() -> None:
     live = SlowHosts()
     eid = uuid.uuid4()
     assert host_index(eid, 1) == 0
-    first = [asyncio.ensure_future(live.call(eid, "apply_update", eid, i)) for i in range(3)]
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    second = [asyncio.ensure_future(live.call(eid, "apply_update", eid, i)) for i in range(3, 5)]
+    slots = RayLive.MAX_IN_FLIGHT
+    sizes = [3, 2, 4, 1, 5, 2, 3, 1][:slots]
+    waves, n = [], 0
+    for size in sizes:  # each wave leaves as one call while a slot is free
+        waves.append([asyncio.ensure_future(live.call(eid, "apply_update", eid, i)) for i in range(n, n + size)])
+        n += size
+        await asyncio.sleep(0.01)
+    rest = [asyncio.ensure_future(live.call(eid, "apply_update", eid, i)) for i in range(n, n + 35)]
     await asyncio.sleep(0.01)
-    rest = [asyncio.ensure_future(live.call(eid, "apply_update", eid, i)) for i in range(5, 40)]
-    await asyncio.sleep(0.01)
-    assert [len(c) for c in live.calls] == [3, 2]  # two in flight; the other 35 wait together
+    assert [len(c) for c in live.calls] == sizes  # every slot taken; the other 35 wait together
     live.release.set()
-    assert await asyncio.gather(*first, *second, *rest) == list(range(40))
-    assert [len(c) for c in live.calls] == [3, 2, 35]
+    assert await asyncio.gather(*(f for wave in waves for f in wave), *rest) == list(range(n + 35))
+    assert [len(c) for c in live.calls] == [*sizes, 35]
 
 
 async def test_a_lone_update_leaves_at_once() -> None:
