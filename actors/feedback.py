@@ -11,7 +11,7 @@ WIRE_FIELDS = ("id", "kind", "source", "severity", "message", "suggestion", "quo
 
 def wire_item(item: Any) -> dict[str, Any]:
     """The contract's feedback item (internal fields such as `rule` stay inside)."""
-    data = item.model_dump() if hasattr(item, "model_dump") else dict(item)
+    data = item.as_dict() if hasattr(item, "as_dict") else dict(item)
     return {k: data.get(k) for k in WIRE_FIELDS}
 
 
@@ -42,5 +42,5 @@ def carry_items(items: Iterable[Any], old_text: str, new_text: str) -> list[Any]
     for item in items:
         if item.paragraph_hash in old_starts and item.paragraph_hash in new_starts:
             shift = new_starts[item.paragraph_hash] - old_starts[item.paragraph_hash]
-            out.append(item.model_copy(update={"start": item.start + shift, "end": item.end + shift}))
+            out.append(item.replace(start=item.start + shift, end=item.end + shift))
     return out

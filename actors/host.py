@@ -322,7 +322,7 @@ class EssayHost:
         # Anchors are made now, against exactly the text the offsets were computed on. An item
         # whose id is unchanged sits in an unchanged paragraph: its anchor is still good.
         known = {item.id: item.anchor for item in actor.items if item.anchor}
-        items = [item.model_copy(update={"anchor": known.get(item.id) or encode_anchor(actor.doc, item.start, item.end)})
+        items = [item.replace(anchor=known.get(item.id) or encode_anchor(actor.doc, item.start, item.end))
                  for item in new_items]
         changed, removed = diff_items(actor.items, items)
         actor.items, actor.analyzed_text = items, text
@@ -691,7 +691,7 @@ def _count(counts: dict[str, int], key: str, delta: int) -> None:
 def _dirty_feedback(actor: EssayActor) -> Iterator[list[dict[str, Any]] | None]:
     """The feedback set a write should store (None when unchanged since the last store); it stays
     dirty, for the next tick, if that write fails."""
-    items = [i.model_dump() for i in actor.items] if actor.feedback_dirty else None
+    items = [i.as_dict() for i in actor.items] if actor.feedback_dirty else None
     actor.feedback_dirty = False
     try:
         yield items

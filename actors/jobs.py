@@ -316,7 +316,7 @@ class SubmissionRunner:
         finally:
             if engine.llm is not None:
                 await engine.llm.aclose()
-        feedback = {"items": [i.model_dump(mode="json") for i in result.items]}
+        feedback = {"items": [i.as_dict() for i in result.items]}
         ai_scores = [s.model_dump(mode="json") for s in scores] if rubric_doc is not None else None
         provider = engine.llm.name if engine.llm is not None else "local"
         return feedback, ai_scores, usage, provider

@@ -216,8 +216,7 @@ class AnalysisEngine:
         for item in cached:
             at = p.text.find(item.quote)
             if at >= 0:
-                relocated.append(item.model_copy(update={"start": at, "end": at + len(item.quote),
-                                                         "paragraph_hash": p.hash}))
+                relocated.append(item.replace(start=at, end=at + len(item.quote), paragraph_hash=p.hash))
         self.cache.put(cache_key(self.llm.name, p.hash, PROMPT_VERSION), assign_ids(relocated))
         self._remember_review(essay, p.hash, base)
         return True
@@ -348,7 +347,7 @@ def _carry_structure(
         if item.paragraph_hash not in new_start or item.paragraph_hash not in old_start:
             return None
         delta = new_start[item.paragraph_hash] - old_start[item.paragraph_hash]
-        carried.append(item.model_copy(update={"start": item.start + delta, "end": item.end + delta}))
+        carried.append(item.replace(start=item.start + delta, end=item.end + delta))
     return carried
 
 

@@ -8,11 +8,13 @@ id across re-runs and when text above it moves, which makes ``feedback`` diffs c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
-from typing import Iterable, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 Kind = Literal["spelling", "grammar", "style", "structure", "rubric", "comment"]
 Source = Literal["local", "llm", "teacher"]
@@ -22,29 +24,46 @@ KINDS: frozenset[str] = frozenset({"spelling", "grammar", "style", "structure", 
 SEVERITIES: frozenset[str] = frozenset({"info", "warning", "error"})
 
 
-class FeedbackItem(BaseModel):
+@dataclass(frozen=True, slots=True)
+class FeedbackItem:
     """One piece of feedback on a span of the essay.
 
     ``start``/``end`` are character offsets (Python code points) and ``quote == text[start:end]``.
     Analysers return offsets relative to the paragraph they looked at; ``shift_items`` moves them
     to full-text offsets. ``anchor`` is filled by the essay actor (Yjs relative positions).
     ``rule`` names the check that produced the item; ``paragraph_hash`` ties it to its paragraph.
-    """
 
-    model_config = ConfigDict(frozen=True)
+    A slotted dataclass, not a pydantic model: a host keeps every open essay's items, twice (the
+    essay's set and the analysis cache), and each pydantic copy carried its own ``__dict__`` and
+    fields-set (~1.4 KiB against ~0.1 KiB here). Analysers validate what they build (the LLM's
+    output in ``llm._validate_issue``).
+    """
 
     id: str
     kind: Kind
     source: Source
     severity: Severity
     message: str
-    suggestion: str | None = None
     quote: str
-    start: int = Field(ge=0)
-    end: int = Field(ge=0)
+    start: int
+    end: int
+    suggestion: str | None = None
     anchor: str | None = None
     rule: str = ""
     paragraph_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.end < 0:
+            raise ValueError(f"negative offset in span {self.start}..{self.end}")
+
+    def replace(self, **changes: Any) -> FeedbackItem:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ITEM_FIELDS}
+
+
+ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(FeedbackItem))
 
 
 class Score(BaseModel):
@@ -107,7 +126,7 @@ def assign_ids(items: Iterable[FeedbackItem]) -> list[FeedbackItem]:
         occurrence = seen[key]
         seen[key] += 1
         item_id = make_item_id(item.kind, item.rule, item.quote, item.paragraph_hash, occurrence)
-        out.append(item.model_copy(update={"id": item_id}))
+        out.append(item.replace(id=item_id))
     return out
 
 
@@ -119,10 +138,10 @@ def shift_items(items: Iterable[FeedbackItem], offset: int, *, salt: str = "") -
     """
     out: list[FeedbackItem] = []
     for item in items:
-        update: dict[str, object] = {"start": item.start + offset, "end": item.end + offset}
+        update: dict[str, Any] = {"start": item.start + offset, "end": item.end + offset}
         if salt:
             update["id"] = hashlib.sha256(f"{item.id}\x1f{salt}".encode()).hexdigest()[:24]
-        out.append(item.model_copy(update=update))
+        out.append(item.replace(**update))
     return out
 
 
@@ -140,5 +159,5 @@ def diff_items(
     return changed, removed
 
 
-def _content(item: FeedbackItem) -> dict[str, object]:
-    return item.model_dump(exclude={"anchor"})
+def _content(item: FeedbackItem) -> FeedbackItem:
+    return item.replace(anchor=None)

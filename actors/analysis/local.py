@@ -440,7 +440,7 @@ class LocalAnalyzer:
                 kind="structure", rule=rule, severity=severity, message=message,
                 text=p.text, start=s, end=e, paragraph_hash=p.hash,
             )
-            items.append(item.model_copy(update={"start": s + p.start, "end": e + p.start}))
+            items.append(item.replace(start=s + p.start, end=e + p.start))
 
         first, last = paragraphs[0], paragraphs[-1]
         if total_words >= 150 and len(paragraphs) < 3:

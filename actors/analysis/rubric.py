@@ -84,7 +84,7 @@ def score_rubric_local(
         computed: list[FeedbackItem] = []
         for p in paragraphs:
             for item in analyzer.analyze_paragraph(p.text):
-                computed.append(item.model_copy(update={"start": item.start + p.start, "end": item.end + p.start}))
+                computed.append(item.replace(start=item.start + p.start, end=item.end + p.start))
         computed.extend(analyzer.analyze_structure(paragraphs))
         items = computed
     sentences = [(p.start + s, p.start + e) for p in paragraphs for s, e in sentence_spans(p.text)]
