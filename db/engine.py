@@ -19,10 +19,12 @@ T = TypeVar("T")
 log = logging.getLogger("essaycoach.db")
 
 
-def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int = 30_000) -> None:
+def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int = 30_000, cache_kib: int | None = None) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
+        if cache_kib is not None:
+            cur.execute(f"PRAGMA cache_size=-{cache_kib}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
         # FULL: an acknowledged update must survive power loss, not only a process crash.
@@ -71,6 +73,11 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+# Page cache of each writer connection (SQLite's default is 2 MiB per connection). The writer
+# appends to the log's rightmost pages and rewrites snapshot rows; the OS caches the file anyway.
+WRITER_CACHE_KIB = 256
+
+
 class SqliteWriter:
     """Runs write transactions on SQLite (the update log, compaction): each on the calling
     thread when the write lock is free, else in the writer's own thread.
@@ -104,7 +111,7 @@ class SqliteWriter:
     @staticmethod
     def _engine(url: Any, *, busy_timeout_ms: int, autocheckpoint: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, pool_size=1, max_overflow=0)
-        _sqlite_pragmas(engine, busy_timeout_ms=busy_timeout_ms)
+        _sqlite_pragmas(engine, busy_timeout_ms=busy_timeout_ms, cache_kib=WRITER_CACHE_KIB)
         _begin_immediate(engine)
         if not autocheckpoint:
             @event.listens_for(engine, "connect")
