@@ -23,12 +23,14 @@ TYPING_GAP_SECONDS = 10.0
 # Events kept for `resume`: at most this many, and at most this many bytes of JSON (the newest
 # event is always kept). Feedback diffs are not kept at all: a resume that missed any gets one
 # `feedback` event with the current full set instead, at the place of the latest (it supersedes
-# the diffs before it). What is kept (comments, saves, submissions) is the JSON text sent.
+# the diffs before it). Likewise only the latest `saved` event is kept (each supersedes the one
+# before; an essay being typed saves every few seconds). What is kept (comments, submissions,
+# the latest save) is the JSON text sent.
 EVENT_BACKLOG = 128
 EVENT_BACKLOG_BYTES = 16 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class EssayMeta:
     essay_id: uuid.UUID
     owner_id: uuid.UUID
@@ -36,9 +38,10 @@ class EssayMeta:
     title: str
 
 
-@dataclass
+@dataclass(slots=True)
 class EssayActor:
-    """One essay: its Yjs document, log position, activity signals and recent events."""
+    """One essay: its Yjs document, log position, activity signals and recent events (slotted:
+    a host holds thousands; a per-instance `__dict__` of ~35 fields was ~1.5 KiB each)."""
 
     meta: EssayMeta
     doc: EssayDoc
@@ -47,10 +50,11 @@ class EssayActor:
     typing_seconds: float = 0.0
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     event_seq: int = 0
-    # (seq, JSON text), oldest first; text None for a feedback diff (see EVENT_BACKLOG).
+    # (seq, JSON text), oldest first; text None for a feedback diff or a save (see EVENT_BACKLOG).
     events: deque[tuple[int, str | None]] = field(default_factory=deque)
     events_bytes: int = 0
     last_feedback: tuple[int, int] | None = None  # (seq, doc_seq) of the latest feedback event
+    last_saved: tuple[int, str] | None = None  # (seq, JSON text) of the latest saved event
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     flags: set[str] = field(default_factory=set)
     last_edit_at: float | None = None
@@ -104,6 +108,9 @@ class EssayActor:
         if type_ == "feedback":
             self.last_feedback = (self.event_seq, self.seq)
             self.events.append((self.event_seq, None))
+        elif type_ == "saved":
+            self.last_saved = (self.event_seq, encode_event(event))
+            self.events.append((self.event_seq, None))
         else:
             text = encode_event(event)
             self.events.append((self.event_seq, text))
@@ -116,7 +123,8 @@ class EssayActor:
                      feedback_set: Callable[[], dict[str, Any]]) -> list[str] | None:
         """Events after `last_seq` (JSON texts), or None when they are no longer kept (the
         client resyncs). Missed feedback diffs come as one `feedback` event holding
-        `feedback_set()` (the current items, `full: true`) with the latest diff's seq."""
+        `feedback_set()` (the current items, `full: true`) with the latest diff's seq; missed
+        saves as the latest `saved` event only."""
         if epoch is not None and epoch != self.epoch:
             return None
         if last_seq >= self.event_seq:
@@ -132,6 +140,8 @@ class EssayActor:
             elif self.last_feedback is not None and seq == self.last_feedback[0]:
                 out.append(encode_event({"type": "feedback", "essay_id": str(self.essay_id), "seq": seq,
                                          "epoch": self.epoch, "doc_seq": self.last_feedback[1], **feedback_set()}))
+            elif self.last_saved is not None and seq == self.last_saved[0]:
+                out.append(self.last_saved[1])
         return out
 
     async def durable(self) -> None:

@@ -49,6 +49,18 @@ def test_the_newest_event_is_kept_even_when_it_alone_is_over_the_byte_bound() ->
     assert [json.loads(t)["seq"] for t in a.events_after(0, None, no_feedback)] == [1]
 
 
+def test_missed_saves_resume_as_the_latest_one() -> None:
+    a = actor()
+    for words in (3, 5):
+        a.next_event("saved", word_count=words)                                        # seq 1, 2
+    a.next_event("comment", text="more detail here")                                   # seq 3
+    a.next_event("saved", word_count=9)                                                # seq 4
+    resumed = [json.loads(t) for t in a.events_after(0, a.epoch, no_feedback)]
+    assert [(e["seq"], e["type"]) for e in resumed] == [(3, "comment"), (4, "saved")]
+    assert resumed[1]["word_count"] == 9 and a.events_bytes == len(a.events[2][1] or "")
+    assert [json.loads(t)["seq"] for t in a.events_after(2, a.epoch, no_feedback)] == [3, 4]
+
+
 def test_missed_feedback_diffs_resume_as_one_full_set_at_the_latest_diffs_place() -> None:
     a = actor()
     a.next_event("feedback", items=[{"id": "a"}], removed=[], counts={"spelling": 1})  # seq 1
@@ -58,7 +70,7 @@ def test_missed_feedback_diffs_resume_as_one_full_set_at_the_latest_diffs_place(
     a.seq = 9
     a.next_event("feedback", items=[{"id": "c"}], removed=[], counts={"style": 2})    # seq 4
     a.next_event("saved", word_count=12)                                               # seq 5
-    assert a.events_bytes == sum(len(t) for _, t in a.events if t)  # diffs take no backlog bytes
+    assert a.events_bytes == sum(len(t) for _, t in a.events if t)  # diffs and saves take no backlog bytes
     current = {"items": [{"id": "b"}, {"id": "c"}], "removed": [], "counts": {"style": 2}, "full": True}
     resumed = [json.loads(t) for t in a.events_after(1, a.epoch, lambda: current)]
     assert [(e["seq"], e["type"]) for e in resumed] == [(3, "comment"), (4, "feedback"), (5, "saved")]
