@@ -105,6 +105,10 @@ class EssayHost:
         self.committer = GroupCommitter(self._write_log, interval=self.config.commit_interval,
                                         permanent=(IntegrityError,))
         self._ticker: asyncio.Task[None] | None = None
+        # Essays typed in since their last tier-1 run, for `_tier1_loop` (one loop for the host,
+        # not a sleeping task per essay: ~1.7 KiB each and a timer every 0.25 s while typing).
+        self._to_analyze: dict[uuid.UUID, EssayActor] = {}
+        self._tier1: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
         self._writer = SqliteWriter.for_sessions(sessions)
         # False in a host process that replaced a crashed one (see `_others_listen`): it then
@@ -121,12 +125,15 @@ class EssayHost:
         self.committer.start()
         if self._ticker is None:
             self._ticker = asyncio.create_task(self._tick_loop(), name="host-tick")
+        if self._tier1 is None and self.analyzer is not None:
+            self._tier1 = asyncio.create_task(self._tier1_loop(), name="host-tier1")
 
     async def stop(self) -> None:
         """Flush every essay: log, then snapshot. Called on graceful shutdown."""
-        if self._ticker:
-            self._ticker.cancel()
-            self._ticker = None
+        for task in (self._ticker, self._tier1):
+            if task is not None:
+                task.cancel()
+        self._ticker = self._tier1 = None
         for actor in self.essays.values():
             if actor.analysis_task is not None:
                 actor.analysis_task.cancel()
@@ -244,9 +251,9 @@ class EssayHost:
             actor.class_dirty = True
             if now - actor.last_class_publish >= self.config.class_row_interval:
                 await self._publish_class_row(actor, now)
-        if effect.changed and self.analyzer is not None and (actor.analysis_task is None or actor.analysis_task.done()):
-            # Typing never waits on analysis: it runs in its own task once the student pauses.
-            actor.analysis_task = asyncio.create_task(self._analyze_when_quiet(actor))
+        if effect.changed and self.analyzer is not None:
+            # Typing never waits on analysis: `_tier1_loop` runs it once the student pauses.
+            self._to_analyze[essay_id] = actor
         return seq
 
     # --- feedback -------------------------------------------------------------------------
@@ -263,29 +270,44 @@ class EssayHost:
                 return True
             await asyncio.sleep(min(pause - quiet_for, step))
 
-    async def _analyze_when_quiet(self, actor: EssayActor) -> None:
-        """Tier 1 after a short pause, tier 2 (LLM) after a longer one, the paragraph still being
-        written once it settles; new typing starts over at tier 1."""
+    async def _tier1_loop(self) -> None:
+        """Tier 1 (local rules) for each essay typed in, once the student pauses for
+        `local_pause_seconds` and at most once per `local_min_interval` while typing goes on;
+        then, with an LLM, `_llm_when_quiet` takes over for that text."""
+        cfg = self.config
+        while True:
+            await asyncio.sleep(cfg.local_pause_seconds / 2)
+            now = self.clock()
+            for actor in list(self._to_analyze.values()):
+                due = max((actor.last_edit_at or 0.0) + cfg.local_pause_seconds,
+                          actor.last_local_run + cfg.local_min_interval)
+                if now < due or self._to_analyze.get(actor.essay_id) is not actor:
+                    continue
+                del self._to_analyze[actor.essay_id]  # typing during the run puts it back
+                seq = actor.seq
+                try:
+                    await self._analyze(actor, run_llm=False)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("analysis failed", extra={"essay_id": str(actor.essay_id)})
+                else:
+                    llm = self.analyzer is not None and self.analyzer.llm_enabled
+                    if llm and actor.seq == seq and (actor.analysis_task is None or actor.analysis_task.done()):
+                        actor.analysis_task = asyncio.create_task(self._llm_when_quiet(actor, seq))
+                await asyncio.sleep(0)  # one essay's rules at a time between other callbacks
+
+    async def _llm_when_quiet(self, actor: EssayActor, seq: int) -> None:
+        """Tier 2 (LLM) after a longer pause, the paragraph still being written once it settles;
+        new typing ends this (tier 1 comes first again, then a new one of these)."""
         cfg = self.config
         try:
-            while True:
-                await self._sleep_until_quiet(actor, cfg.local_pause_seconds)
-                too_soon = actor.last_local_run + cfg.local_min_interval - self.clock()
-                if too_soon > 0:
-                    await asyncio.sleep(too_soon)
-                    continue  # quiet is checked again: typing may have resumed meanwhile
-                seq = actor.seq
-                await self._analyze(actor, run_llm=False)
-                if self.analyzer is not None and self.analyzer.llm_enabled and actor.seq == seq:
-                    if not await self._sleep_until_quiet(actor, cfg.llm_pause_seconds, seq):
-                        continue
+            if not await self._sleep_until_quiet(actor, cfg.llm_pause_seconds, seq):
+                return
+            await self._analyze(actor, run_llm=True)
+            if actor.active_paragraphs and actor.seq == seq:
+                if await self._sleep_until_quiet(actor, cfg.llm_settle_seconds, seq):
                     await self._analyze(actor, run_llm=True)
-                    if actor.active_paragraphs and actor.seq == seq:
-                        if not await self._sleep_until_quiet(actor, cfg.llm_settle_seconds, seq):
-                            continue
-                        await self._analyze(actor, run_llm=True)
-                if actor.seq == seq:
-                    return
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -670,6 +692,8 @@ class EssayHost:
     def _evict(self, actor: EssayActor) -> None:
         if self.essays.get(actor.essay_id) is actor:
             del self.essays[actor.essay_id]
+        if self._to_analyze.get(actor.essay_id) is actor:
+            del self._to_analyze[actor.essay_id]
         if actor.analysis_task is not None:
             actor.analysis_task.cancel()
 

@@ -262,6 +262,8 @@ async def test_tier1_reruns_at_most_once_per_interval_while_typing_continues(ses
     # ~1.6 s of typing: at most one run per 0.6 s, plus the one after typing stopped.
     assert 2 <= len(analyzer.runs) <= 4, analyzer.runs
     assert analyzer.runs[-1] == "".join(words)  # the final text is analysed
+    # One scheduler for the host: no task per essay without an LLM, nothing left to analyse.
+    assert host.essays[essay_id].analysis_task is None and not host._to_analyze
     await host.stop()
 
 
