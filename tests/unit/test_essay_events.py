@@ -39,7 +39,7 @@ def test_backlog_is_bounded_by_bytes_and_count_and_older_resumes_resync() -> Non
     assert a.events_after(oldest - 2, None, no_feedback) is None  # a gap: the client resyncs
     assert [json.loads(t)["seq"] for t in a.events_after(oldest - 1, None, no_feedback)] == list(range(oldest, 101))
     for i in range(EVENT_BACKLOG + 10):
-        a.next_event("saved", word_count=i)
+        a.next_event("comment", text=f"c{i}")
     assert len(a.events) == EVENT_BACKLOG
 
 
@@ -57,7 +57,7 @@ def test_missed_saves_resume_as_the_latest_one() -> None:
     a.next_event("saved", word_count=9)                                                # seq 4
     resumed = [json.loads(t) for t in a.events_after(0, a.epoch, no_feedback)]
     assert [(e["seq"], e["type"]) for e in resumed] == [(3, "comment"), (4, "saved")]
-    assert resumed[1]["word_count"] == 9 and a.events_bytes == len(a.events[2][1] or "")
+    assert resumed[1]["word_count"] == 9 and a.events_bytes == len(a.events[0][1]) and len(a.events) == 1
     assert [json.loads(t)["seq"] for t in a.events_after(2, a.epoch, no_feedback)] == [3, 4]
 
 
@@ -70,10 +70,21 @@ def test_missed_feedback_diffs_resume_as_one_full_set_at_the_latest_diffs_place(
     a.seq = 9
     a.next_event("feedback", items=[{"id": "c"}], removed=[], counts={"style": 2})    # seq 4
     a.next_event("saved", word_count=12)                                               # seq 5
-    assert a.events_bytes == sum(len(t) for _, t in a.events if t)  # diffs and saves take no backlog bytes
+    assert list(a.events) == [(3, a.events[0][1])]  # diffs and saves leave nothing in the backlog
     current = {"items": [{"id": "b"}, {"id": "c"}], "removed": [], "counts": {"style": 2}, "full": True}
     resumed = [json.loads(t) for t in a.events_after(1, a.epoch, lambda: current)]
     assert [(e["seq"], e["type"]) for e in resumed] == [(3, "comment"), (4, "feedback"), (5, "saved")]
     assert resumed[1] == {"type": "feedback", "essay_id": str(a.essay_id), "seq": 4, "epoch": a.epoch,
                           "doc_seq": 9, **current}
     assert [json.loads(t)["seq"] for t in a.events_after(4, a.epoch, no_feedback)] == [5]
+
+
+def test_feedback_and_saves_take_no_backlog_however_many() -> None:
+    a = actor()
+    for i in range(1000):
+        a.next_event("feedback", items=[], removed=[], counts={"style": i})
+        a.next_event("saved", word_count=i)
+    assert a.events is None and a.events_bytes == 0
+    current = {"items": [], "removed": [], "counts": {"style": 999}, "full": True}
+    resumed = [json.loads(t) for t in a.events_after(0, a.epoch, lambda: current)]
+    assert [(e["seq"], e["type"]) for e in resumed] == [(1999, "feedback"), (2000, "saved")]
