@@ -111,6 +111,8 @@ class EssayHost:
         self._tier1: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
         self._writer = SqliteWriter.for_sessions(sessions)
+        bind = sessions.kw.get("bind")
+        self._single_writer = bind is None or bind.dialect.name == "sqlite"
         # False in a host process that replaced a crashed one (see `_others_listen`): it then
         # publishes everything, as it cannot know which sockets opened before the crash.
         self.knows_every_socket = True
@@ -146,15 +148,18 @@ class EssayHost:
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction, one at a time per host.
+        """A write transaction; on SQLite one at a time per host.
 
         SQLite has a single writer: a second connection of this process that finds the lock
         taken sleeps in SQLite's busy handler (1 ms, 2, 5, ... up to 100 ms steps), which made
         a compaction or a feedback write cost a group commit up to a tenth of a second. Queueing
-        here hands the lock over at once; on PostgreSQL it only orders this host's writes.
+        here hands the lock over at once. PostgreSQL takes concurrent writers: a group commit
+        does not wait there behind a batch of snapshots (what must come first, an essay's log
+        rows before its snapshot, is awaited by the writer that needs it).
         """
-        async with self._write_gate, self.sessions() as session, session.begin():
-            yield session
+        async with self._write_gate if self._single_writer else contextlib.nullcontext():
+            async with self.sessions() as session, session.begin():
+                yield session
 
     async def _store(self, work: Callable[[Any], T]) -> T:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite

@@ -407,6 +407,18 @@ async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commit
     writer.close()
 
 
+async def test_on_postgresql_a_group_commit_does_not_wait_behind_another_write(
+    sessions: object, database_url: str
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer: there the host queues its writes")
+    essay_id = await new_essay(sessions)
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
+    async with host._writing():  # a batch of snapshots, still being written
+        await asyncio.wait_for(host._write_log([log_row(essay_id, 1)]), 5)
+    assert await stored_text(sessions, essay_id) == "hi"
+
+
 async def test_a_failed_feedback_write_stays_dirty_for_the_next_tick(sessions: object) -> None:
     essay_id = await new_essay(sessions)
     host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
