@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import math
 import os
@@ -526,6 +527,8 @@ async def settle_rss(pid: int, seconds: float = 3.0) -> procs.TreeSnapshot:
 async def run_scenario(target: Target, students: int, teachers: int, *, duration: float, warmup: float,
                        burst_mean: float, pause_mean: float, connect_limit: int) -> dict[str, Any]:
     log(f"{target.name}: preparing {students} essays, {teachers} teachers")
+    gc.enable()  # a previous scenario that failed in its typing window left it off
+    gc.unfreeze()
     layout = await target.layout(students, teachers)
     sim = Sim(students, seed=students)
     errors: dict[str, int] = {}
@@ -596,6 +599,12 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     live = [e for e in sim.essays if e.student is not None]
     log(f"{target.name}: {len(live)} typists, {sum(len(e.watchers) for e in live)} watchers; "
         f"typing: {warmup:.0f}s warm-up + {duration:.0f}s measured")
+    # The generator's own garbage collector stays out of the typing window: one process holds
+    # every client, and a full collection of a plan's worth of objects stopped its loop for
+    # 0.4-0.6 s at 1,000 typists (loop-lag max), inflating every target's tail alike.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     t_start = time.perf_counter()
     sim.window = (t_start + warmup, t_start + warmup + duration)
     stop_at = sim.window[1]
@@ -626,6 +635,8 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
             break
         await asyncio.sleep(0.25)
     end = procs.snapshot(target.pid)
+    gc.enable()
+    gc.unfreeze()
 
     ack: list[float] = []
     unacked = 0
@@ -949,7 +960,8 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
               "(its state vector reaches the student's clock after that update). Includes client-side queueing.",
               "- *server CPU*: utime+stime of the server's whole process tree over the measured window / window length. "
               "*client CPU*: the load generator's own process, same window; *loop lag*: how late a 50 ms sleep "
-              "in the client wakes (a saturated client inflates every latency above by about this much).",
+              "in the client wakes (a saturated client inflates every latency above by about this much; the client's "
+              "garbage collector is off from the start of typing until the last ack is in).",
               "- *mem/open essay*: (tree RSS with every essay open and watched, before typing - RSS before any socket) / essays; "
               "*at end beyond text*: (RSS at the end - RSS before) / essays - average text bytes. VmRSS summed over the tree.",
               "- *unacked / undelivered*: measured-window updates never acked / never seen by the teacher within 15 s "
