@@ -289,30 +289,38 @@ class EssayHost:
                 if now < due or self._to_analyze.get(actor.essay_id) is not actor:
                     continue
                 del self._to_analyze[actor.essay_id]  # typing during the run puts it back
-                seq = actor.seq
                 try:
                     await self._analyze(actor, run_llm=False)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("analysis failed", extra={"essay_id": str(actor.essay_id)})
-                else:
+                else:  # a running LLM task sees the new text itself
                     llm = self.analyzer is not None and self.analyzer.llm_enabled
-                    if llm and actor.seq == seq and (actor.analysis_task is None or actor.analysis_task.done()):
-                        actor.analysis_task = asyncio.create_task(self._llm_when_quiet(actor, seq))
+                    if llm and (actor.analysis_task is None or actor.analysis_task.done()):
+                        actor.analysis_task = asyncio.create_task(self._llm_when_quiet(actor))
                 await asyncio.sleep(0)  # one essay's rules at a time between other callbacks
 
-    async def _llm_when_quiet(self, actor: EssayActor, seq: int) -> None:
+    async def _llm_when_quiet(self, actor: EssayActor) -> None:
         """Tier 2 (LLM) after a longer pause, the paragraph still being written once it settles;
-        new typing ends this (tier 1 comes first again, then a new one of these)."""
+        new typing waits for the next pause (tier 1 runs meanwhile, from `_tier1_loop`)."""
         cfg = self.config
         try:
-            if not await self._sleep_until_quiet(actor, cfg.llm_pause_seconds, seq):
-                return
-            await self._analyze(actor, run_llm=True)
-            if actor.active_paragraphs and actor.seq == seq:
-                if await self._sleep_until_quiet(actor, cfg.llm_settle_seconds, seq):
+            while True:
+                seq = actor.seq
+                if not await self._sleep_until_quiet(actor, cfg.llm_pause_seconds, seq):
+                    continue
+                if self._to_analyze.get(actor.essay_id) is actor:
+                    # Tier 1 goes first: it tells which paragraph is still being written.
+                    await asyncio.sleep(cfg.local_pause_seconds / 2)
+                    continue
+                await self._analyze(actor, run_llm=True)
+                if actor.active_paragraphs and actor.seq == seq:
+                    if not await self._sleep_until_quiet(actor, cfg.llm_settle_seconds, seq):
+                        continue
                     await self._analyze(actor, run_llm=True)
+                if actor.seq == seq:
+                    return
         except asyncio.CancelledError:
             raise
         except Exception:
