@@ -18,6 +18,7 @@ import ray
 
 from actors.broadcast import RESYNC, Handler, LocalFanout, Outbox, make_bus, new_node_id
 from actors.host import EssayHost
+from serve_app.process import release_free_memory_periodically, tune_gc
 
 HUB_NAME = "essaycoach-bus-hub-v3"  # versioned: the hub is detached and outlives deploys; v2 added skip, v3 channel ops
 SUBSCRIBER_TTL = 60.0
@@ -196,8 +197,7 @@ class EssayHostShell:
 
         self.settings = Settings(**settings_values)
         self.host: EssayHost | None = None
-        from serve_app.process import tune_gc
-
+        self._trim: asyncio.Task[None] | None = None
         tune_gc()
         self._starting = asyncio.Lock()
 
@@ -217,6 +217,7 @@ class EssayHostShell:
                         host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
                     await host.start()
                     self.host = host
+                    self._trim = asyncio.create_task(release_free_memory_periodically())
         return self.host
 
     def _local_analyzer(self) -> Any:
@@ -246,5 +247,7 @@ class EssayHostShell:
                 "pid": os.getpid()}
 
     async def shutdown(self) -> None:
+        if self._trim is not None:
+            self._trim.cancel()
         if self.host is not None:
             await self.host.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
+from serve_app.process import release_free_memory_periodically
 from serve_app.ratelimit import LoginThrottle
 from serve_app.settings import Settings
 
@@ -62,10 +64,12 @@ def create_app(
         app.state.ctx = ctx
         await ctx.live.start()
         await start_runner(ctx)
+        trim = asyncio.create_task(release_free_memory_periodically())
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
             yield
         finally:
+            trim.cancel()
             await stop_runner(ctx)
             await ctx.live.stop()
             await engine.dispose()
