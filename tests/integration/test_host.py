@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pycrdt import Doc, Text
@@ -13,7 +13,7 @@ from pycrdt import Doc, Text
 from actors.broadcast import InMemoryBus
 from actors.doc import EssayDoc
 from actors.host import EssayHost, EssayNotFound, HostConfig, UpdateRejected
-from db.engine import make_engine, make_sessionmaker
+from db.engine import SqliteWriter, make_engine, make_sessionmaker
 from db.models import User
 from db.repositories import documents, essays
 from db.types import utcnow
@@ -335,8 +335,6 @@ async def test_sqlite_log_writer_commits_and_refuses_rows_of_missing_essays(
 ) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    from db.engine import SqliteWriter
-
     writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
     if not database_url.startswith("sqlite"):
         assert writer is None  # PostgreSQL: asyncpg is natively async, no thread hops to save
@@ -351,17 +349,23 @@ async def test_sqlite_log_writer_commits_and_refuses_rows_of_missing_essays(
     writer.close()
 
 
+@pytest.fixture
+def sqlite_writer(sessions: object, database_url: str) -> Iterator[SqliteWriter]:
+    """The host's SQLite writer for the test database (SQLite only)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's single writer and its WAL")
+    writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
+    assert writer is not None
+    yield writer
+    writer.close()
+
+
 async def test_sqlite_writer_waits_for_a_lock_held_elsewhere_without_stopping_the_event_loop(
-    sessions: object, database_url: str
+    sessions: object, database_url: str, sqlite_writer: SqliteWriter
 ) -> None:
     import sqlite3
 
-    from db.engine import SqliteWriter
-
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's single writer lock")
-    writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
-    assert writer is not None
+    writer = sqlite_writer
     essay_id = await new_essay(sessions)
     row = log_row(essay_id, 1)
     other = sqlite3.connect(database_url.split("///", 1)[-1], isolation_level=None)
@@ -376,18 +380,12 @@ async def test_sqlite_writer_waits_for_a_lock_held_elsewhere_without_stopping_th
     await asyncio.wait_for(write, 10)
     assert await stored_text(sessions, essay_id) == "hi"
     other.close()
-    writer.close()
 
 
 async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commits(
-    sessions: object, database_url: str
+    sessions: object, sqlite_writer: SqliteWriter
 ) -> None:
-    from db.engine import SqliteWriter
-
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's WAL")
-    writer = SqliteWriter.for_sessions(sessions)  # type: ignore[arg-type]
-    assert writer is not None
+    writer = sqlite_writer
     with writer.eager.connect() as conn:  # inline commits never run SQLite's automatic checkpoint
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
     essay_id = await new_essay(sessions)
@@ -404,7 +402,6 @@ async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commit
             break
         await asyncio.sleep(0.01)
     assert writer.checkpoints == 2
-    writer.close()
 
 
 async def test_on_postgresql_a_group_commit_does_not_wait_behind_another_write(
