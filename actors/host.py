@@ -278,28 +278,34 @@ class EssayHost:
     async def _tier1_loop(self) -> None:
         """Tier 1 (local rules) for each essay typed in, once the student pauses for
         `local_pause_seconds` and at most once per `local_min_interval` while typing goes on;
-        then, with an LLM, `_llm_when_quiet` takes over for that text."""
+        then, with an LLM, `_llm_when_quiet` takes over for that text.
+
+        One essay at a time: tier 1 runs in this process (`local_analyzer`, or `analyzer` when
+        that is the local engine), a fraction of a millisecond per paragraph.
+        """
+        await _repeat(self.config.local_pause_seconds / 2, self._tier1_round, "tier-1 round")
+
+    async def _tier1_round(self) -> None:
+        """Tier 1 for each essay that came due since the last round."""
         cfg = self.config
-        while True:
-            await asyncio.sleep(cfg.local_pause_seconds / 2)
-            now = self.clock()
-            for actor in list(self._to_analyze.values()):
-                due = max((actor.last_edit_at or 0.0) + cfg.local_pause_seconds,
-                          actor.last_local_run + cfg.local_min_interval)
-                if now < due or self._to_analyze.get(actor.essay_id) is not actor:
-                    continue
-                del self._to_analyze[actor.essay_id]  # typing during the run puts it back
-                try:
-                    await self._analyze(actor, run_llm=False)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("analysis failed", extra={"essay_id": str(actor.essay_id)})
-                else:  # a running LLM task sees the new text itself
-                    llm = self.analyzer is not None and self.analyzer.llm_enabled
-                    if llm and (actor.analysis_task is None or actor.analysis_task.done()):
-                        actor.analysis_task = asyncio.create_task(self._llm_when_quiet(actor))
-                await asyncio.sleep(0)  # one essay's rules at a time between other callbacks
+        now = self.clock()
+        for actor in list(self._to_analyze.values()):
+            due = max((actor.last_edit_at or 0.0) + cfg.local_pause_seconds,
+                      actor.last_local_run + cfg.local_min_interval)
+            if now < due or self._to_analyze.get(actor.essay_id) is not actor:
+                continue
+            del self._to_analyze[actor.essay_id]  # typing during the run puts it back
+            try:
+                await self._analyze(actor, run_llm=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("analysis failed", extra={"essay_id": str(actor.essay_id)})
+            else:  # a running LLM task sees the new text itself
+                llm = self.analyzer is not None and self.analyzer.llm_enabled
+                if llm and (actor.analysis_task is None or actor.analysis_task.done()):
+                    actor.analysis_task = asyncio.create_task(self._llm_when_quiet(actor))
+            await asyncio.sleep(0)  # one essay's rules at a time between other callbacks
 
     async def _llm_when_quiet(self, actor: EssayActor) -> None:
         """Tier 2 (LLM) after a longer pause, the paragraph still being written once it settles;
@@ -636,14 +642,7 @@ class EssayHost:
         return n
 
     async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.tick_seconds)
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("host tick failed")
+        await _repeat(self.config.tick_seconds, self.tick, "host tick")
 
     async def tick(self) -> None:
         """Publish dashboard rows, compact quiet or busy essays (together, `COMPACT_BATCH` per
@@ -713,6 +712,19 @@ class EssayHost:
     async def _exists(self, essay_id: uuid.UUID) -> bool:
         async with self.sessions() as session:
             return await essays_repo.get(session, essay_id=essay_id) is not None
+
+
+async def _repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:
+    """`step()` every `interval` seconds until cancelled; a failed round is logged and the next
+    one runs (the loop ending would stop every essay's compaction or feedback on the host)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(f"{what} failed")
 
 
 def _count(counts: dict[str, int], key: str, delta: int) -> None:

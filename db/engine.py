@@ -50,8 +50,11 @@ def _begin_immediate(engine: Engine) -> None:
 
 
 def _is_busy(exc: OperationalError) -> bool:
-    return getattr(exc.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
-        "database is locked" in str(exc.orig))
+    """The write lock was taken (SQLITE_BUSY or SQLITE_LOCKED, extended codes included)."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc.orig)
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
