@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from db.engine import make_engine, make_sessionmaker
 from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics, submissions
 from serve_app.jobs_wiring import start_runner, stop_runner
-from serve_app.realtime import sockets
+from serve_app.realtime import direct, sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.live import LiveEssays, make_live
@@ -65,10 +65,13 @@ def create_app(
         await ctx.live.start()
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
+        sockets_direct = direct.register(app)
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
             yield
         finally:
+            direct.unregister(sockets_direct)
+            await sockets_direct.close_all()
             trim.cancel()
             await stop_runner(ctx)
             await ctx.live.stop()

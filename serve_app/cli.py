@@ -73,8 +73,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     ray.init(address=address, namespace=settings.ray_namespace,
              runtime_env={"env_vars": env_vars}, include_dashboard=False)
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
-    # One machine: every extra replica is another process on the same cores. Open sockets count as
-    # ongoing requests, so scale on thousands of them, not hundreds.
+    # One machine: every extra replica is another process on the same cores. The Gateway scales on
+    # open sockets plus ongoing requests (deployments.scale_on_sockets): thousands, not hundreds.
     cores = os.cpu_count() or 2
     gateway = GatewayArgs(min_replicas=args.replicas, max_replicas=max(args.replicas, cores // 2),
                           target_ongoing_requests=2000, analyzer_max_replicas=max(1, cores // 2))

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import AutoscalingContext, AutoscalingPolicy
 
 from actors.analysis.service import ANALYZER_DEPLOYMENT, AnalyzerService
 
@@ -51,6 +52,13 @@ class Gateway:
         configure_websockets(compression=Settings().ws_compression)
         tune_gc()
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's hook for custom autoscaling metrics: this replica's directly served sockets."""
+        from serve_app.realtime.direct import current
+
+        direct = current()
+        return {SOCKETS_METRIC: float(direct.open if direct is not None else 0)}
+
 
 def configure_websockets(*, compression: bool) -> None:
     """Choose how this process's uvicorn servers speak websocket.
@@ -85,17 +93,19 @@ def configure_websockets(*, compression: bool) -> None:
 
 DISCONNECT_DISABLED = (b"x-request-disconnect-disabled", b"?1")
 REPLICA_MIDDLEWARES_ENV = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.deployments:replica_middlewares"}
+SOCKETS_METRIC = "open_sockets"
 
 
-class SocketsWatchTheirOwnDisconnect:
-    """ASGI middleware in front of Serve's replica server: mark each websocket request
-    "disconnect disabled" (Serve's `x-request-disconnect-disabled: ?1`).
+class SocketsSkipServe:
+    """ASGI middleware in front of Serve's request handling on the replica's own HTTP server (the
+    HAProxy fast path): websocket requests go straight to our app (`serve_app.realtime.direct`
+    says why and what replaces Serve's part). HTTP requests keep Serve's handling.
 
-    By default Serve watches every request for a client disconnect with a receive proxy (an
-    asyncio queue and a task per request) and runs the request in a second task, to cancel user
-    code when the client goes. Our socket handlers read the disconnect from the socket
-    themselves and clean up; for them Serve's watcher is ~3 KiB and a task hop per received
-    frame of pure overhead. HTTP requests keep Serve's handling.
+    Where our app runs on another event loop than this server (Serve's user-code thread, off in
+    throughput mode), a socket goes through Serve marked "disconnect disabled" (Serve's
+    `x-request-disconnect-disabled: ?1`): Serve's watcher (a receive proxy with a queue and a
+    task per request) costs ~3 KiB and a task hop per frame, and our handlers see the disconnect
+    themselves.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -103,6 +113,12 @@ class SocketsWatchTheirOwnDisconnect:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
+            from serve_app.realtime.direct import for_this_loop
+
+            direct = for_this_loop()
+            if direct is not None:
+                await direct.serve(scope, receive, send)
+                return
             scope["headers"] = [*scope["headers"], DISCONNECT_DISABLED]
         await self.app(scope, receive, send)
 
@@ -111,7 +127,18 @@ def replica_middlewares() -> list[Middleware]:
     """Serve's `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` hook, set for Gateway replicas only
     (`REPLICA_MIDDLEWARES_ENV` in their runtime env): the middlewares of the replica's own HTTP
     server (the HAProxy fast path)."""
-    return [Middleware(SocketsWatchTheirOwnDisconnect)]
+    return [Middleware(SocketsSkipServe)]
+
+
+def scale_on_sockets(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
+    """The Gateway's autoscaling policy: replicas for the open sockets plus the ongoing requests,
+    `target_ongoing_requests` of them per replica (Serve's default policy counts only the
+    requests, and sockets served directly are not requests to Serve). Serve applies the bounds,
+    delays and smoothing factors of the deployment's autoscaling config to the result."""
+    if ctx.current_num_replicas == 0:
+        return ctx.target_num_replicas, {}
+    sockets = sum(ctx.aggregated_metrics.get(SOCKETS_METRIC, {}).values())
+    return (ctx.total_num_requests + sockets) / ctx.config.get_target_ongoing_requests(), {}
 
 
 def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
@@ -119,12 +146,14 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
     deployment = serve.deployment(
         Gateway,
         name="Gateway",
-        # Every open socket is an ongoing request: the cap must be far above the socket count.
+        # HTTP requests in flight (sockets go past Serve's request path: serve_app.realtime.direct);
+        # with sockets on Serve's path (user code on its own thread) each would count here too.
         max_ongoing_requests=opts.max_ongoing_requests,
         autoscaling_config={
             "min_replicas": opts.min_replicas,
             "max_replicas": opts.max_replicas,
             "target_ongoing_requests": opts.target_ongoing_requests,
+            "policy": AutoscalingPolicy(policy_function=scale_on_sockets),
         },
         ray_actor_options={"num_cpus": 0.25, "runtime_env": {"env_vars": {**REPLICA_MIDDLEWARES_ENV, **opts.env}}},
     )

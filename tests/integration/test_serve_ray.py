@@ -191,8 +191,9 @@ async def _serve_socket_tasks() -> dict[str, int]:
 
 
 async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
-    """Serve does not watch our sockets for disconnects (replica_middlewares): the handler must
-    see the drop itself, count the socket closed and detach it from the essay's host."""
+    """Our sockets go past Serve's request path (replica_middlewares, serve_app.realtime.direct):
+    the handler must see the drop itself, count the socket closed and detach it from the essay's
+    host."""
     import json
     import re
 
@@ -211,7 +212,8 @@ async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncCli
     client.type("dropped")
     await client.wait_acked()
     assert await open_doc_sockets() == before + 1
-    # The open socket runs without Serve's per-request disconnect watcher and request task.
+    # The open socket runs without Serve's per-request disconnect watcher and request task, and
+    # the replica counts it for the autoscaler itself.
     assert await _serve_socket_tasks() == {"request_tasks": 0, "receive_tasks": 0}
     client.ws.transport.abort()  # no close handshake: the TCP connection just goes
     for _ in range(100):

@@ -38,30 +38,15 @@ def test_explicit_arguments_win_and_reconfiguring_does_not_stack() -> None:
     assert make_config(ws_per_message_deflate=True).ws_per_message_deflate is True
 
 
-async def test_websocket_requests_are_marked_disconnect_disabled_and_http_is_not() -> None:
-    from serve_app.deployments import DISCONNECT_DISABLED, SocketsWatchTheirOwnDisconnect
-
-    seen: list[dict] = []
-
-    async def app(scope, receive, send) -> None:
-        seen.append(scope)
-
-    middleware = SocketsWatchTheirOwnDisconnect(app)
-    for kind in ("websocket", "http"):
-        await middleware({"type": kind, "headers": [(b"host", b"x")]}, None, None)
-    assert seen[0]["headers"] == [(b"host", b"x"), DISCONNECT_DISABLED]
-    assert seen[1]["headers"] == [(b"host", b"x")]
-
-
 def test_replica_hook_passes_serves_validation_and_is_in_the_gateway_env() -> None:
     from ray.serve._private.http_util import validate_http_proxy_callback_return
     from ray.serve._private.utils import call_function_from_import_path
 
-    from serve_app.deployments import REPLICA_MIDDLEWARES_ENV, GatewayArgs, SocketsWatchTheirOwnDisconnect, build_app
+    from serve_app.deployments import REPLICA_MIDDLEWARES_ENV, GatewayArgs, SocketsSkipServe, build_app
 
     (path,) = REPLICA_MIDDLEWARES_ENV.values()
     (middleware,) = validate_http_proxy_callback_return(call_function_from_import_path(path))
-    assert middleware.cls is SocketsWatchTheirOwnDisconnect
+    assert middleware.cls is SocketsSkipServe
     gateway = build_app(GatewayArgs(env={"ESSAYCOACH_HOSTS": "3"}))._bound_deployment
     env = gateway.ray_actor_options["runtime_env"]["env_vars"]
     assert env == {**REPLICA_MIDDLEWARES_ENV, "ESSAYCOACH_HOSTS": "3"}

@@ -1,0 +1,95 @@
+"""Websockets served by a Gateway replica's own HTTP server, past Serve's request path.
+
+Under Serve's HAProxy ingress each Gateway replica runs a uvicorn server, and every request on it
+goes through Serve's request handling (request metadata, request context, access log, metrics,
+an ongoing-request slot) before it reaches our app. For a socket that stays open for an hour that
+is ~8 KiB held per connection for its whole life (tracemalloc in a replica at 200 sockets,
+2026-11-30) and a layer of calls under every frame, and it buys a socket nothing: our handlers
+authenticate, rate-limit, log and count their own sockets. So the replica middleware
+(`serve_app.deployments.SocketsSkipServe`) hands websocket requests to the app registered here,
+when that app runs on the same event loop (Serve's throughput mode runs user code on the
+server's loop; otherwise sockets keep going through Serve).
+
+Two things Serve did for such a socket are done here instead:
+- **Autoscaling**: Serve no longer counts these sockets as ongoing requests, so the Gateway reports
+  `open` to the autoscaler itself (`Gateway.record_autoscaling_stats`) and its policy scales on
+  sockets plus requests (`serve_app.deployments.scale_on_sockets`).
+- **Shutdown**: Serve would wait for ongoing requests before stopping a replica. The app's
+  lifespan calls `close_all` first: every socket is closed with 1001 (server going away; clients
+  reconnect, to another replica) and its handler finishes while the essay hosts are still
+  reachable, so it detaches cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_app.realtime.protocol import CloseCode
+
+GOING_AWAY: Message = {"type": "websocket.close", "code": int(CloseCode.GOING_AWAY), "reason": "server restarting"}
+
+
+class DirectSockets:
+    """One app's sockets served directly: the app, its event loop and the open connections'
+    `send` callables (to close them at shutdown)."""
+
+    __slots__ = ("app", "loop", "sends")
+
+    def __init__(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.app, self.loop = app, loop
+        self.sends: set[Send] = set()
+
+    @property
+    def open(self) -> int:
+        return len(self.sends)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.sends.add(send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.sends.discard(send)
+
+    async def close_all(self, timeout: float = 5.0) -> None:
+        """Close every open socket (1001) and wait up to `timeout` for their handlers to end."""
+        for send in list(self.sends):
+            try:
+                await send(GOING_AWAY)
+            except Exception:  # not accepted yet, or already gone: its handler ends on its own
+                pass
+        deadline = self.loop.time() + timeout
+        while self.sends and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+
+_registered: list[DirectSockets] = []
+
+
+def register(app: ASGIApp) -> DirectSockets:
+    """Serve `app`'s sockets directly in this process (from its lifespan, on its loop)."""
+    direct = DirectSockets(app, asyncio.get_running_loop())
+    _registered.append(direct)
+    return direct
+
+
+def unregister(direct: DirectSockets) -> None:
+    if direct in _registered:
+        _registered.remove(direct)
+
+
+def current() -> DirectSockets | None:
+    """The app whose sockets this process serves directly: the latest registered, if any."""
+    return _registered[-1] if _registered else None
+
+
+def for_this_loop() -> DirectSockets | None:
+    """`current()` if it runs on the calling event loop (else its objects cannot be used here)."""
+    direct = current()
+    try:
+        loop: Any = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return direct if direct is not None and direct.loop is loop else None

@@ -1,0 +1,147 @@
+"""Sockets served past Serve's request path (serve_app.realtime.direct and the replica middleware
+serve_app.deployments.SocketsSkipServe), and the Gateway's autoscaling on open sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from serve_app.deployments import DISCONNECT_DISABLED, SOCKETS_METRIC, Gateway, SocketsSkipServe, scale_on_sockets
+from serve_app.realtime import direct
+from tests.conftest import serving
+
+
+class Recorder:
+    """A stand-in for Serve's request path behind the middleware: records what reaches it."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        self.scopes.append(scope)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+        elif send is not None:
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+
+class Echo:
+    """Our app's part: accepts a socket, echoes text until the client goes."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        try:
+            while (message := await receive())["type"] == "websocket.receive":
+                await send({"type": "websocket.send", "text": message["text"]})
+        finally:
+            self.ended.set()
+
+
+@pytest.fixture
+async def echo() -> Any:
+    app = Echo()
+    sockets = direct.register(app)
+    yield app, sockets
+    direct.unregister(sockets)
+
+
+async def test_sockets_go_to_the_registered_app_and_http_to_serve(echo: Any) -> None:
+    app, sockets = echo
+    serve = Recorder()
+    async with serving(SocketsSkipServe(serve)) as address:
+        async with websockets.connect(f"ws://{address}/ws/anything") as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            assert sockets.open == 1
+            assert Gateway.record_autoscaling_stats(None) == {SOCKETS_METRIC: 1.0}
+        await asyncio.wait_for(app.ended.wait(), 5)
+        for _ in range(50):
+            if sockets.open == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert sockets.open == 0
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://{address}/healthz")).status_code == 204
+    assert [s["type"] for s in serve.scopes] == ["http"]  # Serve saw the HTTP request, not the socket
+
+
+async def test_shutdown_closes_open_sockets_going_away_and_waits_for_their_handlers(echo: Any) -> None:
+    app, sockets = echo
+    async with serving(SocketsSkipServe(Recorder())) as address:
+        async with websockets.connect(f"ws://{address}/ws/anything") as ws:
+            await ws.send("x")
+            await ws.recv()
+            await sockets.close_all(timeout=5)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert app.ended.is_set() and sockets.open == 0
+
+
+async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disconnect_disabled() -> None:
+    serve = Recorder()
+    middleware = SocketsSkipServe(serve)
+    # An app registered from another event loop (Serve's user-code thread) is not used here.
+    other: list[direct.DirectSockets] = []
+
+    def register_elsewhere() -> None:
+        async def main() -> None:
+            other.append(direct.register(Echo()))
+        asyncio.run(main())
+
+    thread = threading.Thread(target=register_elsewhere)
+    thread.start()
+    thread.join()
+    try:
+        assert direct.for_this_loop() is None
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await middleware({"type": "websocket", "headers": [(b"host", b"x")]}, None, send)
+        await middleware({"type": "http", "headers": [(b"host", b"x")]}, None, send)
+    finally:
+        direct.unregister(other[0])
+    assert serve.scopes[0]["headers"] == [(b"host", b"x"), DISCONNECT_DISABLED]
+    assert serve.scopes[1]["headers"] == [(b"host", b"x")]
+
+
+def autoscaling_context(*, replicas: int, requests: float, sockets: dict[str, float], target: int = 200) -> Any:
+    return SimpleNamespace(current_num_replicas=replicas, target_num_replicas=replicas, total_num_requests=requests,
+                           aggregated_metrics={SOCKETS_METRIC: sockets} if sockets else {},
+                           config=SimpleNamespace(get_target_ongoing_requests=lambda: target))
+
+
+def test_the_gateway_scales_on_open_sockets_plus_requests() -> None:
+    # 1,000 sockets on one replica at 200 per replica want 5 (+ 10 HTTP requests in flight).
+    desired, state = scale_on_sockets(autoscaling_context(replicas=1, requests=10, sockets={"r1": 1000}))
+    assert desired == pytest.approx(1010 / 200) and state == {}
+    # Sockets spread over replicas add up; no sockets reported yet: requests alone.
+    assert scale_on_sockets(autoscaling_context(replicas=2, requests=0, sockets={"r1": 150, "r2": 250}))[0] == 2
+    assert scale_on_sockets(autoscaling_context(replicas=3, requests=100, sockets={}))[0] == 0.5
+    # No replica yet: Serve's cold start decides.
+    assert scale_on_sockets(autoscaling_context(replicas=0, requests=0, sockets={}))[0] == 0
+
+
+def test_the_gateway_deployment_uses_the_socket_policy() -> None:
+    from serve_app.deployments import GatewayArgs, build_app
+
+    gateway = build_app(GatewayArgs())._bound_deployment
+    policy = gateway._deployment_config.autoscaling_config.policy
+    assert policy.get_policy() is scale_on_sockets or policy.policy_function.endswith("scale_on_sockets")
