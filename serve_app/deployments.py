@@ -67,22 +67,24 @@ def configure_websockets(*, compression: bool) -> None:
     and offers no setting for it, so the defaults of uvicorn's Config are changed here, in the
     replica process only (an explicit argument still wins):
 
-    - `ws="websockets-sansio"`: uvicorn's sans-I/O binding of `websockets` keeps no reader,
-      keepalive and closer tasks per connection as the legacy binding does (~7 KiB less RSS per
-      open socket in a bare uvicorn echo server on this machine), and it is the binding uvicorn
-      is moving its default to.
+    - `ws=LeanWebSocketProtocol`: uvicorn's sans-I/O binding of `websockets` (it keeps no reader,
+      keepalive and closer tasks per connection as the legacy binding does: ~7 KiB less RSS per
+      open socket in a bare uvicorn echo server on this machine) with lighter per-connection
+      state (`serve_app.realtime.lean_ws`: ~4 KiB less).
     - permessage-deflate refused unless `compression`: our frames are a few bytes of Yjs update
       or a short JSON row, so compression saves nothing, costs CPU on every frame and keeps
       ~45 KiB of zlib state per socket. `ESSAYCOACH_WS_COMPRESSION=true` keeps it.
     """
     import uvicorn.config
 
+    from serve_app.realtime.lean_ws import IMPORT_PATH as LEAN_WS
+
     init = uvicorn.config.Config.__init__
     original = getattr(init, "_essaycoach_original", init)
 
     @functools.wraps(original)
     def configured(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("ws", "websockets-sansio")
+        kwargs.setdefault("ws", LEAN_WS)
         if not compression:
             kwargs.setdefault("ws_per_message_deflate", False)
         original(self, *args, **kwargs)

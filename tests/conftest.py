@@ -94,9 +94,11 @@ async def serving(application: Any) -> AsyncIterator[str]:
     """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port."""
     import uvicorn
 
+    from serve_app.realtime.lean_ws import IMPORT_PATH as LEAN_WS
+
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                                           ws="websockets-sansio", lifespan="on"))
+                                           ws=LEAN_WS, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)

@@ -4,6 +4,7 @@ import pytest
 import uvicorn.config
 
 from serve_app.deployments import configure_websockets
+from serve_app.realtime.lean_ws import IMPORT_PATH as LEAN_WS
 
 
 @pytest.fixture(autouse=True)
@@ -15,18 +16,18 @@ def make_config(**kwargs: object) -> uvicorn.config.Config:
     return uvicorn.config.Config(lambda: None, **kwargs)  # type: ignore[arg-type]
 
 
-def test_defaults_become_sansio_without_compression() -> None:
+def test_defaults_become_the_lean_sansio_protocol_without_compression() -> None:
     assert make_config().ws == "auto" and make_config().ws_per_message_deflate is True
     configure_websockets(compression=False)
     config = make_config()
-    assert config.ws == "websockets-sansio"
+    assert config.ws == LEAN_WS
     assert config.ws_per_message_deflate is False
 
 
 def test_compression_setting_keeps_deflate() -> None:
     configure_websockets(compression=True)
     config = make_config()
-    assert config.ws == "websockets-sansio"
+    assert config.ws == LEAN_WS
     assert config.ws_per_message_deflate is True
 
 

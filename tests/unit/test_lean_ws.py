@@ -1,0 +1,107 @@
+"""serve_app.realtime.lean_ws: uvicorn's sans-I/O websocket protocol with lighter state."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+import websockets
+from uvicorn.protocols.websockets import websockets_sansio_impl
+
+from serve_app.realtime.lean_ws import Flag, Inbox, LeanWebSocketProtocol
+from tests.conftest import serving
+
+
+async def test_inbox_hands_items_over_in_order_and_a_cancelled_get_loses_none() -> None:
+    inbox = Inbox()
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert inbox.qsize() == 2 and not inbox.empty()
+    assert await inbox.get() == 1 and await inbox.get() == 2 and inbox.empty()
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait(3)
+    assert await asyncio.wait_for(waiting, 1) == 3
+    cancelled = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    inbox.put_nowait(4)
+    assert await asyncio.wait_for(inbox.get(), 1) == 4
+
+
+async def test_flag_wakes_every_waiter_on_set_and_not_before() -> None:
+    flag = Flag(True)
+    assert flag.is_set() and await flag.wait()
+    flag.clear()
+    waiters = [asyncio.ensure_future(flag.wait()) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert not any(w.done() for w in waiters)
+    flag.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [True] * 3
+    flag.clear()
+    gone = asyncio.ensure_future(flag.wait())
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    flag.set()  # a cancelled waiter is simply skipped
+    assert gone.cancelled()
+
+
+def test_uvicorn_still_uses_the_attributes_we_replace() -> None:
+    """Guard for a uvicorn upgrade: its protocol must still make exactly these two objects and
+    use only the methods ours provide."""
+    source = inspect.getsource(websockets_sansio_impl.WebSocketsSansIOProtocol)
+    assert "self.queue: asyncio.Queue[ASGIReceiveEvent] = asyncio.Queue()" in source
+    assert "self.writable = asyncio.Event()" in source
+    used = {m for m in ("put_nowait", "get", "empty", "qsize", "get_nowait", "join", "task_done", "full")
+            if f"self.queue.{m}(" in source}
+    assert used <= {"put_nowait", "get", "empty", "qsize"}, used
+    used = {m for m in ("set", "clear", "wait", "is_set") if f"self.writable.{m}(" in source}
+    assert used <= {"set", "clear", "wait", "is_set"}
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    assert scope["type"] == "websocket"
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] == "websocket.receive":
+        if message.get("text") == "close":
+            await send({"type": "websocket.close", "code": 4000, "reason": "asked"})
+            continue
+        await send({"type": "websocket.send", **{k: v for k, v in message.items() if k in ("text", "bytes")}})
+
+
+async def test_a_real_socket_echoes_text_and_bytes_in_order_under_a_burst_and_closes() -> None:
+    async with serving(echo) as address:
+        async with websockets.connect(f"ws://{address}/") as ws:
+            frames = [f"t{i}" if i % 2 else f"b{i}".encode() for i in range(500)]
+            for frame in frames:  # a burst: uvicorn pauses reading until each is taken
+                await ws.send(frame)
+            assert [await ws.recv() for _ in frames] == frames
+            await ws.send("close")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+
+
+async def test_the_transports_flow_control_closes_and_opens_the_write_gate() -> None:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    protocol = LeanWebSocketProtocol(config=Config(echo), server_state=ServerState(), app_state={})
+    assert isinstance(protocol.writable, Flag) and isinstance(protocol.queue, Inbox)
+    protocol.pause_writing()  # the transport's buffer is over its high-water mark
+    gate = asyncio.ensure_future(protocol.writable.wait())
+    await asyncio.sleep(0.01)
+    assert not gate.done()
+    protocol.resume_writing()
+    assert await asyncio.wait_for(gate, 1)
