@@ -24,5 +24,7 @@ def test_cluster_config_starts_head_off_the_redis_port_with_the_fast_ingress() -
     head = " ".join(cluster["head_start_ray_commands"])
     assert "--port=6380" in head
     setup = " ".join(cluster["setup_commands"])
-    assert "RAY_SERVE_ENABLE_HA_PROXY=1" in setup and "RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in setup
+    from serve_app.cli import FAST_PATH_ENV
+
+    assert all(f"{key}={value}" in setup for key, value in FAST_PATH_ENV.items())
     assert cluster["available_node_types"]["worker"]["max_workers"] > cluster["available_node_types"]["worker"]["min_workers"]
