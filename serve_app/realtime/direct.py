@@ -14,10 +14,12 @@ Two things Serve did for such a socket are done here instead:
 - **Autoscaling**: Serve no longer counts these sockets as ongoing requests, so the Gateway reports
   `open` to the autoscaler itself (`Gateway.record_autoscaling_stats`) and its policy scales on
   sockets plus requests (`serve_app.deployments.scale_on_sockets`).
-- **Shutdown**: Serve would wait for ongoing requests before stopping a replica. The app's
-  lifespan calls `close_all` first: every socket is closed with 1001 (server going away; clients
-  reconnect, to another replica) and its handler finishes while the essay hosts are still
-  reachable, so it detaches cleanly.
+- **Shutdown**: a stopping replica (scale-down, redeploy) stays reachable for Serve's draining
+  window (`RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`, 30 s), then stops its server, which
+  closes the sockets with 1012 (service restart; clients reconnect, to another replica) while the
+  essay hosts still take the handlers' detaches. Serve does not wait on these sockets as it would
+  on ongoing requests; any still open when the app itself stops are closed with 1001 by the
+  app's lifespan (`close_all`).
 """
 
 from __future__ import annotations

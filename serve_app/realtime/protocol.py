@@ -39,6 +39,7 @@ Close codes (`CloseCode`):
     1008 POLICY_VIOLATION       rate limited or other policy breach
     1009 MESSAGE_TOO_BIG        frame larger than MAX_MESSAGE_BYTES (1 MiB)
     1011 INTERNAL_ERROR         unexpected server failure
+    1012 (not sent by us)       service restart: the Gateway replica's HTTP server is stopping
     1013 TRY_AGAIN_LATER        essay host (re)starting; reconnect with backoff
     4400 MALFORMED_FRAME        truncated/overlong varuint, length beyond buffer, trailing bytes,
                                 bad awareness payload, invalid CRDT update
