@@ -809,7 +809,24 @@ def machine() -> dict[str, Any]:
         versions["node"] = "absent"
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kib / 1024 / 1024, 1), "os": os_name,
             "python": platform.python_version(), "versions": versions,
-            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+            "calibration_ms": cpu_calibration_ms()}
+
+
+def cpu_calibration_ms() -> float:
+    """How fast one core of this machine runs Python: the best of 5 runs of a fixed loop (ms).
+
+    Machines of the same kind differ (virtual CPUs on shared hosts): on 2026-11-30 two 2-core
+    machines ran the same code at 1.8 and 2.8 ms of server CPU per update. Runs compare only
+    alongside this number."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
 
 
 def fmt(value: Any, unit: str = "") -> str:
@@ -904,7 +921,9 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
         title = "Run" if k == 0 else f"Rerun {k}"
         lines += [f"## {title}: {run['started_at']}", "",
                   f"- machine: {m['nproc']} CPUs (`nproc`), {m['cpu']}, {m['ram_gib']} GiB RAM, {m['os']}; "
-                  f"load average at start {' '.join(m['loadavg_at_start'])}",
+                  f"load average at start {' '.join(m['loadavg_at_start'])}"
+                  + (f"; CPU calibration {m['calibration_ms']} ms (a fixed Python loop, lower is faster)"
+                     if "calibration_ms" in m else ""),
                   f"- software: Python {m['python']}, " + ", ".join(f"{k2} {v}" for k2, v in m["versions"].items()),
                   f"- command: `{run['command']}` (wall time {run['wall_s'] / 60:.1f} min)",
                   f"- typing model: {run['typing_model']}; measured window {run['duration_s']} s after "
