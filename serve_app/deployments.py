@@ -139,7 +139,7 @@ def scale_on_sockets(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
     delays and smoothing factors of the deployment's autoscaling config to the result."""
     if ctx.current_num_replicas == 0:
         return ctx.target_num_replicas, {}
-    sockets = sum(ctx.aggregated_metrics.get(SOCKETS_METRIC, {}).values())
+    sockets = sum((ctx.aggregated_metrics or {}).get(SOCKETS_METRIC, {}).values())
     return (ctx.total_num_requests + sockets) / ctx.config.get_target_ongoing_requests(), {}
 
 

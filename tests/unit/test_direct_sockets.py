@@ -124,7 +124,7 @@ async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disco
 
 def autoscaling_context(*, replicas: int, requests: float, sockets: dict[str, float], target: int = 200) -> Any:
     return SimpleNamespace(current_num_replicas=replicas, target_num_replicas=replicas, total_num_requests=requests,
-                           aggregated_metrics={SOCKETS_METRIC: sockets} if sockets else {},
+                           aggregated_metrics={SOCKETS_METRIC: sockets} if sockets else None,
                            config=SimpleNamespace(get_target_ongoing_requests=lambda: target))
 
 
@@ -144,4 +144,4 @@ def test_the_gateway_deployment_uses_the_socket_policy() -> None:
 
     gateway = build_app(GatewayArgs())._bound_deployment
     policy = gateway._deployment_config.autoscaling_config.policy
-    assert policy.get_policy() is scale_on_sockets or policy.policy_function.endswith("scale_on_sockets")
+    assert policy.policy_function == "serve_app.deployments.scale_on_sockets"  # what Serve's controller imports
