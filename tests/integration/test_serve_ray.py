@@ -226,3 +226,42 @@ async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncCli
     async with websockets.connect(f"ws://{serve_app['base']}/ws/essays/{essay['id']}/events?ticket={ticket}") as ws:
         presence = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert presence["type"] == "presence" and presence["connections"] == 0
+
+
+async def _gateway_socket_metric() -> list[float]:
+    """The Gateway's `open_sockets` values as Serve's controller last received them."""
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    metrics = await controller._get_metrics_for_deployment_for_testing.remote(
+        DeploymentID(name="Gateway", app_name="essaycoach-test"))
+    values: list[float] = []
+    for series in metrics.get("open_sockets", []):  # one time series per running replica
+        points = list(series)
+        if points:
+            values.append(float(getattr(points[-1], "value", points[-1])))
+    return values
+
+
+async def test_the_gateway_reports_its_open_sockets_to_the_autoscaler(
+        http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
+    """Sockets are not ongoing requests to Serve any more: the replica reports them itself
+    (`Gateway.record_autoscaling_stats`), and Serve's controller receives the count."""
+    student = await register(http, "student")
+    essay = await make_essay(http, student)
+    clients = []
+    for _ in range(3):
+        ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+        clients.append(await YClient(f"ws://{serve_app['base']}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect())
+    try:
+        seen: list[float] = []
+        for _ in range(120):  # replicas push metrics every few seconds
+            seen = await _gateway_socket_metric()
+            if seen and sum(seen) >= 3:
+                break
+            await asyncio.sleep(0.5)
+        assert seen and sum(seen) >= 3, seen
+    finally:
+        for client in clients:
+            await client.close()
