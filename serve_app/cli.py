@@ -63,6 +63,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         for key, value in FAST_PATH_ENV.items():
             os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Handlers first: a Ctrl-C while Ray and Serve start (~20 s) was lost in their start-up; now it
+    # stops the service cleanly as soon as it is up.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     settings = Settings()
     _migrate(settings)
 
@@ -84,9 +89,6 @@ def cmd_run(args: argparse.Namespace) -> None:
     serve.run(build_app(gateway), name="essaycoach", route_prefix="/", blocking=False)
     print(f"EssayCoach Live is serving on http://{settings.http_host}:{settings.http_port} "
           f"(API docs: /api/docs). Ctrl-C stops it.", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     print("stopping: flushing essay hosts", flush=True)
     shutdown_hosts(settings)
