@@ -25,8 +25,6 @@ Two things Serve did for such a socket are done here instead:
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.realtime.protocol import CloseCode
@@ -88,10 +86,7 @@ def current() -> DirectSockets | None:
 
 
 def for_this_loop() -> DirectSockets | None:
-    """`current()` if it runs on the calling event loop (else its objects cannot be used here)."""
+    """`current()` if it runs on the calling event loop (else its objects cannot be used here).
+    Called from a coroutine (the replica middleware), so a loop is always running."""
     direct = current()
-    try:
-        loop: Any = asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return direct if direct is not None and direct.loop is loop else None
+    return direct if direct is not None and direct.loop is asyncio.get_running_loop() else None

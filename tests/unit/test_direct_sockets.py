@@ -29,7 +29,7 @@ class Recorder:
         self.scopes.append(scope)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000})
-        elif send is not None:
+        else:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
 
