@@ -8,6 +8,12 @@ at most one message (uvicorn pauses reading until the app takes it) and one read
 `Flag` do the same jobs with a list and a future made only while someone waits. The handshake's
 response (with its headers) is also dropped once it has been sent.
 
+It also lets the app write a frame without a task: `current()` (from the connection's own ASGI
+task) gives the connection, whose `send_now` writes a frame at once when the socket is open and
+writable, as `send` would without waiting, and returns False otherwise (the caller then queues
+it for `send`). `serve_app.realtime.sockets.Outbound` uses it: a task and a loop turn per frame
+were most of what a frame cost the Gateway besides the write itself.
+
 Used by `serve_app.deployments.configure_websockets` (the Gateway replica's uvicorn) and by the
 tests' real servers. Written against uvicorn 0.54 (pinned): `test_lean_ws` checks the attributes
 it replaces are still the ones uvicorn uses.
@@ -16,11 +22,23 @@ it replaces are still the ones uvicorn uses.
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 IMPORT_PATH = "serve_app.realtime.lean_ws:LeanWebSocketProtocol"
+_CONNECTION: ContextVar["LeanWebSocketProtocol | None"] = ContextVar("essaycoach_lean_ws", default=None)
+
+
+def current() -> "LeanWebSocketProtocol | None":
+    """The connection whose ASGI app the calling task runs, if it is one of ours and lives on the
+    running loop (a context copied to another loop's task must not write to it)."""
+    connection = _CONNECTION.get()
+    if connection is None or connection.loop is not asyncio.get_running_loop():
+        return None
+    return connection
 
 
 class Inbox:
@@ -99,6 +117,26 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag(True)  # type: ignore[assignment]
+
+    async def run_asgi(self) -> None:
+        _CONNECTION.set(self)  # this task's context: the app's handler runs in it
+        await super().run_asgi()
+
+    def send_now(self, data: bytes | str) -> bool:
+        """Write one data frame now, as `send` of a `websocket.send` does once it may; False
+        (nothing written) when it would wait (flow control) or the socket is not open."""
+        if (not self.writable.is_set() or self.disconnected or not self.handshake_complete
+                or self.close_sent or self.initial_response is not None or self.transport.is_closing()):
+            return False
+        try:
+            if isinstance(data, bytes):
+                self.conn.send_binary(data)
+            else:
+                self.conn.send_text(data.encode())
+        except InvalidState:
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     async def send(self, message: Any) -> None:
         await super().send(message)

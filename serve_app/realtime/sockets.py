@@ -37,6 +37,7 @@ from db.repositories import classes, essays, users
 from db.types import utcnow
 from serve_app.auth import ticket_hash
 from serve_app.deps import Context
+from serve_app.realtime import lean_ws
 from serve_app.realtime.protocol import (
     UNWATCH,
     Awareness,
@@ -93,22 +94,28 @@ class TokenBucket:
 class Outbound:
     """Frames waiting for one socket; `put` never blocks the bus.
 
-    A sender task exists only while frames are waiting: most sockets are idle most of the time,
-    and a queue plus a parked task per socket cost ~4 KiB each. A peer `OUTBOUND_LIMIT` frames
-    behind is closed with 1013 (it re-syncs on reconnect).
+    On our websocket protocol (`lean_ws`, the Gateway's and the tests' servers) a frame with
+    nothing queued before it is written at once, when the socket takes it without waiting.
+    Otherwise it waits here for a sender task, which exists only while frames are waiting: most
+    sockets are idle most of the time, and a queue plus a parked task per socket cost ~4 KiB
+    each. A peer `OUTBOUND_LIMIT` frames behind is closed with 1013 (it re-syncs on reconnect).
+    Made in the socket's handler (its task tells the connection).
     """
 
-    __slots__ = ("ws", "frames", "stopped", "_sender")
+    __slots__ = ("ws", "frames", "stopped", "_sender", "_connection")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
         self.frames: deque[bytes | str] = deque()
         self.stopped = False
         self._sender: asyncio.Task[None] | None = None
+        self._connection = lean_ws.current()
 
     def put(self, frame: bytes | str) -> None:
         if self.stopped:
             return
+        if self._sender is None and self._connection is not None and self._connection.send_now(frame):
+            return  # nothing was queued (no sender), so order holds
         if len(self.frames) >= OUTBOUND_LIMIT:
             self.stopped = True
             self.frames.clear()

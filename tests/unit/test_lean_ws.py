@@ -10,7 +10,11 @@ import pytest
 import websockets
 from uvicorn.protocols.websockets import websockets_sansio_impl
 
+from starlette.websockets import WebSocket
+
+from serve_app.realtime import lean_ws
 from serve_app.realtime.lean_ws import Flag, Inbox, LeanWebSocketProtocol
+from serve_app.realtime.sockets import Outbound
 from tests.conftest import serving
 
 
@@ -105,3 +109,44 @@ async def test_the_transports_flow_control_closes_and_opens_the_write_gate() -> 
     assert not gate.done()
     protocol.resume_writing()
     assert await asyncio.wait_for(gate, 1)
+
+
+async def outbound_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Sends through `Outbound`: at once while the socket is writable, queued (in order) while
+    flow control holds it; the close reason tells the client which way each frame went."""
+    if scope["type"] == "lifespan":
+        await echo(scope, receive, send)
+        return
+    ws = WebSocket(scope, receive, send)
+    await ws.accept()
+    connection = lean_ws.current()
+    out = Outbound(ws)
+    assert connection is not None and out._connection is connection
+    out.put(b"1")
+    direct = out._sender is None and not out.frames
+    connection.pause_writing()  # the transport's buffer is full
+    out.put(b"2")
+    out.put("3")
+    queued = len(out.frames)
+    connection.resume_writing()
+    out.put(b"4")  # a sender is pending: this one queues behind it, never before
+    await out.close(4000, f"direct={direct} queued={queued}")
+
+
+async def test_outbound_writes_at_once_on_our_protocol_and_queues_in_order_when_held() -> None:
+    assert lean_ws.current() is None  # not inside a connection's task
+    async with serving(outbound_app) as address:
+        async with websockets.connect(f"ws://{address}/") as ws:
+            assert [await ws.recv() for _ in range(4)] == [b"1", b"2", "3", b"4"]
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "direct=True queued=2")
+
+
+async def test_send_now_refuses_a_socket_that_is_not_open() -> None:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    protocol = LeanWebSocketProtocol(config=Config(echo), server_state=ServerState(), app_state={})
+    assert not protocol.send_now(b"x")  # no handshake yet: nothing may be written
