@@ -22,6 +22,19 @@ from serve_app.settings import Settings
 # service's log lines late by as many requests); 100 still batches the writes.
 FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
                  "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "100"}
+HAPROXY_THREADS_ENV = "RAY_SERVE_HAPROXY_NBTHREAD"
+
+
+def haproxy_threads(cpus: int | None = None) -> str:
+    """HAProxy threads for a machine: one per 4 cores, 1 to 4. Serve starts 4 whatever the
+    machine; on 2 cores, at 1,000 typists, they took 0.17 cores where one thread took 0.12 and
+    ack p99 fell with it (ops/loadtest, 2026-11-30). ray-cluster.yaml sets the same per node."""
+    return str(min(4, max(1, (cpus or os.cpu_count() or 1) // 4)))
+
+
+def fast_path_env() -> dict[str, str]:
+    """What `essaycoach run` sets (unless already set) before Ray starts, for this machine."""
+    return {**FAST_PATH_ENV, HAPROXY_THREADS_ENV: haproxy_threads()}
 
 
 def _migrate(settings: Settings) -> None:
@@ -60,7 +73,7 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     if not args.default_proxy:
-        for key, value in FAST_PATH_ENV.items():
+        for key, value in fast_path_env().items():
             os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Handlers first: a Ctrl-C while Ray and Serve start (~20 s) was lost in their start-up; now it

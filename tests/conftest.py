@@ -131,9 +131,9 @@ REDIS_URL = os.environ.get("ESSAYCOACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 def ray_cluster() -> Any:
     """A local Ray cluster for this test session (started once, ended by us, never `ray stop`)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from serve_app.cli import FAST_PATH_ENV
+    from serve_app.cli import fast_path_env
 
-    os.environ.update(FAST_PATH_ENV)  # test the ingress `make run` uses
+    os.environ.update(fast_path_env())  # test the ingress `make run` uses
     # HAProxy's metrics and stats ports are fixed by default; free ones let a run coexist with others.
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
     os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
