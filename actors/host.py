@@ -70,8 +70,10 @@ class HostConfig:
     local_pause_seconds: float = 0.25
     # A student who types one update every half second "pauses" after each: tier 1 then reruns
     # at most once per this interval (still within `local_pause_seconds` of a real pause that
-    # comes later than that), not after every update.
-    local_min_interval: float = 1.0
+    # comes later than that), not after every update. 2 s, not 1: tier 1 was a fifth of a
+    # host's CPU at 1,000 typists, and 2 s halves it (ops/loadtest/host_bench.py: 0.44 -> 0.38
+    # ms of CPU per update); the rules' findings about a sentence being typed wait a second more.
+    local_min_interval: float = 2.0
     llm_pause_seconds: float = 2.0
     # The paragraph being written goes to the LLM once the student leaves it or stops for this long,
     # not after every sentence: that keeps tokens near one call per finished paragraph.

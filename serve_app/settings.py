@@ -58,10 +58,14 @@ class Settings(BaseSettings):
     ws_compression: bool = False
     large_paste_chars: int = 200
     feedback_local_pause_seconds: float = 0.25
-    # Tier 1 reruns at most this often per essay while the student keeps typing with short gaps.
-    feedback_local_min_interval_seconds: float = 1.0
+    # Tier 1 reruns at most this often per essay while the student keeps typing with short gaps
+    # (see HostConfig.local_min_interval).
+    feedback_local_min_interval_seconds: float = 2.0
     feedback_llm_pause_seconds: float = 2.0
     feedback_llm_settle_seconds: float = 15.0
+    # Group commit of the update log: rows gathered for this long go in one transaction. Every
+    # ack waits for its commit, so this is a floor under ack latency, and each commit costs CPU.
+    commit_interval_ms: float = Field(default=4.0, gt=0, le=1000)
 
     login_attempts_per_ip_per_minute: int = 30
     login_failures_per_account: int = 5
@@ -109,7 +113,8 @@ class Settings(BaseSettings):
                           local_pause_seconds=self.feedback_local_pause_seconds,
                           local_min_interval=self.feedback_local_min_interval_seconds,
                           llm_pause_seconds=self.feedback_llm_pause_seconds,
-                          llm_settle_seconds=self.feedback_llm_settle_seconds)
+                          llm_settle_seconds=self.feedback_llm_settle_seconds,
+                          commit_interval=self.commit_interval_ms / 1000)
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,0 +1,209 @@
+"""The essay host alone: CPU per typed update, without Ray, sockets or the network.
+
+`run.py` runs the whole service and its clients on one 2-core machine, where a saturated box
+moves latency by half between runs. This drives one `EssayHost` in this process the way a
+Gateway replica does (each batch of typed updates one `apply_many`, at most `RayLive.MAX_IN_FLIGHT`
+batches awaiting their group commit), with run.py's typing model and text, on a fresh SQLite
+store, and reports what the host's own work costs: process CPU per update (apply, group commit,
+dashboard rows, tier-1 rules, compaction) and the time from an update's arrival to its ack.
+Stable to a few percent between runs, so a change to the host's hot path can be measured here
+before the full benchmark; `py-spy record -p PID` on it shows where the time goes.
+
+    .venv/bin/python -m ops.loadtest.host_bench --typists 1000 --seconds 20
+
+`ESSAYCOACH_*` settings from the environment apply (e.g. ESSAYCOACH_COMMIT_INTERVAL_MS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc, Text
+
+from actors.analysis.service import build_engine
+from actors.broadcast import InMemoryBus
+from actors.host import EssayHost
+from db.engine import make_engine, make_sessionmaker
+from db.migrate import upgrade
+from db.models import User
+from db.repositories import classes, essays
+from ops.loadtest.run import CORPUS, pct
+from serve_app.live import RayLive
+from serve_app.settings import Settings
+
+NODE = "bench-gateway"  # the bus node of the one simulated Gateway (its sockets follow every essay)
+
+
+def typing_schedule(essays_: int, seconds: float, seed: int) -> list[tuple[float, int, bytes]]:
+    """(time, essay index, update) for every update typed in `seconds`, in time order: run.py's
+    model (bursts exp(mean 12 s) of an update every 400-600 ms, 1-4 characters, 5% a backspace
+    and retype; pauses exp(mean 3 s)), made before the clock starts."""
+    rng = random.Random(seed)
+    events: list[tuple[float, int, bytes]] = []
+    for index in range(essays_):
+        doc = Doc()
+        text = doc.get("content", type=Text)
+        updates: list[bytes] = []
+        doc.observe(lambda event, out=updates: out.append(event.update))
+        cursor = rng.randrange(len(CORPUS))
+        t = rng.uniform(0, 1.0)
+        while t < seconds:
+            burst_end = t + rng.expovariate(1 / 12)
+            while t < min(burst_end, seconds):
+                n = rng.choice((1, 2, 2, 3, 3, 4))
+                chunk = (CORPUS + CORPUS)[cursor % len(CORPUS):][:n]
+                cursor += n
+                with doc.transaction():
+                    if rng.random() < 0.05 and len(text) > 1:
+                        end = len(text)
+                        del text[end - 1:end]
+                        text.insert(end - 1, chunk)
+                    else:
+                        text.insert(len(text), chunk)
+                events.append((t, index, updates[-1]))
+                t += rng.uniform(0.4, 0.6)
+            t += rng.expovariate(1 / 3)
+    events.sort(key=lambda e: e[0])
+    return events
+
+
+async def make_essays(sessions: Any, n: int, per_account: int = 10, classes_: int = 30) -> list[uuid.UUID]:
+    """`n` essays of `n / per_account` students, spread over `classes_` classes of one teacher."""
+    async with sessions() as session:
+        teacher = User(email="teacher@bench.test", name="T", role="teacher", password_hash="x")
+        session.add(teacher)
+        await session.flush()
+        class_ids = [(await classes.create(session, name=f"c{j}", teacher_id=teacher.id, join_code=f"J{j:05d}")).id
+                     for j in range(classes_)]
+        ids: list[uuid.UUID] = []
+        for a in range(-(-n // per_account)):
+            student = User(email=f"s{a}@bench.test", name=f"S{a}", role="student", password_hash="x")
+            session.add(student)
+            await session.flush()
+            for _ in range(min(per_account, n - len(ids))):
+                essay = await essays.create(session, owner_id=student.id, title="t", assignment_id=None,
+                                            class_id=class_ids[len(ids) % classes_])
+                ids.append(essay.id)
+        await session.commit()
+    return ids
+
+
+class Driver:
+    """Hands updates to the host as a Gateway replica does: one `apply_many` per batch, the next
+    batch leaving when fewer than `max_in_flight` await their commit."""
+
+    def __init__(self, host: EssayHost, owners: dict[uuid.UUID, uuid.UUID], max_in_flight: int) -> None:
+        self.host, self.owners, self.max_in_flight = host, owners, max_in_flight
+        self.waiting: list[tuple[float, tuple[Any, ...], dict[str, Any]]] = []
+        self.in_flight = 0
+        self.acks: list[tuple[float, float]] = []  # (arrived, acked)
+        self.failed = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def arrive(self, essay_id: uuid.UUID, update: bytes) -> None:
+        self.waiting.append((time.perf_counter(), (essay_id, update),
+                             {"author_id": self.owners[essay_id], "origin": "o", "live": True, "node": NODE}))
+        self.pump()
+
+    def pump(self) -> None:
+        if self.waiting and self.in_flight < self.max_in_flight:
+            batch, self.waiting = self.waiting, []
+            self.in_flight += 1
+            task = asyncio.ensure_future(self._send(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, batch: list[tuple[float, tuple[Any, ...], dict[str, Any]]]) -> None:
+        await asyncio.sleep(0)  # like the Gateway: a batch leaves at the next loop turn
+        try:
+            results = await self.host.apply_many([(a, k) for _, a, k in batch])
+        finally:
+            self.in_flight -= 1
+        now = time.perf_counter()
+        for (arrived, _, _), (ok, _) in zip(batch, results):
+            if ok:
+                self.acks.append((arrived, now))
+            else:
+                self.failed += 1
+        self.pump()
+
+
+async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="host-bench-"))
+    url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    await asyncio.to_thread(upgrade, url)
+    settings = Settings(database_url=url, var_dir=workdir, jwt_secret="bench-" + "x" * 40, dev_mode=False,
+                        ai_provider="local")  # type: ignore[call-arg]
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    ids = await make_essays(sessions, typists)
+    schedule = typing_schedule(typists, warmup + seconds, seed)
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=settings.host_config(),
+                     analyzer=build_engine(settings))
+    await host.start()
+    owners: dict[uuid.UUID, uuid.UUID] = {}
+    for essay_id in ids:
+        await host.attach(essay_id, node=NODE)  # one document socket each, on the simulated Gateway
+        owners[essay_id] = host.essays[essay_id].meta.owner_id
+    for class_id in {a.meta.class_id for a in host.essays.values()}:
+        await host.watch(f"class:{class_id}", 1)  # every teacher's dashboard is open
+    driver = Driver(host, owners, RayLive.MAX_IN_FLIGHT)
+
+    start = time.perf_counter()
+    measured_from = start + warmup
+    cpu_at_window: float | None = None
+    updates_in_window = 0
+    for at, index, update in schedule:
+        now = time.perf_counter()
+        if start + at > now:
+            await asyncio.sleep(start + at - now)
+        if cpu_at_window is None and time.perf_counter() >= measured_from:
+            cpu_at_window, wall_at_window = time.process_time(), time.perf_counter()
+        driver.arrive(ids[index], update)
+        if cpu_at_window is not None:
+            updates_in_window += 1
+    while driver.tasks:
+        await asyncio.gather(*driver.tasks)
+    assert cpu_at_window is not None
+    cpu, wall = time.process_time() - cpu_at_window, time.perf_counter() - wall_at_window
+    await host.stop()
+    await engine.dispose()
+    latencies = [acked - arrived for arrived, acked in driver.acks if arrived >= measured_from]
+    return {
+        "typists": typists, "seconds": seconds, "updates": updates_in_window,
+        "updates_per_s": round(updates_in_window / wall, 1),
+        "cpu_cores": round(cpu / wall, 3),
+        "cpu_ms_per_update": round(1000 * cpu / max(1, updates_in_window), 4),
+        "ack_ms": {"p50": round(1000 * (pct(latencies, 50) or 0), 2), "p99": round(1000 * (pct(latencies, 99) or 0), 2)},
+        "failed": driver.failed,
+        "group_commits": host.committer.batches, "rows": host.committer.rows,
+        "settings": {"commit_interval_ms": settings.commit_interval_ms,
+                     "feedback_local_min_interval_seconds": settings.feedback_local_min_interval_seconds},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--typists", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    try:
+        import uvloop
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
