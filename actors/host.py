@@ -432,12 +432,6 @@ class EssayHost:
         """Dashboard rows of this class's essays loaded here (the rest come from the store)."""
         return [a.status_row() for a in self.essays.values() if a.meta.class_id == class_id]
 
-    async def apply_many(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[tuple[bool, Any]]:
-        """`apply_update` for a batch from one Gateway replica: (True, seq) or (False, exception)
-        per call, in order; the calls run concurrently and share the next group commit."""
-        results = await asyncio.gather(*(self.apply_update(*a, **k) for a, k in calls), return_exceptions=True)
-        return [(not isinstance(r, BaseException), r) for r in results]
-
     async def would_change(self, essay_id: uuid.UUID, update: bytes) -> bool:
         """Whether `update` carries anything the essay lacks (tried on a scratch copy).
 

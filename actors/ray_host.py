@@ -18,6 +18,7 @@ import ray
 
 from actors.broadcast import RESYNC, Handler, LocalFanout, Outbox, make_bus, new_node_id
 from actors.host import EssayHost
+from actors.host_stream import StreamServer
 from serve_app.process import release_free_memory_periodically, tune_gc
 
 HUB_NAME = "essaycoach-bus-hub-v3"  # versioned: the hub is detached and outlives deploys; v2 added skip, v3 channel ops
@@ -197,6 +198,7 @@ class EssayHostShell:
 
         self.settings = Settings(**settings_values)
         self.host: EssayHost | None = None
+        self.stream: StreamServer | None = None
         self._trim: asyncio.Task[None] | None = None
         tune_gc()
         self._starting = asyncio.Lock()
@@ -216,7 +218,10 @@ class EssayHostShell:
                         warnings.simplefilter("ignore", DeprecationWarning)
                         host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
                     await host.start()
-                    self.host = host
+                    # The typing path (actors.host_stream): Gateways connect here, not via Ray calls.
+                    stream = StreamServer(host)
+                    await stream.start(ray.util.get_node_ip_address())
+                    self.host, self.stream = host, stream
                     self._trim = asyncio.create_task(release_free_memory_periodically())
         return self.host
 
@@ -241,6 +246,12 @@ class EssayHostShell:
         host = await self._host()
         return await getattr(host, method)(*args, **kwargs)
 
+    async def stream_address(self) -> tuple[str, int, bytes]:
+        """Where Gateways send typed updates (`actors.host_stream`): address, port and token."""
+        await self._host()
+        assert self.stream is not None
+        return ray.util.get_node_ip_address(), self.stream.port, self.stream.token
+
     async def stats(self) -> dict[str, Any]:
         host = await self._host()
         return {"essays": len(host.essays), "rows": host.committer.rows, "batches": host.committer.batches,
@@ -249,5 +260,7 @@ class EssayHostShell:
     async def shutdown(self) -> None:
         if self._trim is not None:
             self._trim.cancel()
+        if self.stream is not None:
+            await self.stream.close()
         if self.host is not None:
             await self.host.stop()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from actors.analysis.service import build_engine
 from actors.broadcast import Bus, make_bus
 from actors.host import EssayHost, HostConfig
+from actors.host_stream import HostStream
 from actors.routing import host_index
 from serve_app.settings import Settings
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from serve_app.deps import Context
 
 Probe = Callable[[], Awaitable[None]]
-PendingApply = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]  # args, kwargs, result
 
 
 class LiveEssays(Protocol):
@@ -134,23 +134,15 @@ class InProcessLive(HostRouter):
 # its client reconnects).
 NOT_RETRIED = frozenset({"publish_event", "revision", "attach", "detach", "watch"})
 
-_tasks: set[asyncio.Future[Any]] = set()
-
-
-def _keep(task: asyncio.Future[Any]) -> None:
-    """Hold a reference to a fire-and-forget task until it finishes."""
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-
 
 class RayLive(HostRouter):
-    """Hosts as named, detached Ray actors shared by every Gateway replica (one writer per essay)."""
+    """Hosts as named, detached Ray actors shared by every Gateway replica (one writer per essay).
+
+    Typed updates (`apply_update`) travel on one stream per host (`actors.host_stream`), not as
+    Ray calls; everything else is a Ray call.
+    """
 
     RETRY_FOR_SECONDS = 30.0
-    # apply_many calls per host awaiting their group commit. 4 rather than 2: at 1,000 typists
-    # updates waited ~6 ms (p50) for a free slot with 2; 8 cost CPU and gained nothing
-    # (ops/loadtest, 2026-11-30: ack p50/p99 ~27/80-150 ms with 2, ~17/51-62 with 4).
-    MAX_IN_FLIGHT = 4
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -158,8 +150,7 @@ class RayLive(HostRouter):
         self.namespace = settings.ray_namespace
         self.bus = make_bus(settings, cluster=True)
         self._handles: dict[int, Any] = {}
-        self._batches: dict[int, list[PendingApply]] = {}
-        self._in_flight: dict[int, int] = {}
+        self._streams: dict[int, HostStream] = {}
 
     def handle(self, index: int) -> Any:
         import ray
@@ -177,16 +168,31 @@ class RayLive(HostRouter):
         return self._handles[index]
 
     async def _call_host(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        # Reads and Yjs updates are safe to repeat (applying an update twice is a no-op); events
+        # and revisions are not.
+        return await self._retrying(lambda: self.handle(index).call.remote(method, *args, **kwargs),
+                                    retry=method not in NOT_RETRIED)
+
+    def stream(self, index: int) -> HostStream:
+        """The stream to host `index` for typed updates (connects on first use)."""
+        stream = self._streams.get(index)
+        if stream is None:
+            async def resolve() -> tuple[str, int, bytes]:
+                return await self._retrying(lambda: self.handle(index).stream_address.remote())
+
+            stream = self._streams[index] = HostStream(resolve, retry_for=self.RETRY_FOR_SECONDS)
+        return stream
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]], *, retry: bool = True) -> Any:
+        """`call()`, again while the host restarts (max_restarts), for up to `RETRY_FOR_SECONDS`."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError
 
         delay, waited = 0.05, 0.0
         while True:
             try:
-                return await self.handle(index).call.remote(method, *args, **kwargs)
+                return await call()
             except (ActorDiedError, ActorUnavailableError):
-                # The host is restarting (max_restarts). Reads and Yjs updates are safe to repeat
-                # (applying an update twice is a no-op); events and revisions are not.
-                if waited >= self.RETRY_FOR_SECONDS or method in NOT_RETRIED:
+                if not retry or waited >= self.RETRY_FOR_SECONDS:
                     raise
                 await asyncio.sleep(delay)
                 waited += delay
@@ -195,55 +201,15 @@ class RayLive(HostRouter):
     async def call(self, essay_id: uuid.UUID, method: str, *args: Any, **kwargs: Any) -> Any:
         index = host_index(essay_id, self.hosts)
         if method == "apply_update":
-            return await self._batched_apply(index, args, kwargs)
+            return await self.stream(index).apply(*args, **kwargs)
         return await self._call_host(index, method, *args, **kwargs)
-
-    async def _batched_apply(self, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Updates for one host from all of this replica's sockets travel in one actor call.
-
-        One Ray call per keystroke was the largest cost left on the typing path. A batch leaves
-        at the next event-loop turn, unless `MAX_IN_FLIGHT` batches to that host are still
-        waiting for their group commit: then it grows until one returns. Light load adds no
-        latency; heavy load makes fewer, larger calls instead of queueing more of them.
-        """
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        batch = self._batches.get(index)
-        if batch is None:
-            batch = self._batches[index] = []
-            if self._in_flight.get(index, 0) < self.MAX_IN_FLIGHT:
-                asyncio.get_running_loop().call_soon(self._start_batch, index)
-        batch.append((args, kwargs, fut))
-        return await fut
-
-    def _start_batch(self, index: int) -> None:
-        if index in self._batches and self._in_flight.get(index, 0) < self.MAX_IN_FLIGHT:
-            self._in_flight[index] = self._in_flight.get(index, 0) + 1
-            _keep(asyncio.ensure_future(self._send_batch(index, self._batches.pop(index))))
-
-    async def _send_batch(self, index: int, batch: list[PendingApply]) -> None:
-        try:
-            results = await self._call_host(index, "apply_many", [(a, k) for a, k, _ in batch])
-        except BaseException as exc:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        finally:
-            self._in_flight[index] -= 1
-            if index in self._batches and self._in_flight[index] < self.MAX_IN_FLIGHT:
-                self._start_batch(index)  # what queued while we waited goes now, as one call
-        for (_, _, fut), (ok, value) in zip(batch, results):
-            if fut.done():
-                continue
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
 
     async def call_all(self, method: str, *args: Any) -> list[Any]:
         return list(await asyncio.gather(*(self._call_host(i, method, *args) for i in range(self.hosts))))
 
     async def stop(self) -> None:
+        for stream in self._streams.values():
+            stream.close()
         await self.bus.close()
 
     def readiness_probes(self) -> list[tuple[str, Probe]]:

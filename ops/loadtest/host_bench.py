@@ -1,9 +1,9 @@
 """The essay host alone: CPU per typed update, without Ray, sockets or the network.
 
 `run.py` runs the whole service and its clients on one 2-core machine, where a saturated box
-moves latency by half between runs. This drives one `EssayHost` in this process the way a
-Gateway replica does (each batch of typed updates one `apply_many`, at most `RayLive.MAX_IN_FLIGHT`
-batches awaiting their group commit), with run.py's typing model and text, on a fresh SQLite
+moves latency by half between runs. This drives one `EssayHost` in this process as its stream from
+the Gateways does (`actors.host_stream`: each typed update applied in its own task, answered once
+its group commit lands), with run.py's typing model and text, on a fresh SQLite
 store, and reports what the host's own work costs: process CPU per update (apply, group commit,
 dashboard rows, tier-1 rules, compaction) and the time from an update's arrival to its ack.
 Stable to a few percent between runs, so a change to the host's hot path can be measured here
@@ -36,7 +36,6 @@ from db.migrate import upgrade
 from db.models import User
 from db.repositories import classes, essays
 from ops.loadtest.run import CORPUS, pct
-from serve_app.live import RayLive
 from serve_app.settings import Settings
 
 NODE = "bench-gateway"  # the bus node of the one simulated Gateway (its sockets follow every essay)
@@ -97,43 +96,27 @@ async def make_essays(sessions: Any, n: int, per_account: int = 10, classes_: in
 
 
 class Driver:
-    """Hands updates to the host as a Gateway replica does: one `apply_many` per batch, the next
-    batch leaving when fewer than `max_in_flight` await their commit."""
+    """Hands updates to the host as its stream server does: each `apply_update` in its own task."""
 
-    def __init__(self, host: EssayHost, owners: dict[uuid.UUID, uuid.UUID], max_in_flight: int) -> None:
-        self.host, self.owners, self.max_in_flight = host, owners, max_in_flight
-        self.waiting: list[tuple[float, tuple[Any, ...], dict[str, Any]]] = []
-        self.in_flight = 0
+    def __init__(self, host: EssayHost, owners: dict[uuid.UUID, uuid.UUID]) -> None:
+        self.host, self.owners = host, owners
         self.acks: list[tuple[float, float]] = []  # (arrived, acked)
         self.failed = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
     def arrive(self, essay_id: uuid.UUID, update: bytes) -> None:
-        self.waiting.append((time.perf_counter(), (essay_id, update),
-                             {"author_id": self.owners[essay_id], "origin": "o", "live": True, "node": NODE}))
-        self.pump()
+        task = asyncio.ensure_future(self._apply(time.perf_counter(), essay_id, update))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    def pump(self) -> None:
-        if self.waiting and self.in_flight < self.max_in_flight:
-            batch, self.waiting = self.waiting, []
-            self.in_flight += 1
-            task = asyncio.ensure_future(self._send(batch))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _send(self, batch: list[tuple[float, tuple[Any, ...], dict[str, Any]]]) -> None:
-        await asyncio.sleep(0)  # like the Gateway: a batch leaves at the next loop turn
+    async def _apply(self, arrived: float, essay_id: uuid.UUID, update: bytes) -> None:
         try:
-            results = await self.host.apply_many([(a, k) for _, a, k in batch])
-        finally:
-            self.in_flight -= 1
-        now = time.perf_counter()
-        for (arrived, _, _), (ok, _) in zip(batch, results):
-            if ok:
-                self.acks.append((arrived, now))
-            else:
-                self.failed += 1
-        self.pump()
+            await self.host.apply_update(essay_id, update, author_id=self.owners[essay_id], origin="o",
+                                         live=True, node=NODE)
+        except Exception:
+            self.failed += 1
+        else:
+            self.acks.append((arrived, time.perf_counter()))
 
 
 async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[str, Any]:
@@ -155,7 +138,7 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[
         owners[essay_id] = host.essays[essay_id].meta.owner_id
     for class_id in {a.meta.class_id for a in host.essays.values()}:
         await host.watch(f"class:{class_id}", 1)  # every teacher's dashboard is open
-    driver = Driver(host, owners, RayLive.MAX_IN_FLIGHT)
+    driver = Driver(host, owners)
 
     start = time.perf_counter()
     measured_from = start + warmup

@@ -1,0 +1,145 @@
+"""actors.host_stream: typed updates from a Gateway to an essay host over real TCP, against the
+real store: acks after the commit, errors mapped back, the token, and a break mid-flight."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.broadcast import InMemoryBus
+from actors.host import EssayHost, EssayNotFound, HostConfig, UpdateRejected
+from actors.host_stream import (
+    FramedProtocol,
+    HostStream,
+    StreamError,
+    StreamServer,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    OK,
+    REJECTED,
+)
+from tests.integration.test_host import new_essay, sessions, stored_text, typed_updates  # noqa: F401
+
+WORDS = [f"w{i} " for i in range(30)]
+
+
+def test_frames_round_trip() -> None:
+    essay, author = uuid.uuid4(), uuid.uuid4()
+    for kwargs in ({"author_id": author, "origin": "o" * 32, "live": True, "node": "n1"},
+                   {"author_id": None, "origin": "", "live": False, "node": None}):
+        request_id, eid, update, decoded = decode_request(encode_request(7, essay, b"\x01\x02", **kwargs))
+        assert (request_id, eid, update, decoded) == (7, essay, b"\x01\x02", kwargs)
+    assert decode_response(encode_response(9, OK, 2**40)) == (9, OK, 2**40)
+    assert decode_response(encode_response(9, REJECTED, "bad")) == (9, REJECTED, "bad")
+    with pytest.raises(ValueError):
+        decode_request(b"\x00" * 10)
+
+
+@pytest.fixture
+async def host(sessions: object) -> AsyncIterator[EssayHost]:  # noqa: F811
+    h = EssayHost(sessions=sessions, bus=InMemoryBus(), config=HostConfig(commit_interval=0.02))  # type: ignore[arg-type]
+    await h.start()
+    yield h
+    await h.stop()
+
+
+async def serve(host: EssayHost) -> StreamServer:
+    server = StreamServer(host)
+    await server.start("127.0.0.1")
+    return server
+
+
+def resolver(server: StreamServer) -> tuple[list[StreamServer], object]:
+    current = [server]
+
+    async def resolve() -> tuple[str, int, bytes]:
+        return "127.0.0.1", current[0].port, current[0].token
+
+    return current, resolve
+
+
+async def test_updates_are_acked_once_stored_and_errors_come_back_as_theirs(host: EssayHost, sessions: object) -> None:  # noqa: F811
+    essay_id = await new_essay(sessions)
+    server = await serve(host)
+    _, resolve = resolver(server)
+    stream = HostStream(resolve)  # type: ignore[arg-type]
+    typed = ""
+    for word, update in zip(WORDS[:10], typed_updates(WORDS[:10])):
+        seq = await stream.apply(essay_id, update, author_id=None, origin="o")
+        typed += word
+        assert await stored_text(sessions, essay_id) == typed  # the ack came after the commit
+    assert seq == 10
+    together = await asyncio.gather(*(stream.apply(essay_id, u, origin="o")
+                                      for u in typed_updates(WORDS)[10:]))  # many in flight at once
+    assert sorted(together) == list(range(11, 31))
+    with pytest.raises(UpdateRejected):
+        await stream.apply(essay_id, b"\xff\xfe garbage", origin="o")
+    with pytest.raises(EssayNotFound):
+        await stream.apply(uuid.uuid4(), typed_updates(["x"])[0], origin="o")
+    assert await stream.apply(essay_id, typed_updates(["x"])[0], origin="o") > 0  # the stream goes on
+    assert stream.connects == 1
+    stream.close()
+    await server.close()
+
+
+class Raw(FramedProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[bytes] = []
+        self.closed = asyncio.get_event_loop().create_future()
+
+    def frame_received(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def test_a_connection_without_the_token_is_closed_and_changes_nothing(host: EssayHost, sessions: object) -> None:  # noqa: F811
+    essay_id = await new_essay(sessions)
+    server = await serve(host)
+    _, raw = await asyncio.get_running_loop().create_connection(Raw, "127.0.0.1", server.port)
+    assert isinstance(raw, Raw)
+    raw.send(b"x" * 32)  # a wrong token
+    raw.send(encode_request(1, essay_id, typed_updates(["sneaky"])[0], author_id=None, origin="o", live=True, node=None))
+    await asyncio.wait_for(raw.closed, 5)
+    assert raw.frames == [] and await stored_text(sessions, essay_id) == ""
+    await server.close()
+
+
+async def test_updates_in_flight_when_the_stream_breaks_are_sent_again_and_land_once(host: EssayHost, sessions: object) -> None:  # noqa: F811
+    """The host restarted (a new server, token and port): unanswered updates go to it again;
+    repeated ones are no-ops, so the text has each word once."""
+    essay_id = await new_essay(sessions)
+    first = await serve(host)
+    current, resolve = resolver(first)
+    stream = HostStream(resolve)  # type: ignore[arg-type]
+    updates = typed_updates(WORDS)
+    assert await stream.apply(essay_id, updates[0], origin="o") == 1
+    in_flight = [asyncio.ensure_future(stream.apply(essay_id, u, origin="o")) for u in updates[1:]]
+    await asyncio.sleep(0.005)  # written, applied, waiting for the 20 ms group commit
+    current[0] = await serve(host)
+    await first.close()
+    assert stream._protocol is not None and stream._protocol.transport is not None
+    stream._protocol.transport.abort()  # the connection breaks before any answer
+    seqs = await asyncio.wait_for(asyncio.gather(*in_flight), 10)
+    assert sorted(seqs)[-1] == len(WORDS) and stream.connects == 2
+    assert await stored_text(sessions, essay_id) == "".join(WORDS)
+    stream.close()
+    await current[0].close()
+
+
+async def test_an_unreachable_host_fails_the_updates_after_the_retry_window() -> None:
+    async def resolve() -> tuple[str, int, bytes]:
+        raise ConnectionRefusedError("no host")
+
+    stream = HostStream(resolve, retry_for=0.3)
+    with pytest.raises(StreamError):
+        await asyncio.wait_for(stream.apply(uuid.uuid4(), b"\x00\x00", origin="o"), 5)
