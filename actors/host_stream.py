@@ -11,10 +11,17 @@ write), the host answers each as soon as its commit lands, and nothing waits for
 Everything else between Gateway and host (sync, attach, events, ...) stays a Ray call.
 
 Trust: a host listens on its node's address with a random 32-byte token that only Ray callers
-get (`EssayHostShell.stream_address`); a connection whose first frame is not the token is
-closed. Failure: when a stream breaks (the host process died, Ray restarts it) the Gateway asks
-Ray for the new address and sends every unanswered update again, for up to `retry_for` seconds,
-as it did with Ray calls: applying a Yjs update twice is a no-op, so nothing is lost or doubled.
+get (`EssayHostShell.stream_address`); a connection whose first frame is not the token (or that
+sends none within `TOKEN_WAIT_SECONDS`) is closed. The token travels in the clear on the node
+network, as Ray's own traffic does by default.
+
+Failure: when a stream breaks (the host process died, Ray restarts it) the Gateway asks Ray for
+the new address and sends every unanswered update again: applying a Yjs update twice is a
+no-op, so nothing is lost or doubled. An update still unanswered `retry_for` seconds after it
+was first sent is failed at the next reconnect (one that kills every host it reaches must not
+be resent forever). A peer that vanishes without closing (its node lost power, a partition) is
+noticed by TCP keepalive and `TCP_USER_TIMEOUT` within ~10 s, not the kernel's ~15 minutes; a
+host that is merely slow (its database restarting) keeps the connection and the updates wait.
 
 Frames both ways are a 4-byte big-endian length and a payload of at most `MAX_FRAME` bytes.
 
@@ -29,6 +36,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import socket
 import struct
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,6 +47,9 @@ from actors.host import EssayHost, EssayNotFound, UpdateRejected
 log = logging.getLogger("essaycoach.stream")
 
 TOKEN_BYTES = 32
+TOKEN_WAIT_SECONDS = 5.0
+CONNECT_TIMEOUT = 5.0
+PEER_TIMEOUT_SECONDS = 10
 MAX_FRAME = 4 * 1024 * 1024  # an update is at most 1 MiB (the socket's limit) plus a header
 OK, REJECTED, NOT_FOUND, FAILED = range(4)
 _LIVE, _AUTHOR, _NODE = 1, 2, 4
@@ -95,8 +106,25 @@ def decode_response(payload: bytes) -> tuple[int, int, int | str]:
     return request_id, status, _SEQ.unpack(body)[0] if status == OK else body.decode(errors="replace")
 
 
+def keep_alive(transport: asyncio.BaseTransport, timeout: int = PEER_TIMEOUT_SECONDS) -> None:
+    """Notice a peer that vanished without closing within ~`timeout` s: keepalive probes while
+    idle, and `TCP_USER_TIMEOUT` for data it never acknowledges (Linux; elsewhere keepalive's
+    defaults)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", timeout // 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", timeout // 2),
+                        ("TCP_USER_TIMEOUT", timeout * 1000)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
 class FramedProtocol(asyncio.Protocol):
-    """Length-prefixed frames over a transport; what one loop turn sends leaves in one write."""
+    """Length-prefixed frames over a transport; what one loop turn sends leaves in one write.
+    A frame longer than `max_frame` closes the connection."""
+
+    max_frame = MAX_FRAME
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -113,7 +141,7 @@ class FramedProtocol(asyncio.Protocol):
         pos = 0
         while len(buffer) - pos >= 4:
             size = int.from_bytes(buffer[pos:pos + 4], "big")
-            if size > MAX_FRAME:
+            if size > self.max_frame:
                 log.warning("stream frame too large; closing", extra={"bytes": size})
                 self.close()
                 return
@@ -154,12 +182,33 @@ class FramedProtocol(asyncio.Protocol):
 
 
 class _HostSide(FramedProtocol):
-    """One Gateway's connection to the host: each update applied in its own task, in order."""
+    """One Gateway's connection to the host: each update applied in its own task, in order.
+    Until the token arrives only a token-sized frame is read, for `TOKEN_WAIT_SECONDS`."""
+
+    max_frame = TOKEN_BYTES
 
     def __init__(self, server: StreamServer) -> None:
         super().__init__()
         self.server = server
         self.trusted = False
+        self._token_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.connections.add(self)
+        keep_alive(transport)
+        self._token_timer = asyncio.get_running_loop().call_later(TOKEN_WAIT_SECONDS, self._no_token)
+
+    def _no_token(self) -> None:
+        if not self.trusted:
+            log.warning("stream refused: no token")
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.server.connections.discard(self)
+        if self._token_timer is not None:
+            self._token_timer.cancel()
 
     def frame_received(self, frame: bytes) -> None:
         if not self.trusted:
@@ -168,6 +217,7 @@ class _HostSide(FramedProtocol):
                 self.close()
                 return
             self.trusted = True
+            self.max_frame = MAX_FRAME
             return
         try:
             request_id, essay_id, update, kwargs = decode_request(frame)
@@ -202,6 +252,7 @@ class StreamServer:
         self.host = host
         self.token = token or new_token()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.connections: set[_HostSide] = set()
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
@@ -212,9 +263,12 @@ class StreamServer:
         return self.port
 
     async def close(self) -> None:
+        """Stop listening and drop every connection (Gateways resend what was unanswered)."""
         if self._server is not None:
             self._server.close()
             self._server = None
+        for connection in list(self.connections):
+            connection.close()
 
 
 Resolve = Callable[[], Awaitable[tuple[str, int, bytes]]]
@@ -226,7 +280,13 @@ class _GatewaySide(FramedProtocol):
         self.stream = stream
 
     def frame_received(self, frame: bytes) -> None:
-        self.stream._answered(*decode_response(frame))
+        try:
+            answer = decode_response(frame)
+        except (struct.error, UnicodeDecodeError):
+            log.warning("stream: malformed answer; reconnecting")
+            self.close()  # connection_lost follows: unanswered updates are sent again
+            return
+        self.stream._answered(*answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -243,20 +303,24 @@ class HostStream:
     def __init__(self, resolve: Resolve, *, retry_for: float = 30.0) -> None:
         self._resolve = resolve
         self.retry_for = retry_for
-        self._pending: dict[int, tuple[bytes, asyncio.Future[int]]] = {}
+        self._pending: dict[int, tuple[bytes, asyncio.Future[int], float]] = {}  # frame, answer, first sent
         self._next_id = 0
         self._protocol: _GatewaySide | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._closed = False
         self.connects = 0
 
     async def apply(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None = None,
                     origin: str, live: bool = True, node: str | None = None) -> int:
+        if self._closed:
+            raise StreamError("stream closed")
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         request_id = self._next_id
         frame = encode_request(request_id, essay_id, bytes(update), author_id=author_id, origin=origin,
                                live=live, node=node)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (frame, fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._pending[request_id] = (frame, fut, loop.time())
         try:
             if self._protocol is not None:
                 self._protocol.send(frame)
@@ -297,7 +361,12 @@ class HostStream:
             while True:
                 try:
                     address, port, token = await self._resolve()
-                    _, protocol = await loop.create_connection(lambda: _GatewaySide(self), address, port)
+                    _, protocol = await asyncio.wait_for(
+                        loop.create_connection(lambda: _GatewaySide(self), address, port),
+                        max(0.1, min(CONNECT_TIMEOUT, deadline - loop.time())))
+                    assert isinstance(protocol, _GatewaySide)
+                    if protocol.transport is None:  # closed at once: the host went away again
+                        raise ConnectionResetError("closed on connect")
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -307,13 +376,18 @@ class HostStream:
                     await asyncio.sleep(delay)
                     delay = min(1.0, delay * 2)
                     continue
-                assert isinstance(protocol, _GatewaySide)
-                if protocol.transport is None:
-                    continue  # closed at once (the host restarted between resolve and connect)
+                if self._closed:
+                    protocol.close()
+                    return
+                keep_alive(protocol.transport)
                 self.connects += 1
                 protocol.send(token)
-                for frame, fut in list(self._pending.values()):
-                    if not fut.done():
+                for frame, fut, first_sent in list(self._pending.values()):
+                    if fut.done():
+                        continue
+                    if loop.time() - first_sent > self.retry_for:
+                        fut.set_exception(StreamError("essay host did not answer in time"))
+                    else:
                         protocol.send(frame)  # again after a break: a repeated update is a no-op
                 self._protocol = protocol
                 return
@@ -321,11 +395,13 @@ class HostStream:
             self._connecting = None
 
     def _fail_all(self, exc: Exception) -> None:
-        for _, fut in list(self._pending.values()):
+        for _, fut, _ in list(self._pending.values()):
             if not fut.done():
                 fut.set_exception(exc)
 
     def close(self) -> None:
+        """Fail what waits and refuse what comes: the Gateway is stopping."""
+        self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
         if self._protocol is not None:

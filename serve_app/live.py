@@ -209,7 +209,7 @@ class RayLive(HostRouter):
 
     async def stop(self) -> None:
         for stream in self._streams.values():
-            stream.close()
+            stream.close()  # a late update fails (StreamError) instead of connecting again
         await self.bus.close()
 
     def readiness_probes(self) -> list[tuple[str, Probe]]:

@@ -114,26 +114,104 @@ async def test_a_connection_without_the_token_is_closed_and_changes_nothing(host
     await server.close()
 
 
-async def test_updates_in_flight_when_the_stream_breaks_are_sent_again_and_land_once(host: EssayHost, sessions: object) -> None:  # noqa: F811
-    """The host restarted (a new server, token and port): unanswered updates go to it again;
-    repeated ones are no-ops, so the text has each word once."""
+class Stuck:
+    """A host that takes updates and never answers (it is about to die)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def apply_update(self, *args: object, **kwargs: object) -> int:
+        self.received += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_updates_in_flight_when_the_stream_breaks_are_answered_by_the_next_host(host: EssayHost, sessions: object) -> None:  # noqa: F811
+    """The first host takes the updates and dies without answering; the restarted one (a new
+    server, port and token) gets every unanswered update again and acks each once stored."""
     essay_id = await new_essay(sessions)
-    first = await serve(host)
+    stuck = Stuck()
+    first = StreamServer(stuck)  # type: ignore[arg-type]
+    await first.start("127.0.0.1")
     current, resolve = resolver(first)
     stream = HostStream(resolve)  # type: ignore[arg-type]
-    updates = typed_updates(WORDS)
-    assert await stream.apply(essay_id, updates[0], origin="o") == 1
-    in_flight = [asyncio.ensure_future(stream.apply(essay_id, u, origin="o")) for u in updates[1:]]
-    await asyncio.sleep(0.005)  # written, applied, waiting for the 20 ms group commit
+    in_flight = [asyncio.ensure_future(stream.apply(essay_id, u, origin="o")) for u in typed_updates(WORDS)]
+    for _ in range(100):
+        if stuck.received == len(WORDS):
+            break
+        await asyncio.sleep(0.01)
+    assert stuck.received == len(WORDS) and not any(f.done() for f in in_flight)
     current[0] = await serve(host)
-    await first.close()
-    assert stream._protocol is not None and stream._protocol.transport is not None
-    stream._protocol.transport.abort()  # the connection breaks before any answer
+    await first.close()  # drops its connections: the Gateway side sees the break
     seqs = await asyncio.wait_for(asyncio.gather(*in_flight), 10)
-    assert sorted(seqs)[-1] == len(WORDS) and stream.connects == 2
+    assert sorted(seqs) == list(range(1, len(WORDS) + 1)) and stream.connects == 2
     assert await stored_text(sessions, essay_id) == "".join(WORDS)
     stream.close()
+    with pytest.raises(StreamError):  # a closed stream (the Gateway stopping) refuses more
+        await stream.apply(essay_id, typed_updates(["late"])[0], origin="o")
     await current[0].close()
+
+
+async def test_an_update_no_host_ever_answers_fails_once_its_retry_window_is_over() -> None:
+    """Each host it reaches dies (or drops the connection) before answering: after `retry_for`
+    it is failed instead of being sent again forever."""
+    stuck = Stuck()
+    servers: list[StreamServer] = []
+
+    async def resolve() -> tuple[str, int, bytes]:
+        if servers:
+            await servers[-1].close()
+        server = StreamServer(stuck)  # type: ignore[arg-type]
+        await server.start("127.0.0.1")
+        servers.append(server)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, lambda: asyncio.ensure_future(server.close()))  # it dies soon after
+        return "127.0.0.1", server.port, server.token
+
+    stream = HostStream(resolve, retry_for=0.5)
+    with pytest.raises(StreamError):
+        await asyncio.wait_for(stream.apply(uuid.uuid4(), b"\x00\x00", origin="o"), 10)
+    assert stream.connects >= 2 and stuck.received >= 2
+    stream.close()
+    for server in servers:
+        await server.close()
+
+
+async def test_the_host_reads_only_a_token_sized_first_frame_and_waits_for_it_briefly(
+        host: EssayHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    import actors.host_stream as hs
+
+    monkeypatch.setattr(hs, "TOKEN_WAIT_SECONDS", 0.2)
+    server = await serve(host)
+    loop = asyncio.get_running_loop()
+    _, big = await loop.create_connection(Raw, "127.0.0.1", server.port)
+    assert isinstance(big, Raw) and big.transport is not None
+    big.transport.write((4 * 1024 * 1024).to_bytes(4, "big"))  # a 4 MiB "token" would be buffered
+    await asyncio.wait_for(big.closed, 5)
+    _, silent = await loop.create_connection(Raw, "127.0.0.1", server.port)
+    assert isinstance(silent, Raw)
+    await asyncio.wait_for(silent.closed, 5)  # sends nothing: closed after the wait
+    assert not server.connections
+    await server.close()
+
+
+def test_frames_split_across_reads_and_many_in_one_read_are_all_delivered() -> None:
+    class Collect(FramedProtocol):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames: list[bytes] = []
+
+        def frame_received(self, frame: bytes) -> None:
+            self.frames.append(frame)
+
+    frames = [b"", b"a", b"hello" * 100, bytes(range(256))]
+    wire = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+    for step in (1, 3, 7, len(wire)):
+        protocol = Collect()
+        protocol.transport = object()  # type: ignore[assignment]  # open; nothing is written here
+        for k in range(0, len(wire), step):
+            protocol.data_received(wire[k:k + step])
+        assert protocol.frames == frames, step
 
 
 async def test_an_unreachable_host_fails_the_updates_after_the_retry_window() -> None:
