@@ -122,6 +122,9 @@ class SocketsSkipServe:
                 await direct.serve(scope, receive, send)
                 return
             scope["headers"] = [*scope["headers"], DISCONNECT_DISABLED]
+            from serve_app.realtime.lean_ws import forget_current
+
+            forget_current()  # frames go through Serve's send path, never past it
         await self.app(scope, receive, send)
 
 

@@ -41,6 +41,12 @@ def current() -> "LeanWebSocketProtocol | None":
     return connection
 
 
+def forget_current() -> None:
+    """No connection for the calling task from here on (a socket handed to another ASGI app,
+    which sends through its own path: our writes must not overtake its queued frames)."""
+    _CONNECTION.set(None)
+
+
 class Inbox:
     """The received-message queue: `asyncio.Queue`'s `put_nowait`/`get`/`empty`/`qsize` for one
     reader at a time (an ASGI app reads its `receive` from one task)."""

@@ -122,6 +122,23 @@ async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disco
     assert serve.scopes[1]["headers"] == [(b"host", b"x")]
 
 
+async def test_a_socket_going_through_serve_is_never_written_past_serve() -> None:
+    """Our `Outbound` writes straight to the connection only where our app owns it: a socket
+    handed to Serve's path must not see the connection (its frames could overtake Serve's)."""
+    from serve_app.realtime import lean_ws
+
+    seen: list[Any] = []
+
+    class Serve:
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(lean_ws.current())
+
+    lean_ws._CONNECTION.set(SimpleNamespace(loop=asyncio.get_running_loop()))  # type: ignore[arg-type]
+    assert lean_ws.current() is not None and direct.for_this_loop() is None
+    await SocketsSkipServe(Serve())({"type": "websocket", "headers": []}, None, None)
+    assert seen == [None]
+
+
 def autoscaling_context(*, replicas: int, requests: float, sockets: dict[str, float], target: int = 200) -> Any:
     return SimpleNamespace(current_num_replicas=replicas, target_num_replicas=replicas, total_num_requests=requests,
                            aggregated_metrics={SOCKETS_METRIC: sockets} if sockets else None,
