@@ -122,7 +122,7 @@ async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disco
     assert serve.scopes[1]["headers"] == [(b"host", b"x")]
 
 
-async def test_a_socket_going_through_serve_is_never_written_past_serve() -> None:
+async def test_a_socket_going_through_serve_is_never_written_past_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our `Outbound` writes straight to the connection only where our app owns it: a socket
     handed to Serve's path must not see the connection (its frames could overtake Serve's)."""
     from serve_app.realtime import lean_ws
@@ -133,6 +133,7 @@ async def test_a_socket_going_through_serve_is_never_written_past_serve() -> Non
         async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
             seen.append(lean_ws.current())
 
+    monkeypatch.setattr(direct, "_registered", [])  # no app of ours on this loop (another test's may be)
     lean_ws._CONNECTION.set(SimpleNamespace(loop=asyncio.get_running_loop()))  # type: ignore[arg-type]
     assert lean_ws.current() is not None and direct.for_this_loop() is None
     await SocketsSkipServe(Serve())({"type": "websocket", "headers": []}, None, None)
