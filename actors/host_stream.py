@@ -128,12 +128,14 @@ class FramedProtocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._flushing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -164,7 +166,7 @@ class FramedProtocol(asyncio.Protocol):
         self._out.append(payload)
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with the transport
 
     def _flush(self) -> None:
         self._flushing = False

@@ -35,7 +35,7 @@ from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.models import User
 from db.repositories import classes, essays
-from ops.loadtest.run import CORPUS, pct
+from ops.loadtest.run import CORPUS, pct, type_chunk
 from serve_app.settings import Settings
 
 NODE = "bench-gateway"  # the bus node of the one simulated Gateway (its sockets follow every essay)
@@ -43,8 +43,8 @@ NODE = "bench-gateway"  # the bus node of the one simulated Gateway (its sockets
 
 def typing_schedule(essays_: int, seconds: float, seed: int) -> list[tuple[float, int, bytes]]:
     """(time, essay index, update) for every update typed in `seconds`, in time order: run.py's
-    model (bursts exp(mean 12 s) of an update every 400-600 ms, 1-4 characters, 5% a backspace
-    and retype; pauses exp(mean 3 s)), made before the clock starts."""
+    model (bursts exp(mean 12 s, run.py's default) of an update (`type_chunk`) every 400-600 ms;
+    pauses exp(mean 3 s)), made before the clock starts."""
     rng = random.Random(seed)
     events: list[tuple[float, int, bytes]] = []
     for index in range(essays_):
@@ -57,16 +57,7 @@ def typing_schedule(essays_: int, seconds: float, seed: int) -> list[tuple[float
         while t < seconds:
             burst_end = t + rng.expovariate(1 / 12)
             while t < min(burst_end, seconds):
-                n = rng.choice((1, 2, 2, 3, 3, 4))
-                chunk = (CORPUS + CORPUS)[cursor % len(CORPUS):][:n]
-                cursor += n
-                with doc.transaction():
-                    if rng.random() < 0.05 and len(text) > 1:
-                        end = len(text)
-                        del text[end - 1:end]
-                        text.insert(end - 1, chunk)
-                    else:
-                        text.insert(len(text), chunk)
+                cursor = type_chunk(doc, text, cursor, rng)
                 events.append((t, index, updates[-1]))
                 t += rng.uniform(0.4, 0.6)
             t += rng.expovariate(1 / 3)

@@ -430,6 +430,23 @@ class Essay:
     cursor: int = 0
 
 
+def type_chunk(doc: Any, text: Any, cursor: int, rng: random.Random) -> int:
+    """One update of the typing model: the next 1-4 characters of the corpus from `cursor`,
+    5% of the time after a backspace over the last character (the corpus is ASCII), in one
+    transaction of `doc` on its `text`. Returns the new cursor."""
+    n = rng.choice((1, 2, 2, 3, 3, 4))
+    start = cursor % len(CORPUS)
+    chunk = (CORPUS + CORPUS)[start : start + n]
+    with doc.transaction():
+        if rng.random() < 0.05 and len(text) > 1:
+            end = len(text)
+            del text[end - 1 : end]
+            text.insert(end - 1, chunk)
+        else:
+            text.insert(len(text), chunk)
+    return cursor + n
+
+
 class Sim:
     """The clients of one scenario and what they measured."""
 
@@ -462,18 +479,7 @@ class Sim:
     def type_once(self, essay: Essay, rng: random.Random) -> None:
         client = essay.student
         assert client is not None
-        n = rng.choice((1, 2, 2, 3, 3, 4))
-        start = essay.cursor % len(CORPUS)
-        chunk = (CORPUS + CORPUS)[start : start + n]
-        essay.cursor += n
-        text = client.text
-        with client.doc.transaction():
-            if rng.random() < 0.05 and len(text) > 1:
-                end = len(text)
-                del text[end - 1 : end]  # a typo fixed with backspace (the corpus is ASCII)
-                text.insert(end - 1, chunk)
-            else:
-                text.insert(len(text), chunk)
+        essay.cursor = type_chunk(client.doc, client.text, essay.cursor, rng)
         t_sent = client.send_times.get(client.sent, time.perf_counter())
         counted = self.in_window(t_sent)
         self.typed_total += 1

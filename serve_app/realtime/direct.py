@@ -25,6 +25,7 @@ Two things Serve did for such a socket are done here instead:
 from __future__ import annotations
 
 import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.realtime.protocol import CloseCode
