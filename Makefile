@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# This checkout's code first, also in Ray workers and subprocesses (a shared venv may point elsewhere).
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test setup migrate web loadtest clean
 
