@@ -180,7 +180,7 @@ class _Collector:
 
 
 class LocalAnalyzer:
-    """Rule-based analyser: spelling (pyspellchecker), grammar patterns, style and structure.
+    """Rule-based analyser: spelling (SCOWL + SymSpell, see spelling.py), grammar patterns, style and structure.
 
     Stateless apart from the shared dictionary, so one instance can serve every essay.
     """
@@ -212,16 +212,21 @@ class LocalAnalyzer:
 
     # -- spelling --------------------------------------------------------------------------
 
-    def _spelling(self, out: _Collector, tokens: Sequence[_Token], allowed: set[str], foreign: Sequence[tuple[int, int]]) -> None:
+    def _spelling(
+        self, out: _Collector, tokens: Sequence[_Token], allowed: set[str], foreign: Sequence[tuple[int, int]]
+    ) -> None:
         names = {t.text for t in tokens if t.text[:1].isupper() and not t.sentence_start}
         for i, tok in enumerate(tokens):
             word = tok.text.rstrip("'’")
             if any(ch.isdigit() for ch in word) or not word.isascii() or _overlaps(foreign, tok.start, tok.end):
                 continue
-            if _introduces_term(out.text, tokens, i) and not one_letter_away(word.lower()):
-                continue  # "a custom called hanami", "the word ikigai": a term on purpose
+            if _is_deliberate_term(out.text, tokens, i):
+                continue
+            parts = word.split("-")
+            if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p in parts if p):
+                continue  # "wabi-sabi": a borrowed compound; a slip leaves one part a word ("well-knwon")
             offset = 0
-            for part in word.split("-"):
+            for part in parts:
                 start = tok.start + offset
                 offset += len(part) + 1
                 at_start = tok.sentence_start and start == tok.start
@@ -529,19 +534,26 @@ def _dedupe(items: list[FeedbackItem]) -> list[FeedbackItem]:
 
 
 _TERM_MARKERS = frozenset({"called", "named", "word", "term", "dubbed", "termed"})
+_DEFINITION_AFTER = re.compile(r",\s+(?:a|an|meaning)\s")
 
 
-def _introduces_term(text: str, tokens: Sequence[_Token], i: int) -> bool:
-    """Whether token ``i`` is a one-word term that directly follows "called", "the word", "known
-    as" and the like and ends the phrase ("a custom called hanami.", "the word ikigai, which")."""
-    if i == 0 or text[tokens[i - 1].end : tokens[i].start] != " ":
+def _is_deliberate_term(text: str, tokens: Sequence[_Token], i: int) -> bool:
+    """Whether token ``i`` is a borrowed term the writer introduces on purpose: one word right after
+    "called", "the word" or "known as" that ends the phrase ("a custom called hanami."), or one
+    defined straight after it ("injera, a soft flatbread"). Only words
+    with no English word one letter away qualify, so "called pregant" or "recieve, a" are still
+    checked."""
+    tok = tokens[i]
+    if tok.text[:1].isupper() or one_letter_away(tok.text.lower().replace("’", "'")):
         return False
-    if i + 1 < len(tokens) and not text[tokens[i].end : tokens[i + 1].start].strip():
-        return False  # "called pregant powerhouse": the phrase goes on, so this is no term
-    before = tokens[i - 1].text.lower()
-    if before in _TERM_MARKERS:
+    if _DEFINITION_AFTER.match(text, tok.end):
         return True
-    return before == "as" and i >= 2 and tokens[i - 2].text.lower() == "known"
+    if i == 0 or text[tokens[i - 1].end : tok.start] != " ":
+        return False
+    if i + 1 < len(tokens) and not text[tok.end : tokens[i + 1].start].strip():
+        return False  # the phrase goes on ("called pregant powerhouse"): no term here
+    before = tokens[i - 1].text.lower()
+    return before in _TERM_MARKERS or (before == "as" and i >= 2 and tokens[i - 2].text.lower() == "known")
 
 
 def _is_known(lower: str, allowed: set[str]) -> bool:

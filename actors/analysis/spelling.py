@@ -42,10 +42,10 @@ cryptocurrencies blockchain blockchains microplastics microfibres microfibers ra
 
 
 # Combining forms that make new technical words from listed ones. Everyday prefixes (re, pre,
-# inter, super, un) are left out: "referal" (re + feral), "intergrated" and "supercede" are
-# misspellings that happen to split into a prefix and a word.
+# inter, super, un, eco) are left out: "referal" (re + feral), "intergrated", "supercede" and
+# "ecomanic" are misspellings that happen to split into a prefix and a word.
 _PREFIXES = (
-    "astro", "bio", "cyber", "eco", "electro", "geo", "hydro", "macro", "micro", "nano", "neuro",
+    "astro", "bio", "cyber", "electro", "geo", "hydro", "macro", "micro", "nano", "neuro",
     "photo", "thermo",
 )
 
@@ -177,8 +177,8 @@ def foreign_spans(text: str, sentences: Sequence[tuple[int, int]]) -> list[tuple
 
     A student who quotes "Je pense, donc je suis" or writes a sentence in Spanish should not get
     a flag on every word. A stretch counts as foreign when fewer than 60% (quotations) or 50%
-    (sentences of two or more words) of its words are English; words with accented letters
-    count as not English, capitalised words inside a sentence (names) are left out of the count.
+    (sentences of two or more words) of its distinct words are English; words with accented
+    letters count as not English, capitalised words inside a stretch (names) are left out.
     A student's own misspellings rarely reach that share, so their sentences are still checked.
     """
     spans: list[tuple[int, int]] = []
@@ -206,16 +206,17 @@ def _english_share(text: str, *, sentence_start: bool) -> float:
 
 
 def _counted_words(text: str, *, sentence_start: bool) -> list[str]:
-    out = []
+    """Distinct words (a refrain's "ay, ay, ay" counts once), names inside the text left out."""
+    out: dict[str, None] = {}
     for i, m in enumerate(_LATIN_WORD.finditer(text)):
         word = m.group()
         if word[0].isupper() and not (i == 0 and sentence_start):
             continue
         if len(word) == 1 and word.lower() not in ("a", "i"):
             continue
-        out.append(word)
-    return out
+        out[word.lower()] = None
+    return list(out)
 
 
 def _is_english(word: str) -> bool:
-    return word.isascii() and is_english_word(word.lower().replace("’", "'"))
+    return word.isascii() and is_english_word(word.replace("’", "'"))

@@ -13,7 +13,7 @@ report's headline numbers are the held-out halves.
 
 Each measured pair is injected into a clean paragraph, about one misspelling per 20 words: where the
 paragraph contains the target word, that occurrence is replaced (keeping its capital), otherwise a
-random lower-case English word outside quotations is. The paragraph then goes through
+random lower-case word outside quotations and hyphenated compounds is. The paragraph then goes through
 ``LocalAnalyzer.analyze_paragraph`` exactly as in the service. A spelling item on an injected span
 is a hit; any other spelling item is a false flag. Real-word errors (the misspelling is itself a
 word of the SCOWL list the checker ships, e.g. "form" for "from") cannot be caught by a dictionary
@@ -124,9 +124,13 @@ class Injected:
 
 def inject(paragraph: str, pairs: list[Pair], rng: random.Random) -> Injected:
     """Replace one word per pair: an occurrence of the pair's target if there is one, else a random
-    lower-case English word outside quotations; spans are of the final text."""
+    lower-case word outside quotations and hyphenated compounds; spans are of the final text."""
     quoted = [m.span() for m in _QUOTE.finditer(paragraph)]
-    words = [m for m in _WORD.finditer(paragraph) if not any(s <= m.start() < e for s, e in quoted)]
+    words = [
+        m for m in _WORD.finditer(paragraph)
+        if not any(s <= m.start() < e for s, e in quoted)
+        and paragraph[m.start() - 1 : m.start()] != "-" and paragraph[m.end() : m.end() + 1] != "-"
+    ]
     taken: set[int] = set()
     edits: list[tuple[int, int, str, Pair]] = []
     in_place = 0
