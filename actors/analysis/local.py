@@ -220,8 +220,6 @@ class LocalAnalyzer:
             word = tok.text.rstrip("'’")
             if any(ch.isdigit() for ch in word) or not word.isascii() or _overlaps(foreign, tok.start, tok.end):
                 continue
-            if _is_deliberate_term(out.text, tokens, i):
-                continue
             parts = word.split("-")
             if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p in parts if p):
                 continue  # "wabi-sabi": a borrowed compound; a slip leaves one part a word ("well-knwon")
@@ -230,6 +228,8 @@ class LocalAnalyzer:
                 start = tok.start + offset
                 offset += len(part) + 1
                 at_start = tok.sentence_start and start == tok.start
+                if len(parts) == 1 and _is_deliberate_term(out.text, tokens, i, allowed):
+                    continue
                 self._check_word(out, part, start, at_start, allowed, names)
 
     def _check_word(
@@ -537,14 +537,15 @@ _TERM_MARKERS = frozenset({"called", "named", "word", "term", "dubbed", "termed"
 _DEFINITION_AFTER = re.compile(r",\s+(?:a|an|meaning)\s")
 
 
-def _is_deliberate_term(text: str, tokens: Sequence[_Token], i: int) -> bool:
+def _is_deliberate_term(text: str, tokens: Sequence[_Token], i: int, allowed: set[str]) -> bool:
     """Whether token ``i`` is a borrowed term the writer introduces on purpose: one word right after
     "called", "the word" or "known as" that ends the phrase ("a custom called hanami."), or one
     defined straight after it ("injera, a soft flatbread"). Only words
     with no English word one letter away qualify, so "called pregant" or "recieve, a" are still
     checked."""
     tok = tokens[i]
-    if tok.text[:1].isupper() or one_letter_away(tok.text.lower().replace("’", "'")):
+    lower = tok.text.lower().replace("’", "'")
+    if tok.text[:1].isupper() or _is_known(lower, allowed) or one_letter_away(lower):
         return False
     if _DEFINITION_AFTER.match(text, tok.end):
         return True

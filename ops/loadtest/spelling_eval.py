@@ -168,7 +168,7 @@ def spelling_spans(analyzer: Any, text: str) -> dict[tuple[int, int], str | None
 # Measurement
 
 
-def evaluate(split: str, seed: int = 7) -> dict[str, Any]:
+def evaluate(split: str, seed: int = 7, per_source: int = PER_SOURCE) -> dict[str, Any]:
     """Recall, precision and suggestion accuracy per source on one split, and false flags on that
     split's clean prose (plus the Cyrillic essay)."""
     from actors.analysis import spelling
@@ -184,7 +184,7 @@ def evaluate(split: str, seed: int = 7) -> dict[str, Any]:
         plain = [p for p in mine if _PLAIN.match(p.misspelling) and _PLAIN.match(p.target) and p.misspelling != p.target]
         real_word = [p for p in plain if _is_word(p.misspelling, scowl)]
         nonword = [p for p in plain if not _is_word(p.misspelling, scowl)]
-        sample = nonword if len(nonword) <= PER_SOURCE else rng.sample(nonword, PER_SOURCE)
+        sample = nonword if len(nonword) <= per_source else rng.sample(nonword, per_source)
         hits = top1 = top3 = false_flags = words = in_place = 0
         misses: list[str] = []
         queue = list(sample)
