@@ -216,9 +216,13 @@ class LocalAnalyzer:
         self, out: _Collector, tokens: Sequence[_Token], allowed: set[str], foreign: Sequence[tuple[int, int]]
     ) -> None:
         names = {t.text for t in tokens if t.text[:1].isupper() and not t.sentence_start}
-        for i, tok in enumerate(tokens):
+        # A word the writer quoted as foreign or introduced as a term ("the word "hygge"") is a
+        # term for the whole paragraph: "a more hygge life" later on is not a slip.
+        terms = {t.text.lower() for i, t in enumerate(tokens)
+                 if _overlaps(foreign, t.start, t.end) or _is_deliberate_term(out.text, tokens, i, allowed)}
+        for tok in tokens:
             word = tok.text.rstrip("'’")
-            if any(ch.isdigit() for ch in word) or not word.isascii() or _overlaps(foreign, tok.start, tok.end):
+            if any(ch.isdigit() for ch in word) or not word.isascii() or tok.text.lower() in terms:
                 continue
             parts = word.split("-")
             if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p in parts if p):
@@ -228,8 +232,6 @@ class LocalAnalyzer:
                 start = tok.start + offset
                 offset += len(part) + 1
                 at_start = tok.sentence_start and start == tok.start
-                if len(parts) == 1 and _is_deliberate_term(out.text, tokens, i, allowed):
-                    continue
                 self._check_word(out, part, start, at_start, allowed, names)
 
     def _check_word(

@@ -83,6 +83,11 @@ def test_a_misspelling_after_called_is_flagged_when_the_phrase_goes_on() -> None
     assert item.quote == "teh" and item.suggestion == "the"
 
 
+def test_a_quoted_or_introduced_term_is_accepted_for_the_whole_paragraph() -> None:
+    text = 'The Danish word "hygge" became popular. Everyone wanted a more hygge life, but I beleive it.'
+    assert [i.quote for i in spelling(text)] == ["beleive"]
+
+
 def test_english_sentence_with_two_misspellings_is_not_taken_for_a_foreign_one() -> None:
     found = spelling("I beleive the goverment should help.")
     assert [i.quote for i in found] == ["beleive", "goverment"]
