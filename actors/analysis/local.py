@@ -199,7 +199,7 @@ class LocalAnalyzer:
         tokens = _tokens(text, sentences, masked)
         out = _Collector(text, paragraph_hash(text), [])
         allowed = {w.lower() for w in dictionary}
-        self._spelling(out, tokens, allowed, foreign_spans(text, sentences))
+        self._spelling(out, tokens, allowed, sentences)
         self._articles(out, tokens)
         self._patterns(out, masked)
         self._subject_verb(out, tokens)
@@ -213,16 +213,13 @@ class LocalAnalyzer:
     # -- spelling --------------------------------------------------------------------------
 
     def _spelling(
-        self, out: _Collector, tokens: Sequence[_Token], allowed: set[str], foreign: Sequence[tuple[int, int]]
+        self, out: _Collector, tokens: Sequence[_Token], allowed: set[str], sentences: Sequence[tuple[int, int]]
     ) -> None:
         names = {t.text for t in tokens if t.text[:1].isupper() and not t.sentence_start}
-        # A word the writer quoted as foreign or introduced as a term ("the word "hygge"") is a
-        # term for the whole paragraph: "a more hygge life" later on is not a slip.
-        terms = {t.text.lower() for i, t in enumerate(tokens)
-                 if _overlaps(foreign, t.start, t.end) or _is_deliberate_term(out.text, tokens, i, allowed)}
+        suspects: list[tuple[_Token, str, int]] = []  # (token, unknown word or part, its start)
         for tok in tokens:
             word = tok.text.rstrip("'’")
-            if any(ch.isdigit() for ch in word) or not word.isascii() or tok.text.lower() in terms:
+            if any(ch.isdigit() for ch in word) or not word.isascii():
                 continue
             parts = word.split("-")
             if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p in parts if p):
@@ -231,22 +228,26 @@ class LocalAnalyzer:
             for part in parts:
                 start = tok.start + offset
                 offset += len(part) + 1
-                at_start = tok.sentence_start and start == tok.start
-                self._check_word(out, part, start, at_start, allowed, names)
+                if _is_suspect(part, tok.sentence_start and start == tok.start, allowed, names):
+                    suspects.append((tok, part, start))
+        if not suspects:
+            return  # the usual case: no need to look for foreign stretches or terms
+        foreign = foreign_spans(out.text, sentences)
+        # A word the writer quoted as foreign or introduced as a term ("the word "hygge"") is a
+        # term for the whole paragraph: "a more hygge life" later on is not a slip.
+        suspect_words = {tok.text.lower() for tok, _, _ in suspects}
+        terms = {
+            t.text.lower() for i, t in enumerate(tokens)
+            if t.text.lower() in suspect_words
+            and (_overlaps(foreign, t.start, t.end) or _is_deliberate_term(out.text, tokens, i, allowed))
+        }
+        for tok, word, start in suspects:
+            if tok.text.lower() not in terms:
+                self._flag_misspelling(out, word, start)
 
-    def _check_word(
-        self, out: _Collector, word: str, start: int, sentence_start: bool, allowed: set[str], names: set[str]
-    ) -> None:
-        if len(word) < 2 or word.isupper() or any(c.isupper() for c in word[1:]):
-            return
-        capitalised = word[0].isupper()
-        if capitalised and (not sentence_start or word in names):
-            return  # a name: capitalised inside a sentence, here or elsewhere in the paragraph
-        lower = word.lower().replace("’", "'")
-        if _is_known(lower, allowed) or (capitalised and is_known_name(lower)):
-            return
-        fixes = suggestions(lower)
-        if capitalised and not fixes:
+    def _flag_misspelling(self, out: _Collector, word: str, start: int) -> None:
+        fixes = suggestions(word.lower().replace("’", "'"))
+        if word[0].isupper() and not fixes:
             return  # an unknown capitalised word with nothing close is most likely a name
         if fixes:
             best = _match_case(word, fixes[0])
@@ -557,6 +558,17 @@ def _is_deliberate_term(text: str, tokens: Sequence[_Token], i: int, allowed: se
         return False  # the phrase goes on ("called pregant powerhouse"): no term here
     before = tokens[i - 1].text.lower()
     return before in _TERM_MARKERS or (before == "as" and i >= 2 and tokens[i - 2].text.lower() == "known")
+
+
+def _is_suspect(word: str, sentence_start: bool, allowed: set[str], names: set[str]) -> bool:
+    """Whether a word (or one part of a hyphenated word) is not English and not a name."""
+    if len(word) < 2 or word.isupper() or any(c.isupper() for c in word[1:]):
+        return False
+    capitalised = word[0].isupper()
+    if capitalised and (not sentence_start or word in names):
+        return False  # a name: capitalised inside a sentence, here or elsewhere in the paragraph
+    lower = word.lower().replace("’", "'")
+    return not (_is_known(lower, allowed) or (capitalised and is_known_name(lower)))
 
 
 def _is_known(lower: str, allowed: set[str]) -> bool:

@@ -284,44 +284,70 @@ def _env(code_root: Path) -> dict[str, str]:
     return env
 
 
-def measure(*, with_latency: bool = True) -> dict[str, Any]:
-    result: dict[str, Any] = {"heldout": evaluate("heldout"), "tune": evaluate("tune")}
-    if with_latency:
-        result["latency"] = latency()
-    return result
+def measure_quality() -> dict[str, Any]:
+    """Quality of the checker this interpreter imports (``--part quality`` of a subprocess)."""
+    _shim_old_checker()
+    return {"heldout": evaluate("heldout"), "tune": evaluate("tune")}
 
 
-def baseline(ref: str) -> dict[str, Any]:
-    """The same measurement with ``ref``'s actors/analysis (this checkout's data and eval code)."""
-    root = HERE.parent.parent
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "archive", ref, "actors"], cwd=root, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        data = Path(tmp) / "actors" / "analysis" / "data"
-        data.mkdir(exist_ok=True)
-        (data / "english_words.txt.gz").write_bytes((root / "actors/analysis/data/english_words.txt.gz").read_bytes())
-        # The old actors/ first on the path, this checkout (for ops/) only after it.
-        script = ("import json,sys;sys.path.append(%r);from ops.loadtest import spelling_eval as e;"
-                  "json.dump(e.measure_baseline(), sys.stdout)") % str(root)
-        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(Path(tmp)),
-                             cwd=tmp, check=True)
-        return json.loads(run.stdout)
-
-
-def measure_baseline() -> dict[str, Any]:
-    """Run inside ``baseline``'s interpreter: the old checker has no ``spelling.suggestions``."""
+def _shim_old_checker() -> None:
+    """A checker from before actors/analysis/spelling.py existed: give evaluate() its one hook."""
     import types
 
     from actors.analysis import local
 
-    if "actors.analysis.spelling" not in sys.modules:
+    try:
+        import actors.analysis.spelling  # noqa: F401
+    except ImportError:
         shim = types.ModuleType("actors.analysis.spelling")
         shim.suggestions = lambda word: tuple(filter(None, [getattr(local, "_correction", lambda w: None)(word)]))  # type: ignore[attr-defined]
         sys.modules["actors.analysis.spelling"] = shim
         import actors.analysis
 
         actors.analysis.spelling = shim  # type: ignore[attr-defined]
-    return {"heldout": evaluate("heldout"), "latency": latency()}
+
+
+def _run_part(code_root: Path, part: str) -> dict[str, Any]:
+    """``part`` ("quality" or "latency") in a fresh interpreter that imports ``actors`` from
+    ``code_root`` and this module (and its data) from this checkout."""
+    script = ("import json,sys;sys.path.append(%r);from ops.loadtest import spelling_eval as e;"
+              "json.dump(e.measure_quality() if %r == 'quality' else e.latency(), sys.stdout)") % (
+        str(HERE.parent.parent), part)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(code_root),
+                         cwd=code_root, check=True)
+    return json.loads(run.stdout)
+
+
+def _checkout(ref: str, into: Path) -> Path:
+    """``ref``'s actors/ under ``into``, with this checkout's word list (the eval's reference)."""
+    root = HERE.parent.parent
+    archive = subprocess.run(["git", "archive", ref, "actors"], cwd=root, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    data = into / "actors" / "analysis" / "data"
+    data.mkdir(exist_ok=True)
+    (data / "english_words.txt.gz").write_bytes((root / "actors/analysis/data/english_words.txt.gz").read_bytes())
+    return into
+
+
+def measure(baseline_ref: str | None, rounds: int = 3) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Quality of this checkout's checker (and ``baseline_ref``'s), then latency of both in
+    alternating fresh interpreters, the best of ``rounds`` each: on a shared machine, load that
+    comes and goes then hits both alike."""
+    root = HERE.parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        base_root = _checkout(baseline_ref, Path(tmp)) if baseline_ref else None
+        result = _run_part(root, "quality")
+        base = _run_part(base_root, "quality") if base_root else None
+        runs: dict[str, list[dict[str, float]]] = {"now": [], "base": []}
+        for _ in range(rounds):
+            runs["now"].append(_run_part(root, "latency"))
+            if base_root:
+                runs["base"].append(_run_part(base_root, "latency"))
+    best = lambda xs: {k: min(x[k] for x in xs) for k in xs[0]}  # noqa: E731
+    result["latency"] = best(runs["now"])
+    if base is not None:
+        base["latency"] = best(runs["base"])
+    return result, base
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +418,8 @@ def section(result: dict[str, Any], base: dict[str, Any] | None, command: str, w
     ]
     if lat:
         lines += [
-            "Cost (same process, back to back; `analyze_paragraph` with every rule, held-out prose with misspellings):",
+            "Cost (`analyze_paragraph` with every rule on held-out prose with misspellings; each checker in its own "
+            "fresh interpreter, alternating, best of 3 runs each):",
             "",
             "| checker | ms per 500 words, paragraph seen first time (word caches cleared) | ms per 500 words, re-check (warm caches) | dictionary load in a fresh process |",
             "| --- | ---: | ---: | ---: |",
@@ -426,8 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     from ops.loadtest.run import machine
 
     m = machine()
-    result = measure()
-    base = baseline(args.baseline_ref) if args.baseline_ref else None
+    result, base = measure(args.baseline_ref)
     command = "python -m ops.loadtest.spelling_eval" + (f" --baseline-ref {args.baseline_ref}" if args.baseline_ref else "")
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     desc = f"{m.get('cpu')} · {m.get('nproc')} cores (load average at start: {', '.join(m.get('loadavg_at_start', []))}) · {m.get('os')}"
