@@ -445,6 +445,15 @@ def write_section(text: str) -> None:
     RESULTS_MD.write_text(current, encoding="utf-8")
 
 
+def with_spelling_section(report: str) -> str:
+    """``report`` (a whole new AI_RESULTS.md from ai_bench) keeping the current spelling section."""
+    current = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else ""
+    if START not in current or END not in current:
+        return report
+    kept = START + current.split(START, 1)[1].split(END, 1)[0] + END + "\n"
+    return report.rstrip("\n") + "\n\n" + kept
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-ref", help="also measure the checker of this git ref (e.g. main)")
