@@ -251,10 +251,10 @@ class LocalAnalyzer:
             return  # an unknown capitalised word with nothing close is most likely a name
         if fixes:
             best = _match_case(word, fixes[0])
-            others = "".join(f' or "{_match_case(word, f)}"' for f in fixes[1:])
+            others = ", ".join(f'"{_match_case(word, f)}"' for f in fixes[1:])
             out.add(
                 "spelling", "spelling", "error", start, start + len(word),
-                f'"{word}" looks misspelled. Did you mean "{best}"{others}?',
+                f'"{word}" looks misspelled. Did you mean "{best}"?' + (f" Other options: {others}." if others else ""),
                 best,
             )
         else:
