@@ -31,6 +31,7 @@ import websockets
 from actors.analysis.provider import ProviderContext
 from db.migrate import upgrade
 from ops.loadtest.run import machine, pct
+from ops.loadtest.spelling_eval import with_spelling_section
 from ops.loadtest.yclient import YClient
 from serve_app.app import create_app
 from serve_app.settings import Settings
@@ -312,12 +313,12 @@ async def main() -> None:
     result["submissions"] = await submissions_rate()
     print("submissions", result["submissions"], flush=True)
     (HERE / "ai_results.json").write_text(json.dumps(result, indent=2))
-    (HERE / "AI_RESULTS.md").write_text(report(result, command.strip()))
+    (HERE / "AI_RESULTS.md").write_text(with_spelling_section(report(result, command.strip())))
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--render-only"]:  # rewrite the report from the stored numbers
         stored = json.loads((HERE / "ai_results.json").read_text())
-        (HERE / "AI_RESULTS.md").write_text(report(stored, "python -m ops.loadtest.ai_bench"))
+        (HERE / "AI_RESULTS.md").write_text(with_spelling_section(report(stored, "python -m ops.loadtest.ai_bench")))
     else:
         asyncio.run(main())

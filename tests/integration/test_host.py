@@ -433,12 +433,12 @@ async def test_a_failed_feedback_write_stays_dirty_for_the_next_tick(sessions: o
 
 async def test_starting_a_host_loads_the_spelling_dictionary(sessions: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loaded at start, in a thread: not on the event loop at the first essay's first pause."""
-    from actors.analysis import local
+    from actors.analysis import spelling
 
-    monkeypatch.setattr(local, "_spell", None)
+    monkeypatch.setattr(spelling, "_english", None)
     host = EssayHost(sessions=sessions, bus=InMemoryBus())  # type: ignore[arg-type]
     await host.start()
     try:
-        assert local._spell is not None and local._spell.known(["essay"])
+        assert spelling._english is not None and spelling._english.known("essay")
     finally:
         await host.stop()
