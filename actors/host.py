@@ -123,8 +123,9 @@ class EssayHost:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Tier 1's spelling dictionary loads on first use (~1 s of CPU, ~57 MiB: SCOWL words + SymSpell index): load it now,
-        # off the event loop, instead of stalling every essay's acks at the first pause.
+        # Tier 1's spelling dictionary loads on first use (~1 s of CPU, ~57 MiB: SCOWL words and
+        # the SymSpell index): load it now, off the event loop, instead of stalling every essay's
+        # acks at the first pause.
         await asyncio.to_thread(spellchecker)
         self.committer.start()
         if self._ticker is None:
