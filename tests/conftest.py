@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -128,21 +129,31 @@ REDIS_URL = os.environ.get("ESSAYCOACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Any:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A local Ray cluster for this test session (started once, ended by us, never `ray stop`)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from serve_app.cli import fast_path_env
+    from serve_app.haproxy_launcher import end_recorded, real_haproxy_binary, serve_env
 
     os.environ.update(fast_path_env())  # test the ingress `make run` uses
-    # HAProxy's metrics and stats ports are fixed by default; free ones let a run coexist with others.
-    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+    # Serve's HAProxy through our launcher, as `essaycoach run` starts it: its pids recorded (ended
+    # below, also those re-parented by a reload), no stats or metrics listeners to collide on.
+    run_dir = tmp_path_factory.mktemp("haproxy")
+    os.environ.update(serve_env(run_dir, real_binary=real_haproxy_binary(), host="127.0.0.1",
+                                stats_port=0, metrics_port=0))
     import ray
 
     ray.init(address="local", namespace=f"test-{uuid.uuid4().hex[:6]}", include_dashboard=False,
              num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()
+    from serve_app.haproxy_launcher import recorded
+    from serve_app.processes import is_alive
+
+    deadline = time.monotonic() + 10  # killed workers take a moment to go, and their HAProxy with them
+    while any(is_alive(r) for r in recorded(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert end_recorded(run_dir) == 0, "Serve's HAProxy outlived ray.shutdown()"
 
 
 class RedisProcess:
