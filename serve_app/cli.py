@@ -80,7 +80,7 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     """The supervisor: take the var directory's run lock (cleaning up after a predecessor killed
     hard), check the ports, then run the driver (`essaycoach driver`) and clean up after it."""
-    from serve_app.ports import check_free
+    from serve_app.ports import check_free, serve_ports_env
     from serve_app.run_record import RunFiles, acquire
     from serve_app.supervisor import supervise
 
@@ -95,6 +95,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         env.update({k: v for k, v in fast_path_env().items() if k not in os.environ})
         if local:
             env.update(haproxy_env(settings, files.run_dir))
+    if local:
+        env.update({k: v for k, v in serve_ports_env(settings.http_port).items() if k not in os.environ})
     lock_fd = acquire(files, wait_seconds=settings.shutdown_seconds + 5)
     try:
         if local:  # on a shared cluster the ports are the cluster's
@@ -119,7 +121,12 @@ def run_listeners(settings: Settings, *, haproxy: bool) -> list[Listener]:
     """The ports `essaycoach run` listens on, with the setting that moves each."""
     from serve_app.ports import Listener
 
-    listeners = [Listener(settings.http_host, settings.http_port, "HTTP_PORT")]
+    from serve_app.ports import serve_ports
+
+    # Serve's fallback proxy binds with SO_REUSEPORT: a taken port would be shared, not refused.
+    fallback = int(os.environ.get("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", serve_ports(settings.http_port)[1]))
+    listeners = [Listener(settings.http_host, settings.http_port, "HTTP_PORT"),
+                 Listener(settings.http_host, fallback, "HTTP_PORT")]
     if haproxy:
         host = settings.haproxy_monitor_host
         listeners += [Listener(host, settings.haproxy_stats_port, "HAPROXY_STATS_PORT"),
@@ -169,7 +176,17 @@ def _serve(settings: Settings, replicas: int) -> None:
 
     from serve_app.deployments import GatewayArgs, build_app
 
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    import ray
+
+    for attempt in range(3):
+        try:
+            serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+            break
+        except ray.exceptions.ActorDiedError:
+            # On a loaded machine Serve's controller can kill a proxy that misses its health checks
+            # while starting, and start another; serve.start only waited for the first one.
+            if attempt == 2:
+                raise
     # One machine: every extra replica is another process on the same cores. The Gateway scales on
     # open sockets plus ongoing requests (deployments.scale_on_sockets): thousands, not hundreds.
     cores = os.cpu_count() or 2

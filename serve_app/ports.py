@@ -39,3 +39,29 @@ def check_free(listeners: list[Listener]) -> None:
         if listener.port and not is_free(listener.host, listener.port):
             raise PortInUse(f"essaycoach: port {listener.port} on {listener.host} is already in use; "
                             f"stop what listens there or set ESSAYCOACH_{listener.setting} to a free port")
+
+
+# Serve's own ports on a node: its Gateway replicas' HTTP servers (the HAProxy fast path's
+# backends, from 30000 up) and its fallback proxy (8500, bound with SO_REUSEPORT). Two instances on
+# one machine with Serve's defaults shared them: the second one's HAProxy reached the first one's
+# Gateway, and its writes went to the first one's database. Each run takes a block of its own.
+SERVE_BLOCK_BASE = 31000
+SERVE_BLOCK_SIZE = 32
+SERVE_BLOCKS = 900
+
+
+def serve_ports(http_port: int) -> tuple[range, int]:
+    """The replica port range and the fallback proxy port of the run serving on `http_port`: a
+    block of 32 ports between 31000 and 59800 chosen by `http_port % 900`, so instances on
+    different HTTP ports (not 900 apart) never share one."""
+    base = SERVE_BLOCK_BASE + (http_port % SERVE_BLOCKS) * SERVE_BLOCK_SIZE
+    return range(base, base + SERVE_BLOCK_SIZE - 2), base + SERVE_BLOCK_SIZE - 2
+
+
+def serve_ports_env(http_port: int) -> dict[str, str]:
+    """Serve's environment for `serve_ports` (set before Ray starts; its actors read it)."""
+    replicas, fallback = serve_ports(http_port)
+    return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(replicas.start),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(replicas.stop),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback + 1)}

@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,21 @@ async def serving(application: Any) -> AsyncIterator[str]:
         await task
 
 
+async def until_ready(http: httpx.AsyncClient, *, seconds: float, alive: Callable[[], None] = lambda: None) -> bool:
+    """Poll `GET /readyz` until it answers 200 (True) or `seconds` pass (False); `alive()` runs
+    before each try and may raise to give up early (the server process exited)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive()
+        try:
+            if (await http.get("/readyz")).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+    return False
+
+
 @pytest.fixture(scope="session")
 async def live_server(settings: Settings) -> AsyncIterator[str]:
     """The API app on a real port, in-process hosts, no Ray."""
@@ -141,6 +156,11 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     run_dir = tmp_path_factory.mktemp("haproxy")
     os.environ.update(serve_env(run_dir, real_binary=real_haproxy_binary(), host="127.0.0.1",
                                 stats_port=0, metrics_port=0))
+    from serve_app.ports import serve_ports_env
+
+    # Serve's replica and fallback ports of our own: other Serve instances on this machine must
+    # never receive this session's requests (nor we theirs).
+    os.environ.update(serve_ports_env(free_port()))
     import ray
 
     ray.init(address="local", namespace=f"test-{uuid.uuid4().hex[:6]}", include_dashboard=False,

@@ -34,7 +34,7 @@ from serve_app.haproxy_launcher import recorded
 from serve_app.ports import is_free
 from serve_app.run_record import RunFiles
 from serve_app.settings import ROOT
-from tests.conftest import free_port
+from tests.conftest import free_port, until_ready
 from tests.fakes import PASSWORD, Account, make_essay, register
 
 pytestmark = pytest.mark.ray
@@ -52,14 +52,12 @@ class Run:
     def __init__(self, var_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.var_dir, self.port = var_dir, port
         self.extra = env or {}
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
+        # As an operator's shell would: nothing of this test session's own Ray or Serve settings.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ESSAYCOACH_"))}
+        self.env = {**inherited, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
                     "ESSAYCOACH_VAR_DIR": str(var_dir), "ESSAYCOACH_HTTP_PORT": str(port),
-                    "ESSAYCOACH_SHUTDOWN_SECONDS": str(SHUTDOWN_SECONDS), "ESSAYCOACH_DEV_MODE": "true",
-                    "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "100000", **(env or {})}
-        for key in ("RAY_ADDRESS", "ESSAYCOACH_DATABASE_URL", "ESSAYCOACH_REDIS_URL", "ESSAYCOACH_JWT_SECRET",
-                    "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_BINARY_PATH"):
-            if env is None or key not in env:
-                self.env.pop(key, None)
+                    "ESSAYCOACH_SHUTDOWN_SECONDS": str(SHUTDOWN_SECONDS),
+                    "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "100000", **self.extra}
         self.log = var_dir / f"essaycoach-{uuid.uuid4().hex[:8]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.record: dict[str, Any] = {}
@@ -80,19 +78,15 @@ class Run:
         return self.log.read_text(errors="replace")
 
     async def ready(self, timeout: float = 150) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
+        proc = self.proc
+        assert proc is not None
+
+        def alive() -> None:
+            assert proc.poll() is None, f"the run exited {proc.returncode}:\n{self.output()[-3000:]}"
+
         async with httpx.AsyncClient(base_url=f"http://{self.base}", timeout=5) as http:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, f"the run exited {self.proc.returncode}:\n{self.output()[-3000:]}"
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.3)
-            else:
-                raise AssertionError(f"not ready in {timeout} s:\n{self.output()[-3000:]}")
+            assert await until_ready(http, seconds=timeout, alive=alive), \
+                f"not ready in {timeout} s:\n{self.output()[-3000:]}"
         self.record = json.loads((self.var_dir / "run.json").read_text())
         self.haproxy = recorded(self.var_dir / "run")
         assert self.haproxy, "Serve's HAProxy did not start through our launcher"
@@ -190,12 +184,14 @@ def assert_all_in(acked: list[str], text: str, context: str) -> None:
 
 
 @pytest.fixture
-async def first_run(tmp_path: Path) -> AsyncIterator[Run]:
-    run = Run(tmp_path / "var", free_port(), {"ESSAYCOACH_HAPROXY_STATS_PORT": str(free_port())}).start()
-    yield run
-    if run.proc is not None and run.proc.poll() is None:
-        run.signal(signal.SIGTERM)
-        await run.wait_exit(SHUTDOWN_SECONDS + 30)
+async def runs() -> AsyncIterator[list[Run]]:
+    """The runs a test starts; any still alive at the end (a failed test) is stopped."""
+    started: list[Run] = []
+    yield started
+    for run in started:
+        if run.proc is not None and run.proc.poll() is None:
+            run.signal(signal.SIGTERM)
+            await run.wait_exit(SHUTDOWN_SECONDS + 30)
 
 
 def stop_path(run: Run, path: str) -> Any:
@@ -207,10 +203,14 @@ def stop_path(run: Run, path: str) -> Any:
     return lambda: run.signal(getattr(signal, path))
 
 
-async def test_every_stop_path_frees_the_ports_leaves_no_process_and_keeps_acked_text(first_run: Run) -> None:
-    run = first_run
+async def test_every_stop_path_frees_the_ports_leaves_no_process_and_keeps_acked_text(
+    runs: list[Run], tmp_path: Path
+) -> None:
+    run = Run(tmp_path / "var", free_port(), {"ESSAYCOACH_HAPROXY_STATS_PORT": str(free_port())}).start()
+    runs.append(run)
     await run.ready()
     await assert_one_run_per_var_dir_and_monitoring_on_loopback(run)
+    await assert_a_second_instance_on_another_port_keeps_to_itself(run, tmp_path / "other", runs)
     async with httpx.AsyncClient(base_url=f"http://{run.base}", timeout=30) as http:
         student = await register(http, "student")
         essay_id = (await make_essay(http, student))["id"]
@@ -235,6 +235,7 @@ async def test_every_stop_path_frees_the_ports_leaves_no_process_and_keeps_acked
             await run.wait_exit(5)  # nothing cleans up now: the next start must
         # The next start on the same ports and var dir; after a SIGKILL it finds what was left.
         run = Run(run.var_dir, run.port, run.extra).start()
+        runs.append(run)
         await run.ready()
         assert processes.session_members(record["session"]) == [], f"{label}: the old run's session is alive"
         assert not any(processes.is_alive(r) for r in haproxy), f"{label}: the old run's HAProxy is alive"
@@ -243,7 +244,6 @@ async def test_every_stop_path_frees_the_ports_leaves_no_process_and_keeps_acked
             r = await http.get(f"/api/v1/essays/{essay_id}", headers=student.headers)
             assert_all_in(acked, r.json()["text"], f"after {label}, served by the next run")
         counts[path] = counts.get(path, 0) + 1
-    first_run.proc, first_run.record, first_run.haproxy = run.proc, run.record, run.haproxy
     print(f"clean stops: {counts}; acknowledged updates checked: {len(acked)}", file=sys.stderr)
 
 
@@ -262,6 +262,32 @@ async def assert_one_run_per_var_dir_and_monitoring_on_loopback(run: Run) -> Non
     assert second.output().strip().splitlines() == [(
         f"essaycoach: another `essaycoach run` (pid {pid}, http://{run.base}) is serving with {run.var_dir}; "
         f"stop it (kill -TERM {pid}) or give this one its own ESSAYCOACH_VAR_DIR")]
+
+
+async def assert_a_second_instance_on_another_port_keeps_to_itself(run: Run, var_dir: Path, runs: list[Run]) -> None:
+    other = Run(var_dir, free_port()).start()
+    runs.append(other)
+    await other.ready()
+    async with httpx.AsyncClient(base_url=f"http://{other.base}", timeout=30) as http:
+        account = await register(http, "student")
+    # Its requests reached its own Gateway: the account is in its store, not in the first one's.
+    assert await _emails(other.var_dir) == [account.email]
+    assert account.email not in await _emails(run.var_dir)
+    other.signal(signal.SIGTERM)
+    assert await other.wait_exit(SHUTDOWN_SECONDS + 10) == 0
+    await wait_port_free(other.port, 5)
+    assert other.leftovers() == []
+
+
+async def _emails(var_dir: Path) -> list[str]:
+    from sqlalchemy import text
+
+    engine = make_engine(f"sqlite+aiosqlite:///{var_dir / 'essaycoach.db'}")
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text("SELECT email FROM users"))).scalars())
+    finally:
+        await engine.dispose()
 
 
 def _listen(port: int) -> socket.socket:
