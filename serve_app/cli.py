@@ -21,6 +21,7 @@ from serve_app.settings import ROOT, Settings
 
 if TYPE_CHECKING:
     from serve_app.ports import Listener
+    from serve_app.run_record import RunFiles
 
 # Serve's HAProxy ingress in throughput mode measured ~10x faster per websocket message on this
 # class of machine than the default proxy; all must be set before Ray starts. Throughput mode
@@ -80,26 +81,16 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     """The supervisor: take the var directory's run lock (cleaning up after a predecessor killed
     hard), check the ports, then run the driver (`essaycoach driver`) and clean up after it."""
-    from serve_app.ports import check_free, serve_ports_env
+    from serve_app.ports import check_free
     from serve_app.run_record import RunFiles, acquire
     from serve_app.supervisor import supervise
 
     settings = Settings()
     files = RunFiles(settings.var_dir)
-    env = dict(os.environ)
-    env.setdefault("RAY_AUTH_MODE", "disabled")
-    # The driver and Ray's workers run this checkout's code, whichever one the venv points at.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    local = env.get("RAY_ADDRESS", "local") == "local"
-    if not args.default_proxy:
-        env.update({k: v for k, v in fast_path_env().items() if k not in os.environ})
-        if local:
-            env.update(haproxy_env(settings, files.run_dir))
-    if local:
-        env.update({k: v for k, v in serve_ports_env(settings.http_port).items() if k not in os.environ})
     lock_fd = acquire(files, wait_seconds=settings.shutdown_seconds + 5)
     try:
-        if local:  # on a shared cluster the ports are the cluster's
+        env = run_env(settings, files, default_proxy=args.default_proxy)
+        if env.get("RAY_ADDRESS", "local") == "local":  # on a shared cluster the ports are the cluster's
             check_free(run_listeners(settings, haproxy=not args.default_proxy))
         command = [sys.executable, "-m", "serve_app.cli", "driver", "--replicas", str(args.replicas)]
         status = supervise(command, env=env, files=files, lock_fd=lock_fd,
@@ -107,6 +98,24 @@ def cmd_run(args: argparse.Namespace) -> None:
     finally:
         os.close(lock_fd)
     sys.exit(status)
+
+
+def run_env(settings: Settings, files: "RunFiles", *, default_proxy: bool) -> dict[str, str]:
+    """The driver's environment (Ray's processes inherit it); what the operator set wins."""
+    from serve_app.ports import serve_ports_env
+
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    # The driver and Ray's workers run this checkout's code, whichever one the venv points at.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    local = env.get("RAY_ADDRESS", "local") == "local"
+    ours = {} if default_proxy else fast_path_env()
+    if local:
+        ours.update(serve_ports_env(settings.http_port))
+    env.update({k: v for k, v in ours.items() if k not in os.environ})
+    if local and not default_proxy:
+        env.update(haproxy_env(settings, files.run_dir))  # ESSAYCOACH_HAPROXY_* decide these
+    return env
 
 
 def haproxy_env(settings: Settings, run_dir: Path) -> dict[str, str]:
