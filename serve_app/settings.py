@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     gateway_replicas_max: int = 4
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # `essaycoach run`: how long a stop (SIGINT, SIGTERM) may take before what is left is killed.
+    shutdown_seconds: float = Field(default=30.0, gt=0)
+    # Serve's HAProxy stats page and Prometheus exporter: off (0) unless given a port, and then
+    # bound to `haproxy_monitor_host` (Serve binds them on every interface at 8404 and 9101).
+    haproxy_stats_port: int = Field(default=0, ge=0, le=65535)
+    haproxy_metrics_port: int = Field(default=0, ge=0, le=65535)
+    haproxy_monitor_host: str = "127.0.0.1"
     ray_namespace: str = RAY_NAMESPACE
     serve_app_name: str = "essaycoach"
 

@@ -17,7 +17,7 @@ from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.repositories import documents
 from ops.loadtest.yclient import YClient
-from tests.conftest import TEST_SECRET, free_port
+from tests.conftest import TEST_SECRET, free_port, until_ready
 from tests.fakes import join, make_assignment, make_class, make_essay, register
 
 pytestmark = pytest.mark.ray
@@ -46,13 +46,7 @@ async def serve_app(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture
 async def http(serve_app: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://{serve_app['base']}", timeout=60) as c:
-        for _ in range(100):
-            try:
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
+        await until_ready(c, seconds=60)
         yield c
 
 
