@@ -110,8 +110,12 @@ def wait_ready(service: Service, timeout: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    dist = web_dist()
+def dist() -> Path | None:
+    return web_dist()
+
+
+@pytest.fixture(scope="session")
+def service(dist: Path | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     work = tmp_path_factory.mktemp("e2e-service")
     var_dir = work / "var"
     var_dir.mkdir()
@@ -129,10 +133,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="session")
-def app_built(service: Service) -> Service:
-    if service.dist is None:
+def app_built(dist: Path | None, request: pytest.FixtureRequest) -> Service:
+    if dist is None:  # checked before the service starts: no cluster for a skip
         pytest.skip("web/ has no package.json: there is no web app to drive yet")
-    return service
+    return request.getfixturevalue("service")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
