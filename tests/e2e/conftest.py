@@ -9,7 +9,9 @@
 - web/dist: built here (`npm ci && npm run build`) if missing (`make test` builds it first anyway).
   Browser scenarios skip only while web/ has no package.json (no app to build).
 
-Screenshots of every main screen go to var/e2e-screenshots/ (not committed).
+The service, its client and the browser live as long as tests/e2e runs (package scope): the rest of
+the suite does not share the machine with a second Ray cluster. Screenshots of every main screen
+go to var/e2e-screenshots/ (not committed), with the service's log.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def dist() -> Path | None:
     return web_dist()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def service(dist: Path | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     work = tmp_path_factory.mktemp("e2e-service")
     var_dir = work / "var"
@@ -132,21 +134,21 @@ def service(dist: Path | None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         shutil.copy(running.log, SCREENSHOTS / "server.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def app_built(dist: Path | None, request: pytest.FixtureRequest) -> Service:
     if dist is None:  # checked before the service starts: no cluster for a skip
         pytest.skip("web/ has no package.json: there is no web app to drive yet")
     return request.getfixturevalue("service")  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def api(service: Service) -> AsyncIterator[httpx.AsyncClient]:
     """A REST client on the service (set-up the browser need not click through)."""
     async with httpx.AsyncClient(base_url=service.base, timeout=60) as client:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def browser() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
