@@ -158,20 +158,46 @@ async def browser() -> AsyncIterator[Any]:
         await chromium.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"report_{report.when}", report)  # for fixtures: did the test body fail?
+    return report
+
+
 @pytest.fixture
-async def new_context(browser: Any, app_built: Service) -> AsyncIterator[Any]:
-    """Make browser contexts (one per person: separate cookies and storage) on the service."""
+async def new_context(browser: Any, app_built: Service, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Make browser contexts (one per person: separate cookies and storage) on the service.
+
+    Every page's console errors and uncaught exceptions are kept; afterwards they go to
+    var/e2e-screenshots/<test>.console.log, a failed test also gets a screenshot of each open
+    page, and a Content-Security-Policy violation fails the test (the app must run under it)."""
     contexts: list[Any] = []
+    console: list[str] = []
+
+    def watch(page: Any) -> None:
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
 
     async def make() -> Any:
         context = await browser.new_context(base_url=app_built.base, viewport={"width": 1280, "height": 860})
         context.set_default_timeout(15_000)
+        context.on("page", watch)
         contexts.append(context)
         return context
 
     yield make
+    name = request.node.name
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    failed = getattr(request.node, "report_call", None) is not None and request.node.report_call.failed
+    if failed:
+        for i, page in enumerate(p for c in contexts for p in c.pages):
+            await page.screenshot(path=str(SCREENSHOTS / f"failed-{name}-{i}.png"), full_page=True)
     for context in contexts:
         await context.close()
+    (SCREENSHOTS / f"{name}.console.log").write_text("\n".join(console) + "\n")
+    violations = [line for line in console if "Content Security Policy" in line]
+    assert not violations, f"the page broke its CSP: {violations}"
 
 
 async def screenshot(page: Any, name: str) -> None:
