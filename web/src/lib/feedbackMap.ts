@@ -37,3 +37,22 @@ export function remap(span: Span, quote: string, text: string, mapPos: (pos: num
   if (to <= from || text.slice(from, to) !== quote) return null
   return { from, to }
 }
+
+/** A UTF-16 index (the editor's) as a code point index (the server's Python string offsets). */
+export function toCodePointIndex(text: string, index: number): number {
+  let n = 0
+  for (let i = 0; i < index && i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) i++
+    n++
+  }
+  return n
+}
+
+/** The range a comment with no selection is about: the first non-empty paragraph. */
+export function firstParagraph(text: string): Span | null {
+  const match = /\S[^\n]*/.exec(text)
+  if (!match) return null
+  const from = match.index
+  return { from, to: from + match[0].trimEnd().length }
+}

@@ -27,9 +27,12 @@ export class EssayEventState {
 
   constructor(private readonly sink: EventSink) {}
 
-  /** The message to send when a connection opens (null on the first one). */
-  resumeMessage(): string | null {
-    return this.epoch === null ? null : JSON.stringify({ type: 'resume', last_seq: this.lastSeq, epoch: this.epoch })
+  /** The message to send when a connection opens. The first connection asks for everything the
+   * essay still keeps (`last_seq` 0): that is how a reader learns of earlier submissions. */
+  resumeMessage(): string {
+    return this.epoch === null
+      ? JSON.stringify({ type: 'resume', last_seq: 0 })
+      : JSON.stringify({ type: 'resume', last_seq: this.lastSeq, epoch: this.epoch })
   }
 
   /** Feedback fetched over REST replaces the set. */
@@ -66,6 +69,12 @@ export class EssayEventState {
       this.sink.refetch()
       return
     }
+    if (event.type === 'submission') {
+      // Delivered even when old (a first connection's backlog): the sink keeps the newest by seq.
+      if (seq !== null) this.lastSeq = Math.max(this.lastSeq, seq)
+      this.sink.submission(event)
+      return
+    }
     if (event.type === 'feedback' && event.full) {
       this.replace(event.items ?? [])
       if (seq !== null) this.lastSeq = Math.max(this.lastSeq, seq)
@@ -89,9 +98,6 @@ export class EssayEventState {
         break
       case 'comment':
         if (event.comment) this.sink.comment(event.comment)
-        break
-      case 'submission':
-        this.sink.submission(event)
         break
       default:
         break

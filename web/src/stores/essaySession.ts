@@ -160,17 +160,16 @@ function create(id: string, opts: SessionOptions): Entry {
   const state = new EssayEventState({
     feedback: (items) => { feedback.value = items },
     comment: (c) => { comments.value = [...comments.value.filter((x) => x.id !== c.id), c] },
-    submission: (e) => { submission.value = e },
+    submission: (e) => {
+      if (!submission.value || (e.seq ?? 0) >= (submission.value.seq ?? 0)) submission.value = e
+    },
     refetch: () => { void refetch().catch(() => undefined) },
   })
 
   const events = new ReconnectingSocket({
     url: `${opts.serverUrl ?? socketUrl(`/ws/essays/${id}`)}/events`,
     Socket: ticketSocketClass(ticket, opts.Socket),
-    onOpen: (send) => {
-      const resume = state.resumeMessage()
-      if (resume) send(resume)
-    },
+    onOpen: (send) => { send(state.resumeMessage()) },
     onMessage: (data) => { if (typeof data === 'string') state.handle(data) },
     onStatus: (s) => { eventsStatus.value = s },
     fatal: isFatalClose,
