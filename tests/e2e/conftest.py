@@ -118,6 +118,7 @@ def dist() -> Path | None:
 
 @pytest.fixture(scope="package")
 def service(dist: Path | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)  # this run's screens only
     work = tmp_path_factory.mktemp("e2e-service")
     var_dir = work / "var"
     var_dir.mkdir()

@@ -63,6 +63,9 @@ async def test_student_signs_up_joins_writes_and_sees_spelling_feedback(api: htt
 
     await fill(page, "join-code-input", room["class"]["join_code"])
     await by_id(page, "join-submit").click()
+    await page.wait_for_url(f"**/classes/{room['class']['id']}")  # joining opens the class
+    await by_id(page, "nav-classes").or_(page.get_by_role("link", name="Classes")).first.click()
+    await page.wait_for_url("**/classes")
     item = by_id(page, "class-item", class_id=room["class"]["id"])
     await expect(item).to_be_visible()
     await screenshot(page, "03-student-classes")
