@@ -25,10 +25,12 @@ import asyncio
 import gzip
 import logging
 import mimetypes
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 import brotli
 from fastapi import FastAPI
@@ -194,62 +196,64 @@ class WebApp:
         self.dist = dist
         self.cache = _Cache()
 
-    def _file(self, url_path: str) -> Path | None:
-        """The file under `dist` that `url_path` names, or None: missing, a directory, a dot-file,
-        or anything resolving outside `dist` (`..`, encoded or not, or a symlink pointing out)."""
+    def _file(self, url_path: str) -> tuple[Path, os.stat_result] | None:
+        """The file under `dist` that `url_path` names and its stat, or None: missing, a directory,
+        a dot-file, or anything resolving outside `dist` (`..`, encoded or not, or a symlink
+        pointing out). File system calls: run it in a thread."""
         parts = url_path.split("/")[1:]
         if not parts or not _plain(url_path) or any(p.startswith(".") for p in parts):
             return None
         try:
             root = self.dist.resolve(strict=True)
             path = root.joinpath(*parts).resolve(strict=True)
+            stat = path.stat()
         except (OSError, RuntimeError):
             return None
-        if not path.is_relative_to(root) or not path.is_file():
+        if not path.is_relative_to(root) or not S_ISREG(stat.st_mode):
             return None
-        return path
+        return path, stat
 
-    @property
-    def index(self) -> Path | None:
-        return self._file("/index.html")
+    @staticmethod
+    def _load(path: Path, encoding: str | None) -> bytes:
+        """The file's bytes in `encoding`: a precompressed sibling if the build made a fresh one,
+        else compressed now. File system calls and CPU: run it in a thread."""
+        if encoding is None:
+            return path.read_bytes()
+        sibling = path.with_name(path.name + (".br" if encoding == "br" else ".gz"))
+        try:
+            if sibling.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+                return sibling.read_bytes()
+        except OSError:
+            pass
+        return _compress(path.read_bytes(), encoding)
 
-    async def _entry(self, path: Path, encoding: str | None) -> _Entry:
-        """`path` in `encoding` (None: identity), from a precompressed sibling, the cache, or made now."""
-        stat = path.stat()
+    async def _entry(self, path: Path, stat: os.stat_result, encoding: str | None) -> _Entry:
+        """`path` in `encoding` (None: identity), from the cache or loaded now."""
         key = (str(path), stat.st_mtime_ns, stat.st_size, encoding or "identity")
         entry = self.cache.get(key)
-        if entry is not None:
-            return entry
-        base = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
-        etag = f'"{base}"' if encoding is None else f'"{base}-{encoding}"'
-        if encoding is None:
-            body = await asyncio.to_thread(path.read_bytes)
-        else:
-            sibling = path.with_name(path.name + (".br" if encoding == "br" else ".gz"))
-            if sibling.is_file() and sibling.stat().st_mtime_ns >= stat.st_mtime_ns:
-                body = await asyncio.to_thread(sibling.read_bytes)
-            else:
-                raw = await asyncio.to_thread(path.read_bytes)
-                body = await asyncio.to_thread(_compress, raw, encoding)
-        entry = _Entry(body=body, etag=etag)
-        self.cache.put(key, entry)
+        if entry is None:
+            base = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
+            etag = f'"{base}"' if encoding is None else f'"{base}-{encoding}"'
+            entry = _Entry(body=await asyncio.to_thread(self._load, path, encoding), etag=etag)
+            self.cache.put(key, entry)
         return entry
 
-    async def respond(self, request: Request, path: Path, *, cache_control: str, html: bool) -> Response:
+    async def respond(self, request: Request, found: tuple[Path, os.stat_result], *, cache_control: str,
+                      html: bool) -> Response:
+        path, stat = found
         suffix = path.suffix.lower()
         media_type = TYPES.get(suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         headers = {"Cache-Control": cache_control, "X-Content-Type-Options": "nosniff"}
         if html:
             headers.update(HTML_HEADERS)
-        size = path.stat().st_size
         encoding: str | None = None
-        if suffix in COMPRESSIBLE and MIN_COMPRESS_BYTES <= size <= MAX_CACHED_FILE_BYTES:
+        if suffix in COMPRESSIBLE and MIN_COMPRESS_BYTES <= stat.st_size <= MAX_CACHED_FILE_BYTES:
             headers["Vary"] = "Accept-Encoding"
             choices = accepted_encodings(request.headers.get("accept-encoding", ""))
             encoding = choices[0] if choices else None
-        if size > MAX_CACHED_FILE_BYTES:
-            return FileResponse(path, media_type=media_type, headers=headers)
-        entry = await self._entry(path, encoding)
+        if stat.st_size > MAX_CACHED_FILE_BYTES:
+            return FileResponse(path, media_type=media_type, headers=headers, stat_result=stat)
+        entry = await self._entry(path, stat, encoding)
         headers["ETag"] = entry.etag
         if encoding is not None:
             headers["Content-Encoding"] = encoding
@@ -273,16 +277,16 @@ class WebApp:
         if url_path in RESERVED_EXACT or url_path.startswith(RESERVED_PREFIXES) or not _plain(url_path):
             return None
         if url_path not in ("/", "/index.html"):
-            path = self._file(url_path)
-            if path is not None:
+            found = await asyncio.to_thread(self._file, url_path)
+            if found is not None:
                 cache = IMMUTABLE if url_path.startswith(ASSETS_PREFIX) else REVALIDATE
-                return await self.respond(request, path, cache_control=cache, html=path.suffix == ".html")
+                return await self.respond(request, found, cache_control=cache, html=found[0].suffix == ".html")
             last = url_path.rsplit("/", 1)[-1]
             if url_path.startswith(ASSETS_PREFIX) or "." in last:
                 return None  # a file that is not there: never index.html in its place
             if "text/html" not in request.headers.get("accept", ""):
                 return None
-        index = self.index
+        index = await asyncio.to_thread(self._file, "/index.html")
         if index is None:
             return self.not_built(request)
         return await self.respond(request, index, cache_control=REVALIDATE, html=True)
