@@ -29,6 +29,7 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@if [ -f web/package.json ]; then cd web && npm test; fi
 
 loadtest: setup
 	$(BIN)/python -m ops.loadtest.run

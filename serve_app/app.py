@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 from db.engine import make_engine, make_sessionmaker
 from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics, submissions, uploads
 from serve_app.jobs_wiring import start_runner, stop_runner
+from serve_app import web
 from serve_app.realtime import direct, sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
@@ -96,4 +97,5 @@ def create_app(
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(sockets.router)
+    web.install(app, settings.web_dist)  # the browser app: only what no route above matched
     return app

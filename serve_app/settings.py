@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     gateway_replicas_min: int = 1
     gateway_replicas_max: int = 4
     http_host: str = "127.0.0.1"
+    # The built browser app (Vite's output) the Gateway serves at `/` (serve_app.web).
+    web_dist: Path = ROOT / "web" / "dist"
     http_port: int = 8000
     # `essaycoach run`: how long a stop (SIGINT, SIGTERM) may take before what is left is killed.
     shutdown_seconds: float = Field(default=30.0, gt=0)

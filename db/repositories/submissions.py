@@ -55,6 +55,13 @@ async def list_for_requester(
     return await paginate(session, stmt, model=Submission, limit=limit, cursor=cursor)
 
 
+async def list_for_essay(
+    session: AsyncSession, *, essay_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[Submission]:
+    stmt = select(Submission).where(Submission.essay_id == essay_id)
+    return await paginate(session, stmt, model=Submission, limit=limit, cursor=cursor)
+
+
 async def essay_owner(session: AsyncSession, *, essay_id: uuid.UUID) -> uuid.UUID | None:
     return await session.scalar(select(Essay.owner_id).where(Essay.id == essay_id))
 

@@ -8,9 +8,12 @@
   fields with defaults, keys sorted, no whitespace).
 - `GET /submissions/{id}`: the requester, the essay's owner, or the teacher of the class (of the
   essay or assignment); anyone else gets 404.
+- `GET /essays/{id}/submissions`: the essay's submissions, oldest first, for whoever may read the
+  essay (its owner and the teacher of its class): how a teacher finds a student's latest one.
 - `PUT /submissions/{id}/scores`: the class's teacher confirms or changes scores. AI scores are
   proposals (`final: false`); only teacher-confirmed scores are `final`. For a submission in no
-  class, the rubric's author (a teacher) may grade it.
+  class, the rubric's author (a teacher) may grade it. The essay's event socket gets a
+  `submission` event (`scores_updated: true`) so the student's open editor shows the new scores.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from db.models import Assignment, Submission, User
 from db.repositories import assignments, documents, rubrics
 from db.repositories import submissions as repo
 from db.types import utcnow
-from serve_app.api.access import assignment_for_member, essay_for_owner, rubric_for_reader
-from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep
+from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader, rubric_for_reader
+from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
 from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from serve_app.jobs_wiring import wake
 from serve_app.schemas import PageOut, ScoresIn, SubmissionIn, SubmissionOut, SubmissionSummary, dump
@@ -188,18 +191,35 @@ async def submit_essay(
     sub, created = await _create_once(session, user, idempotency_key, fingerprint, create)
     if created:
         wake(ctx)
-        try:
-            await ctx.live.call(essay.id, "publish_event", essay.id, "submission",
-                                submission_id=str(sub.id), status=sub.status, revision_n=n)
-        except Exception:
-            log.exception("could not publish the submission event of essay %s", essay.id)
+        await publish_submission(ctx, sub, revision_n=n)
     return await _accepted(session, response, sub)
+
+
+async def publish_submission(ctx: Context, sub: Submission, **extra: Any) -> None:
+    """A `submission` event on the essay's event socket (after the commit). The change is stored
+    either way: a failed publish is logged, and a client that missed it refetches on `resync`."""
+    assert sub.essay_id is not None
+    try:
+        await ctx.live.call(sub.essay_id, "publish_event", sub.essay_id, "submission",
+                            submission_id=str(sub.id), status=sub.status, **extra)
+    except Exception:
+        log.exception("could not publish the submission event of essay %s", sub.essay_id)
 
 
 @router.get("/submissions", response_model=PageOut[SubmissionSummary])
 async def list_submissions(session: SessionDep, user: CurrentUser, page: PageDep) -> dict[str, Any]:
     """The caller's own submissions, oldest first."""
     result = await repo.list_for_requester(session, requester_id=user.id, limit=page.limit, cursor=page.cursor)
+    return {"items": [dump(SubmissionSummary, s) for s in result.items], "next_cursor": result.next_cursor}
+
+
+@router.get("/essays/{essay_id}/submissions", response_model=PageOut[SubmissionSummary])
+async def list_essay_submissions(
+    essay_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: PageDep
+) -> dict[str, Any]:
+    """The essay's submissions, oldest first (its owner and its class's teacher)."""
+    essay = await essay_for_reader(session, user, essay_id)
+    result = await repo.list_for_essay(session, essay_id=essay.id, limit=page.limit, cursor=page.cursor)
     return {"items": [dump(SubmissionSummary, s) for s in result.items], "next_cursor": result.next_cursor}
 
 
@@ -231,7 +251,7 @@ async def get_submission(submission_id: uuid.UUID, session: SessionDep, user: Cu
 
 @router.put("/submissions/{submission_id}/scores", response_model=SubmissionOut)
 async def override_scores(
-    submission_id: uuid.UUID, body: ScoresIn, session: SessionDep, user: CurrentUser
+    submission_id: uuid.UUID, body: ScoresIn, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
     """Set teacher scores for some or all criteria; the AI's proposal stays beside them."""
     sub, relation = await _relation(session, user, submission_id)
@@ -261,4 +281,7 @@ async def override_scores(
     sub.scores = effective_scores(sub.ai_scores, await repo.latest_overrides(session, submission_id=sub.id),
                                   criteria)
     await session.commit()
-    return await submission_view(session, sub)
+    view = await submission_view(session, sub)
+    if sub.essay_id is not None:
+        await publish_submission(ctx, sub, scores_updated=True)
+    return view

@@ -30,6 +30,15 @@ NOW = datetime.now(timezone.utc)
 USER = uuid.uuid4()
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Tokens here are issued "now" and expire in 15 minutes: taking the time at import made them
+    expire when the unit tests ran more than 15 minutes into a `make test` (after tests/e2e and
+    tests/integration)."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
+
+
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     var: Path = tmp_path_factory.mktemp("var")
