@@ -7,8 +7,8 @@ the essay or class gets close 4404, a wrong role 4403. The close codes are liste
 `serve_app.realtime.protocol.CloseCode`.
 
 Each connection has a bounded outbound queue (`Outbound`), so a bus message is handed over without
-awaiting a slow peer; a peer that falls `OUTBOUND_LIMIT` frames behind is closed with 1013 and
-re-syncs on reconnect.
+awaiting a slow peer; a peer that falls `OUTBOUND_LIMIT` frames or `WS_OUTBOUND_MAX_BYTES` bytes
+behind is closed with 1013 and re-syncs on reconnect.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from db.types import utcnow
 from serve_app.auth import ticket_hash
 from serve_app.deps import Context
 from serve_app.realtime import lean_ws
+from serve_app.realtime.awareness import SocketAwareness
 from serve_app.realtime.protocol import (
     UNWATCH,
     Awareness,
@@ -61,6 +62,7 @@ log = logging.getLogger("essaycoach.ws")
 router = APIRouter()
 
 OUTBOUND_LIMIT = 2000
+OUTBOUND_MAX_BYTES = 4 * 1024 * 1024
 EMPTY_UPDATE = b"\x00\x00"
 
 
@@ -98,15 +100,18 @@ class Outbound:
     nothing queued before it is written at once, when the socket takes it without waiting.
     Otherwise it waits here for a sender task, which exists only while frames are waiting: most
     sockets are idle most of the time, and a queue plus a parked task per socket cost ~4 KiB
-    each. A peer `OUTBOUND_LIMIT` frames behind is closed with 1013 (it re-syncs on reconnect).
+    each. A peer `OUTBOUND_LIMIT` frames or `max_bytes` behind (text frames counted in
+    characters) is closed with 1013 (it re-syncs on reconnect): a frame count alone let one
+    socket that asks for the whole document again and again hold hundreds of MiB.
     Made in the socket's handler (its task tells the connection).
     """
 
-    __slots__ = ("ws", "frames", "stopped", "_sender", "_connection")
+    __slots__ = ("ws", "frames", "stopped", "max_bytes", "queued_bytes", "_sender", "_connection")
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, max_bytes: int = OUTBOUND_MAX_BYTES) -> None:
         self.ws = ws
         self.frames: deque[bytes | str] = deque()
+        self.max_bytes, self.queued_bytes = max_bytes, 0
         self.stopped = False
         self._sender: asyncio.Task[None] | None = None
         self._connection = lean_ws.current()
@@ -116,12 +121,14 @@ class Outbound:
             return
         if self._sender is None and self._connection is not None and self._connection.send_now(frame):
             return  # nothing was queued (no sender), so order holds
-        if len(self.frames) >= OUTBOUND_LIMIT:
+        if len(self.frames) >= OUTBOUND_LIMIT or self.queued_bytes + len(frame) > self.max_bytes:
             self.stopped = True
             self.frames.clear()
+            self.queued_bytes = 0
             background(_close(self.ws, CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect"))
             return
         self.frames.append(frame)
+        self.queued_bytes += len(frame)
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._send())
 
@@ -129,6 +136,7 @@ class Outbound:
         try:
             while self.frames and not self.stopped:
                 frame = self.frames.popleft()
+                self.queued_bytes -= len(frame)
                 if isinstance(frame, bytes):
                     await self.ws.send_bytes(frame)
                 else:
@@ -142,6 +150,7 @@ class Outbound:
         """The socket is done: drop what is queued and stop sending."""
         self.stopped = True
         self.frames.clear()
+        self.queued_bytes = 0
         if self._sender is not None:
             self._sender.cancel()
 
@@ -288,8 +297,8 @@ async def doc_socket(ws: WebSocket) -> None:
     ctx, user_id, eid, writer = opened
     settings = ctx.settings
     origin = uuid.uuid4().hex
-    out = Outbound(ws)
-    awareness: dict[int, bytes] = {}
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
+    awareness = SocketAwareness(settings.ws_awareness_max_bytes)
 
     def on_awareness(_channel: str, message: bytes) -> None:
         if message == RESYNC:
@@ -355,14 +364,12 @@ async def doc_socket(ws: WebSocket) -> None:
                 metrics.updates.inc()
                 metrics.ack_seconds.observe(time.perf_counter() - received)
             elif isinstance(message, Awareness):
-                for entry in message.entries:
-                    awareness[entry.client_id] = message.payload
-                presence = doc_message(origin, message.payload)
-                bus.deliver_local(f"essay:{eid}:awareness", presence)
-                await bus.publish(f"essay:{eid}:awareness", presence, skip_node=bus.node)
+                relayed = awareness.accept(message)  # only this socket's own client id
+                if relayed is not None:
+                    await _publish_awareness(bus, eid, origin, relayed)
             elif isinstance(message, QueryAwareness):
-                for payload in awareness.values():
-                    out.put(create_awareness_message(payload))
+                if awareness.payload is not None:
+                    out.put(create_awareness_message(awareness.payload))
     except (ProtocolError, UpdateRejected) as exc:
         await _close_for(out, metrics, "doc", exc)
     except EssayNotFound:
@@ -376,7 +383,17 @@ async def doc_socket(ws: WebSocket) -> None:
         metrics.sockets_open.labels("doc").dec()
         unsubscribe_awareness()
         out.stop()
+        gone = awareness.leave()
+        if gone is not None:  # everyone else drops this socket's cursor
+            await _publish_awareness(bus, eid, origin, gone)
         await follow.detach()
+
+
+async def _publish_awareness(bus: Any, eid: uuid.UUID, origin: str, payload: bytes) -> None:
+    """To this replica's other sockets on the essay now, and to the other replicas over the bus."""
+    presence = doc_message(origin, payload)
+    bus.deliver_local(f"essay:{eid}:awareness", presence)
+    await bus.publish(f"essay:{eid}:awareness", presence, skip_node=bus.node)
 
 
 def _typing_in_flight(app: Any) -> dict[uuid.UUID, dict[int, bytes]]:
@@ -471,7 +488,7 @@ async def events_socket(ws: WebSocket) -> None:
     if opened is None:
         return
     ctx, _, eid, _ = opened
-    out = Outbound(ws)
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
 
     async def send_resync() -> None:
         state = await ctx.live.call(eid, "event_state", eid)
@@ -537,7 +554,7 @@ async def class_live_socket(ws: WebSocket) -> None:
     if opened is None:
         return
     ctx, class_id_ = opened
-    out = Outbound(ws)
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
 
     async def send_rows() -> None:
         for row in await initial_rows(ctx, class_id_):
@@ -581,7 +598,7 @@ async def class_docs_socket(ws: WebSocket) -> None:
     ctx, class_id = opened
     settings, metrics = ctx.settings, ctx.metrics
     origin = uuid.uuid4().hex
-    out = Outbound(ws)
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
     followed: dict[uuid.UUID, DocFollower] = {}
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
 

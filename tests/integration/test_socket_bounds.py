@@ -1,0 +1,183 @@
+"""Bounds a hostile client cannot push past, through real sockets (uvicorn, in-process hosts):
+awareness (one client id per socket, size, cleared on close) and outbound bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import pytest
+import websockets
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from serve_app.realtime.awareness import encode_awareness_entries
+from serve_app.realtime.protocol import (
+    Awareness,
+    AwarenessEntry,
+    SyncStep2,
+    encode_awareness,
+    encode_sync_step1,
+    parse_message,
+)
+from tests.fakes import make_essay
+from tests.integration.test_sockets import classroom, doc_url  # noqa: F401  (classroom: a fixture)
+
+
+def awareness_frame(*entries: tuple[int, int, object]) -> bytes:
+    return encode_awareness(encode_awareness_entries(
+        [AwarenessEntry(client_id=c, clock=k, state_json=json.dumps(state)) for c, k, state in entries]))
+
+
+async def next_awareness(ws: websockets.ClientConnection, timeout: float = 5) -> list[AwarenessEntry]:
+    """The entries of the next awareness message on a raw doc socket (other frames skipped)."""
+    async def read() -> list[AwarenessEntry]:
+        while True:
+            message = parse_message(await ws.recv())
+            if isinstance(message, Awareness):
+                return list(message.entries)
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def no_awareness(ws: websockets.ClientConnection, within: float = 0.5) -> bool:
+    try:
+        await next_awareness(ws, within)
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
+async def test_a_socket_relays_awareness_only_for_the_first_client_id_it_announces(
+        live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    watcher = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    sender = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    await sender.send(awareness_frame((7, 1, {"cursor": 1}), (8, 1, {"user": "forged"}), (9, 1, {"x": 1})))
+    assert [(e.client_id, e.clock) for e in await next_awareness(watcher)] == [(7, 1)]
+    await sender.send(awareness_frame((1000 + 1, 1, {"user": "another"})))  # only foreign ids: dropped
+    assert await no_awareness(watcher)
+    await sender.send(awareness_frame((8, 2, {}), (7, 2, {"cursor": 5})))  # an echo of others plus its own
+    assert [(e.client_id, e.clock, e.state_json) for e in await next_awareness(watcher)] == [
+        (7, 2, '{"cursor": 5}')]
+    await sender.close()
+    await watcher.close()
+
+
+async def test_an_awareness_update_over_4_kib_closes_1009_and_reaches_nobody(
+        live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    watcher = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    sender = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    await sender.send(awareness_frame((7, 1, {"name": "x" * 5000})))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(sender.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert await no_awareness(watcher)
+    await watcher.close()
+
+
+async def test_a_closed_socket_s_awareness_is_removed_for_everyone(live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    watcher = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    sender = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    await sender.send(awareness_frame((7, 3, {"cursor": 1})))
+    assert [(e.client_id, e.clock) for e in await next_awareness(watcher)] == [(7, 3)]
+    await sender.close()  # the tab goes away without saying goodbye to its peers
+    (gone,) = await next_awareness(watcher)
+    assert (gone.client_id, gone.clock, gone.removed) == (7, 4, True)
+    await watcher.close()
+
+
+async def test_a_teacher_s_cursor_presence_reaches_the_student(live_client, live_server, classroom) -> None:
+    """Decision (serve_app/realtime/awareness.py): teachers may publish awareness, same bounds."""
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    writer = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    reader = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    await reader.send(awareness_frame((42, 1, {"user": "Ms T"})))
+    assert [(e.client_id, e.clock) for e in await next_awareness(writer)] == [(42, 1)]
+    await reader.close()
+    await writer.close()
+
+
+class SlowReader:
+    """A websocket client that reads only when told to (websockets' own client reads everything
+    the server sends into memory as it arrives, so the server never sees a slow peer)."""
+
+    def __init__(self, url: str) -> None:
+        self.uri = parse_uri(url)
+        self.protocol = ClientProtocol(self.uri, max_size=None)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> "SlowReader":
+        host, port = self.uri.host, self.uri.port
+        sock = socket.socket()
+        # A fixed small receive buffer: Linux would otherwise grow it (tcp_rmem) and the kernel,
+        # not the server, would hold what this client does not read.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect((host, port))
+        sock.setblocking(False)
+        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+        while self.protocol.state is State.CONNECTING:
+            self.protocol.receive_data(await self.reader.read(65536))
+        assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
+        return self
+
+    def _flush(self) -> None:
+        assert self.writer is not None
+        for data in self.protocol.data_to_send():
+            if data:
+                self.writer.write(data)
+
+    async def send(self, frame: bytes) -> None:
+        self.protocol.send_binary(frame)
+        self._flush()
+        assert self.writer is not None
+        await self.writer.drain()
+
+    def close(self) -> None:
+        assert self.writer is not None
+        self.writer.close()
+
+    async def frames_until_close(self, timeout: float = 10) -> tuple[list[bytes], int | None]:
+        """Read everything: (binary frames, the close code), or raise TimeoutError."""
+        assert self.reader is not None
+        frames: list[bytes] = []
+        while True:
+            for event in self.protocol.events_received():
+                if not isinstance(event, Frame):
+                    continue  # the handshake's response
+                if event.opcode == Opcode.CLOSE:
+                    return frames, self.protocol.close_rcvd.code if self.protocol.close_rcvd else None
+                if event.opcode == Opcode.BINARY:
+                    frames.append(bytes(event.data))
+            data = await asyncio.wait_for(self.reader.read(1 << 20), timeout)
+            if not data:
+                return frames, None
+            self.protocol.receive_data(data)
+
+
+async def test_a_socket_that_asks_for_the_whole_document_and_never_reads_is_closed_1013(
+        live_client, live_server, classroom) -> None:
+    """Each sync step 1 with an empty state vector is answered with the whole essay (~150 KB
+    here): 150 of them is far fewer frames than the frame cap (2,000) but ~22 MB queued for one
+    socket; the byte cap (WS_OUTBOUND_MAX_BYTES, 4 MiB) closes it instead."""
+    student = classroom["student"]
+    essay = await make_essay(live_client, student, text="All work and no play. " * 7000)
+    client = await SlowReader(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    for _ in range(150):
+        try:
+            await client.send(encode_sync_step1(b"\x00"))
+        except (ConnectionError, InvalidState):
+            break  # the server closed already
+    frames, code = await client.frames_until_close()
+    client.close()
+    assert code == 1013
+    assert sum(isinstance(parse_message(f), SyncStep2) for f in frames) < 150
