@@ -17,6 +17,7 @@ from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.realtime import direct, sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
+from serve_app.housekeeping import purge_periodically
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.process import release_free_memory_periodically
@@ -65,6 +66,8 @@ def create_app(
         await ctx.live.start()
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
+        purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
+                                                       interval=settings.store_purge_interval_seconds))
         sockets_direct = direct.register(app)
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
@@ -73,6 +76,7 @@ def create_app(
             direct.unregister(sockets_direct)
             await sockets_direct.close_all()
             trim.cancel()
+            purge.cancel()
             await stop_runner(ctx)
             await ctx.live.stop()
             await engine.dispose()

@@ -135,5 +135,15 @@ def new_ticket() -> tuple[str, str]:
     return raw, ticket_hash(raw)
 
 
+def is_ticket_form(raw: str) -> bool:
+    """True when `raw` could be a ticket from `new_ticket` (43 URL-safe base64 characters): anything
+    else is refused before the store is asked."""
+    return len(raw) == _TICKET_CHARS and raw.isascii() and all(c in _TICKET_ALPHABET for c in raw)
+
+
+_TICKET_CHARS = 43  # secrets.token_urlsafe(32)
+_TICKET_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def ticket_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()

@@ -35,10 +35,11 @@ from actors.host import EssayNotFound, UpdateRejected
 from db.models import Essay, User
 from db.repositories import classes, essays, users
 from db.types import utcnow
-from serve_app.auth import ticket_hash
+from serve_app.auth import is_ticket_form, ticket_hash
 from serve_app.deps import Context
 from serve_app.realtime import lean_ws
 from serve_app.realtime.awareness import SocketAwareness
+from serve_app.realtime.limits import admission_of
 from serve_app.realtime.protocol import (
     UNWATCH,
     Awareness,
@@ -164,18 +165,48 @@ class Outbound:
 
 
 async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
-    """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403)."""
+    """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403).
+    A malformed ticket, or any from an address over its failed-ticket limit, never reaches the
+    store; an unknown or spent one is only read (`serve_app.realtime.limits`)."""
     ticket = ws.query_params.get("ticket", "")
+    admission = admission_of(ws.app)
+    address = ws.client.host if ws.client else "unknown"
     user = None
-    if ticket and len(ticket) <= 256:
+    limited = admission.bad_tickets.over(address)
+    if not limited and is_ticket_form(ticket):
         async with ctx.sessions() as session:
             user_id = await users.spend_ticket(session, token_hash=ticket_hash(ticket), now=utcnow())
-            await session.commit()
             if user_id is not None:
+                await session.commit()
                 user = await users.get(session, user_id=user_id)
     if user is None:
+        if not limited:
+            admission.bad_tickets.add(address)
         await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
     return user
+
+
+async def _admit(ws: WebSocket, user: User) -> bool:
+    """Accept, then count the socket against its user's limit (close 4429 beyond it)."""
+    await ws.accept()
+    if not admission_of(ws.app).enter(user.id):
+        await ws.close(CloseCode.TOO_MANY_SOCKETS, "too many open sockets for this user")
+        return False
+    ws.scope["essaycoach.admitted"] = user.id  # `_admitted` releases it when the handler ends
+    return True
+
+
+def _admitted(endpoint: Callable[[WebSocket], Awaitable[None]]) -> Callable[[WebSocket], Awaitable[None]]:
+    """`endpoint`, releasing its socket's place in the per-user count however it ends."""
+    async def run(ws: WebSocket) -> None:
+        try:
+            await endpoint(ws)
+        finally:
+            user_id = ws.scope.pop("essaycoach.admitted", None)
+            if user_id is not None:
+                admission_of(ws.app).leave(user_id)
+    run.__name__ = run.__qualname__ = endpoint.__name__
+    return run
 
 
 async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[Essay | None, bool]:
@@ -197,9 +228,8 @@ async def _open_essay_socket(ws: WebSocket, essay_id: str) -> tuple[Context, uui
     Only ids are kept for the socket's life: the ORM rows behind them held ~1.3 KiB per socket."""
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
-    if user is None:
+    if user is None or not await _admit(ws, user):
         return None
-    await ws.accept()
     eid = _parse_uuid(essay_id)
     essay, writer = await _essay_access(ctx, user, eid) if eid else (None, False)
     if essay is None or eid is None:
@@ -532,9 +562,8 @@ async def _open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
     once closed (4404 for no such class or one the caller is not in, 4403 for its students)."""
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
-    if user is None:
+    if user is None or not await _admit(ws, user):
         return None
-    await ws.accept()
     cid = _parse_uuid(ws.path_params["class_id"])
     async with ctx.sessions() as session:
         cls = await classes.get(session, class_id=cid) if cid else None
@@ -709,10 +738,10 @@ async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]
 # Plain Starlette routes, not FastAPI's: a socket lives for hours, and FastAPI's per-connection
 # dependency machinery kept ~7 KiB per socket alive (tracemalloc) for nothing these handlers use.
 SOCKET_ENDPOINTS = {
-    "/ws/essays/{essay_id}/doc": doc_socket,
-    "/ws/essays/{essay_id}/events": events_socket,
-    "/ws/classes/{class_id}/live": class_live_socket,
-    "/ws/classes/{class_id}/docs": class_docs_socket,
+    "/ws/essays/{essay_id}/doc": _admitted(doc_socket),
+    "/ws/essays/{essay_id}/events": _admitted(events_socket),
+    "/ws/classes/{class_id}/live": _admitted(class_live_socket),
+    "/ws/classes/{class_id}/docs": _admitted(class_docs_socket),
 }
 for _path, _endpoint in SOCKET_ENDPOINTS.items():
     router.add_websocket_route(_path, _endpoint)

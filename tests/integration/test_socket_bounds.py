@@ -1,20 +1,33 @@
 """Bounds a hostile client cannot push past, through real sockets (uvicorn, in-process hosts):
-awareness (one client id per socket, size, cleared on close) and outbound bytes."""
+awareness (one client id per socket, size, cleared on close), outbound bytes, open sockets per
+user, tickets per user, bogus tickets (kept away from the store) and the store's purge."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
 import websockets
+from fastapi import FastAPI
+from sqlalchemy import event, select
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from db.models import RefreshToken, WsTicket
+from db.repositories import users
+from ops.loadtest.yclient import YClient
+from serve_app.app import create_app
 from serve_app.realtime.awareness import encode_awareness_entries
 from serve_app.realtime.protocol import (
     Awareness,
@@ -24,8 +37,9 @@ from serve_app.realtime.protocol import (
     encode_sync_step1,
     parse_message,
 )
-from tests.fakes import make_essay
-from tests.integration.test_sockets import classroom, doc_url  # noqa: F401  (classroom: a fixture)
+from tests.conftest import serving
+from tests.fakes import make_essay, register
+from tests.integration.test_sockets import classroom, doc_url, ticket  # noqa: F401  (classroom: a fixture)
 
 
 def awareness_frame(*entries: tuple[int, int, object]) -> bytes:
@@ -181,3 +195,128 @@ async def test_a_socket_that_asks_for_the_whole_document_and_never_reads_is_clos
     client.close()
     assert code == 1013
     assert sum(isinstance(parse_message(f), SyncStep2) for f in frames) < 150
+
+
+@asynccontextmanager
+async def tight_server(settings, **limits: object) -> AsyncIterator[tuple[str, httpx.AsyncClient, FastAPI]]:
+    """An app of its own with these limits (the per-address counts would leak into other tests)."""
+    application = create_app(settings.model_copy(update=limits))
+    async with serving(application) as server, httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
+        yield server, client, application
+
+
+async def closed_code(ws: websockets.ClientConnection) -> int | None:
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), 5)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+async def test_a_user_over_the_open_socket_limit_is_closed_4429_and_a_closed_socket_frees_its_place(
+        settings) -> None:
+    async with tight_server(settings, ws_max_sockets_per_user=3) as (server, client, _):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        other_student = await register(client, "student")
+        other_essay = await make_essay(client, other_student)
+        held = [await websockets.connect(await doc_url(client, server, student, essay["id"])) for _ in range(2)]
+        held.append(await websockets.connect(
+            f"ws://{server}/ws/essays/{essay['id']}/events?ticket={await ticket(client, student)}"))
+        extra = await websockets.connect(await doc_url(client, server, student, essay["id"]))
+        assert await closed_code(extra) == 4429
+        others = await YClient(await doc_url(client, server, other_student, other_essay["id"])).connect()
+        await held.pop().close()  # a place frees up once the server sees the close
+        for _ in range(50):
+            again = await websockets.connect(await doc_url(client, server, student, essay["id"]))
+            try:
+                await asyncio.wait_for(again.recv(), 2)  # the server's sync step 1: accepted
+                break
+            except websockets.ConnectionClosed:
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("a closed socket never freed its place")
+        await again.close()
+        await others.close()
+        for ws in held:
+            await ws.close()
+
+
+async def test_ws_tickets_beyond_the_per_user_rate_get_429_problem_json(settings) -> None:
+    async with tight_server(settings, ws_tickets_per_user_per_minute=5) as (_, client, _app):
+        greedy, other = await register(client, "student"), await register(client, "student")
+        for _ in range(5):
+            await ticket(client, greedy)
+        r = await client.post("/api/v1/auth/ws-ticket", headers=greedy.headers)
+        assert r.status_code == 429 and r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
+        await ticket(client, other)  # per user
+
+
+def store_statements(application: FastAPI) -> list[str]:
+    """Every SQL statement the app's engine runs from now on (SQLAlchemy's own event hook)."""
+    seen: list[str] = []
+    engine = application.state.ctx.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement))
+    return seen
+
+
+async def test_malformed_tickets_never_reach_the_store_and_unknown_ones_write_nothing(settings) -> None:
+    async with tight_server(settings) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        url = f"ws://{server}/ws/essays/{essay['id']}/doc?ticket="
+        statements = store_statements(application)
+        for bogus in ("short", "x" * 42 + "!", "y" * 44, "z" * 200, "ä" * 43):
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(url + bogus)
+        assert statements == []
+        for _ in range(5):  # well formed, never issued
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(url + secrets.token_urlsafe(32))
+        assert statements and not [s for s in statements if s.split()[0].upper() in ("UPDATE", "INSERT", "DELETE")]
+        good = await YClient(await doc_url(client, server, student, essay["id"])).connect()
+        await good.close()
+
+
+async def test_an_address_over_its_failed_ticket_limit_is_refused_even_with_a_good_ticket(settings) -> None:
+    async with tight_server(settings, ws_bad_tickets_per_ip_per_minute=5) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        for _ in range(5):
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={secrets.token_urlsafe(32)}")
+        url = await doc_url(client, server, student, essay["id"])
+        statements = store_statements(application)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url)
+        assert refused.value.response.status_code == 403
+        assert statements == []  # the good ticket was not even looked up
+
+
+async def test_the_gateway_purges_used_up_tickets_and_expired_refresh_tokens(settings) -> None:
+    async with tight_server(settings, store_purge_interval_seconds=0.2) as (_, client, application):
+        student = await register(client, "student")
+        uid = uuid.UUID(student.id)
+        now = datetime.now(timezone.utc)
+        sessions = application.state.ctx.sessions
+        old_ticket, live_ticket = secrets.token_hex(32), secrets.token_hex(32)
+        old_token, live_token = uuid.uuid4(), uuid.uuid4()
+        async with sessions() as session:
+            await users.add_ticket(session, token_hash=old_ticket, user_id=uid, expires_at=now - timedelta(minutes=5))
+            await users.add_ticket(session, token_hash=live_ticket, user_id=uid, expires_at=now + timedelta(seconds=60))
+            for jti, expires in ((old_token, now - timedelta(days=2)), (live_token, now + timedelta(days=1))):
+                await users.add_refresh(session, jti=jti, family_id=uuid.uuid4(), user_id=uid, expires_at=expires,
+                                        family_expires_at=expires)
+            await session.commit()
+
+        async def present() -> set[object]:
+            async with sessions() as session:
+                tickets = set(await session.scalars(select(WsTicket.token_hash).where(WsTicket.user_id == uid)))
+                tokens = set(await session.scalars(select(RefreshToken.id).where(RefreshToken.user_id == uid)))
+            return tickets | tokens
+
+        for _ in range(200):
+            if old_ticket not in (left := await present()) and old_token not in left:
+                break
+            await asyncio.sleep(0.05)
+        assert {old_ticket, old_token}.isdisjoint(left) and {live_ticket, live_token} <= left
