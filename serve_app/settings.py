@@ -55,13 +55,11 @@ class Settings(BaseSettings):
     ws_burst: int = 200
     # Bounds a hostile or stalled client cannot push past (README "Live sockets"): bytes queued for
     # one socket (close 1013 beyond), one awareness message (close 1009 beyond), open sockets per
-    # user on one replica (close 4429 beyond), tickets issued per user per minute (429 beyond),
-    # failed ticket handshakes per client address per minute on one replica (refused beyond).
+    # user on one replica (close 4429 beyond), tickets issued per user per minute (429 beyond).
     ws_outbound_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     ws_awareness_max_bytes: int = Field(default=4096, ge=64)
     ws_max_sockets_per_user: int = Field(default=64, ge=1)
     ws_tickets_per_user_per_minute: int = Field(default=120, ge=1)
-    ws_bad_tickets_per_ip_per_minute: int = Field(default=60, ge=1)
     # Messages waiting in a bus outbox or in the hub for one subscriber (oldest dropped beyond;
     # the affected channels' sockets resync).
     bus_queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

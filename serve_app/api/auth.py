@@ -146,8 +146,9 @@ async def ws_ticket(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> 
                                                       after=now + timedelta(seconds=ttl - 60))
     if issued >= ctx.settings.ws_tickets_per_user_per_minute:
         raise RateLimited("too many socket tickets; open fewer sockets", retry_after=60)
-    raw, digest = new_ticket()
-    await users.add_ticket(session, token_hash=digest, user_id=user.id, expires_at=now + timedelta(seconds=ttl))
+    expires_at = now + timedelta(seconds=ttl)
+    raw, digest = new_ticket(ctx.settings, expires_at=expires_at)
+    await users.add_ticket(session, token_hash=digest, user_id=user.id, expires_at=expires_at)
     await session.commit()
     return TicketOut(ticket=raw, expires_in=ttl)
 

@@ -35,7 +35,7 @@ from actors.host import EssayNotFound, UpdateRejected
 from db.models import Essay, User
 from db.repositories import classes, essays, users
 from db.types import utcnow
-from serve_app.auth import is_ticket_form, ticket_hash
+from serve_app.auth import check_ticket, ticket_hash
 from serve_app.deps import Context
 from serve_app.realtime import lean_ws
 from serve_app.realtime.awareness import SocketAwareness
@@ -166,22 +166,22 @@ class Outbound:
 
 async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
     """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403).
-    A malformed ticket, or any from an address over its failed-ticket limit, never reaches the
-    store; an unknown or spent one is only read (`serve_app.realtime.limits`)."""
+    Only a genuine, unexpired ticket not already seen dead here reaches the store
+    (`serve_app.realtime.limits`); a failed one is only read there."""
     ticket = ws.query_params.get("ticket", "")
-    admission = admission_of(ws.app)
-    address = ws.client.host if ws.client else "unknown"
+    now = utcnow()
+    expires_at = check_ticket(ctx.settings, ticket, now=now)
+    dead = admission_of(ws.app).dead_tickets
+    digest = ticket_hash(ticket) if expires_at is not None else ""
     user = None
-    limited = admission.bad_tickets.over(address)
-    if not limited and is_ticket_form(ticket):
+    if expires_at is not None and digest not in dead:
         async with ctx.sessions() as session:
-            user_id = await users.spend_ticket(session, token_hash=ticket_hash(ticket), now=utcnow())
+            user_id = await users.spend_ticket(session, token_hash=digest, now=now)
             if user_id is not None:
                 await session.commit()
                 user = await users.get(session, user_id=user_id)
+        dead.add(digest, expires_at=expires_at, now=now)  # spent now, or refused by the store
     if user is None:
-        if not limited:
-            admission.bad_tickets.add(address)
         await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
     return user
 
