@@ -196,15 +196,21 @@ async def _admit(ws: WebSocket, user: User) -> bool:
     return True
 
 
+def _release(ws: WebSocket) -> None:
+    """The socket's handler ended: give its place in the per-user count back."""
+    user_id = ws.scope.pop("essaycoach.admitted", None)
+    if user_id is not None:
+        admission_of(ws.app).leave(user_id)
+
+
 def _admitted(endpoint: Callable[[WebSocket], Awaitable[None]]) -> Callable[[WebSocket], Awaitable[None]]:
-    """`endpoint`, releasing its socket's place in the per-user count however it ends."""
+    """`endpoint`, releasing its socket's place in the per-user count however it ends (for the
+    router; `serve_socket` does the same in its own frame rather than hold another per socket)."""
     async def run(ws: WebSocket) -> None:
         try:
             await endpoint(ws)
         finally:
-            user_id = ws.scope.pop("essaycoach.admitted", None)
-            if user_id is not None:
-                admission_of(ws.app).leave(user_id)
+            _release(ws)
     run.__name__ = run.__qualname__ = endpoint.__name__
     return run
 
@@ -738,13 +744,13 @@ async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]
 # Plain Starlette routes, not FastAPI's: a socket lives for hours, and FastAPI's per-connection
 # dependency machinery kept ~7 KiB per socket alive (tracemalloc) for nothing these handlers use.
 SOCKET_ENDPOINTS = {
-    "/ws/essays/{essay_id}/doc": _admitted(doc_socket),
-    "/ws/essays/{essay_id}/events": _admitted(events_socket),
-    "/ws/classes/{class_id}/live": _admitted(class_live_socket),
-    "/ws/classes/{class_id}/docs": _admitted(class_docs_socket),
+    "/ws/essays/{essay_id}/doc": doc_socket,
+    "/ws/essays/{essay_id}/events": events_socket,
+    "/ws/classes/{class_id}/live": class_live_socket,
+    "/ws/classes/{class_id}/docs": class_docs_socket,
 }
 for _path, _endpoint in SOCKET_ENDPOINTS.items():
-    router.add_websocket_route(_path, _endpoint)
+    router.add_websocket_route(_path, _admitted(_endpoint))
 _ROUTES = [WebSocketRoute(path, endpoint) for path, endpoint in SOCKET_ENDPOINTS.items()]
 
 
@@ -761,6 +767,10 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send) -> bool:
         match, child = route.matches(scope)
         if match is Match.FULL:
             scope["path_params"] = child["path_params"]
-            await child["endpoint"](WebSocket(scope, receive, send))
+            ws = WebSocket(scope, receive, send)
+            try:
+                await child["endpoint"](ws)
+            finally:
+                _release(ws)
             return True
     return False
