@@ -147,6 +147,13 @@ class Outbound:
         finally:
             self._sender = None
 
+    async def drain_below(self, limit: int) -> None:
+        """Wait while more than `limit` bytes are queued: backpressure for a handler about to
+        queue a lot on the peer's request (the peer's next requests wait in TCP, not here)."""
+        sender = self._sender
+        if sender is not None and self.queued_bytes > limit and not self.stopped:
+            await asyncio.wait({sender})  # ends when the queue is sent, the peer is gone or we stop
+
     def stop(self) -> None:
         """The socket is done: drop what is queued and stop sending."""
         self.stopped = True
@@ -682,6 +689,9 @@ async def class_docs_socket(ws: WebSocket) -> None:
                 continue
             try:
                 if isinstance(message, SyncStep1):
+                    # A dashboard follows a whole class at once: answer at the pace the teacher's
+                    # link takes the documents, rather than queue them up to the 1013 cap.
+                    await out.drain_below(out.max_bytes // 2)
                     if eid not in followed and not await follow(eid, prefix):
                         continue
                     diff, server_sv = await ctx.live.call(eid, "sync", eid, message.state_vector)
