@@ -18,6 +18,7 @@ from serve_app import web
 from serve_app.realtime import direct, sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
+from serve_app.housekeeping import purge_periodically
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.process import release_free_memory_periodically
@@ -66,6 +67,8 @@ def create_app(
         await ctx.live.start()
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
+        purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
+                                                       interval=settings.store_purge_interval_seconds))
         sockets_direct = direct.register(app)
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
@@ -74,6 +77,7 @@ def create_app(
             direct.unregister(sockets_direct)
             await sockets_direct.close_all()
             trim.cancel()
+            purge.cancel()
             await stop_runner(ctx)
             await ctx.live.stop()
             await engine.dispose()

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     max_ws_message_bytes: int = 1024 * 1024
     ws_messages_per_second: float = 60.0
     ws_burst: int = 200
+    # Bounds a hostile or stalled client cannot push past (README "Live sockets"): bytes queued for
+    # one socket (close 1013 beyond), one awareness message (close 1009 beyond), open sockets per
+    # user on one replica (close 4429 beyond), tickets issued per user per minute (429 beyond).
+    ws_outbound_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    ws_awareness_max_bytes: int = Field(default=4096, ge=64)
+    ws_max_sockets_per_user: int = Field(default=64, ge=1)
+    ws_tickets_per_user_per_minute: int = Field(default=120, ge=1)
+    # Messages waiting in a bus outbox or in the hub for one subscriber (oldest dropped beyond;
+    # the affected channels' sockets resync).
+    bus_queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Spent/expired socket tickets and expired refresh tokens are deleted this often.
+    store_purge_interval_seconds: float = Field(default=600.0, gt=0)
     # permessage-deflate on sockets: off, because Yjs frames are a few bytes (see
     # serve_app.deployments.configure_websockets).
     ws_compression: bool = False

@@ -287,6 +287,12 @@ class EssayCoachTarget(Target):
             # Every simulated account logs in from 127.0.0.1: lift the per-IP login throttle
             # (30/min by default) so setup is not throttled. Nothing on the measured path uses it.
             "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "1000000",
+            # A teacher account watches its whole class (one doc socket per essay unless the
+            # class documents socket is used): lift the per-user socket and ticket caps (64 open,
+            # 120 tickets/min by default) so a layout with few teachers still opens. Nothing
+            # measured depends on them.
+            "ESSAYCOACH_WS_MAX_SOCKETS_PER_USER": "1000000",
+            "ESSAYCOACH_WS_TICKETS_PER_USER_PER_MINUTE": "1000000",
             **self.extra_env,
         }
         cmd = [str(VENV_BIN / "essaycoach"), "run"] + (["--default-proxy"] if self.default_proxy else [])

@@ -224,6 +224,7 @@ def test_close_codes_are_the_documented_values() -> None:
         "FORBIDDEN": 4403,
         "UNKNOWN_ESSAY": 4404,
         "UNKNOWN_MESSAGE_TYPE": 4415,
+        "TOO_MANY_SOCKETS": 4429,
     }
 
 
