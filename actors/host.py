@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.broadcast import Bus, doc_message
-from actors.doc import EssayDoc, InvalidAnchor, InvalidUpdate, encode_anchor, replace_text_update, resolve_anchor
+from actors.doc import (EssayDoc, InvalidUpdate, anchors_are_cheap, encode_anchor, encode_anchors,
+                        replace_text_update, resolve_anchors, resolve_anchors_live)
 from actors.essay import EssayActor, EssayMeta, encode_event
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.analysis.local import spellchecker
@@ -365,8 +366,12 @@ class EssayHost:
         # Anchors are made now, against exactly the text the offsets were computed on. An item
         # whose id is unchanged sits in an unchanged paragraph: its anchor is still good.
         known = {item.id: item.anchor for item in actor.items if item.anchor}
-        items = [item.replace(anchor=known.get(item.id) or encode_anchor(actor.doc, item.start, item.end))
-                 for item in new_items]
+        fresh = [item for item in new_items if not known.get(item.id)]
+        made = dict(zip((item.id for item in fresh),
+                        await self._encode_anchors(actor, [(item.start, item.end) for item in fresh])))
+        if actor.seq != seq:
+            return False  # typed while the anchors were made off the loop
+        items = [item.replace(anchor=known.get(item.id) or made[item.id]) for item in new_items]
         changed, removed = diff_items(actor.items, items)
         actor.items, actor.analyzed_text = items, text
         actor.feedback_counts = count_kinds(items)
@@ -410,15 +415,18 @@ class EssayHost:
     async def feedback(self, essay_id: uuid.UUID) -> dict[str, Any]:
         """The current feedback set, offsets resolved against the current text."""
         actor = await self.open(essay_id)
+        items, analyzed_text = actor.items, actor.analyzed_text
+        text, seq, spans = await self._resolve_anchors(actor, [item.anchor for item in items])
         out = []
-        for item in actor.items:
-            span = resolve_anchor(actor.doc, item.anchor) if item.anchor else (item.start, item.end)
+        for item, span in zip(items, spans):
+            if item.anchor is None:
+                span = (item.start, item.end)
             if span is None:
                 continue  # the text it was about is gone
             data = wire_item(item)
-            data.update(start=span[0], end=span[1], quote=actor.doc.text[span[0]:span[1]])
+            data.update(start=span[0], end=span[1], quote=text[span[0]:span[1]])
             out.append(data)
-        return {"items": out, "doc_seq": actor.seq, "analyzed": actor.analyzed_text == settled_text(actor.doc.text)}
+        return {"items": out, "doc_seq": seq, "analyzed": analyzed_text == settled_text(text)}
 
     async def _publish_class_row(self, actor: EssayActor, now: float) -> None:
         """The teacher dashboard row, coalesced to about one per second per essay."""
@@ -519,19 +527,39 @@ class EssayHost:
         Raises ValueError when the range is outside the text.
         """
         actor = await self.open(essay_id)
-        anchor = encode_anchor(actor.doc, start, end)
-        return {"anchor": anchor, "quote": actor.doc.text[start:end], "doc_seq": actor.seq}
+        text, seq = actor.doc.text, actor.seq
+        if not 0 <= start <= end <= len(text):
+            raise ValueError(f"range [{start}, {end}) outside text of length {len(text)}")
+        [anchor] = await self._encode_anchors(actor, [(start, end)])
+        return {"anchor": anchor, "quote": text[start:end], "doc_seq": seq}
 
     async def resolve(self, essay_id: uuid.UUID, anchors: list[str | None]) -> list[tuple[int, int] | None]:
         """Current offsets of each anchor (None: deleted, missing or unreadable)."""
         actor = await self.open(essay_id)
-        out: list[tuple[int, int] | None] = []
-        for anchor in anchors:
-            try:
-                out.append(resolve_anchor(actor.doc, anchor) if anchor else None)
-            except InvalidAnchor:
-                out.append(None)
-        return out
+        return (await self._resolve_anchors(actor, anchors))[2]
+
+    async def _encode_anchors(self, actor: EssayActor, ranges: list[tuple[int, int]]) -> list[str]:
+        """Anchors for ranges of the current text: on the loop when that is cheap (ASCII, short,
+        or the view is built), else on a worker thread from plain data (pycrdt objects stay on
+        their thread); the caller checks `actor.seq` afterwards if the text may have moved."""
+        doc = actor.doc
+        if not ranges:
+            return []
+        if anchors_are_cheap(doc):
+            return [encode_anchor(doc, start, end) for start, end in ranges]
+        return await asyncio.to_thread(encode_anchors, doc.text, doc.full_state(), ranges)
+
+    async def _resolve_anchors(self, actor: EssayActor, anchors: list[str | None]
+                               ) -> tuple[str, int, list[tuple[int, int] | None]]:
+        """(text, seq, spans): each anchor resolved against that text version (None: deleted,
+        missing or unreadable), off the loop like `_encode_anchors` when that is not cheap."""
+        doc = actor.doc
+        text, seq = doc.text, actor.seq
+        if not any(anchors):
+            return text, seq, [None] * len(anchors)
+        if anchors_are_cheap(doc):
+            return text, seq, resolve_anchors_live(doc, anchors)
+        return text, seq, await asyncio.to_thread(resolve_anchors, text, doc.full_state(), anchors)
 
     # --- events ---------------------------------------------------------------------------
 
