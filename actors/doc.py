@@ -43,7 +43,7 @@ from pycrdt import (
     write_var_uint,
 )
 
-from actors.yupdate import ascii_shadow
+from actors.yupdate import ForbiddenContent, MalformedUpdate, ascii_shadow, check_text_update
 
 __all__ = [
     "EMPTY_UPDATE",
@@ -53,6 +53,7 @@ __all__ = [
     "InvalidAnchor",
     "InvalidStateVector",
     "InvalidUpdate",
+    "TextTooLong",
     "UpdateEffect",
     "anchors_are_cheap",
     "count_words",
@@ -90,6 +91,10 @@ class InvalidUpdate(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.doc_unchanged = doc_unchanged
+
+
+class TextTooLong(InvalidUpdate):
+    """Applying the update would make the essay longer than its character limit; not applied."""
 
 
 class InvalidStateVector(ValueError):
@@ -168,14 +173,24 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def validate_update(update: bytes) -> None:
-    """Decode the whole update without any document: the structural check done before applying.
+def validate_update(update: bytes) -> int:
+    """Decode the whole update without any document: the check done before applying. An essay
+    takes only inserts and deletes of plain text in its root `Y.Text` `content`
+    (`actors.yupdate.check_text_update`). Returns how many characters it inserts at most.
 
     Raises:
-        InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
+        InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding), or it writes
+            anything else (another root type, a map, a nested type, an embed, formatting
+            attributes, JSON/Any/binary content, a subdocument).
     """
+    update = bytes(update)
+    try:
+        checked = check_text_update(update, root=ROOT_TEXT)
+    except (MalformedUpdate, ForbiddenContent) as exc:
+        raise InvalidUpdate(f"{'not plain text' if isinstance(exc, ForbiddenContent) else 'cannot decode update'}: {exc}") from None
     with _rust_errors(InvalidUpdate, "cannot decode update"):
-        get_state(bytes(update))
+        get_state(update)
+    return checked.inserted_chars
 
 
 class EssayDoc:
@@ -260,18 +275,28 @@ class EssayDoc:
         """The whole document as one update (for snapshots and fresh replicas)."""
         return self._doc.get_update()
 
-    def apply_update(self, update: bytes) -> UpdateEffect:
+    def apply_update(self, update: bytes, *, max_chars: int | None = None) -> UpdateEffect:
         """Validate `update`, apply it, and report its effect on the text.
 
         Decoding happens before the document is touched, so an invalid update leaves it unchanged.
+        With `max_chars`, an update that would leave more characters than that is refused
+        unapplied (it is tried on a copy only when the cheap bound, current length plus what it
+        inserts, is over the limit: a replace-all of a long text still fits).
 
         Raises:
-            InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
+            InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding), or not plain
+                text in `content` (see `validate_update`).
+            TextTooLong: it would make the text longer than `max_chars`.
         """
         update = bytes(update)
-        validate_update(update)
+        inserted_at_most = validate_update(update)
 
         old_text = self.text
+        if max_chars is not None and len(old_text) + inserted_at_most > max_chars:
+            scratch = EssayDoc.from_state(self.full_state())
+            scratch._doc.apply_update(update)
+            if len(scratch.text) > max(max_chars, len(old_text)):
+                raise TextTooLong(f"the essay would have {len(scratch.text)} characters; the limit is {max_chars}")
         state_before = self._doc.get_state()
         self._deltas.clear()
         try:

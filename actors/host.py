@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.broadcast import Bus, doc_message
-from actors.doc import (EssayDoc, InvalidUpdate, anchors_are_cheap, encode_anchor, encode_anchors,
+from actors.doc import (EssayDoc, InvalidUpdate, TextTooLong, anchors_are_cheap, encode_anchor, encode_anchors,
                         replace_text_update, resolve_anchors, resolve_anchors_live)
 from actors.essay import EssayActor, EssayMeta, encode_event
 from actors.analysis.items import FeedbackItem, diff_items
@@ -50,7 +50,12 @@ class EssayNotFound(LookupError):
 
 
 class UpdateRejected(ValueError):
-    """An update failed to decode; the document is unchanged."""
+    """An update failed to decode or is not plain text; the document is unchanged."""
+
+
+class UpdateTooLarge(UpdateRejected):
+    """An update that would take the essay over `max_essay_chars` characters or its update log
+    over `max_log_bytes`; the document is unchanged (sockets: permission-denied, close 4413)."""
 
 
 class Analyzer(Protocol):
@@ -86,6 +91,10 @@ class HostConfig:
     tick_seconds: float = 0.25
     class_row_interval: float = 1.0
     commit_interval: float = 0.004
+    # Live writes (sockets and REST alike) are refused beyond these: the text's length, and the
+    # bytes of its update log, which is never pruned (replay needs it) and is replayed on load.
+    max_essay_chars: int = 200_000
+    max_log_bytes: int = 64 * 1024 * 1024
 
 
 class EssayHost:
@@ -199,6 +208,7 @@ class EssayHost:
             if stored is None:
                 raise EssayNotFound(str(essay_id))
             last = await documents.last_revision(session, essay_id=essay_id)
+            log_bytes = await documents.log_bytes(session, essay_id=essay_id)
             items = await feedback_repo.load(session, essay_id=essay_id)
             prompt = await feedback_repo.assignment_prompt(session, essay=stored.essay)
         essay = stored.essay
@@ -208,7 +218,7 @@ class EssayHost:
             meta=EssayMeta(essay.id, essay.owner_id, essay.class_id, essay.title),
             doc=doc, seq=seq, watermark=essay.log_watermark, typing_seconds=float(essay.typing_seconds),
             last_active_at=essay.updated_at, idle_since=self.clock(),
-            revision_seq=last.seq if last else 0,
+            revision_seq=last.seq if last else 0, log_bytes=log_bytes,
         )
         actor.last_revision_at = self.clock() if last else None
         actor.assignment_prompt = prompt
@@ -231,11 +241,16 @@ class EssayHost:
         """
         actor = await self.open(essay_id)
         now = self.clock()
+        if actor.log_bytes + len(update) > self.config.max_log_bytes and _changes(actor.doc, update):
+            raise UpdateTooLarge(f"the essay's edit history is over its {self.config.max_log_bytes} byte budget")
         try:
             # Apply and seq assignment run without an await in between: per-essay order is the
             # event loop's order, so no two updates can take the same seq.
             effect = actor.apply(update, now=now, wall=self.wallclock(),
-                                 large_paste_chars=self.config.large_paste_chars if live else 2**62)
+                                 large_paste_chars=self.config.large_paste_chars if live else 2**62,
+                                 max_chars=self.config.max_essay_chars)
+        except TextTooLong as exc:
+            raise UpdateTooLarge(str(exc)) from exc
         except InvalidUpdate as exc:
             raise UpdateRejected(str(exc)) from exc
         if not effect.needs_persist:
@@ -447,11 +462,7 @@ class EssayHost:
         news from a reader is refused.
         """
         actor = await self.open(essay_id)
-        scratch = EssayDoc.from_state(actor.doc.full_state())
-        try:
-            return scratch.apply_update(update).needs_persist
-        except InvalidUpdate:
-            return True
+        return _changes(actor.doc, update)
 
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
         """Replace the whole text (REST writes) as one ordinary CRDT update."""
@@ -736,6 +747,16 @@ class EssayHost:
     async def _exists(self, essay_id: uuid.UUID) -> bool:
         async with self.sessions() as session:
             return await essays_repo.get(session, essay_id=essay_id) is not None
+
+
+def _changes(doc: EssayDoc, update: bytes) -> bool:
+    """Whether `update` carries anything `doc` lacks (tried on a scratch copy; O(document), for
+    the rare callers: a reader's update, an essay at its log budget). Undecodable: True."""
+    scratch = EssayDoc.from_state(doc.full_state())
+    try:
+        return scratch.apply_update(update).needs_persist
+    except InvalidUpdate:
+        return True
 
 
 async def _repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:

@@ -566,3 +566,36 @@ def test_count_words_matches_its_definition_on_random_unicode_text() -> None:
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         assert count_words(text) == sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
+
+
+# --- live bounds (issue 13, item 2) --------------------------------------------------------
+
+
+def test_update_that_is_not_plain_text_is_refused_and_nothing_applied() -> None:
+    from pycrdt import Map
+
+    essay = essay_with("kept")
+    state = essay.state_vector()
+    client = Client(essay)
+    before = client.doc.get_state()
+    client.doc.get("m", type=Map)["a"] = "x" * 100
+    client.content.insert(0, "also ")  # in the same update: all or nothing
+    with pytest.raises(InvalidUpdate, match="not plain text"):
+        essay.apply_update(client.doc.get_update(before))
+    assert essay.text == "kept" and essay.state_vector() == state
+
+
+def test_character_limit_refuses_growth_but_not_a_replacement_that_fits() -> None:
+    from actors.doc import TextTooLong
+
+    essay = essay_with("x" * 90)
+    client = Client(essay)
+    with pytest.raises(TextTooLong):
+        essay.apply_update(client.insert(90, "y" * 11), max_chars=100)
+    assert essay.text == "x" * 90
+    client = Client(essay)
+    essay.apply_update(replace_text_update(essay, "z" * 100), max_chars=100)  # deletes 90, inserts 100
+    assert essay.text == "z" * 100
+    client = Client(essay)
+    essay.apply_update(client.delete(0, 50), max_chars=10)  # over the limit already: shrinking is fine
+    assert len(essay.text) == 50
