@@ -40,10 +40,11 @@ from pycrdt import (
     TextEvent,
     get_state,
     get_update,
+    merge_updates,
     write_var_uint,
 )
 
-from actors.yupdate import ForbiddenContent, MalformedUpdate, ascii_shadow, check_text_update
+from actors.yupdate import ForbiddenContent, MalformedUpdate, TextUpdate, ascii_shadow, check_text_update, delete_ranges
 
 __all__ = [
     "EMPTY_UPDATE",
@@ -173,7 +174,7 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def validate_update(update: bytes) -> int:
+def validate_update(update: bytes) -> TextUpdate:
     """Decode the whole update without any document: the check done before applying. An essay
     takes only inserts and deletes of plain text in its root `Y.Text` `content`
     (`actors.yupdate.check_text_update`). Returns how many characters it inserts at most.
@@ -190,7 +191,7 @@ def validate_update(update: bytes) -> int:
         raise InvalidUpdate(f"{'not plain text' if isinstance(exc, ForbiddenContent) else 'cannot decode update'}: {exc}") from None
     with _rust_errors(InvalidUpdate, "cannot decode update"):
         get_state(update)
-    return checked.inserted_chars
+    return checked
 
 
 class EssayDoc:
@@ -206,6 +207,10 @@ class EssayDoc:
         self._text_cache: str | None = ""
         self._words_cache: int | None = 0
         self._anchor_view: _AnchorView | None = None
+        # Updates with parts pycrdt keeps pending (structs or deletes of items this doc has not
+        # seen yet). pycrdt's own encodings leave pending parts out, so `full_state` and `diff`
+        # add these: a snapshot must carry a delete whose insert is still to come.
+        self._pending: list[bytes] = []
         self._subscription = self._content.observe(self._on_text_event)
 
     def _on_text_event(self, event: TextEvent) -> None:
@@ -232,12 +237,54 @@ class EssayDoc:
         return essay
 
     def _load(self, update: bytes, what: str) -> None:
+        update = bytes(update)
+        before = self._doc.get_state()
         try:
             with _rust_errors(InvalidUpdate, f"{what} is not a valid update"):
-                self._doc.apply_update(bytes(update))
+                self._doc.apply_update(update)
         finally:
             self._deltas.clear()
             self._anchor_view = None
+        after = self._doc.get_state()
+        try:
+            deletes = delete_ranges(update)
+        except MalformedUpdate:
+            deletes = []
+        if self._has_pending(update, after, deletes):
+            self._pending.append(update)
+        if after != before:
+            self._settle_pending(after)
+
+    def apply_stored(self, update: bytes) -> None:
+        """Apply an update from the store (snapshot or log row) without the checks live updates
+        get: what the store has was accepted once (replay of an essay's history).
+
+        Raises:
+            InvalidUpdate: the bytes are not a valid update.
+        """
+        self._load(update, "stored update")
+
+    @staticmethod
+    def _has_pending(update: bytes, state: bytes, deletes: list[tuple[int, int, int]]) -> bool:
+        """Whether part of `update` is still pending in a doc at `state`: structs it cannot
+        integrate yet, or deletes of items it does not have (pycrdt keeps both)."""
+        if Decoder(get_update(update, state)).read_var_uint() > 0:
+            return True
+        if not deletes:
+            return False
+        clocks = _decode_state_vector(state)
+        return any(clock + length > clocks.get(client, 0) for client, clock, length in deletes)
+
+    def _settle_pending(self, state: bytes) -> None:
+        """Forget pending updates the document has now integrated (its state moved)."""
+        if self._pending:
+            self._pending = [u for u in self._pending
+                             if self._has_pending(u, state, delete_ranges(u))]
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether some update waits on items this document has not seen yet."""
+        return bool(self._pending)
 
     @property
     def ydoc(self) -> Doc:
@@ -269,11 +316,14 @@ class EssayDoc:
             InvalidStateVector: the state vector cannot be decoded.
         """
         with _rust_errors(InvalidStateVector, "cannot decode state vector"):
-            return self._doc.get_update(bytes(remote_state_vector))
+            missing = self._doc.get_update(bytes(remote_state_vector))
+        return merge_updates(missing, *self._pending) if self._pending else missing
 
     def full_state(self) -> bytes:
-        """The whole document as one update (for snapshots and fresh replicas)."""
-        return self._doc.get_update()
+        """The whole document as one update (for snapshots and fresh replicas), pending parts
+        included (see `_pending`)."""
+        state = self._doc.get_update()
+        return merge_updates(state, *self._pending) if self._pending else state
 
     def apply_update(self, update: bytes, *, max_chars: int | None = None) -> UpdateEffect:
         """Validate `update`, apply it, and report its effect on the text.
@@ -289,10 +339,11 @@ class EssayDoc:
             TextTooLong: it would make the text longer than `max_chars`.
         """
         update = bytes(update)
-        inserted_at_most = validate_update(update)
+        checked = validate_update(update)
 
         old_text = self.text
-        if max_chars is not None and len(old_text) + inserted_at_most > max_chars:
+        if max_chars is not None and (len(old_text) + checked.inserted_chars > max_chars or self._pending):
+            # Pending parts integrated by this update may add text it does not carry itself.
             scratch = EssayDoc.from_state(self.full_state())
             scratch._doc.apply_update(update)
             if len(scratch.text) > max(max_chars, len(old_text)):
@@ -320,9 +371,14 @@ class EssayDoc:
         )
         # Delta `delete` counts UTF-8 bytes; lengths give the deleted code points exactly.
         deleted = max(0, len(old_text) + inserted - len(self.text)) if deltas else 0
-        # Structs of this update the doc still lacks were parked as pending (missing dependencies).
-        leftover = get_update(update, state_after)
-        pending = Decoder(leftover).read_var_uint() > 0
+        # Parts of this update the doc cannot integrate yet (structs with missing dependencies,
+        # deletes of items it has not seen) are parked as pending: they change what the doc will
+        # become, so the update is logged, and snapshots carry it until it is integrated.
+        pending = self._has_pending(update, state_after, checked.deletes)
+        if pending:
+            self._pending.append(update)
+        if state_after != state_before:
+            self._settle_pending(state_after)
         return UpdateEffect(
             inserted_chars=inserted,
             deleted_chars=deleted,

@@ -60,10 +60,14 @@ class ForbiddenContent(ValueError):
 class TextUpdate:
     """What a checked update carries: `inserted_chars` code points of new string items (an upper
     bound on what applying it can add: items the document already has are ignored by Yjs), and
-    whether it has a delete set."""
+    its delete set as (client, clock, length) ranges."""
 
     inserted_chars: int
-    has_deletes: bool
+    deletes: list[tuple[int, int, int]]
+
+    @property
+    def has_deletes(self) -> bool:
+        return bool(self.deletes)
 
 
 def utf16_len(text: str) -> int:
@@ -254,7 +258,7 @@ def check_text_update(update: bytes, *, root: str = "content") -> TextUpdate:
         raise MalformedUpdate("trailing bytes after the delete set")
     if walk.forbidden is not None:
         raise ForbiddenContent(walk.forbidden)
-    return TextUpdate(inserted_chars=walk.inserted_chars, has_deletes=bool(deletes))
+    return TextUpdate(inserted_chars=walk.inserted_chars, deletes=deletes)
 
 
 def ascii_shadow(update: bytes) -> bytes:

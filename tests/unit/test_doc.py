@@ -21,6 +21,7 @@ from actors.doc import (
     resolve_anchor,
     text_to_update,
 )
+from tests.fakes import secret_updates
 
 
 class Client:
@@ -599,3 +600,36 @@ def test_character_limit_refuses_growth_but_not_a_replacement_that_fits() -> Non
     client = Client(essay)
     essay.apply_update(client.delete(0, 50), max_chars=10)  # over the limit already: shrinking is fine
     assert len(essay.text) == 50
+
+
+# --- deletes that arrive before their inserts (issue 13, item 3) ----------------------------
+
+
+
+
+def test_a_delete_of_unseen_items_is_persisted_and_applied_when_they_arrive() -> None:
+    insert, delete = secret_updates()
+    essay = EssayDoc()
+    effect = essay.apply_update(delete)
+    assert effect.needs_persist and effect.pending and essay.has_pending
+    # A snapshot taken now, and a peer syncing now, carry the pending delete.
+    from_snapshot = EssayDoc.from_state(essay.full_state())
+    peer = Client()
+    peer.receive(essay.diff(b"\x00"))
+    assert essay.apply_update(insert).changed
+    assert essay.text == "" and not essay.has_pending
+    from_snapshot.apply_update(insert)
+    peer.receive(insert)
+    assert from_snapshot.text == "" and peer.text == ""
+    # Replaying the log in order gives the same text.
+    replayed = EssayDoc.from_state(None, [delete, insert])
+    assert replayed.text == ""
+
+
+def test_a_delete_of_items_already_deleted_changes_nothing_and_is_not_persisted() -> None:
+    insert, delete = secret_updates()
+    essay = EssayDoc()
+    essay.apply_update(insert)
+    assert essay.apply_update(delete).changed
+    again = essay.apply_update(delete)
+    assert not again.needs_persist and not essay.has_pending
