@@ -58,6 +58,9 @@ class Metrics:
                                      ["socket", "code"], registry=self.registry)
         self.updates = Counter("essaycoach_doc_updates_total", "Document updates received and acknowledged",
                                registry=self.registry)
+        self.update_bytes = Counter("essaycoach_doc_update_bytes_total",
+                                    "Bytes of document updates acknowledged (the update log's growth)",
+                                    registry=self.registry)
         self.ack_seconds = Histogram(
             "essaycoach_ack_seconds", "Update received -> durable ack sent (gateway view)", registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))

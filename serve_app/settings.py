@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.
     hosts: int = Field(default=0, ge=0, le=1024)
     max_essay_chars: int = 200_000
+    max_essay_log_bytes: int = 64 * 1024 * 1024
     max_body_bytes: int = 2 * 1024 * 1024
     # File uploads (POST .../import): the file's bytes, and a PDF's pages (serve_app/uploads.py).
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -138,7 +139,8 @@ class Settings(BaseSettings):
                           local_min_interval=self.feedback_local_min_interval_seconds,
                           llm_pause_seconds=self.feedback_llm_pause_seconds,
                           llm_settle_seconds=self.feedback_llm_settle_seconds,
-                          commit_interval=self.commit_interval_ms / 1000)
+                          commit_interval=self.commit_interval_ms / 1000,
+                          max_essay_chars=self.max_essay_chars, max_log_bytes=self.max_essay_log_bytes)
 
     @property
     def is_sqlite(self) -> bool:

@@ -125,3 +125,17 @@ async def walk(client: httpx.AsyncClient, path: str, headers: dict[str, str], *,
         if cursor is None:
             return pages
         assert len(pages) < 1000, "pagination does not terminate"
+
+
+def secret_updates() -> tuple[bytes, bytes]:
+    """Issue 13's repro: client 999 inserts "hello secret" (clocks 0-11), then deletes it;
+    returns (insert, delete) so a test can deliver the delete first."""
+    from pycrdt import Doc, Text
+
+    author = Doc(client_id=999)
+    text = author.get("content", type=Text)
+    text.insert(0, "hello secret")
+    insert = author.get_update()
+    before = author.get_state()
+    del text[0:12]
+    return insert, author.get_update(before)

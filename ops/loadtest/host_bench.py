@@ -110,14 +110,19 @@ class Driver:
             self.acks.append((arrived, time.perf_counter()))
 
 
-async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="host-bench-"))
+async def fresh_store(prefix: str = "host-bench-") -> tuple[Settings, Any, Any]:
+    """(settings, database engine, sessions) of a migrated SQLite store in a new temp dir."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     await asyncio.to_thread(upgrade, url)
     settings = Settings(database_url=url, var_dir=workdir, jwt_secret="bench-" + "x" * 40, dev_mode=False,
                         ai_provider="local")  # type: ignore[call-arg]
     engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
+    return settings, engine, make_sessionmaker(engine)
+
+
+async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[str, Any]:
+    settings, engine, sessions = await fresh_store()
     ids = await make_essays(sessions, typists)
     schedule = typing_schedule(typists, warmup + seconds, seed)
     host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=settings.host_config(),

@@ -44,11 +44,16 @@ Close codes (`CloseCode`):
     1013 TRY_AGAIN_LATER        essay host (re)starting, or the socket fell too far behind
                                 (2,000 frames or WS_OUTBOUND_MAX_BYTES queued); reconnect with backoff
     4400 MALFORMED_FRAME        truncated/overlong varuint, length beyond buffer, trailing bytes,
-                                bad awareness payload, invalid CRDT update
+                                bad awareness payload, invalid CRDT update, or an update that
+                                is not plain text in the root Y.Text `content` (another root
+                                type, a map, embeds, formatting attributes): nothing applied
     4401 BAD_TICKET             ws ticket missing, expired, reused (when refusal before accept
                                 is impossible)
     4403 FORBIDDEN              wrong role, or a write on a read-only (teacher) socket
-    4404 UNKNOWN_ESSAY          no such essay (or not visible to the caller)
+    4404 UNKNOWN_ESSAY          no such essay (or not visible to the caller, or deleted)
+    4413 TOO_LARGE              after a permission-denied message: the update would take the
+                                essay over MAX_ESSAY_CHARS or its update log over
+                                MAX_ESSAY_LOG_BYTES; nothing applied
     4429 TOO_MANY_SOCKETS       the user already holds WS_MAX_SOCKETS_PER_USER open sockets on
                                 this Gateway replica (sent right after accept)
     4415 UNKNOWN_MESSAGE_TYPE   unknown top-level type or sync subtype, or a server-only message
@@ -117,6 +122,7 @@ class CloseCode(IntEnum):
     BAD_TICKET = 4401
     FORBIDDEN = 4403
     UNKNOWN_ESSAY = 4404
+    TOO_LARGE = 4413  # the essay's character limit or its update log's byte budget (after permission-denied)
     TOO_MANY_SOCKETS = 4429
     UNKNOWN_MESSAGE_TYPE = 4415
 

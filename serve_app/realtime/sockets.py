@@ -31,7 +31,7 @@ from sqlalchemy import select
 from actors.broadcast import RESYNC, doc_message, split_doc_message
 from actors.doc import InvalidUpdate, validate_update
 from actors.essay import excerpt
-from actors.host import EssayNotFound, UpdateRejected
+from actors.host import EssayNotFound, UpdateRejected, UpdateTooLarge
 from db.models import Essay, User
 from db.repositories import classes, essays, users
 from db.types import utcnow
@@ -261,8 +261,12 @@ async def _refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: Outbou
 
 
 async def _close_for(out: Outbound, metrics: Any, name: str, exc: ProtocolError | UpdateRejected) -> None:
-    """Close a binary socket for a protocol error (its code) or a refused update (4400), counted."""
-    if isinstance(exc, UpdateRejected):
+    """Close a binary socket for a protocol error (its code) or a refused update (4400; over the
+    essay's size limits: permission-denied, then 4413), counted."""
+    if isinstance(exc, UpdateTooLarge):
+        out.put(encode_permission_denied(str(exc)[:200]))
+        exc = ProtocolError(CloseCode.TOO_LARGE, f"essay too large: {exc}"[:120])
+    elif isinstance(exc, UpdateRejected):
         exc = ProtocolError(CloseCode.MALFORMED_FRAME, f"invalid update: {exc}"[:120])
     metrics.socket_closes.labels(name, str(int(exc.code))).inc()
     await out.close(exc.code, exc.reason)
@@ -405,6 +409,7 @@ async def doc_socket(ws: WebSocket) -> None:
                 acked += 1
                 out.put(encode_ack(acked))
                 metrics.updates.inc()
+                metrics.update_bytes.inc(len(update))
                 metrics.ack_seconds.observe(time.perf_counter() - received)
             elif isinstance(message, Awareness):
                 relayed = awareness.accept(message)  # only this socket's own client id
