@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -294,6 +295,18 @@ class AiUsage(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RateBucket(Base):
+    """A decaying counter shared by every replica (login failures, submissions): ``level`` drains
+    at a fixed rate from ``updated_at``; times are Unix seconds so the arithmetic stays in SQL.
+    ``expires_at`` is when the level has drained to zero; rows past it are deleted."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    level: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 Index("ix_essay_updates_essay_seq_created", EssayUpdate.essay_id, EssayUpdate.created_at)

@@ -20,7 +20,7 @@ from serve_app.errors import install_handlers
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.process import release_free_memory_periodically
-from serve_app.ratelimit import LoginThrottle
+from serve_app.ratelimit import BucketPolicy, LoginThrottle, evict_periodically, make_bucket_store
 from serve_app.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -54,17 +54,23 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        ctx = Context(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
-                      throttle=LoginThrottle(clock=clock,
-                                             per_ip_per_minute=settings.login_attempts_per_ip_per_minute,
-                                             failures_before_lock=settings.login_failures_per_account,
-                                             max_lock_seconds=settings.login_lockout_max_seconds),
-                      live=None, metrics=metrics, clock=clock)  # type: ignore[arg-type]
+        sessions = make_sessionmaker(engine)
+        buckets = make_bucket_store(settings.redis_url, sessions)
+        throttle = LoginThrottle(
+            buckets,
+            per_account=BucketPolicy.every(burst=settings.login_account_failure_burst,
+                                           seconds=settings.login_account_failure_drain_seconds),
+            per_ip=BucketPolicy.every(burst=settings.login_ip_failure_burst,
+                                      seconds=settings.login_ip_failure_drain_seconds))
+        ctx = Context(settings=settings, engine=engine, sessions=sessions, throttle=throttle,
+                      live=None, metrics=metrics, clock=clock, buckets=buckets,
+                      trusted_proxies=settings.trusted_proxy_networks)  # type: ignore[arg-type]
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
+        evict = asyncio.create_task(evict_periodically(buckets))
         sockets_direct = direct.register(app)
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
@@ -73,8 +79,10 @@ def create_app(
             direct.unregister(sockets_direct)
             await sockets_direct.close_all()
             trim.cancel()
+            evict.cancel()
             await stop_runner(ctx)
             await ctx.live.stop()
+            await buckets.aclose()
             await engine.dispose()
 
     app = _App(

@@ -67,9 +67,14 @@ class Settings(BaseSettings):
     # ack waits for its commit, so this is a floor under ack latency, and each commit costs CPU.
     commit_interval_ms: float = Field(default=4.0, gt=0, le=1000)
 
-    login_attempts_per_ip_per_minute: int = 30
-    login_failures_per_account: int = 5
-    login_lockout_max_seconds: int = 15 * 60
+    # Proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the TCP peer is
+    # the client (serve_app/client_address.py says why that is the default).
+    trusted_proxies: str = ""
+    # Failed logins drain from a bucket per account and one per client address (serve_app/ratelimit.py).
+    login_account_failure_burst: int = Field(default=5, ge=1)
+    login_account_failure_drain_seconds: float = Field(default=60.0, gt=0)
+    login_ip_failure_burst: int = Field(default=100, ge=1)
+    login_ip_failure_drain_seconds: float = Field(default=6.0, gt=0)
 
     gateway_replicas_min: int = 1
     gateway_replicas_max: int = 4
@@ -103,7 +108,17 @@ class Settings(BaseSettings):
             self.jwt_secret = _dev_secret(self.var_dir)
         if len(self.jwt_secret.encode()) < 32:
             raise ValueError("ESSAYCOACH_JWT_SECRET must be at least 32 bytes")
+        self.trusted_proxy_networks  # noqa: B018 - a bad CIDR fails at start, not at the first login
         return self
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Any, ...]:
+        from serve_app.client_address import parse_networks
+
+        try:
+            return parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"ESSAYCOACH_TRUSTED_PROXIES: {exc}") from None
 
     def host_config(self) -> Any:
         """The essay hosts' tunables from these settings."""

@@ -124,7 +124,7 @@ async def env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> As
     tmp = tmp_path_factory.mktemp("subs")
     async with fresh_database(database_url, tmp) as url:
         # Private callback targets are allowed here so the webhook test can use a 127.0.0.1 receiver.
-        settings = make_settings(url, tmp, login_attempts_per_ip_per_minute=100_000, webhook_allow_private=True,
+        settings = make_settings(url, tmp, login_ip_failure_burst=100_000, webhook_allow_private=True,
                                  webhook_backoff_seconds=0.01, submission_poll_seconds=0.1,
                                  submission_lease_seconds=2.0, max_essay_chars=5_000)
         async with running_app(settings) as (app, client):
@@ -284,7 +284,7 @@ async def test_empty_text_is_422(env: Env) -> None:
 
 
 async def test_callback_url_to_loopback_is_refused_when_private_targets_are_not_allowed(env: Env) -> None:
-    strict = make_settings(env.settings.database_url, env.settings.var_dir, login_attempts_per_ip_per_minute=100_000)
+    strict = make_settings(env.settings.database_url, env.settings.var_dir, login_ip_failure_burst=100_000)
     assert strict.webhook_private_allowed is False
     async with running_app(strict, runner=False) as (_, client):
         user = await register(client)
