@@ -297,6 +297,15 @@ class AiUsage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WebhookSecret(Base):
+    """A user's webhook signing secret (HMAC needs the key itself, so it is stored as is)."""
+
+    __tablename__ = "webhook_secrets"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RateBucket(Base):
     """A decaying counter shared by every replica (login failures, submissions): ``level`` drains
     at a fixed rate from ``updated_at``; times are Unix seconds so the arithmetic stays in SQL.

@@ -12,7 +12,8 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics, submissions
+from serve_app.api import (auth, classes, comments, essays, exports, health, history, rubrics, submissions,
+                           webhooks)
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.realtime import direct, sockets
 from serve_app.deps import Context
@@ -98,7 +99,7 @@ def create_app(
     install_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, rubrics, essays, comments, history, exports, submissions):
+    for module in (auth, classes, rubrics, essays, comments, history, exports, submissions, webhooks):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -1,8 +1,9 @@
 """Process settings, read once at each entry point and passed down (never at import time).
 
 Every variable has the prefix ``ESSAYCOACH_``. The defaults are the embedded mode: a SQLite file
-under ``var/``, the in-Ray event hub instead of Redis, the local analysis provider, and a JWT
-secret generated once and kept in ``var/jwt_secret`` so restarts and all replicas agree.
+under ``var/``, the in-Ray event hub instead of Redis, the local analysis provider. Dev mode
+(``DEV_MODE``, off unless ``essaycoach run --dev``) adds a JWT secret generated once and kept in
+``var/jwt_secret`` so restarts and all replicas agree, and webhook callbacks to private addresses.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ESSAYCOACH_", extra="ignore")
 
-    dev_mode: bool = True
+    # Production-safe by default. `essaycoach run --dev` (what `make run` uses) turns it on: a JWT
+    # secret generated into var/ and webhook callbacks to private addresses.
+    dev_mode: bool = False
     var_dir: Path = ROOT / "var"
     database_url: str = ""
     redis_url: str | None = None
@@ -88,10 +91,11 @@ class Settings(BaseSettings):
     submission_lease_seconds: float = Field(default=60.0, gt=0)
     submission_poll_seconds: float = Field(default=0.5, gt=0)
     submission_concurrency: int = Field(default=4, ge=1, le=64)
-    # Signs webhook bodies; empty: derived as HMAC-SHA256(key=jwt_secret, msg="webhook"), hex.
-    webhook_secret: str = ""
+    # Webhooks are signed with each requester's own secret (GET/POST /api/v1/me/webhook-secret).
     # Allow callback URLs on private/loopback/link-local addresses; None: allowed only in dev mode.
     webhook_allow_private: bool | None = None
+    # Deliveries run in their own pool, outside the submission jobs' slots.
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhook_max_attempts: int = Field(default=6, ge=1, le=20)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -134,16 +138,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-    @property
-    def webhook_signing_key(self) -> bytes:
-        """`webhook_secret`, or HMAC-SHA256(jwt_secret, "webhook") so every replica derives the same key."""
-        if self.webhook_secret:
-            return self.webhook_secret.encode()
-        import hashlib
-        import hmac
-
-        return hmac.new(self.jwt_secret.encode(), b"webhook", hashlib.sha256).hexdigest().encode()
 
     @property
     def webhook_private_allowed(self) -> bool:

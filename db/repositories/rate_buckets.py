@@ -6,13 +6,11 @@ so concurrent replicas never lose an increment; the caller owns the transaction.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import case, delete, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import RateBucket
+from db.repositories import upsert
 
 
 async def level(session: AsyncSession, *, key: str) -> tuple[float, float] | None:
@@ -27,9 +25,7 @@ async def add(session: AsyncSession, *, key: str, amount: float, drain_per_secon
     elapsed = case((literal(now) > RateBucket.updated_at, literal(now) - RateBucket.updated_at), else_=0.0)
     drained = RateBucket.level - literal(drain_per_second) * elapsed
     new_level = case((drained > 0, drained), else_=0.0) + amount
-    dialect = session.bind.dialect.name
-    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(RateBucket).values(key=key, level=amount, updated_at=now,
+    stmt = upsert.insert(session, RateBucket).values(key=key, level=amount, updated_at=now,
                                      expires_at=now + amount / drain_per_second)
     stmt = stmt.on_conflict_do_update(index_elements=[RateBucket.key], set_={
         "level": new_level, "updated_at": now, "expires_at": literal(now) + new_level / drain_per_second,

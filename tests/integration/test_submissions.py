@@ -526,17 +526,21 @@ async def test_a_job_is_claimed_by_exactly_one_of_several_runners(env: Env) -> N
 # --- webhooks -------------------------------------------------------------------------------
 
 
-async def test_webhook_is_signed_and_retried_until_the_receiver_accepts_it(env: Env) -> None:
+async def test_webhook_is_signed_with_the_requesters_secret_and_retried_until_accepted(env: Env) -> None:
     async with WebhookReceiver(statuses=[500, 500]) as receiver:
         user = await register(env.client)
+        other = await register(env.client)
         r = await submit(env.client, user, {"text": ESSAY, "callback_url": receiver.url}, uuid.uuid4().hex)
         assert r.status_code == 202, r.text
         sid = r.json()["id"]
         got = await receiver.wait_for(3)
     assert [g.answered for g in got] == [500, 500, 200]
-    key = env.settings.webhook_signing_key
-    assert key == hmac.new(env.settings.jwt_secret.encode(), b"webhook", hashlib.sha256).hexdigest().encode()
+    secret = (await env.client.get("/api/v1/me/webhook-secret", headers=user.headers)).json()["secret"]
+    others = (await env.client.get("/api/v1/me/webhook-secret", headers=other.headers)).json()["secret"]
+    key = secret.encode()
+    assert secret.startswith("whsec_") and others != secret
     for g in got:
+        assert not verify(others.encode(), g.headers["x-essaycoach-signature"], g.body)
         assert verify(key, g.headers["x-essaycoach-signature"], g.body)
         t, v1 = (p.split("=", 1)[1] for p in g.headers["x-essaycoach-signature"].split(","))
         assert v1 == hmac.new(key, f"{t}.".encode() + g.body, hashlib.sha256).hexdigest()
