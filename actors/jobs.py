@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -86,6 +86,11 @@ def effective_scores(
     return [out[k] for k in order if k in out]
 
 
+def day_start(now: datetime) -> datetime:
+    """Midnight UTC of `now`'s day: per-user token budgets are per UTC day."""
+    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def rubric_document(rubric: Any) -> dict[str, Any]:
     return {"id": str(rubric.id), "title": rubric.title, "criteria": rubric.criteria}
 
@@ -101,6 +106,8 @@ class RunnerConfig:
     concurrency: int = 4
     retry_backoff_seconds: float = 2.0
     delivery_concurrency: int = 8
+    # Tokens a requester may spend per UTC day across all processes (None: unlimited).
+    user_tokens_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class _Job:
     attempts: int
     status: str
     callback_url: str | None
+    requester_id: uuid.UUID
 
 
 class SubmissionRunner:
@@ -250,7 +258,7 @@ class SubmissionRunner:
                 if sub is None or sub.worker_id != self.worker_id:
                     return
                 job = _Job(sub.id, sub.text, sub.essay_id, sub.class_id, sub.rubric_id, sub.assignment_id,
-                           sub.attempts, sub.status, sub.callback_url)
+                           sub.attempts, sub.status, sub.callback_url, sub.requester_id)
             if job.status == "running":
                 if job.attempts > self.config.max_attempts:
                     await self._finish(job, status="failed",
@@ -324,12 +332,20 @@ class SubmissionRunner:
             assignment = (await assignments.get(session, assignment_id=job.assignment_id)
                           if job.assignment_id else None)
             essay_used, class_used = await repo.tokens_used(session, essay_id=job.essay_id, class_id=job.class_id)
+            user_used = (await repo.tokens_used_by_user(session, user_id=job.requester_id,
+                                                        since=day_start(self.clock()))
+                         if self.config.user_tokens_per_day is not None else 0)
         engine = self.engine_factory()
         essay_key = str(job.essay_id or job.id)
         class_key = str(job.class_id) if job.class_id else None
         # The budget counts what this essay and class already spent in the store, not only here.
-        engine.budget.record(essay_key, None, essay_used)
-        engine.budget.record(None, class_key, class_used)
+        engine.budget.load(essay_id=essay_key, used=essay_used)
+        if class_key is not None:
+            engine.budget.load(class_id=class_key, used=class_used)
+        if self.config.user_tokens_per_day is not None:
+            # A new job (or process) must not mean a new allowance: the requester's stored usage
+            # today counts, so repeated submissions cannot spend without limit.
+            engine.budget.total = max(0, self.config.user_tokens_per_day - user_used)
         rubric_doc = rubric_document(rubric) if rubric is not None else None
         prompt = assignment.prompt if assignment is not None else ""
 
@@ -380,6 +396,7 @@ class SubmissionRunner:
                 return
             if usage is not None:
                 await repo.add_usage(session, submission_id=job.id, essay_id=job.essay_id, class_id=job.class_id,
+                                     user_id=job.requester_id,
                                      provider=provider, model=self.model_name if provider != "local" else "rules",
                                      prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                      now=now)

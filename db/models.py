@@ -290,6 +290,8 @@ class AiUsage(Base):
     submission_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("submissions.id", ondelete="SET NULL"), index=True
     )
+    # Added by 0005: whose budget the tokens count against (the requester, or the essay's owner).
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(100))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
@@ -318,6 +320,7 @@ class RateBucket(Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
+Index("ix_ai_usage_user_created", AiUsage.user_id, AiUsage.created_at)
 Index("ix_essay_updates_essay_seq_created", EssayUpdate.essay_id, EssayUpdate.created_at)
 Index("ix_revisions_essay", Revision.essay_id)
 Index("ix_classes_teacher_created", Class.teacher_id, Class.created_at)

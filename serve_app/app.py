@@ -21,7 +21,7 @@ from serve_app.errors import install_handlers
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.process import release_free_memory_periodically
-from serve_app.ratelimit import BucketPolicy, LoginThrottle, evict_periodically, make_bucket_store
+from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
 from serve_app.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -65,7 +65,10 @@ def create_app(
                                       seconds=settings.login_ip_failure_drain_seconds))
         ctx = Context(settings=settings, engine=engine, sessions=sessions, throttle=throttle,
                       live=None, metrics=metrics, clock=clock, buckets=buckets,
-                      trusted_proxies=settings.trusted_proxy_networks)  # type: ignore[arg-type]
+                      trusted_proxies=settings.trusted_proxy_networks,
+                      submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
+                          burst=settings.submissions_per_user_per_hour,
+                          seconds=3600 / settings.submissions_per_user_per_hour)))  # type: ignore[arg-type]
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()

@@ -16,7 +16,7 @@ from serve_app.auth import decode_access
 from serve_app.errors import Forbidden, InvalidToken, Unauthorized
 from serve_app.observability import Metrics
 from serve_app.client_address import Network, scope_client_address
-from serve_app.ratelimit import BucketStore, LoginThrottle
+from serve_app.ratelimit import BucketStore, LoginThrottle, RateLimit
 from serve_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class Context:
     submission_runner: Any = None
     buckets: BucketStore | None = None
     trusted_proxies: tuple[Network, ...] = ()
+    submissions_limit: RateLimit | None = None
 
     def client_address(self, scope: Any) -> str:
         """The caller's address: the peer, or X-Forwarded-For through trusted proxies only."""

@@ -61,7 +61,8 @@ def build_runner(settings: Settings, ctx: "Context") -> SubmissionRunner:
                             lease_seconds=settings.submission_lease_seconds,
                             poll_seconds=settings.submission_poll_seconds,
                             concurrency=settings.submission_concurrency,
-                            delivery_concurrency=settings.webhook_concurrency),
+                            delivery_concurrency=settings.webhook_concurrency,
+                            user_tokens_per_day=settings.ai_token_budget_per_user_per_day or None),
         sender=sender, on_finished=on_finished, model_name=settings.ai_model,
     )
 

@@ -152,25 +152,37 @@ async def evict_periodically(store: BucketStore, *, every: float = 300.0,
                 log.debug("evicted %d drained rate buckets", removed)
 
 
+class RateLimit:
+    """One bucket per key under `prefix` (e.g. submissions per user): `wait` before, `hit` after."""
+
+    def __init__(self, store: BucketStore, *, prefix: str, policy: BucketPolicy,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.policy = policy
+        self.clock = clock
+
+    async def wait(self, key: str) -> int:
+        """Seconds before one more event for `key` fits (0: now)."""
+        return wait_seconds(await self.store.level(self.prefix + key, policy=self.policy, now=self.clock()),
+                            self.policy)
+
+    async def hit(self, key: str) -> None:
+        await self.store.add(self.prefix + key, policy=self.policy, now=self.clock())
+
+
 class LoginThrottle:
     """Failure buckets per account and per client address; `clock` is wall time (shared state)."""
 
     def __init__(self, store: BucketStore, *, per_account: BucketPolicy, per_ip: BucketPolicy,
                  clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self.per_account = per_account
-        self.per_ip = per_ip
-        self.clock = clock
+        self.accounts = RateLimit(store, prefix="login:account:", policy=per_account, clock=clock)
+        self.ips = RateLimit(store, prefix="login:ip:", policy=per_ip, clock=clock)
 
     async def wait(self, *, ip: str, account: str) -> int:
         """Seconds before a login for `account` from `ip` may be tried (0: now). Counts nothing."""
-        now = self.clock()
-        ip_level, account_level = await asyncio.gather(
-            self.store.level(f"login:ip:{ip}", policy=self.per_ip, now=now),
-            self.store.level(f"login:account:{account}", policy=self.per_account, now=now))
-        return max(wait_seconds(ip_level, self.per_ip), wait_seconds(account_level, self.per_account))
+        return max(await asyncio.gather(self.ips.wait(ip), self.accounts.wait(account)))
 
     async def failed(self, *, ip: str, account: str) -> None:
-        now = self.clock()
-        await self.store.add(f"login:ip:{ip}", policy=self.per_ip, now=now)
-        await self.store.add(f"login:account:{account}", policy=self.per_account, now=now)
+        await self.ips.hit(ip)
+        await self.accounts.hit(account)

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     ai_model: str = "gpt-4o-mini"
     ai_token_budget_per_essay: int = 50_000
     ai_token_budget_per_class: int = 2_000_000
+    # Tokens one user's submissions may spend per UTC day, counted from stored usage (0: no limit).
+    ai_token_budget_per_user_per_day: int = Field(default=500_000, ge=0)
+    # POST /submissions and POST /essays/{id}/submit per user: a bucket of this size refilled
+    # evenly over an hour (serve_app/ratelimit.py).
+    submissions_per_user_per_hour: int = Field(default=30, ge=1)
 
     # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.

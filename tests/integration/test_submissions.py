@@ -125,6 +125,7 @@ async def env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> As
     async with fresh_database(database_url, tmp) as url:
         # Private callback targets are allowed here so the webhook test can use a 127.0.0.1 receiver.
         settings = make_settings(url, tmp, login_ip_failure_burst=100_000, webhook_allow_private=True,
+                                 submissions_per_user_per_hour=100_000,
                                  webhook_backoff_seconds=0.01, submission_poll_seconds=0.1,
                                  submission_lease_seconds=2.0, max_essay_chars=5_000)
         async with running_app(settings) as (app, client):
