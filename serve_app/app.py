@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import (auth, classes, comments, essays, exports, health, history, rubrics, submissions,
+from serve_app.api import (auth, classes, comments, essays, exports, health, history, rubrics, submissions, uploads,
                            webhooks)
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.realtime import direct, sockets
@@ -100,9 +100,10 @@ def create_app(
         swagger_ui_init_oauth={"usePkceWithAuthorizationCodeGrant": False},
     )
     install_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, rubrics, essays, comments, history, exports, submissions, webhooks):
+    for module in (auth, classes, rubrics, uploads, essays, comments, history, exports, submissions, webhooks):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -100,10 +100,13 @@ class Metrics:
 
 class RequestContextMiddleware:
     """Assigns a request id (or keeps a caller's `X-Request-ID`), logs and measures each request,
-    and refuses bodies over `max_body_bytes` with 413 before they are read into memory."""
+    and refuses bodies over `max_body_bytes` with 413 before they are read into memory (file
+    uploads, paths ending in `/import`, over `max_upload_bytes`)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int,
+                 max_upload_bytes: int | None = None) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
+        self.max_upload = max_upload_bytes if max_upload_bytes is not None else max_body_bytes
         self.log = logging.getLogger("essaycoach.http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -115,12 +118,13 @@ class RequestContextMiddleware:
         token = request_id_var.set(rid)
         started = time.perf_counter()
         status = 500
+        upload = scope["path"].endswith("/import")
+        limit, code = (self.max_upload, "upload_too_large") if upload else (self.max_body, "payload_too_large")
         try:
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
+            if length is not None and length.isdigit() and int(length) > limit:
                 status = 413
-                await _send_problem(send, 413, "payload_too_large", "Payload too large",
-                                    f"request body over {self.max_body} bytes", rid)
+                await _send_problem(send, 413, code, "Payload too large", f"request body over {limit} bytes", rid)
                 return
             seen = 0
             too_large = False
@@ -130,7 +134,7 @@ class RequestContextMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
-                    if seen > self.max_body:
+                    if seen > limit:
                         too_large = True
                         raise _TooLarge()
                 return message
@@ -141,8 +145,8 @@ class RequestContextMiddleware:
                     # The app turned our abort into its own error (FastAPI: 400); answer 413 instead.
                     if message["type"] == "http.response.start":
                         status = 413
-                        await _send_problem(send, 413, "payload_too_large", "Payload too large",
-                                            f"request body over {self.max_body} bytes", rid)
+                        await _send_problem(send, 413, code, "Payload too large",
+                                            f"request body over {limit} bytes", rid)
                     return
                 if message["type"] == "http.response.start":
                     status = message["status"]
@@ -154,8 +158,7 @@ class RequestContextMiddleware:
                 await self.app(scope, limited_receive, send_with_id)
             except _TooLarge:
                 status = 413
-                await _send_problem(send, 413, "payload_too_large", "Payload too large",
-                                    f"request body over {self.max_body} bytes", rid)
+                await _send_problem(send, 413, code, "Payload too large", f"request body over {limit} bytes", rid)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")

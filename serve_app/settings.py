@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     hosts: int = Field(default=0, ge=0, le=1024)
     max_essay_chars: int = 200_000
     max_body_bytes: int = 2 * 1024 * 1024
+    # File uploads (POST .../import): the file's bytes, and a PDF's pages (serve_app/uploads.py).
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_pages: int = 200
     max_ws_message_bytes: int = 1024 * 1024
     ws_messages_per_second: float = 60.0
     ws_burst: int = 200
