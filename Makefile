@@ -22,10 +22,10 @@ web:
 	cd web && npm ci --no-audit --no-fund && npm run build
 
 migrate: setup
-	$(BIN)/essaycoach migrate
+	$(BIN)/essaycoach migrate --dev
 
 run: setup
-	$(BIN)/essaycoach run
+	$(BIN)/essaycoach run --dev
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

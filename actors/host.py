@@ -403,7 +403,7 @@ class EssayHost:
             async with self._writing() as session:
                 await feedback_repo.record_usage(
                     session, essay_id=actor.essay_id, class_id=actor.meta.class_id, provider="llm",
-                    model="", prompt_tokens=result.usage.prompt_tokens,
+                    model="", user_id=actor.meta.owner_id, prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens)
         return True
 

@@ -90,17 +90,16 @@ async def _issue_pair(ctx: Context, session: SessionDep, user: User, family_id: 
 async def token(request: Request, ctx: ContextDep, session: SessionDep) -> TokenOut:
     body = await _token_body(request)
     account = body.email.lower()
-    ip = request.client.host if request.client else "unknown"
-    wait = ctx.throttle.check(ip=ip, account=account)
+    ip = ctx.client_address(request.scope)
+    wait = await ctx.throttle.wait(ip=ip, account=account)
     if wait:
-        raise RateLimited("too many login attempts; try again later", retry_after=wait)
+        raise RateLimited("too many failed logins; try again later", retry_after=wait)
     user = await users.get_by_email(session, email=account)
     ok = await to_thread.run_sync(verify_password, user.password_hash if user else DUMMY_HASH,
                                   body.password)
     if user is None or not ok:
-        ctx.throttle.failed(account=account)
+        await ctx.throttle.failed(ip=ip, account=account)
         raise InvalidCredentials()
-    ctx.throttle.succeeded(account=account)
     family_expires_at = _now() + timedelta(seconds=ctx.settings.refresh_absolute_seconds)
     pair = await _issue_pair(ctx, session, user, uuid.uuid4(), family_expires_at)
     await session.commit()

@@ -6,6 +6,11 @@
   per requester, the same key and body give the same submission; the same key with another body is
   409 `idempotency_conflict`. The body's fingerprint is the SHA-256 of its canonical JSON (parsed
   fields with defaults, keys sorted, no whitespace).
+- Spend: both POSTs share a per-user bucket (`SUBMISSIONS_PER_USER_PER_HOUR`, shared by replicas
+  like the login throttle) and refuse once the user's stored AI usage today (UTC) reaches
+  `AI_TOKEN_BUDGET_PER_USER_PER_DAY`: 429 `rate_limited` / `token_budget_exhausted` with
+  `Retry-After`. An Idempotency-Key replay is answered before either check and counts for neither.
+  The job runner caps each job's LLM spend at the user's remaining allowance (actors/jobs.py).
 - `GET /submissions/{id}`: the requester, the essay's owner, or the teacher of the class (of the
   essay or assignment); anyone else gets 404.
 - `GET /essays/{id}/submissions`: the essay's submissions, oldest first, for whoever may read the
@@ -21,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
@@ -31,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.analysis.rubric import Criterion, parse_rubric
-from actors.jobs import effective_scores, rubric_document
+from actors.jobs import day_start, effective_scores, rubric_document
 from actors.webhooks import UnsafeCallbackUrl, check_url_target
 from db.models import Assignment, Submission, User
 from db.repositories import assignments, documents, rubrics
@@ -39,7 +45,7 @@ from db.repositories import submissions as repo
 from db.types import utcnow
 from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader, rubric_for_reader
 from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
-from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
+from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from serve_app.jobs_wiring import wake
 from serve_app.schemas import PageOut, ScoresIn, SubmissionIn, SubmissionOut, SubmissionSummary, dump
 
@@ -89,6 +95,26 @@ async def _accepted(session: AsyncSession, response: Response, sub: Submission) 
     return await submission_view(session, sub)
 
 
+async def check_spend(ctx: Context, session: AsyncSession, user: User) -> None:
+    """429 when the user's submission bucket is full or today's token budget is spent."""
+    if ctx.submissions_limit is not None:
+        wait = await ctx.submissions_limit.wait(str(user.id))
+        if wait:
+            raise RateLimited("too many submissions; try again later", retry_after=wait)
+    budget = ctx.settings.ai_token_budget_per_user_per_day
+    if budget:
+        now = utcnow()
+        if await repo.tokens_used_by_user(session, user_id=user.id, since=day_start(now)) >= budget:
+            tomorrow = day_start(now) + timedelta(days=1)
+            raise RateLimited("today's AI token budget is spent", code="token_budget_exhausted",
+                              retry_after=math.ceil((tomorrow - now).total_seconds()))
+
+
+async def count_submission(ctx: Context, user_id: uuid.UUID) -> None:
+    if ctx.submissions_limit is not None:
+        await ctx.submissions_limit.hit(str(user_id))
+
+
 def same_request(existing: Submission, fingerprint: str) -> Submission:
     if existing.request_hash != fingerprint:
         raise Conflict("this Idempotency-Key was used with a different request body", code="idempotency_conflict")
@@ -131,6 +157,7 @@ async def create_submission(
         existing = await repo.get_by_key(session, requester_id=user.id, idempotency_key=idempotency_key)
         if existing is not None:  # a retry: answer before any other check, as the first time
             return await _accepted(session, response, same_request(existing, fingerprint))
+    await check_spend(ctx, session, user)
     if body.callback_url is not None:
         try:
             await check_url_target(body.callback_url, allow_private=ctx.settings.webhook_private_allowed)
@@ -153,6 +180,7 @@ async def create_submission(
 
     sub, created = await _create_once(session, user, idempotency_key, fingerprint, create)
     if created:
+        await count_submission(ctx, sub.requester_id)
         wake(ctx)
     return await _accepted(session, response, sub)
 
@@ -169,6 +197,7 @@ async def submit_essay(
         existing = await repo.get_by_key(session, requester_id=user.id, idempotency_key=idempotency_key)
         if existing is not None:  # a retry: answer before any other check, as the first time
             return await _accepted(session, response, same_request(existing, fingerprint))
+    await check_spend(ctx, session, user)
     assignment = await assignments.get(session, assignment_id=essay.assignment_id) if essay.assignment_id else None
     now = utcnow()
     late = late_flag(assignment, now)
@@ -190,6 +219,7 @@ async def submit_essay(
 
     sub, created = await _create_once(session, user, idempotency_key, fingerprint, create)
     if created:
+        await count_submission(ctx, sub.requester_id)
         wake(ctx)
         await publish_submission(ctx, sub, revision_n=n)
     return await _accepted(session, response, sub)

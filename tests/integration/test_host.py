@@ -236,7 +236,7 @@ class CountingAnalyzer:
         from actors.analysis.service import build_engine
         from serve_app.settings import Settings
 
-        self.engine = build_engine(Settings(ai_provider="local"))
+        self.engine = build_engine(Settings(ai_provider="local", dev_mode=False, jwt_secret="t" * 40))
         self.runs: list[str] = []
 
     @property
