@@ -163,13 +163,14 @@ class EssayHost:
             async with self.sessions() as session, session.begin():
                 yield session
 
-    async def _store(self, work: Callable[[Any], T]) -> T:
+    async def _store(self, work: Callable[[Any], T], *, inline: bool = True) -> T:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
-        through `db.engine.SqliteWriter` (inline when the lock is free, where aiosqlite takes a
-        thread hop per statement), elsewhere through the async session (`run_sync`)."""
+        through `db.engine.SqliteWriter` (statements inline when the lock is free and `inline`,
+        where aiosqlite takes a thread hop per statement; the commit off the event loop),
+        elsewhere through the async session (`run_sync`)."""
         if self._writer is not None:
             async with self._write_gate:
-                return await self._writer.run(work)
+                return await self._writer.run(work, inline=inline)
         async with self._writing() as session:
             return await session.run_sync(work)
 
@@ -618,7 +619,9 @@ class EssayHost:
                         out.append(None)
                 return out
 
-            revisions = await self._store(store)
+            # A batch of snapshots is tens of ms of statements on a busy machine: in the writer's
+            # thread, not on the loop that applies and acks every essay's typing.
+            revisions = await self._store(store, inline=False)
             for actor, plan in zip(actors, plans):
                 if plan is None:
                     continue

@@ -288,6 +288,9 @@ class EssayCoachTarget(Target):
             # (30/min by default) so setup is not throttled. Nothing on the measured path uses it.
             # Ignored once that setting is gone; `api` then waits out any 429 (Retry-After).
             "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "1000000",
+            # Serve's HAProxy binds its stats page to 8404 by default: a free port, so a run
+            # does not fail while another Serve app runs on the machine.
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port()),
             **self.extra_env,
         }
         cmd = [str(VENV_BIN / "essaycoach"), "run"] + (["--default-proxy"] if self.default_proxy else [])
