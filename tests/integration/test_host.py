@@ -385,6 +385,39 @@ async def test_sqlite_writer_waits_for_a_lock_held_elsewhere_without_stopping_th
     other.close()
 
 
+async def test_a_tick_publishing_many_dashboard_rows_lets_other_work_run_in_between(sessions: object) -> None:
+    from db.repositories import classes
+    from actors.host import TICK_ROWS_PER_TURN
+
+    async with sessions() as session:  # type: ignore[operator]
+        teacher = User(email=f"t-{uuid.uuid4().hex[:8]}@example.com", name="T", role="teacher", password_hash="x")
+        session.add(teacher)
+        await session.flush()
+        cls = await classes.create(session, name="c", teacher_id=teacher.id, join_code=uuid.uuid4().hex[:8])
+        ids = []
+        for _ in range(TICK_ROWS_PER_TURN + 8):
+            essay = await essays.create(session, owner_id=teacher.id, title="t", assignment_id=None, class_id=cls.id)
+            ids.append(essay.id)
+        await session.commit()
+    bus = RecordingBus()
+    host = EssayHost(sessions=sessions, bus=bus, config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
+    await host.start()
+    await host.watch(f"class:{cls.id}", 1)  # the teacher's dashboard is open
+    for essay_id in ids:
+        await host.attach(essay_id)
+        host.essays[essay_id].class_dirty = True  # typed in since its last row
+    tick = asyncio.create_task(host.tick())
+    turns: list[int] = []
+
+    async def other_essay_work() -> None:  # e.g. another essay's ack, due on the same loop
+        turns.append(sum(1 for ch, _ in bus.published if ch == f"class:{cls.id}"))
+
+    await asyncio.gather(tick, other_essay_work())
+    assert 0 < turns[0] < len(ids)  # it ran while the tick was part-way through the rows
+    assert sum(1 for ch, _ in bus.published if ch == f"class:{cls.id}") == len(ids)
+    await host.stop()
+
+
 async def test_sqlite_writer_commits_off_the_event_loop_which_keeps_turning_meanwhile(
     sessions: object, sqlite_writer: SqliteWriter
 ) -> None:
