@@ -39,9 +39,10 @@ from db.types import utcnow
 log = logging.getLogger("essaycoach.host")
 T = TypeVar("T")
 # Essays whose snapshots one transaction stores (see `EssayHost.tick`): enough to make a burst
-# of pauses one write, few enough that the event loop (which runs SQLite writes inline, see
-# `db.engine.SqliteWriter`) and a group commit queued behind it wait a few ms at most.
-COMPACT_BATCH = 16
+# of pauses a few writes, few enough that a group commit queued behind one (SQLite has a single
+# writer) waits a few ms. 16 was tens of ms per batch on a busy machine under continuous typing
+# (75 ms p50, 0.5 s max in ops/loadtest/host_bench.py), and every ack waited behind it.
+COMPACT_BATCH = 4
 # Dashboard rows one tick builds between two turns of the event loop (a row is ~0.03 ms, more
 # for a long essay).
 TICK_ROWS_PER_TURN = 32

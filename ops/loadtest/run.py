@@ -1124,8 +1124,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "continuous (a word every 0.5 s, 5%% of gaps 3 s; one account per student, classes of "
                         f"{CLASS_SIZE}, one teacher doc socket per essay; default targets essaycoach,y-websocket "
                         "at 300 typists; added to the existing results)")
-    p.add_argument("--duration", type=float, default=30, help="measured seconds per scenario (default 30)")
-    p.add_argument("--warmup", type=float, default=5, help="typing seconds before measuring (default 5)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="measured seconds per scenario (default 30; 60 with --shape continuous, so the window "
+                        "holds the host's periodic work: compactions every 200 updates, ~100 s of typing)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="typing seconds before measuring (default 5; 10 with --shape continuous)")
     p.add_argument("--targets", default=None, help=f"comma separated, from {', '.join(TARGETS)} (default: all; "
                                                  "with --shape continuous essaycoach,y-websocket)")
     p.add_argument("--burst-mean", type=float, default=12, help="mean typing burst, seconds (default 12)")
@@ -1143,6 +1146,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace, argv: list[str]) -> None:
     continuous = args.shape == "continuous"
+    if args.duration is None:
+        args.duration = 60.0 if continuous else 30.0
+    if args.warmup is None:
+        args.warmup = 10.0 if continuous else 5.0
     if args.targets is None:
         args.targets = "essaycoach,y-websocket" if continuous else ",".join(TARGETS)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
