@@ -39,6 +39,7 @@ from serve_app.auth import check_ticket, ticket_hash
 from serve_app.deps import Context
 from serve_app.realtime import lean_ws
 from serve_app.realtime.awareness import SocketAwareness
+from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.limits import admission_of
 from serve_app.realtime.protocol import (
     UNWATCH,
@@ -361,16 +362,33 @@ async def doc_socket(ws: WebSocket) -> None:
     await follow.subscribe()
     unsubscribe_awareness = await bus.subscribe(f"essay:{eid}:awareness", on_awareness)
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
-    acked = 0
+    # Updates go to the host without waiting for the previous one's commit; acks follow in order.
+    acks = AckQueue(lambda n: out.put(encode_ack(n)))
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
+
+    async def apply(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
+        try:
+            await ctx.live.call(eid, "apply_update", eid, update, author_id=user_id, origin=origin,
+                                live=typed, node=bus.node if typed else None)
+        finally:
+            if frame is not None:
+                pending = in_flight.get(eid)
+                if pending is not None:
+                    pending.pop(id(frame), None)
+                    if not pending:
+                        del in_flight[eid]
+        metrics.updates.inc()
+        metrics.update_bytes.inc(len(update))
+        metrics.ack_seconds.observe(time.perf_counter() - received)
+
     try:
         await follow.attach()
         _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
         follow.send_early()
         while True:
-            data = await _receive(ws, ctx, bucket, "bytes")
+            data = await acks.receive(_receive(ws, ctx, bucket, "bytes"))
             if data is None:
                 break
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
@@ -382,8 +400,10 @@ async def doc_socket(ws: WebSocket) -> None:
                 if not writer:
                     await _refuse_write(ctx, eid, update, out)
                     continue
+                await acks.room()
                 received = time.perf_counter()
                 typed = isinstance(message, SyncUpdate)
+                frame = None
                 if typed:
                     # Typing reaches this replica's other sockets on receipt, as in y-websocket:
                     # a CRDT update cannot conflict, and one lost to a crash before its commit
@@ -396,21 +416,8 @@ async def doc_socket(ws: WebSocket) -> None:
                         raise UpdateRejected(str(exc)) from exc
                     frame = encode_update(update)
                     bus.deliver_local(doc_channel, doc_message(origin, frame))
-                    pending = in_flight.setdefault(eid, {})
-                    pending[id(frame)] = frame
-                try:
-                    await ctx.live.call(eid, "apply_update", eid, update, author_id=user_id, origin=origin,
-                                        live=typed, node=bus.node if typed else None)
-                finally:
-                    if typed:
-                        pending.pop(id(frame), None)
-                        if not pending and in_flight.get(eid) is pending:
-                            del in_flight[eid]
-                acked += 1
-                out.put(encode_ack(acked))
-                metrics.updates.inc()
-                metrics.update_bytes.inc(len(update))
-                metrics.ack_seconds.observe(time.perf_counter() - received)
+                    in_flight.setdefault(eid, {})[id(frame)] = frame
+                acks.add(apply(update, typed, received, frame))
             elif isinstance(message, Awareness):
                 relayed = awareness.accept(message)  # only this socket's own client id
                 if relayed is not None:
