@@ -284,10 +284,6 @@ class EssayCoachTarget(Target):
             **clean_env(),
             "ESSAYCOACH_VAR_DIR": str(var_dir),
             "ESSAYCOACH_HTTP_PORT": str(self.port),
-            # Every simulated account logs in from 127.0.0.1: lift the per-IP login throttle
-            # (30/min by default) so setup is not throttled. Nothing on the measured path uses it.
-            # Ignored once that setting is gone; `api` then waits out any 429 (Retry-After).
-            "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "1000000",
             # A teacher account watches its whole class (one doc socket per essay unless the
             # class documents socket is used): lift the per-user socket and ticket caps (64 open,
             # 120 tickets/min by default) so a layout with few teachers still opens. Nothing

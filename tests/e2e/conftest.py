@@ -71,7 +71,6 @@ def service_env(var_dir: Path, port: int, dist: Path | None) -> dict[str, str]:
         "ESSAYCOACH_HTTP_PORT": str(port),
         "ESSAYCOACH_WEB_DIST": str(dist if dist is not None else var_dir / "no-web-build"),
         # Every account in these tests signs in from 127.0.0.1 (30/min per IP by default).
-        "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "100000",
         # Serve's fixed default ports would clash with another cluster on this machine.
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(procs.free_port()),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port()),
