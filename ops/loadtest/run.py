@@ -295,7 +295,8 @@ class EssayCoachTarget(Target):
             "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port()),
             **self.extra_env,
         }
-        cmd = [str(VENV_BIN / "essaycoach"), "run"] + (["--default-proxy"] if self.default_proxy else [])
+        # As `make run` starts it (dev mode: a generated JWT secret in the run's var/).
+        cmd = [str(VENV_BIN / "essaycoach"), "run", "--dev"] + (["--default-proxy"] if self.default_proxy else [])
         self.proc = procs.start(cmd, env=env, cwd=ROOT, log_path=self.workdir / "server.log")
         await self.wait_port(240, "/readyz", ok=lambda s: s == 200)
         self.http = httpx.AsyncClient(base_url=self.base + "/api/v1", timeout=120,
