@@ -67,7 +67,9 @@ def _refresh(settings: Settings, **kw: object) -> str:
 
 
 def test_access_token_round_trips(settings: Settings) -> None:
-    claims = decode_access(settings, issue_access(settings, user_id=USER, role="teacher", now=NOW))
+    # Issued now, not at NOW (import time): a whole-suite run can outlive the token's 15 minutes.
+    token = issue_access(settings, user_id=USER, role="teacher", now=datetime.now(timezone.utc))
+    claims = decode_access(settings, token)
     assert claims.user_id == USER and claims.role == "teacher"
 
 
