@@ -130,6 +130,21 @@ describe('essay session over y-websocket', () => {
     }
   })
 
+  it('shows offline as soon as the browser loses the network and reconnects when it is back', async () => {
+    const s = openEssaySession('e2', { ticket, Socket: FakeSocket, serverUrl: 'ws://app.test/ws/essays/e2' })
+    await flush()
+    docSockets()[0].open()
+    expect(s.saveState.value).toBe('saved')
+    window.dispatchEvent(new Event('offline'))
+    expect(s.saveState.value).toBe('offline')
+    window.dispatchEvent(new Event('online'))
+    await flush()
+    expect(docSockets()).toHaveLength(2)
+    docSockets()[1].open()
+    expect(s.saveState.value).toBe('saved')
+    releaseEssaySession(s)
+  })
+
   it('keeps a session with unacknowledged text alive after its view lets go', async () => {
     const s = openEssaySession('e1', { ticket, Socket: FakeSocket, serverUrl: 'ws://app.test/ws/essays/e1' })
     await flush()

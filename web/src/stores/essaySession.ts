@@ -186,7 +186,14 @@ function create(id: string, opts: SessionOptions): Entry {
     },
   }
 
-  const onOnline = (): void => { events.kick() }
+  // The browser knows it lost the network before a socket does: show "offline" at once, and
+  // reconnect (fresh tickets) as soon as it is back instead of waiting out the backoff.
+  const onOffline = (): void => { provider.disconnect() }
+  const onOnline = (): void => {
+    if (!refused.value) provider.connect()
+    events.kick()
+  }
+  window.addEventListener('offline', onOffline)
   window.addEventListener('online', onOnline)
 
   const entry: Entry = {
@@ -194,6 +201,7 @@ function create(id: string, opts: SessionOptions): Entry {
     holders: 0,
     destroy: () => {
       window.removeEventListener('online', onOnline)
+      window.removeEventListener('offline', onOffline)
       if (backupTimer) clearTimeout(backupTimer)
       events.stop()
       provider.destroy()
