@@ -26,7 +26,7 @@ const AWARENESS = Uint8Array.of(1, 0)
 describe('AckTracker', () => {
   it('is saved only once the server acknowledged the message carrying the newest edit', () => {
     const t = new AckTracker()
-    expect(t.state).toBe('offline')
+    expect(t.state).toBe('saving') // connecting
     t.opened()
     t.sentFrame(STEP2)
     expect(t.state).toBe('saved') // nothing of ours was pending
@@ -128,6 +128,16 @@ describe('essay session over y-websocket', () => {
     } finally {
       vi.useRealTimers()
     }
+  })
+
+  it('says offline when the first connection cannot be made', async () => {
+    const s = openEssaySession('e3', { ticket: async () => { throw new Error('offline') }, Socket: FakeSocket,
+      serverUrl: 'ws://app.test/ws/essays/e3' })
+    expect(s.saveState.value).toBe('saving')
+    await flush()
+    await flush()
+    expect(s.saveState.value).toBe('offline')
+    releaseEssaySession(s)
   })
 
   it('shows offline as soon as the browser loses the network and reconnects when it is back', async () => {

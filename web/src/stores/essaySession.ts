@@ -119,8 +119,9 @@ function create(id: string, opts: SessionOptions): Entry {
   }
   provider.on('status', ({ status }) => {
     if (status === 'connected') tracker.opened()
-    else if (status === 'disconnected') tracker.closed()
   })
+  // Every close, including a connection that never opened (no ticket, server down).
+  provider.on('connection-close', () => tracker.closed())
 
   const saveState = ref<SaveState>(tracker.state)
   const refused = ref<string | null>(null)
