@@ -20,7 +20,7 @@ describe('whole-class text over one docs socket', () => {
   it('follows each essay with [id][sync step 1] on one socket and shows the text the server sends', async () => {
     const texts = new Map<string, string>()
     const docs = new ClassDocs('ws://app.test/ws/classes/c1/docs', ticketSocketClass(async () => 'tk', FakeSocket), {
-      text: (id, t) => texts.set(id, t), denied: () => undefined,
+      text: (id) => texts.set(id, docs.textOf(id)), denied: () => undefined,
     })
     docs.follow('e1')
     docs.follow('e2')
