@@ -4,6 +4,7 @@ import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
 import * as syncProtocol from 'y-protocols/sync'
 import { AckTracker } from '../src/realtime/ack'
+import { useAuthStore } from '../src/stores/auth'
 import { BACKUP_PREFIX, openEssaySession, releaseEssaySession } from '../src/stores/essaySession'
 import { FakeServer, FakeSocket, flush } from './fakes'
 
@@ -151,6 +152,28 @@ describe('essay session over y-websocket', () => {
     await flush()
     expect(docSockets()).toHaveLength(2)
     docSockets()[1].open()
+    expect(s.saveState.value).toBe('saved')
+    releaseEssaySession(s)
+  })
+
+  it('waits for a signed-in user before spending a ticket, then syncs (an ended session resumes after sign-in)', async () => {
+    fake.on('POST', '/auth/token', () => ({ status: 200, body: { access_token: 'a', refresh_token: 'r', token_type: 'bearer', expires_in: 900 } }))
+      .on('GET', '/me', () => ({ status: 200, body: { id: 'u', email: 'a@b.c', name: 'Ada', role: 'student', created_at: '' } }))
+      .on('POST', '/auth/ws-ticket', () => ({ status: 200, body: { ticket: `fresh${fake.callsTo('POST', '/auth/ws-ticket').length}`, expires_in: 60 } }))
+    const s = openEssaySession('e4', { Socket: FakeSocket, serverUrl: 'ws://app.test/ws/essays/e4' })
+    s.text.insert(0, 'typed while signed out')
+    await flush()
+    expect(fake.callsTo('POST', '/auth/ws-ticket')).toHaveLength(0)
+    expect(docSockets()).toHaveLength(0)
+    await useAuthStore().login('a@b.c', 'pw')
+    await flush()
+    await flush()
+    expect(docSockets()).toHaveLength(1)
+    expect(docSockets()[0].url).toMatch(/\/doc\?ticket=fresh\d$/)
+    expect(fake.callsTo('POST', '/auth/ws-ticket')[0].auth).toBe('Bearer a')
+    docSockets()[0].open()
+    docSockets()[0].receive(step1(new Y.Doc()))
+    docSockets()[0].receive(ackFrame(1))
     expect(s.saveState.value).toBe('saved')
     releaseEssaySession(s)
   })
