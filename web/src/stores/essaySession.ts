@@ -144,8 +144,12 @@ function create(id: string, opts: SessionOptions): Entry {
     if (!backupTimer) backupTimer = setTimeout(writeBackup, 500)
   })
 
+  // Counted at most every 250 ms: a long essay is not re-split on every keystroke.
   const wordCount = ref(countWords(text.toString()))
-  text.observe(() => { wordCount.value = countWords(text.toString()) })
+  let countTimer: ReturnType<typeof setTimeout> | null = null
+  text.observe(() => {
+    countTimer ??= setTimeout(() => { countTimer = null; wordCount.value = countWords(text.toString()) }, 250)
+  })
 
   const feedback = shallowRef<FeedbackItem[]>([])
   const comments = shallowRef<Comment[]>([])
@@ -208,6 +212,7 @@ function create(id: string, opts: SessionOptions): Entry {
       window.removeEventListener('online', onOnline)
       window.removeEventListener('offline', onOffline)
       if (backupTimer) clearTimeout(backupTimer)
+      if (countTimer) clearTimeout(countTimer)
       events.stop()
       provider.destroy()
       doc.destroy()
