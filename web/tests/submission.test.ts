@@ -39,6 +39,20 @@ describe('submission review', () => {
     w.unmount()
   })
 
+  it('confirms every AI proposal when saved with nothing changed', async () => {
+    useAuthStore().user = { id: 't', email: 't@x.y', name: 'T', role: 'teacher', created_at: '' }
+    fake.on('GET', '/submissions/s1', () => ({ status: 200, body: submission([score('a', 2), score('b', 3)]) }))
+      .on('PUT', '/submissions/s1/scores', () => ({ status: 200, body: submission([score('a', 2), score('b', 3)]) }))
+    const w = mount(SubmissionView, { props: { submissionId: 's1' }, global: { stubs: { RouterLink: true } } })
+    await flushPromises()
+    await w.findAll('[data-testid="score-override-points"]')[0].setValue('2')
+    await w.get('form').trigger('submit')
+    await flushPromises()
+    expect(fake.callsTo('PUT', '/submissions/s1/scores')[0].body).toEqual(
+      { scores: [{ criterion_id: 'a', points: 2 }, { criterion_id: 'b', points: 3 }] })
+    w.unmount()
+  })
+
   it("shows the student a teacher's score as final, beside what the AI proposed", () => {
     const w = mount(ScoreList, { props: { submission: submission([score('a', 4, { source: 'teacher', ai_points: 2, rationale: '' })]) } })
     const row = w.get('[data-testid="score-row"]')
