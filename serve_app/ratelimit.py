@@ -15,7 +15,6 @@ steps, so concurrent failures may overshoot a burst by the number in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -146,10 +145,13 @@ async def evict_periodically(store: BucketStore, *, every: float = 300.0,
     """Delete drained buckets every `every` seconds (a no-op on Redis); run as a task."""
     while True:
         await asyncio.sleep(every)
-        with contextlib.suppress(Exception):
+        try:
             removed = await store.evict(now=clock())
-            if removed:
-                log.debug("evicted %d drained rate buckets", removed)
+        except Exception:  # the store may be restarting: the next round catches up
+            log.warning("could not evict drained rate buckets", exc_info=True)
+            continue
+        if removed:
+            log.debug("evicted %d drained rate buckets", removed)
 
 
 class RateLimit:
