@@ -56,14 +56,16 @@ export interface RequestOptions {
 
 async function send(method: string, path: string, body: unknown, opts: RequestOptions): Promise<Response> {
   const headers: Record<string, string> = { Accept: 'application/json', ...opts.headers }
-  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  const form = body instanceof FormData
+  // A FormData body (a file upload) sets its own multipart Content-Type.
+  if (body !== undefined && !form) headers['Content-Type'] = 'application/json'
   if (!opts.anonymous && tokens) {
     const token = await tokens.accessToken()
     if (token) headers.Authorization = `Bearer ${token}`
   }
   try {
     return await fetch(API_PREFIX + path, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      method, headers, body: body === undefined ? undefined : form ? body : JSON.stringify(body),
     })
   } catch {
     throw new ApiError(0, 'network', 'The server cannot be reached. Check your connection.')

@@ -23,10 +23,11 @@ export const marksField = StateField.define<Placed[]>({
   update(placed, tr) {
     let next = placed
     if (tr.docChanged) {
-      const text = tr.newDoc.toString()
+      const doc = tr.newDoc
       next = []
       for (const p of placed) {
-        const span = remap(p.span, p.item.quote, text, (pos, assoc) => tr.changes.mapPos(pos, assoc))
+        const span = remap(p.span, p.item.quote, (from, to) => doc.sliceString(from, to),
+                           (pos, assoc) => tr.changes.mapPos(pos, assoc))
         if (span) next.push({ item: p.item, span })
       }
     }

@@ -30,11 +30,13 @@ export function locate(text: string, item: Quoted): Span | null {
   return best < 0 ? null : { from: best, to: best + quote.length }
 }
 
-/** Move a placed span through an edit (`mapPos` from the editor) and keep it only if its text is intact. */
-export function remap(span: Span, quote: string, text: string, mapPos: (pos: number, assoc: number) => number): Span | null {
+/** Move a placed span through an edit (`mapPos` from the editor) and keep it only if its text is
+ * intact (`slice` reads the new text: a range, not the whole document, on every keystroke). */
+export function remap(span: Span, quote: string, slice: (from: number, to: number) => string,
+                      mapPos: (pos: number, assoc: number) => number): Span | null {
   const from = mapPos(span.from, 1)
   const to = mapPos(span.to, -1)
-  if (to <= from || text.slice(from, to) !== quote) return null
+  if (to <= from || slice(from, to) !== quote) return null
   return { from, to }
 }
 

@@ -1,4 +1,4 @@
-/** Display helpers (plain text only: the templates interpolate, never v-html). */
+/** Display helpers (plain text only: templates interpolate strings, never render them as markup). */
 
 export function formatDate(iso: string | null | undefined): string {
   if (!iso) return ''

@@ -31,6 +31,8 @@ export function toBytes(data: string | ArrayBufferLike | ArrayBufferView): Uint8
 
 export class AckTracker {
   private connected = false
+  /** Until the first connection opens or fails we say `saving` (connecting), not `offline`. */
+  private tried = false
   private sent = 0
   private acked = 0
   /** This connection's count that must be acknowledged for the newest local edit to be durable. */
@@ -38,7 +40,7 @@ export class AckTracker {
   /** Local edits not yet carried by any message of the current connection. */
   private unsent = false
   private listeners = new Set<(state: SaveState) => void>()
-  state: SaveState = 'offline'
+  state: SaveState = 'saving'
 
   onChange(listener: (state: SaveState) => void): () => void {
     this.listeners.add(listener)
@@ -46,7 +48,8 @@ export class AckTracker {
   }
 
   private update(): void {
-    const next: SaveState = !this.connected ? 'offline' : this.unsent || this.acked < this.needed ? 'saving' : 'saved'
+    const next: SaveState = !this.connected ? (this.tried ? 'offline' : 'saving')
+      : this.unsent || this.acked < this.needed ? 'saving' : 'saved'
     if (next !== this.state) {
       this.state = next
       for (const listener of this.listeners) listener(next)
@@ -56,6 +59,7 @@ export class AckTracker {
   /** A new connection opened: counting starts again; anything not acknowledged must be resent. */
   opened(): void {
     if (this.acked < this.needed) this.unsent = true
+    this.tried = true
     this.connected = true
     this.sent = 0
     this.acked = 0
@@ -65,6 +69,7 @@ export class AckTracker {
 
   closed(): void {
     if (this.acked < this.needed) this.unsent = true
+    this.tried = true
     this.connected = false
     this.update()
   }

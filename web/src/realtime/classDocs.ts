@@ -32,7 +32,8 @@ export function unfollowFrame(essayId: string): Uint8Array {
 }
 
 export interface ClassDocsEvents {
-  text(essayId: string, text: string): void
+  /** The essay's text changed (read it with `textOf`: callers batch, so it is built once per frame). */
+  text(essayId: string): void
   denied(essayId: string, reason: string): void
   status?(status: SocketStatus): void
 }
@@ -55,7 +56,7 @@ export class ClassDocs {
     if (this.docs.has(essayId)) return
     const doc = new Y.Doc()
     const text = doc.getText('content')
-    text.observe(() => this.events.text(essayId, text.toString()))
+    text.observe(() => this.events.text(essayId))
     this.docs.set(essayId, doc)
     this.socket.send(followFrame(essayId, doc))
   }

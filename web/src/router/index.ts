@@ -1,10 +1,12 @@
 import { createRouter, createWebHistory, type Router, type RouteRecordRaw } from 'vue-router'
 import { useAuthStore } from '../stores/auth'
+// Sign-in is in the main bundle: an expired session must reach it even when a chunk cannot load.
+import LoginView from '../views/LoginView.vue'
 
-// Every screen but sign-in is its own chunk: the editor route loads only what it needs.
+// Every other screen is its own chunk: the editor route loads only what it needs.
 export const routes: RouteRecordRaw[] = [
   { path: '/', redirect: '/classes' },
-  { path: '/login', name: 'login', component: () => import('../views/LoginView.vue'), meta: { public: true } },
+  { path: '/login', name: 'login', component: LoginView, meta: { public: true } },
   { path: '/register', name: 'register', component: () => import('../views/RegisterView.vue'), meta: { public: true } },
   { path: '/classes', name: 'classes', component: () => import('../views/ClassesView.vue') },
   { path: '/classes/:classId', name: 'class', component: () => import('../views/ClassView.vue'), props: true },

@@ -186,7 +186,7 @@ export const useAuthStore = defineStore('auth', () => {
         user.value = stored.user ?? user.value
         schedule()
       } else if (user.value) {
-        clear()
+        expire() // signed out in another tab: this one goes to sign-in keeping its page and text
       }
     })
   }

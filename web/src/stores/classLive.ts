@@ -1,5 +1,5 @@
 /** The teacher's live class view: one row per student from `/ws/classes/{id}/live`. */
-import { computed, ref, shallowReactive, type Ref } from 'vue'
+import { computed, ref, shallowReactive, shallowRef, type Ref, type ShallowRef } from 'vue'
 import { socketUrl } from '../api/tickets'
 import { fetchTicket } from '../api/tickets'
 import type { LiveRow } from '../api/types'
@@ -24,7 +24,8 @@ export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): Liv
 export interface ClassLive {
   rows: Map<string, LiveRow>
   status: Ref<SocketStatus>
-  texts: Map<string, string>
+  /** One ref per essay's live text: only that essay's view re-renders when it changes. */
+  textRef(essayId: string): ShallowRef<string>
   docsOn: Ref<boolean>
   setDocs(on: boolean): void
   stop(): void
@@ -33,7 +34,31 @@ export interface ClassLive {
 export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket?: SocketClass } = {}): ClassLive {
   const Socket = ticketSocketClass(opts.ticket ?? fetchTicket, opts.Socket)
   const rows = shallowReactive(new Map<string, LiveRow>())
-  const texts = shallowReactive(new Map<string, string>())
+  const texts = new Map<string, ShallowRef<string>>()
+  const textRef = (id: string): ShallowRef<string> => {
+    let r = texts.get(id)
+    if (!r) texts.set(id, (r = shallowRef('')))
+    return r
+  }
+
+  // With a class typing, rows and text changes arrive many times a second: apply them once per
+  // frame, so the page renders at most once per frame whatever the message rate.
+  const pendingRows = new Map<string, LiveRow>()
+  const pendingTexts = new Set<string>()
+  let scheduled = false
+  const flush = (): void => {
+    scheduled = false
+    for (const [id, row] of pendingRows) rows.set(id, row)
+    pendingRows.clear()
+    for (const id of pendingTexts) if (docs) textRef(id).value = docs.textOf(id)
+    pendingTexts.clear()
+  }
+  const schedule = (): void => {
+    if (scheduled) return
+    scheduled = true
+    if (typeof requestAnimationFrame === 'function' && document.visibilityState === 'visible') requestAnimationFrame(flush)
+    else setTimeout(flush, 50)
+  }
   const status = ref<SocketStatus>('connecting')
   const docsOn = ref(false)
   let docs: ClassDocs | null = null
@@ -47,9 +72,10 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
       try { msg = JSON.parse(data) } catch { return }
       if (msg.type !== 'student') return
       const row = msg as LiveRow
-      const before = rows.get(row.student_id)
-      // Class rows carry no name after the first: keep the one we have.
-      rows.set(row.student_id, { ...before, ...row, name: row.name || before?.name || '' })
+      const before = pendingRows.get(row.student_id) ?? rows.get(row.student_id)
+      // Keep the name we have if a row comes without one.
+      pendingRows.set(row.student_id, { ...before, ...row, name: row.name || before?.name || '' })
+      schedule()
       if (docs && row.essay_id) docs.follow(row.essay_id)
     },
   })
@@ -58,19 +84,20 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
     docsOn.value = on
     if (on && !docs) {
       docs = new ClassDocs(socketUrl(`/ws/classes/${classId}/docs`), Socket, {
-        text: (id, text) => { texts.set(id, text) },
+        text: (id) => { pendingTexts.add(id); schedule() },
         denied: () => undefined,
       })
       for (const row of rows.values()) if (row.essay_id) docs.follow(row.essay_id)
     } else if (!on && docs) {
       docs.stop()
       docs = null
-      texts.clear()
+      for (const r of texts.values()) r.value = ''
+      pendingTexts.clear()
     }
   }
 
   return {
-    rows, status, texts, docsOn, setDocs,
+    rows, status, textRef, docsOn, setDocs,
     stop: () => { live.stop(); docs?.stop(); docs = null },
   }
 }

@@ -20,6 +20,7 @@ import { EssayEventState, type EssayEvent } from '../realtime/essayEvents'
 import { isFatalClose, ReconnectingSocket, type SocketStatus } from '../realtime/reconnecting'
 import { ticketSocketClass, type SocketClass, type TicketFn } from '../realtime/ticketSocket'
 import { useAuthStore } from './auth'
+import { onSignOut } from './signOut'
 
 export const BACKUP_PREFIX = 'essaycoach.unsaved.'
 
@@ -42,10 +43,12 @@ export interface EssaySession {
   replace(from: number, to: number, insert: string): void
 }
 
-interface Entry { session: EssaySession; holders: number; destroy: () => void }
+interface Entry { session: EssaySession; holders: number; destroy: () => void; keep: () => void }
 const sessions = new Map<string, Entry>()
 
 export interface SessionOptions {
+  /** A reader's session (a teacher's review): never restores or writes a local backup. */
+  readOnly?: boolean
   ticket?: TicketFn
   Socket?: SocketClass
   serverUrl?: string
@@ -81,7 +84,7 @@ function create(id: string, opts: SessionOptions): Entry {
 
   // Text typed before a reload that the server never acknowledged: merged back in (a CRDT update
   // from this browser's own history, so applying it twice changes nothing).
-  const backup = localStorage.getItem(backupKey)
+  const backup = opts.readOnly ? null : localStorage.getItem(backupKey)
   if (backup) {
     try {
       Y.applyUpdate(doc, decodeBase64(backup), 'backup')
@@ -116,8 +119,9 @@ function create(id: string, opts: SessionOptions): Entry {
   }
   provider.on('status', ({ status }) => {
     if (status === 'connected') tracker.opened()
-    else if (status === 'disconnected') tracker.closed()
   })
+  // Every close, including a connection that never opened (no ticket, server down).
+  provider.on('connection-close', () => tracker.closed())
 
   const saveState = ref<SaveState>(tracker.state)
   const refused = ref<string | null>(null)
@@ -129,7 +133,7 @@ function create(id: string, opts: SessionOptions): Entry {
   let backupTimer: ReturnType<typeof setTimeout> | null = null
   const writeBackup = (): void => {
     backupTimer = null
-    if (tracker.dirty) {
+    if (tracker.dirty && !opts.readOnly) {
       try { localStorage.setItem(backupKey, encodeBase64(Y.encodeStateAsUpdate(doc))) } catch { /* storage full */ }
     }
   }
@@ -140,8 +144,12 @@ function create(id: string, opts: SessionOptions): Entry {
     if (!backupTimer) backupTimer = setTimeout(writeBackup, 500)
   })
 
+  // Counted at most every 250 ms: a long essay is not re-split on every keystroke.
   const wordCount = ref(countWords(text.toString()))
-  text.observe(() => { wordCount.value = countWords(text.toString()) })
+  let countTimer: ReturnType<typeof setTimeout> | null = null
+  text.observe(() => {
+    countTimer ??= setTimeout(() => { countTimer = null; wordCount.value = countWords(text.toString()) }, 250)
+  })
 
   const feedback = shallowRef<FeedbackItem[]>([])
   const comments = shallowRef<Comment[]>([])
@@ -186,15 +194,25 @@ function create(id: string, opts: SessionOptions): Entry {
     },
   }
 
-  const onOnline = (): void => { events.kick() }
+  // The browser knows it lost the network before a socket does: show "offline" at once, and
+  // reconnect (fresh tickets) as soon as it is back instead of waiting out the backoff.
+  const onOffline = (): void => { provider.disconnect() }
+  const onOnline = (): void => {
+    if (!refused.value) provider.connect()
+    events.kick()
+  }
+  window.addEventListener('offline', onOffline)
   window.addEventListener('online', onOnline)
 
   const entry: Entry = {
     session,
     holders: 0,
+    keep: writeBackup,
     destroy: () => {
       window.removeEventListener('online', onOnline)
+      window.removeEventListener('offline', onOffline)
       if (backupTimer) clearTimeout(backupTimer)
+      if (countTimer) clearTimeout(countTimer)
       events.stop()
       provider.destroy()
       doc.destroy()
@@ -229,6 +247,16 @@ export function releaseEssaySession(session: EssaySession): void {
   entry.holders = Math.max(0, entry.holders - 1)
   if (entry.holders === 0 && !session.tracker.dirty) entry.destroy()
 }
+
+/** Signing out: keep unsaved text in local storage only, and drop every document from memory. */
+export function closeAllEssaySessions(): void {
+  for (const entry of [...sessions.values()]) {
+    entry.keep()
+    entry.destroy()
+  }
+}
+
+onSignOut(closeAllEssaySessions)
 
 export function openSessionCount(): number {
   return sessions.size
