@@ -79,13 +79,16 @@ async def layout(target: EssayCoachTarget) -> dict[str, Any]:
             "teacher": teacher_email, "student": student_email}
 
 
-def render(version: str, preset: str, results: list[dict[str, Any]], js: dict[str, Any]) -> str:
+def render(version: str, preset: str, results: list[dict[str, Any]], js: dict[str, Any],
+           load: tuple[float, float]) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Web app performance (Lighthouse)", "",
         f"`.venv/bin/python -m ops.loadtest.web_perf{' --preset desktop' if preset == 'desktop' else ''}`, "
         f"{now}: Lighthouse {version}, preset {preset}, Chromium at `{CHROMIUM}`, the service as "
         "`make run` starts it, on this machine (2 cores shared with other work: scores move between runs). "
+        f"Load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores: "
+        "total blocking time, and so the performance score, grow with other work on the machine. "
         "Goals (issue 12): performance >= 90, accessibility >= 95, initial JS of the editor route <= 250 KB gzipped.",
         "", "| screen | route | performance | accessibility | best practices | FCP ms | LCP ms | TBT ms | CLS |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -121,6 +124,7 @@ async def main() -> None:
     if not (DIST / "index.html").is_file():
         raise SystemExit("web/dist is not built: make web")
     version = ensure_node_modules()
+    load_before = os.getloadavg()[0]
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="web-perf-") as tmp:
         extra = {"ESSAYCOACH_WEB_DIST": str(DIST),
@@ -152,7 +156,8 @@ async def main() -> None:
             target.stop()
     editor = next(r for r in results if r["name"] == "editor")
     total, files = gzipped_js(editor["scripts"], DIST)
-    report = render(version, args.preset, results, {"total": total, "files": files})
+    report = render(version, args.preset, results, {"total": total, "files": files},
+                    (load_before, os.getloadavg()[0]))
     print(report)
     if not args.no_report:
         REPORT.write_text(report)

@@ -265,3 +265,38 @@ async def test_teacher_screens(api: httpx.AsyncClient, new_context: Any) -> None
     await screenshot(page, "18-teacher-rubric-editor")
     await by_id(page, "nav-signout").click()
     await page.wait_for_url("**/login")
+
+
+HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> [link](javascript:alert(1))'
+
+
+async def test_hostile_text_is_shown_as_text_on_a_tablet(api: httpx.AsyncClient, new_context: Any) -> None:
+    room = await classroom(api)
+    student, essay = await student_with_essay(api, room, '<b>Bold</b> "Name"', text=f"Intro. {HOSTILE}")
+    r = await api.post(f"/api/v1/essays/{essay['id']}/comments", headers=room["teacher"].headers,
+                       json={"body": HOSTILE, "start": 0, "end": 6})
+    assert r.status_code == 201, r.text
+    dialogs: list[str] = []
+    pages = []
+    for account, path in ((student, f"/essays/{essay['id']}"), (room["teacher"], f"/classes/{room['class']['id']}/live"),
+                          (room["teacher"], f"/essays/{essay['id']}/review")):
+        page = await (await new_context(width=768)).new_page()  # the smallest width the app supports
+        page.on("dialog", lambda d: dialogs.append(d.message))
+        await login(page, account.email)
+        await page.goto(path)
+        pages.append(page)
+    writer, live, review = pages
+    await expect(writer.locator(".cm-content")).to_contain_text(HOSTILE)
+    await expect(by_id(writer, "comment-item")).to_contain_text(HOSTILE)
+    await screenshot(writer, "19-tablet-student-editor-hostile-text")
+    card = by_id(live, "live-card", student_id=student.id)
+    await expect(by_id(card, "live-card-name")).to_contain_text('<b>Bold</b> "Name"')
+    await expect(by_id(card, "live-card-excerpt")).to_contain_text("<script>window.pwned = 1</script>")
+    await screenshot(live, "20-tablet-teacher-live-view")
+    await expect(by_id(review, "review-text")).to_contain_text(HOSTILE)
+    await screenshot(review, "21-tablet-teacher-review")
+    for page in pages:
+        assert await page.evaluate("window.pwned === undefined")
+        assert await page.locator("img[src='x']").count() == 0
+        assert await page.locator("a[href^='javascript:']").count() == 0
+    assert dialogs == []
