@@ -164,7 +164,13 @@ class SqliteWriter:
             transaction.rollback()
             conn.close()
             raise
-        await loop.run_in_executor(self._commits, self._commit, conn, transaction)
+        commit = loop.run_in_executor(self._commits, self._commit, conn, transaction)
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # The connection is its pool's only one: the next writer must find it handed back.
+            await asyncio.wait({commit})
+            raise
         if self._checkpointing is None and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpointing = asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
             self._checkpointing.add_done_callback(self._checkpointed)

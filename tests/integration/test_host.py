@@ -453,6 +453,36 @@ async def test_sqlite_writer_commits_off_the_event_loop_which_keeps_turning_mean
     assert stored is not None and [row.seq for row in stored.log] == [1, 2]
 
 
+async def test_a_cancelled_sqlite_write_hands_its_connection_back_before_it_ends(
+    sessions: object, sqlite_writer: SqliteWriter
+) -> None:
+    import threading
+
+    from sqlalchemy import event
+
+    writer = sqlite_writer
+    essay_id = await new_essay(sessions)
+    disk = threading.Event()
+    event.listen(writer.eager, "commit", lambda _conn: disk.wait(10))
+    try:
+        write = asyncio.create_task(writer.run(lambda conn: documents.append_updates(conn, rows=[log_row(essay_id, 1)])))
+        await asyncio.sleep(0)
+        write.cancel()  # the host stopping mid-commit
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not write.done()  # still waiting for its commit: the connection is in use
+        disk.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(write, 10)
+    finally:
+        disk.set()
+    # The commit landed, and the next write finds the connection free.
+    await asyncio.wait_for(writer.run(lambda conn: documents.append_updates(conn, rows=[log_row(essay_id, 2)])), 10)
+    async with sessions() as session:  # type: ignore[operator]
+        stored = await documents.load(session, essay_id=essay_id)
+    assert stored is not None and [row.seq for row in stored.log] == [1, 2]
+
+
 async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commits(
     sessions: object, sqlite_writer: SqliteWriter
 ) -> None:
