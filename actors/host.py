@@ -89,6 +89,7 @@ class HostConfig:
     tick_seconds: float = 0.25
     class_row_interval: float = 1.0
     commit_interval: float = 0.004
+    sqlite_commit_in_thread: bool = True
 
 
 class EssayHost:
@@ -116,7 +117,7 @@ class EssayHost:
         self._to_analyze: dict[uuid.UUID, EssayActor] = {}
         self._tier1: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
-        self._writer = SqliteWriter.for_sessions(sessions)
+        self._writer = SqliteWriter.for_sessions(sessions, commit_in_thread=self.config.sqlite_commit_in_thread)
         bind = sessions.kw.get("bind")
         self._single_writer = bind is None or bind.dialect.name == "sqlite"
         # False in a host process that replaced a crashed one (see `_others_listen`): it then

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Group commit of the update log: rows gathered for this long go in one transaction. Every
     # ack waits for its commit, so this is a floor under ack latency, and each commit costs CPU.
     commit_interval_ms: float = Field(default=4.0, gt=0, le=1000)
+    # SQLite: COMMIT (the WAL fsync) in a thread of its own, not on the host's event loop (see
+    # `db.engine.SqliteWriter`); false puts it back inline, for A/B runs on a given machine.
+    sqlite_commit_in_thread: bool = True
 
     login_attempts_per_ip_per_minute: int = 30
     login_failures_per_account: int = 5
@@ -114,7 +117,8 @@ class Settings(BaseSettings):
                           local_min_interval=self.feedback_local_min_interval_seconds,
                           llm_pause_seconds=self.feedback_llm_pause_seconds,
                           llm_settle_seconds=self.feedback_llm_settle_seconds,
-                          commit_interval=self.commit_interval_ms / 1000)
+                          commit_interval=self.commit_interval_ms / 1000,
+                          sqlite_commit_in_thread=self.sqlite_commit_in_thread)
 
     @property
     def is_sqlite(self) -> bool:

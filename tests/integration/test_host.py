@@ -468,6 +468,28 @@ async def test_sqlite_writer_commits_off_the_event_loop_which_keeps_turning_mean
     assert await logged_seqs(sessions, essay_id) == [1, 2]
 
 
+async def test_sqlite_commit_in_thread_false_commits_on_the_event_loops_thread_as_before(
+    sessions: object, database_url: str
+) -> None:
+    from serve_app.settings import Settings
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's writer")
+    essay_id = await new_essay(sessions)
+    for in_thread in (True, False):
+        config = Settings(database_url=database_url, sqlite_commit_in_thread=in_thread).host_config()  # type: ignore[call-arg]
+        host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=config)  # type: ignore[arg-type]
+        assert host._writer is not None
+        threads: list[threading.Thread] = []
+        for engine in (host._writer.eager, host._writer.engine):
+            event.listen(engine, "commit", lambda _conn: threads.append(threading.current_thread()))
+        await host._write_log([log_row(essay_id, 1 if in_thread else 2)])
+        await host._compact(await host.open(essay_id), force_revision=False)
+        on_loop = [t is threading.main_thread() for t in threads]
+        assert on_loop == ([False, False] if in_thread else [True, True])  # the log's commit, the snapshot's
+        await host.stop()
+
+
 async def test_a_cancelled_sqlite_write_hands_its_connection_back_before_it_ends(
     sessions: object, sqlite_writer: SqliteWriter
 ) -> None:
