@@ -99,6 +99,7 @@ class HostConfig:
     # bytes of its update log, which is never pruned (replay needs it) and is replayed on load.
     max_essay_chars: int = 200_000
     max_log_bytes: int = 64 * 1024 * 1024
+    sqlite_commit_in_thread: bool = True
 
 
 class EssayHost:
@@ -126,7 +127,7 @@ class EssayHost:
         self._to_analyze: dict[uuid.UUID, EssayActor] = {}
         self._tier1: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()
-        self._writer = SqliteWriter.for_sessions(sessions)
+        self._writer = SqliteWriter.for_sessions(sessions, commit_in_thread=self.config.sqlite_commit_in_thread)
         bind = sessions.kw.get("bind")
         self._single_writer = bind is None or bind.dialect.name == "sqlite"
         # False in a host process that replaced a crashed one (see `_others_listen`): it then

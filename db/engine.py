@@ -110,12 +110,15 @@ class SqliteWriter:
     commit crosses 1,000 WAL pages, and that commit was on the event loop.
     """
 
-    def __init__(self, async_engine: AsyncEngine, *, checkpoint_seconds: float = 1.0) -> None:
+    def __init__(self, async_engine: AsyncEngine, *, checkpoint_seconds: float = 1.0,
+                 commit_in_thread: bool = True) -> None:
         url = async_engine.url.set(drivername="sqlite")
         self.engine = self._engine(url, busy_timeout_ms=30_000)
         self.eager = self._engine(url, busy_timeout_ms=0, autocheckpoint=False)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-writer")
         self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-commit")
+        # False: the behaviour before 2026-12-06 (COMMIT and compaction inline), for A/B runs.
+        self.commit_in_thread = commit_in_thread
         self.deferred = 0  # transactions that found the lock taken and ran in the thread
         self.checkpoints = 0
         self.checkpoint_seconds = checkpoint_seconds
@@ -134,11 +137,12 @@ class SqliteWriter:
         return engine
 
     @classmethod
-    def for_sessions(cls, sessions: async_sessionmaker[AsyncSession]) -> SqliteWriter | None:
+    def for_sessions(cls, sessions: async_sessionmaker[AsyncSession], *,
+                     commit_in_thread: bool = True) -> SqliteWriter | None:
         """A writer for the database behind `sessions` if it is an SQLite file, else None."""
         bind = sessions.kw.get("bind")
         if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite" and bind.url.database not in (None, "", ":memory:"):
-            return cls(bind)
+            return cls(bind, commit_in_thread=commit_in_thread)
         return None
 
     async def run(self, work: Callable[[Connection], T], *, inline: bool = True) -> T:
@@ -147,7 +151,7 @@ class SqliteWriter:
         pool). With `inline`, `work` runs on this thread when the lock is free, else (and
         without `inline`) in the writer's thread."""
         loop = asyncio.get_running_loop()
-        if not inline:
+        if not inline and self.commit_in_thread:
             return await loop.run_in_executor(self._thread, self._transaction, self.engine, work)
         conn = self.eager.connect()
         try:
@@ -164,7 +168,19 @@ class SqliteWriter:
             transaction.rollback()
             conn.close()
             raise
-        await loop.run_in_executor(self._commits, self._commit, conn, transaction)
+        if not self.commit_in_thread:
+            self._commit(conn, transaction)
+            return self._after_write(result)
+        commit = loop.run_in_executor(self._commits, self._commit, conn, transaction)
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # The connection is its pool's only one: the next writer must find it handed back.
+            await asyncio.wait({commit})
+            raise
+        return self._after_write(result)
+
+    def _after_write(self, result: T) -> T:
         if self._checkpointing is None and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpointing = asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
             self._checkpointing.add_done_callback(self._checkpointed)

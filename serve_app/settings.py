@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Group commit of the update log: rows gathered for this long go in one transaction. Every
     # ack waits for its commit, so this is a floor under ack latency, and each commit costs CPU.
     commit_interval_ms: float = Field(default=4.0, gt=0, le=1000)
+    # SQLite: COMMIT (the WAL fsync) in a thread of its own, not on the host's event loop (see
+    # `db.engine.SqliteWriter`); false puts it back inline, for A/B runs on a given machine.
+    sqlite_commit_in_thread: bool = True
 
     # Proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the TCP peer is
     # the client (serve_app/client_address.py says why that is the default).
@@ -164,7 +167,8 @@ class Settings(BaseSettings):
                           llm_pause_seconds=self.feedback_llm_pause_seconds,
                           llm_settle_seconds=self.feedback_llm_settle_seconds,
                           commit_interval=self.commit_interval_ms / 1000,
-                          max_essay_chars=self.max_essay_chars, max_log_bytes=self.max_essay_log_bytes)
+                          max_essay_chars=self.max_essay_chars, max_log_bytes=self.max_essay_log_bytes,
+                          sqlite_commit_in_thread=self.sqlite_commit_in_thread)
 
     @property
     def is_sqlite(self) -> bool:

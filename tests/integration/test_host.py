@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from pycrdt import Doc, Text
 
 from actors.broadcast import InMemoryBus
@@ -418,16 +422,11 @@ async def test_a_tick_publishing_many_dashboard_rows_lets_other_work_run_in_betw
     await host.stop()
 
 
-async def test_sqlite_writer_commits_off_the_event_loop_which_keeps_turning_meanwhile(
-    sessions: object, sqlite_writer: SqliteWriter
-) -> None:
-    import threading
-
-    from sqlalchemy import event
-
-    writer = sqlite_writer
-    essay_id = await new_essay(sessions)
-    disk = threading.Event()  # the WAL's fsync, held until the loop has turned
+@contextlib.contextmanager
+def held_commits(writer: SqliteWriter) -> Iterator[threading.Event]:
+    """Every COMMIT of `writer` (inline or in its thread) waits for the yielded event, as for a
+    slow fsync; the event is set, and the hold removed, when the block ends."""
+    disk = threading.Event()
 
     def slow_disk(_conn: object) -> None:
         disk.wait(10)
@@ -435,22 +434,79 @@ async def test_sqlite_writer_commits_off_the_event_loop_which_keeps_turning_mean
     for engine in (writer.eager, writer.engine):
         event.listen(engine, "commit", slow_disk)
     try:
-        for inline in (True, False):  # group commits (statements inline) and compactions (in the thread)
+        yield disk
+    finally:
+        disk.set()
+        for engine in (writer.eager, writer.engine):
+            event.remove(engine, "commit", slow_disk)
+
+
+async def logged_seqs(sessions: object, essay_id: uuid.UUID) -> list[int]:
+    async with sessions() as session:  # type: ignore[operator]
+        stored = await documents.load(session, essay_id=essay_id)
+    assert stored is not None
+    return [row.seq for row in stored.log]
+
+
+def append(essay_id: uuid.UUID, seq: int) -> Callable[[Any], None]:
+    return lambda conn: documents.append_updates(conn, rows=[log_row(essay_id, seq)])
+
+
+async def test_sqlite_writer_commits_off_the_event_loop_which_keeps_turning_meanwhile(
+    sessions: object, sqlite_writer: SqliteWriter
+) -> None:
+    essay_id = await new_essay(sessions)
+    with held_commits(sqlite_writer) as disk:
+        for seq, inline in ((1, True), (2, False)):  # group commits (statements inline), compactions (thread)
             disk.clear()
-            seq = 1 if inline else 2
-            write = asyncio.create_task(writer.run(
-                lambda conn, row=log_row(essay_id, seq): documents.append_updates(conn, rows=[row]), inline=inline))
+            write = asyncio.create_task(sqlite_writer.run(append(essay_id, seq), inline=inline))
             await asyncio.sleep(0)  # the write starts; an inline COMMIT would hold the loop here
             turned = not write.done()
             disk.set()
             await asyncio.wait_for(write, 10)
             assert turned
-    finally:
-        for engine in (writer.eager, writer.engine):
-            event.remove(engine, "commit", slow_disk)
-    async with sessions() as session:  # type: ignore[operator]
-        stored = await documents.load(session, essay_id=essay_id)
-    assert stored is not None and [row.seq for row in stored.log] == [1, 2]
+    assert await logged_seqs(sessions, essay_id) == [1, 2]
+
+
+async def test_sqlite_commit_in_thread_false_commits_on_the_event_loops_thread_as_before(
+    sessions: object, database_url: str
+) -> None:
+    from serve_app.settings import Settings
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's writer")
+    essay_id = await new_essay(sessions)
+    for in_thread in (True, False):
+        config = Settings(database_url=database_url, sqlite_commit_in_thread=in_thread).host_config()  # type: ignore[call-arg]
+        host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=config)  # type: ignore[arg-type]
+        assert host._writer is not None
+        threads: list[threading.Thread] = []
+        for engine in (host._writer.eager, host._writer.engine):
+            event.listen(engine, "commit", lambda _conn: threads.append(threading.current_thread()))
+        await host._write_log([log_row(essay_id, 1 if in_thread else 2)])
+        await host._compact(await host.open(essay_id), force_revision=False)
+        on_loop = [t is threading.main_thread() for t in threads]
+        assert on_loop == ([False, False] if in_thread else [True, True])  # the log's commit, the snapshot's
+        await host.stop()
+
+
+async def test_a_cancelled_sqlite_write_hands_its_connection_back_before_it_ends(
+    sessions: object, sqlite_writer: SqliteWriter
+) -> None:
+    essay_id = await new_essay(sessions)
+    with held_commits(sqlite_writer) as disk:
+        write = asyncio.create_task(sqlite_writer.run(append(essay_id, 1)))
+        await asyncio.sleep(0)
+        write.cancel()  # the host stopping mid-commit
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not write.done()  # still waiting for its commit: the connection is in use
+        disk.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(write, 10)
+    # The commit landed, and the next write finds the connection free.
+    await asyncio.wait_for(sqlite_writer.run(append(essay_id, 2)), 10)
+    assert await logged_seqs(sessions, essay_id) == [1, 2]
 
 
 async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commits(
