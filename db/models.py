@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -58,7 +59,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Added by 0004: set while an admin has suspended the account (its tokens and sockets stop).
+    # Added by 0006: set while an admin has suspended the account (its tokens and sockets stop).
     suspended_at: Mapped[datetime | None]
 
 
@@ -93,7 +94,7 @@ class Class(Base):
     join_code: Mapped[str] = mapped_column(String(16), unique=True)
     teacher_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Added by 0004: an archived class is read-only, takes no joins and is hidden from default lists.
+    # Added by 0006: an archived class is read-only, takes no joins and is hidden from default lists.
     archived_at: Mapped[datetime | None]
 
 
@@ -143,7 +144,7 @@ class Assignment(Base):
     due_at: Mapped[datetime | None]
     late_policy: Mapped[str] = mapped_column(String(16), default="accept")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Added by 0004: the hard close; after it (or its extension) the student can neither write nor submit.
+    # Added by 0006: the hard close; after it (or its extension) the student can neither write nor submit.
     close_at: Mapped[datetime | None]
 
 
@@ -324,6 +325,8 @@ class AiUsage(Base):
     submission_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("submissions.id", ondelete="SET NULL"), index=True
     )
+    # Added by 0005: whose budget the tokens count against (the requester, or the essay's owner).
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(100))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
@@ -333,7 +336,7 @@ class AiUsage(Base):
 
 class AuditEvent(Base):
     """Append-only: who did what to what, when. No foreign keys, so deleting a user keeps its history;
-    on PostgreSQL a trigger refuses UPDATE and DELETE (migration 0004)."""
+    on PostgreSQL a trigger refuses UPDATE and DELETE (migration 0006)."""
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -345,6 +348,28 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class WebhookSecret(Base):
+    """A user's webhook signing secret (HMAC needs the key itself, so it is stored as is)."""
+
+    __tablename__ = "webhook_secrets"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RateBucket(Base):
+    """A decaying counter shared by every replica (login failures, submissions): ``level`` drains
+    at a fixed rate from ``updated_at``; times are Unix seconds so the arithmetic stays in SQL.
+    ``expires_at`` is when the level has drained to zero; rows past it are deleted."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    level: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+Index("ix_ai_usage_user_created", AiUsage.user_id, AiUsage.created_at)
 Index("ix_essay_updates_essay_seq_created", EssayUpdate.essay_id, EssayUpdate.created_at)
 Index("ix_revisions_essay", Revision.essay_id)
 Index("ix_classes_teacher_created", Class.teacher_id, Class.created_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
@@ -33,7 +34,41 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# Query parameters whose values are credentials: socket tickets, and tokens a client might send.
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:ticket|token|access_token|refresh_token)=)[^&\s\"']*")
+# Loggers that print request paths with their query string: uvicorn's access log and its
+# "WebSocket /ws/...?ticket=..." lines (on uvicorn.error), and Serve's access log.
+REDACTED_LOGGERS = ("uvicorn.access", "uvicorn.error", "ray.serve")
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with the values of credential query parameters replaced by `…`."""
+    return _SECRET_QUERY.sub(r"\1…", text)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrites a record's message and string arguments through `redact_secrets`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_secrets(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_secrets(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact_secrets(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
+
+
+def install_redaction() -> None:
+    """Add `RedactSecretsFilter` to `REDACTED_LOGGERS` (once each)."""
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecretsFilter) for f in logger.filters):
+            logger.addFilter(RedactSecretsFilter())
+
+
 def configure_logging(level: int = logging.INFO) -> None:
+    install_redaction()
     root = logging.getLogger("essaycoach")
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
@@ -58,6 +93,9 @@ class Metrics:
                                      ["socket", "code"], registry=self.registry)
         self.updates = Counter("essaycoach_doc_updates_total", "Document updates received and acknowledged",
                                registry=self.registry)
+        self.update_bytes = Counter("essaycoach_doc_update_bytes_total",
+                                    "Bytes of document updates acknowledged (the update log's growth)",
+                                    registry=self.registry)
         self.ack_seconds = Histogram(
             "essaycoach_ack_seconds", "Update received -> durable ack sent (gateway view)", registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from db.models import Assignment, Essay, Rubric, User
 from db.repositories import documents, essays
+from actors.host import UpdateTooLarge
 from db.types import utcnow
 from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader
 from serve_app.api.writability import check_writable
@@ -23,6 +24,14 @@ def check_text_size(text: str | None, limit: int) -> None:
     if text is not None and len(text) > limit:
         raise PayloadTooLarge(f"essay text is {len(text)} characters; the limit is {limit}",
                               code="essay_too_large")
+
+
+async def set_text(ctx: ContextDep, essay_id: uuid.UUID, text: str, author_id: uuid.UUID) -> None:
+    """The text as a live edit; 413 when the essay's edit history is over its byte budget."""
+    try:
+        await ctx.live.set_text(essay_id, text, author_id=author_id)
+    except UpdateTooLarge as exc:  # a Ray error raised by the host is also an instance of it
+        raise PayloadTooLarge(str(exc), code="essay_too_large") from None
 
 
 async def essay_view(ctx: ContextDep, session: SessionDep, essay: Essay) -> dict[str, Any]:
@@ -56,7 +65,7 @@ async def new_essay(ctx: ContextDep, session: SessionDep, user: User, *, title: 
                                 class_id=class_id)
     await session.commit()
     if text:
-        await ctx.live.set_text(essay.id, text, author_id=user.id)
+        await set_text(ctx, essay.id, text, user.id)
         await session.refresh(essay)
     return await essay_view(ctx, session, essay)
 
@@ -89,7 +98,7 @@ async def patch_essay(
         essay.updated_at = utcnow()
         await session.commit()
     if body.text is not None:
-        await ctx.live.set_text(essay.id, body.text, author_id=user.id)
+        await set_text(ctx, essay.id, body.text, user.id)
         await session.refresh(essay)
     return await essay_view(ctx, session, essay)
 
