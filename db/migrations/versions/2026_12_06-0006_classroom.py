@@ -1,7 +1,7 @@
 """classroom: hard close and extensions, co-teachers, archived classes, suspended users, audit log
 
-Revision ID: 0004_classroom
-Revises: 0002
+Revision ID: 0006_classroom
+Revises: 0005_ai_usage_user
 Create Date: 2026-12-06 03:20:00
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 import db.types
 
 
-revision = '0004_classroom'
-down_revision = '0002'
+revision = '0006_classroom'
+down_revision = '0005_ai_usage_user'
 branch_labels = None
 depends_on = None
 
