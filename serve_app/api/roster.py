@@ -2,7 +2,8 @@
 
 - `DELETE /classes/{id}/students/{student_id}` (a teacher of the class): the student leaves the class.
   Their essays in it leave the class too (the student keeps them as private essays): the teachers
-  get 404 on them and no longer see them in the roster, the live view or exports. Every open socket
+  get 404 on them and no longer see them in the roster, the live view (open `/ws/classes/{id}/live`
+  sockets get `{type: "student_removed", class_id, student_id}`) or exports. Every open socket
   on those essays, on every replica, closes with 4404 at once (`serve_app.realtime.control`).
 - `POST /classes/{id}/join-code` (a teacher): a new join code; the old one stops working.
 - `POST /classes/{id}/archive` (a teacher): read-only from then on: no joins (409 `class_archived`),
@@ -18,6 +19,7 @@ Every action is written to the audit log in the same transaction.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -59,6 +61,9 @@ async def remove_student(class_id: uuid.UUID, student_id: uuid.UUID, ctx: Contex
     await audit.append(session, actor_id=user.id, action="roster.remove", target_type="class", target_id=class_id,
                        details={"student_id": str(student_id), "essay_ids": [str(e) for e in essay_ids]})
     await session.commit()
+    # Open live views drop the student's row (every replica forwards the class channel).
+    removed = {"type": "student_removed", "class_id": str(class_id), "student_id": str(student_id)}
+    await ctx.live.bus.publish(f"class:{class_id}", json.dumps(removed).encode())
     if essay_ids:
         await close_sockets(ctx.live.bus, essay_ids=essay_ids, code=CloseCode.UNKNOWN_ESSAY,
                             reason="the essay left the class")

@@ -42,8 +42,15 @@ async def test_removal_closes_every_socket_on_the_students_class_essays_4404(liv
     events = await websockets.connect(
         f"ws://{live_server}/ws/essays/{essay['id']}/events?ticket={await ticket(live_client, student)}")
     await events.recv()  # presence: open and tracked
+    live = await websockets.connect(
+        f"ws://{live_server}/ws/classes/{cls['id']}/live?ticket={await ticket(live_client, teacher)}")
+    assert json.loads(await asyncio.wait_for(live.recv(), 10))["student_id"] == student.id
     r = await live_client.delete(f"{API}/classes/{cls['id']}/students/{student.id}", headers=teacher.headers)
     assert r.status_code == 204
+    while (message := json.loads(await asyncio.wait_for(live.recv(), 10)))["type"] != "student_removed":
+        pass
+    assert message == {"type": "student_removed", "class_id": cls["id"], "student_id": student.id}
+    await live.close()
     assert await writer.wait_closed() == 4404
     assert await watcher.wait_closed() == 4404
     with pytest.raises(websockets.ConnectionClosed) as info:
