@@ -124,11 +124,16 @@ async def test_removed_students_essays_leave_the_teachers_view(client, room) -> 
     essay = await make_essay(client, student, a["id"], text="My work.")
     url = f"{API}/essays/{essay['id']}"
     assert (await client.get(url, headers=teacher.headers)).status_code == 200
+    submitted = await client.post(url + "/submit", headers=student.headers)
+    sub_url = f"{API}/submissions/{submitted.json()['id']}"
+    assert (await client.get(sub_url, headers=teacher.headers)).status_code == 200
     remove = f"{API}/classes/{cls['id']}/students/{student.id}"
     assert_problem(await client.delete(remove, headers=student.headers), 403, "forbidden")
     assert (await client.delete(remove, headers=teacher.headers)).status_code == 204
     assert_problem(await client.get(url, headers=teacher.headers), 404, "not_found")
+    assert_problem(await client.get(sub_url, headers=teacher.headers), 404, "not_found")
     assert (await client.get(url, headers=student.headers)).json()["text"] == "My work."  # still theirs
+    assert (await client.get(sub_url, headers=student.headers)).status_code == 200
     roster = (await client.get(f"{API}/classes/{cls['id']}/students", headers=teacher.headers)).json()["items"]
     assert student.id not in {row["student_id"] for row in roster}
     export = (await client.get(f"{API}/classes/{cls['id']}/export", headers=teacher.headers)).json()
