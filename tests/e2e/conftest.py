@@ -122,7 +122,7 @@ def service(dist: Path | None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     var_dir = work / "var"
     var_dir.mkdir()
     port = procs.free_port()
-    cmd = [str(ROOT / ".venv" / "bin" / "essaycoach"), "run"]
+    cmd = [str(ROOT / ".venv" / "bin" / "essaycoach"), "run", "--dev"]  # as make run starts it
     proc = procs.start(cmd, env=service_env(var_dir, port, dist), cwd=ROOT, log_path=work / "server.log")
     running = Service(base=f"http://127.0.0.1:{port}", proc=proc, log=work / "server.log", dist=dist)
     try:

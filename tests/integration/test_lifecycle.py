@@ -69,7 +69,7 @@ class Run:
     def start(self) -> "Run":
         self.var_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([ESSAYCOACH, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen([ESSAYCOACH, "run", "--dev"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         return self
 
