@@ -59,6 +59,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Added by 0006: set while an admin has suspended the account (its tokens and sockets stop).
+    suspended_at: Mapped[datetime | None]
 
 
 class RefreshToken(Base):
@@ -92,6 +94,21 @@ class Class(Base):
     join_code: Mapped[str] = mapped_column(String(16), unique=True)
     teacher_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Added by 0006: an archived class is read-only, takes no joins and is hidden from default lists.
+    archived_at: Mapped[datetime | None]
+
+
+class ClassTeacher(Base):
+    """A co-teacher: the same rights on the class as its owner (`Class.teacher_id`)."""
+
+    __tablename__ = "class_teachers"
+    class_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True
+    )
+    teacher_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Enrollment(Base):
@@ -126,6 +143,24 @@ class Assignment(Base):
     )
     due_at: Mapped[datetime | None]
     late_policy: Mapped[str] = mapped_column(String(16), default="accept")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Added by 0006: the hard close; after it (or its extension) the student can neither write nor submit.
+    close_at: Mapped[datetime | None]
+
+
+class Extension(Base):
+    """A teacher's per-student extension of an assignment's due date (and optionally its hard close)."""
+
+    __tablename__ = "assignment_extensions"
+    assignment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("assignments.id", ondelete="CASCADE"), primary_key=True
+    )
+    student_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    due_at: Mapped[datetime]
+    close_at: Mapped[datetime | None]
+    granted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -297,6 +332,20 @@ class AiUsage(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Append-only: who did what to what, when. No foreign keys, so deleting a user keeps its history;
+    on PostgreSQL a trigger refuses UPDATE and DELETE (migration 0006)."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class WebhookSecret(Base):

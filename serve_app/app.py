@@ -12,11 +12,11 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import (auth, classes, comments, essays, exports, health, history, rubrics, submissions, uploads,
-                           webhooks)
+from serve_app.api import (admin, auth, classes, comments, essays, exports, extensions, health, history, roster,
+                           rubrics, submissions, uploads, webhooks)
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app import web
-from serve_app.realtime import direct, sockets
+from serve_app.realtime import control, direct, sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.housekeeping import purge_periodically
@@ -74,6 +74,7 @@ def create_app(
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
+        stop_control = await control.install(app, ctx.live.bus)
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
         purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
@@ -84,6 +85,7 @@ def create_app(
         try:
             yield
         finally:
+            stop_control()
             direct.unregister(sockets_direct)
             await sockets_direct.close_all()
             trim.cancel()
@@ -108,7 +110,8 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, rubrics, uploads, essays, comments, history, exports, submissions, webhooks):
+    for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, history, exports,
+                   submissions, webhooks, admin):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -72,6 +72,10 @@ async def get_current_user(
     user = await users.get(session, user_id=claims.user_id)
     if user is None:
         raise InvalidToken("the token's user no longer exists")
+    # The row is loaded for every request anyway, so a suspension stops access tokens at once at
+    # no extra cost (sockets are closed by the suspension itself, not checked per frame).
+    if user.suspended_at is not None:
+        raise InvalidToken("the account is suspended", code="account_suspended")
     return user
 
 

@@ -97,6 +97,7 @@ class ClassOut(Out):
     join_code: str
     teacher_id: uuid.UUID
     created_at: datetime
+    archived_at: datetime | None = None
 
 
 class RosterRow(BaseModel):
@@ -167,19 +168,31 @@ class RubricOut(Out):
 # --- assignments --------------------------------------------------------------------------
 
 
-class AssignmentIn(Body):
-    title: Title
-    prompt: Annotated[str, Field(max_length=20_000)] = ""
-    rubric_id: uuid.UUID | None = None
-    due_at: datetime | None = None
-    late_policy: Literal["accept", "flag", "reject"] = "accept"
+class DueTimes(Body):
+    """A `due_at` and an optional hard `close_at`: both with a timezone, the close not before the due."""
 
-    @field_validator("due_at")
+    due_at: datetime | None = None
+    close_at: datetime | None = Field(None, description="Hard close: after it the student can neither write nor submit")
+
+    @field_validator("due_at", "close_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
-            raise ValueError("due_at needs a timezone (e.g. 2026-12-01T17:00:00Z)")
+            raise ValueError("needs a timezone (e.g. 2026-12-01T17:00:00Z)")
         return v
+
+    @model_validator(mode="after")
+    def _close_after_due(self) -> "DueTimes":
+        if self.close_at is not None and self.due_at is not None and self.close_at < self.due_at:
+            raise ValueError("close_at must not be before due_at")
+        return self
+
+
+class AssignmentIn(DueTimes):
+    title: Title
+    prompt: Annotated[str, Field(max_length=20_000)] = ""
+    rubric_id: uuid.UUID | None = None
+    late_policy: Literal["accept", "flag", "reject"] = "accept"
 
 
 class AssignmentOut(Out):
@@ -190,6 +203,7 @@ class AssignmentOut(Out):
     rubric_id: uuid.UUID | None
     due_at: datetime | None
     late_policy: str
+    close_at: datetime | None = None
     created_at: datetime
 
 

@@ -147,3 +147,22 @@ def secret_updates() -> tuple[bytes, bytes]:
     before = author.get_state()
     del text[0:12]
     return insert, author.get_update(before)
+
+
+async def make_admin(client: httpx.AsyncClient, database_url: str) -> Account:
+    """An admin as `essaycoach create-admin` makes one: a user row with the admin role (registration
+    refuses it), then a login through the API."""
+    from sqlalchemy import update
+
+    from db.engine import make_engine
+    from db.models import User
+
+    account = await register(client, "teacher", name="Admin")
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(update(User).where(User.id == uuid.UUID(account.id)).values(role="admin"))
+    finally:
+        await engine.dispose()
+    account.role = "admin"
+    return account

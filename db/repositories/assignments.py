@@ -14,10 +14,10 @@ from db.repositories.pagination import Page, paginate
 
 async def create(
     session: AsyncSession, *, class_id: uuid.UUID, title: str, prompt: str, rubric_id: uuid.UUID | None,
-    due_at: datetime | None, late_policy: str,
+    due_at: datetime | None, late_policy: str, close_at: datetime | None = None,
 ) -> Assignment:
     assignment = Assignment(class_id=class_id, title=title, prompt=prompt, rubric_id=rubric_id,
-                            due_at=due_at, late_policy=late_policy)
+                            due_at=due_at, late_policy=late_policy, close_at=close_at)
     session.add(assignment)
     await session.flush()
     return assignment

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Class, Enrollment, Essay, User
+from db.models import Class, ClassTeacher, Enrollment, Essay, Submission, User
 from db.repositories.pagination import BadCursor, Page, decode_cursor, encode_cursor, paginate
 
 
@@ -27,16 +27,74 @@ async def get_by_join_code(session: AsyncSession, *, join_code: str) -> Class | 
     return await session.scalar(select(Class).where(Class.join_code == join_code))
 
 
+def teaches_clause(user_id: uuid.UUID) -> Any:
+    """SQL: `user_id` teaches `Class` (its owner or a co-teacher). The one definition of "teacher of
+    class": access checks, essay visibility and sockets all use it or `teaches`."""
+    co_teacher = exists().where(ClassTeacher.class_id == Class.id, ClassTeacher.teacher_id == user_id)
+    return or_(Class.teacher_id == user_id, co_teacher)
+
+
+def taught_class_ids(user_id: uuid.UUID) -> Any:
+    """Subquery: ids of the classes `user_id` teaches."""
+    return select(Class.id).where(teaches_clause(user_id))
+
+
+async def teaches(session: AsyncSession, *, cls: Class, user_id: uuid.UUID) -> bool:
+    if cls.teacher_id == user_id:
+        return True
+    return (await session.get(ClassTeacher, (cls.id, user_id))) is not None
+
+
 def _member_clause(user_id: uuid.UUID) -> Any:
     enrolled = exists().where(Enrollment.class_id == Class.id, Enrollment.student_id == user_id)
-    return or_(Class.teacher_id == user_id, enrolled)
+    return or_(teaches_clause(user_id), enrolled)
 
 
 async def list_for_user(
-    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None
+    session: AsyncSession, *, user_id: uuid.UUID, limit: int, cursor: str | None, include_archived: bool = False,
 ) -> Page[Class]:
     stmt = select(Class).where(_member_clause(user_id))
+    if not include_archived:
+        stmt = stmt.where(Class.archived_at.is_(None))
     return await paginate(session, stmt, model=Class, limit=limit, cursor=cursor)
+
+
+async def add_teacher(session: AsyncSession, *, class_id: uuid.UUID, teacher_id: uuid.UUID) -> bool:
+    """Add a co-teacher; False when already one."""
+    if await session.get(ClassTeacher, (class_id, teacher_id)) is not None:
+        return False
+    session.add(ClassTeacher(class_id=class_id, teacher_id=teacher_id))
+    await session.flush()
+    return True
+
+
+async def remove_teacher(session: AsyncSession, *, class_id: uuid.UUID, teacher_id: uuid.UUID) -> bool:
+    result = await session.execute(delete(ClassTeacher).where(ClassTeacher.class_id == class_id,
+                                                              ClassTeacher.teacher_id == teacher_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def co_teachers(session: AsyncSession, *, class_id: uuid.UUID) -> list[User]:
+    stmt = (select(User).join(ClassTeacher, ClassTeacher.teacher_id == User.id)
+            .where(ClassTeacher.class_id == class_id).order_by(ClassTeacher.added_at, User.id))
+    return list((await session.scalars(stmt)).all())
+
+
+async def unenroll(session: AsyncSession, *, class_id: uuid.UUID, student_id: uuid.UUID) -> list[uuid.UUID] | None:
+    """Remove a student: None when not enrolled, else the ids of their essays in the class, which
+    leave it (class_id cleared: the student keeps them as private essays, the teachers lose sight
+    of them and of their submissions)."""
+    result = await session.execute(delete(Enrollment).where(Enrollment.class_id == class_id,
+                                                            Enrollment.student_id == student_id))
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    essay_ids = list((await session.scalars(
+        select(Essay.id).where(Essay.class_id == class_id, Essay.owner_id == student_id))).all())
+    await session.execute(update(Essay).where(Essay.class_id == class_id, Essay.owner_id == student_id)
+                          .values(class_id=None))
+    await session.execute(update(Submission).where(Submission.class_id == class_id,
+                                                   Submission.requester_id == student_id).values(class_id=None))
+    return essay_ids
 
 
 async def is_member(session: AsyncSession, *, class_id: uuid.UUID, user_id: uuid.UUID) -> bool:

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Class, Essay
+from db.models import Essay
+from db.repositories.classes import taught_class_ids
 from db.repositories.pagination import Page, paginate
 
 
@@ -27,8 +28,7 @@ async def get(session: AsyncSession, *, essay_id: uuid.UUID) -> Essay | None:
 
 
 def _visible_clause(user_id: uuid.UUID) -> Any:
-    taught = select(Class.id).where(Class.teacher_id == user_id)
-    return or_(Essay.owner_id == user_id, Essay.class_id.in_(taught))
+    return or_(Essay.owner_id == user_id, Essay.class_id.in_(taught_class_ids(user_id)))
 
 
 async def get_visible(session: AsyncSession, *, essay_id: uuid.UUID, user_id: uuid.UUID) -> Essay | None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import AiUsage, Class, Essay, ScoreOverride, Submission
+from db.models import AiUsage, Essay, ScoreOverride, Submission
 from db.repositories.pagination import Page, paginate
 
 RUNNABLE = ("queued", "running")
@@ -64,10 +64,6 @@ async def list_for_essay(
 
 async def essay_owner(session: AsyncSession, *, essay_id: uuid.UUID) -> uuid.UUID | None:
     return await session.scalar(select(Essay.owner_id).where(Essay.id == essay_id))
-
-
-async def class_teacher(session: AsyncSession, *, class_id: uuid.UUID) -> uuid.UUID | None:
-    return await session.scalar(select(Class.teacher_id).where(Class.id == class_id))
 
 
 # --- score overrides ------------------------------------------------------------------------

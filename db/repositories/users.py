@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import RefreshToken, User, WsTicket
+from db.repositories.pagination import Page, paginate
 
 
 async def get(session: AsyncSession, *, user_id: uuid.UUID) -> User | None:
@@ -102,3 +103,27 @@ async def purge_refresh_tokens(session: AsyncSession, *, expired_before: datetim
     nor reuse detection needs its row."""
     result = await session.execute(delete(RefreshToken).where(RefreshToken.expires_at < expired_before))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def revoke_all_refresh(session: AsyncSession, *, user_id: uuid.UUID, now: datetime) -> int:
+    """Revoke every live refresh token of the user (all families); returns how many."""
+    result = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def search(
+    session: AsyncSession, *, q: str | None, role: str | None, limit: int, cursor: str | None
+) -> Page[User]:
+    """Users whose email or name contains `q` (case-insensitive), optionally of one role."""
+    stmt = select(User)
+    if q:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(func.lower(User.email).like(pattern, escape="\\"),
+                              func.lower(User.name).like(pattern, escape="\\")))
+    if role:
+        stmt = stmt.where(User.role == role)
+    return await paginate(session, stmt, model=User, limit=limit, cursor=cursor)

@@ -16,9 +16,14 @@ from db.repositories import assignments, classes, essays, rubrics
 from serve_app.errors import Forbidden, NotFound
 
 
+async def is_class_teacher(session: AsyncSession, user: User, cls: Class) -> bool:
+    """The one answer to "may this user act as the class's teacher": its owner, a co-teacher, an admin."""
+    return user.role == "admin" or await classes.teaches(session, cls=cls, user_id=user.id)
+
+
 async def class_for_member(session: AsyncSession, user: User, class_id: uuid.UUID) -> Class:
     cls = await classes.get(session, class_id=class_id)
-    if cls is None or not (cls.teacher_id == user.id or user.role == "admin"
+    if cls is None or not (await is_class_teacher(session, user, cls)
                            or await classes.is_enrolled(session, class_id=class_id, student_id=user.id)):
         raise NotFound("no such class")
     return cls
@@ -26,8 +31,16 @@ async def class_for_member(session: AsyncSession, user: User, class_id: uuid.UUI
 
 async def class_for_teacher(session: AsyncSession, user: User, class_id: uuid.UUID) -> Class:
     cls = await class_for_member(session, user, class_id)
-    if cls.teacher_id != user.id and user.role != "admin":
+    if not await is_class_teacher(session, user, cls):
         raise Forbidden("only the class's teacher may do this")
+    return cls
+
+
+async def class_for_owner(session: AsyncSession, user: User, class_id: uuid.UUID) -> Class:
+    """Only the class's owner (or an admin) manages its co-teachers."""
+    cls = await class_for_teacher(session, user, class_id)
+    if cls.teacher_id != user.id and user.role != "admin":
+        raise Forbidden("only the class's owner may change its teachers")
     return cls
 
 
@@ -53,7 +66,7 @@ async def rubric_for_reader(session: AsyncSession, user: User, rubric_id: uuid.U
         exists().where(
             Assignment.rubric_id == rubric_id,
             Assignment.class_id == Class.id,
-            (Class.teacher_id == user.id)
+            classes.teaches_clause(user.id)
             | exists().where(Enrollment.class_id == Class.id, Enrollment.student_id == user.id),
         )
     )

@@ -23,7 +23,7 @@ from serve_app.auth import (
     verify_password,
 )
 from serve_app.deps import Context, ContextDep, CurrentUser, SessionDep
-from serve_app.errors import Conflict, InvalidCredentials, InvalidToken, RateLimited, ValidationFailed
+from serve_app.errors import Conflict, Forbidden, InvalidCredentials, InvalidToken, RateLimited, ValidationFailed
 from serve_app.schemas import RefreshIn, RegisterIn, TicketOut, TokenIn, TokenOut, UserOut, dump
 
 router = APIRouter(tags=["auth"])
@@ -100,6 +100,8 @@ async def token(request: Request, ctx: ContextDep, session: SessionDep) -> Token
     if user is None or not ok:
         await ctx.throttle.failed(ip=ip, account=account)
         raise InvalidCredentials()
+    if user.suspended_at is not None:
+        raise Forbidden("the account is suspended; contact an administrator", code="account_suspended")
     family_expires_at = _now() + timedelta(seconds=ctx.settings.refresh_absolute_seconds)
     pair = await _issue_pair(ctx, session, user, uuid.uuid4(), family_expires_at)
     await session.commit()

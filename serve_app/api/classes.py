@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from db.repositories import assignments, classes
 from serve_app.api.access import class_for_member, class_for_teacher
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep, Student, Teacher
-from serve_app.errors import NotFound
+from serve_app.errors import Conflict, NotFound
 from serve_app.schemas import (
     AssignmentIn,
     AssignmentOut,
@@ -47,8 +47,11 @@ async def create_class(body: ClassIn, session: SessionDep, user: Teacher) -> dic
 
 
 @router.get("/classes", response_model=PageOut[ClassOut])
-async def list_classes(session: SessionDep, user: CurrentUser, page: PageDep) -> dict[str, object]:
-    result = await classes.list_for_user(session, user_id=user.id, limit=page.limit, cursor=page.cursor)
+async def list_classes(session: SessionDep, user: CurrentUser, page: PageDep,
+                       include_archived: bool = False) -> dict[str, object]:
+    """The caller's classes (taught, co-taught or joined); archived ones only with `include_archived`."""
+    result = await classes.list_for_user(session, user_id=user.id, limit=page.limit, cursor=page.cursor,
+                                         include_archived=include_archived)
     return {"items": [dump(ClassOut, c) for c in result.items], "next_cursor": result.next_cursor}
 
 
@@ -57,6 +60,8 @@ async def join_class(body: JoinIn, session: SessionDep, user: Student) -> dict[s
     cls = await classes.get_by_join_code(session, join_code=body.join_code.upper())
     if cls is None:
         raise NotFound("no class has this join code", code="unknown_join_code")
+    if cls.archived_at is not None:
+        raise Conflict("the class is archived and takes no new students", code="class_archived")
     out = dump(ClassOut, cls)
     try:
         await classes.enroll(session, class_id=cls.id, student_id=user.id)
@@ -86,12 +91,14 @@ async def roster(
 async def create_assignment(
     class_id: uuid.UUID, body: AssignmentIn, session: SessionDep, user: CurrentUser
 ) -> dict[str, object]:
-    await class_for_teacher(session, user, class_id)
+    cls = await class_for_teacher(session, user, class_id)
+    if cls.archived_at is not None:
+        raise Conflict("the class is archived: read-only", code="class_archived")
     if body.rubric_id is not None:
         await rubric_for_reader(session, user, body.rubric_id)
     assignment = await assignments.create(
         session, class_id=class_id, title=body.title, prompt=body.prompt, rubric_id=body.rubric_id,
-        due_at=body.due_at, late_policy=body.late_policy,
+        due_at=body.due_at, late_policy=body.late_policy, close_at=body.close_at,
     )
     await session.commit()
     return dump(AssignmentOut, assignment)

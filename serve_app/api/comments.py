@@ -10,8 +10,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
-from db.models import Class, Comment
-from serve_app.api.access import essay_for_reader
+from db.models import Comment
+from db.repositories import classes
+from serve_app.api.access import essay_for_reader, is_class_teacher
 from serve_app.deps import ContextDep, CurrentUser, SessionDep
 from serve_app.errors import Forbidden, ValidationFailed
 from serve_app.schemas import Body
@@ -56,9 +57,8 @@ async def add_comment(
     essay_id: uuid.UUID, body: CommentIn, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
     essay = await essay_for_reader(session, user, essay_id)
-    teaches = essay.class_id is not None and await session.scalar(
-        select(Class.id).where(Class.id == essay.class_id, Class.teacher_id == user.id))
-    if not teaches and user.role != "admin":
+    cls = await classes.get(session, class_id=essay.class_id) if essay.class_id is not None else None
+    if (cls is None or not await is_class_teacher(session, user, cls)) and user.role != "admin":
         raise Forbidden("only the class's teacher may comment")
     try:
         anchored = await ctx.live.call(essay.id, "anchor_for", essay.id, body.start, body.end)

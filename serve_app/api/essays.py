@@ -12,6 +12,7 @@ from db.repositories import documents, essays
 from actors.host import UpdateTooLarge
 from db.types import utcnow
 from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader
+from serve_app.api.writability import check_writable
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep
 from serve_app.errors import Conflict, PayloadTooLarge
 from serve_app.schemas import EssayIn, EssayOut, EssayPatch, EssaySummary, PageOut, dump
@@ -57,6 +58,9 @@ async def new_essay(ctx: ContextDep, session: SessionDep, user: User, *, title: 
     class_id = None
     if assignment_id is not None:
         class_id = (await assignment_for_member(session, user, assignment_id)).class_id
+        # No new essay for an assignment past its hard close, or in an archived class.
+        await check_writable(session, essay=Essay(owner_id=user.id, assignment_id=assignment_id, class_id=class_id),
+                             now=utcnow())
     essay = await essays.create(session, owner_id=user.id, title=title, assignment_id=assignment_id,
                                 class_id=class_id)
     await session.commit()
@@ -88,6 +92,7 @@ async def patch_essay(
 ) -> dict[str, Any]:
     check_text_size(body.text, ctx.settings.max_essay_chars)
     essay = await essay_for_owner(session, user, essay_id)
+    await check_writable(session, essay=essay, now=utcnow())
     if body.title is not None:
         essay.title = body.title
         essay.updated_at = utcnow()

@@ -13,7 +13,9 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 
 from db.models import Essay, FeedbackItem, Submission, User
+from db.types import utcnow
 from serve_app.api.access import class_for_teacher
+from serve_app.api.writability import deadline_fields, essay_deadlines
 from serve_app.deps import CurrentUser, SessionDep
 
 router = APIRouter(tags=["classes"])
@@ -21,7 +23,7 @@ router = APIRouter(tags=["classes"])
 CSV_FIELDS = ["essay_id", "student_id", "student_name", "student_email", "assignment_id", "title",
               "word_count", "created_at", "updated_at", "submitted_at", "total_points", "max_points",
               "feedback_spelling", "feedback_grammar", "feedback_style", "feedback_structure",
-              "feedback_total"]
+              "feedback_total", "deadline_status", "due_at", "close_at", "extended"]
 
 
 def _formula_safe(value: Any) -> Any:
@@ -37,6 +39,7 @@ async def export_rows(session: Any, class_id: uuid.UUID) -> list[dict[str, Any]]
         .where(Essay.class_id == class_id).order_by(User.name, Essay.created_at, Essay.id)
     )).all()
     essay_ids = [e.id for e, _ in rows]
+    deadlines = await essay_deadlines(session, essays=[e for e, _ in rows], now=utcnow())
     counts: dict[uuid.UUID, dict[str, int]] = {}
     if essay_ids:
         for essay_id, kind, n in (await session.execute(
@@ -69,6 +72,7 @@ async def export_rows(session: Any, class_id: uuid.UUID) -> list[dict[str, Any]]
             "feedback_spelling": c.get("spelling", 0), "feedback_grammar": c.get("grammar", 0),
             "feedback_style": c.get("style", 0), "feedback_structure": c.get("structure", 0),
             "feedback_total": sum(c.values()),
+            **deadline_fields(deadlines.get(essay.id) if essay.assignment_id else None),
         })
     return out
 

@@ -40,10 +40,12 @@ from actors.analysis.rubric import Criterion, parse_rubric
 from actors.jobs import day_start, effective_scores, rubric_document
 from actors.webhooks import UnsafeCallbackUrl, check_url_target
 from db.models import Assignment, Submission, User
-from db.repositories import assignments, documents, rubrics
+from db.repositories import assignments, audit, classes, documents, rubrics
 from db.repositories import submissions as repo
 from db.types import utcnow
-from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader, rubric_for_reader
+from serve_app.api.access import (assignment_for_member, essay_for_owner, essay_for_reader, is_class_teacher,
+                                  rubric_for_reader)
+from serve_app.api.writability import check_writable, refuse_closed, student_deadline
 from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
 from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from serve_app.jobs_wiring import wake
@@ -64,13 +66,14 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def late_flag(assignment: Assignment | None, now: datetime) -> bool:
-    """Apply the assignment's late policy: `reject` raises 409 past_due, `flag` marks it late."""
-    if assignment is None or assignment.due_at is None or now <= assignment.due_at:
-        return False
-    if assignment.late_policy == "reject":
-        raise Conflict(f"the assignment was due at {assignment.due_at.isoformat()}", code="past_due")
-    return assignment.late_policy == "flag"
+async def late_flag(session: AsyncSession, assignment: Assignment | None, student_id: uuid.UUID,
+                    now: datetime) -> bool:
+    """Apply the assignment's deadline for this student (their extension included): past the hard
+    close 409 `assignment_closed` (`past_due` under the `reject` policy); late under `flag` marks it."""
+    deadline = await student_deadline(session, assignment=assignment, student_id=student_id, submitted_at=None,
+                                      now=now)
+    refuse_closed(assignment, deadline)
+    return assignment is not None and deadline.status == "late" and assignment.late_policy == "flag"
 
 
 async def _criteria(session: AsyncSession, sub: Submission) -> list[Criterion]:
@@ -170,7 +173,7 @@ async def create_submission(
         rubric_id = rubric_id or assignment.rubric_id
     if body.rubric_id is not None:
         await rubric_for_reader(session, user, body.rubric_id)
-    late = late_flag(assignment, utcnow())
+    late = await late_flag(session, assignment, user.id, utcnow())
 
     async def create() -> Submission:
         return await repo.create(
@@ -200,7 +203,8 @@ async def submit_essay(
     await check_spend(ctx, session, user)
     assignment = await assignments.get(session, assignment_id=essay.assignment_id) if essay.assignment_id else None
     now = utcnow()
-    late = late_flag(assignment, now)
+    await check_writable(session, essay=essay, now=now)
+    late = await late_flag(session, assignment, essay.owner_id, now)
     await session.commit()  # end the read before the host writes the revision
     n = int(await ctx.live.call(essay.id, "revision", essay.id, reason="submit"))
     revision = await documents.get_revision(session, essay_id=essay.id, n=n)
@@ -260,7 +264,8 @@ async def _relation(session: AsyncSession, user: User, submission_id: uuid.UUID)
         raise NotFound("no such submission")
     if user.role == "admin":
         return sub, "grader"
-    if sub.class_id is not None and await repo.class_teacher(session, class_id=sub.class_id) == user.id:
+    cls = await classes.get(session, class_id=sub.class_id) if sub.class_id is not None else None
+    if cls is not None and await is_class_teacher(session, user, cls):
         return sub, "grader"
     if sub.class_id is None and user.role == "teacher" and sub.rubric_id is not None:
         rubric = await rubrics.get(session, rubric_id=sub.rubric_id)
@@ -307,6 +312,8 @@ async def override_scores(
         rows.append({"criterion_id": score.criterion_id, "points": score.points, "level": level,
                      "rationale": score.rationale})
     await repo.add_overrides(session, submission_id=sub.id, teacher_id=user.id, rows=rows, now=utcnow())
+    await audit.append(session, actor_id=user.id, action="score.override", target_type="submission",
+                       target_id=sub.id, details={"scores": rows})
     # Keep the stored effective scores (read by exports) in step with the overrides.
     sub.scores = effective_scores(sub.ai_scores, await repo.latest_overrides(session, submission_id=sub.id),
                                   criteria)

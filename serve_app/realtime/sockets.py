@@ -37,9 +37,11 @@ from db.repositories import classes, essays, users
 from db.types import utcnow
 from serve_app.auth import check_ticket, ticket_hash
 from serve_app.deps import Context
-from serve_app.realtime import lean_ws
+from serve_app.api.writability import READ_ONLY, WriteWindow, write_window
+from serve_app.realtime import control, lean_ws
 from serve_app.realtime.awareness import SocketAwareness
 from serve_app.realtime.acks import AckQueue
+from serve_app.realtime.class_deadlines import ClassDeadlines
 from serve_app.realtime.limits import admission_of
 from serve_app.realtime.protocol import (
     UNWATCH,
@@ -175,7 +177,8 @@ class Outbound:
 async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
     """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403).
     Only a genuine, unexpired ticket not already seen dead here reaches the store
-    (`serve_app.realtime.limits`); a failed one is only read there."""
+    (`serve_app.realtime.limits`); a failed one is only read there. A suspended user's ticket is
+    refused the same way."""
     ticket = ws.query_params.get("ticket", "")
     now = utcnow()
     expires_at = check_ticket(ctx.settings, ticket, now=now)
@@ -189,6 +192,8 @@ async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
                 await session.commit()
                 user = await users.get(session, user_id=user_id)
         dead.add(digest, expires_at=expires_at, now=now)  # spent now, or refused by the store
+    if user is not None and user.suspended_at is not None:
+        user = None
     if user is None:
         await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
     return user
@@ -223,11 +228,14 @@ def _admitted(endpoint: Callable[[WebSocket], Awaitable[None]]) -> Callable[[Web
     return run
 
 
-async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[Essay | None, bool]:
-    """(essay if visible, may_write)."""
+async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[Essay | None, WriteWindow]:
+    """(essay if visible, when this user may write to it). Readers, and an owner past the close of
+    their assignment or in an archived class, get a read-only socket."""
     async with ctx.sessions() as session:
         essay = await essays.get_visible(session, essay_id=essay_id, user_id=user.id)
-    return essay, essay is not None and essay.owner_id == user.id
+        if essay is None or essay.owner_id != user.id:
+            return essay, READ_ONLY
+        return essay, await write_window(session, essay=essay, now=utcnow())
 
 
 def _parse_uuid(raw: str) -> uuid.UUID | None:
@@ -237,27 +245,29 @@ def _parse_uuid(raw: str) -> uuid.UUID | None:
         return None
 
 
-async def _open_essay_socket(ws: WebSocket, essay_id: str) -> tuple[Context, uuid.UUID, uuid.UUID, bool] | None:
-    """Ticket, accept, then the essay: (context, user id, essay id, may write), or None once closed.
+async def _open_essay_socket(ws: WebSocket, essay_id: str) -> tuple[Context, uuid.UUID, uuid.UUID, WriteWindow] | None:
+    """Ticket, accept, then the essay: (context, user id, essay id, write window), or None once closed.
     Only ids are kept for the socket's life: the ORM rows behind them held ~1.3 KiB per socket."""
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
     if user is None or not await _admit(ws, user):
         return None
     eid = _parse_uuid(essay_id)
-    essay, writer = await _essay_access(ctx, user, eid) if eid else (None, False)
+    essay, window = await _essay_access(ctx, user, eid) if eid else (None, READ_ONLY)
     if essay is None or eid is None:
         await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
         return None
-    return ctx, user.id, eid, writer
+    control.track(ws, user_id=user.id, essay_id=eid)
+    return ctx, user.id, eid, window
 
 
-async def _refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: Outbound, prefix: bytes = b"") -> None:
+async def _refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: Outbound, prefix: bytes = b"",
+                        why: str = "read-only: this essay belongs to a student") -> None:
     """A reader sent an update: fine if it changes nothing (its provider answering our step 1
     with what we have); otherwise a permission-denied message and close 4403."""
     if update == EMPTY_UPDATE or not await ctx.live.call(eid, "would_change", eid, update):
         return
-    out.put(prefix + encode_permission_denied("read-only: this essay belongs to a student"))
+    out.put(prefix + encode_permission_denied(why))
     raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
 
 
@@ -342,7 +352,7 @@ async def doc_socket(ws: WebSocket) -> None:
     opened = await _open_essay_socket(ws, essay_id)
     if opened is None:
         return
-    ctx, user_id, eid, writer = opened
+    ctx, user_id, eid, window = opened
     settings = ctx.settings
     origin = uuid.uuid4().hex
     out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
@@ -397,8 +407,9 @@ async def doc_socket(ws: WebSocket) -> None:
                 out.put(encode_sync_step2(diff))
             elif is_counted_for_ack(message):
                 update = message.update  # type: ignore[union-attr]
-                if not writer:
-                    await _refuse_write(ctx, eid, update, out)
+                refusal = window.refusal_at(utcnow())
+                if refusal is not None:
+                    await _refuse_write(ctx, eid, update, out, why=refusal)
                     continue
                 await acks.room()
                 received = time.perf_counter()
@@ -592,14 +603,17 @@ async def _open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
     cid = _parse_uuid(ws.path_params["class_id"])
     async with ctx.sessions() as session:
         cls = await classes.get(session, class_id=cid) if cid else None
-        member = cls is not None and (cls.teacher_id == user.id or await classes.is_enrolled(
+        teacher = cls is not None and (user.role == "admin" or await classes.teaches(session, cls=cls,
+                                                                                      user_id=user.id))
+        member = cls is not None and (teacher or await classes.is_enrolled(
             session, class_id=cls.id, student_id=user.id))
         if cls is None or not member:
             await ws.close(CloseCode.UNKNOWN_ESSAY, "no such class")
             return None
-        if cls.teacher_id != user.id and user.role != "admin":
+        if not teacher:
             await ws.close(CloseCode.FORBIDDEN, "only the class's teacher may watch it live")
             return None
+        control.track(ws, user_id=user.id, class_id=cls.id)
         return ctx, cls.id
 
 
@@ -609,17 +623,24 @@ async def class_live_socket(ws: WebSocket) -> None:
         return
     ctx, class_id_ = opened
     out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
+    deadlines = ClassDeadlines(ctx, class_id_)
 
     async def send_rows() -> None:
-        for row in await initial_rows(ctx, class_id_):
-            out.put(json.dumps(row, default=str))
+        rows = await initial_rows(ctx, class_id_)
+        await deadlines.load()
+        for row in rows:
+            out.put(json.dumps(deadlines.annotate(row), default=str))
+
+    async def forward(message: bytes) -> None:
+        # One task per row, in arrival order; a row waits only while its essay's deadline loads.
+        out.put(await deadlines.annotate_message(message))
 
     def on_row(_channel: str, message: bytes) -> None:
         if message == RESYNC:
             out.put(json.dumps({"type": "resync", "class_id": str(class_id_)}))
             background(send_rows())
         else:
-            out.put(message.decode())
+            background(forward(message))
 
     async def on_message(message: dict[str, Any]) -> None:
         out.put(json.dumps({"type": "error", "code": "unknown_type",

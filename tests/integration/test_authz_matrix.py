@@ -18,6 +18,7 @@ from tests.fakes import (
     Account,
     assert_problem,
     join,
+    make_admin,
     make_assignment,
     make_class,
     make_essay,
@@ -43,16 +44,21 @@ class World:
     essay_a: dict[str, Any]
     essay_b: dict[str, Any]
     submission_a: dict[str, Any]  # A's submit of essay_a, graded by rubric_x in class X
+    # For the roster and admin routes that change things: X's class Z (students C and D), an admin.
+    class_z: dict[str, Any]
+    student_d: Account
+    admin: Account
 
     def ids(self) -> dict[str, str]:
         return {"class_x": self.class_x["id"], "rubric_x": self.rubric_x["id"], "rubric_y": self.rubric_y["id"],
                 "assignment_x": self.assignment_x["id"], "essay_a": self.essay_a["id"],
                 "join_x": self.class_x["join_code"], "submission_a": self.submission_a["id"],
-                "criterion_x": self.rubric_x["criteria"][0]["id"]}
+                "criterion_x": self.rubric_x["criteria"][0]["id"], "class_z": self.class_z["id"],
+                "student_c": self.student_c.id, "student_d": self.student_d.id, "teacher_y": self.teacher_y.id}
 
 
 @pytest.fixture(scope="module")
-async def world(client: httpx.AsyncClient) -> World:
+async def world(client: httpx.AsyncClient, settings: Any) -> World:
     tx, ty = await register(client, "teacher"), await register(client, "teacher")
     a, b, c = [await register(client, "student") for _ in range(3)]
     cx, cy = await make_class(client, tx, "Class X"), await make_class(client, ty, "Class Y")
@@ -66,7 +72,11 @@ async def world(client: httpx.AsyncClient) -> World:
     eb = await make_essay(client, b, ay["id"], text="Homework is useless.")
     r = await client.post(f"{API}/essays/{ea['id']}/submit", headers=a.headers)
     assert r.status_code == 202, r.text
-    return World(tx, ty, a, b, c, cx, cy, rx, ry, ax, ea, eb, r.json())
+    cz, d = await make_class(client, tx, "Class Z"), await register(client, "student")
+    await join(client, c, cz["join_code"])
+    await join(client, d, cz["join_code"])
+    admin = await make_admin(client, settings.database_url)
+    return World(tx, ty, a, b, c, cx, cy, rx, ry, ax, ea, eb, r.json(), cz, d, admin)
 
 
 # (method, path, json body, {caller: expected status}). Callers absent from a row are not asserted.
@@ -135,6 +145,31 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
      {"student_a": 202, "student_c": 202, "student_b": 404, "teacher_y": 404}),
     ("POST", "/submissions", {"text": "Homework is useful.", "rubric_id": "{rubric_y}"},
      {"student_a": 404, "teacher_x": 404}),
+    # Deadlines: the class's teachers give and withdraw extensions.
+    ("PUT", "/classes/{class_x}/assignments/{assignment_x}/extensions/{student_c}", {"due_at": "2030-01-01T00:00:00Z"},
+     {"teacher_x": 200, "student_a": 403, "student_c": 403, "teacher_y": 404, "student_b": 404}),
+    ("DELETE", "/classes/{class_x}/assignments/{assignment_x}/extensions/{student_c}", None,
+     {"teacher_x": 204, "student_a": 403, "student_c": 403, "teacher_y": 404, "student_b": 404}),
+    # Roster control on class Z (X teaches it; C and D are its students).
+    ("GET", "/classes/{class_z}/teachers", None, {"teacher_x": 200, "student_c": 403, "teacher_y": 404, "student_a": 404}),
+    ("POST", "/classes/{class_z}/join-code", None,
+     {"teacher_x": 200, "student_c": 403, "teacher_y": 404, "student_a": 404}),
+    ("DELETE", "/classes/{class_z}/students/{student_d}", None,
+     {"teacher_x": 204, "student_c": 403, "teacher_y": 404, "student_a": 404}),
+    ("POST", "/classes/{class_z}/teachers", {"teacher_id": "{teacher_y}"},
+     {"teacher_x": 201, "student_c": 403, "teacher_y": 404, "student_a": 404}),
+    ("DELETE", "/classes/{class_z}/teachers/{teacher_y}", None,  # Y co-teaches Z now, but does not own it
+     {"teacher_x": 204, "teacher_y": 403, "student_c": 403, "student_a": 404}),
+    ("POST", "/classes/{class_z}/archive", None,
+     {"teacher_x": 200, "student_c": 403, "teacher_y": 404, "student_a": 404}),
+    ("POST", "/classes/{class_z}/unarchive", None,
+     {"teacher_x": 200, "student_c": 403, "teacher_y": 404, "student_a": 404}),
+    # Admin only.
+    ("GET", "/admin/users", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
+    ("PATCH", "/admin/users/{student_d}", {"role": "student"}, {"admin": 200, "teacher_x": 403, "student_a": 403}),
+    ("POST", "/admin/users/{student_d}/suspend", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
+    ("POST", "/admin/users/{student_d}/reactivate", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
+    ("GET", "/admin/audit", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
 ]
 
 

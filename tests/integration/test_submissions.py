@@ -427,12 +427,11 @@ async def test_late_policy_reject_refuses_and_flag_marks_the_submission_late(env
     s = await school(env.client, due_at=past, late_policy="reject")
     flagged = await make_assignment_with(env.client, s.teacher, s.class_id, due_at=past, late_policy="flag")
     on_time = await make_assignment_with(env.client, s.teacher, s.class_id, due_at=future, late_policy="reject")
-    rejected = await make_essay(env.client, s.student, s.assignment["id"], text=ESSAY)
-    r = await env.client.post(f"/api/v1/essays/{rejected['id']}/submit", headers=s.student.headers)
+    # Under `reject` the due time is a hard close: no new essay, no submit (tests/integration/test_classroom.py
+    # covers an essay started before the close).
+    r = await env.client.post("/api/v1/essays", json={"title": "Late", "assignment_id": s.assignment["id"]},
+                              headers=s.student.headers)
     assert_problem(r, 409, "past_due")
-    async with env.ctx.sessions() as session:
-        row = await session.get(Essay, uuid.UUID(rejected["id"]))
-        assert row is not None and row.submitted_at is None
     late = await make_essay(env.client, s.student, flagged["id"], text=ESSAY)
     r = await env.client.post(f"/api/v1/essays/{late['id']}/submit", headers=s.student.headers)
     assert r.status_code == 202 and r.json()["late"] is True
