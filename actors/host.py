@@ -441,7 +441,7 @@ class EssayHost:
         text, seq, spans = await self._resolve_anchors(actor, [item.anchor for item in items])
         out = []
         for item, span in zip(items, spans):
-            if item.anchor is None:
+            if not item.anchor:
                 span = (item.start, item.end)
             if span is None:
                 continue  # the text it was about is gone
