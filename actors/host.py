@@ -40,9 +40,13 @@ from db.types import utcnow
 log = logging.getLogger("essaycoach.host")
 T = TypeVar("T")
 # Essays whose snapshots one transaction stores (see `EssayHost.tick`): enough to make a burst
-# of pauses one write, few enough that the event loop (which runs SQLite writes inline, see
-# `db.engine.SqliteWriter`) and a group commit queued behind it wait a few ms at most.
-COMPACT_BATCH = 16
+# of pauses a few writes, few enough that a group commit queued behind one (SQLite has a single
+# writer) waits a few ms. 16 was tens of ms per batch on a busy machine under continuous typing
+# (75 ms p50, 0.5 s max in ops/loadtest/host_bench.py), and every ack waited behind it.
+COMPACT_BATCH = 4
+# Dashboard rows one tick builds between two turns of the event loop (a row is ~0.03 ms, more
+# for a long essay).
+TICK_ROWS_PER_TURN = 32
 
 
 class EssayNotFound(LookupError):
@@ -136,8 +140,9 @@ class EssayHost:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Tier 1's spelling dictionary loads on first use (~0.5 s of CPU, ~24 MiB): load it now,
-        # off the event loop, instead of stalling every essay's acks at the first pause.
+        # Tier 1's spelling dictionary loads on first use (~1 s of CPU, ~57 MiB: SCOWL words and
+        # the SymSpell index): load it now, off the event loop, instead of stalling every essay's
+        # acks at the first pause.
         await asyncio.to_thread(spellchecker)
         self.committer.start()
         if self._ticker is None:
@@ -176,13 +181,14 @@ class EssayHost:
             async with self.sessions() as session, session.begin():
                 yield session
 
-    async def _store(self, work: Callable[[Any], T]) -> T:
+    async def _store(self, work: Callable[[Any], T], *, inline: bool = True) -> T:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
-        through `db.engine.SqliteWriter` (inline when the lock is free, where aiosqlite takes a
-        thread hop per statement), elsewhere through the async session (`run_sync`)."""
+        through `db.engine.SqliteWriter` (statements inline when the lock is free and `inline`,
+        where aiosqlite takes a thread hop per statement; the commit off the event loop),
+        elsewhere through the async session (`run_sync`)."""
         if self._writer is not None:
             async with self._write_gate:
-                return await self._writer.run(work)
+                return await self._writer.run(work, inline=inline)
         async with self._writing() as session:
             return await session.run_sync(work)
 
@@ -409,7 +415,7 @@ class EssayHost:
             async with self._writing() as session:
                 await feedback_repo.record_usage(
                     session, essay_id=actor.essay_id, class_id=actor.meta.class_id, provider="llm",
-                    model="", prompt_tokens=result.usage.prompt_tokens,
+                    model="", user_id=actor.meta.owner_id, prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens)
         return True
 
@@ -674,7 +680,9 @@ class EssayHost:
                         out.append(None)
                 return out
 
-            revisions = await self._store(store)
+            # A batch of snapshots is tens of ms of statements on a busy machine: in the writer's
+            # thread, not on the loop that applies and acks every essay's typing.
+            revisions = await self._store(store, inline=False)
             for actor, plan in zip(actors, plans):
                 if plan is None:
                     continue
@@ -703,11 +711,17 @@ class EssayHost:
         now = self.clock()
         due: list[EssayActor] = []
         idle: list[EssayActor] = []
+        published = 0
         for actor in list(self.essays.values()):
             if self._at_rest(actor):
                 continue  # most essays, most ticks: nothing to store, publish or unload
             if actor.class_dirty and now - actor.last_class_publish >= cfg.class_row_interval:
                 await self._each([actor], self._publish_class_row, now)
+                published += 1
+                if published % TICK_ROWS_PER_TURN == 0:
+                    # Under continuous typing a quarter of all essays' rows come due each tick;
+                    # building them all in one callback held every ack behind it.
+                    await asyncio.sleep(0)
             if actor.lock.locked():
                 continue  # a revision or an on-demand analysis holds it: the next tick comes back
             unload = actor.connections == 0 and now - max(actor.idle_since, actor.last_edit_at or 0.0) >= cfg.unload_idle_seconds

@@ -1,7 +1,8 @@
 """`essaycoach` command: run the service, migrate the store, create an admin.
 
-`essaycoach run` starts (or joins, with RAY_ADDRESS) a Ray cluster, migrates the store and serves
-the Gateway on http://127.0.0.1:8000 until interrupted, then flushes every essay host.
+`essaycoach run` supervises a driver (`serve_app.supervisor`) that starts (or joins, with
+RAY_ADDRESS) a Ray cluster, migrates the store and serves the Gateway on http://127.0.0.1:8000
+until SIGINT or SIGTERM, then flushes every essay host and ends the local cluster.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from serve_app.settings import Settings
+from serve_app.settings import ROOT, Settings
+
+if TYPE_CHECKING:
+    from serve_app.ports import Listener
+    from serve_app.run_record import RunFiles
 
 # Serve's HAProxy ingress in throughput mode measured ~10x faster per websocket message on this
 # class of machine than the default proxy; all must be set before Ray starts. Throughput mode
@@ -71,43 +78,157 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
     print(f"admin {args.email} created")
 
 
+def _dev(args: argparse.Namespace) -> None:
+    """`--dev`: dev mode for this process and (through the ESSAYCOACH_ environment) its replicas."""
+    if getattr(args, "dev", False):
+        os.environ["ESSAYCOACH_DEV_MODE"] = "true"
+
+
 def cmd_run(args: argparse.Namespace) -> None:
-    if not args.default_proxy:
-        for key, value in fast_path_env().items():
-            os.environ.setdefault(key, value)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Handlers first: a Ctrl-C while Ray and Serve start (~20 s) was lost in their start-up; now it
-    # stops the service cleanly as soon as it is up.
+    """The supervisor: take the var directory's run lock (cleaning up after a predecessor killed
+    hard), check the ports, then run the driver (`essaycoach driver`) and clean up after it."""
+    from serve_app.ports import check_free
+    from serve_app.run_record import RunFiles, acquire
+    from serve_app.supervisor import supervise
+
+    settings = Settings()
+    files = RunFiles(settings.var_dir)
+    lock_fd = acquire(files, wait_seconds=settings.shutdown_seconds + 5)
+    try:
+        env = run_env(settings, files, default_proxy=args.default_proxy)
+        if env.get("RAY_ADDRESS", "local") == "local":  # on a shared cluster the ports are the cluster's
+            check_free(run_listeners(settings, haproxy=not args.default_proxy))
+        command = [sys.executable, "-m", "serve_app.cli", "driver", "--replicas", str(args.replicas)]
+        status = supervise(command, env=env, files=files, lock_fd=lock_fd,
+                           http=f"{settings.http_host}:{settings.http_port}", shutdown_seconds=settings.shutdown_seconds)
+    finally:
+        os.close(lock_fd)
+    sys.exit(status)
+
+
+def run_env(settings: Settings, files: "RunFiles", *, default_proxy: bool) -> dict[str, str]:
+    """The driver's environment (Ray's processes inherit it); what the operator set wins."""
+    from serve_app.ports import serve_ports_env
+
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    # The driver and Ray's workers run this checkout's code, whichever one the venv points at.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    local = env.get("RAY_ADDRESS", "local") == "local"
+    ours = {} if default_proxy else fast_path_env()
+    if local:
+        ours.update(serve_ports_env(settings.http_port))
+    env.update({k: v for k, v in ours.items() if k not in os.environ})
+    if local and not default_proxy:
+        env.update(haproxy_env(settings, files.run_dir))  # ESSAYCOACH_HAPROXY_* decide these
+    return env
+
+
+def haproxy_env(settings: Settings, run_dir: Path) -> dict[str, str]:
+    """Serve's HAProxy through our launcher (recorded pids, stats and metrics ports from settings)."""
+    from serve_app.haproxy_launcher import real_haproxy_binary, serve_env
+
+    return serve_env(run_dir, real_binary=real_haproxy_binary(), host=settings.haproxy_monitor_host,
+                     stats_port=settings.haproxy_stats_port, metrics_port=settings.haproxy_metrics_port)
+
+
+def run_listeners(settings: Settings, *, haproxy: bool) -> list[Listener]:
+    """The ports `essaycoach run` listens on, with the setting that moves each."""
+    from serve_app.ports import Listener
+
+    from serve_app.ports import serve_ports
+
+    # Serve's fallback proxy binds with SO_REUSEPORT: a taken port would be shared, not refused.
+    fallback = int(os.environ.get("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", serve_ports(settings.http_port)[1]))
+    listeners = [Listener(settings.http_host, settings.http_port, "HTTP_PORT"),
+                 Listener(settings.http_host, fallback, "HTTP_PORT")]
+    if haproxy:
+        host = settings.haproxy_monitor_host
+        listeners += [Listener(host, settings.haproxy_stats_port, "HAPROXY_STATS_PORT"),
+                      Listener(host, settings.haproxy_metrics_port, "HAPROXY_METRICS_PORT")]
+    return listeners
+
+
+def cmd_driver(args: argparse.Namespace) -> None:
+    """The driver `essaycoach run` supervises: starts Ray and Serve, serves until SIGTERM (or
+    SIGINT, SIGHUP), flushes every essay host and ends the local Ray cluster."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    # Handlers first: a stop while Ray and Serve start (~20 s) ends the start-up at the next step.
+    stop_on_signals(stop)
     settings = Settings()
     _migrate(settings)
+    if stop.is_set():
+        return
 
     import ray
-    from ray import serve
-
-    from serve_app.deployments import GatewayArgs, build_app
 
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("ESSAYCOACH_", "RAY_SERVE_"))}
     address = os.environ.get("RAY_ADDRESS", "local")
     ray.init(address=address, namespace=settings.ray_namespace,
              runtime_env={"env_vars": env_vars}, include_dashboard=False)
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    # ray.init installs its own SIGTERM handlers (Python's sys.exit, then its core's crash
+    # handler): a SIGTERM then skipped the flush and orphaned Serve's HAProxy. Ours again.
+    stop_on_signals(stop)
+    try:
+        if not stop.is_set():
+            _serve(settings, args.replicas)
+        while not stop.wait(0.5):
+            pass
+        print("stopping: flushing essay hosts", flush=True)
+        _kill_run_after(settings.shutdown_seconds)
+        shutdown_hosts(settings)
+        if address != "local":
+            from ray import serve
+
+            serve.delete(settings.serve_app_name)  # a shared cluster keeps running; only our app leaves
+    finally:
+        ray.shutdown()  # a local cluster we started ends with us
+    print("stopped", flush=True)
+
+
+def _serve(settings: Settings, replicas: int) -> None:
+    from ray import serve
+
+    from serve_app.deployments import GatewayArgs, build_app
+
+    import ray
+
+    for attempt in range(3):
+        try:
+            serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+            break
+        except ray.exceptions.ActorDiedError:
+            # On a loaded machine Serve's controller can kill a proxy that misses its health checks
+            # while starting, and start another; serve.start only waited for the first one.
+            if attempt == 2:
+                raise
     # One machine: every extra replica is another process on the same cores. The Gateway scales on
     # open sockets plus ongoing requests (deployments.scale_on_sockets): thousands, not hundreds.
     cores = os.cpu_count() or 2
-    gateway = GatewayArgs(min_replicas=args.replicas, max_replicas=max(args.replicas, cores // 2),
+    gateway = GatewayArgs(min_replicas=replicas, max_replicas=max(replicas, cores // 2),
                           target_ongoing_requests=2000, analyzer_max_replicas=max(1, cores // 2))
-    serve.run(build_app(gateway), name="essaycoach", route_prefix="/", blocking=False)
+    serve.run(build_app(gateway), name=settings.serve_app_name, route_prefix="/", blocking=False)
     print(f"EssayCoach Live is serving on http://{settings.http_host}:{settings.http_port} "
           f"(API docs: /api/docs). Ctrl-C stops it.", flush=True)
-    stop.wait()
-    print("stopping: flushing essay hosts", flush=True)
-    shutdown_hosts(settings)
-    if address != "local":
-        serve.delete("essaycoach")  # a shared cluster keeps running; only our app leaves
-    ray.shutdown()  # a local cluster we started ends with us
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def _kill_run_after(seconds: float) -> None:
+    """The driver's own deadline (its supervisor may be gone): end its session, itself last."""
+    from serve_app.processes import end_session
+
+    def expire() -> None:
+        print("stopping took too long: killing what is left", flush=True)
+        end_session(os.getsid(0), grace=0, exclude=frozenset({os.getpid()}))
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 def shutdown_hosts(settings: Settings) -> None:
@@ -126,17 +247,25 @@ def shutdown_hosts(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="essaycoach")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="serve on a local (or RAY_ADDRESS) Ray cluster")
+    dev = argparse.ArgumentParser(add_help=False)
+    dev.add_argument("--dev", action="store_true",
+                     help="dev mode: generate a JWT secret into var/ and allow webhooks to private addresses")
+    run = sub.add_parser("run", parents=[dev], help="serve on a local (or RAY_ADDRESS) Ray cluster")
     run.add_argument("--replicas", type=int, default=1)
     run.add_argument("--default-proxy", action="store_true", help="use Serve's default proxy, not HAProxy")
     run.set_defaults(func=cmd_run)
-    sub.add_parser("migrate", help="upgrade the store to the latest schema").set_defaults(func=cmd_migrate)
-    admin = sub.add_parser("create-admin", help="create an admin account")
+    driver = sub.add_parser("driver", help="(internal) what `run` supervises")
+    driver.add_argument("--replicas", type=int, default=1)
+    driver.set_defaults(func=cmd_driver)
+    sub.add_parser("migrate", parents=[dev], help="upgrade the store to the latest schema").set_defaults(
+        func=cmd_migrate)
+    admin = sub.add_parser("create-admin", parents=[dev], help="create an admin account")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--password")
     admin.set_defaults(func=cmd_create_admin)
     args = parser.parse_args(argv)
+    _dev(args)
     args.func(args)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return make_settings(database_url, tmp_path_factory.mktemp("var"),
-                         login_attempts_per_ip_per_minute=100_000)
+                         login_ip_failure_burst=100_000, submissions_per_user_per_hour=100_000)
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +112,21 @@ async def serving(application: Any) -> AsyncIterator[str]:
         await task
 
 
+async def until_ready(http: httpx.AsyncClient, *, seconds: float, alive: Callable[[], None] = lambda: None) -> bool:
+    """Poll `GET /readyz` until it answers 200 (True) or `seconds` pass (False); `alive()` runs
+    before each try and may raise to give up early (the server process exited)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alive()
+        try:
+            if (await http.get("/readyz")).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+    return False
+
+
 @pytest.fixture(scope="session")
 async def live_server(settings: Settings) -> AsyncIterator[str]:
     """The API app on a real port, in-process hosts, no Ray."""
@@ -128,21 +144,36 @@ REDIS_URL = os.environ.get("ESSAYCOACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Any:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A local Ray cluster for this test session (started once, ended by us, never `ray stop`)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from serve_app.cli import fast_path_env
+    from serve_app.haproxy_launcher import end_recorded, real_haproxy_binary, serve_env
 
     os.environ.update(fast_path_env())  # test the ingress `make run` uses
-    # HAProxy's metrics and stats ports are fixed by default; free ones let a run coexist with others.
-    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+    # Serve's HAProxy through our launcher, as `essaycoach run` starts it: its pids recorded (ended
+    # below, also those re-parented by a reload), no stats or metrics listeners to collide on.
+    run_dir = tmp_path_factory.mktemp("haproxy")
+    os.environ.update(serve_env(run_dir, real_binary=real_haproxy_binary(), host="127.0.0.1",
+                                stats_port=0, metrics_port=0))
+    from serve_app.ports import serve_ports_env
+
+    # Serve's replica and fallback ports of our own: other Serve instances on this machine must
+    # never receive this session's requests (nor we theirs).
+    os.environ.update(serve_ports_env(free_port()))
     import ray
 
     ray.init(address="local", namespace=f"test-{uuid.uuid4().hex[:6]}", include_dashboard=False,
              num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()
+    from serve_app.haproxy_launcher import recorded
+    from serve_app.processes import is_alive
+
+    deadline = time.monotonic() + 10  # killed workers take a moment to go, and their HAProxy with them
+    while any(is_alive(r) for r in recorded(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert end_recorded(run_dir) == 0, "Serve's HAProxy outlived ray.shutdown()"
 
 
 class RedisProcess:

@@ -83,6 +83,14 @@ async def make_essay(client: httpx.AsyncClient, student: Account, assignment_id:
     return r.json()
 
 
+async def class_essay(client: httpx.AsyncClient) -> tuple[Account, Account, dict[str, Any]]:
+    """(teacher, student, essay): a class of one student with an essay for its assignment."""
+    teacher, student = await register(client, "teacher"), await register(client, "student")
+    cls = await make_class(client, teacher)
+    await join(client, student, cls["join_code"])
+    return teacher, student, await make_essay(client, student, (await make_assignment(client, teacher, cls["id"]))["id"])
+
+
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The response is an RFC 9457 problem with this status and stable code; returns its body."""
     assert response.status_code == status, response.text

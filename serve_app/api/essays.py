@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from db.models import Assignment, Essay, Rubric
+from db.models import Assignment, Essay, Rubric, User
 from db.repositories import documents, essays
 from actors.host import UpdateTooLarge
 from db.types import utcnow
@@ -48,14 +48,20 @@ async def essay_view(ctx: ContextDep, session: SessionDep, essay: Essay) -> dict
 @router.post("/essays", status_code=201, response_model=EssayOut)
 async def create_essay(body: EssayIn, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     check_text_size(body.text, ctx.settings.max_essay_chars)
+    return await new_essay(ctx, session, user, title=body.title, assignment_id=body.assignment_id, text=body.text)
+
+
+async def new_essay(ctx: ContextDep, session: SessionDep, user: User, *, title: str,
+                    assignment_id: uuid.UUID | None, text: str | None) -> dict[str, Any]:
+    """Create the caller's essay (for an assignment of a class they belong to) with its first text."""
     class_id = None
-    if body.assignment_id is not None:
-        class_id = (await assignment_for_member(session, user, body.assignment_id)).class_id
-    essay = await essays.create(session, owner_id=user.id, title=body.title,
-                                assignment_id=body.assignment_id, class_id=class_id)
+    if assignment_id is not None:
+        class_id = (await assignment_for_member(session, user, assignment_id)).class_id
+    essay = await essays.create(session, owner_id=user.id, title=title, assignment_id=assignment_id,
+                                class_id=class_id)
     await session.commit()
-    if body.text:
-        await set_text(ctx, essay.id, body.text, user.id)
+    if text:
+        await set_text(ctx, essay.id, text, user.id)
         await session.refresh(essay)
     return await essay_view(ctx, session, essay)
 

@@ -17,7 +17,7 @@ from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.repositories import documents
 from ops.loadtest.yclient import YClient
-from tests.conftest import TEST_SECRET, free_port
+from tests.conftest import TEST_SECRET, free_port, until_ready
 from tests.fakes import join, make_assignment, make_class, make_essay, register
 
 pytestmark = pytest.mark.ray
@@ -34,7 +34,7 @@ async def serve_app(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) 
     await asyncio.to_thread(upgrade, url)
     env = {"ESSAYCOACH_DATABASE_URL": url, "ESSAYCOACH_VAR_DIR": str(var), "ESSAYCOACH_JWT_SECRET": TEST_SECRET,
            "ESSAYCOACH_DEV_MODE": "false", "ESSAYCOACH_HOSTS": "2",
-           "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "100000"}
+           "ESSAYCOACH_LOGIN_IP_FAILURE_BURST": "100000"}
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = build_app(GatewayArgs(min_replicas=1, max_replicas=1, env=env))
@@ -46,13 +46,7 @@ async def serve_app(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture
 async def http(serve_app: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"http://{serve_app['base']}", timeout=60) as c:
-        for _ in range(100):
-            try:
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
+        await until_ready(c, seconds=60)
         yield c
 
 

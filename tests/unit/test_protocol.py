@@ -225,6 +225,7 @@ def test_close_codes_are_the_documented_values() -> None:
         "UNKNOWN_ESSAY": 4404,
         "TOO_LARGE": 4413,
         "UNKNOWN_MESSAGE_TYPE": 4415,
+        "TOO_MANY_SOCKETS": 4429,
     }
 
 

@@ -1,0 +1,67 @@
+"""The ports a run will listen on, checked before Ray starts: a taken port is a one-line message
+naming the port and the setting that moves it, not an HAProxy alert deep in Ray's logs."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+
+class PortInUse(SystemExit):
+    """A port the run needs is taken; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A port the run binds, and the setting that chooses it."""
+
+    host: str
+    port: int
+    setting: str
+
+
+def is_free(host: str, port: int) -> bool:
+    """Whether `host:port` can be bound as HAProxy binds it (SO_REUSEADDR: a previous run's
+    connections in TIME_WAIT do not count, a listener does)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_free(listeners: list[Listener]) -> None:
+    """Raise `PortInUse` for the first listener whose port is taken."""
+    for listener in listeners:
+        if listener.port and not is_free(listener.host, listener.port):
+            raise PortInUse(f"essaycoach: port {listener.port} on {listener.host} is already in use; "
+                            f"stop what listens there or set ESSAYCOACH_{listener.setting} to a free port")
+
+
+# Serve's own ports on a node: its Gateway replicas' HTTP servers (the HAProxy fast path's
+# backends, from 30000 up) and its fallback proxy (8500, bound with SO_REUSEPORT). Two instances on
+# one machine with Serve's defaults shared them: the second one's HAProxy reached the first one's
+# Gateway, and its writes went to the first one's database. Each run takes a block of its own.
+SERVE_BLOCK_BASE = 31000
+SERVE_BLOCK_SIZE = 32
+SERVE_BLOCKS = 900
+
+
+def serve_ports(http_port: int) -> tuple[range, int]:
+    """The replica port range and the fallback proxy port of the run serving on `http_port`: a
+    block of 32 ports between 31000 and 59800 chosen by `http_port % 900`, so instances on
+    different HTTP ports (not 900 apart) never share one."""
+    base = SERVE_BLOCK_BASE + (http_port % SERVE_BLOCKS) * SERVE_BLOCK_SIZE
+    return range(base, base + SERVE_BLOCK_SIZE - 2), base + SERVE_BLOCK_SIZE - 2
+
+
+def serve_ports_env(http_port: int) -> dict[str, str]:
+    """Serve's environment for `serve_ports` (set before Ray starts; its actors read it)."""
+    replicas, fallback = serve_ports(http_port)
+    return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(replicas.start),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(replicas.stop),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback + 1)}
