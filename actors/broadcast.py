@@ -28,6 +28,11 @@ RESYNC = b""
 may have been missed, so the handler must refetch state from its source (the essay host)."""
 
 
+DELETED = b"\x00deleted"
+"""Published on an essay's document and events channels when the essay is being deleted: every
+socket on it closes with 4404 (no doc message starts with a NUL: they start with an origin)."""
+
+
 class Bus(Protocol):
     """Publish to a channel; subscribe a handler to a channel (returns an unsubscribe function)."""
 

@@ -177,7 +177,8 @@ def count_words(text: str) -> int:
 def validate_update(update: bytes) -> TextUpdate:
     """Decode the whole update without any document: the check done before applying. An essay
     takes only inserts and deletes of plain text in its root `Y.Text` `content`
-    (`actors.yupdate.check_text_update`). Returns how many characters it inserts at most.
+    (`actors.yupdate.check_text_update`). Returns what it carries (characters it inserts at
+    most, its delete set).
 
     Raises:
         InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding), or it writes
@@ -210,7 +211,7 @@ class EssayDoc:
         # Updates with parts pycrdt keeps pending (structs or deletes of items this doc has not
         # seen yet). pycrdt's own encodings leave pending parts out, so `full_state` and `diff`
         # add these: a snapshot must carry a delete whose insert is still to come.
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[bytes, int]] = []  # (update, characters it inserts at most)
         self._subscription = self._content.observe(self._on_text_event)
 
     def _on_text_event(self, event: TextEvent) -> None:
@@ -247,11 +248,14 @@ class EssayDoc:
             self._anchor_view = None
         after = self._doc.get_state()
         try:
-            deletes = delete_ranges(update)
+            checked = check_text_update(update, root=ROOT_TEXT)
+            deletes, inserted = checked.deletes, checked.inserted_chars
+        except ForbiddenContent:  # stored before updates were checked: no text limit to keep
+            deletes, inserted = delete_ranges(update), 0
         except MalformedUpdate:
-            deletes = []
+            deletes, inserted = [], 0
         if self._has_pending(update, after, deletes):
-            self._pending.append(update)
+            self._pending.append((update, inserted))
         if after != before:
             self._settle_pending(after)
 
@@ -278,7 +282,7 @@ class EssayDoc:
     def _settle_pending(self, state: bytes) -> None:
         """Forget pending updates the document has now integrated (its state moved)."""
         if self._pending:
-            self._pending = [u for u in self._pending
+            self._pending = [(u, n) for u, n in self._pending
                              if self._has_pending(u, state, delete_ranges(u))]
 
     @property
@@ -317,13 +321,13 @@ class EssayDoc:
         """
         with _rust_errors(InvalidStateVector, "cannot decode state vector"):
             missing = self._doc.get_update(bytes(remote_state_vector))
-        return merge_updates(missing, *self._pending) if self._pending else missing
+        return merge_updates(missing, *(u for u, _ in self._pending)) if self._pending else missing
 
     def full_state(self) -> bytes:
         """The whole document as one update (for snapshots and fresh replicas), pending parts
         included (see `_pending`)."""
         state = self._doc.get_update()
-        return merge_updates(state, *self._pending) if self._pending else state
+        return merge_updates(state, *(u for u, _ in self._pending)) if self._pending else state
 
     def apply_update(self, update: bytes, *, max_chars: int | None = None) -> UpdateEffect:
         """Validate `update`, apply it, and report its effect on the text.
@@ -342,8 +346,9 @@ class EssayDoc:
         checked = validate_update(update)
 
         old_text = self.text
-        if max_chars is not None and (len(old_text) + checked.inserted_chars > max_chars or self._pending):
-            # Pending parts integrated by this update may add text it does not carry itself.
+        # Pending parts this update lets in add text it does not carry itself.
+        at_most = len(old_text) + checked.inserted_chars + sum(n for _, n in self._pending)
+        if max_chars is not None and at_most > max_chars:
             scratch = EssayDoc.from_state(self.full_state())
             scratch._doc.apply_update(update)
             if len(scratch.text) > max(max_chars, len(old_text)):
@@ -376,7 +381,7 @@ class EssayDoc:
         # become, so the update is logged, and snapshots carry it until it is integrated.
         pending = self._has_pending(update, state_after, checked.deletes)
         if pending:
-            self._pending.append(update)
+            self._pending.append((update, checked.inserted_chars))
         if state_after != state_before:
             self._settle_pending(state_after)
         return UpdateEffect(

@@ -23,7 +23,7 @@ from pycrdt import create_update_message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from actors.broadcast import Bus, doc_message
+from actors.broadcast import DELETED, Bus, doc_message
 from actors.doc import (EssayDoc, InvalidUpdate, TextTooLong, anchors_are_cheap, encode_anchor, encode_anchors,
                         replace_text_update, resolve_anchors, resolve_anchors_live)
 from actors.essay import EssayActor, EssayMeta, encode_event
@@ -119,6 +119,9 @@ class EssayHost:
         self.wallclock = wallclock
         self.essays: dict[uuid.UUID, EssayActor] = {}
         self._loading: dict[uuid.UUID, asyncio.Lock] = {}
+        # Essays being deleted (`drop` until `release`): not loaded again, so an update racing
+        # the row's removal cannot bring one back.
+        self._deleted: set[uuid.UUID] = set()
         self.committer = GroupCommitter(self._write_log, interval=self.config.commit_interval,
                                         permanent=(IntegrityError,))
         self._ticker: asyncio.Task[None] | None = None
@@ -198,12 +201,16 @@ class EssayHost:
         actor = self.essays.get(essay_id)
         if actor is not None:
             return actor
+        if essay_id in self._deleted:
+            raise EssayNotFound(str(essay_id))
         lock = self._loading.setdefault(essay_id, asyncio.Lock())
         try:
             async with lock:
                 actor = self.essays.get(essay_id)
                 if actor is None:
                     actor = await self._load(essay_id)
+                    if essay_id in self._deleted:  # deleted while it loaded
+                        raise EssayNotFound(str(essay_id))
                     self.essays[essay_id] = actor
         finally:
             self._loading.pop(essay_id, None)
@@ -441,7 +448,7 @@ class EssayHost:
         text, seq, spans = await self._resolve_anchors(actor, [item.anchor for item in items])
         out = []
         for item, span in zip(items, spans):
-            if item.anchor is None:
+            if not item.anchor:
                 span = (item.start, item.end)
             if span is None:
                 continue  # the text it was about is gone
@@ -499,12 +506,22 @@ class EssayHost:
         return data
 
     async def drop(self, essay_id: uuid.UUID) -> None:
-        """Forget an essay without writing it back (it is being deleted)."""
+        """The essay is being deleted: refuse it from now on (until `release`: every later
+        update, sync or load gets `EssayNotFound`), forget it without writing it back, and close
+        its sockets (DELETED on its channels: 4404)."""
+        self._deleted.add(essay_id)
         actor = self.essays.get(essay_id)
         if actor is not None:
             with contextlib.suppress(Exception):  # a refused row changes nothing: it is being deleted
                 await actor.durable()  # its in-flight rows land before the essay row goes
             self._evict(actor)
+        for channel in (f"essay:{essay_id}:doc", f"essay:{essay_id}"):
+            await self.bus.publish(channel, DELETED)
+
+    async def release(self, essay_id: uuid.UUID) -> None:
+        """The deletion `drop` announced is over: its row is gone (a load finds nothing), or
+        removing it failed and the essay may be used again."""
+        self._deleted.discard(essay_id)
 
     async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]:
         """Owners of this class's essays that have an open socket on this host."""

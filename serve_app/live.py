@@ -45,6 +45,8 @@ class LiveEssays(Protocol):
 
     async def drop(self, essay_id: uuid.UUID) -> None: ...
 
+    async def release(self, essay_id: uuid.UUID) -> None: ...
+
     async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]: ...
 
     def readiness_probes(self) -> list[tuple[str, Probe]]: ...
@@ -83,6 +85,9 @@ class HostRouter:
 
     async def drop(self, essay_id: uuid.UUID) -> None:
         await self.call(essay_id, "drop", essay_id)
+
+    async def release(self, essay_id: uuid.UUID) -> None:
+        await self.call(essay_id, "release", essay_id)
 
     async def call_all(self, method: str, *args: Any) -> list[Any]:
         raise NotImplementedError

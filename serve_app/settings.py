@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     hosts: int = Field(default=0, ge=0, le=1024)
     max_essay_chars: int = 200_000
     max_essay_log_bytes: int = 64 * 1024 * 1024
+    replay_max_bytes: int = 8 * 1024 * 1024
     max_body_bytes: int = 2 * 1024 * 1024
     # File uploads (POST .../import): the file's bytes, and a PDF's pages (serve_app/uploads.py).
     max_upload_bytes: int = 10 * 1024 * 1024

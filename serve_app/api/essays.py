@@ -138,8 +138,12 @@ async def score_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
 @router.delete("/essays/{essay_id}", status_code=204)
 async def delete_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> Response:
     essay = await essay_for_owner(session, user, essay_id)
-    # Unload first so a live actor cannot write the essay back after the row is gone.
+    # Its host first refuses the essay (no update between now and the row's removal can load it
+    # again) and closes its sockets (4404); then the row goes; then the host forgets the mark.
     await ctx.live.drop(essay.id)
-    await essays.remove(session, essay_id=essay.id)
-    await session.commit()
+    try:
+        await essays.remove(session, essay_id=essay.id)
+        await session.commit()
+    finally:
+        await ctx.live.release(essay.id)
     return Response(status_code=204)

@@ -68,7 +68,10 @@ async def remove_student(class_id: uuid.UUID, student_id: uuid.UUID, ctx: Contex
         await close_sockets(ctx.live.bus, essay_ids=essay_ids, code=CloseCode.UNKNOWN_ESSAY,
                             reason="the essay left the class")
         for eid in essay_ids:
-            await ctx.live.drop(eid)  # reloads on next touch, out of the class (no more class rows)
+            # `drop` ends the essay's live actor (its sockets close 4404) and refuses it until
+            # `release`: it reloads on next touch, outside the class (no more class rows).
+            await ctx.live.drop(eid)
+            await ctx.live.release(eid)
     return Response(status_code=204)
 
 

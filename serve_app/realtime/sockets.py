@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from pycrdt import create_awareness_message
 from sqlalchemy import select
 
-from actors.broadcast import RESYNC, doc_message, split_doc_message
+from actors.broadcast import DELETED, RESYNC, doc_message, split_doc_message
 from actors.doc import InvalidUpdate, validate_update
 from actors.essay import excerpt
 from actors.host import EssayNotFound, UpdateRejected, UpdateTooLarge
@@ -342,6 +342,13 @@ class DocFollower:
         if message == RESYNC:
             background(self._resend_state())
             return
+        if message == DELETED:  # the essay is being deleted: this document ends
+            self.stop()
+            if self.prefix:
+                self.out.put(self.prefix + encode_permission_denied("essay was deleted"))
+            else:
+                background(self.out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted"))
+            return
         sender, frame = split_doc_message(message)
         if sender != self.origin:  # never echo a client's own update back to it
             self.out.put(self.prefix + frame if self.prefix else frame)
@@ -563,6 +570,8 @@ async def events_socket(ws: WebSocket) -> None:
     def on_event(_channel: str, message: bytes) -> None:
         if message == RESYNC:
             background(send_resync())
+        elif message == DELETED:
+            background(out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted"))
         else:
             out.put(message.decode())
 

@@ -221,3 +221,20 @@ async def test_an_unreachable_host_fails_the_updates_after_the_retry_window() ->
     stream = HostStream(resolve, retry_for=0.3)
     with pytest.raises(StreamError):
         await asyncio.wait_for(stream.apply(uuid.uuid4(), b"\x00\x00", origin="o"), 5)
+
+
+async def test_an_update_over_the_essays_limits_comes_back_as_too_large(sessions: object) -> None:  # noqa: F811
+    from actors.host import UpdateTooLarge
+
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=HostConfig(commit_interval=0.02, max_essay_chars=5))  # type: ignore[arg-type]
+    await host.start()
+    server = await serve(host)
+    _, resolve = resolver(server)
+    stream = HostStream(resolve)  # type: ignore[arg-type]
+    essay_id = await new_essay(sessions)
+    with pytest.raises(UpdateTooLarge):
+        await stream.apply(essay_id, typed_updates(["too long"])[0], origin="o")
+    assert await stream.apply(essay_id, typed_updates(["ok"])[0], origin="o") == 1  # the stream goes on
+    stream.close()
+    await server.close()
+    await host.stop()

@@ -633,3 +633,19 @@ def test_a_delete_of_items_already_deleted_changes_nothing_and_is_not_persisted(
     assert essay.apply_update(delete).changed
     again = essay.apply_update(delete)
     assert not again.needs_persist and not essay.has_pending
+
+
+def test_character_limit_counts_pending_text_an_update_would_let_in() -> None:
+    from actors.doc import TextTooLong
+
+    essay = essay_with("x" * 90)
+    first = Client(essay)
+    dependency = first.insert(90, "y")  # 1 character
+    second = Client(essay)
+    second.receive(dependency)
+    dependent = second.insert(91, "z" * 20)  # 20 characters after "y": pending without it
+    assert essay.apply_update(dependent, max_chars=100).pending
+    assert essay.text == "x" * 90
+    with pytest.raises(TextTooLong):  # 1 character, but it would let the pending 20 in
+        essay.apply_update(dependency, max_chars=100)
+    assert essay.text == "x" * 90
