@@ -234,6 +234,9 @@ class EssayHostShell:
                         warnings.simplefilter("ignore", DeprecationWarning)
                         host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
                     await host.start()
+                    # Again, now that start() loaded the spelling dictionary (~57 MiB of objects):
+                    # frozen, full collections no longer walk it (unfrozen they paused the loop ~0.9 s).
+                    tune_gc()
                     # The typing path (actors.host_stream): Gateways connect here, not via Ray calls.
                     stream = StreamServer(host)
                     await stream.start(ray.util.get_node_ip_address())

@@ -195,6 +195,24 @@ class AssignmentIn(DueTimes):
     late_policy: Literal["accept", "flag", "reject"] = "accept"
 
 
+class AssignmentPatch(Body):
+    """Fields to change; a field sent as null clears it (`rubric_id`, `due_at`, `close_at`)."""
+
+    title: Title | None = None
+    prompt: Annotated[str, Field(max_length=20_000)] | None = None
+    rubric_id: uuid.UUID | None = None
+    late_policy: Literal["accept", "flag", "reject"] | None = None
+    due_at: datetime | None = None
+    close_at: datetime | None = None
+
+    @field_validator("due_at", "close_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("needs a timezone (e.g. 2026-12-01T17:00:00Z)")
+        return v
+
+
 class AssignmentOut(Out):
     id: uuid.UUID
     class_id: uuid.UUID

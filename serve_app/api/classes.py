@@ -8,13 +8,14 @@ import uuid
 from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 
-from db.repositories import assignments, classes
-from serve_app.api.access import class_for_member, class_for_teacher
+from db.repositories import assignments, audit, classes
+from serve_app.api.access import assignment_for_member, class_for_member, class_for_teacher
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep, Student, Teacher
-from serve_app.errors import Conflict, NotFound
+from serve_app.errors import Conflict, NotFound, ValidationFailed
 from serve_app.schemas import (
     AssignmentIn,
     AssignmentOut,
+    AssignmentPatch,
     ClassIn,
     ClassOut,
     JoinIn,
@@ -102,6 +103,42 @@ async def create_assignment(
     )
     await session.commit()
     return dump(AssignmentOut, assignment)
+
+
+@router.patch("/assignments/{assignment_id}", response_model=AssignmentOut)
+async def update_assignment(
+    assignment_id: uuid.UUID, body: AssignmentPatch, session: SessionDep, user: CurrentUser
+) -> dict[str, object]:
+    """The class's teachers edit an assignment: title, prompt, rubric, late policy, due and hard
+    close times (null clears the rubric or a time). Each change is written to the audit log;
+    students see new deadlines on their next request, live class rows within their refresh."""
+    assignment = await assignment_for_member(session, user, assignment_id)
+    cls = await class_for_teacher(session, user, assignment.class_id)
+    if cls.archived_at is not None:
+        raise Conflict("the class is archived: read-only", code="class_archived")
+    changes = body.model_dump(exclude_unset=True)
+    for required in ("title", "prompt", "late_policy"):
+        if required in changes and changes[required] is None:
+            raise ValidationFailed(f"{required} cannot be null", code="validation_failed")
+    if changes.get("rubric_id") is not None:
+        await rubric_for_reader(session, user, changes["rubric_id"])
+    due = changes.get("due_at", assignment.due_at)
+    close = changes.get("close_at", assignment.close_at)
+    if due is not None and close is not None and close < due:
+        raise ValidationFailed("close_at must not be before due_at", code="validation_failed")
+    before = {key: getattr(assignment, key) for key in changes}
+    for key, value in changes.items():
+        setattr(assignment, key, value)
+    await audit.append(session, actor_id=user.id, action="assignment.update", target_type="assignment",
+                       target_id=assignment.id,
+                       details={key: {"from": _plain(before[key]), "to": _plain(value)} for key, value in changes.items()})
+    await session.commit()
+    await session.refresh(assignment)
+    return dump(AssignmentOut, assignment)
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else (str(value) if isinstance(value, uuid.UUID) else value)
 
 
 @router.get("/classes/{class_id}/assignments", response_model=PageOut[AssignmentOut])

@@ -98,6 +98,8 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
      {"teacher_x": 200, "student_a": 403, "teacher_y": 404, "student_b": 404}),
     ("GET", "/assignments/{assignment_x}", None,
      {"teacher_x": 200, "student_a": 200, "teacher_y": 404, "student_b": 404}),
+    ("PATCH", "/assignments/{assignment_x}", {"prompt": "Write about homework."},
+     {"teacher_x": 200, "student_a": 403, "teacher_y": 404, "student_b": 404}),
     ("POST", "/essays", {"title": "Mine", "assignment_id": "{assignment_x}"},
      {"student_a": 201, "student_b": 404, "teacher_y": 404}),
     ("GET", "/essays/{essay_a}", None,
