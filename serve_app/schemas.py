@@ -168,6 +168,13 @@ class RubricOut(Out):
 # --- assignments --------------------------------------------------------------------------
 
 
+def aware(v: datetime | None) -> datetime | None:
+    """Deadlines carry a timezone: a naive time would mean something else on every server."""
+    if v is not None and v.tzinfo is None:
+        raise ValueError("needs a timezone (e.g. 2026-12-01T17:00:00Z)")
+    return v
+
+
 class DueTimes(Body):
     """A `due_at` and an optional hard `close_at`: both with a timezone, the close not before the due."""
 
@@ -177,9 +184,7 @@ class DueTimes(Body):
     @field_validator("due_at", "close_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("needs a timezone (e.g. 2026-12-01T17:00:00Z)")
-        return v
+        return aware(v)
 
     @model_validator(mode="after")
     def _close_after_due(self) -> "DueTimes":
@@ -208,9 +213,7 @@ class AssignmentPatch(Body):
     @field_validator("due_at", "close_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("needs a timezone (e.g. 2026-12-01T17:00:00Z)")
-        return v
+        return aware(v)
 
 
 class AssignmentOut(Out):
