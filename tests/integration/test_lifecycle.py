@@ -77,7 +77,7 @@ class Run:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    async def ready(self, timeout: float = 150) -> None:
+    async def ready(self, timeout: float = 300) -> None:
         proc = self.proc
         assert proc is not None
 
