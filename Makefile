@@ -22,13 +22,14 @@ web:
 	cd web && npm ci --no-audit --no-fund && npm run build
 
 migrate: setup
-	$(BIN)/essaycoach migrate
+	$(BIN)/essaycoach migrate --dev
 
 run: setup
-	$(BIN)/essaycoach run
+	$(BIN)/essaycoach run --dev
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@if [ -f web/package.json ]; then cd web && npm test; fi
 
 loadtest: setup
 	$(BIN)/python -m ops.loadtest.run

@@ -17,12 +17,11 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 log = logging.getLogger("essaycoach.bus")
 
 Handler = Callable[[str, bytes], None]
-T = TypeVar("T")
 
 RESYNC = b""
 """Delivered to every handler of a channel after the subscription was lost and restored: messages
@@ -106,32 +105,66 @@ class InMemoryBus:
         return None
 
 
-class Outbox(Generic[T]):
-    """Publishes queued off the caller's path: one sender task ships them in order, in batches of
-    what queued meanwhile, through `send_batch`. Beyond `limit` waiting, the oldest are dropped
-    (the backend is down or slow; subscribers resync). `send_batch` handles its own errors."""
+Published = tuple[str, bytes, str | None]
+"""A message waiting to be published: (channel, message, skip_node)."""
 
-    def __init__(self, send_batch: Callable[[list[T]], Awaitable[None]], *, name: str,
-                 limit: int = 10_000, batch: int = 500) -> None:
+QUEUE_MAX_BYTES = 64 * 1024 * 1024
+"""Default bound on the bytes one outbox (or one hub subscriber queue) holds (`BUS_QUEUE_MAX_BYTES`)."""
+
+
+class Outbox:
+    """Publishes queued off the caller's path: one sender task ships them in order, in batches of
+    what queued meanwhile, through `send_batch` (which handles its own errors and returns False
+    when the backend lost the batch).
+
+    Beyond `limit` messages or `max_bytes` waiting, the oldest are dropped (the backend is down or
+    slow). Every channel that lost a message that way, or in a lost batch, then gets `RESYNC` (to
+    every node) once the queue is back under half its bounds, so its subscribers refetch from the
+    essay host, as after a lost subscription. A lost `RESYNC` batch stays owed and is sent again
+    after the next publish (not in a loop while the backend is down)."""
+
+    def __init__(self, send_batch: Callable[[list[Published]], Awaitable[bool]], *, name: str,
+                 limit: int = 10_000, max_bytes: int = QUEUE_MAX_BYTES, batch: int = 500) -> None:
         self._send_batch, self._name, self._limit, self._batch = send_batch, name, limit, batch
-        self._items: deque[T] = deque()
+        self._max_bytes = max_bytes
+        self._items: deque[Published] = deque()
+        self._bytes = 0
+        self._lost: dict[str, None] = {}  # channels owed a RESYNC, in order
         self._ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
-    def put(self, item: T) -> None:
+    def put(self, item: Published) -> None:
         self._items.append(item)
-        if len(self._items) > self._limit:
-            self._items.popleft()
+        self._bytes += len(item[1])
+        while len(self._items) > self._limit or self._bytes > self._max_bytes:
+            channel, message, _ = self._items.popleft()
+            self._bytes -= len(message)
+            self._lost[channel] = None
         self._ready.set()
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_loop(), name=self._name)
+
+    def _calm(self) -> bool:
+        return len(self._items) <= self._limit // 2 and self._bytes <= self._max_bytes // 2
 
     async def _send_loop(self) -> None:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while self._items:
-                await self._send_batch([self._items.popleft() for _ in range(min(len(self._items), self._batch))])
+            while self._items or self._lost:
+                if self._items:
+                    batch = [self._items.popleft() for _ in range(min(len(self._items), self._batch))]
+                    self._bytes -= sum(len(message) for _, message, _ in batch)
+                    if not await self._send_batch(batch):
+                        self._lost.update((channel, None) for channel, _, _ in batch)
+                if self._lost and self._calm():
+                    channels = list(self._lost)[:self._batch]
+                    for channel in channels:
+                        del self._lost[channel]
+                    log.warning("bus messages dropped; subscribers resync", extra={"channels": len(channels)})
+                    if not await self._send_batch([(channel, RESYNC, None) for channel in channels]):
+                        self._lost.update((channel, None) for channel in channels)
+                        break  # still down: owed until the next publish wakes the sender
 
     def close(self) -> None:
         if self._sender is not None:
@@ -157,9 +190,9 @@ def make_bus(settings: Any, *, cluster: bool) -> Bus:
     if settings.redis_url:
         from actors.redis_bus import RedisBus
 
-        return RedisBus(settings.redis_url)
+        return RedisBus(settings.redis_url, max_bytes=settings.bus_queue_max_bytes)
     if cluster:
         from actors.ray_host import HubBus
 
-        return HubBus(settings.ray_namespace)
+        return HubBus(settings.ray_namespace, max_bytes=settings.bus_queue_max_bytes)
     return InMemoryBus()

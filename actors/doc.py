@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,8 +40,11 @@ from pycrdt import (
     TextEvent,
     get_state,
     get_update,
+    merge_updates,
     write_var_uint,
 )
+
+from actors.yupdate import ForbiddenContent, MalformedUpdate, TextUpdate, ascii_shadow, check_text_update, delete_ranges
 
 __all__ = [
     "EMPTY_UPDATE",
@@ -49,11 +54,16 @@ __all__ = [
     "InvalidAnchor",
     "InvalidStateVector",
     "InvalidUpdate",
+    "TextTooLong",
     "UpdateEffect",
+    "anchors_are_cheap",
     "count_words",
     "encode_anchor",
+    "encode_anchors",
     "replace_text_update",
     "resolve_anchor",
+    "resolve_anchors",
+    "resolve_anchors_live",
     "text_to_update",
     "validate_update",
 ]
@@ -82,6 +92,10 @@ class InvalidUpdate(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.doc_unchanged = doc_unchanged
+
+
+class TextTooLong(InvalidUpdate):
+    """Applying the update would make the essay longer than its character limit; not applied."""
 
 
 class InvalidStateVector(ValueError):
@@ -148,19 +162,36 @@ def _decode_state_vector(state_vector: bytes) -> dict[int, int]:
     return clocks
 
 
+# One match per whitespace-separated token that has a letter or digit (`[^\W_]` is exactly
+# `str.isalnum`): the shortest run from the token's start to its first such character. Counting
+# in the regex engine (~13 ms for 200,000 characters): a generator over `text.split()` took ~75 ms, on
+# the host's event loop at every snapshot.
+_WORD = re.compile(r"(?<!\S)\S*?[^\W_]")
+
+
 def count_words(text: str) -> int:
     """Whitespace-separated tokens that contain at least one letter or digit."""
-    return sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
+    return len(_WORD.findall(text))
 
 
-def validate_update(update: bytes) -> None:
-    """Decode the whole update without any document: the structural check done before applying.
+def validate_update(update: bytes) -> TextUpdate:
+    """Decode the whole update without any document: the check done before applying. An essay
+    takes only inserts and deletes of plain text in its root `Y.Text` `content`
+    (`actors.yupdate.check_text_update`). Returns how many characters it inserts at most.
 
     Raises:
-        InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
+        InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding), or it writes
+            anything else (another root type, a map, a nested type, an embed, formatting
+            attributes, JSON/Any/binary content, a subdocument).
     """
+    update = bytes(update)
+    try:
+        checked = check_text_update(update, root=ROOT_TEXT)
+    except (MalformedUpdate, ForbiddenContent) as exc:
+        raise InvalidUpdate(f"{'not plain text' if isinstance(exc, ForbiddenContent) else 'cannot decode update'}: {exc}") from None
     with _rust_errors(InvalidUpdate, "cannot decode update"):
-        get_state(bytes(update))
+        get_state(update)
+    return checked
 
 
 class EssayDoc:
@@ -176,6 +207,10 @@ class EssayDoc:
         self._text_cache: str | None = ""
         self._words_cache: int | None = 0
         self._anchor_view: _AnchorView | None = None
+        # Updates with parts pycrdt keeps pending (structs or deletes of items this doc has not
+        # seen yet). pycrdt's own encodings leave pending parts out, so `full_state` and `diff`
+        # add these: a snapshot must carry a delete whose insert is still to come.
+        self._pending: list[bytes] = []
         self._subscription = self._content.observe(self._on_text_event)
 
     def _on_text_event(self, event: TextEvent) -> None:
@@ -202,12 +237,54 @@ class EssayDoc:
         return essay
 
     def _load(self, update: bytes, what: str) -> None:
+        update = bytes(update)
+        before = self._doc.get_state()
         try:
             with _rust_errors(InvalidUpdate, f"{what} is not a valid update"):
-                self._doc.apply_update(bytes(update))
+                self._doc.apply_update(update)
         finally:
             self._deltas.clear()
             self._anchor_view = None
+        after = self._doc.get_state()
+        try:
+            deletes = delete_ranges(update)
+        except MalformedUpdate:
+            deletes = []
+        if self._has_pending(update, after, deletes):
+            self._pending.append(update)
+        if after != before:
+            self._settle_pending(after)
+
+    def apply_stored(self, update: bytes) -> None:
+        """Apply an update from the store (snapshot or log row) without the checks live updates
+        get: what the store has was accepted once (replay of an essay's history).
+
+        Raises:
+            InvalidUpdate: the bytes are not a valid update.
+        """
+        self._load(update, "stored update")
+
+    @staticmethod
+    def _has_pending(update: bytes, state: bytes, deletes: list[tuple[int, int, int]]) -> bool:
+        """Whether part of `update` is still pending in a doc at `state`: structs it cannot
+        integrate yet, or deletes of items it does not have (pycrdt keeps both)."""
+        if Decoder(get_update(update, state)).read_var_uint() > 0:
+            return True
+        if not deletes:
+            return False
+        clocks = _decode_state_vector(state)
+        return any(clock + length > clocks.get(client, 0) for client, clock, length in deletes)
+
+    def _settle_pending(self, state: bytes) -> None:
+        """Forget pending updates the document has now integrated (its state moved)."""
+        if self._pending:
+            self._pending = [u for u in self._pending
+                             if self._has_pending(u, state, delete_ranges(u))]
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether some update waits on items this document has not seen yet."""
+        return bool(self._pending)
 
     @property
     def ydoc(self) -> Doc:
@@ -239,24 +316,38 @@ class EssayDoc:
             InvalidStateVector: the state vector cannot be decoded.
         """
         with _rust_errors(InvalidStateVector, "cannot decode state vector"):
-            return self._doc.get_update(bytes(remote_state_vector))
+            missing = self._doc.get_update(bytes(remote_state_vector))
+        return merge_updates(missing, *self._pending) if self._pending else missing
 
     def full_state(self) -> bytes:
-        """The whole document as one update (for snapshots and fresh replicas)."""
-        return self._doc.get_update()
+        """The whole document as one update (for snapshots and fresh replicas), pending parts
+        included (see `_pending`)."""
+        state = self._doc.get_update()
+        return merge_updates(state, *self._pending) if self._pending else state
 
-    def apply_update(self, update: bytes) -> UpdateEffect:
+    def apply_update(self, update: bytes, *, max_chars: int | None = None) -> UpdateEffect:
         """Validate `update`, apply it, and report its effect on the text.
 
         Decoding happens before the document is touched, so an invalid update leaves it unchanged.
+        With `max_chars`, an update that would leave more characters than that is refused
+        unapplied (it is tried on a copy only when the cheap bound, current length plus what it
+        inserts, is over the limit: a replace-all of a long text still fits).
 
         Raises:
-            InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding).
+            InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding), or not plain
+                text in `content` (see `validate_update`).
+            TextTooLong: it would make the text longer than `max_chars`.
         """
         update = bytes(update)
-        validate_update(update)
+        checked = validate_update(update)
 
         old_text = self.text
+        if max_chars is not None and (len(old_text) + checked.inserted_chars > max_chars or self._pending):
+            # Pending parts integrated by this update may add text it does not carry itself.
+            scratch = EssayDoc.from_state(self.full_state())
+            scratch._doc.apply_update(update)
+            if len(scratch.text) > max(max_chars, len(old_text)):
+                raise TextTooLong(f"the essay would have {len(scratch.text)} characters; the limit is {max_chars}")
         state_before = self._doc.get_state()
         self._deltas.clear()
         try:
@@ -280,9 +371,14 @@ class EssayDoc:
         )
         # Delta `delete` counts UTF-8 bytes; lengths give the deleted code points exactly.
         deleted = max(0, len(old_text) + inserted - len(self.text)) if deltas else 0
-        # Structs of this update the doc still lacks were parked as pending (missing dependencies).
-        leftover = get_update(update, state_after)
-        pending = Decoder(leftover).read_var_uint() > 0
+        # Parts of this update the doc cannot integrate yet (structs with missing dependencies,
+        # deletes of items it has not seen) are parked as pending: they change what the doc will
+        # become, so the update is logged, and snapshots carry it until it is integrated.
+        pending = self._has_pending(update, state_after, checked.deletes)
+        if pending:
+            self._pending.append(update)
+        if state_after != state_before:
+            self._settle_pending(state_after)
         return UpdateEffect(
             inserted_chars=inserted,
             deleted_chars=deleted,
@@ -295,13 +391,21 @@ class EssayDoc:
 #
 # pycrdt 0.14.13 indexes Text by UTF-8 bytes but Yjs clocks count UTF-16 units, and its
 # StickyIndex mixes the two: inside a block it adds the *byte* offset to the block's clock
-# (y-crdt/pycrdt#382). Both directions are exact only at offset 0 of a block, or in all-ASCII
-# blocks. `_AnchorView` therefore works on a scratch copy in which every non-ASCII character is
-# cut into its own block (an insert+delete on each side; the tombstones belong to the scratch
-# only), and uses pycrdt solely for right-sticky lookups, which are then exact. Left-sticky
-# (`Assoc.BEFORE`) positions are built and resolved here from right-sticky ones.
+# (y-crdt/pycrdt#382, #379). Both directions are exact only at offset 0 of a block, or in
+# all-ASCII blocks. `_AnchorView` therefore asks pycrdt only about an all-ASCII copy: the doc's
+# state with every string replaced by as many ASCII letters as it has UTF-16 units
+# (`actors.yupdate.ascii_shadow`). Item ids and blocks are unchanged, and in the copy a byte
+# offset *is* the UTF-16 offset of the real text, which `_OffsetMap` turns into code points.
+# Building it is linear (one pass over the encoded state); the old workaround cut every
+# non-ASCII character into its own block, one pycrdt insert each (quadratic: ~7 s at 40k).
+# Left-sticky (`Assoc.BEFORE`) positions are built and resolved here from right-sticky ones.
 
 _Position = dict[str, Any]  # StickyIndex JSON: {"item": {"client", "clock"}, "assoc"} or {"tname", "assoc"}
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+
+OFFLOAD_CHARS = 20_000
+"""Above this many characters of non-ASCII text, anchor work leaves the event loop
+(`anchors_are_cheap`): building the ASCII copy costs a few ms per 100k characters."""
 
 
 def _utf8_len(text: str) -> int:
@@ -312,50 +416,53 @@ def _utf16_len(char: str) -> int:
     return 2 if ord(char) > 0xFFFF else 1
 
 
-def _char_index(utf8: bytes, byte_index: int) -> int:
-    # "ignore" floors an offset that lands inside a character to that character's start.
-    return len(utf8[:byte_index].decode("utf-8", errors="ignore"))
+class _OffsetMap:
+    """Code point <-> UTF-16 offsets of one text, from the positions of its astral characters
+    (the only ones that take two UTF-16 units): O(log n) each way after one regex scan."""
+
+    __slots__ = ("astral", "starts")
+
+    def __init__(self, text: str) -> None:
+        self.astral = [m.start() for m in _ASTRAL.finditer(text)]  # code point index of each
+        self.starts = [index + k for k, index in enumerate(self.astral)]  # its UTF-16 offset
+
+    def to_utf16(self, index: int) -> int:
+        return index + bisect_left(self.astral, index)
+
+    def to_char(self, unit: int) -> int:
+        """The character containing UTF-16 offset `unit` (the second half of a surrogate pair
+        floors to its character)."""
+        before = bisect_left(self.starts, unit)
+        if before and self.starts[before - 1] + 1 == unit:
+            return self.astral[before - 1]
+        return unit - before
 
 
 class _AnchorView:
-    """A block-split scratch copy of an essay where pycrdt's sticky indexes are exact.
+    """One text version of an essay where pycrdt's sticky indexes are exact (see above).
 
-    Built lazily and cached on the EssayDoc until its next change. Building costs one pycrdt
-    insert per non-ASCII character, each a linear walk: a few ms for typical English essays,
-    about a second for 40k characters of mostly non-ASCII text.
+    ASCII text uses the live document itself (bytes, code points and UTF-16 units coincide);
+    other text an all-ASCII copy made from `state` (the doc's full state), which may be built
+    and used on any thread as long as it stays on that one: it shares nothing with the live doc.
     """
 
-    def __init__(self, essay: EssayDoc) -> None:
-        self.text = essay.text
-        self.utf8 = self.text.encode("utf-8")
-        self.clocks = _decode_state_vector(essay.state_vector())
-        if self.text.isascii():
-            # Bytes, code points and UTF-16 units coincide: the live document is already exact
-            # (no copy; the view is dropped at the next change like any other).
-            self._doc, self._content = essay._doc, essay._content
-            return
-        self._doc = Doc()
-        self._doc.apply_update(essay.full_state())
-        self._content = self._doc.get(ROOT_TEXT, type=Text)
-        cuts: set[int] = set()
-        offset = 0
-        for char in self.text:
-            size = len(char.encode("utf-8"))
-            if size > 1:
-                cuts.update((offset, offset + size))
-            offset += size
-        with self._doc.transaction():
-            # Right to left, so earlier cut offsets stay valid.
-            for cut in sorted(cuts, reverse=True):
-                self._content.insert(cut, "_")
-                del self._content[cut : cut + 1]
-
-    def _byte(self, index: int) -> int:
-        return _utf8_len(self.text[:index])
+    def __init__(self, text: str, state: bytes | None, live: Text | None = None) -> None:
+        self.text = text
+        self.offsets = _OffsetMap(text)
+        if live is not None and text.isascii():
+            self._content = live
+            doc = live.doc
+        else:
+            assert state is not None
+            doc = Doc()
+            with _rust_errors(InvalidUpdate, "cannot copy the document"):
+                doc.apply_update(ascii_shadow(state))
+            self._content = doc.get(ROOT_TEXT, type=Text)
+        self.clocks = _decode_state_vector(doc.get_state())
 
     def char_id(self, index: int) -> tuple[int, int]:
         """(client, clock) of the first UTF-16 unit of the character at `index`."""
-        item = self._content.sticky_index(self._byte(index), Assoc.AFTER).to_json()["item"]
+        item = self._content.sticky_index(self.offsets.to_utf16(index), Assoc.AFTER).to_json()["item"]
         return int(item["client"]), int(item["clock"])
 
     def right_sticky(self, index: int) -> _Position:
@@ -389,8 +496,8 @@ class _AnchorView:
             raise InvalidAnchor("anchor refers to content this document does not have")
         right = {"item": {"client": client, "clock": clock}, "assoc": int(Assoc.AFTER)}
         with _rust_errors(InvalidAnchor, "unresolvable position"):
-            byte_index = StickyIndex.from_json(right, self._content).get_index()
-        index = _char_index(self.utf8, byte_index)
+            unit = StickyIndex.from_json(right, self._content).get_index()
+        index = self.offsets.to_char(unit)
         if assoc == Assoc.AFTER or index >= len(self.text):
             return index
         # Left-sticky: just after the character, if it is still there; a deleted character
@@ -404,8 +511,16 @@ class _AnchorView:
 
 def _anchor_view(essay: EssayDoc) -> _AnchorView:
     if essay._anchor_view is None:
-        essay._anchor_view = _AnchorView(essay)
+        text = essay.text
+        essay._anchor_view = _AnchorView(text, None if text.isascii() else essay.full_state(), essay._content)
     return essay._anchor_view
+
+
+def anchors_are_cheap(essay: EssayDoc) -> bool:
+    """Whether anchor work on this text version fits on the event loop: its view is built, the
+    text is ASCII (the live doc serves) or short. Otherwise use `encode_anchors` /
+    `resolve_anchors` on a worker thread with `essay.text` and `essay.full_state()`."""
+    return essay._anchor_view is not None or len(essay.text) <= OFFLOAD_CHARS or essay.text.isascii()
 
 
 def _encode_position(position: _Position) -> bytes:
@@ -418,10 +533,12 @@ def encode_anchor(doc: EssayDoc, start: int, end: int) -> str:
     Raises:
         ValueError: the range is outside the text or reversed.
     """
-    text = doc.text
-    if not 0 <= start <= end <= len(text):
-        raise ValueError(f"range [{start}, {end}) outside text of length {len(text)}")
-    view = _anchor_view(doc)
+    return _encode_range(_anchor_view(doc), start, end)
+
+
+def _encode_range(view: _AnchorView, start: int, end: int) -> str:
+    if not 0 <= start <= end <= len(view.text):
+        raise ValueError(f"range [{start}, {end}) outside text of length {len(view.text)}")
     if start == end:
         collapsed = _encode_position(view.left_sticky(start))
         payload = bytes([_ANCHOR_VERSION, _ANCHOR_COLLAPSED]) + collapsed
@@ -463,10 +580,13 @@ def resolve_anchor(doc: EssayDoc, anchor: str) -> tuple[int, int] | None:
     Raises:
         InvalidAnchor: malformed, or made on a different document.
     """
+    return _resolve_with(_anchor_view(doc), anchor)
+
+
+def _resolve_with(view: _AnchorView, anchor: str) -> tuple[int, int] | None:
     first, last = _split_anchor(anchor)
     first_position = _decode_position(first)
     last_position = None if last is None else _decode_position(last)
-    view = _anchor_view(doc)
     start = view.resolve(first_position)
     if last_position is None:
         return start, start
@@ -474,6 +594,38 @@ def resolve_anchor(doc: EssayDoc, anchor: str) -> tuple[int, int] | None:
     if end <= start:
         return None
     return start, end
+
+
+def encode_anchors(text: str, state: bytes, ranges: Iterable[tuple[int, int]]) -> list[str]:
+    """`encode_anchor` for each range of `text`, from plain data (`EssayDoc.text` and
+    `full_state()` of one version): safe on a worker thread, linear in the document's size.
+
+    Raises:
+        ValueError: a range is outside the text or reversed.
+    """
+    view = _AnchorView(text, state)
+    return [_encode_range(view, start, end) for start, end in ranges]
+
+
+def resolve_anchors(text: str, state: bytes, anchors: Iterable[str | None]) -> list[tuple[int, int] | None]:
+    """`resolve_anchor` for each anchor from plain data, like `encode_anchors`; an empty,
+    malformed or foreign anchor, or a deleted range, gives None."""
+    return _resolve_all(_AnchorView(text, state), anchors)
+
+
+def resolve_anchors_live(doc: EssayDoc, anchors: Iterable[str | None]) -> list[tuple[int, int] | None]:
+    """`resolve_anchors` on the live document, on its thread (see `anchors_are_cheap`)."""
+    return _resolve_all(_anchor_view(doc), anchors)
+
+
+def _resolve_all(view: _AnchorView, anchors: Iterable[str | None]) -> list[tuple[int, int] | None]:
+    out: list[tuple[int, int] | None] = []
+    for anchor in anchors:
+        try:
+            out.append(_resolve_with(view, anchor) if anchor else None)
+        except InvalidAnchor:
+            out.append(None)
+    return out
 
 
 # --- plain text -> updates -----------------------------------------------------------------

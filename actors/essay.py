@@ -48,6 +48,7 @@ class EssayActor:
     doc: EssayDoc
     seq: int
     watermark: int
+    log_bytes: int = 0  # bytes of this essay's update log (all of it, for `max_log_bytes`)
     typing_seconds: float = 0.0
     epoch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     event_seq: int = 0
@@ -84,15 +85,18 @@ class EssayActor:
     def essay_id(self) -> uuid.UUID:
         return self.meta.essay_id
 
-    def apply(self, update: bytes, *, now: float, wall: datetime, large_paste_chars: int) -> UpdateEffect:
+    def apply(self, update: bytes, *, now: float, wall: datetime, large_paste_chars: int,
+              max_chars: int | None = None) -> UpdateEffect:
         """Apply a validated update; assigns the next `seq` when it carries anything new.
 
-        Raises `actors.doc.InvalidUpdate` and leaves the document unchanged on bad bytes.
+        Raises `actors.doc.InvalidUpdate` (`TextTooLong` over `max_chars`) and leaves the
+        document unchanged on bad bytes.
         """
-        effect = self.doc.apply_update(update)
+        effect = self.doc.apply_update(update, max_chars=max_chars)
         if not effect.needs_persist:
             return effect
         self.seq += 1
+        self.log_bytes += len(update)
         if effect.changed:
             if self.last_edit_at is not None and now - self.last_edit_at <= TYPING_GAP_SECONDS:
                 self.typing_seconds += now - self.last_edit_at

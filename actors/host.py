@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.broadcast import Bus, doc_message
-from actors.doc import EssayDoc, InvalidAnchor, InvalidUpdate, encode_anchor, replace_text_update, resolve_anchor
+from actors.doc import (EssayDoc, InvalidUpdate, TextTooLong, anchors_are_cheap, encode_anchor, encode_anchors,
+                        replace_text_update, resolve_anchors, resolve_anchors_live)
 from actors.essay import EssayActor, EssayMeta, encode_event
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.analysis.local import spellchecker
@@ -39,9 +40,13 @@ from db.types import utcnow
 log = logging.getLogger("essaycoach.host")
 T = TypeVar("T")
 # Essays whose snapshots one transaction stores (see `EssayHost.tick`): enough to make a burst
-# of pauses one write, few enough that the event loop (which runs SQLite writes inline, see
-# `db.engine.SqliteWriter`) and a group commit queued behind it wait a few ms at most.
-COMPACT_BATCH = 16
+# of pauses a few writes, few enough that a group commit queued behind one (SQLite has a single
+# writer) waits a few ms. 16 was tens of ms per batch on a busy machine under continuous typing
+# (75 ms p50, 0.5 s max in ops/loadtest/host_bench.py), and every ack waited behind it.
+COMPACT_BATCH = 4
+# Dashboard rows one tick builds between two turns of the event loop (a row is ~0.03 ms, more
+# for a long essay).
+TICK_ROWS_PER_TURN = 32
 
 
 class EssayNotFound(LookupError):
@@ -49,7 +54,12 @@ class EssayNotFound(LookupError):
 
 
 class UpdateRejected(ValueError):
-    """An update failed to decode; the document is unchanged."""
+    """An update failed to decode or is not plain text; the document is unchanged."""
+
+
+class UpdateTooLarge(UpdateRejected):
+    """An update that would take the essay over `max_essay_chars` characters or its update log
+    over `max_log_bytes`; the document is unchanged (sockets: permission-denied, close 4413)."""
 
 
 class Analyzer(Protocol):
@@ -85,6 +95,10 @@ class HostConfig:
     tick_seconds: float = 0.25
     class_row_interval: float = 1.0
     commit_interval: float = 0.004
+    # Live writes (sockets and REST alike) are refused beyond these: the text's length, and the
+    # bytes of its update log, which is never pruned (replay needs it) and is replayed on load.
+    max_essay_chars: int = 200_000
+    max_log_bytes: int = 64 * 1024 * 1024
 
 
 class EssayHost:
@@ -123,8 +137,9 @@ class EssayHost:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Tier 1's spelling dictionary loads on first use (~0.5 s of CPU, ~24 MiB): load it now,
-        # off the event loop, instead of stalling every essay's acks at the first pause.
+        # Tier 1's spelling dictionary loads on first use (~1 s of CPU, ~57 MiB: SCOWL words and
+        # the SymSpell index): load it now, off the event loop, instead of stalling every essay's
+        # acks at the first pause.
         await asyncio.to_thread(spellchecker)
         self.committer.start()
         if self._ticker is None:
@@ -163,13 +178,14 @@ class EssayHost:
             async with self.sessions() as session, session.begin():
                 yield session
 
-    async def _store(self, work: Callable[[Any], T]) -> T:
+    async def _store(self, work: Callable[[Any], T], *, inline: bool = True) -> T:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
-        through `db.engine.SqliteWriter` (inline when the lock is free, where aiosqlite takes a
-        thread hop per statement), elsewhere through the async session (`run_sync`)."""
+        through `db.engine.SqliteWriter` (statements inline when the lock is free and `inline`,
+        where aiosqlite takes a thread hop per statement; the commit off the event loop),
+        elsewhere through the async session (`run_sync`)."""
         if self._writer is not None:
             async with self._write_gate:
-                return await self._writer.run(work)
+                return await self._writer.run(work, inline=inline)
         async with self._writing() as session:
             return await session.run_sync(work)
 
@@ -198,6 +214,7 @@ class EssayHost:
             if stored is None:
                 raise EssayNotFound(str(essay_id))
             last = await documents.last_revision(session, essay_id=essay_id)
+            log_bytes = await documents.log_bytes(session, essay_id=essay_id)
             items = await feedback_repo.load(session, essay_id=essay_id)
             prompt = await feedback_repo.assignment_prompt(session, essay=stored.essay)
         essay = stored.essay
@@ -207,7 +224,7 @@ class EssayHost:
             meta=EssayMeta(essay.id, essay.owner_id, essay.class_id, essay.title),
             doc=doc, seq=seq, watermark=essay.log_watermark, typing_seconds=float(essay.typing_seconds),
             last_active_at=essay.updated_at, idle_since=self.clock(),
-            revision_seq=last.seq if last else 0,
+            revision_seq=last.seq if last else 0, log_bytes=log_bytes,
         )
         actor.last_revision_at = self.clock() if last else None
         actor.assignment_prompt = prompt
@@ -230,11 +247,16 @@ class EssayHost:
         """
         actor = await self.open(essay_id)
         now = self.clock()
+        if actor.log_bytes + len(update) > self.config.max_log_bytes and _changes(actor.doc, update):
+            raise UpdateTooLarge(f"the essay's edit history is over its {self.config.max_log_bytes} byte budget")
         try:
             # Apply and seq assignment run without an await in between: per-essay order is the
             # event loop's order, so no two updates can take the same seq.
             effect = actor.apply(update, now=now, wall=self.wallclock(),
-                                 large_paste_chars=self.config.large_paste_chars if live else 2**62)
+                                 large_paste_chars=self.config.large_paste_chars if live else 2**62,
+                                 max_chars=self.config.max_essay_chars)
+        except TextTooLong as exc:
+            raise UpdateTooLarge(str(exc)) from exc
         except InvalidUpdate as exc:
             raise UpdateRejected(str(exc)) from exc
         if not effect.needs_persist:
@@ -365,8 +387,12 @@ class EssayHost:
         # Anchors are made now, against exactly the text the offsets were computed on. An item
         # whose id is unchanged sits in an unchanged paragraph: its anchor is still good.
         known = {item.id: item.anchor for item in actor.items if item.anchor}
-        items = [item.replace(anchor=known.get(item.id) or encode_anchor(actor.doc, item.start, item.end))
-                 for item in new_items]
+        fresh = [item for item in new_items if not known.get(item.id)]
+        made = dict(zip((item.id for item in fresh),
+                        await self._encode_anchors(actor, [(item.start, item.end) for item in fresh])))
+        if actor.seq != seq:
+            return False  # typed while the anchors were made off the loop
+        items = [item.replace(anchor=known.get(item.id) or made[item.id]) for item in new_items]
         changed, removed = diff_items(actor.items, items)
         actor.items, actor.analyzed_text = items, text
         actor.feedback_counts = count_kinds(items)
@@ -382,7 +408,7 @@ class EssayHost:
             async with self._writing() as session:
                 await feedback_repo.record_usage(
                     session, essay_id=actor.essay_id, class_id=actor.meta.class_id, provider="llm",
-                    model="", prompt_tokens=result.usage.prompt_tokens,
+                    model="", user_id=actor.meta.owner_id, prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens)
         return True
 
@@ -410,15 +436,18 @@ class EssayHost:
     async def feedback(self, essay_id: uuid.UUID) -> dict[str, Any]:
         """The current feedback set, offsets resolved against the current text."""
         actor = await self.open(essay_id)
+        items, analyzed_text = actor.items, actor.analyzed_text
+        text, seq, spans = await self._resolve_anchors(actor, [item.anchor for item in items])
         out = []
-        for item in actor.items:
-            span = resolve_anchor(actor.doc, item.anchor) if item.anchor else (item.start, item.end)
+        for item, span in zip(items, spans):
+            if item.anchor is None:
+                span = (item.start, item.end)
             if span is None:
                 continue  # the text it was about is gone
             data = wire_item(item)
-            data.update(start=span[0], end=span[1], quote=actor.doc.text[span[0]:span[1]])
+            data.update(start=span[0], end=span[1], quote=text[span[0]:span[1]])
             out.append(data)
-        return {"items": out, "doc_seq": actor.seq, "analyzed": actor.analyzed_text == settled_text(actor.doc.text)}
+        return {"items": out, "doc_seq": seq, "analyzed": analyzed_text == settled_text(text)}
 
     async def _publish_class_row(self, actor: EssayActor, now: float) -> None:
         """The teacher dashboard row, coalesced to about one per second per essay."""
@@ -439,11 +468,7 @@ class EssayHost:
         news from a reader is refused.
         """
         actor = await self.open(essay_id)
-        scratch = EssayDoc.from_state(actor.doc.full_state())
-        try:
-            return scratch.apply_update(update).needs_persist
-        except InvalidUpdate:
-            return True
+        return _changes(actor.doc, update)
 
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
         """Replace the whole text (REST writes) as one ordinary CRDT update."""
@@ -519,19 +544,39 @@ class EssayHost:
         Raises ValueError when the range is outside the text.
         """
         actor = await self.open(essay_id)
-        anchor = encode_anchor(actor.doc, start, end)
-        return {"anchor": anchor, "quote": actor.doc.text[start:end], "doc_seq": actor.seq}
+        text, seq = actor.doc.text, actor.seq
+        if not 0 <= start <= end <= len(text):
+            raise ValueError(f"range [{start}, {end}) outside text of length {len(text)}")
+        [anchor] = await self._encode_anchors(actor, [(start, end)])
+        return {"anchor": anchor, "quote": text[start:end], "doc_seq": seq}
 
     async def resolve(self, essay_id: uuid.UUID, anchors: list[str | None]) -> list[tuple[int, int] | None]:
         """Current offsets of each anchor (None: deleted, missing or unreadable)."""
         actor = await self.open(essay_id)
-        out: list[tuple[int, int] | None] = []
-        for anchor in anchors:
-            try:
-                out.append(resolve_anchor(actor.doc, anchor) if anchor else None)
-            except InvalidAnchor:
-                out.append(None)
-        return out
+        return (await self._resolve_anchors(actor, anchors))[2]
+
+    async def _encode_anchors(self, actor: EssayActor, ranges: list[tuple[int, int]]) -> list[str]:
+        """Anchors for ranges of the current text: on the loop when that is cheap (ASCII, short,
+        or the view is built), else on a worker thread from plain data (pycrdt objects stay on
+        their thread); the caller checks `actor.seq` afterwards if the text may have moved."""
+        doc = actor.doc
+        if not ranges:
+            return []
+        if anchors_are_cheap(doc):
+            return [encode_anchor(doc, start, end) for start, end in ranges]
+        return await asyncio.to_thread(encode_anchors, doc.text, doc.full_state(), ranges)
+
+    async def _resolve_anchors(self, actor: EssayActor, anchors: list[str | None]
+                               ) -> tuple[str, int, list[tuple[int, int] | None]]:
+        """(text, seq, spans): each anchor resolved against that text version (None: deleted,
+        missing or unreadable), off the loop like `_encode_anchors` when that is not cheap."""
+        doc = actor.doc
+        text, seq = doc.text, actor.seq
+        if not any(anchors):
+            return text, seq, [None] * len(anchors)
+        if anchors_are_cheap(doc):
+            return text, seq, resolve_anchors_live(doc, anchors)
+        return text, seq, await asyncio.to_thread(resolve_anchors, text, doc.full_state(), anchors)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -618,7 +663,9 @@ class EssayHost:
                         out.append(None)
                 return out
 
-            revisions = await self._store(store)
+            # A batch of snapshots is tens of ms of statements on a busy machine: in the writer's
+            # thread, not on the loop that applies and acks every essay's typing.
+            revisions = await self._store(store, inline=False)
             for actor, plan in zip(actors, plans):
                 if plan is None:
                     continue
@@ -647,11 +694,17 @@ class EssayHost:
         now = self.clock()
         due: list[EssayActor] = []
         idle: list[EssayActor] = []
+        published = 0
         for actor in list(self.essays.values()):
             if self._at_rest(actor):
                 continue  # most essays, most ticks: nothing to store, publish or unload
             if actor.class_dirty and now - actor.last_class_publish >= cfg.class_row_interval:
                 await self._each([actor], self._publish_class_row, now)
+                published += 1
+                if published % TICK_ROWS_PER_TURN == 0:
+                    # Under continuous typing a quarter of all essays' rows come due each tick;
+                    # building them all in one callback held every ack behind it.
+                    await asyncio.sleep(0)
             if actor.lock.locked():
                 continue  # a revision or an on-demand analysis holds it: the next tick comes back
             unload = actor.connections == 0 and now - max(actor.idle_since, actor.last_edit_at or 0.0) >= cfg.unload_idle_seconds
@@ -708,6 +761,16 @@ class EssayHost:
     async def _exists(self, essay_id: uuid.UUID) -> bool:
         async with self.sessions() as session:
             return await essays_repo.get(session, essay_id=essay_id) is not None
+
+
+def _changes(doc: EssayDoc, update: bytes) -> bool:
+    """Whether `update` carries anything `doc` lacks (tried on a scratch copy; O(document), for
+    the rare callers: a reader's update, an essay at its log budget). Undecodable: True."""
+    scratch = EssayDoc.from_state(doc.full_state())
+    try:
+        return scratch.apply_update(update).needs_persist
+    except InvalidUpdate:
+        return True
 
 
 async def _repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:

@@ -27,7 +27,7 @@ Frames both ways are a 4-byte big-endian length and a payload of at most `MAX_FR
 
     request   >I id, 16 bytes essay id, 16 bytes author id (zeros: none), B flags (1 live,
               2 author, 4 node), B origin length, origin, B node length, node, the update (rest)
-    response  >I id, B status: OK then >Q seq; REJECTED, NOT_FOUND or FAILED then a UTF-8 reason
+    response  >I id, B status: OK then >Q seq; REJECTED, NOT_FOUND, FAILED or TOO_LARGE then a UTF-8 reason
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.host import EssayHost, EssayNotFound, UpdateRejected
+from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
 
 log = logging.getLogger("essaycoach.stream")
 
@@ -51,7 +51,7 @@ TOKEN_WAIT_SECONDS = 5.0
 CONNECT_TIMEOUT = 5.0
 PEER_TIMEOUT_SECONDS = 10
 MAX_FRAME = 4 * 1024 * 1024  # an update is at most 1 MiB (the socket's limit) plus a header
-OK, REJECTED, NOT_FOUND, FAILED = range(4)
+OK, REJECTED, NOT_FOUND, FAILED, TOO_LARGE = range(5)
 _LIVE, _AUTHOR, _NODE = 1, 2, 4
 _REQUEST = struct.Struct(">I16s16sB")
 _RESPONSE = struct.Struct(">IB")
@@ -235,7 +235,7 @@ class _HostSide(FramedProtocol):
         try:
             seq = await self.server.host.apply_update(essay_id, update, **kwargs)
         except UpdateRejected as exc:
-            self.send(encode_response(request_id, REJECTED, str(exc)))
+            self.send(encode_response(request_id, TOO_LARGE if isinstance(exc, UpdateTooLarge) else REJECTED, str(exc)))
         except EssayNotFound as exc:
             self.send(encode_response(request_id, NOT_FOUND, str(exc)))
         except asyncio.CancelledError:
@@ -341,6 +341,8 @@ class HostStream:
             fut.set_result(int(value))
         elif status == REJECTED:
             fut.set_exception(UpdateRejected(str(value)))
+        elif status == TOO_LARGE:
+            fut.set_exception(UpdateTooLarge(str(value)))
         elif status == NOT_FOUND:
             fut.set_exception(EssayNotFound(str(value)))
         else:

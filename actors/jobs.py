@@ -5,8 +5,11 @@ A plain class (no Ray): every Gateway replica may run one. Jobs are claimed with
 (``lease_until``) by a conditional UPDATE, so two runners never run the same job; a worker renews its
 lease while it works, and a job whose worker died (lease expired while ``running``) is claimed again.
 A job is attempted at most ``max_attempts`` times; then it is ``failed``. The webhook is delivered
-after the result is committed; a delivery interrupted by a crash is resumed (``callback_status``
-stays ``pending`` until it ends), so receivers must de-duplicate on ``X-EssayCoach-Delivery``.
+after the result is committed, in a pool of its own (``delivery_concurrency``) outside the job's
+slot, so a slow or hanging receiver never holds up the queue; the job's lease is renewed while its
+delivery waits and runs. A delivery interrupted by a crash is resumed (``callback_status`` stays
+``pending`` until it ends), so receivers must de-duplicate on ``X-EssayCoach-Delivery``. Each
+delivery is signed with the requester's own webhook secret.
 
 Scores: the AI's proposal is kept in ``ai_scores``; ``scores`` is the effective set (teacher
 overrides applied, see ``effective_scores``). Only a teacher-confirmed score is ``final``.
@@ -19,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.provider import Usage
 from actors.analysis.rubric import Criterion, parse_rubric
-from actors.webhooks import DeliveryResult, WebhookSender
+from actors.webhooks import DeliveryResult, WebhookSender, new_webhook_secret
 from db.models import ScoreOverride, Submission
-from db.repositories import assignments, rubrics
+from db.repositories import assignments, rubrics, webhook_secrets
 from db.repositories import submissions as repo
 from db.types import utcnow
 
@@ -83,6 +86,11 @@ def effective_scores(
     return [out[k] for k in order if k in out]
 
 
+def day_start(now: datetime) -> datetime:
+    """Midnight UTC of `now`'s day: per-user token budgets are per UTC day."""
+    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def rubric_document(rubric: Any) -> dict[str, Any]:
     return {"id": str(rubric.id), "title": rubric.title, "criteria": rubric.criteria}
 
@@ -97,6 +105,9 @@ class RunnerConfig:
     poll_seconds: float = 0.5
     concurrency: int = 4
     retry_backoff_seconds: float = 2.0
+    delivery_concurrency: int = 8
+    # Tokens a requester may spend per UTC day across all processes (None: unlimited).
+    user_tokens_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class _Job:
     attempts: int
     status: str
     callback_url: str | None
+    requester_id: uuid.UUID
 
 
 class SubmissionRunner:
@@ -142,6 +154,8 @@ class SubmissionRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._active: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._deliveries: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._delivery_slots = asyncio.Semaphore(config.delivery_concurrency)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -151,12 +165,13 @@ class SubmissionRunner:
 
     async def stop(self) -> None:
         """Cancel the loop and running jobs, then hand their jobs back to the queue."""
-        tasks = [t for t in [self._loop_task, *self._active.values()] if t is not None]
+        tasks = [t for t in [self._loop_task, *self._active.values(), *self._deliveries.values()] if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = None
         self._active.clear()
+        self._deliveries.clear()
         try:
             async with self.sessions() as session:
                 await repo.release_worker(session, worker_id=self.worker_id)
@@ -197,12 +212,19 @@ class SubmissionRunner:
             task.add_done_callback(lambda _t: self._wake.set())
 
     async def run_until_idle(self) -> None:
-        """Claim and run jobs until none is claimable (tests and one-shot tools)."""
+        """Claim and run jobs, and deliver their webhooks, until none is claimable (tests and
+        one-shot tools)."""
         while True:
             claimed = await self.claim()
             if not claimed:
+                await self.deliveries_done()
                 return
             await asyncio.gather(*(self.process(job_id) for job_id in claimed))
+            await self.deliveries_done()
+
+    async def deliveries_done(self) -> None:
+        """Wait for the webhook deliveries queued so far."""
+        await asyncio.gather(*list(self._deliveries.values()), return_exceptions=True)
 
     # --- claiming -------------------------------------------------------------------------
 
@@ -236,14 +258,35 @@ class SubmissionRunner:
                 if sub is None or sub.worker_id != self.worker_id:
                     return
                 job = _Job(sub.id, sub.text, sub.essay_id, sub.class_id, sub.rubric_id, sub.assignment_id,
-                           sub.attempts, sub.status, sub.callback_url)
+                           sub.attempts, sub.status, sub.callback_url, sub.requester_id)
             if job.status == "running":
                 if job.attempts > self.config.max_attempts:
                     await self._finish(job, status="failed",
                                        error=f"gave up after {self.config.max_attempts} attempts")
                 else:
                     await self._run(job)
-            await self._deliver(job.id)
+            if job.callback_url:
+                # Hand over before this slot frees, so the lease is renewed without a gap.
+                self._queue_delivery(job.id)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    def _queue_delivery(self, job_id: uuid.UUID) -> None:
+        if job_id not in self._deliveries:
+            task = asyncio.create_task(self._deliver_in_pool(job_id), name=f"webhook-{job_id}")
+            self._deliveries[job_id] = task
+            task.add_done_callback(lambda _t, k=job_id: self._deliveries.pop(k, None))
+
+    async def _deliver_in_pool(self, job_id: uuid.UUID) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(job_id))
+        try:
+            async with self._delivery_slots:
+                await self._deliver(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("webhook delivery for submission %s failed; another runner resumes it", job_id)
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
@@ -289,12 +332,20 @@ class SubmissionRunner:
             assignment = (await assignments.get(session, assignment_id=job.assignment_id)
                           if job.assignment_id else None)
             essay_used, class_used = await repo.tokens_used(session, essay_id=job.essay_id, class_id=job.class_id)
+            user_used = (await repo.tokens_used_by_user(session, user_id=job.requester_id,
+                                                        since=day_start(self.clock()))
+                         if self.config.user_tokens_per_day is not None else 0)
         engine = self.engine_factory()
         essay_key = str(job.essay_id or job.id)
         class_key = str(job.class_id) if job.class_id else None
         # The budget counts what this essay and class already spent in the store, not only here.
-        engine.budget.record(essay_key, None, essay_used)
-        engine.budget.record(None, class_key, class_used)
+        engine.budget.load(essay_id=essay_key, used=essay_used)
+        if class_key is not None:
+            engine.budget.load(class_id=class_key, used=class_used)
+        if self.config.user_tokens_per_day is not None:
+            # A new job (or process) must not mean a new allowance: the requester's stored usage
+            # today counts, so repeated submissions cannot spend without limit.
+            engine.budget.total = max(0, self.config.user_tokens_per_day - user_used)
         rubric_doc = rubric_document(rubric) if rubric is not None else None
         prompt = assignment.prompt if assignment is not None else ""
 
@@ -345,6 +396,7 @@ class SubmissionRunner:
                 return
             if usage is not None:
                 await repo.add_usage(session, submission_id=job.id, essay_id=job.essay_id, class_id=job.class_id,
+                                     user_id=job.requester_id,
                                      provider=provider, model=self.model_name if provider != "local" else "rules",
                                      prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                      now=now)
@@ -366,12 +418,16 @@ class SubmissionRunner:
                 return
             payload = webhook_payload(sub)
             url = sub.callback_url
+            secret = await webhook_secrets.ensure(session, user_id=sub.requester_id, secret=new_webhook_secret(),
+                                                  now=self.clock())
+            await session.commit()
+            key = secret.secret.encode()
         if self.sender is None:
             result = DeliveryResult(False, 0, None, "webhooks are not configured")
         else:
             event = f"submission.{payload['status']}"
-            result = await self.sender.deliver(url, event=event, delivery_id=str(uuid.uuid5(job_id, event)),
-                                               payload=payload)
+            result = await self.sender.deliver(url, key=key, event=event,
+                                               delivery_id=str(uuid.uuid5(job_id, event)), payload=payload)
         async with self.sessions() as session:
             await repo.update_held(session, submission_id=job_id, held_by=self.worker_id,
                                    callback_status="delivered" if result.delivered else "failed",

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from actors.broadcast import RESYNC, Handler, LocalFanout, Outbox, make_bus, new_node_id
+from actors.broadcast import QUEUE_MAX_BYTES, RESYNC, Handler, LocalFanout, Outbox, Published, make_bus, new_node_id
 from actors.host import EssayHost
 from actors.host_stream import StreamServer
 from serve_app.process import release_free_memory_periodically, tune_gc
@@ -34,7 +34,7 @@ class _Subscriber:
     operation for it is ignored.
     """
 
-    __slots__ = ("channels", "versions", "queue", "event")
+    __slots__ = ("channels", "versions", "queue", "queued_bytes", "lost", "event")
 
     TOMBSTONES = 10_000
 
@@ -42,6 +42,8 @@ class _Subscriber:
         self.channels: set[str] = set()
         self.versions: dict[str, int] = {}
         self.queue: deque[tuple[str, bytes]] = deque()
+        self.queued_bytes = 0
+        self.lost: dict[str, None] = {}  # channels that dropped a message: RESYNC at the next poll
         self.event = asyncio.Event()
 
     def update(self, version: int, add: list[str], remove: list[str]) -> None:
@@ -60,12 +62,17 @@ class _Subscriber:
 
 
 class BusHub:
-    """A tiny pub/sub broker in a Ray actor: publishers push, each subscriber long-polls a queue."""
+    """A tiny pub/sub broker in a Ray actor: publishers push, each subscriber long-polls a queue.
 
-    def __init__(self, max_queue: int = 10_000) -> None:
+    A subscriber's queue holds at most `max_queue` messages and `max_bytes`; beyond, the oldest
+    are dropped (a stalled replica loses messages, not the hub's memory) and its next poll ends
+    with `RESYNC` for each channel that lost one."""
+
+    def __init__(self, max_queue: int = 10_000, max_bytes: int = QUEUE_MAX_BYTES) -> None:
         self._subs: dict[str, _Subscriber] = {}
         self._last_poll: dict[str, float] = {}
         self._max_queue = max_queue
+        self._max_bytes = max_bytes
 
     async def publish_many(self, messages: list[tuple[str, bytes, str | None]]) -> None:
         for channel, message, skip in messages:
@@ -80,8 +87,11 @@ class BusHub:
         for name, sub in self._subs.items():
             if channel in sub.channels and name != skip:
                 sub.queue.append((channel, message))
-                if len(sub.queue) > self._max_queue:  # a stalled subscriber loses old messages, not memory
-                    sub.queue.popleft()
+                sub.queued_bytes += len(message)
+                while len(sub.queue) > self._max_queue or sub.queued_bytes > self._max_bytes:
+                    dropped, old = sub.queue.popleft()
+                    sub.queued_bytes -= len(old)
+                    sub.lost[dropped] = None
                 sub.event.set()
 
     async def update_channels(self, subscriber: str, version: int, add: list[str], remove: list[str]) -> None:
@@ -97,14 +107,17 @@ class BusHub:
     async def poll(self, subscriber: str, timeout: float = 10.0) -> list[tuple[str, bytes]]:
         self._last_poll[subscriber] = time.monotonic() + timeout  # counts as seen until the poll ends
         sub = self._subs.setdefault(subscriber, _Subscriber())
-        if not sub.queue:
+        if not sub.queue and not sub.lost:
             sub.event.clear()
             try:
                 await asyncio.wait_for(sub.event.wait(), timeout)
             except asyncio.TimeoutError:
                 return []
         out = list(sub.queue)
+        out += [(channel, RESYNC) for channel in sub.lost]
         sub.queue.clear()
+        sub.queued_bytes = 0
+        sub.lost = {}
         return out
 
     async def drop(self, subscriber: str) -> None:
@@ -115,26 +128,29 @@ class BusHub:
 class HubBus:
     """The `Bus` over a BusHub actor: one long-poll loop per process feeds local handlers."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, *, max_bytes: int = QUEUE_MAX_BYTES) -> None:
+        # The first process to make the (detached) hub sets its byte bound for its life.
         self.hub = ray.remote(BusHub).options(  # type: ignore[attr-defined]
             name=HUB_NAME, namespace=namespace, get_if_exists=True, lifetime="detached",
             max_restarts=-1, max_concurrency=10_000, num_cpus=0, enable_task_events=False,
-        ).remote()
+        ).remote(max_bytes=max_bytes)
         self.fanout = LocalFanout()
         self.node = self.subscriber = new_node_id()
         self._version = 0
         self._task: asyncio.Task[None] | None = None
-        self._outbox: Outbox[tuple[str, bytes, str | None]] = Outbox(self._send, name="hub-bus-sender")
+        self._outbox = Outbox(self._send, name="hub-bus-sender", max_bytes=max_bytes)
 
     async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
         """Queue and return: one sender ships batches to the hub, in order, off the ack path."""
         self._outbox.put((channel, message, skip_node))
 
-    async def _send(self, batch: list[tuple[str, bytes, str | None]]) -> None:
+    async def _send(self, batch: list[Published]) -> bool:
         try:
             await self.hub.publish_many.remote(batch)
         except Exception:  # the hub is restarting: these are lost, subscribers resync
             await asyncio.sleep(0.2)
+            return False
+        return True
 
     def deliver_local(self, channel: str, message: bytes) -> None:
         self.fanout.deliver(channel, message)

@@ -18,7 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from actors.broadcast import RESYNC, Handler, LocalFanout, Outbox, new_node_id
+from actors.broadcast import QUEUE_MAX_BYTES, RESYNC, Handler, LocalFanout, Outbox, Published, new_node_id
 
 log = logging.getLogger("essaycoach.bus.redis")
 
@@ -31,7 +31,7 @@ class RedisBus:
     every subscriber, so the skipped node drops its copy on receipt.
     """
 
-    def __init__(self, url: str, *, name: str | None = None) -> None:
+    def __init__(self, url: str, *, name: str | None = None, max_bytes: int = QUEUE_MAX_BYTES) -> None:
         self.url = url
         self.name = name or f"essaycoach-{uuid.uuid4().hex[:8]}"
         # One quick retry: after a Redis restart the pool's first command meets a dead socket, and
@@ -51,21 +51,23 @@ class RedisBus:
         self._changed = asyncio.Event()
         self.reconnects = 0
         self.connected = asyncio.Event()
-        self._outbox: Outbox[tuple[str, bytes]] = Outbox(self._send, name="redis-bus-sender")
+        self._outbox = Outbox(self._send, name="redis-bus-sender", max_bytes=max_bytes)
 
     async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
         """Queue for the sender task and return at once: acks never wait on Redis."""
-        self._outbox.put((channel, (skip_node or "").encode() + b"\0" + message))
+        self._outbox.put((channel, message, skip_node))
 
-    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
-        """One pipeline per batch: one sender keeps per-channel order."""
+    async def _send(self, batch: list[Published]) -> bool:
+        """One pipeline per batch: one sender keeps per-channel order. False when it was lost."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for channel, message in batch:
-                    pipe.publish(channel, message)
+                for channel, message, skip_node in batch:
+                    pipe.publish(channel, (skip_node or "").encode() + b"\0" + message)
                 await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("publish lost", extra={"messages": len(batch), "error": str(exc)})
+            return False
+        return True
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         if self.fanout.add(channel, handler) and self._pubsub is not None:

@@ -82,8 +82,9 @@ WRITER_CACHE_KIB = 256
 
 
 class SqliteWriter:
-    """Runs write transactions on SQLite (the update log, compaction): each on the calling
-    thread when the write lock is free, else in the writer's own thread.
+    """Runs write transactions on SQLite (the update log, compaction): the statements on the
+    calling thread when the write lock is free, else the whole transaction in the writer's own
+    thread; the COMMIT always in a thread of its own.
 
     Through aiosqlite a transaction is five or so hops between the event loop and the database
     thread (begin, execute, commit, ...), each waiting for a busy loop to come round. A whole
@@ -95,6 +96,15 @@ class SqliteWriter:
     it, the transaction runs in the thread instead, which waits up to 30 s without stopping the
     event loop.
 
+    The COMMIT is not inline: with `synchronous=FULL` it waits for the WAL's fsync, which on a
+    busy disk took 3 ms p50 but 67 ms p99 and up to 0.3 s (ops/loadtest/host_bench.py under
+    continuous typing, 2026-12-06), and the event loop stopped for all of it: every essay's acks,
+    the typing stream and tier 1 with it. It runs in `commits`, a thread that does nothing else
+    (so it never queues behind a checkpoint), and sqlite3 releases the GIL while it waits: the
+    loop goes on applying updates, which the next group commit gathers. `run(work, inline=False)`
+    runs the whole transaction in the writer's thread (compaction: a batch of snapshots is tens
+    of ms of statements).
+
     Checkpoints (copying the WAL into the database file) run in the thread too, at most every
     `checkpoint_seconds` after a write: SQLite's automatic checkpoint runs inside whichever
     commit crosses 1,000 WAL pages, and that commit was on the event loop.
@@ -105,6 +115,7 @@ class SqliteWriter:
         self.engine = self._engine(url, busy_timeout_ms=30_000)
         self.eager = self._engine(url, busy_timeout_ms=0, autocheckpoint=False)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-writer")
+        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-commit")
         self.deferred = 0  # transactions that found the lock taken and ran in the thread
         self.checkpoints = 0
         self.checkpoint_seconds = checkpoint_seconds
@@ -130,17 +141,30 @@ class SqliteWriter:
             return cls(bind)
         return None
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
-        """`work(connection)` inside one transaction; its result. Callers serialise their calls
-        (one writer per process): `work` may run twice when the first, inline try found the lock
-        taken (that try is rolled back)."""
+    async def run(self, work: Callable[[Connection], T], *, inline: bool = True) -> T:
+        """`work(connection)` inside one transaction, committed; its result. Callers serialise
+        their calls (one writer per process, and the inline connection is the only one of its
+        pool). With `inline`, `work` runs on this thread when the lock is free, else (and
+        without `inline`) in the writer's thread."""
+        loop = asyncio.get_running_loop()
+        if not inline:
+            return await loop.run_in_executor(self._thread, self._transaction, self.engine, work)
+        conn = self.eager.connect()
         try:
-            result = self._transaction(self.eager, work)
+            transaction = conn.begin()  # BEGIN IMMEDIATE: takes the lock now, or fails at once
         except OperationalError as exc:
+            conn.close()
             if not _is_busy(exc):
                 raise
             self.deferred += 1
-            return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, self.engine, work)
+            return await loop.run_in_executor(self._thread, self._transaction, self.engine, work)
+        try:
+            result = work(conn)
+        except BaseException:
+            transaction.rollback()
+            conn.close()
+            raise
+        await loop.run_in_executor(self._commits, self._commit, conn, transaction)
         if self._checkpointing is None and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
             self._checkpointing = asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
             self._checkpointing.add_done_callback(self._checkpointed)
@@ -170,7 +194,18 @@ class SqliteWriter:
         with engine.begin() as conn:
             return work(conn)
 
+    @staticmethod
+    def _commit(conn: Connection, transaction: Any) -> None:
+        try:
+            transaction.commit()
+        except BaseException:
+            transaction.rollback()
+            raise
+        finally:
+            conn.close()
+
     def close(self) -> None:
+        self._commits.shutdown(wait=True)
         self._thread.shutdown(wait=True)
         self.engine.dispose()
         self.eager.dispose()

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -289,6 +290,8 @@ class AiUsage(Base):
     submission_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("submissions.id", ondelete="SET NULL"), index=True
     )
+    # Added by 0005: whose budget the tokens count against (the requester, or the essay's owner).
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(100))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
@@ -296,6 +299,28 @@ class AiUsage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WebhookSecret(Base):
+    """A user's webhook signing secret (HMAC needs the key itself, so it is stored as is)."""
+
+    __tablename__ = "webhook_secrets"
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RateBucket(Base):
+    """A decaying counter shared by every replica (login failures, submissions): ``level`` drains
+    at a fixed rate from ``updated_at``; times are Unix seconds so the arithmetic stays in SQL.
+    ``expires_at`` is when the level has drained to zero; rows past it are deleted."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    level: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+Index("ix_ai_usage_user_created", AiUsage.user_id, AiUsage.created_at)
 Index("ix_essay_updates_essay_seq_created", EssayUpdate.essay_id, EssayUpdate.created_at)
 Index("ix_revisions_essay", Revision.essay_id)
 Index("ix_classes_teacher_created", Class.teacher_id, Class.created_at)

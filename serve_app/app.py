@@ -12,15 +12,18 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import auth, classes, comments, essays, exports, health, history, rubrics, submissions
+from serve_app.api import (auth, classes, comments, essays, exports, health, history, rubrics, submissions, uploads,
+                           webhooks)
 from serve_app.jobs_wiring import start_runner, stop_runner
+from serve_app import web
 from serve_app.realtime import direct, sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
+from serve_app.housekeeping import purge_periodically
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.process import release_free_memory_periodically
-from serve_app.ratelimit import LoginThrottle
+from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
 from serve_app.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -54,17 +57,28 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        ctx = Context(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
-                      throttle=LoginThrottle(clock=clock,
-                                             per_ip_per_minute=settings.login_attempts_per_ip_per_minute,
-                                             failures_before_lock=settings.login_failures_per_account,
-                                             max_lock_seconds=settings.login_lockout_max_seconds),
-                      live=None, metrics=metrics, clock=clock)  # type: ignore[arg-type]
+        sessions = make_sessionmaker(engine)
+        buckets = make_bucket_store(settings.redis_url, sessions)
+        throttle = LoginThrottle(
+            buckets,
+            per_account=BucketPolicy.every(burst=settings.login_account_failure_burst,
+                                           seconds=settings.login_account_failure_drain_seconds),
+            per_ip=BucketPolicy.every(burst=settings.login_ip_failure_burst,
+                                      seconds=settings.login_ip_failure_drain_seconds))
+        ctx = Context(settings=settings, engine=engine, sessions=sessions, throttle=throttle,
+                      live=None, metrics=metrics, clock=clock, buckets=buckets,
+                      trusted_proxies=settings.trusted_proxy_networks,
+                      submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
+                          burst=settings.submissions_per_user_per_hour,
+                          seconds=3600 / settings.submissions_per_user_per_hour)))  # type: ignore[arg-type]
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
+        purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
+                                                       interval=settings.store_purge_interval_seconds))
+        evict = asyncio.create_task(evict_periodically(buckets))
         sockets_direct = direct.register(app)
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
@@ -73,8 +87,11 @@ def create_app(
             direct.unregister(sockets_direct)
             await sockets_direct.close_all()
             trim.cancel()
+            purge.cancel()
+            evict.cancel()
             await stop_runner(ctx)
             await ctx.live.stop()
+            await buckets.aclose()
             await engine.dispose()
 
     app = _App(
@@ -88,11 +105,13 @@ def create_app(
         swagger_ui_init_oauth={"usePkceWithAuthorizationCodeGrant": False},
     )
     install_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, rubrics, essays, comments, history, exports, submissions):
+    for module in (auth, classes, rubrics, uploads, essays, comments, history, exports, submissions, webhooks):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(sockets.router)
+    web.install(app, settings.web_dist)  # the browser app: only what no route above matched
     return app

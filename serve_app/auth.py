@@ -6,7 +6,9 @@ other. Refresh tokens also carry `jti` and `fam` (their rotation family) for reu
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -129,10 +131,39 @@ def decode_refresh(settings: Settings, token: str) -> RefreshClaims:
         raise InvalidToken("token is invalid") from exc
 
 
-def new_ticket() -> tuple[str, str]:
-    """A socket ticket and the hash under which it is stored (the raw ticket is never stored)."""
-    raw = secrets.token_urlsafe(32)
+def new_ticket(settings: Settings, *, expires_at: datetime) -> tuple[str, str]:
+    """A socket ticket and the hash under which it is stored (the raw ticket is never stored).
+
+    The ticket carries its expiry and an HMAC tag (keyed from the JWT secret, shared by every
+    replica): `check_ticket` refuses a made-up or expired ticket without asking the store, so a
+    flood of bogus handshakes costs neither reads nor the store's single writer.
+    """
+    body = secrets.token_urlsafe(_TICKET_RANDOM_BYTES) + f"{int(expires_at.timestamp()):08x}"
+    raw = body + _ticket_tag(settings, body)
     return raw, ticket_hash(raw)
+
+
+def check_ticket(settings: Settings, raw: str, *, now: datetime) -> datetime | None:
+    """The ticket's expiry when `raw` is one of our tickets and has not expired, else None (no I/O).
+    Whether it was spent is the store's business."""
+    if len(raw) != _TICKET_CHARS or not raw.isascii() or not _TICKET_ALPHABET.issuperset(raw):
+        return None
+    body, tag = raw[:_TICKET_BODY_CHARS], raw[_TICKET_BODY_CHARS:]
+    if not hmac.compare_digest(tag, _ticket_tag(settings, body)):
+        return None
+    expires_at = datetime.fromtimestamp(int(body[-8:], 16), timezone.utc)
+    return expires_at if expires_at > now else None
+
+
+def _ticket_tag(settings: Settings, body: str) -> str:
+    key = hmac.new(settings.jwt_secret.encode(), b"ws-ticket", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]).decode()
+
+
+_TICKET_RANDOM_BYTES = 18  # 24 URL-safe characters, 144 random bits
+_TICKET_BODY_CHARS = 24 + 8  # random part, expiry (unix seconds, 8 hex digits)
+_TICKET_CHARS = _TICKET_BODY_CHARS + 24  # HMAC-SHA256 tag, 18 bytes in URL-safe base64
+_TICKET_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def ticket_hash(raw: str) -> str:

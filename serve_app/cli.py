@@ -78,6 +78,12 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
     print(f"admin {args.email} created")
 
 
+def _dev(args: argparse.Namespace) -> None:
+    """`--dev`: dev mode for this process and (through the ESSAYCOACH_ environment) its replicas."""
+    if getattr(args, "dev", False):
+        os.environ["ESSAYCOACH_DEV_MODE"] = "true"
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """The supervisor: take the var directory's run lock (cleaning up after a predecessor killed
     hard), check the ports, then run the driver (`essaycoach driver`) and clean up after it."""
@@ -254,20 +260,25 @@ def shutdown_hosts(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="essaycoach")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="serve on a local (or RAY_ADDRESS) Ray cluster")
+    dev = argparse.ArgumentParser(add_help=False)
+    dev.add_argument("--dev", action="store_true",
+                     help="dev mode: generate a JWT secret into var/ and allow webhooks to private addresses")
+    run = sub.add_parser("run", parents=[dev], help="serve on a local (or RAY_ADDRESS) Ray cluster")
     run.add_argument("--replicas", type=int, default=1)
     run.add_argument("--default-proxy", action="store_true", help="use Serve's default proxy, not HAProxy")
     run.set_defaults(func=cmd_run)
     driver = sub.add_parser("driver", help="(internal) what `run` supervises")
     driver.add_argument("--replicas", type=int, default=1)
     driver.set_defaults(func=cmd_driver)
-    sub.add_parser("migrate", help="upgrade the store to the latest schema").set_defaults(func=cmd_migrate)
-    admin = sub.add_parser("create-admin", help="create an admin account")
+    sub.add_parser("migrate", parents=[dev], help="upgrade the store to the latest schema").set_defaults(
+        func=cmd_migrate)
+    admin = sub.add_parser("create-admin", parents=[dev], help="create an admin account")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--password")
     admin.set_defaults(func=cmd_create_admin)
     args = parser.parse_args(argv)
+    _dev(args)
     args.func(args)
 
 

@@ -15,7 +15,8 @@ from db.repositories import users
 from serve_app.auth import decode_access
 from serve_app.errors import Forbidden, InvalidToken, Unauthorized
 from serve_app.observability import Metrics
-from serve_app.ratelimit import LoginThrottle
+from serve_app.client_address import Network, scope_client_address
+from serve_app.ratelimit import BucketStore, LoginThrottle, RateLimit
 from serve_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,6 +35,13 @@ class Context:
     metrics: Metrics
     clock: Callable[[], float]
     submission_runner: Any = None
+    buckets: BucketStore | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    submissions_limit: RateLimit | None = None
+
+    def client_address(self, scope: Any) -> str:
+        """The caller's address: the peer, or X-Forwarded-For through trusted proxies only."""
+        return scope_client_address(scope, self.trusted_proxies)
 
 
 def get_context(request: Request) -> Context:

@@ -44,7 +44,7 @@ def engine_factory(settings: Settings) -> Callable[[], AnalysisEngine]:
 
 def build_runner(settings: Settings, ctx: "Context") -> SubmissionRunner:
     sender = WebhookSender(
-        settings.webhook_signing_key, max_attempts=settings.webhook_max_attempts,
+        max_attempts=settings.webhook_max_attempts,
         backoff=settings.webhook_backoff_seconds, timeout=settings.webhook_timeout_seconds,
         allow_private=settings.webhook_private_allowed,
     )
@@ -60,7 +60,9 @@ def build_runner(settings: Settings, ctx: "Context") -> SubmissionRunner:
         config=RunnerConfig(max_attempts=settings.submission_max_attempts,
                             lease_seconds=settings.submission_lease_seconds,
                             poll_seconds=settings.submission_poll_seconds,
-                            concurrency=settings.submission_concurrency),
+                            concurrency=settings.submission_concurrency,
+                            delivery_concurrency=settings.webhook_concurrency,
+                            user_tokens_per_day=settings.ai_token_budget_per_user_per_day or None),
         sender=sender, on_finished=on_finished, model_name=settings.ai_model,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
@@ -33,7 +34,41 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# Query parameters whose values are credentials: socket tickets, and tokens a client might send.
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:ticket|token|access_token|refresh_token)=)[^&\s\"']*")
+# Loggers that print request paths with their query string: uvicorn's access log and its
+# "WebSocket /ws/...?ticket=..." lines (on uvicorn.error), and Serve's access log.
+REDACTED_LOGGERS = ("uvicorn.access", "uvicorn.error", "ray.serve")
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with the values of credential query parameters replaced by `…`."""
+    return _SECRET_QUERY.sub(r"\1…", text)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Rewrites a record's message and string arguments through `redact_secrets`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_secrets(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_secrets(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact_secrets(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
+
+
+def install_redaction() -> None:
+    """Add `RedactSecretsFilter` to `REDACTED_LOGGERS` (once each)."""
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecretsFilter) for f in logger.filters):
+            logger.addFilter(RedactSecretsFilter())
+
+
 def configure_logging(level: int = logging.INFO) -> None:
+    install_redaction()
     root = logging.getLogger("essaycoach")
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
@@ -58,6 +93,9 @@ class Metrics:
                                      ["socket", "code"], registry=self.registry)
         self.updates = Counter("essaycoach_doc_updates_total", "Document updates received and acknowledged",
                                registry=self.registry)
+        self.update_bytes = Counter("essaycoach_doc_update_bytes_total",
+                                    "Bytes of document updates acknowledged (the update log's growth)",
+                                    registry=self.registry)
         self.ack_seconds = Histogram(
             "essaycoach_ack_seconds", "Update received -> durable ack sent (gateway view)", registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
@@ -65,10 +103,13 @@ class Metrics:
 
 class RequestContextMiddleware:
     """Assigns a request id (or keeps a caller's `X-Request-ID`), logs and measures each request,
-    and refuses bodies over `max_body_bytes` with 413 before they are read into memory."""
+    and refuses bodies over `max_body_bytes` with 413 before they are read into memory (file
+    uploads, paths ending in `/import`, over `max_upload_bytes`)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int,
+                 max_upload_bytes: int | None = None) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
+        self.max_upload = max_upload_bytes if max_upload_bytes is not None else max_body_bytes
         self.log = logging.getLogger("essaycoach.http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,12 +121,13 @@ class RequestContextMiddleware:
         token = request_id_var.set(rid)
         started = time.perf_counter()
         status = 500
+        upload = scope["path"].endswith("/import")
+        limit, code = (self.max_upload, "upload_too_large") if upload else (self.max_body, "payload_too_large")
         try:
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
+            if length is not None and length.isdigit() and int(length) > limit:
                 status = 413
-                await _send_problem(send, 413, "payload_too_large", "Payload too large",
-                                    f"request body over {self.max_body} bytes", rid)
+                await _send_problem(send, 413, code, "Payload too large", f"request body over {limit} bytes", rid)
                 return
             seen = 0
             too_large = False
@@ -95,7 +137,7 @@ class RequestContextMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     seen += len(message.get("body", b""))
-                    if seen > self.max_body:
+                    if seen > limit:
                         too_large = True
                         raise _TooLarge()
                 return message
@@ -106,8 +148,8 @@ class RequestContextMiddleware:
                     # The app turned our abort into its own error (FastAPI: 400); answer 413 instead.
                     if message["type"] == "http.response.start":
                         status = 413
-                        await _send_problem(send, 413, "payload_too_large", "Payload too large",
-                                            f"request body over {self.max_body} bytes", rid)
+                        await _send_problem(send, 413, code, "Payload too large",
+                                            f"request body over {limit} bytes", rid)
                     return
                 if message["type"] == "http.response.start":
                     status = message["status"]
@@ -119,8 +161,7 @@ class RequestContextMiddleware:
                 await self.app(scope, limited_receive, send_with_id)
             except _TooLarge:
                 status = 413
-                await _send_problem(send, 413, "payload_too_large", "Payload too large",
-                                    f"request body over {self.max_body} bytes", rid)
+                await _send_problem(send, 413, code, "Payload too large", f"request body over {limit} bytes", rid)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")

@@ -65,6 +65,13 @@ class TicketOut(BaseModel):
     expires_in: int
 
 
+class WebhookSecretOut(BaseModel):
+    """The key of the HMAC in `X-EssayCoach-Signature` on the caller's webhook deliveries."""
+
+    secret: str
+    created_at: datetime
+
+
 class UserOut(Out):
     id: uuid.UUID
     email: str

@@ -1,8 +1,9 @@
 """Process settings, read once at each entry point and passed down (never at import time).
 
 Every variable has the prefix ``ESSAYCOACH_``. The defaults are the embedded mode: a SQLite file
-under ``var/``, the in-Ray event hub instead of Redis, the local analysis provider, and a JWT
-secret generated once and kept in ``var/jwt_secret`` so restarts and all replicas agree.
+under ``var/``, the in-Ray event hub instead of Redis, the local analysis provider. Dev mode
+(``DEV_MODE``, off unless ``essaycoach run --dev``) adds a JWT secret generated once and kept in
+``var/jwt_secret`` so restarts and all replicas agree, and webhook callbacks to private addresses.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ESSAYCOACH_", extra="ignore")
 
-    dev_mode: bool = True
+    # Production-safe by default. `essaycoach run --dev` (what `make run` uses) turns it on: a JWT
+    # secret generated into var/ and webhook callbacks to private addresses.
+    dev_mode: bool = False
     var_dir: Path = ROOT / "var"
     database_url: str = ""
     redis_url: str | None = None
@@ -44,15 +47,36 @@ class Settings(BaseSettings):
     ai_model: str = "gpt-4o-mini"
     ai_token_budget_per_essay: int = 50_000
     ai_token_budget_per_class: int = 2_000_000
+    # Tokens one user's submissions may spend per UTC day, counted from stored usage (0: no limit).
+    ai_token_budget_per_user_per_day: int = Field(default=500_000, ge=0)
+    # POST /submissions and POST /essays/{id}/submit per user: a bucket of this size refilled
+    # evenly over an hour (serve_app/ratelimit.py).
+    submissions_per_user_per_hour: int = Field(default=30, ge=1)
 
     # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.
     hosts: int = Field(default=0, ge=0, le=1024)
     max_essay_chars: int = 200_000
+    max_essay_log_bytes: int = 64 * 1024 * 1024
     max_body_bytes: int = 2 * 1024 * 1024
+    # File uploads (POST .../import): the file's bytes, and a PDF's pages (serve_app/uploads.py).
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_pages: int = 200
     max_ws_message_bytes: int = 1024 * 1024
     ws_messages_per_second: float = 60.0
     ws_burst: int = 200
+    # Bounds a hostile or stalled client cannot push past (README "Live sockets"): bytes queued for
+    # one socket (close 1013 beyond), one awareness message (close 1009 beyond), open sockets per
+    # user on one replica (close 4429 beyond), tickets issued per user per minute (429 beyond).
+    ws_outbound_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    ws_awareness_max_bytes: int = Field(default=4096, ge=64)
+    ws_max_sockets_per_user: int = Field(default=64, ge=1)
+    ws_tickets_per_user_per_minute: int = Field(default=120, ge=1)
+    # Messages waiting in a bus outbox or in the hub for one subscriber (oldest dropped beyond;
+    # the affected channels' sockets resync).
+    bus_queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Spent/expired socket tickets and expired refresh tokens are deleted this often.
+    store_purge_interval_seconds: float = Field(default=600.0, gt=0)
     # permessage-deflate on sockets: off, because Yjs frames are a few bytes (see
     # serve_app.deployments.configure_websockets).
     ws_compression: bool = False
@@ -67,13 +91,20 @@ class Settings(BaseSettings):
     # ack waits for its commit, so this is a floor under ack latency, and each commit costs CPU.
     commit_interval_ms: float = Field(default=4.0, gt=0, le=1000)
 
-    login_attempts_per_ip_per_minute: int = 30
-    login_failures_per_account: int = 5
-    login_lockout_max_seconds: int = 15 * 60
+    # Proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the TCP peer is
+    # the client (serve_app/client_address.py says why that is the default).
+    trusted_proxies: str = ""
+    # Failed logins drain from a bucket per account and one per client address (serve_app/ratelimit.py).
+    login_account_failure_burst: int = Field(default=5, ge=1)
+    login_account_failure_drain_seconds: float = Field(default=60.0, gt=0)
+    login_ip_failure_burst: int = Field(default=100, ge=1)
+    login_ip_failure_drain_seconds: float = Field(default=6.0, gt=0)
 
     gateway_replicas_min: int = 1
     gateway_replicas_max: int = 4
     http_host: str = "127.0.0.1"
+    # The built browser app (Vite's output) the Gateway serves at `/` (serve_app.web).
+    web_dist: Path = ROOT / "web" / "dist"
     http_port: int = 8000
     # `essaycoach run`: how long a stop (SIGINT, SIGTERM) may take before what is left is killed.
     shutdown_seconds: float = Field(default=30.0, gt=0)
@@ -90,10 +121,11 @@ class Settings(BaseSettings):
     submission_lease_seconds: float = Field(default=60.0, gt=0)
     submission_poll_seconds: float = Field(default=0.5, gt=0)
     submission_concurrency: int = Field(default=4, ge=1, le=64)
-    # Signs webhook bodies; empty: derived as HMAC-SHA256(key=jwt_secret, msg="webhook"), hex.
-    webhook_secret: str = ""
+    # Webhooks are signed with each requester's own secret (GET/POST /api/v1/me/webhook-secret).
     # Allow callback URLs on private/loopback/link-local addresses; None: allowed only in dev mode.
     webhook_allow_private: bool | None = None
+    # Deliveries run in their own pool, outside the submission jobs' slots.
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhook_max_attempts: int = Field(default=6, ge=1, le=20)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -110,7 +142,17 @@ class Settings(BaseSettings):
             self.jwt_secret = _dev_secret(self.var_dir)
         if len(self.jwt_secret.encode()) < 32:
             raise ValueError("ESSAYCOACH_JWT_SECRET must be at least 32 bytes")
+        self.trusted_proxy_networks  # noqa: B018 - a bad CIDR fails at start, not at the first login
         return self
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Any, ...]:
+        from serve_app.client_address import parse_networks
+
+        try:
+            return parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"ESSAYCOACH_TRUSTED_PROXIES: {exc}") from None
 
     def host_config(self) -> Any:
         """The essay hosts' tunables from these settings."""
@@ -121,21 +163,12 @@ class Settings(BaseSettings):
                           local_min_interval=self.feedback_local_min_interval_seconds,
                           llm_pause_seconds=self.feedback_llm_pause_seconds,
                           llm_settle_seconds=self.feedback_llm_settle_seconds,
-                          commit_interval=self.commit_interval_ms / 1000)
+                          commit_interval=self.commit_interval_ms / 1000,
+                          max_essay_chars=self.max_essay_chars, max_log_bytes=self.max_essay_log_bytes)
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-    @property
-    def webhook_signing_key(self) -> bytes:
-        """`webhook_secret`, or HMAC-SHA256(jwt_secret, "webhook") so every replica derives the same key."""
-        if self.webhook_secret:
-            return self.webhook_secret.encode()
-        import hashlib
-        import hmac
-
-        return hmac.new(self.jwt_secret.encode(), b"webhook", hashlib.sha256).hexdigest().encode()
 
     @property
     def webhook_private_allowed(self) -> bool:

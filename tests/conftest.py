@@ -61,7 +61,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
 @pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return make_settings(database_url, tmp_path_factory.mktemp("var"),
-                         login_attempts_per_ip_per_minute=100_000)
+                         login_ip_failure_burst=100_000, submissions_per_user_per_hour=100_000)
 
 
 @pytest.fixture(scope="session")

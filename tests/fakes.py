@@ -83,6 +83,14 @@ async def make_essay(client: httpx.AsyncClient, student: Account, assignment_id:
     return r.json()
 
 
+async def class_essay(client: httpx.AsyncClient) -> tuple[Account, Account, dict[str, Any]]:
+    """(teacher, student, essay): a class of one student with an essay for its assignment."""
+    teacher, student = await register(client, "teacher"), await register(client, "student")
+    cls = await make_class(client, teacher)
+    await join(client, student, cls["join_code"])
+    return teacher, student, await make_essay(client, student, (await make_assignment(client, teacher, cls["id"]))["id"])
+
+
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The response is an RFC 9457 problem with this status and stable code; returns its body."""
     assert response.status_code == status, response.text
@@ -125,3 +133,17 @@ async def walk(client: httpx.AsyncClient, path: str, headers: dict[str, str], *,
         if cursor is None:
             return pages
         assert len(pages) < 1000, "pagination does not terminate"
+
+
+def secret_updates() -> tuple[bytes, bytes]:
+    """Issue 13's repro: client 999 inserts "hello secret" (clocks 0-11), then deletes it;
+    returns (insert, delete) so a test can deliver the delete first."""
+    from pycrdt import Doc, Text
+
+    author = Doc(client_id=999)
+    text = author.get("content", type=Text)
+    text.insert(0, "hello secret")
+    insert = author.get_update()
+    before = author.get_state()
+    del text[0:12]
+    return insert, author.get_update(before)

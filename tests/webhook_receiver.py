@@ -26,8 +26,11 @@ class Received:
 class WebhookReceiver:
     """Use ``async with WebhookReceiver() as r``; POST to ``r.url``."""
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, *, host: str = "127.0.0.1",
+                 ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         self.statuses: deque[int] = deque(statuses or [])
+        self.host = host
+        self.ssl = (ssl_certfile, ssl_keyfile)
         self.received: list[Received] = []
         self.arrived = asyncio.Event()
         self.port = 0
@@ -36,7 +39,12 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/essaycoach"
+        return self.url_for(self.host)
+
+    def url_for(self, hostname: str) -> str:
+        """The hook's URL under another name (a test resolver maps it to this receiver)."""
+        scheme = "https" if self.ssl[0] else "http"
+        return f"{scheme}://{hostname}:{self.port}/hooks/essaycoach"
 
     async def _hook(self, request: Request) -> Response:
         body = await request.body()
@@ -52,7 +60,8 @@ class WebhookReceiver:
         self.port = free_port()
         app = Starlette(routes=[Route("/hooks/essaycoach", self._hook, methods=["POST"])])
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                     lifespan="off"))
+                                                     lifespan="off", ssl_certfile=self.ssl[0],
+                                                     ssl_keyfile=self.ssl[1]))
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             await asyncio.sleep(0.01)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Generic, Hashable, TypeVar
 
@@ -17,34 +18,41 @@ def cache_key(provider: str, paragraph_hash: str, version: str) -> CacheKey:
 
 
 class LRUCache(Generic[K, V]):
-    """Least-recently-used mapping holding at most ``maxsize`` entries; not thread-safe (one event loop)."""
+    """Least-recently-used mapping holding at most ``maxsize`` entries.
+
+    Locked: an engine analyses big texts on a worker thread while its loop serves small ones.
+    """
 
     def __init__(self, maxsize: int = 10_000) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self.maxsize = maxsize
         self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, key: K) -> V | None:
-        try:
-            value = self._data[key]
-        except KeyError:
-            self.misses += 1
-            return None
-        self._data.move_to_end(key)
-        self.hits += 1
-        return value
+        with self._lock:
+            try:
+                value = self._data[key]
+            except KeyError:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
 
     def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
 
     def discard(self, key: K) -> None:
-        self._data.pop(key, None)
+        with self._lock:
+            self._data.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -53,4 +61,5 @@ class LRUCache(Generic[K, V]):
         return len(self._data)
 
     def clear(self) -> None:
-        self._data.clear()
+        with self._lock:
+            self._data.clear()

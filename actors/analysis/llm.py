@@ -119,13 +119,20 @@ class TokenBudget:
     ``record`` with the real usage afterwards. ``None`` for a limit means unlimited.
     """
 
-    def __init__(self, per_essay: int | None = 50_000, per_class: int | None = 2_000_000) -> None:
+    def __init__(self, per_essay: int | None = 50_000, per_class: int | None = 2_000_000,
+                 total: int | None = None) -> None:
         self.per_essay = per_essay
         self.per_class = per_class
+        # A cap on everything charged to this budget, whatever the essay or class (a submission
+        # job's budget gets its requester's remaining daily allowance here).
+        self.total = total
+        self._spent = 0
         self._essay: dict[str, int] = {}
         self._class: dict[str, int] = {}
 
     def check(self, essay_id: str | None, class_id: str | None, estimated: int) -> bool:
+        if self.total is not None and self._spent + estimated > self.total:
+            return False
         if essay_id is not None and self.per_essay is not None:
             if self._essay.get(essay_id, 0) + estimated > self.per_essay:
                 return False
@@ -135,6 +142,7 @@ class TokenBudget:
         return True
 
     def record(self, essay_id: str | None, class_id: str | None, tokens: int) -> None:
+        self._spent += tokens
         if essay_id is not None:
             self._essay[essay_id] = self._essay.get(essay_id, 0) + tokens
         if class_id is not None:

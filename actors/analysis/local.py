@@ -10,48 +10,33 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Collection, Sequence
 
 import pyphen
-from spellchecker import SpellChecker
 
 from .items import FeedbackItem, Kind, Severity, assign_ids, new_item
 from .paragraphs import Paragraph, paragraph_hash, split_paragraphs
+from .spelling import (
+    EnglishSpelling,
+    english,
+    foreign_spans,
+    is_english_word,
+    is_known_name,
+    one_letter_away,
+    suggestions,
+)
 
-RULESET_VERSION = "local-1"
-
-_spell_lock = threading.Lock()
-_spell: SpellChecker | None = None
-
-
-def spellchecker() -> SpellChecker:
-    """The process-wide English dictionary, loaded on first use (it ships with pyspellchecker)."""
-    global _spell
-    if _spell is None:
-        with _spell_lock:
-            if _spell is None:
-                # Edit distance 1 only: it covers the usual slips (a swapped, missing, doubled or
-                # wrong letter) in well under a millisecond, where distance 2 costs 0.2 s for a
-                # six-letter word and 6 s for a ten-letter one. Unknown words beyond that get a
-                # "not in the dictionary" note without a suggestion.
-                checker = SpellChecker(language="en", distance=1)
-                checker.word_frequency.load_words(_MODERN_WORDS)
-                _spell = checker
-    return _spell
+RULESET_VERSION = "local-2"  # local-2: SCOWL + SymSpell spelling, foreign stretches skipped
 
 
-_MODERN_WORDS = [
-    "smartphone", "smartphones", "app", "apps", "email", "emails", "emailed", "online", "offline",
-    "website", "websites", "internet", "wifi", "blog", "blogs", "blogger", "vlog", "selfie", "selfies",
-    "covid", "pandemic", "livestream", "livestreams", "podcast", "podcasts", "username", "hashtag",
-    "hashtags", "texting", "cyberbullying", "screenshot", "screenshots", "homeschooling", "esports",
-    "videogame", "videogames", "laptop", "laptops", "tablet", "tablets", "chatbot", "chatbots",
-    "smartwatch", "influencer", "influencers", "streaming", "okay", "teenager", "teenagers",
-    "programme", "programmes", "cheque", "cheques", "jewellery", "aluminium", "sceptical", "manoeuvre",
-]
+def spellchecker() -> EnglishSpelling:
+    """Load the process-wide English dictionary now (hosts call this off their event loop)."""
+    return english()
+
 
 # ---------------------------------------------------------------------------------------------
 # Tokenising
@@ -66,10 +51,13 @@ class _Token:
 
 
 _WORD = re.compile(r"[A-Za-z0-9\u00C0-\u024F]+(?:['’\-][A-Za-z0-9\u00C0-\u024F]+)*['’]?")
+# The lookbehinds start the e-mail and domain forms only where a run of their characters starts
+# (the leftmost match begins there anyway): tried at every position of a long run, each attempt
+# scanned the rest of it, and one 20,000-letter "word" took 36 s.
 _MASK = re.compile(
     r"(?:https?://|www\.)\S+"
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
-    r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|io|co|uk|us|ca|au|info)\b(?:/\S*)?"
+    r"|(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|(?<![\w.-])[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|io|co|uk|us|ca|au|info)\b(?:/\S*)?"
     r"|[@#]\w+",
     re.IGNORECASE,
 )
@@ -108,7 +96,10 @@ def _masked_ranges(text: str) -> list[tuple[int, int]]:
 
 
 def _overlaps(ranges: Sequence[tuple[int, int]], start: int, end: int) -> bool:
-    return any(s < end and start < e for s, e in ranges)
+    """Whether [start, end) meets one of `ranges` (sorted, disjoint: `_masked_ranges`). Bisected:
+    a scan per token was quadratic in a paragraph of thousands of masked "@a@a" tokens."""
+    last = bisect_left(ranges, (end,)) - 1  # the last range starting before `end`
+    return last >= 0 and ranges[last][1] > start
 
 
 def _tokens(text: str, sentences: Sequence[tuple[int, int]], masked: Sequence[tuple[int, int]]) -> list[_Token]:
@@ -197,7 +188,7 @@ class _Collector:
 
 
 class LocalAnalyzer:
-    """Rule-based analyser: spelling (pyspellchecker), grammar patterns, style and structure.
+    """Rule-based analyser: spelling (SCOWL + SymSpell, see spelling.py), grammar patterns, style and structure.
 
     Stateless apart from the shared dictionary, so one instance can serve every essay.
     """
@@ -216,7 +207,7 @@ class LocalAnalyzer:
         tokens = _tokens(text, sentences, masked)
         out = _Collector(text, paragraph_hash(text), [])
         allowed = {w.lower() for w in dictionary}
-        self._spelling(out, tokens, allowed)
+        self._spelling(out, tokens, allowed, sentences)
         self._articles(out, tokens)
         self._patterns(out, masked)
         self._subject_verb(out, tokens)
@@ -229,34 +220,50 @@ class LocalAnalyzer:
 
     # -- spelling --------------------------------------------------------------------------
 
-    def _spelling(self, out: _Collector, tokens: Sequence[_Token], allowed: set[str]) -> None:
+    def _spelling(
+        self, out: _Collector, tokens: Sequence[_Token], allowed: set[str], sentences: Sequence[tuple[int, int]]
+    ) -> None:
+        names = {t.text for t in tokens if t.text[:1].isupper() and not t.sentence_start}
+        suspects: list[tuple[_Token, str, int]] = []  # (token, unknown word or part, its start)
         for tok in tokens:
             word = tok.text.rstrip("'’")
             if any(ch.isdigit() for ch in word) or not word.isascii():
                 continue
+            parts = word.split("-")
+            if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p in parts if p):
+                continue  # "wabi-sabi": a borrowed compound; a slip leaves one part a word ("well-knwon")
             offset = 0
-            for part in word.split("-"):
+            for part in parts:
                 start = tok.start + offset
                 offset += len(part) + 1
-                self._check_word(out, part, start, tok.sentence_start and start == tok.start, allowed)
+                if _is_suspect(part, tok.sentence_start and start == tok.start, allowed, names):
+                    suspects.append((tok, part, start))
+        if not suspects:
+            return  # the usual case: no need to look for foreign stretches or terms
+        foreign = foreign_spans(out.text, sentences)
+        # A word the writer quoted as foreign or introduced as a term ("the word "hygge"") is a
+        # term for the whole paragraph: "a more hygge life" later on is not a slip.
+        suspect_words = {tok.text.lower() for tok, _, _ in suspects}
+        terms = {
+            t.text.lower() for i, t in enumerate(tokens)
+            if t.text.lower() in suspect_words
+            and (_overlaps(foreign, t.start, t.end) or _is_deliberate_term(out.text, tokens, i, allowed))
+        }
+        for tok, word, start in suspects:
+            if tok.text.lower() not in terms:
+                self._flag_misspelling(out, word, start)
 
-    def _check_word(self, out: _Collector, word: str, start: int, sentence_start: bool, allowed: set[str]) -> None:
-        if len(word) < 2 or word.isupper() or any(c.isupper() for c in word[1:]):
-            return
-        capitalised = word[0].isupper()
-        if capitalised and not sentence_start:
-            return
-        lower = word.lower().replace("’", "'")
-        if _is_known(lower, allowed):
-            return
-        correction = _correction(lower)
-        if capitalised and correction is None:
-            return
-        if correction is not None:
+    def _flag_misspelling(self, out: _Collector, word: str, start: int) -> None:
+        fixes = suggestions(word.lower().replace("’", "'"))
+        if word[0].isupper() and not fixes:
+            return  # an unknown capitalised word with nothing close is most likely a name
+        if fixes:
+            best = _match_case(word, fixes[0])
+            others = ", ".join(f'"{_match_case(word, f)}"' for f in fixes[1:])
             out.add(
                 "spelling", "spelling", "error", start, start + len(word),
-                f'"{word}" looks misspelled. Did you mean "{_match_case(word, correction)}"?',
-                _match_case(word, correction),
+                f'"{word}" looks misspelled. Did you mean "{best}"?' + (f" Other options: {others}." if others else ""),
+                best,
             )
         else:
             out.add(
@@ -537,50 +544,45 @@ def _dedupe(items: list[FeedbackItem]) -> list[FeedbackItem]:
 # Spelling helpers
 
 
+_TERM_MARKERS = frozenset({"called", "named", "word", "term", "dubbed", "termed"})
+_DEFINITION_AFTER = re.compile(r",\s+(?:a|an|meaning)\s")
+
+
+def _is_deliberate_term(text: str, tokens: Sequence[_Token], i: int, allowed: set[str]) -> bool:
+    """Whether token ``i`` is a borrowed term the writer introduces on purpose: one word right after
+    "called", "the word" or "known as" that ends the phrase ("a custom called hanami."), or one
+    defined straight after it ("injera, a soft flatbread"). Only words
+    with no English word one letter away qualify, so "called pregant" or "recieve, a" are still
+    checked."""
+    tok = tokens[i]
+    lower = tok.text.lower().replace("’", "'")
+    if tok.text[:1].isupper() or _is_known(lower, allowed) or one_letter_away(lower):
+        return False
+    if _DEFINITION_AFTER.match(text, tok.end):
+        return True
+    if i == 0 or text[tokens[i - 1].end : tok.start] != " ":
+        return False
+    if i + 1 < len(tokens) and not text[tok.end : tokens[i + 1].start].strip():
+        return False  # the phrase goes on ("called pregant powerhouse"): no term here
+    before = tokens[i - 1].text.lower()
+    return before in _TERM_MARKERS or (before == "as" and i >= 2 and tokens[i - 2].text.lower() == "known")
+
+
+def _is_suspect(word: str, sentence_start: bool, allowed: set[str], names: set[str]) -> bool:
+    """Whether a word (or one part of a hyphenated word) is not English and not a name."""
+    if len(word) < 2 or word.isupper() or any(c.isupper() for c in word[1:]):
+        return False
+    capitalised = word[0].isupper()
+    if capitalised and (not sentence_start or word in names):
+        return False  # a name: capitalised inside a sentence, here or elsewhere in the paragraph
+    lower = word.lower().replace("’", "'")
+    return not (_is_known(lower, allowed) or (capitalised and is_known_name(lower)))
+
+
 def _is_known(lower: str, allowed: set[str]) -> bool:
-    if lower in allowed:
+    if lower in allowed or (lower.endswith("'s") and lower[:-2] in allowed):
         return True
-    return _in_dictionary(lower) or (lower.endswith("'s") and lower[:-2] in allowed)
-
-
-@lru_cache(maxsize=50_000)
-def _in_dictionary(lower: str) -> bool:
-    """Dictionary verdict per word, cached: a paragraph is re-checked after every typed word."""
-    spell = spellchecker()
-    if spell.known([lower]):
-        return True
-    if lower.endswith("'s") and spell.known([lower[:-2]]):
-        return True
-    return any(spell.known([us]) for us in _american_forms(lower))
-
-
-_BRITISH = (
-    (re.compile(r"our(?=s?$|ed$|ing$|ite|ful|able|hood|less)"), "or"),
-    (re.compile(r"is(?=e$|es$|ed$|ing$|ation|ations|er$|ers$)"), "iz"),
-    (re.compile(r"ys(?=e$|es$|ed$|ing$)"), "yz"),
-    (re.compile(r"tre(?=s?$)"), "ter"),
-    (re.compile(r"ogue(?=s?$)"), "og"),
-    (re.compile(r"ll(?=ed$|ing$|er$|ers$)"), "l"),
-    (re.compile(r"ence(?=s?$)"), "ense"),
-    (re.compile(r"ae"), "e"),
-    (re.compile(r"oe"), "e"),
-)
-
-
-def _american_forms(word: str) -> list[str]:
-    """US spellings of a possibly British word, so "colour" and "organised" are accepted."""
-    forms = []
-    for pattern, replacement in _BRITISH:
-        us = pattern.sub(replacement, word)
-        if us != word:
-            forms.append(us)
-    return forms
-
-
-@lru_cache(maxsize=20_000)
-def _correction(lower: str) -> str | None:
-    fixed = spellchecker().correction(lower)
-    return None if fixed is None or fixed == lower else fixed
+    return is_english_word(lower)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,13 @@ async def load(session: AsyncSession, *, essay_id: uuid.UUID) -> StoredDoc | Non
     return StoredDoc(essay, list(log))
 
 
+async def log_bytes(session: AsyncSession, *, essay_id: uuid.UUID) -> int:
+    """Total bytes of the essay's update log (what `MAX_ESSAY_LOG_BYTES` bounds)."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(func.length(EssayUpdate.data)), 0)).where(EssayUpdate.essay_id == essay_id))
+    return int(total or 0)
+
+
 def append_updates(conn: Connection | Session, *, rows: list[dict[str, Any]]) -> None:
     """One executemany INSERT for a whole group commit (rows of many essays).
 

@@ -37,6 +37,8 @@ async def assignment_prompt(session: AsyncSession, *, essay: Essay) -> str:
 async def record_usage(
     session: AsyncSession, *, essay_id: uuid.UUID | None, class_id: uuid.UUID | None, provider: str, model: str,
     prompt_tokens: int, completion_tokens: int, submission_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
 ) -> None:
     session.add(AiUsage(essay_id=essay_id, class_id=class_id, submission_id=submission_id, provider=provider,
-                        model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+                        model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        user_id=user_id))

@@ -55,6 +55,13 @@ async def list_for_requester(
     return await paginate(session, stmt, model=Submission, limit=limit, cursor=cursor)
 
 
+async def list_for_essay(
+    session: AsyncSession, *, essay_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[Submission]:
+    stmt = select(Submission).where(Submission.essay_id == essay_id)
+    return await paginate(session, stmt, model=Submission, limit=limit, cursor=cursor)
+
+
 async def essay_owner(session: AsyncSession, *, essay_id: uuid.UUID) -> uuid.UUID | None:
     return await session.scalar(select(Essay.owner_id).where(Essay.id == essay_id))
 
@@ -166,10 +173,11 @@ async def release_worker(session: AsyncSession, *, worker_id: str) -> None:
 async def add_usage(
     session: AsyncSession, *, submission_id: uuid.UUID, essay_id: uuid.UUID | None, class_id: uuid.UUID | None,
     provider: str, model: str, prompt_tokens: int, completion_tokens: int, now: datetime,
+    user_id: uuid.UUID | None = None,
 ) -> None:
     session.add(AiUsage(submission_id=submission_id, essay_id=essay_id, class_id=class_id, provider=provider,
                         model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        created_at=now))
+                        created_at=now, user_id=user_id))
     await session.flush()
 
 
@@ -181,6 +189,13 @@ async def tokens_used(
     by_essay = await session.scalar(select(total).where(AiUsage.essay_id == essay_id)) if essay_id else 0
     by_class = await session.scalar(select(total).where(AiUsage.class_id == class_id)) if class_id else 0
     return int(by_essay or 0), int(by_class or 0)
+
+
+async def tokens_used_by_user(session: AsyncSession, *, user_id: uuid.UUID, since: datetime) -> int:
+    """Tokens counted against `user_id` since `since` (submissions and live typing, every process)."""
+    total = func.coalesce(func.sum(AiUsage.prompt_tokens + AiUsage.completion_tokens), 0)
+    used = await session.scalar(select(total).where(AiUsage.user_id == user_id, AiUsage.created_at >= since))
+    return int(used or 0)
 
 
 async def usage_for(session: AsyncSession, *, submission_id: uuid.UUID) -> list[AiUsage]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import RefreshToken, User, WsTicket
@@ -67,12 +67,38 @@ async def add_ticket(
 
 
 async def spend_ticket(session: AsyncSession, *, token_hash: str, now: datetime) -> uuid.UUID | None:
-    """The ticket's user if it was unspent and unexpired; spending is atomic so it works once."""
-    result = await session.execute(
+    """The ticket's user if it was unspent and unexpired, spent by one conditional UPDATE so it
+    works once across replicas. An unknown, expired or spent ticket is only read: a flood of
+    bogus tickets must not queue on the store's writer (SQLite has one)."""
+    live = await session.scalar(select(WsTicket.token_hash).where(
+        WsTicket.token_hash == token_hash, WsTicket.used_at.is_(None), WsTicket.expires_at > now))
+    if live is None:
+        return None
+    return await session.scalar(
         update(WsTicket)
         .where(WsTicket.token_hash == token_hash, WsTicket.used_at.is_(None), WsTicket.expires_at > now)
         .values(used_at=now)
+        .returning(WsTicket.user_id)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return await session.scalar(select(WsTicket.user_id).where(WsTicket.token_hash == token_hash))
+
+
+async def count_tickets_expiring_after(session: AsyncSession, *, user_id: uuid.UUID, after: datetime) -> int:
+    """Tickets of `user_id` (spent or not) expiring after `after`: with a fixed lifetime, the ones
+    issued since `after - lifetime`."""
+    count = await session.scalar(select(func.count()).select_from(WsTicket).where(
+        WsTicket.user_id == user_id, WsTicket.expires_at > after))
+    return int(count or 0)
+
+
+async def purge_tickets(session: AsyncSession, *, expired_before: datetime) -> int:
+    """Delete tickets (spent or not) that expired before `expired_before`; the number deleted."""
+    result = await session.execute(delete(WsTicket).where(WsTicket.expires_at < expired_before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge_refresh_tokens(session: AsyncSession, *, expired_before: datetime) -> int:
+    """Delete refresh tokens that expired before `expired_before`; the number deleted. An expired
+    token is refused by its own signature's `exp` before the store is asked, so neither rotation
+    nor reuse detection needs its row."""
+    result = await session.execute(delete(RefreshToken).where(RefreshToken.expires_at < expired_before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

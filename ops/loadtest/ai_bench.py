@@ -31,6 +31,7 @@ import websockets
 from actors.analysis.provider import ProviderContext
 from db.migrate import upgrade
 from ops.loadtest.run import machine, pct
+from ops.loadtest.spelling_eval import with_spelling_section
 from ops.loadtest.yclient import YClient
 from serve_app.app import create_app
 from serve_app.settings import Settings
@@ -73,7 +74,7 @@ def settings_for(var: Path, **extra: Any) -> Settings:
     url = f"sqlite+aiosqlite:///{var / 'bench.db'}"
     upgrade(url)
     return Settings(database_url=url, var_dir=var, jwt_secret="bench-" + "x" * 40, dev_mode=False,
-                    login_attempts_per_ip_per_minute=10**6, **extra)
+                    **extra)
 
 
 async def account(http: httpx.AsyncClient, role: str) -> dict[str, str]:
@@ -212,7 +213,8 @@ async def local_latency(essays: int = 8, sentences: int = 6) -> dict[str, Any]:
 
 async def submissions_rate(n: int = 200) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = settings_for(Path(tmp))
+        # One API client sends them all: lift its per-user hourly submission limit (30).
+        settings = settings_for(Path(tmp), submissions_per_user_per_hour=10**6)
         async with serving(create_app(settings)) as address:
             async with httpx.AsyncClient(base_url=f"http://{address}", timeout=120) as http:
                 headers = await account(http, "teacher")
@@ -312,12 +314,12 @@ async def main() -> None:
     result["submissions"] = await submissions_rate()
     print("submissions", result["submissions"], flush=True)
     (HERE / "ai_results.json").write_text(json.dumps(result, indent=2))
-    (HERE / "AI_RESULTS.md").write_text(report(result, command.strip()))
+    (HERE / "AI_RESULTS.md").write_text(with_spelling_section(report(result, command.strip())))
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--render-only"]:  # rewrite the report from the stored numbers
         stored = json.loads((HERE / "ai_results.json").read_text())
-        (HERE / "AI_RESULTS.md").write_text(report(stored, "python -m ops.loadtest.ai_bench"))
+        (HERE / "AI_RESULTS.md").write_text(with_spelling_section(report(stored, "python -m ops.loadtest.ai_bench")))
     else:
         asyncio.run(main())

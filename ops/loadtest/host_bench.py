@@ -10,6 +10,10 @@ Stable to a few percent between runs, so a change to the host's hot path can be 
 before the full benchmark; `py-spy record -p PID` on it shows where the time goes.
 
     .venv/bin/python -m ops.loadtest.host_bench --typists 1000 --seconds 20
+    .venv/bin/python -m ops.loadtest.host_bench --shape continuous --typists 300 --seconds 30
+
+Both report the event loop's lag (a 5 ms sleep's lateness: p50/p99/max and a histogram), which
+is where a stall of the host shows before it shows in the full benchmark's tails.
 
 `ESSAYCOACH_*` settings from the environment apply (e.g. ESSAYCOACH_COMMIT_INTERVAL_MS).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import tempfile
@@ -35,16 +40,18 @@ from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.models import User
 from db.repositories import classes, essays
-from ops.loadtest.run import CORPUS, pct, type_chunk
+from ops.loadtest.run import CLASS_SIZE, CORPUS, continuous_gap, pct, type_chunk, type_word, word_start
+from serve_app.process import TRIM_SECONDS, release_free_memory, tune_gc
 from serve_app.settings import Settings
 
 NODE = "bench-gateway"  # the bus node of the one simulated Gateway (its sockets follow every essay)
 
 
-def typing_schedule(essays_: int, seconds: float, seed: int) -> list[tuple[float, int, bytes]]:
-    """(time, essay index, update) for every update typed in `seconds`, in time order: run.py's
-    model (bursts exp(mean 12 s, run.py's default) of an update (`type_chunk`) every 400-600 ms;
-    pauses exp(mean 3 s)), made before the clock starts."""
+def typing_schedule(essays_: int, seconds: float, seed: int, shape: str = "bursts") -> list[tuple[float, int, bytes]]:
+    """(time, essay index, update) for every update typed in `seconds`, in time order, made
+    before the clock starts. `bursts`: run.py's default model (bursts exp(mean 12 s) of an update
+    (`type_chunk`) every 400-600 ms; pauses exp(mean 3 s)). `continuous`: run.py's continuous
+    shape (a word every 0.5 s, 5% of gaps 3 s, never a longer pause)."""
     rng = random.Random(seed)
     events: list[tuple[float, int, bytes]] = []
     for index in range(essays_):
@@ -54,6 +61,13 @@ def typing_schedule(essays_: int, seconds: float, seed: int) -> list[tuple[float
         doc.observe(lambda event, out=updates: out.append(event.update))
         cursor = rng.randrange(len(CORPUS))
         t = rng.uniform(0, 1.0)
+        if shape == "continuous":
+            cursor = word_start(cursor)
+            while t < seconds:
+                cursor = type_word(doc, text, cursor)
+                events.append((t, index, updates[-1]))
+                t += continuous_gap(rng)
+            continue
         while t < seconds:
             burst_end = t + rng.expovariate(1 / 12)
             while t < min(burst_end, seconds):
@@ -110,16 +124,86 @@ class Driver:
             self.acks.append((arrived, time.perf_counter()))
 
 
-async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="host-bench-"))
+LAG_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500)
+
+
+class LagProbe:
+    """How late a short sleep on the host's event loop wakes: every stall of the loop (a long
+    callback: a commit, a compaction batch, tier 1, a collection) delays every ack behind it."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (started, late by)
+        self.running = True
+
+    async def run(self) -> None:
+        while self.running:
+            t = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.samples.append((t, time.perf_counter() - t - self.interval))
+
+    def report(self, since: float) -> dict[str, Any]:
+        late = [d for t, d in self.samples if t >= since]
+        histogram: dict[str, int] = {}
+        low = 0
+        for high in (*LAG_BUCKETS_MS, None):
+            label = f"{low}-{high}" if high is not None else f">={low}"
+            histogram[label] = sum(1 for d in late if low <= d * 1000 < (high if high is not None else float("inf")))
+            low = high or low
+        return {"probe_ms": self.interval * 1000, "samples": len(late),
+                "p50_ms": round(1000 * (pct(late, 50) or 0), 2), "p99_ms": round(1000 * (pct(late, 99) or 0), 2),
+                "p999_ms": round(1000 * (pct(late, 99.9) or 0), 2), "max_ms": round(1000 * max(late, default=0), 2),
+                "histogram_ms": histogram}
+
+
+class Pauses:
+    """Garbage collections (by generation) and `malloc_trim` calls, timed: the host process's
+    own pauses besides its callbacks (the Ray shell tunes GC and trims every 10 s; so does this)."""
+
+    def __init__(self) -> None:
+        self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.trims: list[float] = []
+        self._gc_started = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc[info["generation"]].append(time.perf_counter() - self._gc_started)
+
+    async def trim_periodically(self, seconds: float = TRIM_SECONDS) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            t = time.perf_counter()
+            if not release_free_memory():
+                return
+            self.trims.append(time.perf_counter() - t)
+
+    def report(self) -> dict[str, Any]:
+        def summary(values: list[float]) -> dict[str, Any]:
+            return {"count": len(values), "max_ms": round(1000 * max(values, default=0), 2),
+                    "total_ms": round(1000 * sum(values), 1)}
+        return {**{f"gc_gen{g}": summary(v) for g, v in self.gc.items()}, "malloc_trim": summary(self.trims)}
+
+
+async def fresh_store(prefix: str = "host-bench-") -> tuple[Settings, Any, Any]:
+    """(settings, database engine, sessions) of a migrated SQLite store in a new temp dir."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     await asyncio.to_thread(upgrade, url)
     settings = Settings(database_url=url, var_dir=workdir, jwt_secret="bench-" + "x" * 40, dev_mode=False,
                         ai_provider="local")  # type: ignore[call-arg]
     engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
-    ids = await make_essays(sessions, typists)
-    schedule = typing_schedule(typists, warmup + seconds, seed)
+    return settings, engine, make_sessionmaker(engine)
+
+
+async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: str = "bursts") -> dict[str, Any]:
+    settings, engine, sessions = await fresh_store()
+    if shape == "continuous":  # one account per student, classes of 30
+        ids = await make_essays(sessions, typists, per_account=1, classes_=-(-typists // CLASS_SIZE))
+    else:
+        ids = await make_essays(sessions, typists)
+    schedule = typing_schedule(typists, warmup + seconds, seed, shape)
     host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=settings.host_config(),
                      analyzer=build_engine(settings))
     await host.start()
@@ -130,6 +214,12 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[
     for class_id in {a.meta.class_id for a in host.essays.values()}:
         await host.watch(f"class:{class_id}", 1)  # every teacher's dashboard is open
     driver = Driver(host, owners)
+    probe = LagProbe()
+    probe_task = asyncio.ensure_future(probe.run())
+    pauses = Pauses()
+    tune_gc()  # as the host's Ray shell does
+    gc.callbacks.append(pauses.on_gc)
+    trim_task = asyncio.ensure_future(pauses.trim_periodically())
 
     start = time.perf_counter()
     measured_from = start + warmup
@@ -146,6 +236,10 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[
             updates_in_window += 1
     while driver.tasks:
         await asyncio.gather(*driver.tasks)
+    probe.running = False
+    await probe_task
+    trim_task.cancel()
+    gc.callbacks.remove(pauses.on_gc)
     assert cpu_at_window is not None
     cpu, wall = time.process_time() - cpu_at_window, time.perf_counter() - wall_at_window
     await host.stop()
@@ -156,7 +250,11 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int) -> dict[
         "updates_per_s": round(updates_in_window / wall, 1),
         "cpu_cores": round(cpu / wall, 3),
         "cpu_ms_per_update": round(1000 * cpu / max(1, updates_in_window), 4),
-        "ack_ms": {"p50": round(1000 * (pct(latencies, 50) or 0), 2), "p99": round(1000 * (pct(latencies, 99) or 0), 2)},
+        "shape": shape,
+        "ack_ms": {"p50": round(1000 * (pct(latencies, 50) or 0), 2), "p99": round(1000 * (pct(latencies, 99) or 0), 2),
+                   "p999": round(1000 * (pct(latencies, 99.9) or 0), 2), "max": round(1000 * max(latencies, default=0), 2)},
+        "loop_lag": probe.report(measured_from),
+        "pauses": pauses.report(),
         "failed": driver.failed,
         "group_commits": host.committer.batches, "rows": host.committer.rows,
         "settings": {"commit_interval_ms": settings.commit_interval_ms,
@@ -170,13 +268,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shape", choices=("bursts", "continuous"), default="bursts",
+                        help="typing model: run.py's bursts and pauses, or its continuous shape")
     args = parser.parse_args()
     try:
         import uvloop
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed)), indent=2))
+    print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed, args.shape)), indent=2))
 
 
 if __name__ == "__main__":

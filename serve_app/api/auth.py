@@ -90,17 +90,16 @@ async def _issue_pair(ctx: Context, session: SessionDep, user: User, family_id: 
 async def token(request: Request, ctx: ContextDep, session: SessionDep) -> TokenOut:
     body = await _token_body(request)
     account = body.email.lower()
-    ip = request.client.host if request.client else "unknown"
-    wait = ctx.throttle.check(ip=ip, account=account)
+    ip = ctx.client_address(request.scope)
+    wait = await ctx.throttle.wait(ip=ip, account=account)
     if wait:
-        raise RateLimited("too many login attempts; try again later", retry_after=wait)
+        raise RateLimited("too many failed logins; try again later", retry_after=wait)
     user = await users.get_by_email(session, email=account)
     ok = await to_thread.run_sync(verify_password, user.password_hash if user else DUMMY_HASH,
                                   body.password)
     if user is None or not ok:
-        ctx.throttle.failed(account=account)
+        await ctx.throttle.failed(ip=ip, account=account)
         raise InvalidCredentials()
-    ctx.throttle.succeeded(account=account)
     family_expires_at = _now() + timedelta(seconds=ctx.settings.refresh_absolute_seconds)
     pair = await _issue_pair(ctx, session, user, uuid.uuid4(), family_expires_at)
     await session.commit()
@@ -138,10 +137,17 @@ async def logout(body: RefreshIn, ctx: ContextDep, session: SessionDep, user: Cu
 
 @router.post("/auth/ws-ticket", response_model=TicketOut)
 async def ws_ticket(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> TicketOut:
-    raw, digest = new_ticket()
+    """A socket ticket; at most `WS_TICKETS_PER_USER_PER_MINUTE` per user, counted in the store
+    (so across replicas; concurrent requests may overshoot by their number)."""
     ttl = ctx.settings.ws_ticket_seconds
-    await users.add_ticket(session, token_hash=digest, user_id=user.id,
-                           expires_at=_now() + timedelta(seconds=ttl))
+    now = _now()
+    issued = await users.count_tickets_expiring_after(session, user_id=user.id,
+                                                      after=now + timedelta(seconds=ttl - 60))
+    if issued >= ctx.settings.ws_tickets_per_user_per_minute:
+        raise RateLimited("too many socket tickets; open fewer sockets", retry_after=60)
+    expires_at = now + timedelta(seconds=ttl)
+    raw, digest = new_ticket(ctx.settings, expires_at=expires_at)
+    await users.add_ticket(session, token_hash=digest, user_id=user.id, expires_at=expires_at)
     await session.commit()
     return TicketOut(ticket=raw, expires_in=ttl)
 

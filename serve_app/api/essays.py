@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from db.models import Assignment, Essay, Rubric
+from db.models import Assignment, Essay, Rubric, User
 from db.repositories import documents, essays
+from actors.host import UpdateTooLarge
 from db.types import utcnow
 from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep
@@ -22,6 +23,14 @@ def check_text_size(text: str | None, limit: int) -> None:
     if text is not None and len(text) > limit:
         raise PayloadTooLarge(f"essay text is {len(text)} characters; the limit is {limit}",
                               code="essay_too_large")
+
+
+async def set_text(ctx: ContextDep, essay_id: uuid.UUID, text: str, author_id: uuid.UUID) -> None:
+    """The text as a live edit; 413 when the essay's edit history is over its byte budget."""
+    try:
+        await ctx.live.set_text(essay_id, text, author_id=author_id)
+    except UpdateTooLarge as exc:  # a Ray error raised by the host is also an instance of it
+        raise PayloadTooLarge(str(exc), code="essay_too_large") from None
 
 
 async def essay_view(ctx: ContextDep, session: SessionDep, essay: Essay) -> dict[str, Any]:
@@ -39,14 +48,20 @@ async def essay_view(ctx: ContextDep, session: SessionDep, essay: Essay) -> dict
 @router.post("/essays", status_code=201, response_model=EssayOut)
 async def create_essay(body: EssayIn, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
     check_text_size(body.text, ctx.settings.max_essay_chars)
+    return await new_essay(ctx, session, user, title=body.title, assignment_id=body.assignment_id, text=body.text)
+
+
+async def new_essay(ctx: ContextDep, session: SessionDep, user: User, *, title: str,
+                    assignment_id: uuid.UUID | None, text: str | None) -> dict[str, Any]:
+    """Create the caller's essay (for an assignment of a class they belong to) with its first text."""
     class_id = None
-    if body.assignment_id is not None:
-        class_id = (await assignment_for_member(session, user, body.assignment_id)).class_id
-    essay = await essays.create(session, owner_id=user.id, title=body.title,
-                                assignment_id=body.assignment_id, class_id=class_id)
+    if assignment_id is not None:
+        class_id = (await assignment_for_member(session, user, assignment_id)).class_id
+    essay = await essays.create(session, owner_id=user.id, title=title, assignment_id=assignment_id,
+                                class_id=class_id)
     await session.commit()
-    if body.text:
-        await ctx.live.set_text(essay.id, body.text, author_id=user.id)
+    if text:
+        await set_text(ctx, essay.id, text, user.id)
         await session.refresh(essay)
     return await essay_view(ctx, session, essay)
 
@@ -78,7 +93,7 @@ async def patch_essay(
         essay.updated_at = utcnow()
         await session.commit()
     if body.text is not None:
-        await ctx.live.set_text(essay.id, body.text, author_id=user.id)
+        await set_text(ctx, essay.id, body.text, user.id)
         await session.refresh(essay)
     return await essay_view(ctx, session, essay)
 

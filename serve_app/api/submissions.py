@@ -6,11 +6,19 @@
   per requester, the same key and body give the same submission; the same key with another body is
   409 `idempotency_conflict`. The body's fingerprint is the SHA-256 of its canonical JSON (parsed
   fields with defaults, keys sorted, no whitespace).
+- Spend: both POSTs share a per-user bucket (`SUBMISSIONS_PER_USER_PER_HOUR`, shared by replicas
+  like the login throttle) and refuse once the user's stored AI usage today (UTC) reaches
+  `AI_TOKEN_BUDGET_PER_USER_PER_DAY`: 429 `rate_limited` / `token_budget_exhausted` with
+  `Retry-After`. An Idempotency-Key replay is answered before either check and counts for neither.
+  The job runner caps each job's LLM spend at the user's remaining allowance (actors/jobs.py).
 - `GET /submissions/{id}`: the requester, the essay's owner, or the teacher of the class (of the
   essay or assignment); anyone else gets 404.
+- `GET /essays/{id}/submissions`: the essay's submissions, oldest first, for whoever may read the
+  essay (its owner and the teacher of its class): how a teacher finds a student's latest one.
 - `PUT /submissions/{id}/scores`: the class's teacher confirms or changes scores. AI scores are
   proposals (`final: false`); only teacher-confirmed scores are `final`. For a submission in no
-  class, the rubric's author (a teacher) may grade it.
+  class, the rubric's author (a teacher) may grade it. The essay's event socket gets a
+  `submission` event (`scores_updated: true`) so the student's open editor shows the new scores.
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
@@ -28,15 +37,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.analysis.rubric import Criterion, parse_rubric
-from actors.jobs import effective_scores, rubric_document
+from actors.jobs import day_start, effective_scores, rubric_document
 from actors.webhooks import UnsafeCallbackUrl, check_url_target
 from db.models import Assignment, Submission, User
 from db.repositories import assignments, documents, rubrics
 from db.repositories import submissions as repo
 from db.types import utcnow
-from serve_app.api.access import assignment_for_member, essay_for_owner, rubric_for_reader
-from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep
-from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
+from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader, rubric_for_reader
+from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
+from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from serve_app.jobs_wiring import wake
 from serve_app.schemas import PageOut, ScoresIn, SubmissionIn, SubmissionOut, SubmissionSummary, dump
 
@@ -86,6 +95,26 @@ async def _accepted(session: AsyncSession, response: Response, sub: Submission) 
     return await submission_view(session, sub)
 
 
+async def check_spend(ctx: Context, session: AsyncSession, user: User) -> None:
+    """429 when the user's submission bucket is full or today's token budget is spent."""
+    if ctx.submissions_limit is not None:
+        wait = await ctx.submissions_limit.wait(str(user.id))
+        if wait:
+            raise RateLimited("too many submissions; try again later", retry_after=wait)
+    budget = ctx.settings.ai_token_budget_per_user_per_day
+    if budget:
+        now = utcnow()
+        if await repo.tokens_used_by_user(session, user_id=user.id, since=day_start(now)) >= budget:
+            tomorrow = day_start(now) + timedelta(days=1)
+            raise RateLimited("today's AI token budget is spent", code="token_budget_exhausted",
+                              retry_after=math.ceil((tomorrow - now).total_seconds()))
+
+
+async def count_submission(ctx: Context, user_id: uuid.UUID) -> None:
+    if ctx.submissions_limit is not None:
+        await ctx.submissions_limit.hit(str(user_id))
+
+
 def same_request(existing: Submission, fingerprint: str) -> Submission:
     if existing.request_hash != fingerprint:
         raise Conflict("this Idempotency-Key was used with a different request body", code="idempotency_conflict")
@@ -128,6 +157,7 @@ async def create_submission(
         existing = await repo.get_by_key(session, requester_id=user.id, idempotency_key=idempotency_key)
         if existing is not None:  # a retry: answer before any other check, as the first time
             return await _accepted(session, response, same_request(existing, fingerprint))
+    await check_spend(ctx, session, user)
     if body.callback_url is not None:
         try:
             await check_url_target(body.callback_url, allow_private=ctx.settings.webhook_private_allowed)
@@ -150,6 +180,7 @@ async def create_submission(
 
     sub, created = await _create_once(session, user, idempotency_key, fingerprint, create)
     if created:
+        await count_submission(ctx, sub.requester_id)
         wake(ctx)
     return await _accepted(session, response, sub)
 
@@ -166,6 +197,7 @@ async def submit_essay(
         existing = await repo.get_by_key(session, requester_id=user.id, idempotency_key=idempotency_key)
         if existing is not None:  # a retry: answer before any other check, as the first time
             return await _accepted(session, response, same_request(existing, fingerprint))
+    await check_spend(ctx, session, user)
     assignment = await assignments.get(session, assignment_id=essay.assignment_id) if essay.assignment_id else None
     now = utcnow()
     late = late_flag(assignment, now)
@@ -187,19 +219,37 @@ async def submit_essay(
 
     sub, created = await _create_once(session, user, idempotency_key, fingerprint, create)
     if created:
+        await count_submission(ctx, sub.requester_id)
         wake(ctx)
-        try:
-            await ctx.live.call(essay.id, "publish_event", essay.id, "submission",
-                                submission_id=str(sub.id), status=sub.status, revision_n=n)
-        except Exception:
-            log.exception("could not publish the submission event of essay %s", essay.id)
+        await publish_submission(ctx, sub, revision_n=n)
     return await _accepted(session, response, sub)
+
+
+async def publish_submission(ctx: Context, sub: Submission, **extra: Any) -> None:
+    """A `submission` event on the essay's event socket (after the commit). The change is stored
+    either way: a failed publish is logged, and a client that missed it refetches on `resync`."""
+    assert sub.essay_id is not None
+    try:
+        await ctx.live.call(sub.essay_id, "publish_event", sub.essay_id, "submission",
+                            submission_id=str(sub.id), status=sub.status, **extra)
+    except Exception:
+        log.exception("could not publish the submission event of essay %s", sub.essay_id)
 
 
 @router.get("/submissions", response_model=PageOut[SubmissionSummary])
 async def list_submissions(session: SessionDep, user: CurrentUser, page: PageDep) -> dict[str, Any]:
     """The caller's own submissions, oldest first."""
     result = await repo.list_for_requester(session, requester_id=user.id, limit=page.limit, cursor=page.cursor)
+    return {"items": [dump(SubmissionSummary, s) for s in result.items], "next_cursor": result.next_cursor}
+
+
+@router.get("/essays/{essay_id}/submissions", response_model=PageOut[SubmissionSummary])
+async def list_essay_submissions(
+    essay_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: PageDep
+) -> dict[str, Any]:
+    """The essay's submissions, oldest first (its owner and its class's teacher)."""
+    essay = await essay_for_reader(session, user, essay_id)
+    result = await repo.list_for_essay(session, essay_id=essay.id, limit=page.limit, cursor=page.cursor)
     return {"items": [dump(SubmissionSummary, s) for s in result.items], "next_cursor": result.next_cursor}
 
 
@@ -231,7 +281,7 @@ async def get_submission(submission_id: uuid.UUID, session: SessionDep, user: Cu
 
 @router.put("/submissions/{submission_id}/scores", response_model=SubmissionOut)
 async def override_scores(
-    submission_id: uuid.UUID, body: ScoresIn, session: SessionDep, user: CurrentUser
+    submission_id: uuid.UUID, body: ScoresIn, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
     """Set teacher scores for some or all criteria; the AI's proposal stays beside them."""
     sub, relation = await _relation(session, user, submission_id)
@@ -261,4 +311,7 @@ async def override_scores(
     sub.scores = effective_scores(sub.ai_scores, await repo.latest_overrides(session, submission_id=sub.id),
                                   criteria)
     await session.commit()
-    return await submission_view(session, sub)
+    view = await submission_view(session, sub)
+    if sub.essay_id is not None:
+        await publish_submission(ctx, sub, scores_updated=True)
+    return view

@@ -37,16 +37,25 @@ Close codes (`CloseCode`):
     1000 NORMAL                 clean close
     1001 GOING_AWAY             server shutting down / essay unloading; client should reconnect
     1008 POLICY_VIOLATION       rate limited or other policy breach
-    1009 MESSAGE_TOO_BIG        frame larger than MAX_MESSAGE_BYTES (1 MiB)
+    1009 MESSAGE_TOO_BIG        frame larger than MAX_MESSAGE_BYTES (1 MiB), or an awareness
+                                update larger than WS_AWARENESS_MAX_BYTES (4 KiB)
     1011 INTERNAL_ERROR         unexpected server failure
     1012 (not sent by us)       service restart: the Gateway replica's HTTP server is stopping
-    1013 TRY_AGAIN_LATER        essay host (re)starting; reconnect with backoff
+    1013 TRY_AGAIN_LATER        essay host (re)starting, or the socket fell too far behind
+                                (2,000 frames or WS_OUTBOUND_MAX_BYTES queued); reconnect with backoff
     4400 MALFORMED_FRAME        truncated/overlong varuint, length beyond buffer, trailing bytes,
-                                bad awareness payload, invalid CRDT update
+                                bad awareness payload, invalid CRDT update, or an update that
+                                is not plain text in the root Y.Text `content` (another root
+                                type, a map, embeds, formatting attributes): nothing applied
     4401 BAD_TICKET             ws ticket missing, expired, reused (when refusal before accept
                                 is impossible)
     4403 FORBIDDEN              wrong role, or a write on a read-only (teacher) socket
-    4404 UNKNOWN_ESSAY          no such essay (or not visible to the caller)
+    4404 UNKNOWN_ESSAY          no such essay (or not visible to the caller, or deleted)
+    4413 TOO_LARGE              after a permission-denied message: the update would take the
+                                essay over MAX_ESSAY_CHARS or its update log over
+                                MAX_ESSAY_LOG_BYTES; nothing applied
+    4429 TOO_MANY_SOCKETS       the user already holds WS_MAX_SOCKETS_PER_USER open sockets on
+                                this Gateway replica (sent right after accept)
     4415 UNKNOWN_MESSAGE_TYPE   unknown top-level type or sync subtype, or a server-only message
                                 sent by a client
 """
@@ -113,6 +122,8 @@ class CloseCode(IntEnum):
     BAD_TICKET = 4401
     FORBIDDEN = 4403
     UNKNOWN_ESSAY = 4404
+    TOO_LARGE = 4413  # the essay's character limit or its update log's byte budget (after permission-denied)
+    TOO_MANY_SOCKETS = 4429
     UNKNOWN_MESSAGE_TYPE = 4415
 
 

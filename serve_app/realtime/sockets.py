@@ -7,8 +7,8 @@ the essay or class gets close 4404, a wrong role 4403. The close codes are liste
 `serve_app.realtime.protocol.CloseCode`.
 
 Each connection has a bounded outbound queue (`Outbound`), so a bus message is handed over without
-awaiting a slow peer; a peer that falls `OUTBOUND_LIMIT` frames behind is closed with 1013 and
-re-syncs on reconnect.
+awaiting a slow peer; a peer that falls `OUTBOUND_LIMIT` frames or `WS_OUTBOUND_MAX_BYTES` bytes
+behind is closed with 1013 and re-syncs on reconnect.
 """
 
 from __future__ import annotations
@@ -31,13 +31,16 @@ from sqlalchemy import select
 from actors.broadcast import RESYNC, doc_message, split_doc_message
 from actors.doc import InvalidUpdate, validate_update
 from actors.essay import excerpt
-from actors.host import EssayNotFound, UpdateRejected
+from actors.host import EssayNotFound, UpdateRejected, UpdateTooLarge
 from db.models import Essay, User
 from db.repositories import classes, essays, users
 from db.types import utcnow
-from serve_app.auth import ticket_hash
+from serve_app.auth import check_ticket, ticket_hash
 from serve_app.deps import Context
 from serve_app.realtime import lean_ws
+from serve_app.realtime.awareness import SocketAwareness
+from serve_app.realtime.acks import AckQueue
+from serve_app.realtime.limits import admission_of
 from serve_app.realtime.protocol import (
     UNWATCH,
     Awareness,
@@ -61,6 +64,7 @@ log = logging.getLogger("essaycoach.ws")
 router = APIRouter()
 
 OUTBOUND_LIMIT = 2000
+OUTBOUND_MAX_BYTES = 4 * 1024 * 1024
 EMPTY_UPDATE = b"\x00\x00"
 
 
@@ -98,15 +102,18 @@ class Outbound:
     nothing queued before it is written at once, when the socket takes it without waiting.
     Otherwise it waits here for a sender task, which exists only while frames are waiting: most
     sockets are idle most of the time, and a queue plus a parked task per socket cost ~4 KiB
-    each. A peer `OUTBOUND_LIMIT` frames behind is closed with 1013 (it re-syncs on reconnect).
+    each. A peer `OUTBOUND_LIMIT` frames or `max_bytes` behind (text frames counted in
+    characters) is closed with 1013 (it re-syncs on reconnect): a frame count alone let one
+    socket that asks for the whole document again and again hold hundreds of MiB.
     Made in the socket's handler (its task tells the connection).
     """
 
-    __slots__ = ("ws", "frames", "stopped", "_sender", "_connection")
+    __slots__ = ("ws", "frames", "stopped", "max_bytes", "queued_bytes", "_sender", "_connection")
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, max_bytes: int = OUTBOUND_MAX_BYTES) -> None:
         self.ws = ws
         self.frames: deque[bytes | str] = deque()
+        self.max_bytes, self.queued_bytes = max_bytes, 0
         self.stopped = False
         self._sender: asyncio.Task[None] | None = None
         self._connection = lean_ws.current()
@@ -116,12 +123,14 @@ class Outbound:
             return
         if self._sender is None and self._connection is not None and self._connection.send_now(frame):
             return  # nothing was queued (no sender), so order holds
-        if len(self.frames) >= OUTBOUND_LIMIT:
+        if len(self.frames) >= OUTBOUND_LIMIT or self.queued_bytes + len(frame) > self.max_bytes:
             self.stopped = True
             self.frames.clear()
+            self.queued_bytes = 0
             background(_close(self.ws, CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect"))
             return
         self.frames.append(frame)
+        self.queued_bytes += len(frame)
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._send())
 
@@ -129,6 +138,7 @@ class Outbound:
         try:
             while self.frames and not self.stopped:
                 frame = self.frames.popleft()
+                self.queued_bytes -= len(frame)
                 if isinstance(frame, bytes):
                     await self.ws.send_bytes(frame)
                 else:
@@ -138,10 +148,18 @@ class Outbound:
         finally:
             self._sender = None
 
+    async def drain_below(self, limit: int) -> None:
+        """Wait while more than `limit` bytes are queued: backpressure for a handler about to
+        queue a lot on the peer's request (the peer's next requests wait in TCP, not here)."""
+        sender = self._sender
+        if sender is not None and self.queued_bytes > limit and not self.stopped:
+            await asyncio.wait({sender})  # ends when the queue is sent, the peer is gone or we stop
+
     def stop(self) -> None:
         """The socket is done: drop what is queued and stop sending."""
         self.stopped = True
         self.frames.clear()
+        self.queued_bytes = 0
         if self._sender is not None:
             self._sender.cancel()
 
@@ -155,18 +173,54 @@ class Outbound:
 
 
 async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
-    """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403)."""
+    """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403).
+    Only a genuine, unexpired ticket not already seen dead here reaches the store
+    (`serve_app.realtime.limits`); a failed one is only read there."""
     ticket = ws.query_params.get("ticket", "")
+    now = utcnow()
+    expires_at = check_ticket(ctx.settings, ticket, now=now)
+    dead = admission_of(ws.app).dead_tickets
+    digest = ticket_hash(ticket) if expires_at is not None else ""
     user = None
-    if ticket and len(ticket) <= 256:
+    if expires_at is not None and digest not in dead:
         async with ctx.sessions() as session:
-            user_id = await users.spend_ticket(session, token_hash=ticket_hash(ticket), now=utcnow())
-            await session.commit()
+            user_id = await users.spend_ticket(session, token_hash=digest, now=now)
             if user_id is not None:
+                await session.commit()
                 user = await users.get(session, user_id=user_id)
+        dead.add(digest, expires_at=expires_at, now=now)  # spent now, or refused by the store
     if user is None:
         await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
     return user
+
+
+async def _admit(ws: WebSocket, user: User) -> bool:
+    """Accept, then count the socket against its user's limit (close 4429 beyond it)."""
+    await ws.accept()
+    if not admission_of(ws.app).enter(user.id):
+        await ws.close(CloseCode.TOO_MANY_SOCKETS, "too many open sockets for this user")
+        return False
+    ws.scope["essaycoach.admitted"] = user.id  # `_admitted` releases it when the handler ends
+    return True
+
+
+def _release(ws: WebSocket) -> None:
+    """The socket's handler ended: give its place in the per-user count back."""
+    user_id = ws.scope.pop("essaycoach.admitted", None)
+    if user_id is not None:
+        admission_of(ws.app).leave(user_id)
+
+
+def _admitted(endpoint: Callable[[WebSocket], Awaitable[None]]) -> Callable[[WebSocket], Awaitable[None]]:
+    """`endpoint`, releasing its socket's place in the per-user count however it ends (for the
+    router; `serve_socket` does the same in its own frame rather than hold another per socket)."""
+    async def run(ws: WebSocket) -> None:
+        try:
+            await endpoint(ws)
+        finally:
+            _release(ws)
+    run.__name__ = run.__qualname__ = endpoint.__name__
+    return run
 
 
 async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[Essay | None, bool]:
@@ -188,9 +242,8 @@ async def _open_essay_socket(ws: WebSocket, essay_id: str) -> tuple[Context, uui
     Only ids are kept for the socket's life: the ORM rows behind them held ~1.3 KiB per socket."""
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
-    if user is None:
+    if user is None or not await _admit(ws, user):
         return None
-    await ws.accept()
     eid = _parse_uuid(essay_id)
     essay, writer = await _essay_access(ctx, user, eid) if eid else (None, False)
     if essay is None or eid is None:
@@ -209,8 +262,12 @@ async def _refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: Outbou
 
 
 async def _close_for(out: Outbound, metrics: Any, name: str, exc: ProtocolError | UpdateRejected) -> None:
-    """Close a binary socket for a protocol error (its code) or a refused update (4400), counted."""
-    if isinstance(exc, UpdateRejected):
+    """Close a binary socket for a protocol error (its code) or a refused update (4400; over the
+    essay's size limits: permission-denied, then 4413), counted."""
+    if isinstance(exc, UpdateTooLarge):
+        out.put(encode_permission_denied(str(exc)[:200]))
+        exc = ProtocolError(CloseCode.TOO_LARGE, f"essay too large: {exc}"[:120])
+    elif isinstance(exc, UpdateRejected):
         exc = ProtocolError(CloseCode.MALFORMED_FRAME, f"invalid update: {exc}"[:120])
     metrics.socket_closes.labels(name, str(int(exc.code))).inc()
     await out.close(exc.code, exc.reason)
@@ -288,8 +345,8 @@ async def doc_socket(ws: WebSocket) -> None:
     ctx, user_id, eid, writer = opened
     settings = ctx.settings
     origin = uuid.uuid4().hex
-    out = Outbound(ws)
-    awareness: dict[int, bytes] = {}
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
+    awareness = SocketAwareness(settings.ws_awareness_max_bytes)
 
     def on_awareness(_channel: str, message: bytes) -> None:
         if message == RESYNC:
@@ -305,16 +362,33 @@ async def doc_socket(ws: WebSocket) -> None:
     await follow.subscribe()
     unsubscribe_awareness = await bus.subscribe(f"essay:{eid}:awareness", on_awareness)
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
-    acked = 0
+    # Updates go to the host without waiting for the previous one's commit; acks follow in order.
+    acks = AckQueue(lambda n: out.put(encode_ack(n)))
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
+
+    async def apply(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
+        try:
+            await ctx.live.call(eid, "apply_update", eid, update, author_id=user_id, origin=origin,
+                                live=typed, node=bus.node if typed else None)
+        finally:
+            if frame is not None:
+                pending = in_flight.get(eid)
+                if pending is not None:
+                    pending.pop(id(frame), None)
+                    if not pending:
+                        del in_flight[eid]
+        metrics.updates.inc()
+        metrics.update_bytes.inc(len(update))
+        metrics.ack_seconds.observe(time.perf_counter() - received)
+
     try:
         await follow.attach()
         _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
         follow.send_early()
         while True:
-            data = await _receive(ws, ctx, bucket, "bytes")
+            data = await acks.receive(_receive(ws, ctx, bucket, "bytes"))
             if data is None:
                 break
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
@@ -326,8 +400,10 @@ async def doc_socket(ws: WebSocket) -> None:
                 if not writer:
                     await _refuse_write(ctx, eid, update, out)
                     continue
+                await acks.room()
                 received = time.perf_counter()
                 typed = isinstance(message, SyncUpdate)
+                frame = None
                 if typed:
                     # Typing reaches this replica's other sockets on receipt, as in y-websocket:
                     # a CRDT update cannot conflict, and one lost to a crash before its commit
@@ -340,29 +416,15 @@ async def doc_socket(ws: WebSocket) -> None:
                         raise UpdateRejected(str(exc)) from exc
                     frame = encode_update(update)
                     bus.deliver_local(doc_channel, doc_message(origin, frame))
-                    pending = in_flight.setdefault(eid, {})
-                    pending[id(frame)] = frame
-                try:
-                    await ctx.live.call(eid, "apply_update", eid, update, author_id=user_id, origin=origin,
-                                        live=typed, node=bus.node if typed else None)
-                finally:
-                    if typed:
-                        pending.pop(id(frame), None)
-                        if not pending and in_flight.get(eid) is pending:
-                            del in_flight[eid]
-                acked += 1
-                out.put(encode_ack(acked))
-                metrics.updates.inc()
-                metrics.ack_seconds.observe(time.perf_counter() - received)
+                    in_flight.setdefault(eid, {})[id(frame)] = frame
+                acks.add(apply(update, typed, received, frame))
             elif isinstance(message, Awareness):
-                for entry in message.entries:
-                    awareness[entry.client_id] = message.payload
-                presence = doc_message(origin, message.payload)
-                bus.deliver_local(f"essay:{eid}:awareness", presence)
-                await bus.publish(f"essay:{eid}:awareness", presence, skip_node=bus.node)
+                relayed = awareness.accept(message)  # only this socket's own client id
+                if relayed is not None:
+                    await _publish_awareness(bus, eid, origin, relayed)
             elif isinstance(message, QueryAwareness):
-                for payload in awareness.values():
-                    out.put(create_awareness_message(payload))
+                if awareness.payload is not None:
+                    out.put(create_awareness_message(awareness.payload))
     except (ProtocolError, UpdateRejected) as exc:
         await _close_for(out, metrics, "doc", exc)
     except EssayNotFound:
@@ -376,7 +438,17 @@ async def doc_socket(ws: WebSocket) -> None:
         metrics.sockets_open.labels("doc").dec()
         unsubscribe_awareness()
         out.stop()
+        gone = awareness.leave()
+        if gone is not None:  # everyone else drops this socket's cursor
+            await _publish_awareness(bus, eid, origin, gone)
         await follow.detach()
+
+
+async def _publish_awareness(bus: Any, eid: uuid.UUID, origin: str, payload: bytes) -> None:
+    """To this replica's other sockets on the essay now, and to the other replicas over the bus."""
+    presence = doc_message(origin, payload)
+    bus.deliver_local(f"essay:{eid}:awareness", presence)
+    await bus.publish(f"essay:{eid}:awareness", presence, skip_node=bus.node)
 
 
 def _typing_in_flight(app: Any) -> dict[uuid.UUID, dict[int, bytes]]:
@@ -471,7 +543,7 @@ async def events_socket(ws: WebSocket) -> None:
     if opened is None:
         return
     ctx, _, eid, _ = opened
-    out = Outbound(ws)
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
 
     async def send_resync() -> None:
         state = await ctx.live.call(eid, "event_state", eid)
@@ -515,9 +587,8 @@ async def _open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
     once closed (4404 for no such class or one the caller is not in, 4403 for its students)."""
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
-    if user is None:
+    if user is None or not await _admit(ws, user):
         return None
-    await ws.accept()
     cid = _parse_uuid(ws.path_params["class_id"])
     async with ctx.sessions() as session:
         cls = await classes.get(session, class_id=cid) if cid else None
@@ -537,7 +608,7 @@ async def class_live_socket(ws: WebSocket) -> None:
     if opened is None:
         return
     ctx, class_id_ = opened
-    out = Outbound(ws)
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
 
     async def send_rows() -> None:
         for row in await initial_rows(ctx, class_id_):
@@ -581,7 +652,7 @@ async def class_docs_socket(ws: WebSocket) -> None:
     ctx, class_id = opened
     settings, metrics = ctx.settings, ctx.metrics
     origin = uuid.uuid4().hex
-    out = Outbound(ws)
+    out = Outbound(ws, ctx.settings.ws_outbound_max_bytes)
     followed: dict[uuid.UUID, DocFollower] = {}
     bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
 
@@ -630,6 +701,9 @@ async def class_docs_socket(ws: WebSocket) -> None:
                 continue
             try:
                 if isinstance(message, SyncStep1):
+                    # A dashboard follows a whole class at once: answer at the pace the teacher's
+                    # link takes the documents, rather than queue them up to the 1013 cap.
+                    await out.drain_below(out.max_bytes // 2)
                     if eid not in followed and not await follow(eid, prefix):
                         continue
                     diff, server_sv = await ctx.live.call(eid, "sync", eid, message.state_vector)
@@ -698,7 +772,7 @@ SOCKET_ENDPOINTS = {
     "/ws/classes/{class_id}/docs": class_docs_socket,
 }
 for _path, _endpoint in SOCKET_ENDPOINTS.items():
-    router.add_websocket_route(_path, _endpoint)
+    router.add_websocket_route(_path, _admitted(_endpoint))
 _ROUTES = [WebSocketRoute(path, endpoint) for path, endpoint in SOCKET_ENDPOINTS.items()]
 
 
@@ -715,6 +789,10 @@ async def serve_socket(scope: Scope, receive: Receive, send: Send) -> bool:
         match, child = route.matches(scope)
         if match is Match.FULL:
             scope["path_params"] = child["path_params"]
-            await child["endpoint"](WebSocket(scope, receive, send))
+            ws = WebSocket(scope, receive, send)
+            try:
+                await child["endpoint"](ws)
+            finally:
+                _release(ws)
             return True
     return False

@@ -1,5 +1,5 @@
 """Accounts and tokens over the API: registration rules, token attacks, refresh rotation and reuse,
-logout, socket tickets, /me, and login throttling (429 + Retry-After)."""
+logout, socket tickets and /me (login throttling: test_login_throttle.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import base64
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
-from serve_app.app import create_app
 from serve_app.auth import issue_access, issue_refresh
 from serve_app.settings import Settings
-from tests.conftest import TEST_SECRET, make_settings
-from tests.fakes import PASSWORD, Account, assert_problem, login, register, register_with
+from tests.conftest import TEST_SECRET
+from tests.fakes import PASSWORD, assert_problem, login, register, register_with
 
 ME = "/api/v1/me"
 
@@ -286,38 +284,3 @@ async def test_me_returns_the_caller(client: httpx.AsyncClient) -> None:
     assert body["role"] == "teacher" and body["name"] == "Ms Me"
     assert "created_at" in body
     assert not any("password" in key for key in body)
-
-
-# --- login throttling, on an app of its own with small limits ----------------------------------
-
-
-@pytest.fixture
-async def throttled_client(database_url: str, tmp_path: Path) -> httpx.AsyncClient:
-    settings = make_settings(database_url, tmp_path, login_attempts_per_ip_per_minute=6,
-                             login_failures_per_account=2)
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c  # type: ignore[misc]
-
-
-async def test_login_is_throttled_per_account_and_per_ip(
-    client: httpx.AsyncClient, throttled_client: httpx.AsyncClient
-) -> None:
-    # Accounts come from the shared app (same store); attempts go to the throttled one.
-    victim: Account = await register(client)
-    for _ in range(2):
-        assert_problem(await login(throttled_client, victim.email, "wrong-password-77"), 401,
-                       "invalid_credentials")
-    locked = await login(throttled_client, victim.email)  # even the right password waits
-    assert_problem(locked, 429, "rate_limited")
-    assert 1 <= int(locked.headers["retry-after"]) <= 15
-
-    # Per IP: 6 attempts a minute in all (the 2 counted above, then 4 more), whatever the account.
-    for _ in range(4):
-        assert_problem(await login(throttled_client, f"x-{uuid.uuid4().hex}@example.com"), 401,
-                       "invalid_credentials")
-    blocked = await login(throttled_client, f"y-{uuid.uuid4().hex}@example.com")
-    assert_problem(blocked, 429, "rate_limited")
-    assert 1 <= int(blocked.headers["retry-after"]) <= 60

@@ -121,6 +121,8 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
      OWNER_AND_TEACHER_READ),
     ("GET", "/essays/{essay_a}/replay", None,
      OWNER_AND_TEACHER_READ),
+    ("GET", "/essays/{essay_a}/submissions", None,
+     OWNER_AND_TEACHER_READ),
     ("POST", "/essays/{essay_a}/submit", None,
      {"student_a": 202, "teacher_x": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
     # Submissions: the requester (here the essay's owner) reads, the class's teacher reads and grades.
@@ -293,6 +295,17 @@ async def test_submission_lists_show_only_the_callers_submissions(client: httpx.
     assert world.submission_a["id"] in await listed(world.student_a)
     for other in (world.student_c, world.student_b, world.teacher_y, world.teacher_x):
         assert world.submission_a["id"] not in await listed(other)
+
+
+async def test_essay_submissions_are_listed_to_its_owner_and_teacher(client: httpx.AsyncClient, world: World) -> None:
+    for reader in (world.student_a, world.teacher_x):
+        r = await client.get(f"{API}/essays/{world.essay_a['id']}/submissions", headers=reader.headers)
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert world.submission_a["id"] in [s["id"] for s in items]  # the matrix may have submitted again
+        assert {s["essay_id"] for s in items} == {world.essay_a["id"]}
+    r = await client.get(f"{API}/essays/{world.essay_b['id']}/submissions", headers=world.teacher_y.headers)
+    assert r.status_code == 200 and r.json()["items"] == []
 
 
 async def test_only_the_classs_teacher_changes_scores(client: httpx.AsyncClient, world: World) -> None:

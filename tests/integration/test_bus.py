@@ -153,3 +153,18 @@ async def test_deliver_local_reaches_this_nodes_handlers_at_once(bus_pair: Any) 
     await asyncio.sleep(0.2)
     assert theirs.items == []
     assert sub.node != "" and (pub is sub or pub.node != sub.node)
+
+
+async def test_a_publisher_over_its_queued_bytes_drops_the_oldest_and_their_channel_resyncs() -> None:
+    """Redis (real server): a backlog past BUS_QUEUE_MAX_BYTES loses its oldest messages, never
+    silently: the channel that lost one gets RESYNC, so its sockets refetch from the essay host."""
+    pub, sub = RedisBus(REDIS_URL, max_bytes=1000), RedisBus(REDIS_URL)
+    channel, inbox = await subscribed(sub)
+    other, other_inbox = await subscribed(sub)
+    await pub.publish(channel, b"a" * 600)  # queued at once; the sender runs after this burst
+    await pub.publish(other, b"b" * 300)
+    await pub.publish(other, b"c" * 300)
+    assert await other_inbox.wait(2) == [(other, b"b" * 300), (other, b"c" * 300)]
+    assert await inbox.wait(1) == [(channel, RESYNC)]
+    await pub.close()
+    await sub.close()

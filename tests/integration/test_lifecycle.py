@@ -56,8 +56,7 @@ class Run:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ESSAYCOACH_"))}
         self.env = {**inherited, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
                     "ESSAYCOACH_VAR_DIR": str(var_dir), "ESSAYCOACH_HTTP_PORT": str(port),
-                    "ESSAYCOACH_SHUTDOWN_SECONDS": str(SHUTDOWN_SECONDS),
-                    "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "100000", **self.extra}
+                    "ESSAYCOACH_SHUTDOWN_SECONDS": str(SHUTDOWN_SECONDS), **self.extra}
         self.log = var_dir / f"essaycoach-{uuid.uuid4().hex[:8]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.record: dict[str, Any] = {}

@@ -34,7 +34,7 @@ async def serve_app(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) 
     await asyncio.to_thread(upgrade, url)
     env = {"ESSAYCOACH_DATABASE_URL": url, "ESSAYCOACH_VAR_DIR": str(var), "ESSAYCOACH_JWT_SECRET": TEST_SECRET,
            "ESSAYCOACH_DEV_MODE": "false", "ESSAYCOACH_HOSTS": "2",
-           "ESSAYCOACH_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE": "100000"}
+           "ESSAYCOACH_LOGIN_IP_FAILURE_BURST": "100000"}
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = build_app(GatewayArgs(min_replicas=1, max_replicas=1, env=env))

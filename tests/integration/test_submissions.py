@@ -124,7 +124,8 @@ async def env(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> As
     tmp = tmp_path_factory.mktemp("subs")
     async with fresh_database(database_url, tmp) as url:
         # Private callback targets are allowed here so the webhook test can use a 127.0.0.1 receiver.
-        settings = make_settings(url, tmp, login_attempts_per_ip_per_minute=100_000, webhook_allow_private=True,
+        settings = make_settings(url, tmp, login_ip_failure_burst=100_000, webhook_allow_private=True,
+                                 submissions_per_user_per_hour=100_000,
                                  webhook_backoff_seconds=0.01, submission_poll_seconds=0.1,
                                  submission_lease_seconds=2.0, max_essay_chars=5_000)
         async with running_app(settings) as (app, client):
@@ -284,7 +285,7 @@ async def test_empty_text_is_422(env: Env) -> None:
 
 
 async def test_callback_url_to_loopback_is_refused_when_private_targets_are_not_allowed(env: Env) -> None:
-    strict = make_settings(env.settings.database_url, env.settings.var_dir, login_attempts_per_ip_per_minute=100_000)
+    strict = make_settings(env.settings.database_url, env.settings.var_dir, login_ip_failure_burst=100_000)
     assert strict.webhook_private_allowed is False
     async with running_app(strict, runner=False) as (_, client):
         user = await register(client)
@@ -526,17 +527,21 @@ async def test_a_job_is_claimed_by_exactly_one_of_several_runners(env: Env) -> N
 # --- webhooks -------------------------------------------------------------------------------
 
 
-async def test_webhook_is_signed_and_retried_until_the_receiver_accepts_it(env: Env) -> None:
+async def test_webhook_is_signed_with_the_requesters_secret_and_retried_until_accepted(env: Env) -> None:
     async with WebhookReceiver(statuses=[500, 500]) as receiver:
         user = await register(env.client)
+        other = await register(env.client)
         r = await submit(env.client, user, {"text": ESSAY, "callback_url": receiver.url}, uuid.uuid4().hex)
         assert r.status_code == 202, r.text
         sid = r.json()["id"]
         got = await receiver.wait_for(3)
     assert [g.answered for g in got] == [500, 500, 200]
-    key = env.settings.webhook_signing_key
-    assert key == hmac.new(env.settings.jwt_secret.encode(), b"webhook", hashlib.sha256).hexdigest().encode()
+    secret = (await env.client.get("/api/v1/me/webhook-secret", headers=user.headers)).json()["secret"]
+    others = (await env.client.get("/api/v1/me/webhook-secret", headers=other.headers)).json()["secret"]
+    key = secret.encode()
+    assert secret.startswith("whsec_") and others != secret
     for g in got:
+        assert not verify(others.encode(), g.headers["x-essaycoach-signature"], g.body)
         assert verify(key, g.headers["x-essaycoach-signature"], g.body)
         t, v1 = (p.split("=", 1)[1] for p in g.headers["x-essaycoach-signature"].split(","))
         assert v1 == hmac.new(key, f"{t}.".encode() + g.body, hashlib.sha256).hexdigest()

@@ -375,3 +375,23 @@ def test_readability_reports_counts_and_scores() -> None:
     assert stats["words"] == 12 and stats["sentences"] == 3 and stats["paragraphs"] == 2
     assert stats["flesch_reading_ease"] > 60
     assert analyzer.readability("")["words"] == 0
+
+
+def test_mask_overlap_lookup_matches_a_scan_and_long_runs_are_masked_as_before() -> None:
+    import random
+
+    from actors.analysis.local import _masked_ranges, _overlaps
+
+    rng = random.Random(4)
+    text = " ".join(rng.choice(["me@x.com", "www.a.org", "word", "#tag", "@you", "bar.co.uk/x", "a.b"])
+                    for _ in range(300))
+    ranges = _masked_ranges(text)
+    for _ in range(500):
+        start = rng.randrange(len(text))
+        end = start + rng.randint(1, 12)
+        assert _overlaps(ranges, start, end) == any(s < end and start < e for s, e in ranges)
+    sample = "mail me@x.com or www.a.org and --foo.com, see bar.co.uk/x #tag @you"
+    assert [sample[s:e] for s, e in _masked_ranges(sample)] == [
+        "me@x.com", "www.a.org", "--foo.com", "bar.co.uk/x", "#tag", "@you"]
+    # One start per run: a 20,000-character run (36 s and 85 s before) is one pass.
+    assert _masked_ranges("a." * 10_000 + "com") == [(0, 20_003)]

@@ -1,4 +1,5 @@
-"""Spelling quality on generated essays: typos injected deterministically into correct sentences."""
+"""Spelling quality: typos injected deterministically into correct sentences, and a sample of the
+real-misspelling benchmark (ops/loadtest/spelling_eval.py) as a regression floor."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 import re
 
 from actors.analysis.local import LocalAnalyzer
+from ops.loadtest import spelling_eval
 
 CORRECT_SENTENCES = [
     "Many students believe that homework helps them remember what they learned in class.",
@@ -123,3 +125,14 @@ def test_correct_sentences_produce_no_spelling_items() -> None:
         if item.kind == "spelling"
     ]
     assert flagged == []
+
+
+def test_real_misspellings_from_every_corpus_are_caught_without_flagging_clean_prose() -> None:
+    # 120 held-out pairs per source (the benchmark measures 1,500), injected into held-out prose.
+    result = spelling_eval.evaluate("heldout", per_source=120)
+    for name, source in result["sources"].items():
+        assert source["measured"] == 120, name
+        assert source["recall"] >= 0.95, (name, source["misses_sample"])
+        assert source["top3"] >= 0.45, name
+    assert result["clean"]["per_500_words"] <= 2.0, result["clean"]["flags"]
+    assert result["cyrillic"]["flags"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from serve_app.auth import (
     hash_password,
     issue_access,
     issue_refresh,
+    check_ticket,
     new_ticket,
     ticket_hash,
     verify_password,
@@ -28,6 +30,15 @@ from serve_app.settings import Settings
 SECRET = "unit-secret-" + "z" * 60  # >= 64 bytes, so HS512 below is refused for its algorithm alone
 NOW = datetime.now(timezone.utc)
 USER = uuid.uuid4()
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Tokens here are issued "now" and expire in 15 minutes: taking the time at import made them
+    expire when the unit tests ran more than 15 minutes into a `make test` (after tests/e2e and
+    tests/integration)."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +163,21 @@ def test_password_policy_accepts_a_strong_password() -> None:
     check_password_policy("violet-Harbor-93!", email="a@example.com", name="A")
 
 
-def test_ticket_is_stored_only_as_its_hash() -> None:
-    raw, digest = new_ticket()
-    other, _ = new_ticket()
+def test_ticket_is_stored_only_as_its_hash(settings: Settings) -> None:
+    raw, digest = new_ticket(settings, expires_at=NOW + timedelta(seconds=60))
+    other, _ = new_ticket(settings, expires_at=NOW + timedelta(seconds=60))
     assert digest == ticket_hash(raw) and raw not in digest
     assert raw != other and len(raw) >= 32
+
+
+def test_a_ticket_is_checked_without_the_store_made_up_tampered_or_expired_ones_fail(settings: Settings) -> None:
+    expires = (NOW + timedelta(seconds=60)).replace(microsecond=0)
+    raw, _ = new_ticket(settings, expires_at=expires)
+    assert check_ticket(settings, raw, now=NOW) == expires
+    assert check_ticket(settings, raw, now=expires) is None  # expired
+    flipped = raw[:5] + ("A" if raw[5] != "A" else "B") + raw[6:]
+    later = raw[:24] + f"{int(expires.timestamp()) + 3600:08x}" + raw[32:]  # a longer life, same tag
+    for forged in (flipped, later, raw[:-1], raw + "A", secrets.token_urlsafe(42)[:56], "ä" * 56):
+        assert check_ticket(settings, forged, now=NOW) is None
+    other_secret = settings.model_copy(update={"jwt_secret": "another-secret-" + "y" * 40})
+    assert check_ticket(other_secret, raw, now=NOW) is None

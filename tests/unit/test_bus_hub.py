@@ -1,6 +1,7 @@
 """The in-Ray bus hub's channel bookkeeping (the actor class run in-process; the Ray path is in
 tests/integration/test_bus.py)."""
 
+from actors.broadcast import RESYNC
 from actors.ray_host import BusHub, _Subscriber
 
 
@@ -34,3 +35,15 @@ def test_tombstones_are_pruned_when_far_behind() -> None:
         sub.update(2 * version - 1, [f"c{version}"], [])
         sub.update(2 * version, [], [f"c{version}"])
     assert not sub.channels and len(sub.versions) <= _Subscriber.TOMBSTONES + 1
+
+
+async def test_a_stalled_subscriber_loses_old_messages_by_bytes_and_its_next_poll_says_resync() -> None:
+    hub = BusHub(max_bytes=1000)
+    await hub.update_channels("r1", 1, ["essay:a:doc", "essay:b:doc"], [])
+    await hub.publish("essay:a:doc", b"a" * 600)  # a hundred-frame cap would keep all of these
+    await hub.publish("essay:b:doc", b"b" * 300)
+    await hub.publish("essay:b:doc", b"c" * 300)  # 1,200 bytes waiting: the oldest goes
+    assert await hub.poll("r1", timeout=0.1) == [
+        ("essay:b:doc", b"b" * 300), ("essay:b:doc", b"c" * 300), ("essay:a:doc", RESYNC)]
+    await hub.publish("essay:a:doc", b"fits")
+    assert await hub.poll("r1", timeout=0.1) == [("essay:a:doc", b"fits")]  # owed once, then normal

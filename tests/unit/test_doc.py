@@ -21,6 +21,7 @@ from actors.doc import (
     resolve_anchor,
     text_to_update,
 )
+from tests.fakes import secret_updates
 
 
 class Client:
@@ -481,3 +482,154 @@ def test_replace_text_update_merges_with_concurrent_client_edit() -> None:
     essay.apply_update(rest_update)
     client.receive(rest_update)
     assert essay.text == client.text == "Title\nIntro. Better body. End."
+
+
+# --- offset mapping and the linear anchor view (issue 13, item 1) ---------------------------
+
+MIXED = "abc xyz " + "привет мир " + "😀🎉 " + "漢字かな " + "é’—"
+
+
+def random_mixed_text(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(MIXED) for _ in range(n))
+
+
+def test_offset_map_matches_brute_force_on_random_mixed_text() -> None:
+    from actors.doc import _OffsetMap
+
+    rng = random.Random(13)
+    for _ in range(50):
+        text = random_mixed_text(rng, rng.randint(0, 200))
+        offsets = _OffsetMap(text)
+        units = [len(text[:i].encode("utf-16-le")) // 2 for i in range(len(text) + 1)]
+        assert [offsets.to_utf16(i) for i in range(len(text) + 1)] == units
+        for unit in range(units[-1] + 1):
+            # the character containing this unit (the second half of a pair floors to it)
+            expected = max(i for i in range(len(text) + 1) if units[i] <= unit)
+            assert offsets.to_char(unit) == expected
+
+
+def test_anchor_view_gives_every_character_its_exact_yjs_id_on_random_mixed_typing() -> None:
+    """Brute-force reference: one client types single characters at random places, so each
+    character's Yjs id is (client, UTF-16 units typed before it); the view must agree for every
+    character, also after a second client edits and the blocks interleave."""
+    from actors.doc import _AnchorView, encode_anchors
+
+    rng = random.Random(7)
+    essay = EssayDoc()
+    typist = Client(essay)
+    ids: list[tuple[int, int]] = []
+    clock = 0
+    for _ in range(400):
+        at = rng.randint(0, len(ids))
+        char = rng.choice(MIXED)
+        essay.apply_update(typist.insert(at, char))
+        ids.insert(at, (typist.doc.client_id, clock))
+        clock += len(char.encode("utf-16-le")) // 2
+    other = Client(essay)
+    for _ in range(30):
+        at = rng.randint(0, len(ids))
+        char = rng.choice(MIXED)
+        essay.apply_update(other.insert(at, char))
+        ids.insert(at, (other.doc.client_id, rng.random()))  # placeholder: checked by resolve below
+    text = essay.text
+    view = _AnchorView(text, essay.full_state())
+    for index, expected in enumerate(ids):
+        if isinstance(expected[1], int):
+            assert view.char_id(index) == expected
+    ranges = [(s, min(len(text), s + rng.randint(0, 9))) for s in (rng.randrange(len(text)) for _ in range(60))]
+    anchors = encode_anchors(text, essay.full_state(), ranges)
+    assert anchors == [encode_anchor(essay, s, e) for s, e in ranges]
+    for (start, end), anchor in zip(ranges, anchors):
+        assert resolve_anchor(essay, anchor) == (start, end)
+
+
+def test_batch_anchor_functions_work_from_plain_data_on_a_worker_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from actors.doc import anchors_are_cheap, encode_anchors, resolve_anchors
+
+    rng = random.Random(3)
+    essay = essay_with(random_mixed_text(rng, 30_000))
+    assert not anchors_are_cheap(essay)  # long non-ASCII text: anchor work leaves the loop
+    text, state = essay.text, essay.full_state()
+    ranges = [(100, 120), (29_000, 29_999), (5, 5)]
+    with ThreadPoolExecutor(1) as pool:
+        anchors = pool.submit(encode_anchors, text, state, ranges).result()
+        spans = pool.submit(resolve_anchors, text, state, [*anchors, None, "bogus"]).result()
+    assert spans == [*ranges, None, None]
+    assert [resolve_anchor(essay, a) for a in anchors] == ranges
+    assert anchors_are_cheap(essay_with("plain ascii " * 5000)) and anchors_are_cheap(essay_with("ё" * 100))
+
+
+def test_count_words_matches_its_definition_on_random_unicode_text() -> None:
+    rng = random.Random(11)
+    alphabet = "ab1 _-\n\t\u00a0\u2003😀é—,.!漢" + "\u0301"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert count_words(text) == sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
+
+
+# --- live bounds (issue 13, item 2) --------------------------------------------------------
+
+
+def test_update_that_is_not_plain_text_is_refused_and_nothing_applied() -> None:
+    from pycrdt import Map
+
+    essay = essay_with("kept")
+    state = essay.state_vector()
+    client = Client(essay)
+    before = client.doc.get_state()
+    client.doc.get("m", type=Map)["a"] = "x" * 100
+    client.content.insert(0, "also ")  # in the same update: all or nothing
+    with pytest.raises(InvalidUpdate, match="not plain text"):
+        essay.apply_update(client.doc.get_update(before))
+    assert essay.text == "kept" and essay.state_vector() == state
+
+
+def test_character_limit_refuses_growth_but_not_a_replacement_that_fits() -> None:
+    from actors.doc import TextTooLong
+
+    essay = essay_with("x" * 90)
+    client = Client(essay)
+    with pytest.raises(TextTooLong):
+        essay.apply_update(client.insert(90, "y" * 11), max_chars=100)
+    assert essay.text == "x" * 90
+    client = Client(essay)
+    essay.apply_update(replace_text_update(essay, "z" * 100), max_chars=100)  # deletes 90, inserts 100
+    assert essay.text == "z" * 100
+    client = Client(essay)
+    essay.apply_update(client.delete(0, 50), max_chars=10)  # over the limit already: shrinking is fine
+    assert len(essay.text) == 50
+
+
+# --- deletes that arrive before their inserts (issue 13, item 3) ----------------------------
+
+
+
+
+def test_a_delete_of_unseen_items_is_persisted_and_applied_when_they_arrive() -> None:
+    insert, delete = secret_updates()
+    essay = EssayDoc()
+    effect = essay.apply_update(delete)
+    assert effect.needs_persist and effect.pending and essay.has_pending
+    # A snapshot taken now, and a peer syncing now, carry the pending delete.
+    from_snapshot = EssayDoc.from_state(essay.full_state())
+    peer = Client()
+    peer.receive(essay.diff(b"\x00"))
+    assert essay.apply_update(insert).changed
+    assert essay.text == "" and not essay.has_pending
+    from_snapshot.apply_update(insert)
+    peer.receive(insert)
+    assert from_snapshot.text == "" and peer.text == ""
+    # Replaying the log in order gives the same text.
+    replayed = EssayDoc.from_state(None, [delete, insert])
+    assert replayed.text == ""
+
+
+def test_a_delete_of_items_already_deleted_changes_nothing_and_is_not_persisted() -> None:
+    insert, delete = secret_updates()
+    essay = EssayDoc()
+    essay.apply_update(insert)
+    assert essay.apply_update(delete).changed
+    again = essay.apply_update(delete)
+    assert not again.needs_persist and not essay.has_pending

@@ -46,3 +46,72 @@ def test_cluster_config_starts_head_off_the_redis_port_with_autoscaling_workers(
     head = " ".join(cluster["head_start_ray_commands"])
     assert "--port=6380" in head
     assert cluster["available_node_types"]["worker"]["max_workers"] > cluster["available_node_types"]["worker"]["min_workers"]
+
+
+def _deployments(app: object) -> dict[str, dict]:
+    return {d.name: d.model_dump(exclude_unset=True) for d in app.deployments}  # type: ignore[attr-defined]
+
+
+def test_serve_config_autoscales_both_deployments_and_its_policy_resolves() -> None:
+    from actors.analysis.service import ANALYZER_DEPLOYMENT
+    from serve_app.deployments import scale_on_sockets
+
+    app = ServeDeploySchema(**yaml.safe_load((ROOT / "ops/serve.yaml").read_text())).applications[0]
+    deployments = _deployments(app)
+    assert set(deployments) == {"Gateway", ANALYZER_DEPLOYMENT}
+    for name, deployment in deployments.items():
+        scaling = deployment["autoscaling_config"]
+        assert 1 <= scaling["min_replicas"] < scaling["max_replicas"], name
+        assert scaling["target_ongoing_requests"] > 0, name
+        assert scaling["upscale_delay_s"] < scaling["downscale_delay_s"], name
+    module, attr = deployments["Gateway"]["autoscaling_config"]["policy"]["policy_function"].split(":")
+    assert getattr(importlib.import_module(module), attr) is scale_on_sockets
+
+
+def _k8s(name: str) -> dict:
+    return yaml.safe_load((ROOT / "ops/k8s" / name).read_text())
+
+
+def test_rayservice_runs_the_serve_config_on_an_autoscaling_cluster() -> None:
+    import ray
+
+    service = _k8s("rayservice.yaml")
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    embedded = ServeDeploySchema(**yaml.safe_load(service["spec"]["serveConfigV2"]))
+    ours = ServeDeploySchema(**yaml.safe_load((ROOT / "ops/serve.yaml").read_text()))
+    assert embedded.model_dump(exclude_unset=True) == ours.model_dump(exclude_unset=True)
+
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["enableInTreeAutoscaling"] is True
+    (workers,) = cluster["workerGroupSpecs"]
+    assert 1 <= workers["minReplicas"] <= workers["replicas"] < workers["maxReplicas"]
+    dockerfile = (ROOT / "ops/k8s/Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-py311" in dockerfile
+
+
+def test_every_rayservice_container_takes_secrets_from_the_secret_and_probes_readyz() -> None:
+    from serve_app.cli import FAST_PATH_ENV
+
+    service, secret = _k8s("rayservice.yaml"), _k8s("secrets.example.yaml")
+    cluster = service["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"],
+            *(group["template"]["spec"] for group in cluster["workerGroupSpecs"])]
+    containers = [c for pod in pods for c in pod["containers"]]
+    migrate = cluster["headGroupSpec"]["template"]["spec"]["initContainers"]
+    assert [c["command"] for c in migrate] == [["essaycoach", "migrate"]]
+    images = {c["image"] for c in [*containers, *migrate]}
+    assert len(images) == 1
+    for container in [*containers, *migrate]:
+        env = {e["name"]: e for e in container["env"]}
+        for variable, key in (("ESSAYCOACH_DATABASE_URL", "database-url"), ("ESSAYCOACH_REDIS_URL", "redis-url"),
+                              ("ESSAYCOACH_JWT_SECRET", "jwt-secret")):
+            ref = env[variable]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], key)
+            assert key in secret["stringData"]
+        assert "value" not in env["ESSAYCOACH_JWT_SECRET"]
+        assert env["ESSAYCOACH_DEV_MODE"]["value"] == "false"
+        assert {k: env[k]["value"] for k in FAST_PATH_ENV} == FAST_PATH_ENV
+    for container in containers:
+        probe = container["readinessProbe"]["httpGet"]
+        assert (probe["path"], probe["port"]) == ("/readyz", 8000)

@@ -67,3 +67,18 @@ async def test_cancelling_a_close_that_waits_for_a_stuck_peer_is_not_swallowed()
     else:
         raise AssertionError("the cancellation was swallowed")
     out.stop()
+
+
+async def test_drain_below_waits_until_the_queue_is_sent_and_not_when_it_is_short() -> None:
+    ws = FakeSocket()
+    ws.open.clear()  # the peer reads nothing for now
+    out = Outbound(ws, max_bytes=1000)  # type: ignore[arg-type]
+    await out.drain_below(100)  # nothing queued: no wait
+    for _ in range(6):
+        out.put(b"x" * 100)
+    waiting = asyncio.ensure_future(out.drain_below(300))
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and ws.closed is None
+    ws.open.set()  # the peer catches up
+    await asyncio.wait_for(waiting, 1)
+    assert len(ws.sent) == 6 and out.queued_bytes == 0

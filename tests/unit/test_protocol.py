@@ -223,7 +223,9 @@ def test_close_codes_are_the_documented_values() -> None:
         "BAD_TICKET": 4401,
         "FORBIDDEN": 4403,
         "UNKNOWN_ESSAY": 4404,
+        "TOO_LARGE": 4413,
         "UNKNOWN_MESSAGE_TYPE": 4415,
+        "TOO_MANY_SOCKETS": 4429,
     }
 
 

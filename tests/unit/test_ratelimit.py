@@ -1,128 +1,53 @@
-"""LoginThrottle with a fake clock: the per-IP window, the per-account backoff, and that locks expire."""
+"""Decaying-bucket arithmetic and the client address behind trusted proxies (pure, no I/O)."""
 
 from __future__ import annotations
 
-from serve_app.ratelimit import LoginThrottle
+import pytest
+
+from serve_app.client_address import client_address, parse_networks
+from serve_app.ratelimit import BucketPolicy, drained, wait_seconds
+
+ACCOUNT = BucketPolicy.every(burst=5, seconds=60)
 
 
-class FakeClock:
-    """A monotonic clock that only moves when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def test_a_bucket_drains_at_its_rate_and_never_below_zero() -> None:
+    assert drained(5, 1000, 1060, ACCOUNT.drain_per_second) == pytest.approx(4)
+    assert drained(5, 1000, 10_000, ACCOUNT.drain_per_second) == 0
+    assert drained(3, 1000, 990, ACCOUNT.drain_per_second) == 3  # a clock behind never adds
 
 
-def _throttle(clock: FakeClock, **limits: int) -> LoginThrottle:
-    return LoginThrottle(clock=clock, **{"per_ip_per_minute": 30, "failures_before_lock": 5,
-                                         "max_lock_seconds": 900, **limits})
+def test_the_burst_fits_then_one_more_waits_for_one_drain() -> None:
+    assert wait_seconds(4, ACCOUNT) == 0
+    assert wait_seconds(5, ACCOUNT) == 60
+    assert wait_seconds(5.5, ACCOUNT) == 90
+    assert wait_seconds(4.0001, ACCOUNT) == 1  # a fraction of a second over: never a zero Retry-After
 
 
-def _fail(throttle: LoginThrottle, account: str, times: int, ip: str = "10.0.0.1") -> None:
-    for _ in range(times):
-        assert throttle.check(ip=ip, account=account) == 0
-        throttle.failed(account=account)
+TRUSTED = parse_networks("10.0.0.0/8, 127.0.0.1, ::1")
 
 
-def test_ip_may_make_its_quota_of_attempts_per_minute_then_waits() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, per_ip_per_minute=3)
-    for i in range(3):
-        assert throttle.check(ip="1.2.3.4", account=f"a{i}") == 0
-        clock.advance(1)
-    assert throttle.check(ip="1.2.3.4", account="a9") == 57  # the first attempt leaves the window at t+60
+@pytest.mark.parametrize(("peer", "forwarded", "expected"), [
+    ("203.0.113.5", ["198.51.100.1"], "203.0.113.5"),           # untrusted peer: header ignored
+    ("10.1.2.3", [], "10.1.2.3"),                                 # trusted peer, no header
+    ("10.1.2.3", ["198.51.100.1"], "198.51.100.1"),
+    ("127.0.0.1", ["1.1.1.1, 198.51.100.1, 10.0.0.9"], "198.51.100.1"),  # client's own prefix ignored
+    ("127.0.0.1", ["1.1.1.1", "198.51.100.1"], "198.51.100.1"),  # several header lines, in order
+    ("::1", ["[2001:db8::5]:4711"], "2001:db8::5"),
+    ("::ffff:10.0.0.1", ["198.51.100.1:8080"], "198.51.100.1"),  # v4-mapped peer, v4:port hop
+    ("10.0.0.1", ["garbage, 10.0.0.2"], "10.0.0.2"),             # unparsable hop: last trusted one
+    ("10.0.0.1", ["10.0.0.3, 10.0.0.2"], "10.0.0.3"),            # all trusted: the farthest
+    (None, [], "unknown"),
+])
+def test_client_address_walks_forwarded_for_through_trusted_hops_only(
+    peer: str | None, forwarded: list[str], expected: str
+) -> None:
+    assert client_address(peer, forwarded, TRUSTED) == expected
 
 
-def test_ip_window_slides_open_after_a_minute() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, per_ip_per_minute=2)
-    throttle.check(ip="1.2.3.4", account="a")
-    throttle.check(ip="1.2.3.4", account="b")
-    assert throttle.check(ip="1.2.3.4", account="c") > 0
-    clock.advance(60)
-    assert throttle.check(ip="1.2.3.4", account="c") == 0
+def test_no_trusted_proxies_by_default_means_the_peer() -> None:
+    assert client_address("127.0.0.1", ["198.51.100.1"], parse_networks("")) == "127.0.0.1"
 
 
-def test_refused_attempts_do_not_extend_the_ip_window() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, per_ip_per_minute=1)
-    throttle.check(ip="1.2.3.4", account="a")
-    for _ in range(50):
-        clock.advance(1)
-        assert throttle.check(ip="1.2.3.4", account="a") > 0
-    clock.advance(10)
-    assert throttle.check(ip="1.2.3.4", account="a") == 0
-
-
-def test_ips_are_limited_independently() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, per_ip_per_minute=1)
-    assert throttle.check(ip="1.1.1.1", account="a") == 0
-    assert throttle.check(ip="1.1.1.1", account="a") > 0
-    assert throttle.check(ip="2.2.2.2", account="a") == 0
-
-
-def test_account_locks_after_the_allowed_failures() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, failures_before_lock=5)
-    _fail(throttle, "victim@example.com", 4)
-    assert throttle.check(ip="10.0.0.1", account="victim@example.com") == 0
-    throttle.failed(account="victim@example.com")
-    assert throttle.check(ip="10.0.0.1", account="victim@example.com") == 15
-    assert throttle.check(ip="10.9.9.9", account="victim@example.com") == 15  # any IP: it is per account
-
-
-def test_account_lockout_expires() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, failures_before_lock=2)
-    _fail(throttle, "a@example.com", 2)
-    clock.advance(14)
-    assert throttle.check(ip="10.0.0.1", account="a@example.com") == 1
-    clock.advance(1)
-    assert throttle.check(ip="10.0.0.1", account="a@example.com") == 0
-
-
-def test_account_backoff_doubles_per_failure_and_is_capped() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, failures_before_lock=1, max_lock_seconds=100)
-    waits = []
-    for _ in range(6):
-        _fail(throttle, "a@example.com", 1)
-        wait = throttle.check(ip="10.0.0.1", account="a@example.com")
-        waits.append(wait)
-        clock.advance(wait)
-    assert waits == [15, 30, 60, 100, 100, 100]
-
-
-def test_lockout_after_many_failures_still_expires_within_the_cap() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, failures_before_lock=1, max_lock_seconds=900, per_ip_per_minute=10**6)
-    for _ in range(200):
-        throttle.failed(account="a@example.com")
-    assert throttle.check(ip="10.0.0.1", account="a@example.com") == 900
-    clock.advance(900)
-    assert throttle.check(ip="10.0.0.1", account="a@example.com") == 0
-
-
-def test_successful_login_clears_the_account_backoff() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, failures_before_lock=2)
-    _fail(throttle, "a@example.com", 2)
-    clock.advance(15)
-    assert throttle.check(ip="10.0.0.1", account="a@example.com") == 0
-    throttle.succeeded(account="a@example.com")
-    throttle.failed(account="a@example.com")
-    assert throttle.check(ip="10.0.0.1", account="a@example.com") == 0  # one failure: back to the allowance
-
-
-def test_one_accounts_lock_does_not_slow_another() -> None:
-    clock = FakeClock()
-    throttle = _throttle(clock, failures_before_lock=1)
-    _fail(throttle, "a@example.com", 1)
-    assert throttle.check(ip="10.0.0.1", account="a@example.com") > 0
-    assert throttle.check(ip="10.0.0.1", account="b@example.com") == 0
+def test_a_bad_cidr_is_refused() -> None:
+    with pytest.raises(ValueError):
+        parse_networks("10.0.0.0/33")

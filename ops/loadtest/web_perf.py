@@ -1,0 +1,163 @@
+"""Lighthouse on the web app's login, editor and live class view screens (a benchmark, not a test).
+
+Starts the service as `make run` does (`essaycoach run`, the built web/dist), makes a teacher, a
+class with an assignment and a student with an essay over REST, then runs Lighthouse 12.2.3
+(`ops/loadtest/package.json`, `npm ci` here if missing) in Debian's Chromium on
+
+* `/login` (signed out), `/essays/<id>` (the student's editor, signed in), and
+  `/classes/<id>/live` (the teacher's live class view, signed in),
+
+and writes ops/loadtest/WEB_PERF.md (scores, metrics, the editor route's initial JavaScript
+gzipped) plus the full Lighthouse reports under var/web-perf/.
+
+    .venv/bin/python -m ops.loadtest.web_perf                 # mobile preset (Lighthouse's default)
+    .venv/bin/python -m ops.loadtest.web_perf --preset desktop
+
+Scores move with the machine's load: compare runs made back to back, on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import gzip
+import json
+import os
+import secrets
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ops.loadtest import procs
+from ops.loadtest.run import EssayCoachTarget, log
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+DIST = ROOT / "web" / "dist"
+OUT = ROOT / "var" / "web-perf"
+REPORT = HERE / "WEB_PERF.md"
+CHROMIUM = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
+ESSAY = ("Schools should let students choose some of their classes. Choice builds motivation, and "
+         "students who care about a subject work harder at it.\nCritics say teenagers choose the easy "
+         "path. Yet with advisers and a few required courses, choice can stay rigorous.")
+
+
+def ensure_node_modules() -> str:
+    package = HERE / "node_modules" / "lighthouse" / "package.json"
+    if not package.is_file():
+        log("installing Lighthouse: npm ci in ops/loadtest")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--omit=optional"], cwd=HERE, check=True)
+    return str(json.loads(package.read_text())["version"])
+
+
+def gzipped_js(scripts: list[dict[str, Any]], dist: Path) -> tuple[int, list[tuple[str, int]]]:
+    """Gzip size (level 9) of each same-origin script the route loaded, read from the build."""
+    sizes = []
+    for script in scripts:
+        path = dist / urlparse(script["url"]).path.lstrip("/")
+        if path.is_file():
+            sizes.append((path.name, len(gzip.compress(path.read_bytes(), 9))))
+    return sum(size for _, size in sizes), sizes
+
+
+async def layout(target: EssayCoachTarget) -> dict[str, Any]:
+    password = "Wp-" + secrets.token_urlsafe(12)
+    run = secrets.token_hex(3)
+    teacher_email, student_email = f"teacher-{run}@webperf.example", f"student-{run}@webperf.example"
+    teacher = await target.account(teacher_email, "Ms Perf", "teacher", password)
+    student = await target.account(student_email, "Sam Perf", "student", password)
+    cls = await target.api("POST", "/classes", teacher, {"name": "Perf class"})
+    assignment = await target.api("POST", f"/classes/{cls['id']}/assignments", teacher,
+                                  {"title": "Choice in school", "prompt": "Should students choose classes?"})
+    await target.api("POST", "/classes/join", student, {"join_code": cls["join_code"]})
+    essay = await target.api("POST", "/essays", student,
+                             {"title": "Choice", "assignment_id": assignment["id"], "text": ESSAY})
+    return {"class_id": cls["id"], "essay_id": essay["id"], "password": password,
+            "teacher": teacher_email, "student": student_email}
+
+
+def render(version: str, preset: str, results: list[dict[str, Any]], js: dict[str, Any]) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Web app performance (Lighthouse)", "",
+        f"`.venv/bin/python -m ops.loadtest.web_perf{' --preset desktop' if preset == 'desktop' else ''}`, "
+        f"{now}: Lighthouse {version}, preset {preset}, Chromium at `{CHROMIUM}`, the service as "
+        "`make run` starts it, on this machine (2 cores shared with other work: scores move between runs). "
+        "Goals (issue 12): performance >= 90, accessibility >= 95, initial JS of the editor route <= 250 KB gzipped.",
+        "", "| screen | route | performance | accessibility | best practices | FCP ms | LCP ms | TBT ms | CLS |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        s, m = r["scores"], r["metrics"]
+
+        def pct(key: str) -> str:
+            return "-" if s.get(key) is None else str(round(100 * s[key]))
+
+        def ms(key: str) -> str:
+            return "-" if m.get(key) is None else f"{m[key]:.0f}"
+
+        cls = "-" if m.get("cumulative-layout-shift") is None else f"{m['cumulative-layout-shift']:.3f}"
+        lines.append(f"| {r['name']} | `{r['path']}` | {pct('performance')} | {pct('accessibility')} | "
+                     f"{pct('best-practices')} | {ms('first-contentful-paint')} | {ms('largest-contentful-paint')} | "
+                     f"{ms('total-blocking-time')} | {cls} |")
+    lines += ["", f"Editor route initial JavaScript: {js['total'] / 1024:.1f} KB gzipped (level 9) over "
+              f"{len(js['files'])} files: " + ", ".join(f"{n} {b / 1024:.1f} KB" for n, b in js["files"]) + "."]
+    for r in results:
+        if r["failed_a11y"] or r["runtime_error"]:
+            lines.append(f"- {r['name']}: failed accessibility audits {r['failed_a11y']}"
+                         + (f"; runtime error: {r['runtime_error']}" if r["runtime_error"] else ""))
+    lines += ["", "Full reports: `var/web-perf/<screen>.html` (not committed).", ""]
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["mobile", "desktop"], default="mobile")
+    parser.add_argument("--no-report", action="store_true", help="print, do not write WEB_PERF.md")
+    args = parser.parse_args()
+    if not (DIST / "index.html").is_file():
+        raise SystemExit("web/dist is not built: make web")
+    version = ensure_node_modules()
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="web-perf-") as tmp:
+        extra = {"ESSAYCOACH_WEB_DIST": str(DIST),
+                 "RAY_SERVE_HAPROXY_METRICS_PORT": str(procs.free_port()),
+                 "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port())}
+        target = EssayCoachTarget(Path(tmp), extra_env=extra)
+        try:
+            await target.start()
+            world = await layout(target)
+            student = {"email": world["student"], "password": world["password"]}
+            teacher = {"email": world["teacher"], "password": world["password"]}
+            config = {"base": f"http://127.0.0.1:{target.port}", "chromium": CHROMIUM, "out_dir": str(OUT),
+                      "preset": args.preset, "screens": [
+                          {"name": "login", "path": "/login"},
+                          {"name": "editor", "path": f"/essays/{world['essay_id']}", "login": student},
+                          {"name": "live-view", "path": f"/classes/{world['class_id']}/live", "login": teacher},
+                      ]}
+            config_path = Path(tmp) / "config.json"
+            config_path.write_text(json.dumps(config))
+            log("running Lighthouse on login, editor and live view")
+            done = await asyncio.to_thread(
+                subprocess.run, ["node", str(HERE / "web_perf.mjs"), str(config_path)], cwd=HERE,
+                capture_output=True, text=True, timeout=900, env={**os.environ, "CHROME_PATH": CHROMIUM})
+            if done.returncode != 0:
+                raise SystemExit(f"lighthouse failed ({done.returncode}):\n{done.stderr[-4000:]}")
+            results = json.loads(done.stdout)["results"]
+        finally:
+            await target.close_http()
+            target.stop()
+    editor = next(r for r in results if r["name"] == "editor")
+    total, files = gzipped_js(editor["scripts"], DIST)
+    report = render(version, args.preset, results, {"total": total, "files": files})
+    print(report)
+    if not args.no_report:
+        REPORT.write_text(report)
+        log(f"wrote {REPORT.relative_to(ROOT)} and var/web-perf/")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,39 @@
+"""Essays from uploaded files: `POST /essays/import` (multipart) reads a .docx, .pdf or .txt
+file (serve_app/uploads.py says what is refused and why) into a new essay, as `POST /essays`
+with `text` would."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import PurePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from serve_app.api.essays import new_essay
+from serve_app.deps import ContextDep, CurrentUser, SessionDep
+from serve_app.schemas import EssayOut, Title
+from serve_app.uploads import UploadLimits, extract_text
+
+router = APIRouter(tags=["essays"])
+
+
+@router.post("/essays/import", status_code=201, response_model=EssayOut)
+async def import_essay(
+    ctx: ContextDep, session: SessionDep, user: CurrentUser,
+    file: Annotated[UploadFile, File(description=".docx, .pdf or .txt (UTF-8); at most MAX_UPLOAD_BYTES")],
+    title: Annotated[Title | None, Form(description="default: the file's name without extension")] = None,
+    assignment_id: Annotated[uuid.UUID | None, Form()] = None,
+) -> dict[str, Any]:
+    """A new essay holding the file's text, one paragraph per line. 413 for a file, page count or
+    text over the limits; 415 for a file that is not what it claims or not a supported kind; 422
+    for an encrypted file or one without text."""
+    settings = ctx.settings
+    data = await file.read()
+    limits = UploadLimits(max_chars=settings.max_essay_chars, max_pages=settings.max_upload_pages)
+    # Parsing a document is CPU work: keep it off the event loop that serves every socket.
+    extracted = await asyncio.to_thread(extract_text, data, filename=file.filename,
+                                        content_type=file.content_type, limits=limits)
+    name = title or (PurePath(file.filename or "").stem[:300] or "Imported essay")
+    return await new_essay(ctx, session, user, title=name, assignment_id=assignment_id, text=extracted.text)

@@ -1,0 +1,140 @@
+"""A writing doc socket keeps reading while its earlier updates wait for their commit, and acks
+them in order (serve_app.realtime.acks), over real websockets with in-process hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from pycrdt import create_sync_message
+
+from actors.host import UpdateRejected
+from ops.loadtest.yclient import YClient
+from tests.fakes import class_essay
+
+Apply = Callable[..., Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def classroom(settings: Any) -> AsyncIterator[dict[str, Any]]:
+    from serve_app.app import create_app
+    from tests.conftest import serving
+
+    application = create_app(settings)
+    async with serving(application) as server, httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
+        teacher, student, essay = await class_essay(client)
+
+        async def url(account: Any) -> str:
+            r = await client.post("/api/v1/auth/ws-ticket", headers=account.headers)
+            return f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={r.json()['ticket']}"
+
+        yield {"hosts": application.state.ctx.live.host_objects, "client": client, "essay": essay,
+               "student": student, "teacher": teacher, "url": url}
+
+
+@contextlib.contextmanager
+def host_applies(hosts: list[Any], make: Callable[[Apply], Apply], *gates: asyncio.Event) -> Any:
+    """Every host's `apply_update` replaced by `make(original)` for the block; `gates` are opened
+    when it ends (however it ends), so no held update outlives the test."""
+    for host in hosts:
+        host.apply_update = make(host.apply_update)
+    try:
+        yield
+    finally:
+        for gate in gates:
+            gate.set()
+        for host in hosts:
+            del host.apply_update
+
+
+async def sync_round_trip(client: YClient) -> None:
+    """A sync step 1 and its answer: every frame the server queued for `client` before it is in."""
+    client.synced.clear()
+    await client.send_raw(create_sync_message(client.doc))
+    await asyncio.wait_for(client.synced.wait(), 10)
+
+
+async def test_teacher_sees_later_typing_while_an_earlier_update_awaits_its_commit(settings) -> None:
+    async with classroom(settings) as room:
+        writer = await YClient(await room["url"](room["student"])).connect()
+        teacher = await YClient(await room["url"](room["teacher"])).connect()
+        await writer.wait_acked()  # its sync step 2 counts too
+        before = writer.acked
+        commits = asyncio.Event()
+
+        def held(apply: Apply) -> Apply:
+            async def apply_when_allowed(*args: Any, **kwargs: Any) -> int:
+                await commits.wait()
+                return await apply(*args, **kwargs)
+            return apply_when_allowed
+
+        with host_applies(room["hosts"], held, commits):
+            writer.type("one ")
+            writer.type("two")
+            # Neither update is durable, yet the second reached the teacher: the socket read it.
+            assert await teacher.wait_text(lambda t: t == "one two", timeout=10)
+            await sync_round_trip(writer)
+            assert writer.acked == before
+            commits.set()
+            await writer.wait_acked(before + 2)
+        r = await room["client"].get(f"/api/v1/essays/{room['essay']['id']}", headers=room["student"].headers)
+        assert r.json()["text"] == "one two"
+        await writer.close()
+        await teacher.close()
+
+
+async def test_an_ack_never_covers_an_earlier_update_that_is_not_durable(settings) -> None:
+    async with classroom(settings) as room:
+        writer = await YClient(await room["url"](room["student"])).connect()
+        await writer.wait_acked()
+        before = writer.acked
+        first_may_commit, second_done = asyncio.Event(), asyncio.Event()
+        calls = 0
+
+        def first_held(apply: Apply) -> Apply:
+            async def apply_in_order(*args: Any, **kwargs: Any) -> int:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    await first_may_commit.wait()
+                    return await apply(*args, **kwargs)
+                seq = await apply(*args, **kwargs)
+                second_done.set()
+                return seq
+            return apply_in_order
+
+        with host_applies(room["hosts"], first_held, first_may_commit):
+            writer.type("first ")
+            writer.type("second")
+            await asyncio.wait_for(second_done.wait(), 10)  # durable, behind one that is not
+            await sync_round_trip(writer)
+            assert writer.acked == before
+            first_may_commit.set()
+            await writer.wait_acked(before + 2)
+            assert writer.acked == before + 2
+        await writer.close()
+
+
+async def test_a_refused_update_closes_the_socket_while_it_waits_for_more(settings) -> None:
+    async with classroom(settings) as room:
+        writer = await YClient(await room["url"](room["student"])).connect()
+        writer.type("fine")
+        await writer.wait_acked()
+        before = writer.acked
+        refuse = asyncio.Event()
+
+        def refusing(apply: Apply) -> Apply:
+            async def refuse_later(*args: Any, **kwargs: Any) -> int:
+                await refuse.wait()
+                raise UpdateRejected("refused by the host")
+            return refuse_later
+
+        with host_applies(room["hosts"], refusing, refuse):
+            writer.type(" refused")
+            await sync_round_trip(writer)  # the socket is reading again, the update still out
+            refuse.set()
+            assert await writer.wait_closed() == 4400
+        assert writer.acked == before

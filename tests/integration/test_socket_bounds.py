@@ -1,0 +1,335 @@
+"""Bounds a hostile client cannot push past, through real sockets (uvicorn, in-process hosts):
+awareness (one client id per socket, size, cleared on close), outbound bytes, open sockets per
+user, tickets per user, bogus tickets (kept away from the store) and the store's purge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+import websockets
+from fastapi import FastAPI
+from sqlalchemy import event, select
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from db.models import RefreshToken, WsTicket
+from db.repositories import users
+from ops.loadtest.yclient import YClient
+from serve_app.app import create_app
+from serve_app.auth import new_ticket
+from serve_app.realtime.awareness import encode_awareness_entries
+from serve_app.realtime.protocol import (
+    Awareness,
+    AwarenessEntry,
+    SyncStep2,
+    encode_awareness,
+    encode_sync_step1,
+    parse_message,
+)
+from tests.conftest import serving
+from tests.fakes import make_essay, register
+from tests.integration.test_sockets import classroom, doc_url, ticket  # noqa: F401  (classroom: a fixture)
+
+
+def awareness_frame(*entries: tuple[int, int, object]) -> bytes:
+    return encode_awareness(encode_awareness_entries(
+        [AwarenessEntry(client_id=c, clock=k, state_json=json.dumps(state)) for c, k, state in entries]))
+
+
+async def next_awareness(ws: websockets.ClientConnection, timeout: float = 5) -> list[AwarenessEntry]:
+    """The entries of the next awareness message on a raw doc socket (other frames skipped)."""
+    async def read() -> list[AwarenessEntry]:
+        while True:
+            message = parse_message(await ws.recv())
+            if isinstance(message, Awareness):
+                return list(message.entries)
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def no_awareness(ws: websockets.ClientConnection, within: float = 0.5) -> bool:
+    try:
+        await next_awareness(ws, within)
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
+async def test_a_socket_relays_awareness_only_for_the_first_client_id_it_announces(
+        live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    watcher = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    sender = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    await sender.send(awareness_frame((7, 1, {"cursor": 1}), (8, 1, {"user": "forged"}), (9, 1, {"x": 1})))
+    assert [(e.client_id, e.clock) for e in await next_awareness(watcher)] == [(7, 1)]
+    await sender.send(awareness_frame((1000 + 1, 1, {"user": "another"})))  # only foreign ids: dropped
+    assert await no_awareness(watcher)
+    await sender.send(awareness_frame((8, 2, {}), (7, 2, {"cursor": 5})))  # an echo of others plus its own
+    assert [(e.client_id, e.clock, e.state_json) for e in await next_awareness(watcher)] == [
+        (7, 2, '{"cursor": 5}')]
+    await sender.close()
+    await watcher.close()
+
+
+async def test_an_awareness_update_over_4_kib_closes_1009_and_reaches_nobody(
+        live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    watcher = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    sender = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    await sender.send(awareness_frame((7, 1, {"name": "x" * 5000})))
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(sender.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert await no_awareness(watcher)
+    await watcher.close()
+
+
+async def test_a_closed_socket_s_awareness_is_removed_for_everyone(live_client, live_server, classroom) -> None:
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    watcher = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    sender = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    await sender.send(awareness_frame((7, 3, {"cursor": 1})))
+    assert [(e.client_id, e.clock) for e in await next_awareness(watcher)] == [(7, 3)]
+    await sender.close()  # the tab goes away without saying goodbye to its peers
+    (gone,) = await next_awareness(watcher)
+    assert (gone.client_id, gone.clock, gone.removed) == (7, 4, True)
+    await watcher.close()
+
+
+async def test_a_teacher_s_cursor_presence_reaches_the_student(live_client, live_server, classroom) -> None:
+    """Decision (serve_app/realtime/awareness.py): teachers may publish awareness, same bounds."""
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+    writer = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    reader = await websockets.connect(await doc_url(live_client, live_server, teacher, essay["id"]))
+    await reader.send(awareness_frame((42, 1, {"user": "Ms T"})))
+    assert [(e.client_id, e.clock) for e in await next_awareness(writer)] == [(42, 1)]
+    await reader.close()
+    await writer.close()
+
+
+class SlowReader:
+    """A websocket client that reads only when told to (websockets' own client reads everything
+    the server sends into memory as it arrives, so the server never sees a slow peer)."""
+
+    def __init__(self, url: str) -> None:
+        self.uri = parse_uri(url)
+        self.protocol = ClientProtocol(self.uri, max_size=None)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> "SlowReader":
+        host, port = self.uri.host, self.uri.port
+        sock = socket.socket()
+        # A fixed small receive buffer: Linux would otherwise grow it (tcp_rmem) and the kernel,
+        # not the server, would hold what this client does not read.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect((host, port))
+        sock.setblocking(False)
+        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+        while self.protocol.state is State.CONNECTING:
+            self.protocol.receive_data(await self.reader.read(65536))
+        assert self.protocol.handshake_exc is None, self.protocol.handshake_exc
+        return self
+
+    def _flush(self) -> None:
+        assert self.writer is not None
+        for data in self.protocol.data_to_send():
+            if data:
+                self.writer.write(data)
+
+    async def send(self, frame: bytes) -> None:
+        self.protocol.send_binary(frame)
+        self._flush()
+        assert self.writer is not None
+        await self.writer.drain()
+
+    def close(self) -> None:
+        assert self.writer is not None
+        self.writer.close()
+
+    async def frames_until_close(self, timeout: float = 10) -> tuple[list[bytes], int | None]:
+        """Read everything: (binary frames, the close code), or raise TimeoutError."""
+        assert self.reader is not None
+        frames: list[bytes] = []
+        while True:
+            for event in self.protocol.events_received():
+                if not isinstance(event, Frame):
+                    continue  # the handshake's response
+                if event.opcode == Opcode.CLOSE:
+                    return frames, self.protocol.close_rcvd.code if self.protocol.close_rcvd else None
+                if event.opcode == Opcode.BINARY:
+                    frames.append(bytes(event.data))
+            data = await asyncio.wait_for(self.reader.read(1 << 20), timeout)
+            if not data:
+                return frames, None
+            self.protocol.receive_data(data)
+
+
+async def test_a_socket_that_asks_for_the_whole_document_and_never_reads_is_closed_1013(
+        live_client, live_server, classroom) -> None:
+    """Each sync step 1 with an empty state vector is answered with the whole essay (~150 KB
+    here): 150 of them is far fewer frames than the frame cap (2,000) but ~22 MB queued for one
+    socket; the byte cap (WS_OUTBOUND_MAX_BYTES, 4 MiB) closes it instead."""
+    student = classroom["student"]
+    essay = await make_essay(live_client, student, text="All work and no play. " * 7000)
+    client = await SlowReader(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    for _ in range(150):
+        try:
+            await client.send(encode_sync_step1(b"\x00"))
+        except (ConnectionError, InvalidState):
+            break  # the server closed already
+    frames, code = await client.frames_until_close()
+    client.close()
+    assert code == 1013
+    assert sum(isinstance(parse_message(f), SyncStep2) for f in frames) < 150
+
+
+@asynccontextmanager
+async def tight_server(settings, **limits: object) -> AsyncIterator[tuple[str, httpx.AsyncClient, FastAPI]]:
+    """An app of its own with these limits (the per-address counts would leak into other tests)."""
+    application = create_app(settings.model_copy(update=limits))
+    async with serving(application) as server, httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
+        yield server, client, application
+
+
+async def closed_code(ws: websockets.ClientConnection) -> int | None:
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), 5)
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+async def test_a_user_over_the_open_socket_limit_is_closed_4429_and_a_closed_socket_frees_its_place(
+        settings) -> None:
+    async with tight_server(settings, ws_max_sockets_per_user=3) as (server, client, _):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        other_student = await register(client, "student")
+        other_essay = await make_essay(client, other_student)
+        held = [await websockets.connect(await doc_url(client, server, student, essay["id"])) for _ in range(2)]
+        held.append(await websockets.connect(
+            f"ws://{server}/ws/essays/{essay['id']}/events?ticket={await ticket(client, student)}"))
+        extra = await websockets.connect(await doc_url(client, server, student, essay["id"]))
+        assert await closed_code(extra) == 4429
+        others = await YClient(await doc_url(client, server, other_student, other_essay["id"])).connect()
+        await held.pop().close()  # a place frees up once the server sees the close
+        for _ in range(50):
+            again = await websockets.connect(await doc_url(client, server, student, essay["id"]))
+            try:
+                await asyncio.wait_for(again.recv(), 2)  # the server's sync step 1: accepted
+                break
+            except websockets.ConnectionClosed:
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("a closed socket never freed its place")
+        await again.close()
+        await others.close()
+        for ws in held:
+            await ws.close()
+
+
+async def test_ws_tickets_beyond_the_per_user_rate_get_429_problem_json(settings) -> None:
+    async with tight_server(settings, ws_tickets_per_user_per_minute=5) as (_, client, _app):
+        greedy, other = await register(client, "student"), await register(client, "student")
+        for _ in range(5):
+            await ticket(client, greedy)
+        r = await client.post("/api/v1/auth/ws-ticket", headers=greedy.headers)
+        assert r.status_code == 429 and r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
+        await ticket(client, other)  # per user
+
+
+def store_statements(application: FastAPI) -> list[str]:
+    """The SQL statements on tickets or users the app's engine runs from now on (SQLAlchemy's own
+    event hook; the submission runner's background polling is not a handshake's)."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "ws_tickets" in statement or "users" in statement:
+            seen.append(statement)
+
+    event.listen(application.state.ctx.engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+async def test_made_up_or_expired_tickets_never_reach_the_store_and_unknown_ones_write_nothing(settings) -> None:
+    async with tight_server(settings) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        url = f"ws://{server}/ws/essays/{essay['id']}/doc?ticket="
+        statements = store_statements(application)
+        for bogus in ("short", "x" * 55 + "!", secrets.token_urlsafe(42), "z" * 300, "ä" * 56):
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(url + bogus)
+        assert statements == []
+        soon = datetime.now(timezone.utc) + timedelta(seconds=60)
+        genuine_but_never_issued, _ = new_ticket(settings, expires_at=soon)
+        expired, _ = new_ticket(settings, expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+        tampered = genuine_but_never_issued[:-1] + ("A" if genuine_but_never_issued[-1] != "A" else "B")
+        for bogus in (expired, tampered):
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(url + bogus)
+        assert statements == []
+        with pytest.raises(websockets.InvalidStatus):
+            await websockets.connect(url + genuine_but_never_issued)
+        assert statements and not [s for s in statements if s.split()[0].upper() in ("UPDATE", "INSERT", "DELETE")]
+        good = await YClient(await doc_url(client, server, student, essay["id"])).connect()
+        await good.close()
+
+
+async def test_a_spent_ticket_replayed_to_the_same_replica_is_refused_from_memory(settings) -> None:
+    async with tight_server(settings) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        url = await doc_url(client, server, student, essay["id"])
+        first = await YClient(url).connect()
+        statements = store_statements(application)
+        for _ in range(3):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(url)
+            assert refused.value.response.status_code == 403
+        assert statements == []
+        await first.close()
+
+
+async def test_the_gateway_purges_used_up_tickets_and_expired_refresh_tokens(settings) -> None:
+    async with tight_server(settings, store_purge_interval_seconds=0.2) as (_, client, application):
+        student = await register(client, "student")
+        uid = uuid.UUID(student.id)
+        now = datetime.now(timezone.utc)
+        sessions = application.state.ctx.sessions
+        old_ticket, live_ticket = secrets.token_hex(32), secrets.token_hex(32)
+        old_token, live_token = uuid.uuid4(), uuid.uuid4()
+        async with sessions() as session:
+            await users.add_ticket(session, token_hash=old_ticket, user_id=uid, expires_at=now - timedelta(minutes=5))
+            await users.add_ticket(session, token_hash=live_ticket, user_id=uid, expires_at=now + timedelta(seconds=60))
+            for jti, expires in ((old_token, now - timedelta(days=2)), (live_token, now + timedelta(days=1))):
+                await users.add_refresh(session, jti=jti, family_id=uuid.uuid4(), user_id=uid, expires_at=expires,
+                                        family_expires_at=expires)
+            await session.commit()
+
+        async def present() -> set[object]:
+            async with sessions() as session:
+                tickets = set(await session.scalars(select(WsTicket.token_hash).where(WsTicket.user_id == uid)))
+                tokens = set(await session.scalars(select(RefreshToken.id).where(RefreshToken.user_id == uid)))
+            return tickets | tokens
+
+        for _ in range(200):
+            if old_ticket not in (left := await present()) and old_token not in left:
+                break
+            await asyncio.sleep(0.05)
+        assert {old_ticket, old_token}.isdisjoint(left) and {live_ticket, live_token} <= left

@@ -1,0 +1,81 @@
+"""AckQueue: updates answered in any order are acked in the order they came; a failure ends the
+socket's wait for its next frame."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from serve_app.realtime.acks import AckQueue
+
+
+async def answer(gate: asyncio.Future[None]) -> int:
+    await gate
+    return 1
+
+
+async def test_acks_follow_arrival_order_whatever_order_the_host_answers_in() -> None:
+    sent: list[int] = []
+    acks = AckQueue(sent.append)
+    loop = asyncio.get_running_loop()
+    gates = [loop.create_future() for _ in range(3)]
+    for gate in gates:
+        acks.add(answer(gate))
+    gates[2].set_result(None)
+    gates[1].set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sent == [] and acks.waiting == 3  # the first is not durable: nothing may be acked
+    gates[0].set_result(None)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sent == [3] and acks.acked == 3 and acks.waiting == 0  # one ack covers all three
+
+
+async def test_a_failed_update_interrupts_the_wait_for_the_next_frame_with_its_error() -> None:
+    sent: list[int] = []
+    acks = AckQueue(sent.append)
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+
+    async def refused() -> int:
+        await gate
+        raise ValueError("refused")
+
+    acks.add(refused())
+    never: asyncio.Future[bytes] = loop.create_future()  # the client sends nothing more
+    reading = asyncio.ensure_future(acks.receive(never))
+    await asyncio.sleep(0)
+    gate.set_result(None)
+    with pytest.raises(ValueError, match="refused"):
+        await reading
+    assert never.cancelled() and sent == []
+    with pytest.raises(ValueError):  # and the socket reads nothing further
+        await acks.receive(loop.create_future())
+
+
+async def test_room_waits_for_the_oldest_once_the_limit_is_reached() -> None:
+    acks = AckQueue(lambda n: None, limit=2)
+    loop = asyncio.get_running_loop()
+    gates = [loop.create_future() for _ in range(2)]
+    for gate in gates:
+        acks.add(answer(gate))
+    room = asyncio.ensure_future(acks.room())
+    await asyncio.sleep(0)
+    assert not room.done()
+    gates[0].set_result(None)
+    await asyncio.wait_for(room, 5)
+    assert acks.waiting == 1
+
+
+async def test_a_cancelled_socket_task_is_not_mistaken_for_a_failure() -> None:
+    acks = AckQueue(lambda n: None)
+    loop = asyncio.get_running_loop()
+    acks.add(answer(loop.create_future()))
+    reading = asyncio.ensure_future(acks.receive(loop.create_future()))
+    await asyncio.sleep(0)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert acks.failure is None
