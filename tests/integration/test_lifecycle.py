@@ -69,8 +69,9 @@ class Run:
     def start(self) -> "Run":
         self.var_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([ESSAYCOACH, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            # As `make run` starts it (dev mode: the JWT secret in var/, shared by restarts).
+            self.proc = subprocess.Popen([ESSAYCOACH, "run", "--dev"], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def output(self) -> str:
