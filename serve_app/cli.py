@@ -169,11 +169,24 @@ def cmd_driver(args: argparse.Namespace) -> None:
     # ray.init installs its own SIGTERM handlers (Python's sys.exit, then its core's crash
     # handler): a SIGTERM then skipped the flush and orphaned Serve's HAProxy. Ours again.
     stop_on_signals(stop)
-    try:
-        if not stop.is_set():
+    failed: list[BaseException] = []
+
+    def serve_app() -> None:
+        try:
             _serve(settings, args.replicas)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            failed.append(exc)
+            stop.set()
+
+    try:
+        # Serve starts in a thread: its start waits for the app (a minute on a loaded machine), and
+        # a stop must not wait for that. A Ray call still in flight there fails at ray.shutdown.
+        if not stop.is_set():
+            threading.Thread(target=serve_app, name="serve-start", daemon=True).start()
         while not stop.wait(0.5):
             pass
+        if failed:
+            raise failed[0]
         print("stopping: flushing essay hosts", flush=True)
         _kill_run_after(settings.shutdown_seconds)
         shutdown_hosts(settings)

@@ -69,14 +69,15 @@ class Run:
     def start(self) -> "Run":
         self.var_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([ESSAYCOACH, "run", "--dev"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            # As `make run` starts it (dev mode: the JWT secret in var/, shared by restarts).
+            self.proc = subprocess.Popen([ESSAYCOACH, "run", "--dev"], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    async def ready(self, timeout: float = 150) -> None:
+    async def ready(self, timeout: float = 300) -> None:
         proc = self.proc
         assert proc is not None
 
@@ -332,3 +333,19 @@ def _listening(refs: list[processes.ProcessRef]) -> set[tuple[str, int]]:
                     host = socket.inet_ntoa(bytes.fromhex(address)[::-1]) if len(address) == 8 else address
                     found.add((host, int(port, 16)))
     return found
+
+
+async def test_a_stop_while_serve_starts_frees_the_port_and_leaves_nothing(runs: list[Run], tmp_path: Path) -> None:
+    # The moment the leak was seen at: Serve's first HAProxy is up and its reloads (-sf) follow.
+    run = Run(tmp_path / "var", free_port()).start()
+    runs.append(run)
+    deadline = time.monotonic() + 150
+    while not recorded(run.var_dir / "run"):
+        assert time.monotonic() < deadline and run.proc is not None and run.proc.poll() is None, run.output()[-3000:]
+        await asyncio.sleep(0.05)
+    run.record = json.loads((run.var_dir / "run.json").read_text())
+    run.signal(signal.SIGTERM)
+    run.haproxy = recorded(run.var_dir / "run")  # the later ones stay in the run's session
+    assert await run.wait_exit(SHUTDOWN_SECONDS + 10) == 0, run.output()[-3000:]
+    await wait_port_free(run.port, 5)
+    assert run.leftovers() == []

@@ -24,7 +24,8 @@ def _spawn(argv: list[str], **kwargs: object) -> tuple[subprocess.Popen[bytes], 
 
 
 def _dead_ref() -> processes.ProcessRef:
-    proc, ref = _spawn(["true"])
+    proc, ref = _spawn(["sleep", "30"])
+    proc.kill()
     proc.wait()
     return ref
 
