@@ -37,7 +37,7 @@ from db.repositories import classes, essays, users
 from db.types import utcnow
 from serve_app.auth import check_ticket, ticket_hash
 from serve_app.deps import Context
-from serve_app.realtime import lean_ws
+from serve_app.fastpath import lean_ws
 from serve_app.realtime.awareness import SocketAwareness
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.limits import admission_of

@@ -185,7 +185,7 @@ async def _serve_socket_tasks() -> dict[str, int]:
 
 
 async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
-    """Our sockets go past Serve's request path (replica_middlewares, serve_app.realtime.direct):
+    """Our sockets go past Serve's request path (serve_app.fastpath: replica_middlewares, direct):
     the handler must see the drop itself, count the socket closed and detach it from the essay's
     host."""
     import json

@@ -1,4 +1,4 @@
-"""serve_app.realtime.lean_ws: uvicorn's sans-I/O websocket protocol with lighter state."""
+"""serve_app.fastpath.lean_ws: uvicorn's sans-I/O websocket protocol with lighter state."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from uvicorn.protocols.websockets import websockets_sansio_impl
 
 from starlette.websockets import WebSocket
 
-from serve_app.realtime import lean_ws
-from serve_app.realtime.lean_ws import Flag, Inbox, LeanWebSocketProtocol
+from serve_app.fastpath import lean_ws
+from serve_app.fastpath.lean_ws import Flag, Inbox, LeanWebSocketProtocol
 from serve_app.realtime.sockets import Outbound
 from tests.conftest import serving
 
