@@ -91,15 +91,18 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(application: Any) -> AsyncIterator[str]:
-    """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port."""
+async def serving(application: Any, *, lean_ws: bool = True) -> AsyncIterator[str]:
+    """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port.
+    `lean_ws`: our websocket protocol, as the Gateway replica's server uses on the fast path;
+    False: uvicorn's default (the fast path off)."""
     import uvicorn
 
     from serve_app.fastpath.lean_ws import IMPORT_PATH as LEAN_WS
 
     port = free_port()
+    ws: dict[str, Any] = {"ws": LEAN_WS} if lean_ws else {}
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                                           ws=LEAN_WS, lifespan="on"))
+                                           lifespan="on", **ws))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
