@@ -12,7 +12,7 @@ replicas' environment, so builder and replicas always agree. Off means plain Ser
   Serve's ongoing requests, which the Gateway's autoscaling policy then sees; the replica reports
   0 directly served sockets);
 - `essaycoach run` starts Serve's default proxy (as `--default-proxy` does) unless the operator
-  set `RAY_SERVE_ENABLE_HA_PROXY=1` himself: HAProxy, throughput mode and its thread count are
+  sets `RAY_SERVE_ENABLE_HA_PROXY=1` by hand: HAProxy, throughput mode and its thread count are
   Serve settings read from `ray.serve._private.constants`, as private as the rest. On a cluster
   (ray-cluster.yaml, ops/k8s) the nodes' environment sets HAProxy; remove those lines too for a
   Serve with nothing of ours.
