@@ -16,7 +16,8 @@ from serve_app.api import (admin, auth, classes, comments, essays, exports, exte
                            rubrics, submissions, uploads, webhooks)
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app import web
-from serve_app.realtime import control, direct, sockets
+from serve_app.fastpath import direct
+from serve_app.realtime import control, sockets
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.housekeeping import purge_periodically
@@ -80,14 +81,16 @@ def create_app(
         purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
                                                        interval=settings.store_purge_interval_seconds))
         evict = asyncio.create_task(evict_periodically(buckets))
-        sockets_direct = direct.register(app)
+        # The replica middleware hands sockets to this app only on the fast path.
+        sockets_direct = direct.register(app) if settings.fast_path else None
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
             yield
         finally:
             stop_control()
-            direct.unregister(sockets_direct)
-            await sockets_direct.close_all()
+            if sockets_direct is not None:
+                direct.unregister(sockets_direct)
+                await sockets_direct.close_all()
             trim.cancel()
             purge.cancel()
             evict.cancel()

@@ -79,8 +79,11 @@ class Settings(BaseSettings):
     # Spent/expired socket tickets and expired refresh tokens are deleted this often.
     store_purge_interval_seconds: float = Field(default=600.0, gt=0)
     # permessage-deflate on sockets: off, because Yjs frames are a few bytes (see
-    # serve_app.deployments.configure_websockets).
+    # serve_app.fastpath.uvicorn_config); applies to the fast path's servers only.
     ws_compression: bool = False
+    # Our hooks into Serve's and uvicorn's internals (serve_app/fastpath: the module doc names
+    # them); off: plain Serve (and Serve's default proxy under `essaycoach run`).
+    fast_path: bool = True
     large_paste_chars: int = 200
     feedback_local_pause_seconds: float = 0.25
     # Tier 1 reruns at most this often per essay while the student keeps typing with short gaps

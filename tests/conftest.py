@@ -91,15 +91,18 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(application: Any) -> AsyncIterator[str]:
-    """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port."""
+async def serving(application: Any, *, lean_ws: bool = True) -> AsyncIterator[str]:
+    """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port.
+    `lean_ws`: our websocket protocol, as the Gateway replica's server uses on the fast path;
+    False: uvicorn's default (the fast path off)."""
     import uvicorn
 
-    from serve_app.realtime.lean_ws import IMPORT_PATH as LEAN_WS
+    from serve_app.fastpath.lean_ws import IMPORT_PATH as LEAN_WS
 
     port = free_port()
+    ws: dict[str, Any] = {"ws": LEAN_WS} if lean_ws else {}
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                                           ws=LEAN_WS, lifespan="on"))
+                                           lifespan="on", **ws))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
@@ -147,7 +150,7 @@ REDIS_URL = os.environ.get("ESSAYCOACH_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A local Ray cluster for this test session (started once, ended by us, never `ray stop`)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from serve_app.cli import fast_path_env
+    from serve_app.fastpath.ingress import fast_path_env
     from serve_app.haproxy_launcher import end_recorded, real_haproxy_binary, serve_env
 
     os.environ.update(fast_path_env())  # test the ingress `make run` uses

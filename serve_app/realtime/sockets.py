@@ -38,7 +38,8 @@ from db.types import utcnow
 from serve_app.auth import check_ticket, ticket_hash
 from serve_app.deps import Context
 from serve_app.api.writability import READ_ONLY, WriteWindow, write_window
-from serve_app.realtime import control, lean_ws
+from serve_app.fastpath import lean_ws
+from serve_app.realtime import control
 from serve_app.realtime.awareness import SocketAwareness
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.class_deadlines import ClassDeadlines

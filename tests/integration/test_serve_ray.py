@@ -173,19 +173,19 @@ async def test_teacher_sockets_on_one_replica_see_typing_once(http: httpx.AsyncC
         await c.close()
 
 
-async def _serve_socket_tasks() -> dict[str, int]:
+async def _serve_socket_tasks(app: str = "essaycoach-test") -> dict[str, int]:
     """Serve's in-flight direct-ingress tasks in the Gateway replica (its own test hook)."""
     import ray
 
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith("SERVE_REPLICA::essaycoach-test#Gateway#")]
+             if a["name"].startswith(f"SERVE_REPLICA::{app}#Gateway#")]
     assert len(names) == 1, names
     replica = ray.get_actor(names[0], namespace="serve")
     return await replica._get_inflight_direct_ingress_task_counts_for_testing.remote()
 
 
 async def test_a_dropped_socket_is_cleaned_up_through_serve(http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
-    """Our sockets go past Serve's request path (replica_middlewares, serve_app.realtime.direct):
+    """Our sockets go past Serve's request path (serve_app.fastpath: replica_middlewares, direct):
     the handler must see the drop itself, count the socket closed and detach it from the essay's
     host."""
     import json
@@ -258,4 +258,43 @@ async def test_the_gateway_reports_its_open_sockets_to_the_autoscaler(
         assert seen and sum(seen) >= 3, seen
     finally:
         for client in clients:
+            await client.close()
+
+
+@pytest.fixture(scope="module")
+async def plain_app(serve_app: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A second Gateway with the fast path off (`ESSAYCOACH_FAST_PATH=off`) under the same HAProxy,
+    at /plain, with its own store and essay hosts (their own Ray namespace)."""
+    from ray import serve
+
+    from serve_app.deployments import GatewayArgs, build_app
+
+    var = tmp_path_factory.mktemp("plain-var")
+    url = f"sqlite+aiosqlite:///{var / 'plain.db'}"
+    await asyncio.to_thread(upgrade, url)
+    env = {"ESSAYCOACH_DATABASE_URL": url, "ESSAYCOACH_VAR_DIR": str(var), "ESSAYCOACH_JWT_SECRET": TEST_SECRET,
+           "ESSAYCOACH_HOSTS": "1", "ESSAYCOACH_RAY_NAMESPACE": "essaycoach-plain",
+           "ESSAYCOACH_SERVE_APP_NAME": "essaycoach-plain", "ESSAYCOACH_FAST_PATH": "off"}
+    app = build_app(GatewayArgs(min_replicas=1, max_replicas=1, analyzer_max_replicas=1, env=env))
+    await asyncio.to_thread(serve.run, app, name="essaycoach-plain", route_prefix="/plain")
+    yield f"{serve_app['base']}/plain"
+    await asyncio.to_thread(serve.delete, "essaycoach-plain")
+
+
+async def test_with_the_fast_path_off_sockets_take_serves_request_path(plain_app: str) -> None:
+    """Plain Serve: no proxy callback, so the socket is one of Serve's requests, and it still
+    edits and is acked."""
+    async with httpx.AsyncClient(base_url=f"http://{plain_app}", timeout=60) as http:
+        assert await until_ready(http, seconds=60)
+        student = await register(http, "student")
+        essay = await make_essay(http, student)
+        ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+        client = await YClient(f"ws://{plain_app}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect()
+        try:
+            client.type("through Serve")
+            await client.wait_acked()
+            assert (await _serve_socket_tasks("essaycoach-plain"))["request_tasks"] >= 1
+            r = await http.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
+            assert r.json()["text"] == "through Serve"
+        finally:
             await client.close()

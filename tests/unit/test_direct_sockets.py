@@ -1,5 +1,5 @@
-"""Sockets served past Serve's request path (serve_app.realtime.direct and the replica middleware
-serve_app.deployments.SocketsSkipServe), and the Gateway's autoscaling on open sockets."""
+"""Sockets served past Serve's request path (serve_app.fastpath.direct and the replica middleware
+serve_app.fastpath.serve_hooks.SocketsSkipServe), and the Gateway's autoscaling on open sockets."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import httpx
 import pytest
 import websockets
 
-from serve_app.deployments import DISCONNECT_DISABLED, SOCKETS_METRIC, Gateway, SocketsSkipServe, scale_on_sockets
-from serve_app.realtime import direct
+from serve_app.deployments import SOCKETS_METRIC, Gateway, scale_on_sockets
+from serve_app.fastpath import direct
+from serve_app.fastpath.serve_hooks import DISCONNECT_DISABLED, SocketsSkipServe
 from tests.conftest import serving
 
 
@@ -125,7 +126,7 @@ async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disco
 async def test_a_socket_going_through_serve_is_never_written_past_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our `Outbound` writes straight to the connection only where our app owns it: a socket
     handed to Serve's path must not see the connection (its frames could overtake Serve's)."""
-    from serve_app.realtime import lean_ws
+    from serve_app.fastpath import lean_ws
 
     seen: list[Any] = []
 

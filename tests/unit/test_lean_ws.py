@@ -1,19 +1,17 @@
-"""serve_app.realtime.lean_ws: uvicorn's sans-I/O websocket protocol with lighter state."""
+"""serve_app.fastpath.lean_ws: uvicorn's sans-I/O websocket protocol with lighter state."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any
 
 import pytest
 import websockets
-from uvicorn.protocols.websockets import websockets_sansio_impl
 
 from starlette.websockets import WebSocket
 
-from serve_app.realtime import lean_ws
-from serve_app.realtime.lean_ws import Flag, Inbox, LeanWebSocketProtocol
+from serve_app.fastpath import lean_ws
+from serve_app.fastpath.lean_ws import Flag, Inbox, LeanWebSocketProtocol
 from serve_app.realtime.sockets import Outbound
 from tests.conftest import serving
 
@@ -53,19 +51,6 @@ async def test_flag_wakes_every_waiter_on_set_and_not_before() -> None:
     await asyncio.sleep(0)
     flag.set()  # a cancelled waiter is simply skipped
     assert gone.cancelled()
-
-
-def test_uvicorn_still_uses_the_attributes_we_replace() -> None:
-    """Guard for a uvicorn upgrade: its protocol must still make exactly these two objects and
-    use only the methods ours provide."""
-    source = inspect.getsource(websockets_sansio_impl.WebSocketsSansIOProtocol)
-    assert "self.queue: asyncio.Queue[ASGIReceiveEvent] = asyncio.Queue()" in source
-    assert "self.writable = asyncio.Event()" in source
-    used = {m for m in ("put_nowait", "get", "empty", "qsize", "get_nowait", "join", "task_done", "full")
-            if f"self.queue.{m}(" in source}
-    assert used <= {"put_nowait", "get", "empty", "qsize"}, used
-    used = {m for m in ("set", "clear", "wait", "is_set") if f"self.writable.{m}(" in source}
-    assert used <= {"set", "clear", "wait", "is_set"}
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:

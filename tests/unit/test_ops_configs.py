@@ -24,7 +24,7 @@ def test_serve_config_validates_and_its_import_path_builds_the_app() -> None:
 def test_cluster_nodes_get_the_fast_ingress_environment_once(tmp_path: Path) -> None:
     """The setup command really writes the fast path's settings into a node's profile (once),
     with HAProxy's threads following the node's cores as `essaycoach run` sets them."""
-    from serve_app.cli import FAST_PATH_ENV, HAPROXY_THREADS_ENV, haproxy_threads
+    from serve_app.fastpath.ingress import FAST_PATH_ENV, HAPROXY_THREADS_ENV, haproxy_threads
 
     cluster = yaml.safe_load((ROOT / "ray-cluster.yaml").read_text())
     command = next(c for c in cluster["setup_commands"] if "ESSAYCOACH_DEV_MODE" in c)
@@ -91,7 +91,7 @@ def test_rayservice_runs_the_serve_config_on_an_autoscaling_cluster() -> None:
 
 
 def test_every_rayservice_container_takes_secrets_from_the_secret_and_probes_readyz() -> None:
-    from serve_app.cli import FAST_PATH_ENV
+    from serve_app.fastpath.ingress import FAST_PATH_ENV
 
     service, secret = _k8s("rayservice.yaml"), _k8s("secrets.example.yaml")
     cluster = service["spec"]["rayClusterConfig"]

@@ -6,9 +6,10 @@ an ongoing-request slot) before it reaches our app. For a socket that stays open
 is ~8 KiB held per connection for its whole life (tracemalloc in a replica at 200 sockets,
 2026-11-30) and a layer of calls under every frame, and it buys a socket nothing: our handlers
 authenticate, rate-limit, log and count their own sockets. So the replica middleware
-(`serve_app.deployments.SocketsSkipServe`) hands websocket requests to the app registered here,
+(`serve_app.fastpath.serve_hooks.SocketsSkipServe`) hands websocket requests to the app registered here,
 when that app runs on the same event loop (Serve's throughput mode runs user code on the
-server's loop; otherwise sockets keep going through Serve).
+server's loop; otherwise sockets keep going through Serve). The app registers only when the fast
+path is on (`serve_app.fastpath`).
 
 Two things Serve did for such a socket are done here instead:
 - **Autoscaling**: Serve no longer counts these sockets as ongoing requests, so the Gateway reports

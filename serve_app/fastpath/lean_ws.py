@@ -14,9 +14,9 @@ writable, as `send` would without waiting, and returns False otherwise (the call
 it for `send`). `serve_app.realtime.sockets.Outbound` uses it: a task and a loop turn per frame
 were most of what a frame cost the Gateway besides the write itself.
 
-Used by `serve_app.deployments.configure_websockets` (the Gateway replica's uvicorn) and by the
-tests' real servers. Written against uvicorn 0.54 (pinned): `test_lean_ws` checks the attributes
-it replaces are still the ones uvicorn uses.
+Used by `serve_app.fastpath.uvicorn_config.configure_websockets` (the Gateway replica's uvicorn,
+fast path on) and by the tests' real servers. Written against uvicorn 0.54 (pinned):
+`test_fastpath_contract` names every attribute it touches.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 
-IMPORT_PATH = "serve_app.realtime.lean_ws:LeanWebSocketProtocol"
+IMPORT_PATH = "serve_app.fastpath.lean_ws:LeanWebSocketProtocol"
 _CONNECTION: ContextVar["LeanWebSocketProtocol | None"] = ContextVar("essaycoach_lean_ws", default=None)
 
 

@@ -1,10 +1,11 @@
-"""The Gateway replica's uvicorn websocket defaults (serve_app.deployments.configure_websockets)."""
+"""The Gateway replica's uvicorn websocket defaults (serve_app.fastpath.uvicorn_config), and the
+replica environment that installs our hooks in Serve (serve_app.fastpath.serve_hooks)."""
 
 import pytest
 import uvicorn.config
 
-from serve_app.deployments import configure_websockets
-from serve_app.realtime.lean_ws import IMPORT_PATH as LEAN_WS
+from serve_app.fastpath.lean_ws import IMPORT_PATH as LEAN_WS
+from serve_app.fastpath.uvicorn_config import configure_websockets
 
 
 @pytest.fixture(autouse=True)
@@ -43,11 +44,12 @@ def test_replica_hook_passes_serves_validation_and_is_in_the_gateway_env() -> No
     from ray.serve._private.http_util import validate_http_proxy_callback_return
     from ray.serve._private.utils import call_function_from_import_path
 
-    from serve_app.deployments import REPLICA_MIDDLEWARES_ENV, GatewayArgs, SocketsSkipServe, build_app
+    from serve_app.deployments import GatewayArgs, build_app
+    from serve_app.fastpath.serve_hooks import REPLICA_MIDDLEWARES_ENV, SocketsSkipServe
 
     (path,) = REPLICA_MIDDLEWARES_ENV.values()
     (middleware,) = validate_http_proxy_callback_return(call_function_from_import_path(path))
     assert middleware.cls is SocketsSkipServe
     gateway = build_app(GatewayArgs(env={"ESSAYCOACH_HOSTS": "3"}))._bound_deployment
     env = gateway.ray_actor_options["runtime_env"]["env_vars"]
-    assert env == {**REPLICA_MIDDLEWARES_ENV, "ESSAYCOACH_HOSTS": "3"}
+    assert env == {**REPLICA_MIDDLEWARES_ENV, "ESSAYCOACH_HOSTS": "3", "ESSAYCOACH_FAST_PATH": "on"}

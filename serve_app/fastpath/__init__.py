@@ -1,0 +1,92 @@
+"""The fast path: everything of ours that reaches into Ray Serve's or uvicorn's internals to make
+an open socket cheap, in one place and behind one switch.
+
+The switch is `Settings.fast_path` (`ESSAYCOACH_FAST_PATH`, on by default; `off`, `false` or `0`
+turns it off). `build_app` reads it where the app is built and writes its value into the Gateway
+replicas' environment, so builder and replicas always agree. Off means plain Serve:
+
+- no uvicorn patch and no `lean_ws`: a replica's own HTTP server (Serve's HAProxy ingress) speaks
+  websocket with uvicorn's defaults (so it also negotiates permessage-deflate, whatever
+  `WS_COMPRESSION` says), and frames go out through Starlette's `send`;
+- no direct hand-off and no proxy callback: sockets take Serve's request path (and count as
+  Serve's ongoing requests, which the Gateway's autoscaling policy then sees; the replica reports
+  0 directly served sockets);
+- `essaycoach run` starts Serve's default proxy (as `--default-proxy` does) unless the operator
+  sets `RAY_SERVE_ENABLE_HA_PROXY=1` by hand: HAProxy, throughput mode and its thread count are
+  Serve settings read from `ray.serve._private.constants`, as private as the rest. On a cluster
+  (ray-cluster.yaml, ops/k8s) the nodes' environment sets HAProxy; remove those lines too for a
+  Serve with nothing of ours.
+
+What the fast path relies on, each named by `tests/unit/test_fastpath_contract.py` so an upgrade
+that moves one fails there:
+
+uvicorn (pinned 0.54)
+- `uvicorn.config.Config.__init__` is wrapped in each Gateway replica (`uvicorn_config`) to
+  default its `ws` and `ws_per_message_deflate` arguments: Serve builds the replica's server
+  `Config` itself and offers no setting for either.
+- `uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol` is subclassed
+  (`lean_ws`): its `queue` and `writable` attributes are replaced, `run_asgi` and `send`
+  extended, and `send_now` reads `writable`, `disconnected`, `handshake_complete`, `close_sent`,
+  `initial_response`, `transport`, `conn` (websockets' `ServerProtocol`: `send_binary`,
+  `send_text`, `data_to_send`) and `loop`, and drops `response` after the handshake.
+
+Ray Serve (pinned 2.60)
+- `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` (`serve_hooks.REPLICA_MIDDLEWARES_ENV`), read by
+  `ray.serve._private.http_util.configure_http_middlewares` in the replica (and the proxy: which
+  is why it is set only in the Gateway's runtime env), its return value checked by
+  `validate_http_proxy_callback_return`: how `SocketsSkipServe` gets in front of Serve's request
+  handling on the replica's own server.
+- the `x-request-disconnect-disabled: ?1` request header
+  (`ray.serve._private.constants.SERVE_HTTP_REQUEST_DISCONNECT_DISABLED_HEADER`, parsed by
+  `http_util.parse_disconnect_disabled_header`): sockets that still go through Serve skip its
+  disconnect watcher.
+- throughput mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED`) running user code on the server's event
+  loop (`RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD` off): what lets `direct` serve a socket on
+  the loop that accepted it; elsewhere sockets go through Serve.
+- the HAProxy ingress and its settings (`ingress.FAST_PATH_ENV`: `RAY_SERVE_ENABLE_HA_PROXY`,
+  `RAY_SERVE_THROUGHPUT_OPTIMIZED`, `RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE`,
+  `RAY_SERVE_HAPROXY_NBTHREAD`), and the draining window `direct` relies on at shutdown
+  (`RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`).
+
+Not behind the switch (they hold whichever ingress runs): the Gateway's `record_autoscaling_stats`
+hook and `scale_on_sockets` policy (serve_app/deployments.py), and Serve's HAProxy launcher and
+port block (serve_app/haproxy_launcher.py, serve_app/ports.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+SWITCH_ENV = "ESSAYCOACH_FAST_PATH"
+
+
+def enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """The switch as `Settings.fast_path` reads it from `environ` (default: this process's
+    environment), without the rest of the settings: the process building the app may lack the
+    replicas' secrets."""
+    from pydantic import TypeAdapter
+
+    from serve_app.settings import Settings
+
+    value = (os.environ if environ is None else environ).get(SWITCH_ENV)
+    if value is None:
+        return bool(Settings.model_fields["fast_path"].default)
+    return TypeAdapter(bool).validate_python(value)
+
+
+def replica_env(*, on: bool) -> dict[str, str]:
+    """The Gateway replicas' environment for the switch: its value (so a replica decides as the
+    builder did) and, when on, Serve's proxy callback that installs our replica middleware."""
+    from serve_app.fastpath.serve_hooks import REPLICA_MIDDLEWARES_ENV
+
+    return {SWITCH_ENV: "on" if on else "off", **(REPLICA_MIDDLEWARES_ENV if on else {})}
+
+
+def setup_replica(*, on: bool, compression: bool) -> None:
+    """A Gateway replica's part at start, before Serve starts its HTTP server: uvicorn's
+    websocket defaults when the switch is on; nothing when off."""
+    if on:
+        from serve_app.fastpath.uvicorn_config import configure_websockets
+
+        configure_websockets(compression=compression)

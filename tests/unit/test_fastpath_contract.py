@@ -1,0 +1,145 @@
+"""Contract tests for the fast path (serve_app.fastpath): every private uvicorn and Ray Serve
+symbol it relies on, by name, so an upgrade that moves one fails here instead of silently going
+slow (sockets back on Serve's request path) or breaking `send_now`."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import uvicorn.config
+from uvicorn.protocols.websockets import websockets_sansio_impl
+from websockets.exceptions import InvalidState
+from websockets.server import ServerProtocol
+
+from serve_app.fastpath import lean_ws
+from serve_app.fastpath.ingress import FAST_PATH_ENV, HAPROXY_THREADS_ENV
+from serve_app.fastpath.serve_hooks import CALLBACK_ENV, DISCONNECT_DISABLED, REPLICA_MIDDLEWARES_ENV, SocketsSkipServe
+
+SANSIO = websockets_sansio_impl.WebSocketsSansIOProtocol
+
+
+def _methods_mentioning(cls: type, text: str) -> set[str]:
+    return {name for name, member in vars(cls).items()
+            if inspect.isfunction(member) and text in inspect.getsource(member)}
+
+
+# uvicorn
+
+
+def test_uvicorn_config_still_takes_the_websocket_arguments_we_default() -> None:
+    parameters = inspect.signature(uvicorn.config.Config.__init__).parameters
+    assert {"ws", "ws_per_message_deflate"} <= set(parameters)
+    assert parameters["ws"].default == "auto" and parameters["ws_per_message_deflate"].default is True
+
+
+def test_uvicorn_loads_our_protocol_from_its_import_path() -> None:
+    """`lean_ws.IMPORT_PATH` (what the Gateway replica's Config gets) names the moved class."""
+    config = uvicorn.config.Config(lambda: None, ws=lean_ws.IMPORT_PATH)  # type: ignore[arg-type]
+    config.load()
+    assert config.ws_protocol_class is lean_ws.LeanWebSocketProtocol
+
+
+def test_the_sansio_protocol_still_makes_the_two_objects_lean_ws_replaces() -> None:
+    """`LeanWebSocketProtocol` swaps `queue` (an `asyncio.Queue`) and `writable` (an
+    `asyncio.Event`) for `Inbox` and `Flag`, which offer only these methods."""
+    source = inspect.getsource(SANSIO)
+    assert "self.queue: asyncio.Queue[ASGIReceiveEvent] = asyncio.Queue()" in source
+    assert "self.writable = asyncio.Event()" in source
+    used = {m for m in ("put_nowait", "get", "empty", "qsize", "get_nowait", "join", "task_done", "full")
+            if f"self.queue.{m}(" in source}
+    assert used <= {"put_nowait", "get", "empty", "qsize"}, used
+    used = {m for m in ("set", "clear", "wait", "is_set") if f"self.writable.{m}(" in source}
+    assert used <= {"set", "clear", "wait", "is_set"}
+
+
+def test_the_sansio_protocol_still_has_the_state_send_now_reads() -> None:
+    """`send_now` checks `writable`, `disconnected`, `handshake_complete`, `close_sent`,
+    `initial_response` and `transport.is_closing()`, writes through `conn` and the transport,
+    and `current()` compares `loop`; `run_asgi` and `send` are extended."""
+    init = inspect.getsource(SANSIO.__init__)
+    for attribute in ("loop", "handshake_complete", "close_sent", "disconnected", "initial_response", "conn",
+                      "writable", "queue"):
+        assert f"self.{attribute}" in init, attribute
+    assert "self.transport = transport" in inspect.getsource(SANSIO.connection_made)
+    assert "ServerProtocol(" in init
+    for method in ("run_asgi", "send", "pause_writing", "resume_writing", "connection_made"):
+        assert inspect.isfunction(vars(SANSIO).get(method)), method
+    assert inspect.iscoroutinefunction(SANSIO.run_asgi) and inspect.iscoroutinefunction(SANSIO.send)
+    for method in ("send_binary", "send_text", "data_to_send"):
+        assert callable(getattr(ServerProtocol, method)), method
+    assert issubclass(InvalidState, Exception)
+
+
+def test_the_handshake_response_is_read_only_until_accept() -> None:
+    """`lean_ws` drops `response` once `send` has accepted: only the handshake may read it."""
+    assert _methods_mentioning(SANSIO, "self.response") <= {"handle_connect", "send"}
+
+
+# Ray Serve
+
+
+def _serve_constants(env: dict[str, str], names: list[str]) -> dict[str, object]:
+    """Serve's settings as a process with `env` reads them (they are read at import)."""
+    code = ("import json, sys\nfrom ray.serve._private import constants as c\n"
+            "print(json.dumps({n: getattr(c, n) for n in json.loads(sys.argv[1])}))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(names)], env={**clean, **env},
+                         capture_output=True, text=True, check=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_serve_reads_the_ingress_settings_we_set_and_throughput_mode_runs_user_code_on_the_servers_loop() -> None:
+    names = [*FAST_PATH_ENV, HAPROXY_THREADS_ENV, CALLBACK_ENV, "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD",
+             "RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]
+    on = _serve_constants({**FAST_PATH_ENV, HAPROXY_THREADS_ENV: "1", **REPLICA_MIDDLEWARES_ENV}, names)
+    assert on["RAY_SERVE_ENABLE_HA_PROXY"] is True
+    assert on["RAY_SERVE_THROUGHPUT_OPTIMIZED"] is True
+    assert on["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == 100
+    assert on[HAPROXY_THREADS_ENV] == 1
+    assert on[CALLBACK_ENV] == REPLICA_MIDDLEWARES_ENV[CALLBACK_ENV]
+    # `direct` serves a socket on the loop that accepted it: user code must run there.
+    assert on["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] is False
+    assert on["RAY_SERVE_ENABLE_DIRECT_INGRESS"] is True
+    assert on["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == 30
+
+
+def test_serves_replica_installs_the_proxy_callback_middlewares() -> None:
+    """The replica's own server takes its middlewares from `configure_http_middlewares`, which
+    calls the function `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` names and checks its result."""
+    from ray.serve._private import http_util, replica
+    from ray.serve._private.utils import call_function_from_import_path
+
+    assert "configure_http_middlewares(" in inspect.getsource(replica)
+    assert "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" in inspect.getsource(http_util.configure_http_middlewares)
+    (middleware,) = http_util.validate_http_proxy_callback_return(
+        call_function_from_import_path(REPLICA_MIDDLEWARES_ENV[CALLBACK_ENV]))
+    assert middleware.cls is SocketsSkipServe
+
+
+def test_serve_still_honours_the_disconnect_disabled_header() -> None:
+    from ray.serve._private import replica
+    from ray.serve._private.constants import SERVE_HTTP_REQUEST_DISCONNECT_DISABLED_HEADER
+    from ray.serve._private.http_util import parse_disconnect_disabled_header
+
+    name, value = DISCONNECT_DISABLED
+    assert SERVE_HTTP_REQUEST_DISCONNECT_DISABLED_HEADER.encode() == name
+    assert parse_disconnect_disabled_header({name: value}) is True
+    assert parse_disconnect_disabled_header({}) is False
+    assert "parse_disconnect_disabled_header(" in inspect.getsource(replica)
+
+
+def test_serve_still_calls_the_autoscaling_stats_hook_and_gives_the_policy_what_it_reads() -> None:
+    """Not behind the switch, but private all the same: `Gateway.record_autoscaling_stats` is
+    looked up by name, and `scale_on_sockets` reads these fields of Serve's context."""
+    from ray.serve._private import replica
+    from ray.serve.config import AutoscalingConfig, AutoscalingContext
+
+    assert '"record_autoscaling_stats"' in inspect.getsource(replica)
+    fields = set(inspect.signature(AutoscalingContext).parameters)
+    assert {"current_num_replicas", "target_num_replicas", "total_num_requests", "aggregated_metrics",
+            "config"} <= fields
+    assert callable(AutoscalingConfig.get_target_ongoing_requests)
