@@ -53,6 +53,34 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     return url
 
 
+@asynccontextmanager
+async def fresh_database(database_url: str, tmp_path: Path, *, migrated: bool = True) -> AsyncIterator[str]:
+    """A new, empty database of the same kind as `database_url` (migrated unless told not to),
+    dropped afterwards: for tests whose background workers (submission runners, hosts) must not
+    share a store with the session's app."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    if database_url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'fresh-{uuid.uuid4().hex[:8]}.db'}"
+        if migrated:
+            await asyncio.to_thread(upgrade, url)
+        yield url
+        return
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    server = make_url(database_url).set(drivername="postgresql")
+    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = server.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+        if migrated:
+            await asyncio.to_thread(upgrade, url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Settings:
     return Settings(database_url=database_url, var_dir=var_dir, jwt_secret=TEST_SECRET, dev_mode=False,
                     **overrides)  # type: ignore[arg-type]

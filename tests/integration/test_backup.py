@@ -4,38 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from ops.loadtest.yclient import YClient
 from ops.scripts import backup as backups
 from serve_app.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import fresh_database, make_settings
 from tests.fakes import make_essay, register
-
-
-@asynccontextmanager
-async def fresh_database(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
-    """An empty database of the same kind as `database_url`, dropped afterwards."""
-    if backups.is_sqlite(database_url):
-        yield f"sqlite+aiosqlite:///{tmp_path / f'restored-{uuid.uuid4().hex[:6]}.db'}"
-        return
-    name = f"restore_{uuid.uuid4().hex[:10]}"
-    server = make_url(database_url).set(drivername="postgresql")
-    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield server.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_backup_under_typing_restores_every_acknowledged_update(
@@ -70,7 +48,7 @@ async def test_backup_under_typing_restores_every_acknowledged_update(
     await writer.close()
     assert len(acked_text) > 0 and len(final_text) > len(acked_text)
 
-    async with fresh_database(settings.database_url, tmp_path) as restored_url:
+    async with fresh_database(settings.database_url, tmp_path, migrated=False) as restored_url:
         await asyncio.to_thread(backups.restore, restored_url, dump)
         restored_app = create_app(make_settings(restored_url, tmp_path / "var"))
         async with restored_app.router.lifespan_context(restored_app):

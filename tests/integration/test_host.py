@@ -477,7 +477,8 @@ async def test_sqlite_commit_in_thread_false_commits_on_the_event_loops_thread_a
         pytest.skip("SQLite's writer")
     essay_id = await new_essay(sessions)
     for in_thread in (True, False):
-        config = Settings(database_url=database_url, sqlite_commit_in_thread=in_thread).host_config()  # type: ignore[call-arg]
+        config = Settings(database_url=database_url, jwt_secret="x" * 40,  # type: ignore[call-arg]
+                          sqlite_commit_in_thread=in_thread).host_config()
         host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=config)  # type: ignore[arg-type]
         assert host._writer is not None
         threads: list[threading.Thread] = []
