@@ -22,7 +22,7 @@ from serve_app.errors import install_handlers
 from serve_app.housekeeping import purge_periodically
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
-from serve_app.process import release_free_memory_periodically
+from actors.process_tuning import release_free_memory_periodically
 from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
 from serve_app.settings import Settings
 

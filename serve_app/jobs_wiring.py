@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.llm import TokenBudget
 from actors.analysis.local import LocalAnalyzer
-from actors.analysis.provider import make_provider
+from actors.analysis.service import make_provider
 from actors.jobs import RunnerConfig, SubmissionRunner
 from actors.webhooks import WebhookSender
 from db.models import Submission
@@ -35,7 +35,7 @@ def engine_factory(settings: Settings) -> Callable[[], AnalysisEngine]:
     analyzer = LocalAnalyzer()
 
     def make() -> AnalysisEngine:
-        provider = make_provider(settings) if settings.ai_provider != "local" else None
+        provider = make_provider(settings.analysis_config()) if settings.ai_provider != "local" else None
         return AnalysisEngine(analyzer, provider, budget=TokenBudget(per_essay=settings.ai_token_budget_per_essay,
                                                                      per_class=settings.ai_token_budget_per_class))
 

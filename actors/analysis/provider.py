@@ -2,6 +2,8 @@
 
 A provider analyses one paragraph (tier 2) or scores an essay against a rubric. ``LocalProvider``
 needs no network; ``OpenAIProvider`` (in ``llm.py``) talks to any OpenAI-compatible endpoint.
+This module holds the shared types and imports no implementation (``llm.py`` imports it, never
+the reverse: an import-linter contract); ``service.make_provider`` picks one.
 """
 
 from __future__ import annotations
@@ -158,25 +160,3 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         return None
-
-
-class ProviderSettings(Protocol):
-    """The subset of ``serve_app.settings.Settings`` the factory reads."""
-
-    ai_provider: str
-    ai_base_url: str
-    ai_api_key: str
-    ai_model: str
-
-
-def make_provider(settings: ProviderSettings, **overrides: Any) -> AnalysisProvider:
-    """Build the configured provider; ``overrides`` go to the ``OpenAIProvider`` constructor."""
-    if settings.ai_provider == "local":
-        return LocalProvider()
-    if settings.ai_provider == "openai":
-        from .llm import OpenAIProvider
-
-        return OpenAIProvider(
-            base_url=settings.ai_base_url, api_key=settings.ai_api_key, model=settings.ai_model, **overrides
-        )
-    raise ValueError(f"unknown ai_provider {settings.ai_provider!r}")

@@ -235,9 +235,9 @@ class CountingAnalyzer:
 
     def __init__(self) -> None:
         from actors.analysis.service import build_engine
-        from serve_app.settings import Settings
+        from actors.config import AnalysisConfig
 
-        self.engine = build_engine(Settings(ai_provider="local", dev_mode=False, jwt_secret="t" * 40))
+        self.engine = build_engine(AnalysisConfig(provider="local"))
         self.runs: list[str] = []
 
     @property

@@ -21,8 +21,9 @@ from actors.analysis.provider import (
     Rubric,
     ScoreResult,
     Usage,
-    make_provider,
 )
+from actors.analysis.service import make_provider
+from actors.config import AnalysisConfig
 from actors.analysis.items import assign_ids
 
 ESSAY = "\n".join(
@@ -338,20 +339,12 @@ def test_lru_cache_evicts_least_recently_used() -> None:
     assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
 
 
-class FakeSettings:
-    ai_provider = "openai"
-    ai_base_url = "http://127.0.0.1:9/v1"
-    ai_api_key = "k"
-    ai_model = "m"
-
-
 async def test_factory_builds_the_configured_provider() -> None:
-    provider = make_provider(FakeSettings(), breaker=CircuitBreaker(1))
+    config = AnalysisConfig(provider="openai", base_url="http://127.0.0.1:9/v1", api_key="k", model="m")
+    provider = make_provider(config, breaker=CircuitBreaker(1))
     assert provider.name == "openai:m"
     await provider.aclose()
-    local = FakeSettings()
-    local.ai_provider = "local"
-    assert isinstance(make_provider(local), LocalProvider)
+    assert isinstance(make_provider(config.local_only()), LocalProvider)
 
 
 async def test_a_light_edit_keeps_the_llm_review_of_the_paragraph_without_resending_it() -> None:
