@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -88,7 +88,7 @@ def effective_scores(
 
 def day_start(now: datetime) -> datetime:
     """Midnight UTC of `now`'s day: per-user token budgets are per UTC day."""
-    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def rubric_document(rubric: Any) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class BusHub:
             sub.event.clear()
             try:
                 await asyncio.wait_for(sub.event.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
         out = list(sub.queue)
         out += [(channel, RESYNC) for channel in sub.lost]

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
+from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
 from serve_app.api import (auth, classes, comments, essays, exports, health, history, rubrics, submissions, uploads,
                            webhooks)
@@ -22,7 +23,6 @@ from serve_app.errors import install_handlers
 from serve_app.housekeeping import purge_periodically
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
-from actors.process_tuning import release_free_memory_periodically
 from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
 from serve_app.settings import Settings
 

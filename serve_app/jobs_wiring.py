@@ -42,7 +42,7 @@ def engine_factory(settings: Settings) -> Callable[[], AnalysisEngine]:
     return make
 
 
-def build_runner(settings: Settings, ctx: "Context") -> SubmissionRunner:
+def build_runner(settings: Settings, ctx: Context) -> SubmissionRunner:
     sender = WebhookSender(
         max_attempts=settings.webhook_max_attempts,
         backoff=settings.webhook_backoff_seconds, timeout=settings.webhook_timeout_seconds,
@@ -67,7 +67,7 @@ def build_runner(settings: Settings, ctx: "Context") -> SubmissionRunner:
     )
 
 
-async def start_runner(ctx: "Context") -> SubmissionRunner:
+async def start_runner(ctx: Context) -> SubmissionRunner:
     """Start this replica's runner (idempotent) and keep it on the context for `wake`."""
     runner: SubmissionRunner | None = getattr(ctx, ATTR, None)
     if runner is None:
@@ -78,7 +78,7 @@ async def start_runner(ctx: "Context") -> SubmissionRunner:
     return runner
 
 
-async def stop_runner(ctx: "Context") -> None:
+async def stop_runner(ctx: Context) -> None:
     """Stop the runner; jobs it was running go back to the queue for any replica."""
     runner: SubmissionRunner | None = getattr(ctx, ATTR, None)
     if runner is not None:
@@ -90,7 +90,7 @@ async def stop_runner(ctx: "Context") -> None:
 stop = stop_runner
 
 
-def wake(ctx: "Context") -> None:
+def wake(ctx: Context) -> None:
     """Start a just-queued job now rather than at the next poll (no-op without a runner)."""
     runner: SubmissionRunner | None = getattr(ctx, ATTR, None)
     if runner is not None:

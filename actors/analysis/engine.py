@@ -13,8 +13,9 @@ import difflib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Collection, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Coroutine, Hashable, Sequence
+from typing import Any
 
 from .cache import LRUCache, cache_key
 from .items import FeedbackItem, Score, assign_ids, shift_items

@@ -25,8 +25,9 @@ import math
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx

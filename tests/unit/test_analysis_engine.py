@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 import pytest
 
 from actors.analysis.cache import LRUCache
 from actors.analysis.engine import AnalysisEngine, LatestOnly, should_run_llm, should_run_local
-from actors.analysis.items import FeedbackItem, diff_items, new_item
+from actors.analysis.items import FeedbackItem, assign_ids, diff_items, new_item
 from actors.analysis.llm import CircuitBreaker, TokenBudget
 from actors.analysis.local import LocalAnalyzer
 from actors.analysis.paragraphs import paragraph_hash
@@ -24,7 +24,6 @@ from actors.analysis.provider import (
 )
 from actors.analysis.service import make_provider
 from actors.config import AnalysisConfig
-from actors.analysis.items import assign_ids
 
 ESSAY = "\n".join(
     [
