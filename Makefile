@@ -32,6 +32,7 @@ run: setup
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

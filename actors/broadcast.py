@@ -98,7 +98,11 @@ class InMemoryBus:
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         self.fanout.add(channel, handler)
-        return lambda: self.fanout.remove(channel, handler) and None
+
+        def unsubscribe() -> None:
+            self.fanout.remove(channel, handler)
+
+        return unsubscribe
 
     async def close(self) -> None:
         return None

@@ -132,7 +132,8 @@ class HubBus:
 
     def __init__(self, namespace: str, *, max_bytes: int = QUEUE_MAX_BYTES) -> None:
         # The first process to make the (detached) hub sets its byte bound for its life.
-        self.hub = ray.remote(BusHub).options(  # type: ignore[attr-defined]
+        # Any: a Ray actor handle's methods (`.remote`) are not visible to a type checker.
+        self.hub: Any = ray.remote(BusHub).options(
             name=HUB_NAME, namespace=namespace, get_if_exists=True, lifetime="detached",
             max_restarts=-1, max_concurrency=10_000, num_cpus=0, enable_task_events=False,
         ).remote(max_bytes=max_bytes)
@@ -208,6 +209,12 @@ class HubBus:
             pass
 
 
+def node_address() -> str:
+    """This Ray node's IP address."""
+    address: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # unannotated in Ray
+    return address
+
+
 class EssayHostShell:
     """The Ray actor body: builds store, bus and EssayHost in the actor's own process."""
 
@@ -236,7 +243,7 @@ class EssayHostShell:
                     await host.start()
                     # The typing path (actors.host_stream): Gateways connect here, not via Ray calls.
                     stream = StreamServer(host)
-                    await stream.start(ray.util.get_node_ip_address())
+                    await stream.start(node_address())
                     self.host, self.stream = host, stream
                     self._trim = asyncio.create_task(release_free_memory_periodically())
         return self.host
@@ -266,7 +273,7 @@ class EssayHostShell:
         """Where Gateways send typed updates (`actors.host_stream`): address, port and token."""
         await self._host()
         assert self.stream is not None
-        return ray.util.get_node_ip_address(), self.stream.port, self.stream.token
+        return node_address(), self.stream.port, self.stream.token
 
     async def stats(self) -> dict[str, Any]:
         host = await self._host()

@@ -124,7 +124,7 @@ class RedisBus:
             finally:
                 self._pubsub = None
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 except Exception:
                     pass
             await asyncio.sleep(delay)

@@ -66,11 +66,11 @@ def create_app(
             per_ip=BucketPolicy.every(burst=settings.login_ip_failure_burst,
                                       seconds=settings.login_ip_failure_drain_seconds))
         ctx = Context(settings=settings, engine=engine, sessions=sessions, throttle=throttle,
-                      live=None, metrics=metrics, clock=clock, buckets=buckets,
+                      live=None, metrics=metrics, clock=clock, buckets=buckets,  # type: ignore[arg-type]
                       trusted_proxies=settings.trusted_proxy_networks,
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
-                          seconds=3600 / settings.submissions_per_user_per_hour)))  # type: ignore[arg-type]
+                          seconds=3600 / settings.submissions_per_user_per_hour)))
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()

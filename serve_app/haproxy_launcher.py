@@ -55,7 +55,7 @@ def patch_config(text: str, *, host: str, ports: dict[str, int]) -> str:
         if section is None:
             out.append(line)
         elif ports.get(section, 0):
-            out.append(BIND.sub(lambda m, port=ports[section]: f"{m.group(1)}{host}:{port}", line))
+            out.append(BIND.sub(rf"\g<1>{host}:{ports[section]}", line))
     return "".join(out)
 
 

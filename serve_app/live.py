@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.analysis.service import build_engine
 from actors.broadcast import Bus, make_bus
-from actors.host import EssayHost, HostConfig
+from actors.config import HostConfig
+from actors.host import EssayHost
 from actors.host_stream import HostStream
 from actors.routing import host_index
 from serve_app.settings import Settings
@@ -107,8 +108,11 @@ class InProcessLive(HostRouter):
         self.analyzer = build_engine(analysis)
         # As under Ray: tier 1 on a local-rules engine of its own, the LLM tier on the full one.
         local = build_engine(analysis.local_only()) if self.analyzer.llm_enabled else None
-        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg, analyzer=self.analyzer,
-                                       local_analyzer=local)
+        # The engine's keyword arguments are explicit where host.Analyzer says **kwargs (issue 15's
+        # typed host interface replaces that protocol).
+        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg,
+                                       analyzer=self.analyzer,  # type: ignore[arg-type]
+                                       local_analyzer=local)  # type: ignore[arg-type]
                              for _ in range(settings.hosts)]
 
     async def start(self) -> None:

@@ -139,7 +139,7 @@ class AnalysisEngine:
         caller's loop keeps serving while the rules work. A run with the LLM stays on the
         caller's loop (its HTTP client belongs there); tier 1 has cached the rules by then.
         """
-        kwargs = dict(essay_id=essay_id, class_id=class_id, assignment_prompt=assignment_prompt,
+        kwargs: dict[str, Any] = dict(essay_id=essay_id, class_id=class_id, assignment_prompt=assignment_prompt,
                       dictionary=dictionary, run_llm=run_llm, previous_items=previous_items,
                       force_structure=force_structure, llm_hold=llm_hold)
         if len(new_text) > self.offload_chars and not (run_llm and self.llm is not None):
