@@ -3,8 +3,8 @@
 Imports flow one way, db <- actors <- serve_app (pyproject's import-linter contract): the
 Gateway's `serve_app.settings.Settings` reads the environment once per process and builds these
 (`Settings.host_config()`, `.bus_config()`, `.analysis_config()`, `.host_shell_config()`); code
-in actors/ receives them and never imports the settings. They are plain dataclasses
-with no imports beyond the standard library, so Ray pickles them into a host actor cheaply.
+in actors/ receives them and never imports the settings. Plain dataclasses of the standard
+library only: Ray pickles a HostShellConfig into a host actor, which builds everything from it.
 """
 
 from __future__ import annotations
