@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # This checkout's code first, also in Ray workers and subprocesses (a shared venv may point elsewhere).
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test setup migrate web loadtest clean
+.PHONY: run test lint setup migrate web loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,7 +27,14 @@ migrate: setup
 run: setup
 	$(BIN)/essaycoach run --dev
 
-test: setup
+# Seconds, before the tests: style (ruff), import layers db <- actors <- serve_app (import-linter),
+# types (mypy: strict on actors/ and db/); configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 	@if [ -f web/package.json ]; then cd web && npm test; fi
 

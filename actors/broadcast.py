@@ -17,7 +17,9 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
+
+from actors.config import BusConfig
 
 log = logging.getLogger("essaycoach.bus")
 
@@ -101,7 +103,11 @@ class InMemoryBus:
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], None]:
         self.fanout.add(channel, handler)
-        return lambda: self.fanout.remove(channel, handler) and None
+
+        def unsubscribe() -> None:
+            self.fanout.remove(channel, handler)
+
+        return unsubscribe
 
     async def close(self) -> None:
         return None
@@ -189,15 +195,15 @@ def split_doc_message(message: bytes) -> tuple[str, bytes]:
     return origin.decode(), update
 
 
-def make_bus(settings: Any, *, cluster: bool) -> Bus:
+def make_bus(config: BusConfig, *, cluster: bool) -> Bus:
     """Redis when `redis_url` is set; else the in-Ray hub for processes of a cluster (hosts and
     Serve replicas), or an in-process bus for a single process."""
-    if settings.redis_url:
+    if config.redis_url:
         from actors.redis_bus import RedisBus
 
-        return RedisBus(settings.redis_url, max_bytes=settings.bus_queue_max_bytes)
+        return RedisBus(config.redis_url, max_bytes=config.queue_max_bytes)
     if cluster:
         from actors.ray_host import HubBus
 
-        return HubBus(settings.ray_namespace, max_bytes=settings.bus_queue_max_bytes)
+        return HubBus(config.ray_namespace, max_bytes=config.queue_max_bytes)
     return InMemoryBus()

@@ -12,9 +12,9 @@ import asyncio
 import json
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from collections.abc import Callable
 from typing import Any
 
 from actors.doc import EssayDoc, UpdateEffect
@@ -121,7 +121,8 @@ class EssayActor:
             text = encode_event(event)
             self.events.append((self.event_seq, text))
             self.events_bytes += len(text)
-            while len(self.events) > 1 and (len(self.events) > EVENT_BACKLOG or self.events_bytes > EVENT_BACKLOG_BYTES):
+            while len(self.events) > 1 and (len(self.events) > EVENT_BACKLOG
+                                            or self.events_bytes > EVENT_BACKLOG_BYTES):
                 dropped, old = self.events.popleft()
                 self.events_bytes -= len(old)
                 self.events_floor = dropped + 1

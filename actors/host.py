@@ -15,7 +15,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -30,6 +29,7 @@ from actors.essay import EssayActor, EssayMeta, encode_event
 from actors.analysis.items import FeedbackItem, diff_items
 from actors.analysis.local import spellchecker
 from actors.committer import GroupCommitter
+from actors.config import HostConfig
 from actors.feedback import carry_items, count_kinds, settled_text, wire_item
 from db.engine import SqliteWriter
 from db.repositories import documents
@@ -72,34 +72,6 @@ class Analyzer(Protocol):
     async def analyze_changed(self, old_text: str, new_text: str, **kwargs: Any) -> Any: ...
 
     async def score_rubric(self, text: str, rubric: Any, items: Any = (), **kwargs: Any) -> Any: ...
-
-
-@dataclass
-class HostConfig:
-    large_paste_chars: int = 200
-    local_pause_seconds: float = 0.25
-    # A student who types one update every half second "pauses" after each: tier 1 then reruns
-    # at most once per this interval (still within `local_pause_seconds` of a real pause that
-    # comes later than that), not after every update. 2 s, not 1: tier 1 was a fifth of a
-    # host's CPU at 1,000 typists, and 2 s halves it (ops/loadtest/host_bench.py: 0.44 -> 0.38
-    # ms of CPU per update); the rules' findings about a sentence being typed wait a second more.
-    local_min_interval: float = 2.0
-    llm_pause_seconds: float = 2.0
-    # The paragraph being written goes to the LLM once the student leaves it or stops for this long,
-    # not after every sentence: that keeps tokens near one call per finished paragraph.
-    llm_settle_seconds: float = 15.0
-    compact_every: int = 200
-    compact_idle_seconds: float = 2.0
-    revision_every_seconds: float = 180.0
-    unload_idle_seconds: float = 300.0
-    tick_seconds: float = 0.25
-    class_row_interval: float = 1.0
-    commit_interval: float = 0.004
-    # Live writes (sockets and REST alike) are refused beyond these: the text's length, and the
-    # bytes of its update log, which is never pruned (replay needs it) and is replayed on load.
-    max_essay_chars: int = 200_000
-    max_log_bytes: int = 64 * 1024 * 1024
-    sqlite_commit_in_thread: bool = True
 
 
 class EssayHost:

@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -88,7 +88,7 @@ def effective_scores(
 
 def day_start(now: datetime) -> datetime:
     """Midnight UTC of `now`'s day: per-user token budgets are per UTC day."""
-    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def rubric_document(rubric: Any) -> dict[str, Any]:
@@ -96,6 +96,14 @@ def rubric_document(rubric: Any) -> dict[str, Any]:
 
 
 # --- runner ---------------------------------------------------------------------------------
+
+
+def _forget_when_done(tasks: dict[uuid.UUID, asyncio.Task[None]],
+                      job_id: uuid.UUID) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback that removes `job_id`'s task from `tasks` (bound now, not at call time)."""
+    def forget(_task: asyncio.Task[None]) -> None:
+        tasks.pop(job_id, None)
+    return forget
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,7 @@ class SubmissionRunner:
         for job_id in claimed:
             task = asyncio.create_task(self.process(job_id), name=f"submission-{job_id}")
             self._active[job_id] = task
-            task.add_done_callback(lambda _t, k=job_id: self._active.pop(k, None))
+            task.add_done_callback(_forget_when_done(self._active, job_id))
             # A finished job frees a slot: look for more work straight away.
             task.add_done_callback(lambda _t: self._wake.set())
 
@@ -276,7 +284,7 @@ class SubmissionRunner:
         if job_id not in self._deliveries:
             task = asyncio.create_task(self._deliver_in_pool(job_id), name=f"webhook-{job_id}")
             self._deliveries[job_id] = task
-            task.add_done_callback(lambda _t, k=job_id: self._deliveries.pop(k, None))
+            task.add_done_callback(_forget_when_done(self._deliveries, job_id))
 
     async def _deliver_in_pool(self, job_id: uuid.UUID) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(job_id))

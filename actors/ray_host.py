@@ -1,7 +1,8 @@
 """Ray shells: the named EssayHost actor and the in-Ray bus hub (the embedded default bus).
 
-Only this module imports Ray in actors/. Each shell builds its collaborators from settings in the
-actor process (nothing is pickled but the settings' values).
+Only this module imports Ray in actors/. Each shell builds its collaborators in the actor process
+from a plain `actors.config.HostShellConfig` its creator (serve_app.live) filled from the settings;
+nothing here imports serve_app.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 import ray
 
 from actors.broadcast import QUEUE_MAX_BYTES, RESYNC, Handler, LocalFanout, Outbox, Published, make_bus, new_node_id
+from actors.config import HostShellConfig
 from actors.host import EssayHost
 from actors.host_stream import StreamServer
-from serve_app.process import release_free_memory_periodically, tune_gc
+from actors.process_tuning import release_free_memory_periodically, tune_gc
 
 HUB_NAME = "essaycoach-bus-hub-v3"  # versioned: the hub is detached and outlives deploys; v2 added skip, v3 channel ops
 SUBSCRIBER_TTL = 60.0
@@ -111,7 +113,7 @@ class BusHub:
             sub.event.clear()
             try:
                 await asyncio.wait_for(sub.event.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
         out = list(sub.queue)
         out += [(channel, RESYNC) for channel in sub.lost]
@@ -130,7 +132,8 @@ class HubBus:
 
     def __init__(self, namespace: str, *, max_bytes: int = QUEUE_MAX_BYTES) -> None:
         # The first process to make the (detached) hub sets its byte bound for its life.
-        self.hub = ray.remote(BusHub).options(  # type: ignore[attr-defined]
+        # Any: a Ray actor handle's methods (`.remote`) are not visible to a type checker.
+        self.hub: Any = ray.remote(BusHub).options(
             name=HUB_NAME, namespace=namespace, get_if_exists=True, lifetime="detached",
             max_restarts=-1, max_concurrency=10_000, num_cpus=0, enable_task_events=False,
         ).remote(max_bytes=max_bytes)
@@ -206,13 +209,17 @@ class HubBus:
             pass
 
 
+def node_address() -> str:
+    """This Ray node's IP address."""
+    address: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # unannotated in Ray
+    return address
+
+
 class EssayHostShell:
     """The Ray actor body: builds store, bus and EssayHost in the actor's own process."""
 
-    def __init__(self, settings_values: dict[str, Any]) -> None:
-        from serve_app.settings import Settings
-
-        self.settings = Settings(**settings_values)
+    def __init__(self, config: HostShellConfig) -> None:
+        self.config = config
         self.host: EssayHost | None = None
         self.stream: StreamServer | None = None
         self._trim: asyncio.Task[None] | None = None
@@ -225,9 +232,9 @@ class EssayHostShell:
                 if self.host is None:
                     from db.engine import make_engine, make_sessionmaker
 
-                    engine = make_engine(self.settings.database_url)
-                    host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.settings, cluster=True),
-                                     config=self.settings.host_config(),
+                    engine = make_engine(self.config.database_url)
+                    host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.config.bus, cluster=True),
+                                     config=self.config.host,
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
                     # A restarted actor never saw the attaches of sockets opened before the crash.
                     with warnings.catch_warnings():  # Ray's own property uses its deprecated actor_id
@@ -239,7 +246,7 @@ class EssayHostShell:
                     tune_gc()
                     # The typing path (actors.host_stream): Gateways connect here, not via Ray calls.
                     stream = StreamServer(host)
-                    await stream.start(ray.util.get_node_ip_address())
+                    await stream.start(node_address())
                     self.host, self.stream = host, stream
                     self._trim = asyncio.create_task(release_free_memory_periodically())
         return self.host
@@ -247,7 +254,7 @@ class EssayHostShell:
     def _local_analyzer(self) -> Any:
         from actors.analysis.service import build_engine
 
-        return build_engine(self.settings.model_copy(update={"ai_provider": "local"}))
+        return build_engine(self.config.analysis.local_only())
 
     def _analyzer(self) -> Any:
         """The Analyzer deployment of our Serve app; an in-process engine when there is none."""
@@ -256,10 +263,10 @@ class EssayHostShell:
         try:
             from ray import serve
 
-            handle = serve.get_deployment_handle(ANALYZER_DEPLOYMENT, app_name=self.settings.serve_app_name)
+            handle = serve.get_deployment_handle(ANALYZER_DEPLOYMENT, app_name=self.config.serve_app_name)
         except Exception:
-            return build_engine(self.settings)
-        return RemoteAnalyzer(handle, llm_enabled=self.settings.ai_provider != "local")
+            return build_engine(self.config.analysis)
+        return RemoteAnalyzer(handle, llm_enabled=self.config.analysis.provider != "local")
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         host = await self._host()
@@ -269,7 +276,7 @@ class EssayHostShell:
         """Where Gateways send typed updates (`actors.host_stream`): address, port and token."""
         await self._host()
         assert self.stream is not None
-        return ray.util.get_node_ip_address(), self.stream.port, self.stream.token
+        return node_address(), self.stream.port, self.stream.token
 
     async def stats(self) -> dict[str, Any]:
         host = await self._host()

@@ -80,7 +80,7 @@ class RedisBus:
         if not self.connected.is_set():
             try:
                 await asyncio.wait_for(self.connected.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # Redis is down: keep the handler; the reader subscribes it (and sends RESYNC) later.
                 log.warning("bus not connected yet", extra={"channel": channel})
 
@@ -124,7 +124,7 @@ class RedisBus:
             finally:
                 self._pubsub = None
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 except Exception:
                     pass
             await asyncio.sleep(delay)

@@ -27,8 +27,8 @@ import json
 import logging
 import secrets
 import socket
-import time
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any

@@ -123,7 +123,7 @@ class SqliteWriter:
         self.checkpoints = 0
         self.checkpoint_seconds = checkpoint_seconds
         self._last_checkpoint = time.monotonic()
-        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpointing: asyncio.Future[tuple[int, int, int]] | None = None
 
     @staticmethod
     def _engine(url: Any, *, busy_timeout_ms: int, autocheckpoint: bool = True) -> Engine:
@@ -193,7 +193,9 @@ class SqliteWriter:
     def _checkpoint(self) -> tuple[int, int, int]:
         raw = self.engine.raw_connection()  # no SQLAlchemy transaction: a checkpoint runs outside one
         try:
-            busy, frames, done = raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            sqlite = raw.driver_connection
+            assert sqlite is not None  # a pooled connection is open
+            busy, frames, done = sqlite.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             raw.close()
         self.checkpoints += 1

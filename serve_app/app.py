@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
+from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
 from serve_app.api import (admin, auth, classes, comments, essays, exports, extensions, health, history, roster,
                            rubrics, submissions, uploads, webhooks)
@@ -23,7 +24,6 @@ from serve_app.errors import install_handlers
 from serve_app.housekeeping import purge_periodically
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
-from serve_app.process import release_free_memory_periodically
 from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
 from serve_app.settings import Settings
 
@@ -67,11 +67,11 @@ def create_app(
             per_ip=BucketPolicy.every(burst=settings.login_ip_failure_burst,
                                       seconds=settings.login_ip_failure_drain_seconds))
         ctx = Context(settings=settings, engine=engine, sessions=sessions, throttle=throttle,
-                      live=None, metrics=metrics, clock=clock, buckets=buckets,
+                      live=None, metrics=metrics, clock=clock, buckets=buckets,  # type: ignore[arg-type]
                       trusted_proxies=settings.trusted_proxy_networks,
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
-                          seconds=3600 / settings.submissions_per_user_per_hour)))  # type: ignore[arg-type]
+                          seconds=3600 / settings.submissions_per_user_per_hour)))
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()

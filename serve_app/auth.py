@@ -12,7 +12,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -125,7 +125,7 @@ def decode_refresh(settings: Settings, token: str) -> RefreshClaims:
     try:
         return RefreshClaims(
             uuid.UUID(claims["sub"]), uuid.UUID(claims["jti"]), uuid.UUID(claims["fam"]),
-            datetime.fromtimestamp(claims["exp"], timezone.utc),
+            datetime.fromtimestamp(claims["exp"], UTC),
         )
     except (KeyError, ValueError) as exc:
         raise InvalidToken("token is invalid") from exc
@@ -151,7 +151,7 @@ def check_ticket(settings: Settings, raw: str, *, now: datetime) -> datetime | N
     body, tag = raw[:_TICKET_BODY_CHARS], raw[_TICKET_BODY_CHARS:]
     if not hmac.compare_digest(tag, _ticket_tag(settings, body)):
         return None
-    expires_at = datetime.fromtimestamp(int(body[-8:], 16), timezone.utc)
+    expires_at = datetime.fromtimestamp(int(body[-8:], 16), UTC)
     return expires_at if expires_at > now else None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -65,6 +66,6 @@ def scope_client_address(scope: dict[str, object], trusted: Sequence[Network]) -
     """`client_address` for an ASGI HTTP or websocket scope."""
     client = scope.get("client")
     peer = str(client[0]) if isinstance(client, (tuple, list)) and client else None
-    headers = scope.get("headers") or []
-    forwarded = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for"]  # type: ignore[union-attr]
+    headers = cast("Iterable[tuple[bytes, bytes]]", scope.get("headers") or [])
+    forwarded = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for"]
     return client_address(peer, forwarded, trusted)

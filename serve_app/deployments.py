@@ -48,7 +48,7 @@ class Gateway:
     def __init__(self, analyzer: Any = None) -> None:
         from serve_app.settings import Settings
 
-        from serve_app.process import tune_gc
+        from actors.process_tuning import tune_gc
 
         self.analyzer = analyzer
         settings = Settings()
@@ -78,6 +78,16 @@ def scale_on_sockets(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
     return (ctx.total_num_requests + sockets) / ctx.config.get_target_ongoing_requests(), {}
 
 
+class AnalyzerReplica(AnalyzerService):
+    """The Analyzer deployment's shell: reads the settings in the replica's own process (its
+    runtime_env), as before, and hands the actors layer only their `AnalysisConfig`."""
+
+    def __init__(self) -> None:
+        from serve_app.settings import Settings
+
+        super().__init__(Settings().analysis_config())
+
+
 def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
     opts = args if isinstance(args, GatewayArgs) else GatewayArgs(**(args or {}))
     fast = opts.fast_path if opts.fast_path is not None else fastpath.enabled({**os.environ, **opts.env})
@@ -93,10 +103,11 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
             "target_ongoing_requests": opts.target_ongoing_requests,
             "policy": AutoscalingPolicy(policy_function=scale_on_sockets),
         },
-        ray_actor_options={"num_cpus": 0.25, "runtime_env": {"env_vars": {**opts.env, **fastpath.replica_env(on=fast)}}},
+        ray_actor_options={"num_cpus": 0.25,
+                           "runtime_env": {"env_vars": {**opts.env, **fastpath.replica_env(on=fast)}}},
     )
     analyzer = serve.deployment(
-        AnalyzerService,
+        AnalyzerReplica,
         name=ANALYZER_DEPLOYMENT,
         max_ongoing_requests=200,
         autoscaling_config={"min_replicas": 1, "max_replicas": opts.analyzer_max_replicas,

@@ -28,6 +28,10 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from serve_app.processes import ProcessRef
 
 PIDS_FILE = "haproxy.pids"
 LAUNCHER = "haproxy-launcher"
@@ -51,7 +55,7 @@ def patch_config(text: str, *, host: str, ports: dict[str, int]) -> str:
         if section is None:
             out.append(line)
         elif ports.get(section, 0):
-            out.append(BIND.sub(lambda m: f"{m.group(1)}{host}:{ports[section]}", line))
+            out.append(BIND.sub(rf"\g<1>{host}:{ports[section]}", line))
     return "".join(out)
 
 
@@ -85,7 +89,7 @@ def real_haproxy_binary() -> str:
         return shutil.which("haproxy") or "haproxy"
 
 
-def recorded(run_dir: Path) -> list["ProcessRef"]:
+def recorded(run_dir: Path) -> list[ProcessRef]:
     """Every HAProxy process the launcher in `run_dir` started (alive or not)."""
     from serve_app.processes import ProcessRef
 

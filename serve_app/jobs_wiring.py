@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.llm import TokenBudget
 from actors.analysis.local import LocalAnalyzer
-from actors.analysis.provider import make_provider
+from actors.analysis.service import make_provider
 from actors.jobs import RunnerConfig, SubmissionRunner
 from actors.webhooks import WebhookSender
 from db.models import Submission
@@ -35,14 +35,14 @@ def engine_factory(settings: Settings) -> Callable[[], AnalysisEngine]:
     analyzer = LocalAnalyzer()
 
     def make() -> AnalysisEngine:
-        provider = make_provider(settings) if settings.ai_provider != "local" else None
+        provider = make_provider(settings.analysis_config()) if settings.ai_provider != "local" else None
         return AnalysisEngine(analyzer, provider, budget=TokenBudget(per_essay=settings.ai_token_budget_per_essay,
                                                                      per_class=settings.ai_token_budget_per_class))
 
     return make
 
 
-def build_runner(settings: Settings, ctx: "Context") -> SubmissionRunner:
+def build_runner(settings: Settings, ctx: Context) -> SubmissionRunner:
     sender = WebhookSender(
         max_attempts=settings.webhook_max_attempts,
         backoff=settings.webhook_backoff_seconds, timeout=settings.webhook_timeout_seconds,
@@ -67,7 +67,7 @@ def build_runner(settings: Settings, ctx: "Context") -> SubmissionRunner:
     )
 
 
-async def start_runner(ctx: "Context") -> SubmissionRunner:
+async def start_runner(ctx: Context) -> SubmissionRunner:
     """Start this replica's runner (idempotent) and keep it on the context for `wake`."""
     runner: SubmissionRunner | None = getattr(ctx, ATTR, None)
     if runner is None:
@@ -78,7 +78,7 @@ async def start_runner(ctx: "Context") -> SubmissionRunner:
     return runner
 
 
-async def stop_runner(ctx: "Context") -> None:
+async def stop_runner(ctx: Context) -> None:
     """Stop the runner; jobs it was running go back to the queue for any replica."""
     runner: SubmissionRunner | None = getattr(ctx, ATTR, None)
     if runner is not None:
@@ -90,7 +90,7 @@ async def stop_runner(ctx: "Context") -> None:
 stop = stop_runner
 
 
-def wake(ctx: "Context") -> None:
+def wake(ctx: Context) -> None:
     """Start a just-queued job now rather than at the next poll (no-op without a runner)."""
     runner: SubmissionRunner | None = getattr(ctx, ATTR, None)
     if runner is not None:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.analysis.service import build_engine
 from actors.broadcast import Bus, make_bus
-from actors.host import EssayHost, HostConfig
+from actors.config import HostConfig
+from actors.host import EssayHost
 from actors.host_stream import HostStream
 from actors.routing import host_index
 from serve_app.settings import Settings
@@ -104,15 +105,19 @@ class InProcessLive(HostRouter):
 
     def __init__(self, settings: Settings, ctx: "Context", *, bus: Bus | None = None,
                  config: HostConfig | None = None) -> None:
-        self.bus = bus or make_bus(settings, cluster=False)
+        self.bus = bus or make_bus(settings.bus_config(), cluster=False)
         self.ctx = ctx
         self.hosts = settings.hosts
         cfg = config or settings.host_config()
-        self.analyzer = build_engine(settings)
+        analysis = settings.analysis_config()
+        self.analyzer = build_engine(analysis)
         # As under Ray: tier 1 on a local-rules engine of its own, the LLM tier on the full one.
-        local = build_engine(settings.model_copy(update={"ai_provider": "local"})) if self.analyzer.llm_enabled else None
-        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg, analyzer=self.analyzer,
-                                       local_analyzer=local)
+        local = build_engine(analysis.local_only()) if self.analyzer.llm_enabled else None
+        # The engine's keyword arguments are explicit where host.Analyzer says **kwargs (issue 15's
+        # typed host interface replaces that protocol).
+        self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg,
+                                       analyzer=self.analyzer,  # type: ignore[arg-type]
+                                       local_analyzer=local)  # type: ignore[arg-type]
                              for _ in range(settings.hosts)]
 
     async def start(self) -> None:
@@ -153,7 +158,7 @@ class RayLive(HostRouter):
         self.settings = settings
         self.hosts = settings.hosts
         self.namespace = settings.ray_namespace
-        self.bus = make_bus(settings, cluster=True)
+        self.bus = make_bus(settings.bus_config(), cluster=True)
         self._handles: dict[int, Any] = {}
         self._streams: dict[int, HostStream] = {}
 
@@ -169,7 +174,7 @@ class RayLive(HostRouter):
                 # Thousands of calls a second: Ray's per-task events grew the GCS ~29 KiB per
                 # open essay over a benchmark run and are no use for this actor's calls.
                 enable_task_events=False,
-            ).remote(self.settings.model_dump(mode="json"))
+            ).remote(self.settings.host_shell_config())
         return self._handles[index]
 
     async def _call_host(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:

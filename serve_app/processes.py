@@ -29,7 +29,7 @@ class ProcessRef:
         return f"{self.pid} {self.start_time}"
 
     @classmethod
-    def from_line(cls, line: str) -> "ProcessRef | None":
+    def from_line(cls, line: str) -> ProcessRef | None:
         parts = line.split()
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             return None

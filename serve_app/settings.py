@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from actors.config import AnalysisConfig, BusConfig, HostConfig, HostShellConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 # Hosts and the bus hub are named actors in this namespace, whichever namespace their caller is in
 # (Serve replicas run in "serve").
@@ -138,7 +140,7 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
-    def _fill_defaults(self) -> "Settings":
+    def _fill_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'essaycoach.db'}"
         if not self.hosts:
@@ -161,10 +163,9 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"ESSAYCOACH_TRUSTED_PROXIES: {exc}") from None
 
-    def host_config(self) -> Any:
+    # The actors layer's plain config values (actors/config.py); actors never import these settings.
+    def host_config(self) -> HostConfig:
         """The essay hosts' tunables from these settings."""
-        from actors.host import HostConfig
-
         return HostConfig(large_paste_chars=self.large_paste_chars,
                           local_pause_seconds=self.feedback_local_pause_seconds,
                           local_min_interval=self.feedback_local_min_interval_seconds,
@@ -173,6 +174,20 @@ class Settings(BaseSettings):
                           commit_interval=self.commit_interval_ms / 1000,
                           max_essay_chars=self.max_essay_chars, max_log_bytes=self.max_essay_log_bytes,
                           sqlite_commit_in_thread=self.sqlite_commit_in_thread)
+
+    def bus_config(self) -> BusConfig:
+        return BusConfig(redis_url=self.redis_url, ray_namespace=self.ray_namespace,
+                         queue_max_bytes=self.bus_queue_max_bytes)
+
+    def analysis_config(self) -> AnalysisConfig:
+        return AnalysisConfig(provider=self.ai_provider, base_url=self.ai_base_url, api_key=self.ai_api_key,
+                              model=self.ai_model, token_budget_per_essay=self.ai_token_budget_per_essay,
+                              token_budget_per_class=self.ai_token_budget_per_class)
+
+    def host_shell_config(self) -> HostShellConfig:
+        """What an essay host's Ray shell is created with (pickled into the actor)."""
+        return HostShellConfig(database_url=self.database_url, bus=self.bus_config(), host=self.host_config(),
+                               analysis=self.analysis_config(), serve_app_name=self.serve_app_name)
 
     @property
     def is_sqlite(self) -> bool:

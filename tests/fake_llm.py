@@ -99,7 +99,7 @@ class FakeLLMServer:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         self.in_flight = 0
 
-    def start(self) -> "FakeLLMServer":
+    def start(self) -> FakeLLMServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -135,7 +135,7 @@ class FakeLLMServer:
         self._thread.join(5)
         self._loop = None
 
-    def __enter__(self) -> "FakeLLMServer":
+    def __enter__(self) -> FakeLLMServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -54,7 +54,7 @@ class WebhookReceiver:
         self.arrived.set()
         return Response(b"ok" if status < 300 else b"try again", status_code=status)
 
-    async def __aenter__(self) -> "WebhookReceiver":
+    async def __aenter__(self) -> WebhookReceiver:
         from tests.conftest import free_port
 
         self.port = free_port()

@@ -13,8 +13,9 @@ import difflib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Collection, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Coroutine, Hashable, Sequence
+from typing import Any
 
 from .cache import LRUCache, cache_key
 from .items import FeedbackItem, Score, assign_ids, shift_items
@@ -138,7 +139,7 @@ class AnalysisEngine:
         caller's loop keeps serving while the rules work. A run with the LLM stays on the
         caller's loop (its HTTP client belongs there); tier 1 has cached the rules by then.
         """
-        kwargs = dict(essay_id=essay_id, class_id=class_id, assignment_prompt=assignment_prompt,
+        kwargs: dict[str, Any] = dict(essay_id=essay_id, class_id=class_id, assignment_prompt=assignment_prompt,
                       dictionary=dictionary, run_llm=run_llm, previous_items=previous_items,
                       force_structure=force_structure, llm_hold=llm_hold)
         if len(new_text) > self.offload_chars and not (run_llm and self.llm is not None):

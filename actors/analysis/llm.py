@@ -25,8 +25,9 @@ import math
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -358,9 +359,10 @@ def _validate_score(raw: object, by_id: Mapping[str, Criterion]) -> Score | None
     if isinstance(level_raw, int) and not isinstance(level_raw, bool) and 0 <= level_raw < len(criterion.levels):
         level = criterion.levels[level_raw]
     elif isinstance(level_raw, str):
-        level = next((lv for lv in criterion.levels if lv.descriptor == level_raw), None)
-        if level is None:
+        named = next((lv for lv in criterion.levels if lv.descriptor == level_raw), None)
+        if named is None:
             return None
+        level = named
     else:
         return None
     points = raw.get("points")
@@ -546,7 +548,7 @@ class OpenAIProvider:
         raise last
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0**attempt)
         # Equal jitter: spread retries of many essays without ever retrying instantly.
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 

@@ -9,12 +9,11 @@ works on ``Paragraph`` objects and returns full-text offsets.
 from __future__ import annotations
 
 import re
-import threading
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Collection, Sequence
 
 import pyphen
 
@@ -62,7 +61,8 @@ _MASK = re.compile(
     re.IGNORECASE,
 )
 _ABBREVIATIONS = frozenset(
-    {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "prof", "no", "mt", "ft", "approx", "dept", "fig"}
+    {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "prof", "no", "mt", "ft", "approx", "dept",
+     "fig"}
 )
 _SENTENCE_END = re.compile(r"(?:[.!?]+|…)[\"'”’)\]]*(?=\s|$)")
 
@@ -287,7 +287,8 @@ class LocalAnalyzer:
             if expected is None or expected == article.lower():
                 continue
             if expected == "a":
-                message = f'Use "a" before "{word}" because it starts with a consonant sound (like "a dog", "a university").'
+                message = (f'Use "a" before "{word}" because it starts with a consonant sound '
+                           '(like "a dog", "a university").')
             else:
                 message = f'Use "an" before "{word}" because it starts with a vowel sound (like "an apple", "an hour").'
             out.add("grammar", "article", "error", tok.start, tok.end, message, _match_case(article, expected))
@@ -353,7 +354,8 @@ class LocalAnalyzer:
                     f"This sentence is {len(words)} words long. Try splitting it into two shorter sentences.",
                 )
 
-    def _capitals(self, out: _Collector, sentences: Sequence[tuple[int, int]], masked: Sequence[tuple[int, int]]) -> None:
+    def _capitals(self, out: _Collector, sentences: Sequence[tuple[int, int]],
+                  masked: Sequence[tuple[int, int]]) -> None:
         for start, end in sentences:
             first = _WORD.search(out.text, start, end)
             if first is None or first.start() != start or _overlaps(masked, first.start(), first.end()):
@@ -642,7 +644,8 @@ def _fixed(word: str) -> Callable[[re.Match[str]], str]:
     return lambda m: _match_case(m.group("w"), word)
 
 
-_REPEAT_OK = frozenset({"had", "that", "is", "bye", "ha", "no", "so", "very", "really", "knock", "chop", "tut", "never"})
+_REPEAT_OK = frozenset({"had", "that", "is", "bye", "ha", "no", "so", "very", "really", "knock", "chop", "tut",
+                        "never"})
 
 _PATTERN_RULES: tuple[_PatternRule, ...] = (
     _PatternRule(
@@ -739,7 +742,8 @@ def _is_fragment(words: list[str], sentence: str) -> bool:
     if words[:2] == ["such", "as"]:
         return True
     if words[0] in _SUBORDINATORS and "," not in sentence and len(words) <= 8:
-        return sum(1 for w in words if w in _SUBJECTS) <= 1 and not (words[0] == "because" and len(words) > 1 and words[1] == "of" and len(words) > 5)
+        because_of = words[0] == "because" and len(words) > 1 and words[1] == "of" and len(words) > 5
+        return sum(1 for w in words if w in _SUBJECTS) <= 1 and not because_of
     if len(words) <= 3 and words[0] in _NOUN_PHRASE_OPENERS and not any(w in _SUBJECTS for w in words):
         return not any(w in _VERBISH or w.endswith(("ed", "ing", "s", "n't")) for w in words[1:])
     return False

@@ -2,12 +2,15 @@
 
 A provider analyses one paragraph (tier 2) or scores an essay against a rubric. ``LocalProvider``
 needs no network; ``OpenAIProvider`` (in ``llm.py``) talks to any OpenAI-compatible endpoint.
+This module holds the shared types and imports no implementation (``llm.py`` imports it, never
+the reverse: an import-linter contract); ``service.make_provider`` picks one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .items import FeedbackItem, Score
 from .local import LocalAnalyzer
@@ -36,7 +39,7 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -158,25 +161,3 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         return None
-
-
-class ProviderSettings(Protocol):
-    """The subset of ``serve_app.settings.Settings`` the factory reads."""
-
-    ai_provider: str
-    ai_base_url: str
-    ai_api_key: str
-    ai_model: str
-
-
-def make_provider(settings: ProviderSettings, **overrides: Any) -> AnalysisProvider:
-    """Build the configured provider; ``overrides`` go to the ``OpenAIProvider`` constructor."""
-    if settings.ai_provider == "local":
-        return LocalProvider()
-    if settings.ai_provider == "openai":
-        from .llm import OpenAIProvider
-
-        return OpenAIProvider(
-            base_url=settings.ai_base_url, api_key=settings.ai_api_key, model=settings.ai_model, **overrides
-        )
-    raise ValueError(f"unknown ai_provider {settings.ai_provider!r}")

@@ -8,8 +8,9 @@ sentence it is based on so a teacher can check it quickly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .items import FeedbackItem, Score
 from .local import LocalAnalyzer, sentence_spans

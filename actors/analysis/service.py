@@ -8,29 +8,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.config import AnalysisConfig
+
 from .engine import AnalysisEngine
-from .llm import TokenBudget
+from .llm import OpenAIProvider, TokenBudget
 from .local import LocalAnalyzer
-from .provider import make_provider
+from .provider import AnalysisProvider, LocalProvider
 
 ANALYZER_DEPLOYMENT = "Analyzer"
 
 
-def build_engine(settings: Any) -> AnalysisEngine:
+def make_provider(config: AnalysisConfig, **overrides: Any) -> AnalysisProvider:
+    """Build the configured provider; ``overrides`` go to the ``OpenAIProvider`` constructor."""
+    if config.provider == "local":
+        return LocalProvider()
+    if config.provider == "openai":
+        return OpenAIProvider(base_url=config.base_url, api_key=config.api_key, model=config.model, **overrides)
+    raise ValueError(f"unknown ai_provider {config.provider!r}")
+
+
+def build_engine(config: AnalysisConfig) -> AnalysisEngine:
     return AnalysisEngine(
-        LocalAnalyzer(), make_provider(settings),
-        budget=TokenBudget(per_essay=settings.ai_token_budget_per_essay,
-                           per_class=settings.ai_token_budget_per_class),
+        LocalAnalyzer(), make_provider(config),
+        budget=TokenBudget(per_essay=config.token_budget_per_essay, per_class=config.token_budget_per_class),
     )
 
 
 class AnalyzerService:
-    """The Analyzer deployment's body: one engine (cache, budget, LLM client) per replica."""
+    """The Analyzer deployment's body: one engine (cache, budget, LLM client) per replica.
 
-    def __init__(self, settings_values: dict[str, Any] | None = None) -> None:
-        from serve_app.settings import Settings
+    Its Serve shell (`serve_app.deployments.AnalyzerReplica`) reads the settings in the replica's
+    own process and passes their `AnalysisConfig`."""
 
-        self.engine = build_engine(Settings(**(settings_values or {})))
+    def __init__(self, config: AnalysisConfig) -> None:
+        self.engine = build_engine(config)
 
     async def analyze_changed(self, old_text: str, new_text: str, **kwargs: Any) -> Any:
         return await self.engine.analyze_changed(old_text, new_text, **kwargs)

@@ -14,10 +14,10 @@ import gzip
 import math
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Sequence
 
 import jellyfish
 from symspellpy import SymSpell, Verbosity

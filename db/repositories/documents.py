@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -50,7 +50,7 @@ def append_updates(conn: Connection | Session, *, rows: list[dict[str, Any]]) ->
     a tenth of an essay host's CPU under load.
     """
     if rows:
-        conn.execute(insert(EssayUpdate.__table__), rows)
+        conn.execute(insert(cast(Table, EssayUpdate.__table__)), rows)
 
 
 def store_compaction(
@@ -72,7 +72,7 @@ def store_compaction(
     if revision_reason is None:
         return None
     n = (conn.scalar(select(func.max(Revision.n)).where(Revision.essay_id == essay_id)) or 0) + 1
-    conn.execute(insert(Revision.__table__).values(
+    conn.execute(insert(cast(Table, Revision.__table__)).values(
         essay_id=essay_id, n=n, seq=seq, reason=revision_reason, text=text, word_count=word_count,
         doc_state=doc_state, created_at=utcnow()))
     return n

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ def replace(conn: Connection | Session, *, essay_id: uuid.UUID, items: list[dict
     """The essay's stored feedback set becomes `items` (synchronous: see `documents.append_updates`)."""
     conn.execute(delete(FeedbackItem).where(FeedbackItem.essay_id == essay_id))
     if items:
-        conn.execute(insert(FeedbackItem.__table__), [
+        conn.execute(insert(cast(Table, FeedbackItem.__table__)), [
             {"essay_id": essay_id, **{k: item.get(k) for k in COLUMNS}} for item in items])
 
 

@@ -127,7 +127,7 @@ async def claim(
         .where(Submission.id == submission_id, Submission.status == seen_status, _lease_free(now))
         .values(**values).execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
 
 
 async def renew_lease(
@@ -137,7 +137,7 @@ async def renew_lease(
         update(Submission).where(Submission.id == submission_id, Submission.worker_id == worker_id)
         .values(lease_until=lease_until).execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
 
 
 async def update_held(session: AsyncSession, *, submission_id: uuid.UUID, held_by: str, **values: Any) -> bool:
@@ -147,7 +147,7 @@ async def update_held(session: AsyncSession, *, submission_id: uuid.UUID, held_b
         update(Submission).where(Submission.id == submission_id, Submission.worker_id == held_by)
         .values(**values).execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
 
 
 async def release_worker(session: AsyncSession, *, worker_id: str) -> None:

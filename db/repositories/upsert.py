@@ -10,5 +10,5 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 def insert(session: AsyncSession, model: Any) -> Any:
     """An insert of `model` that has `on_conflict_do_update` / `on_conflict_do_nothing`."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)

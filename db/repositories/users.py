@@ -45,7 +45,7 @@ async def spend_refresh(session: AsyncSession, *, jti: uuid.UUID, now: datetime)
         .where(RefreshToken.id == jti, RefreshToken.spent_at.is_(None), RefreshToken.revoked_at.is_(None))
         .values(spent_at=now)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]  # an UPDATE's result is a CursorResult
 
 
 async def get_refresh(session: AsyncSession, *, jti: uuid.UUID) -> RefreshToken | None:

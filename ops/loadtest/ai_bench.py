@@ -304,7 +304,7 @@ async def main() -> None:
     import datetime as dt
 
     command = "python -m ops.loadtest.ai_bench " + " ".join(sys.argv[1:])
-    result = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+    result = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
     result["tokens"] = await token_trace()
     print("tokens", result["tokens"], flush=True)
     result["tokens_bursts"] = await token_trace(burst_words=(7, 12))

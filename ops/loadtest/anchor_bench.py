@@ -59,7 +59,7 @@ async def run_one(chars: int, timeout: float) -> dict[str, Any]:
     settings, engine, sessions = await fresh_store("anchor-bench-")
     big, typed = await make_essays(sessions, 2, per_account=2, classes_=1)
     host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=settings.host_config(),
-                     analyzer=build_engine(settings))
+                     analyzer=build_engine(settings.analysis_config()))
     await host.start()
     owner = (await host.open(typed)).meta.owner_id
     doc = Doc()

@@ -36,12 +36,12 @@ from pycrdt import Doc, Text
 from actors.analysis.service import build_engine
 from actors.broadcast import InMemoryBus
 from actors.host import EssayHost
+from actors.process_tuning import TRIM_SECONDS, release_free_memory, tune_gc
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.models import User
 from db.repositories import classes, essays
 from ops.loadtest.run import CLASS_SIZE, CORPUS, continuous_gap, pct, type_chunk, type_word, word_start
-from serve_app.process import TRIM_SECONDS, release_free_memory, tune_gc
 from serve_app.settings import Settings
 
 NODE = "bench-gateway"  # the bus node of the one simulated Gateway (its sockets follow every essay)
@@ -205,7 +205,7 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
         ids = await make_essays(sessions, typists)
     schedule = typing_schedule(typists, warmup + seconds, seed, shape)
     host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=settings.host_config(),
-                     analyzer=build_engine(settings))
+                     analyzer=build_engine(settings.analysis_config()))
     await host.start()
     owners: dict[uuid.UUID, uuid.UUID] = {}
     for essay_id in ids:

@@ -95,12 +95,12 @@ class TreeSnapshot:
     comm: dict[tuple[int, int], str] = field(default_factory=dict)
     count_by_name: dict[str, int] = field(default_factory=dict)
 
-    def cpu_seconds_since(self, earlier: "TreeSnapshot") -> float:
+    def cpu_seconds_since(self, earlier: TreeSnapshot) -> float:
         """CPU seconds the tree used between two snapshots (processes born in between count fully)."""
         ticks = sum(t - earlier.cpu.get(key, 0) for key, t in self.cpu.items())
         return ticks / CLK_TCK
 
-    def cpu_by_comm_since(self, earlier: "TreeSnapshot") -> dict[str, float]:
+    def cpu_by_comm_since(self, earlier: TreeSnapshot) -> dict[str, float]:
         out: dict[str, float] = {}
         for key, t in self.cpu.items():
             name = self.comm.get(key, "?")

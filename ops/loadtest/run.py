@@ -45,9 +45,9 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -1168,7 +1168,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> None:
     else:
         scales = [int(s) for s in str(args.students).split(",")]
         plan = [(t, n) for n in scales for t in targets]
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     run: dict[str, Any] = {
         "started_at": started.strftime("%Y-%m-%d %H:%M UTC"),

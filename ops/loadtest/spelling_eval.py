@@ -35,10 +35,11 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "spelling"
@@ -478,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     m = machine()
     result, base = measure(args.baseline_ref)
     command = "python -m ops.loadtest.spelling_eval" + (f" --baseline-ref {args.baseline_ref}" if args.baseline_ref else "")
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = section(result, base, command, when, _machine_line(m))
     if args.no_write:
         print(text)

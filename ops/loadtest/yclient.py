@@ -13,9 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 import websockets
-from pycrdt import (Doc, Text, TransactionEvent, create_sync_message, create_update_message, handle_sync_message,
-                    write_var_uint)
-
+from pycrdt import (
+    Doc,
+    Text,
+    TransactionEvent,
+    create_sync_message,
+    create_update_message,
+    handle_sync_message,
+    write_var_uint,
+)
 
 ACK = 100
 
@@ -38,7 +44,7 @@ class _Socket:
         if self._reader is not None:
             try:
                 await asyncio.wait_for(self._reader, 5)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 self._reader.cancel()
 
 
@@ -81,7 +87,7 @@ class YClient(_Socket):
         self.send_times[self.sent] = time.perf_counter()
         asyncio.ensure_future(self.ws.send(create_update_message(event.update)))
 
-    async def connect(self, *, wait_synced: bool = True) -> "YClient":
+    async def connect(self, *, wait_synced: bool = True) -> YClient:
         options: dict[str, Any] = {"max_size": None, "open_timeout": 20, **self.connect_options}
         self.ws = await websockets.connect(self.url, **options)
         self._reader = asyncio.create_task(self._read())
@@ -179,7 +185,7 @@ async def _wait_text(text: Text, changed: asyncio.Event, predicate: Callable[[st
         changed.clear()
         try:
             await asyncio.wait_for(changed.wait(), min(remaining, 0.5))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     return str(text)
 
@@ -187,7 +193,7 @@ async def _wait_text(text: Text, changed: asyncio.Event, predicate: Callable[[st
 class FollowedDoc:
     """One document a `ClassDocsClient` follows (read-only): its own Y.Doc, like a YClient's."""
 
-    def __init__(self, socket: "ClassDocsClient", on_update: Callable[[], None] | None = None) -> None:
+    def __init__(self, socket: ClassDocsClient, on_update: Callable[[], None] | None = None) -> None:
         self.socket = socket
         self.doc = Doc()
         self.text = self.doc.get("content", type=Text)
@@ -223,7 +229,7 @@ class ClassDocsClient(_Socket):
         self.close_reason = ""
         self._reader: asyncio.Task[None] | None = None
 
-    async def connect(self) -> "ClassDocsClient":
+    async def connect(self) -> ClassDocsClient:
         options: dict[str, Any] = {"max_size": None, "open_timeout": 20, **self.connect_options}
         self.ws = await websockets.connect(self.url, **options)
         self._reader = asyncio.create_task(self._read())

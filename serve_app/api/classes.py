@@ -131,7 +131,8 @@ async def update_assignment(
         setattr(assignment, key, value)
     await audit.append(session, actor_id=user.id, action="assignment.update", target_type="assignment",
                        target_id=assignment.id,
-                       details={key: {"from": _plain(before[key]), "to": _plain(value)} for key, value in changes.items()})
+                       details={key: {"from": _plain(before[key]), "to": _plain(value)}
+                                for key, value in changes.items()})
     await session.commit()
     await session.refresh(assignment)
     return dump(AssignmentOut, assignment)

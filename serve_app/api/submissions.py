@@ -43,8 +43,13 @@ from db.models import Assignment, Submission, User
 from db.repositories import assignments, audit, classes, documents, rubrics
 from db.repositories import submissions as repo
 from db.types import utcnow
-from serve_app.api.access import (assignment_for_member, essay_for_owner, essay_for_reader, is_class_teacher,
-                                  rubric_for_reader)
+from serve_app.api.access import (
+    assignment_for_member,
+    essay_for_owner,
+    essay_for_reader,
+    is_class_teacher,
+    rubric_for_reader,
+)
 from serve_app.api.writability import check_writable, refuse_closed, student_deadline
 from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
 from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import jwt
@@ -25,7 +25,7 @@ def _b64(data: dict[str, object]) -> str:
 
 
 def _claims(settings: Settings, user_id: str, **overrides: object) -> dict[str, object]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     claims: dict[str, object] = {
         "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": user_id, "role": "teacher",
         "typ": "access", "iat": now, "exp": now + timedelta(minutes=5),
@@ -158,7 +158,7 @@ async def test_token_signed_with_another_secret_is_refused(client: httpx.AsyncCl
 
 async def test_expired_access_token_is_refused(client: httpx.AsyncClient, settings: Settings) -> None:
     user = await register(client)
-    old = datetime.now(timezone.utc) - timedelta(hours=1)
+    old = datetime.now(UTC) - timedelta(hours=1)
     token = issue_access(settings, user_id=uuid.UUID(user.id), role=user.role, now=old)
     body = assert_problem(await _me_with(client, token), 401, "invalid_token")
     assert "expired" in body["detail"]
@@ -186,7 +186,7 @@ async def test_access_token_cannot_be_used_as_refresh_token(client: httpx.AsyncC
 
 async def test_expired_refresh_token_is_refused(client: httpx.AsyncClient, settings: Settings) -> None:
     user = await register(client)
-    old = datetime.now(timezone.utc) - timedelta(days=1)
+    old = datetime.now(UTC) - timedelta(days=1)
     token = issue_refresh(settings, user_id=uuid.UUID(user.id), jti=uuid.uuid4(), family_id=uuid.uuid4(),
                           expires_at=old + timedelta(minutes=1), now=old)
     assert_problem(await client.post("/api/v1/auth/refresh", json={"refresh_token": token}), 401,
@@ -197,7 +197,7 @@ async def test_well_signed_refresh_token_never_issued_is_refused(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     user = await register(client)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     token = issue_refresh(settings, user_id=uuid.UUID(user.id), jti=uuid.uuid4(), family_id=uuid.uuid4(),
                           expires_at=now + timedelta(days=1), now=now)
     assert_problem(await client.post("/api/v1/auth/refresh", json={"refresh_token": token}), 401,

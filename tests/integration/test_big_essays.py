@@ -46,7 +46,7 @@ class LoopLag:
             await asyncio.sleep(0.01)
             self.worst = max(self.worst, time.perf_counter() - start - 0.01)
 
-    def __enter__(self) -> "LoopLag":
+    def __enter__(self) -> LoopLag:
         self._task = asyncio.create_task(self._probe())
         return self
 

@@ -121,7 +121,7 @@ async def test_redis_restart_resubscribes_and_signals_resync(redis_process: Any)
 
     try:
         await asyncio.wait_for(until_after(), 20)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"got {inbox.items}, reconnects={sub.reconnects}") from None
     assert inbox.items.index((channel, RESYNC)) < inbox.items.index((channel, b"after"))
     assert sub.reconnects == 1

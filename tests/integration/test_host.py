@@ -239,9 +239,9 @@ class CountingAnalyzer:
 
     def __init__(self) -> None:
         from actors.analysis.service import build_engine
-        from serve_app.settings import Settings
+        from actors.config import AnalysisConfig
 
-        self.engine = build_engine(Settings(ai_provider="local", dev_mode=False, jwt_secret="t" * 40))
+        self.engine = build_engine(AnalysisConfig(provider="local"))
         self.runs: list[str] = []
 
     @property
@@ -482,8 +482,12 @@ async def test_sqlite_commit_in_thread_false_commits_on_the_event_loops_thread_a
         host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=config)  # type: ignore[arg-type]
         assert host._writer is not None
         threads: list[threading.Thread] = []
+
+        def on_commit(_conn: object, seen: list[threading.Thread] = threads) -> None:
+            seen.append(threading.current_thread())
+
         for engine in (host._writer.eager, host._writer.engine):
-            event.listen(engine, "commit", lambda _conn: threads.append(threading.current_thread()))
+            event.listen(engine, "commit", on_commit)
         await host._write_log([log_row(essay_id, 1 if in_thread else 2)])
         await host._compact(await host.open(essay_id), force_revision=False)
         on_loop = [t is threading.main_thread() for t in threads]

@@ -14,7 +14,6 @@ from tests.fakes import make_essay, register, secret_updates
 from tests.integration.test_sockets import doc_url
 
 
-
 async def test_a_delete_sent_before_its_insert_survives_restarts_and_replay(settings) -> None:
     from serve_app.app import create_app
     from tests.conftest import serving

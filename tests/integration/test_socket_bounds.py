@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -61,7 +61,7 @@ async def next_awareness(ws: websockets.ClientConnection, timeout: float = 5) ->
 async def no_awareness(ws: websockets.ClientConnection, within: float = 0.5) -> bool:
     try:
         await next_awareness(ws, within)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return True
     return False
 
@@ -129,7 +129,7 @@ class SlowReader:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def connect(self) -> "SlowReader":
+    async def connect(self) -> SlowReader:
         host, port = self.uri.host, self.uri.port
         sock = socket.socket()
         # A fixed small receive buffer: Linux would otherwise grow it (tcp_rmem) and the kernel,
@@ -276,9 +276,9 @@ async def test_made_up_or_expired_tickets_never_reach_the_store_and_unknown_ones
             with pytest.raises(websockets.InvalidStatus):
                 await websockets.connect(url + bogus)
         assert statements == []
-        soon = datetime.now(timezone.utc) + timedelta(seconds=60)
+        soon = datetime.now(UTC) + timedelta(seconds=60)
         genuine_but_never_issued, _ = new_ticket(settings, expires_at=soon)
-        expired, _ = new_ticket(settings, expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+        expired, _ = new_ticket(settings, expires_at=datetime.now(UTC) - timedelta(seconds=1))
         tampered = genuine_but_never_issued[:-1] + ("A" if genuine_but_never_issued[-1] != "A" else "B")
         for bogus in (expired, tampered):
             with pytest.raises(websockets.InvalidStatus):
@@ -310,7 +310,7 @@ async def test_the_gateway_purges_used_up_tickets_and_expired_refresh_tokens(set
     async with tight_server(settings, store_purge_interval_seconds=0.2) as (_, client, application):
         student = await register(client, "student")
         uid = uuid.UUID(student.id)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         sessions = application.state.ctx.sessions
         old_ticket, live_ticket = secrets.token_hex(32), secrets.token_hex(32)
         old_token, live_token = uuid.uuid4(), uuid.uuid4()

@@ -206,7 +206,7 @@ async def test_events_socket_resume_and_class_live_rows(live_client, live_server
     while True:
         try:
             seen.append(json.loads(await asyncio.wait_for(events.recv(), 0.5)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
     # Resuming from the start: the same events, except that the feedback diffs come as one full
     # set at the latest diff's place, equal to what applying the diffs gave.

@@ -92,7 +92,7 @@ async def test_a_name_rebound_to_a_private_address_after_the_check_is_not_connec
 
 def _tls_files(tmp: Path, hostname: str) -> tuple[ssl.SSLContext, str, str]:
     """A CA trusted by the returned client context, and a server certificate for `hostname` only."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -150,7 +150,7 @@ class HangingReceiver:
         await self.release.wait()
         writer.close()
 
-    async def __aenter__(self) -> "HangingReceiver":
+    async def __aenter__(self) -> HangingReceiver:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -235,7 +235,7 @@ async def test_uvicorn_logs_of_socket_and_request_paths_carry_no_ticket(
             await asyncio.sleep(0.02)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             await client.get("/healthz?ticket=ticket-in-a-url-1")
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - any refusal: the ticket must not open a socket
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws/essays/{uuid.uuid4()}/doc"
                                           "?ticket=ticket-in-a-url-2"):
                 pass

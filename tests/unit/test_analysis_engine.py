@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 import pytest
 
 from actors.analysis.cache import LRUCache
 from actors.analysis.engine import AnalysisEngine, LatestOnly, should_run_llm, should_run_local
-from actors.analysis.items import FeedbackItem, diff_items, new_item
+from actors.analysis.items import FeedbackItem, assign_ids, diff_items, new_item
 from actors.analysis.llm import CircuitBreaker, TokenBudget
 from actors.analysis.local import LocalAnalyzer
 from actors.analysis.paragraphs import paragraph_hash
@@ -21,9 +21,9 @@ from actors.analysis.provider import (
     Rubric,
     ScoreResult,
     Usage,
-    make_provider,
 )
-from actors.analysis.items import assign_ids
+from actors.analysis.service import make_provider
+from actors.config import AnalysisConfig
 
 ESSAY = "\n".join(
     [
@@ -338,20 +338,12 @@ def test_lru_cache_evicts_least_recently_used() -> None:
     assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
 
 
-class FakeSettings:
-    ai_provider = "openai"
-    ai_base_url = "http://127.0.0.1:9/v1"
-    ai_api_key = "k"
-    ai_model = "m"
-
-
 async def test_factory_builds_the_configured_provider() -> None:
-    provider = make_provider(FakeSettings(), breaker=CircuitBreaker(1))
+    config = AnalysisConfig(provider="openai", base_url="http://127.0.0.1:9/v1", api_key="k", model="m")
+    provider = make_provider(config, breaker=CircuitBreaker(1))
     assert provider.name == "openai:m"
     await provider.aclose()
-    local = FakeSettings()
-    local.ai_provider = "local"
-    assert isinstance(make_provider(local), LocalProvider)
+    assert isinstance(make_provider(config.local_only()), LocalProvider)
 
 
 async def test_a_light_edit_keeps_the_llm_review_of_the_paragraph_without_resending_it() -> None:

@@ -30,7 +30,7 @@ def test_events_are_numbered_json_and_resume_returns_what_was_missed() -> None:
 def test_backlog_is_bounded_by_bytes_and_count_and_older_resumes_resync() -> None:
     a = actor()
     big = "x" * 1000
-    for i in range(100):
+    for _ in range(100):
         a.next_event("comment", note=big)
     assert a.events_bytes <= EVENT_BACKLOG_BYTES
     assert a.events_bytes == sum(len(text) for _, text in a.events)

@@ -11,7 +11,6 @@ from alembic import op
 
 import db.types
 
-
 revision = '0006_classroom'
 down_revision = '0005_ai_usage_user'
 branch_labels = None

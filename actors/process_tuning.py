@@ -1,4 +1,6 @@
-"""Process-wide runtime tuning for the long-lived service processes (Gateway replicas, hosts)."""
+"""Process-wide runtime tuning for the long-lived service processes (Gateway replicas, hosts).
+
+In actors/ so both the host shells and serve_app reach it (imports run db <- actors <- serve_app)."""
 
 from __future__ import annotations
 

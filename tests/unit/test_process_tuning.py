@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from serve_app.process import GC_THRESHOLDS, tune_gc
+from actors.process_tuning import GC_THRESHOLDS, tune_gc
 
 
 def test_tune_gc_freezes_startup_objects_and_raises_thresholds() -> None:
@@ -21,7 +21,7 @@ def test_tune_gc_freezes_startup_objects_and_raises_thresholds() -> None:
 def test_release_free_memory_returns_freed_heap_pages_to_the_os() -> None:
     import ctypes
 
-    from serve_app.process import release_free_memory
+    from actors.process_tuning import release_free_memory
 
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "malloc_trim"):

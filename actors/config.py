@@ -1,0 +1,85 @@
+"""Plain configuration values for the actors layer, filled by the shells in serve_app.
+
+Imports flow one way, db <- actors <- serve_app (pyproject's import-linter contract): the
+Gateway's `serve_app.settings.Settings` reads the environment once per process and builds these
+(`Settings.host_config()`, `.bus_config()`, `.analysis_config()`, `.host_shell_config()`); code
+in actors/ receives them and never imports the settings. Plain dataclasses of the standard
+library only: Ray pickles a HostShellConfig into a host actor, which builds everything from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+AIProvider = Literal["local", "openai"]
+
+
+@dataclass
+class HostConfig:
+    """An essay host's tunables: feedback pauses, compaction, revisions, unloading, limits."""
+
+    large_paste_chars: int = 200
+    local_pause_seconds: float = 0.25
+    # A student who types one update every half second "pauses" after each: tier 1 then reruns
+    # at most once per this interval (still within `local_pause_seconds` of a real pause that
+    # comes later than that), not after every update. 2 s, not 1: tier 1 was a fifth of a
+    # host's CPU at 1,000 typists, and 2 s halves it (ops/loadtest/host_bench.py: 0.44 -> 0.38
+    # ms of CPU per update); the rules' findings about a sentence being typed wait a second more.
+    local_min_interval: float = 2.0
+    llm_pause_seconds: float = 2.0
+    # The paragraph being written goes to the LLM once the student leaves it or stops for this long,
+    # not after every sentence: that keeps tokens near one call per finished paragraph.
+    llm_settle_seconds: float = 15.0
+    compact_every: int = 200
+    compact_idle_seconds: float = 2.0
+    revision_every_seconds: float = 180.0
+    unload_idle_seconds: float = 300.0
+    tick_seconds: float = 0.25
+    class_row_interval: float = 1.0
+    commit_interval: float = 0.004
+    # Live writes (sockets and REST alike) are refused beyond these: the text's length, and the
+    # bytes of its update log, which is never pruned (replay needs it) and is replayed on load.
+    max_essay_chars: int = 200_000
+    max_log_bytes: int = 64 * 1024 * 1024
+    # SQLite: a group commit's COMMIT (the WAL fsync) and compaction batches run off the event loop.
+    sqlite_commit_in_thread: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """Which event bus a process uses (`actors.broadcast.make_bus`): Redis when `redis_url` is
+    set, else the in-Ray hub (named actors in `ray_namespace`) or an in-process bus."""
+
+    redis_url: str | None = None
+    ray_namespace: str = "essaycoach"
+    # Messages waiting in a bus outbox or in the hub for one subscriber (oldest dropped beyond).
+    queue_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisConfig:
+    """The analysis provider and token budgets (`actors.analysis.service.build_engine`)."""
+
+    provider: AIProvider = "local"
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str = field(default="", repr=False)
+    model: str = "gpt-4o-mini"
+    token_budget_per_essay: int = 50_000
+    token_budget_per_class: int = 2_000_000
+
+    def local_only(self) -> AnalysisConfig:
+        """The same budgets with the local rules only (tier 1 never calls the LLM)."""
+        return replace(self, provider="local")
+
+
+@dataclass(frozen=True, slots=True)
+class HostShellConfig:
+    """Everything an essay host's Ray shell (`actors.ray_host.EssayHostShell`) builds its host from."""
+
+    database_url: str
+    bus: BusConfig
+    host: HostConfig
+    analysis: AnalysisConfig
+    # The Serve app whose Analyzer deployment the host calls (in-process engine when absent).
+    serve_app_name: str = "essaycoach"
