@@ -67,9 +67,9 @@ async def test_a_200k_cyrillic_essay_is_analysed_off_the_loop_while_another_essa
         writer = await YClient(await doc_url(client, server, typist, other["id"])).connect()
         engine = application.state.ctx.live.analyzer
         runs_before = getattr(engine, "offloaded_runs", 0)
-        # As a host process does at startup (serve_app.process.tune_gc): the spelling dictionary's
-        # millions of objects out of the collector, whose full passes over them would otherwise
-        # pause this loop for most of a second whatever the analysis does.
+        # As a host process does once it has loaded its dictionary (actors.process_tuning.tune_gc):
+        # the spelling dictionary's millions of objects out of the collector, whose full passes over
+        # them would otherwise pause this loop for most of a second whatever the analysis does.
         gc.collect()
         gc.freeze()
         with LoopLag() as lag:

@@ -18,12 +18,20 @@ import pytest
 from db.engine import make_engine, make_sessionmaker
 from db.repositories import submissions as repo
 from serve_app.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import fresh_database, make_settings
 from tests.fake_llm import FakeLLMServer
 from tests.fakes import Account, assert_problem, make_essay, register
 
 ESSAY = ("Homework should be limited because students need rest.\n"
          "Teh research on sleep is clear and teh results are strong.")
+
+
+@pytest.fixture
+async def store_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A store of this test's own: jobs these tests leave queued (a submission accepted just before
+    its app stops) must not be run later by another test's app and reach that test's fake LLM."""
+    async with fresh_database(database_url, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -73,43 +81,43 @@ async def _tokens_today(database_url: str, user_id: str) -> int:
 
 
 async def test_daily_token_budget_counts_stored_usage_across_submissions_and_app_instances(
-    database_url: str, tmp_path: Path, llm: FakeLLMServer
+    store_url: str, tmp_path: Path, llm: FakeLLMServer
 ) -> None:
     llm.reset()
-    async with _app(database_url, tmp_path / "a", **_llm(llm, 10**6)) as first:
+    async with _app(store_url, tmp_path / "a", **_llm(llm, 10**6)) as first:
         user, other = await register(first), await register(first)
         r = await _submit(first, user)
         assert r.status_code == 202, r.text
         done = await _wait_done(first, user, r.json()["id"])
         assert done["status"] == "done"
-    used = await _tokens_today(database_url, user.id)
+    used = await _tokens_today(store_url, user.id)
     calls = len(llm.requests)
     assert used > 0 and calls > 0
 
     # A new process with a budget of exactly what is stored: the stored usage counts.
-    async with _app(database_url, tmp_path / "b", **_llm(llm, used)) as second:
+    async with _app(store_url, tmp_path / "b", **_llm(llm, used)) as second:
         refused = await _submit(second, user)
         problem = assert_problem(refused, 429, "token_budget_exhausted")
         assert 1 <= int(refused.headers["retry-after"]) <= 86_400, problem
         assert (await _submit(second, other)).status_code == 202  # the budget is per user
 
     # One token left: the submission is accepted, but its job may not call the model.
-    async with _app(database_url, tmp_path / "c", **_llm(llm, used + 1)) as third:
+    async with _app(store_url, tmp_path / "c", **_llm(llm, used + 1)) as third:
         llm.reset()
         r = await _submit(third, user)
         assert r.status_code == 202, r.text
         body = await _wait_done(third, user, r.json()["id"])
         assert body["status"] == "done"
         assert llm.requests == []
-    assert await _tokens_today(database_url, user.id) == used
+    assert await _tokens_today(store_url, user.id) == used
 
 
 async def test_submissions_per_user_are_rate_limited_across_both_routes_and_replicas(
-    database_url: str, tmp_path: Path
+    store_url: str, tmp_path: Path
 ) -> None:
     limits = {"submissions_per_user_per_hour": 3}
-    async with _app(database_url, tmp_path / "a", **limits) as first, \
-            _app(database_url, tmp_path / "b", **limits) as second:
+    async with _app(store_url, tmp_path / "a", **limits) as first, \
+            _app(store_url, tmp_path / "b", **limits) as second:
         user, other = await register(first), await register(first)
         essay = await make_essay(first, user, text="A short essay about rest and homework.")
         keys = [uuid.uuid4().hex for _ in range(3)]
