@@ -15,6 +15,7 @@ steps, so concurrent failures may overshoot a burst by the number in flight.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -164,13 +165,20 @@ class RateLimit:
         self.policy = policy
         self.clock = clock
 
+    def _key(self, key: str) -> str:
+        # Keys come from clients (an email may be 320 characters): long ones are hashed so every
+        # key fits the store's column (rate_buckets.key, 200) and a Redis key stays small.
+        if len(key) > 64:
+            key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        return self.prefix + key
+
     async def wait(self, key: str) -> int:
         """Seconds before one more event for `key` fits (0: now)."""
-        return wait_seconds(await self.store.level(self.prefix + key, policy=self.policy, now=self.clock()),
+        return wait_seconds(await self.store.level(self._key(key), policy=self.policy, now=self.clock()),
                             self.policy)
 
     async def hit(self, key: str) -> None:
-        await self.store.add(self.prefix + key, policy=self.policy, now=self.clock())
+        await self.store.add(self._key(key), policy=self.policy, now=self.clock())
 
 
 class LoginThrottle:

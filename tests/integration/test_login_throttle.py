@@ -201,3 +201,16 @@ async def test_redis_buckets_expire_once_drained() -> None:
         assert 0 < ttl_ms <= 3000  # drained after 2 s (+1 s margin), then Redis forgets it
     finally:
         await store.aclose()
+
+
+async def test_failed_logins_with_a_maximum_length_email_are_throttled_not_500(database_url: str,
+                                                                               tmp_path: Path) -> None:
+    """An email near the 254-character maximum is longer than the bucket store's key column:
+    keys are hashed, so the failures still count and never become a 500."""
+    email = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 50 + ".com"
+    assert len(email) == 247
+    async with _app(database_url, tmp_path) as client_for:
+        client = client_for("198.51.100.77")
+        for _ in range(5):
+            assert_problem(await login(client, email, "wrong-password-77"), 401, "invalid_credentials")
+        assert_problem(await login(client, email, "wrong-password-77"), 429, "rate_limited")

@@ -95,11 +95,19 @@ async def test_text_and_page_limits_answer_413(client, settings) -> None:
 
 
 async def test_an_upload_larger_than_the_json_body_limit_is_accepted_on_import_only(client, settings) -> None:
+    import io
+    import os
+    import zipfile
+
     student = await register(client, "student")
-    paragraph = "A long paragraph of the essay, with words. " * 200
-    data = docx_bytes([paragraph] * 20) + b""  # well under the upload limit
-    assert len(data) < settings.max_upload_bytes
-    text_over_json_limit = "x" * (settings.max_body_bytes + 1)
-    r = await client.post("/api/v1/essays", headers=student.headers, json={"title": "t", "text": text_over_json_limit})
+    # A .docx with a picture: its text is short, the file is over the JSON body limit.
+    out = io.BytesIO(docx_bytes(["An essay with a photo in it."]))
+    with zipfile.ZipFile(out, "a", zipfile.ZIP_STORED) as docx:
+        docx.writestr("word/media/photo.bin", os.urandom(settings.max_body_bytes + 256 * 1024))
+    data = out.getvalue()
+    assert settings.max_body_bytes < len(data) < settings.max_upload_bytes
+    r = await client.post("/api/v1/essays", headers=student.headers, json={"title": "t", "text": "x" * len(data)})
     assert_problem(r, 413, "payload_too_large")
-    assert (await upload(client, student, "long.docx", data, DOCX)).status_code == 201
+    r = await upload(client, student, "photo.docx", data, DOCX)
+    assert r.status_code == 201, r.text
+    assert r.json()["text"] == "An essay with a photo in it."
