@@ -225,6 +225,14 @@ async def test_admin_searches_users_by_email_and_role(client, admin, room) -> No
     assert_problem(await client.get(f"{API}/admin/users", headers=room["teacher"].headers), 403, "forbidden")
 
 
+async def test_admin_search_folds_non_ascii_names_on_every_store(client, admin) -> None:
+    student = await register(client, name="Ólafur Ñandú-Şahin")
+    for q in ("ólafur ñandú", "ÓLAFUR", "ŞAHIN"):
+        r = await client.get(f"{API}/admin/users", params={"q": q}, headers=admin.headers)
+        assert r.status_code == 200, r.text
+        assert [u["id"] for u in r.json()["items"]] == [student.id], q
+
+
 async def test_suspension_stops_tokens_at_once_and_reactivation_lets_the_user_log_in(client, admin, room) -> None:
     student = room["student"]
     assert (await client.get(f"{API}/me", headers=student.headers)).status_code == 200
