@@ -134,20 +134,26 @@ async def test_archiving_closes_writers_4403_and_they_reopen_read_only(live_clie
     assert (await live_client.get(f"{API}/essays/{essay['id']}", headers=student.headers)).json()["text"] == "Mine."
 
 
-async def test_live_class_rows_carry_the_deadline_status(live_client, live_server, room) -> None:
+async def test_live_class_rows_carry_the_deadline_status_on_every_teacher_socket(live_client, live_server,
+                                                                                 room) -> None:
     teacher, student, cls = room["teacher"], room["student"], room["class"]
     r = await live_client.post(f"{API}/classes/{cls['id']}/assignments",
                                json={"title": "Due soon", "due_at": iso(timedelta(hours=3))}, headers=teacher.headers)
     essay = await make_essay(live_client, student, r.json()["id"], text="Fresh start.")
-    live = await websockets.connect(
+    lives = [await websockets.connect(
         f"ws://{live_server}/ws/classes/{cls['id']}/live?ticket={await ticket(live_client, teacher)}")
-    first = json.loads(await asyncio.wait_for(live.recv(), 10))
-    assert first["essay_id"] == essay["id"]  # the student's most recent essay
-    assert first["deadline_status"] == "on_time" and first["due_at"] is not None
+        for _ in range(2)]  # two tabs: they share the class's feed on this replica
+    for live in lives:
+        first = json.loads(await asyncio.wait_for(live.recv(), 10))
+        assert first["essay_id"] == essay["id"]  # the student's most recent essay
+        assert first["deadline_status"] == "on_time" and first["due_at"] is not None
     writer = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
     writer.type(" More words.")
     await writer.wait_acked()
-    row = json.loads(await asyncio.wait_for(live.recv(), 10))
-    assert row["essay_id"] == essay["id"] and row["deadline_status"] == "on_time" and row["due_at"] is not None
+    rows = [json.loads(await asyncio.wait_for(live.recv(), 10)) for live in lives]
+    assert rows[0] == rows[1]
+    assert rows[0]["essay_id"] == essay["id"] and rows[0]["deadline_status"] == "on_time"
+    assert rows[0]["due_at"] is not None
     await writer.close()
-    await live.close()
+    for live in lives:
+        await live.close()
