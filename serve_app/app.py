@@ -85,15 +85,17 @@ def create_app(
                       trusted_proxies=settings.trusted_proxy_networks,
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
-                          seconds=3600 / settings.submissions_per_user_per_hour)))
+                          seconds=3600 / settings.submissions_per_user_per_hour)),
+                      tickets_limit=RateLimit(buckets, prefix="ws-ticket:user:", policy=BucketPolicy.every(
+                          burst=settings.ws_tickets_per_user_per_minute,
+                          seconds=60 / settings.ws_tickets_per_user_per_minute)))
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
         stop_control = await control.install(app, ctx.live.bus)
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
-        purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
-                                                       interval=settings.store_purge_interval_seconds))
+        purge = asyncio.create_task(purge_periodically(ctx.sessions, interval=settings.store_purge_interval_seconds))
         evict = asyncio.create_task(evict_periodically(buckets))
         # The replica middleware hands sockets to this app only on the fast path.
         socket_handoff = handoff.register(app) if settings.fast_path else None
