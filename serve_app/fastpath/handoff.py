@@ -1,4 +1,5 @@
-"""Websockets served by a Gateway replica's own HTTP server, past Serve's request path.
+"""The socket hand-off: websockets served by a Gateway replica's own HTTP server, past Serve's
+request path.
 
 Under Serve's HAProxy ingress each Gateway replica runs a uvicorn server, and every request on it
 goes through Serve's request handling (request metadata, request context, access log, metrics,
@@ -35,8 +36,8 @@ GOING_AWAY: Message = {"type": "websocket.close", "code": int(CloseCode.GOING_AW
 
 
 class SocketHandoff:
-    """One app's sockets served directly: the app, its event loop and the open connections'
-    `send` callables (to close them at shutdown)."""
+    """One app that takes the replica's sockets directly: the app, its event loop and the open
+    connections' `send` callables (to close them at shutdown)."""
 
     __slots__ = ("app", "loop", "sends")
 
