@@ -13,18 +13,32 @@ from starlette.types import Receive, Scope, Send
 
 from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import (admin, auth, classes, comments, essays, exports, extensions, health, history, roster,
-                           rubrics, submissions, uploads, webhooks)
-from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app import web
-from serve_app.fastpath import direct
-from serve_app.realtime import control, sockets
+from serve_app.api import (
+    admin,
+    auth,
+    classes,
+    comments,
+    essays,
+    exports,
+    extensions,
+    health,
+    history,
+    roster,
+    rubrics,
+    submissions,
+    uploads,
+    webhooks,
+)
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
+from serve_app.fastpath import handoff
 from serve_app.housekeeping import purge_periodically
+from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
+from serve_app.realtime import control, sockets
 from serve_app.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -32,7 +46,7 @@ log = logging.getLogger("essaycoach.app")
 
 
 class _App(FastAPI):
-    """FastAPI, with our websockets served before the HTTP middleware stack
+    """FastAPI, with our websockets served before the HTTP middleware stack and router
     (`serve_app.realtime.sockets.serve_socket` says why)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,26 +85,28 @@ def create_app(
                       trusted_proxies=settings.trusted_proxy_networks,
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
-                          seconds=3600 / settings.submissions_per_user_per_hour)))
+                          seconds=3600 / settings.submissions_per_user_per_hour)),
+                      tickets_limit=RateLimit(buckets, prefix="ws-ticket:user:", policy=BucketPolicy.every(
+                          burst=settings.ws_tickets_per_user_per_minute,
+                          seconds=60 / settings.ws_tickets_per_user_per_minute)))
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
         stop_control = await control.install(app, ctx.live.bus)
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
-        purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
-                                                       interval=settings.store_purge_interval_seconds))
+        purge = asyncio.create_task(purge_periodically(ctx.sessions, interval=settings.store_purge_interval_seconds))
         evict = asyncio.create_task(evict_periodically(buckets))
         # The replica middleware hands sockets to this app only on the fast path.
-        sockets_direct = direct.register(app) if settings.fast_path else None
+        socket_handoff = handoff.register(app) if settings.fast_path else None
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
             yield
         finally:
             stop_control()
-            if sockets_direct is not None:
-                direct.unregister(sockets_direct)
-                await sockets_direct.close_all()
+            if socket_handoff is not None:
+                handoff.unregister(socket_handoff)
+                await socket_handoff.close_all()
             trim.cancel()
             purge.cancel()
             evict.cancel()
@@ -118,6 +134,5 @@ def create_app(
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
-    app.include_router(sockets.router)
     web.install(app, settings.web_dist)  # the browser app: only what no route above matched
     return app

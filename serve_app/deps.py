@@ -38,6 +38,7 @@ class Context:
     buckets: BucketStore | None = None
     trusted_proxies: tuple[Network, ...] = ()
     submissions_limit: RateLimit | None = None
+    tickets_limit: RateLimit | None = None
 
     def client_address(self, scope: Any) -> str:
         """The caller's address: the peer, or X-Forwarded-For through trusted proxies only."""
