@@ -227,7 +227,7 @@ class EssayHost:
         """
         actor = await self.open(essay_id)
         now = self.clock()
-        if actor.log_bytes + len(update) > self.config.max_log_bytes and _changes(actor.doc, update):
+        if actor.log_bytes + len(update) > self.config.max_log_bytes and actor.doc.would_change(update):
             raise UpdateTooLarge(f"the essay's edit history is over its {self.config.max_log_bytes} byte budget")
         try:
             # Apply and seq assignment run without an await in between: per-essay order is the
@@ -448,7 +448,7 @@ class EssayHost:
         news from a reader is refused.
         """
         actor = await self.open(essay_id)
-        return _changes(actor.doc, update)
+        return actor.doc.would_change(update)
 
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
         """Replace the whole text (REST writes) as one ordinary CRDT update."""
@@ -751,16 +751,6 @@ class EssayHost:
     async def _exists(self, essay_id: uuid.UUID) -> bool:
         async with self.sessions() as session:
             return await essays_repo.get(session, essay_id=essay_id) is not None
-
-
-def _changes(doc: EssayDoc, update: bytes) -> bool:
-    """Whether `update` carries anything `doc` lacks (tried on a scratch copy; O(document), for
-    the rare callers: a reader's update, an essay at its log budget). Undecodable: True."""
-    scratch = EssayDoc.from_state(doc.full_state())
-    try:
-        return scratch.apply_update(update).needs_persist
-    except InvalidUpdate:
-        return True
 
 
 async def _repeat(interval: float, step: Callable[[], Awaitable[None]], what: str) -> None:
