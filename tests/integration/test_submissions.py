@@ -28,7 +28,8 @@ from sqlalchemy.engine import make_url
 
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.local import LocalAnalyzer
-from actors.jobs import RunnerConfig, SubmissionRunner
+from actors.config import RunnerConfig
+from actors.jobs import SubmissionRunner
 from actors.webhooks import verify
 from db.engine import make_engine
 from db.migrate import upgrade
