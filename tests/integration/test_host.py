@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from pycrdt import Doc, Text
+from sqlalchemy import event
 
 from actors.broadcast import InMemoryBus
 from actors.doc import EssayDoc
@@ -391,8 +391,8 @@ async def test_sqlite_writer_waits_for_a_lock_held_elsewhere_without_stopping_th
 
 
 async def test_a_tick_publishing_many_dashboard_rows_lets_other_work_run_in_between(sessions: object) -> None:
-    from db.repositories import classes
     from actors.host import TICK_ROWS_PER_TURN
+    from db.repositories import classes
 
     async with sessions() as session:  # type: ignore[operator]
         teacher = User(email=f"t-{uuid.uuid4().hex[:8]}@example.com", name="T", role="teacher", password_hash="x")
@@ -524,7 +524,7 @@ async def test_sqlite_writer_checkpoints_the_wal_in_its_thread_not_inside_commit
     essay_id = await new_essay(sessions)
     writer.checkpoint_seconds = 3600.0
     for seq in range(1, 4):
-        await writer.run(lambda conn, row=log_row(essay_id, seq): documents.append_updates(conn, rows=[row]))
+        await writer.run(append(essay_id, seq))
     assert writer.checkpoints == 0 and writer.deferred == 0  # the lock was free: all inline
     busy, frames, done = await writer.checkpoint()
     assert (busy, done) == (0, frames) and frames > 0  # everything written so far reached the file
