@@ -29,7 +29,7 @@ T = TypeVar("T")
 # typing (75 ms p50, 0.5 s max in ops/loadtest/host_bench.py), and every ack waited behind it.
 COMPACT_BATCH = 4
 
-Store = Callable[..., Awaitable[Any]]  # `EssayHost.store(work, *, inline=True)`
+Store = Callable[..., Awaitable[Any]]  # `EssayHost._store(work, *, inline=True)`
 
 
 class Compactor:

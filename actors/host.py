@@ -89,7 +89,7 @@ class EssayHost:
         self.committer = GroupCommitter(self._write_log, interval=self.config.commit_interval,
                                         permanent=(IntegrityError,))
         self.events = EventLog(bus)
-        self.compactor = Compactor(store=self.store, config=self.config, events=self.events, clock=clock,
+        self.compactor = Compactor(store=self._store, config=self.config, events=self.events, clock=clock,
                                    wallclock=wallclock, on_failed=self._failed)
         self.scheduler = None if analyzer is None else FeedbackScheduler(
             analyzer=analyzer, local_analyzer=local_analyzer, config=self.config, events=self.events,
@@ -155,7 +155,7 @@ class EssayHost:
             async with self.sessions() as session, session.begin():
                 yield session
 
-    async def store(self, work: Callable[[Any], T], *, inline: bool = True) -> T:
+    async def _store(self, work: Callable[[Any], T], *, inline: bool = True) -> T:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
         through `db.engine.SqliteWriter` (statements inline when the lock is free and `inline`,
         where aiosqlite takes a thread hop per statement; the commit off the event loop),
@@ -167,7 +167,7 @@ class EssayHost:
             return await session.run_sync(work)
 
     async def _write_log(self, rows: list[dict[str, Any]]) -> None:
-        await self.store(lambda conn: documents.append_updates(conn, rows=rows))
+        await self._store(lambda conn: documents.append_updates(conn, rows=rows))
 
     async def _record_usage(self, essay: LiveEssay, usage: Any) -> None:
         async with self._writing() as session:
