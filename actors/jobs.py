@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.provider import Usage
 from actors.analysis.rubric import Criterion, parse_rubric
+from actors.config import RunnerConfig
 from actors.webhooks import DeliveryResult, WebhookSender, new_webhook_secret
 from db.models import ScoreOverride, Submission
 from db.repositories import assignments, rubrics, webhook_secrets
@@ -104,18 +105,6 @@ def _forget_when_done(tasks: dict[uuid.UUID, asyncio.Task[None]],
     def forget(_task: asyncio.Task[None]) -> None:
         tasks.pop(job_id, None)
     return forget
-
-
-@dataclass(frozen=True)
-class RunnerConfig:
-    max_attempts: int = 3
-    lease_seconds: float = 60.0
-    poll_seconds: float = 0.5
-    concurrency: int = 4
-    retry_backoff_seconds: float = 2.0
-    delivery_concurrency: int = 8
-    # Tokens a requester may spend per UTC day across all processes (None: unlimited).
-    user_tokens_per_day: int | None = None
 
 
 @dataclass(frozen=True)

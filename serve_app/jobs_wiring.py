@@ -15,7 +15,8 @@ from actors.analysis.engine import AnalysisEngine
 from actors.analysis.llm import TokenBudget
 from actors.analysis.local import LocalAnalyzer
 from actors.analysis.service import make_provider
-from actors.jobs import RunnerConfig, SubmissionRunner
+from actors.config import RunnerConfig
+from actors.jobs import SubmissionRunner
 from actors.webhooks import WebhookSender
 from db.models import Submission
 from serve_app.settings import Settings
