@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
+from actors.analysis.coach import build_coach
 from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import (admin, auth, classes, comments, essays, exports, extensions, health, history, roster,
-                           rubrics, submissions, uploads, webhooks)
+from serve_app.api import (admin, auth, classes, coach, comments, essays, exports, extensions, health, history,
+                           roster, rubrics, submissions, uploads, webhooks)
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app import web
 from serve_app.fastpath import direct
@@ -71,7 +72,11 @@ def create_app(
                       trusted_proxies=settings.trusted_proxy_networks,
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
-                          seconds=3600 / settings.submissions_per_user_per_hour)))
+                          seconds=3600 / settings.submissions_per_user_per_hour)),
+                      coach_limit=RateLimit(buckets, prefix="coach:user:", policy=BucketPolicy.every(
+                          burst=settings.coach_questions_per_user_per_hour,
+                          seconds=3600 / settings.coach_questions_per_user_per_hour)),
+                      coach=build_coach(settings.analysis_config()))
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
@@ -95,6 +100,7 @@ def create_app(
             purge.cancel()
             evict.cancel()
             await stop_runner(ctx)
+            await ctx.coach.aclose()
             await ctx.live.stop()
             await buckets.aclose()
             await engine.dispose()
@@ -113,7 +119,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, history, exports,
+    for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, coach, history, exports,
                    submissions, webhooks, admin):
         api.include_router(module.router)
     app.include_router(api)

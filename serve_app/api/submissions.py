@@ -109,13 +109,22 @@ async def check_spend(ctx: Context, session: AsyncSession, user: User) -> None:
         wait = await ctx.submissions_limit.wait(str(user.id))
         if wait:
             raise RateLimited("too many submissions; try again later", retry_after=wait)
+    await check_token_budget(ctx, session, user)
+
+
+async def check_token_budget(ctx: Context, session: AsyncSession, user: User, *, needed: int = 0) -> None:
+    """429 `token_budget_exhausted` (`Retry-After`: UTC midnight) when the user's stored AI usage
+    today (every kind: submissions, live feedback, the coach) plus `needed` exceeds
+    `AI_TOKEN_BUDGET_PER_USER_PER_DAY` (with `needed` 0: once it is reached)."""
     budget = ctx.settings.ai_token_budget_per_user_per_day
-    if budget:
-        now = utcnow()
-        if await repo.tokens_used_by_user(session, user_id=user.id, since=day_start(now)) >= budget:
-            tomorrow = day_start(now) + timedelta(days=1)
-            raise RateLimited("today's AI token budget is spent", code="token_budget_exhausted",
-                              retry_after=math.ceil((tomorrow - now).total_seconds()))
+    if not budget:
+        return
+    now = utcnow()
+    used = await repo.tokens_used_by_user(session, user_id=user.id, since=day_start(now))
+    if used >= budget or used + needed > budget:
+        tomorrow = day_start(now) + timedelta(days=1)
+        raise RateLimited("today's AI token budget is spent", code="token_budget_exhausted",
+                          retry_after=math.ceil((tomorrow - now).total_seconds()))
 
 
 async def count_submission(ctx: Context, user_id: uuid.UUID) -> None:
