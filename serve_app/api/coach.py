@@ -87,6 +87,32 @@ class CoachTurnOut(BaseModel):
     created_at: datetime
 
 
+class Problem(BaseModel):
+    """An error answer (`application/problem+json`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description, "content": {"application/problem+json": {}}}
+
+
+ASK_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    403: _problem("`forbidden`: a teacher of the class reads the chat but does not ask"),
+    404: _problem("`not_found`: no such essay, or one the caller may not see"),
+    409: _problem("`feedback_item_gone`: the item is no longer in the current feedback; "
+                  "`no_rubric`: the essay's assignment has no rubric"),
+    422: _problem("`validation_failed`: a blank or over-long question, `about=item` without `item_id`"),
+    429: _problem("`rate_limited`: too many questions this hour; `token_budget_exhausted`: today's AI "
+                  "tokens are spent (both with `Retry-After`)"),
+    503: _problem("`coach_unavailable`: the AI endpoint failed; nothing was stored (`Retry-After`)"),
+}
+
+
 def turn_out(turn: CoachTurn) -> dict[str, Any]:
     return CoachTurnOut(
         id=turn.id, essay_id=turn.essay_id, student_id=turn.student_id, about=turn.about,  # type: ignore[arg-type]
@@ -97,7 +123,7 @@ def turn_out(turn: CoachTurn) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-@router.get("/essays/{essay_id}/coach", response_model=PageOut[CoachTurnOut])
+@router.get("/essays/{essay_id}/coach", response_model=PageOut[CoachTurnOut], responses={404: ASK_PROBLEMS[404]})
 async def list_turns(essay_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: PageDep) -> dict[str, Any]:
     """The essay's coach chat, oldest first (its owner and its class's teachers)."""
     essay = await essay_for_reader(session, user, essay_id)
@@ -121,7 +147,7 @@ async def _check_rate(ctx: Context, user_id: uuid.UUID) -> None:
     await ctx.coach_limit.hit(str(user_id))
 
 
-@router.post("/essays/{essay_id}/coach", status_code=201, response_model=CoachTurnOut)
+@router.post("/essays/{essay_id}/coach", status_code=201, response_model=CoachTurnOut, responses=ASK_PROBLEMS)
 async def ask_coach(
     essay_id: uuid.UUID, body: CoachQuestionIn, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:

@@ -330,3 +330,12 @@ async def test_a_deleted_essays_chat_goes_with_it(store_url: str, tmp_path: Path
         assert_problem(await history(client, student, essay["id"]), 404, "not_found")
         assert await coach_rows(store_url, essay["id"]) == 0
 
+
+
+async def test_openapi_documents_the_coach_routes_and_their_problems(client: httpx.AsyncClient) -> None:
+    paths = (await client.get(f"{API}/openapi.json")).json()["paths"]
+    route = paths["/api/v1/essays/{essay_id}/coach"]
+    assert {"get", "post"} <= set(route)
+    assert {"201", "403", "404", "409", "422", "429", "503"} <= set(route["post"]["responses"])
+    assert "application/problem+json" in route["post"]["responses"]["429"]["content"]
+    assert "token_budget_exhausted" in route["post"]["responses"]["429"]["description"]
