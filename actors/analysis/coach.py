@@ -329,7 +329,8 @@ def local_answer(req: CoachRequest) -> str:
         lines.append(_counts(req.items))
         for item in sorted(req.items, key=_severity_rank)[:3]:
             lines.append(f"- {item.get('kind')}: {item.get('message')}")
-        lines.append("Start with the errors, then the warnings; style notes are choices for you to make.")
+        lines.append("Start with the errors, then the warnings; style notes are choices for you to make."
+                     if req.items else "Read your essay aloud: where you stumble, a reader will too.")
     lines.append(LOCAL_NOTE)
     return clean_answer("\n".join(lines))[0]
 

@@ -112,8 +112,13 @@ def test_local_answers_come_from_the_items_and_the_rules_explanations() -> None:
     assert "- Thesis: Arguable" in about_rubric and "Your current feedback: 1 spelling." in about_rubric
     style = {**ITEM, "id": "i2", "kind": "style", "severity": "info", "message": "Shorter is clearer."}
     about_essay = local_answer(CoachRequest(question="?", about="essay", essay_text=ESSAY, items=[style, ITEM]))
-    assert about_essay.splitlines()[:3] == ["Your current feedback: 1 spelling, 1 style.",
-                                            f"- spelling: {ITEM['message']}", "- style: Shorter is clearer."]
+    assert about_essay.splitlines()[:4] == ["Your current feedback: 1 spelling, 1 style.",
+                                            f"- spelling: {ITEM['message']}", "- style: Shorter is clearer.",
+                                            "Start with the errors, then the warnings; style notes are choices "
+                                            "for you to make."]
+    nothing = local_answer(CoachRequest(question="?", about="essay", essay_text=ESSAY))
+    assert nothing.splitlines()[:2] == ["Your essay has no feedback right now.",
+                                        "Read your essay aloud: where you stumble, a reader will too."]
 
 
 class ScriptedModel:
