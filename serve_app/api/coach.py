@@ -143,8 +143,6 @@ async def _check_rate(ctx: Context, user_id: uuid.UUID) -> None:
     wait = await ctx.coach_limit.wait(str(user_id))
     if wait:
         raise RateLimited("too many coach questions; try again later", retry_after=wait)
-    # Counted before the answer: a question in flight holds its place, so parallel ones cannot overrun.
-    await ctx.coach_limit.hit(str(user_id))
 
 
 @router.post("/essays/{essay_id}/coach", status_code=201, response_model=CoachTurnOut, responses=ASK_PROBLEMS)
@@ -176,6 +174,10 @@ async def ask_coach(
     if coach.llm_enabled:
         await check_token_budget(ctx, session, user, needed=coach.estimate_tokens(request))
     await session.commit()  # end the read before the model call: no connection waits on it
+    if ctx.coach_limit is not None:
+        # Counted once the question is valid and before the answer: a question in flight holds its
+        # place, so parallel ones cannot overrun the bucket by more than their number.
+        await ctx.coach_limit.hit(str(student_id))
     try:
         answer = await coach.answer(request)
     except ProviderError as exc:

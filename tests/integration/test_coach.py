@@ -264,6 +264,9 @@ async def test_questions_are_rate_limited_per_student(store_url: str, tmp_path: 
     async with coach_app(store_url, tmp_path, llm, coach_questions_per_user_per_hour=2) as client:
         student, other = await register(client), await register(client)
         essay = await make_essay(client, student, text=ESSAY)
+        # A refused question (an item no longer current) does not use up the allowance.
+        assert_problem(await ask(client, student, essay["id"], question="Q?", item_id="gone"), 409,
+                       "feedback_item_gone")
         mine = [await ask(client, student, essay["id"], question=f"Q{n}?") for n in range(2)]
         assert [r.status_code for r in mine] == [201, 201]
         limited = await ask(client, student, essay["id"], question="One more?")
