@@ -183,6 +183,14 @@ async def test_history_is_the_owners_and_the_teachers_and_no_one_elses(
         for outsider in (w["classmate"], w["outsider"]):
             assert_problem(await history(client, outsider, essay_id), 404, "not_found")
             assert_problem(await ask(client, outsider, essay_id, question="Hi?"), 404, "not_found")
+        # A co-teacher reads it too, from the moment they are added.
+        class_id = w["essay"]["class_id"]
+        r = await client.post(f"{API}/classes/{class_id}/teachers", json={"teacher_id": w["outsider"].id},
+                              headers=teacher.headers)
+        assert r.status_code == 201, r.text
+        r = await history(client, w["outsider"], essay_id)
+        assert r.status_code == 200 and len(r.json()["items"]) == 3
+        assert_problem(await ask(client, w["outsider"], essay_id, question="Hi?"), 403, "forbidden")
         # The teacher reads; only the essay's owner asks.
         assert_problem(await ask(client, teacher, essay_id, question="Hi?"), 403, "forbidden")
         assert len((await history(client, student, essay_id)).json()["items"]) == 3
