@@ -33,9 +33,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from actors.analysis.coach import Coach, CoachRequest
+from actors.analysis.coach import Coach, CoachAnswer, CoachRequest
 from actors.analysis.provider import ProviderError
 from actors.analysis.rubric import Criterion, parse_rubric
 from actors.jobs import rubric_document
@@ -45,7 +46,7 @@ from db.repositories import coach as repo
 from serve_app.api.access import essay_for_owner, essay_for_reader
 from serve_app.api.submissions import check_token_budget
 from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
-from serve_app.errors import Conflict, RateLimited, Unavailable
+from serve_app.errors import Conflict, NotFound, RateLimited, Unavailable
 from serve_app.schemas import Body, PageOut
 
 router = APIRouter(tags=["coach"])
@@ -186,14 +187,29 @@ async def ask_coach(
                           headers={"Retry-After": "30"}) from None
     if answer.flags:
         log.info("coach answer changed by checks", extra={"essay_id": str(essay_id), "flags": list(answer.flags)})
+    try:
+        turn = await _store(ctx, session, answer, request, essay_id=essay_id, class_id=class_id,
+                            student_id=student_id, item=item)
+    except IntegrityError:  # the essay was deleted while the coach answered
+        await session.rollback()
+        raise NotFound("no such essay") from None
+    return turn_out(turn)
+
+
+async def _store(ctx: Context, session: AsyncSession, answer: CoachAnswer, request: CoachRequest, *,
+                 essay_id: uuid.UUID, class_id: uuid.UUID | None, student_id: uuid.UUID,
+                 item: dict[str, Any] | None) -> CoachTurn:
+    """The turn and its AI usage, in one transaction."""
+    coach: Coach = ctx.coach
     usage = answer.usage
-    turn = await repo.add(session, essay_id=essay_id, student_id=student_id, about=about, question=body.question,
-                          answer=answer.text, source=answer.source, flags=list(answer.flags),
-                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, item=item)
+    turn = await repo.add(session, essay_id=essay_id, student_id=student_id, about=request.about,
+                          question=request.question, answer=answer.text, source=answer.source,
+                          flags=list(answer.flags), prompt_tokens=usage.prompt_tokens,
+                          completion_tokens=usage.completion_tokens, item=item)
     if usage.total_tokens:
         await feedback.record_usage(session, essay_id=essay_id, class_id=class_id, provider=coach.name,
                                     model=coach.model.model if coach.model is not None else "local",
                                     prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                     user_id=student_id)
     await session.commit()
-    return turn_out(turn)
+    return turn

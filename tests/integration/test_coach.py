@@ -5,6 +5,7 @@ as text, essay text kept inside its tag, the per-student token budget and rate l
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -296,6 +297,24 @@ async def test_a_failing_model_is_503_and_nothing_is_stored(
         assert_problem(r, 503, "coach_unavailable")
         assert r.headers["retry-after"] == "30"
         assert (await history(client, student, essay["id"])).json()["items"] == []
+    llm.reset()
+
+
+async def test_an_essay_deleted_while_the_coach_answers_is_404_and_leaves_nothing(
+    store_url: str, tmp_path: Path, llm: FakeLLMServer
+) -> None:
+    llm.reset()
+    llm.behaviour, llm.slow_seconds = "slow", 1.0
+    async with coach_app(store_url, tmp_path, llm) as client:
+        student = await register(client)
+        essay = await make_essay(client, student, text=ESSAY)
+        asking = asyncio.create_task(ask(client, student, essay["id"], question="Still there?"))
+        while not coach_requests(llm):  # the model has the question: the row is gone before it answers
+            assert not asking.done(), asking.result().text
+            await asyncio.sleep(0.02)
+        assert (await client.delete(f"{API}/essays/{essay['id']}", headers=student.headers)).status_code == 204
+        assert_problem(await asking, 404, "not_found")
+        assert await coach_rows(store_url, essay["id"]) == 0
     llm.reset()
 
 
