@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
+from actors.analysis.coach import build_coach
 from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
 from serve_app import web
@@ -18,6 +19,7 @@ from serve_app.api import (
     admin,
     auth,
     classes,
+    coach,
     comments,
     essays,
     exports,
@@ -88,7 +90,11 @@ def create_app(
                           seconds=3600 / settings.submissions_per_user_per_hour)),
                       tickets_limit=RateLimit(buckets, prefix="ws-ticket:user:", policy=BucketPolicy.every(
                           burst=settings.ws_tickets_per_user_per_minute,
-                          seconds=60 / settings.ws_tickets_per_user_per_minute)))
+                          seconds=60 / settings.ws_tickets_per_user_per_minute)),
+                      coach_limit=RateLimit(buckets, prefix="coach:user:", policy=BucketPolicy.every(
+                          burst=settings.coach_questions_per_user_per_hour,
+                          seconds=3600 / settings.coach_questions_per_user_per_hour)),
+                      coach=build_coach(settings.analysis_config()))
         ctx.live = (live_factory or make_live)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
@@ -111,6 +117,7 @@ def create_app(
             purge.cancel()
             evict.cancel()
             await stop_runner(ctx)
+            await ctx.coach.aclose()
             await ctx.live.stop()
             await buckets.aclose()
             await engine.dispose()
@@ -129,7 +136,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, history, exports,
+    for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, coach, history, exports,
                    submissions, webhooks, admin):
         api.include_router(module.router)
     app.include_router(api)

@@ -39,6 +39,9 @@ class Context:
     trusted_proxies: tuple[Network, ...] = ()
     submissions_limit: RateLimit | None = None
     tickets_limit: RateLimit | None = None
+    coach_limit: RateLimit | None = None
+    # The coach chat's answerer (actors.analysis.coach.Coach), built in the lifespan.
+    coach: Any = None
 
     def client_address(self, scope: Any) -> str:
         """The caller's address: the peer, or X-Forwarded-For through trusted proxies only."""

@@ -463,6 +463,13 @@ class OpenAIProvider:
         scores, dropped, warnings = validate_scores(completion.content, criteria)
         return ScoreResult(scores=scores, usage=completion.usage, dropped=dropped, warnings=warnings)
 
+    async def complete_json(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
+        """One JSON-mode chat completion through the same breaker, retries, deadline and size cap
+        as feedback: (content, usage). The caller validates the content (the coach chat,
+        ``coach.check_answer``)."""
+        completion = await self._complete(messages)
+        return completion.content, completion.usage
+
     def estimate_tokens(self, paragraph_text: str, context: ProviderContext) -> int:
         chars = sum(len(m["content"]) for m in build_paragraph_messages(paragraph_text, context))
         return chars // 4 + self.max_completion_tokens // 2

@@ -11,8 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
 from db.models import Comment
-from db.repositories import classes
-from serve_app.api.access import essay_for_reader, is_class_teacher
+from serve_app.api.access import essay_for_reader, teaches_class_id
 from serve_app.deps import ContextDep, CurrentUser, SessionDep
 from serve_app.errors import Forbidden, ValidationFailed
 from serve_app.schemas import Body
@@ -57,8 +56,7 @@ async def add_comment(
     essay_id: uuid.UUID, body: CommentIn, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
     essay = await essay_for_reader(session, user, essay_id)
-    cls = await classes.get(session, class_id=essay.class_id) if essay.class_id is not None else None
-    if (cls is None or not await is_class_teacher(session, user, cls)) and user.role != "admin":
+    if not await teaches_class_id(session, user, essay.class_id):
         raise Forbidden("only the class's teacher may comment")
     try:
         anchored = await ctx.live.call(essay.id, "anchor_for", essay.id, body.start, body.end)
