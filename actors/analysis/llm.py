@@ -72,7 +72,16 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class CircuitBreaker:
     """Closed -> open after ``failure_threshold`` consecutive failed calls -> half-open after
-    ``cooldown`` seconds, where one trial call decides between closed and open again."""
+    ``cooldown`` seconds, where one trial call decides between closed and open again.
+
+    Kept rather than a library's (issue 15), measured with ops/loadtest/breaker_compare.py
+    (2026-12-06): when the cooldown of an open circuit ends while 50 essays want the endpoint,
+    this breaker lets 1 trial request through; aiobreaker 1.2.0 (last released 2021) let all 50
+    reach the failing endpoint. pybreaker 1.4.1 runs async calls only as Tornado coroutines
+    (without tornado installed it has no asyncio support at all). Both read the wall clock
+    (`datetime.now`) for the cooldown, where this one takes the provider's clock, so the tests
+    step a fake clock instead of sleeping through cooldowns.
+    """
 
     def __init__(self, failure_threshold: int = 5, cooldown: float = 30.0, clock: Clock = time.monotonic) -> None:
         self.failure_threshold = failure_threshold
