@@ -23,6 +23,16 @@ be resent forever). A peer that vanishes without closing (its node lost power, a
 noticed by TCP keepalive and `TCP_USER_TIMEOUT` within ~10 s, not the kernel's ~15 minutes; a
 host that is merely slow (its database restarting) keeps the connection and the updates wait.
 
+Backpressure: a Gateway's writes wait (`FramedProtocol.writable`) while more than
+`WRITE_HIGH_WATER` bytes sit in the connection's buffer (the host reads slower than we write);
+a host stops reading a connection while more than `MAX_IN_FLIGHT_BYTES` of its updates are being
+applied or while its own answers are not taken, and TCP then holds the Gateway back in turn.
+
+Why raw TCP and not websockets (framing, size limits, pings and backpressure from a library):
+the same frames as websockets messages cost ~50% more CPU per update (64 vs 42 us, ranges not
+overlapping; ops/loadtest/HOST_STREAM_RESULTS.md), and the host's CPU bounds typing at 1,000
+typists; the rest websockets would give is here (`MAX_FRAME`, TCP keepalive, the backpressure above).
+
 Frames both ways are a 4-byte big-endian length and a payload of at most `MAX_FRAME` bytes.
 
     request   >I id, 16 bytes essay id, 16 bytes author id (zeros: none), B flags (1 live,
