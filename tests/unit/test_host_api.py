@@ -18,9 +18,10 @@ from actors.ray_host import EssayHostShell
 from serve_app.hosts import EssayHosts, RayHost
 
 IMPLEMENTATIONS = [EssayHost, EssayHostShell, RayHost]
-# Public methods of the implementations that are not host operations (lifecycle, plumbing).
+# Public methods of the remote ends that are not host operations (lifecycle, plumbing). Everything
+# else public there is reachable from a Gateway, so it must be in HostAPI with a retry rule.
+# (EssayHost may have more public methods: the Gateway reaches it only through these two or HostAPI.)
 NOT_OPERATIONS = {
-    EssayHost: {"start", "stop", "open", "tick"},
     EssayHostShell: {"stream_address", "stats", "shutdown"},
     RayHost: {"handle", "stream", "close"},
 }
@@ -56,9 +57,10 @@ def test_implementations_match_the_interface(cls: type) -> None:
     for name in operations():
         assert inspect.iscoroutinefunction(getattr(cls, name)), f"{cls.__name__}.{name} is not async"
         assert _shape(cls, name) == _shape(HostAPI, name), f"{cls.__name__}.{name} differs from HostAPI"
-    public = {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
-    extra = public - set(operations()) - NOT_OPERATIONS[cls]
-    assert not extra, f"{cls.__name__} has methods the interface does not declare: {sorted(extra)}"
+    if cls in NOT_OPERATIONS:
+        public = {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+        extra = public - set(operations()) - NOT_OPERATIONS[cls]
+        assert not extra, f"{cls.__name__} has methods the interface does not declare: {sorted(extra)}"
 
 
 class _RestartingHost:
