@@ -33,9 +33,9 @@ from serve_app.api import (
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.fastpath import handoff
+from serve_app.hosts import EssayHosts, make_hosts
 from serve_app.housekeeping import purge_periodically
 from serve_app.jobs_wiring import start_runner, stop_runner
-from serve_app.hosts import EssayHosts, make_hosts
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
 from serve_app.realtime import control, sockets
