@@ -366,7 +366,7 @@ class EssayHost:
         """A JSON socket (events: `essay:{id}`, dashboard: `class:{id}`) opened (+1) or closed (-1).
 
         It registers before it reads its opening state, so whatever is published after that
-        reaches it. Every host hears of every dashboard (`call_all`); an essay's events socket
+        reaches it. Every host hears of every dashboard (`EssayHosts.watch_class`); an essay's events socket
         only its host.
         """
         self.events.watch(channel, delta)

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from actors import retry
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.provider import Usage
 from actors.analysis.rubric import Criterion, parse_rubric
@@ -312,7 +313,7 @@ class SubmissionRunner:
                 await self._finish(job, status="failed", error=f"analysis failed: {type(exc).__name__}")
             else:
                 # Back to the queue; the lease doubles as "not before" so a failing job backs off.
-                delay = self.config.retry_backoff_seconds * 2 ** (job.attempts - 1)
+                delay = retry.delay(job.attempts, first=self.config.retry_backoff_seconds)
                 async with self.sessions() as session:
                     await repo.update_held(session, submission_id=job.id, held_by=self.worker_id,
                                            status="queued", worker_id=None,

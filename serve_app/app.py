@@ -35,9 +35,9 @@ from serve_app.api import (
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.fastpath import handoff
+from serve_app.hosts import EssayHosts, make_hosts
 from serve_app.housekeeping import purge_periodically
 from serve_app.jobs_wiring import start_runner, stop_runner
-from serve_app.live import LiveEssays, make_live
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
 from serve_app.realtime import control, sockets
@@ -62,7 +62,7 @@ class _App(FastAPI):
 def create_app(
     settings: Settings | None = None,
     *,
-    live_factory: Callable[[Settings, Context], LiveEssays] | None = None,
+    live_factory: Callable[[Settings, Context], EssayHosts] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the app. `settings` defaults to the environment; `live_factory` picks how essays are
@@ -95,7 +95,7 @@ def create_app(
                           burst=settings.coach_questions_per_user_per_hour,
                           seconds=3600 / settings.coach_questions_per_user_per_hour)),
                       coach=build_coach(settings.analysis_config()))
-        ctx.live = (live_factory or make_live)(settings, ctx)
+        ctx.live = (live_factory or make_hosts)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
         stop_control = await control.install(app, ctx.live.bus)

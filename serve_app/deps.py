@@ -20,7 +20,7 @@ from serve_app.ratelimit import BucketStore, LoginThrottle, RateLimit
 from serve_app.settings import Settings
 
 if TYPE_CHECKING:
-    from serve_app.live import LiveEssays
+    from serve_app.hosts import EssayHosts
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Context:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     throttle: LoginThrottle
-    live: "LiveEssays"
+    live: "EssayHosts"  # the essay hosts (serve_app.hosts)
     metrics: Metrics
     clock: Callable[[], float]
     submission_runner: Any = None

@@ -53,8 +53,8 @@ def build_runner(settings: Settings, ctx: Context) -> SubmissionRunner:
     async def on_finished(sub: Submission) -> None:
         # Tell the essay's open editors (the `submission` event of /ws/essays/{id}/events).
         if sub.essay_id is not None:
-            await ctx.live.call(sub.essay_id, "publish_event", sub.essay_id, "submission",
-                                submission_id=str(sub.id), status=sub.status)
+            await ctx.live.of(sub.essay_id).publish_event(sub.essay_id, "submission",
+                                                          submission_id=str(sub.id), status=sub.status)
 
     return SubmissionRunner(
         ctx.sessions, engine_factory(settings),

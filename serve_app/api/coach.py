@@ -155,7 +155,7 @@ async def ask_coach(
     essay_id, class_id, student_id = essay.id, essay.class_id, user.id  # read now: the commit below expires them
     await _check_rate(ctx, student_id)
     about = body.about or "essay"
-    current = await ctx.live.call(essay_id, "feedback", essay_id)
+    current = await ctx.live.of(essay_id).feedback(essay_id)
     items: list[dict[str, Any]] = current["items"]
     item = None
     if about == "item":

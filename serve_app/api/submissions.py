@@ -220,7 +220,7 @@ async def submit_essay(
     # One deadline computation: the window says both whether the owner may still submit and whether it is late.
     late = (await check_writable(session, essay=essay, now=now)).late
     await session.commit()  # end the read before the host writes the revision
-    n = int(await ctx.live.call(essay.id, "revision", essay.id, reason="submit"))
+    n = await ctx.live.of(essay.id).revision(essay.id, reason="submit")
     revision = await documents.get_revision(session, essay_id=essay.id, n=n)
     if revision is None:  # the host committed it before returning; this would be a host bug
         raise NotFound("the frozen revision is missing")
@@ -248,8 +248,8 @@ async def publish_submission(ctx: Context, sub: Submission, **extra: Any) -> Non
     either way: a failed publish is logged, and a client that missed it refetches on `resync`."""
     assert sub.essay_id is not None
     try:
-        await ctx.live.call(sub.essay_id, "publish_event", sub.essay_id, "submission",
-                            submission_id=str(sub.id), status=sub.status, **extra)
+        await ctx.live.of(sub.essay_id).publish_event(sub.essay_id, "submission",
+                                                      submission_id=str(sub.id), status=sub.status, **extra)
     except Exception:
         log.exception("could not publish the submission event of essay %s", sub.essay_id)
 

@@ -168,7 +168,7 @@ async def class_live_socket(ws: WebSocket) -> None:
 
     await serve_json(ws, ctx, out, subscribe=subscribe, start=send_rows,
                      on_message=on_message, name="class", context={"class_id": str(class_id_)},
-                     watch=lambda delta: ctx.live.call_all("watch", f"class:{class_id_}", delta))
+                     watch=lambda delta: ctx.live.watch_class(class_id_, delta))
 
 
 async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -176,7 +176,7 @@ async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]
     async with ctx.sessions() as session:
         students = await classes.students_of(session, class_id=class_id)
         stored = await essays.list_for_class_by_activity(session, class_id=class_id)
-    live = {row["essay_id"]: row for rows in await ctx.live.call_all("student_rows", class_id) for row in rows}
+    live = {row["essay_id"]: row for row in await ctx.live.student_rows(class_id)}
     latest: dict[uuid.UUID, Essay] = {e.owner_id: e for e in stored}  # ordered by updated_at
     rows = []
     for student in students:

@@ -74,8 +74,8 @@ async def doc_socket(ws: WebSocket) -> None:
 
     async def apply(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
         try:
-            await ctx.live.call(eid, "apply_update", eid, update, author_id=user_id, origin=origin,
-                                live=typed, node=bus.node if typed else None)
+            await ctx.live.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
+                                                live=typed, node=bus.node if typed else None)
         finally:
             if frame is not None:
                 pending = in_flight.get(eid)
@@ -89,7 +89,7 @@ async def doc_socket(ws: WebSocket) -> None:
 
     try:
         await follow.attach()
-        _, server_sv = await ctx.live.call(eid, "sync", eid, b"\x00")
+        _, server_sv = await ctx.live.of(eid).sync(eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
         follow.send_early()
         while True:
@@ -98,7 +98,7 @@ async def doc_socket(ws: WebSocket) -> None:
                 break
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
             if isinstance(message, SyncStep1):
-                diff, _ = await ctx.live.call(eid, "sync", eid, message.state_vector)
+                diff, _ = await ctx.live.of(eid).sync(eid, message.state_vector)
                 out.put(encode_sync_step2(diff))
             elif is_counted_for_ack(message):
                 update = message.update  # type: ignore[union-attr]
