@@ -67,21 +67,6 @@ def _gateway_replicas() -> int:
     return int(app.deployments["Gateway"].replica_states.get("RUNNING", 0))
 
 
-async def _stored_text(database_url: str, essay_id: str) -> str:
-    from actors.doc import EssayDoc
-    from db.engine import make_engine, make_sessionmaker
-    from db.repositories import documents
-
-    engine = make_engine(database_url)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            doc = await documents.load(session, essay_id=uuid.UUID(essay_id))
-    finally:
-        await engine.dispose()
-    assert doc is not None
-    return EssayDoc.from_state(doc.essay.doc_state, [r.data for r in doc.log]).text
-
-
 class Typist:
     """One student typing a token every 50 ms into their essay's doc socket, through anything:
     after a close it reconnects with a fresh ticket as y-websocket does, its document carrying
@@ -142,7 +127,7 @@ async def scenario(database_url: str, redis_url: str, work: Path) -> dict[str, A
     from db.migrate import upgrade
     from serve_app.deployments import GatewayArgs, build_app
     from tests.conftest import TEST_SECRET, free_port, until_ready
-    from tests.fakes import join, make_assignment, make_class, make_essay, register
+    from tests.fakes import join, make_assignment, make_class, make_essay, register, stored_text
 
     await asyncio.to_thread(upgrade, database_url)
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -220,7 +205,7 @@ async def scenario(database_url: str, redis_url: str, work: Path) -> dict[str, A
             obs["closes"] = {eid: t.closes for eid, t in typists.items() if t.closes}
             obs["lost"], obs["differs"] = {}, []
             for eid, typist in typists.items():
-                text = await _stored_text(database_url, eid)
+                text = await stored_text(database_url, eid)
                 missing = [tok for tok in typist.acked_tokens() if tok not in text]
                 if missing:
                     obs["lost"][eid] = missing[:10]
