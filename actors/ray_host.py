@@ -354,7 +354,7 @@ class EssayHostShell:
     async def stats(self) -> dict[str, Any]:
         host = await self._host()
         return {"essays": len(host.essays), "rows": host.committer.rows, "batches": host.committer.batches,
-                "pid": os.getpid()}
+                "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     async def shutdown(self) -> None:
         if self._trim is not None:

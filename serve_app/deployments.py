@@ -26,6 +26,12 @@ class GatewayArgs(BaseModel):
     target_ongoing_requests: int = 200
     max_ongoing_requests: int = 5000
     analyzer_max_replicas: int = 4
+    # More of the Gateway's autoscaling config (upscale_delay_s, downscale_delay_s,
+    # look_back_period_s, metrics_interval_s, ...); a Serve config's `deployments:` section
+    # overrides these field by field anyway (ops/serve.yaml).
+    autoscaling: dict[str, Any] = {}
+    # Custom Ray resources a Gateway replica asks for (to place replicas on a node group).
+    resources: dict[str, float] = {}
     # ESSAYCOACH_* values for the replicas when the cluster's environment does not carry them.
     env: dict[str, str] = {}
     # The fast path (serve_app.fastpath); None: ESSAYCOACH_FAST_PATH from `env`, else from the
@@ -102,8 +108,9 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
             "max_replicas": opts.max_replicas,
             "target_ongoing_requests": opts.target_ongoing_requests,
             "policy": AutoscalingPolicy(policy_function=scale_on_sockets),
+            **opts.autoscaling,
         },
-        ray_actor_options={"num_cpus": 0.25,
+        ray_actor_options={"num_cpus": 0.25, **({"resources": opts.resources} if opts.resources else {}),
                            "runtime_env": {"env_vars": {**opts.env, **fastpath.replica_env(on=fast)}}},
     )
     analyzer = serve.deployment(

@@ -282,6 +282,7 @@ class RayHosts(EssayHosts):
         return ray.remote(EssayHostShell).options(
             name=f"essay-host-{index}", namespace=self.namespace, get_if_exists=True,
             lifetime="detached", max_restarts=-1, max_concurrency=100_000, num_cpus=0,
+            resources=self.settings.host_resources, scheduling_strategy="SPREAD",
             # Thousands of calls a second: Ray's per-task events grew the GCS ~29 KiB per
             # open essay over a benchmark run and are no use for this actor's calls.
             enable_task_events=False,

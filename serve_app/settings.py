@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.
     hosts: int = Field(default=0, ge=0, le=1024)
+    # Custom Ray resources each essay host actor asks for, e.g. {"essay_host": 0.01} to keep the
+    # hosts on the worker nodes that offer "essay_host" (JSON in the environment). Hosts ask for no
+    # CPU and are spread over the nodes that can take them (Ray's SPREAD), so losing one node
+    # restarts only its share of the hosts.
+    host_resources: dict[str, float] = Field(default_factory=dict)
     max_essay_chars: int = 200_000
     max_essay_log_bytes: int = 64 * 1024 * 1024
     replay_max_bytes: int = 8 * 1024 * 1024

@@ -166,3 +166,19 @@ async def make_admin(client: httpx.AsyncClient, database_url: str) -> Account:
         await engine.dispose()
     account.role = "admin"
     return account
+
+
+async def stored_text(database_url: str, essay_id: str) -> str:
+    """The essay as the store has it (snapshot plus update log), read straight from the database."""
+    from actors.doc import EssayDoc
+    from db.engine import make_engine, make_sessionmaker
+    from db.repositories import documents
+
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            doc = await documents.load(session, essay_id=uuid.UUID(essay_id))
+    finally:
+        await engine.dispose()
+    assert doc is not None
+    return EssayDoc.from_state(doc.essay.doc_state, [r.data for r in doc.log]).text

@@ -25,9 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.doc import EssayDoc
-from db.engine import make_engine, make_sessionmaker
-from db.repositories import documents
+from db.engine import make_engine
 from ops.loadtest.yclient import YClient
 from serve_app import processes
 from serve_app.haproxy_launcher import recorded
@@ -36,6 +34,7 @@ from serve_app.run_record import RunFiles
 from serve_app.settings import ROOT
 from tests.conftest import free_port, until_ready
 from tests.fakes import PASSWORD, Account, make_essay, register
+from tests.fakes import stored_text as stored_text_at
 
 pytestmark = pytest.mark.ray
 
@@ -124,14 +123,7 @@ async def ticket(http: httpx.AsyncClient, account: Account) -> str:
 
 async def stored_text(var_dir: Path, essay_id: str) -> str:
     """The essay as the store has it (snapshot plus update log), read from the SQLite file."""
-    engine = make_engine(f"sqlite+aiosqlite:///{var_dir / 'essaycoach.db'}")
-    try:
-        async with make_sessionmaker(engine)() as session:
-            doc = await documents.load(session, essay_id=uuid.UUID(essay_id))
-    finally:
-        await engine.dispose()
-    assert doc is not None
-    return EssayDoc.from_state(doc.essay.doc_state, [r.data for r in doc.log]).text
+    return await stored_text_at(f"sqlite+aiosqlite:///{var_dir / 'essaycoach.db'}", essay_id)
 
 
 async def type_through_stop(run: Run, student: Account, essay_id: str, *, label: str, moment: int,
