@@ -38,6 +38,12 @@ def not_retried(method: F) -> F:
     return method
 
 
+class HostUnavailable(ConnectionError):
+    """The essay's host did not answer within the Gateway's retry window: it is restarting, or
+    its node is gone and Ray has not yet started it elsewhere. Nothing unacknowledged is lost (the
+    client still holds it); the caller tries again later: sockets close 1013, REST answers 503."""
+
+
 def retry_safe_of(method: Callable[..., Any]) -> bool:
     """The declaration of a `HostAPI` method (KeyError-like TypeError when it has none)."""
     declared = getattr(method, _RETRY_ATTR, None)

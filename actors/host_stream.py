@@ -54,6 +54,7 @@ from typing import Any, cast
 
 from actors import retry
 from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
+from actors.host_api import HostUnavailable
 
 log = logging.getLogger("essaycoach.stream")
 
@@ -77,7 +78,7 @@ _SEQ = struct.Struct(">Q")
 _NO_AUTHOR = bytes(16)
 
 
-class StreamError(ConnectionError):
+class StreamError(HostUnavailable):
     """The host could not be reached over its stream within the retry window."""
 
 

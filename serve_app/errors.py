@@ -139,6 +139,12 @@ def install_handlers(app: FastAPI) -> None:
                                 "cursor: pass the next_cursor of a previous page unchanged")
 
     from actors.host import EssayNotFound
+    from actors.host_api import HostUnavailable
+
+    @app.exception_handler(HostUnavailable)
+    async def _host_unavailable(request: Request, exc: HostUnavailable) -> JSONResponse:
+        return problem_response(503, "essay_host_unavailable", "The essay's host is restarting",
+                                "try again in a few seconds; nothing saved was lost", {"Retry-After": "5"})
 
     @app.exception_handler(EssayNotFound)
     async def _essay_gone(request: Request, exc: EssayNotFound) -> JSONResponse:

@@ -23,7 +23,7 @@ from actors.analysis.service import build_engine
 from actors.broadcast import Bus, make_bus
 from actors.config import HostConfig
 from actors.host import EssayHost
-from actors.host_api import HostAPI, retry_safe_of
+from actors.host_api import HostAPI, HostUnavailable, retry_safe_of
 from actors.host_stream import HostStream
 from actors.routing import host_index
 from serve_app.settings import Settings
@@ -171,9 +171,12 @@ class RayHost(HostAPI):
 
         policy = retry.policy(first=0.05, cap=1.0, give_up_after=self.retry_for,
                               retry_on=(ActorDiedError, ActorUnavailableError))
-        async for attempt in policy:
-            with attempt:
-                return await call()
+        try:
+            async for attempt in policy:
+                with attempt:
+                    return await call()
+        except (ActorDiedError, ActorUnavailableError) as exc:
+            raise HostUnavailable(f"essay host unavailable: {exc}") from exc
         raise AssertionError("unreachable: the policy re-raises")  # pragma: no cover
 
     async def _call(self, method: Callable[Concatenate[HostAPI, P], Awaitable[R]],
@@ -184,7 +187,12 @@ class RayHost(HostAPI):
 
         if retry_safe_of(method):
             return await self._retrying(remote)
-        return await remote()
+        from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+        try:
+            return await remote()
+        except (ActorDiedError, ActorUnavailableError) as exc:  # it may have run: not repeated
+            raise HostUnavailable(f"essay host unavailable: {exc}") from exc
 
     async def close(self) -> None:
         if self._stream is not None:

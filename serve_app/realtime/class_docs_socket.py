@@ -19,6 +19,7 @@ import uuid
 from fastapi import WebSocket, WebSocketDisconnect
 
 from actors.host import EssayNotFound, UpdateRejected
+from actors.host_api import HostUnavailable
 from db.repositories import essays
 from serve_app.realtime.connection import (
     SendQueue,
@@ -125,6 +126,8 @@ async def class_docs_socket(ws: WebSocket) -> None:
         await close_for(out, metrics, "class_docs", exc)
     except WebSocketDisconnect:
         pass
+    except HostUnavailable:
+        await close_quietly(ws, CloseCode.TRY_AGAIN_LATER, "essay host unavailable; reconnect")
     except Exception:
         log.exception("class docs socket failed", extra={"class_id": str(class_id)})
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")

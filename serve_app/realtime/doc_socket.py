@@ -20,6 +20,7 @@ from pycrdt import create_awareness_message
 from actors.broadcast import RESYNC, doc_message, split_doc_message
 from actors.doc import InvalidUpdate, validate_update
 from actors.host import EssayNotFound, UpdateRejected
+from actors.host_api import HostUnavailable
 from db.types import utcnow
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.awareness import SocketAwareness
@@ -137,6 +138,8 @@ async def doc_socket(ws: WebSocket) -> None:
         await out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted")
     except WebSocketDisconnect:
         pass
+    except HostUnavailable:
+        await close_quietly(ws, CloseCode.TRY_AGAIN_LATER, "essay host unavailable; reconnect")
     except Exception:
         log.exception("doc socket failed", extra={"essay_id": str(eid), "user_id": str(user_id)})
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from actors.host_api import HostUnavailable
 from serve_app.deps import Context
 from serve_app.realtime.connection import SendQueue, TokenBucket, close_quietly, receive_frame
 from serve_app.realtime.protocol import CloseCode, ProtocolError
@@ -67,6 +68,8 @@ async def serve_json(
         await out.close(exc.code, exc.reason)
     except WebSocketDisconnect:
         pass
+    except HostUnavailable:
+        await close_quietly(ws, CloseCode.TRY_AGAIN_LATER, "essay host unavailable; reconnect")
     except Exception:
         log.exception("%s socket failed", name, extra=context)
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")

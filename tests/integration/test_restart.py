@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
 from ops.loadtest.yclient import YClient
@@ -82,4 +83,50 @@ async def test_redis_restart_sockets_recover_and_resume_returns_missed_events(
             assert await reader.wait_text(lambda t: t.endswith("after."), timeout=10)
             await events.close()
             await writer.close()
+            await reader.close()
+
+
+async def test_while_an_essay_host_is_unavailable_sockets_close_1013_and_rest_answers_503(
+    database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A host Ray is still restarting (its node lost) fails the Gateway's calls after the retry
+    window with HostUnavailable: the client is told to come back (1013, 503), and nothing is lost."""
+    from actors.host_api import HostUnavailable
+
+    settings = make_settings(database_url, tmp_path)
+    app = create_app(settings)
+    async with serving(app) as address:
+        async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+            student = await register(http, "student")
+            essay = await make_essay(http, student)
+            base = f"ws://{address}/ws/essays/{essay['id']}"
+            writer = await YClient(f"{base}/doc?ticket={await ws_ticket(http, student)}").connect()
+            writer.type("Saved before the host went away.")
+            await writer.wait_acked()
+            await writer.close()
+
+            import uuid
+
+            host = app.state.ctx.live.host_for(uuid.UUID(essay["id"]))
+
+            async def unavailable(*args: Any, **kwargs: Any) -> Any:
+                raise HostUnavailable("essay host unavailable: its node is gone")
+
+            for method in ("sync", "attach", "read", "current", "event_state", "events_after"):
+                monkeypatch.setattr(host, method, unavailable)
+            doc = await YClient(f"{base}/doc?ticket={await ws_ticket(http, student)}").connect(wait_synced=False)
+            assert await doc.wait_closed() == 1013
+            assert doc.close_reason == "essay host unavailable; reconnect"
+            async with websockets.connect(f"{base}/events?ticket={await ws_ticket(http, student)}") as events:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(events.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            r = await http.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert r.json()["code"] == "essay_host_unavailable"
+
+            monkeypatch.undo()  # the host is back: the text is all there
+            reader = await YClient(f"{base}/doc?ticket={await ws_ticket(http, student)}").connect()
+            assert str(reader.text) == "Saved before the host went away."
             await reader.close()

@@ -13,7 +13,7 @@ import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from actors.host import EssayHost
-from actors.host_api import HostAPI, not_retried, operations, retry_safe_of
+from actors.host_api import HostAPI, HostUnavailable, not_retried, operations, retry_safe_of
 from actors.ray_host import EssayHostShell
 from serve_app.hosts import EssayHosts, RayHost
 
@@ -113,15 +113,17 @@ async def test_a_non_idempotent_call_is_not_retried() -> None:
     for call in (lambda h: h.attach(essay, "node"), lambda h: h.publish_event(essay, "comment", body="x"),
                  lambda h: h.revision(essay, reason="submit"), lambda h: h.watch(f"essay:{essay}", 1)):
         fake = _RestartingHost(failures=1, error=ActorUnavailableError("restarting", None))
-        with pytest.raises(ActorUnavailableError):
+        with pytest.raises(HostUnavailable) as failed:
             await call(RayHost(lambda: fake, retry_for=5.0))  # noqa: B023  # called right here
+        assert isinstance(failed.value.__cause__, ActorUnavailableError)
         assert len(fake.calls) == 1
 
 
 async def test_a_safe_call_gives_up_after_the_retry_window() -> None:
     fake = _RestartingHost(failures=1_000, error=ActorUnavailableError("gone", None))
-    with pytest.raises(ActorUnavailableError):
+    with pytest.raises(HostUnavailable) as failed:  # the socket closes 1013, REST answers 503
         await RayHost(lambda: fake, retry_for=0.3).current(uuid.uuid4())
+    assert isinstance(failed.value.__cause__, ActorUnavailableError)
     assert 2 <= len(fake.calls) < 1_000
 
 
