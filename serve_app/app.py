@@ -57,7 +57,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, keyring=settings.keyring)
         sessions = make_sessionmaker(engine)
         buckets = make_bucket_store(settings.redis_url, sessions)
         throttle = LoginThrottle(
