@@ -90,7 +90,7 @@ async def _reseal_table(engine: AsyncEngine, keyring: Keyring, table: Table, col
                 if changes:
                     where = and_(*(c == v for c, v in zip(pk, keys)), *guards)
                     result = await conn.execute(update(table).where(where).values(changes))
-                    rewritten += int(result.rowcount or 0)  # type: ignore[attr-defined]
+                    rewritten += int(result.rowcount or 0)
         scanned += len(rows)
         if len(rows) < batch:
             return scanned, rewritten

@@ -13,8 +13,8 @@ from starlette.types import Receive, Scope, Send
 
 from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import (admin, auth, classes, comments, essays, exports, extensions, health, history, roster,
-                           rubrics, submissions, uploads, webhooks)
+from serve_app.api import (admin, auth, classes, comments, essays, exports, extensions, health, history, privacy,
+                           roster, rubrics, submissions, uploads, webhooks)
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app import web
 from serve_app.fastpath import direct
@@ -114,7 +114,7 @@ def create_app(
                        max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
     for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, history, exports,
-                   submissions, webhooks, admin):
+                   submissions, webhooks, admin, privacy):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

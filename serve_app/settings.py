@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # POST /submissions and POST /essays/{id}/submit per user: a bucket of this size refilled
     # evenly over an hour (serve_app/ratelimit.py).
     submissions_per_user_per_hour: int = Field(default=30, ge=1)
+    # GET /me/export per user (each reads every row of the user's).
+    exports_per_user_per_hour: int = Field(default=10, ge=1)
 
     # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.
