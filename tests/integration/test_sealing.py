@@ -4,12 +4,14 @@ ESSAYCOACH_DATA_KEY holds, mixed mode with rows from before the key, and key rot
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, type_coerce
 
 from db.crypto import Keyring, key_id, new_key, parse_key, sealed_key_id
@@ -130,3 +132,29 @@ async def test_reseal_without_a_current_key_writes_plaintext_back(database_url: 
                 "email": student.email, "password": "violet-Harbor-93!"})).json()["access_token"]
             r = await client.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
             assert r.json()["text"] == "Numbatsecret text."
+
+
+async def test_the_reseal_command_rotates_and_refuses_to_run_without_keys(
+        database_url: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    from serve_app.cli import main
+
+    key_a = new_key()
+    async with fresh_database(database_url, tmp_path) as url:
+        async with api(url, tmp_path, key=key_a) as client:
+            student = await register(client)
+            await make_essay(client, student, text="Bilbysecret text.")
+        for name, value in {"DATABASE_URL": url, "VAR_DIR": str(tmp_path), "JWT_SECRET": "s" * 40}.items():
+            monkeypatch.setenv(f"ESSAYCOACH_{name}", value)
+        monkeypatch.delenv("ESSAYCOACH_DATA_KEY", raising=False)
+        monkeypatch.delenv("ESSAYCOACH_DATA_KEYS_OLD", raising=False)
+        with pytest.raises(SystemExit, match="set ESSAYCOACH_DATA_KEY"):
+            await asyncio.to_thread(main, ["reseal"])
+        await asyncio.to_thread(main, ["data-key", "new"])
+        key_b = capsys.readouterr().out.strip()
+        monkeypatch.setenv("ESSAYCOACH_DATA_KEY", key_b)
+        monkeypatch.setenv("ESSAYCOACH_DATA_KEYS_OLD", key_a)
+        await asyncio.to_thread(main, ["reseal", "--batch", "3"])
+        out = capsys.readouterr().out
+        id_b = key_id(parse_key(key_b, variable="k"))
+        assert f"every sealed row is now under data key {id_b.hex()}" in out and "essays: 1 of 1 rows rewritten" in out
+        assert all(sealed_key_id(v) == id_b for _t, _c, v in await stored_values(url))
