@@ -108,3 +108,19 @@ def test_the_marker_cannot_start_an_update_the_service_writes() -> None:
         text += f"word {i} "
     assert updates and not any(u.startswith(MAGIC[:1]) for u in updates)
     assert not doc.get_update().startswith(MAGIC[:1])
+
+
+def test_settings_pass_the_keys_to_the_essay_hosts_and_never_print_them() -> None:
+    import pickle
+
+    from serve_app.settings import Settings
+
+    settings = Settings(jwt_secret="s" * 40, data_key=KEY_B, data_keys_old=KEY_A)  # type: ignore[call-arg]
+    shell = pickle.loads(pickle.dumps(settings.host_shell_config()))  # as Ray hands it to a host actor
+    keyring = shell.keyring()
+    assert keyring is not None and keyring.current == key_id(parse_key(KEY_B, variable="k"))
+    assert keyring.open(ring(KEY_A).seal(b"old")) == b"old"
+    for text in (repr(settings), repr(shell), repr(keyring)):
+        assert KEY_A not in text and KEY_B not in text
+    with pytest.raises(ValueError, match="ESSAYCOACH_DATA_KEY"):
+        Settings(jwt_secret="s" * 40, data_key="too-short")  # type: ignore[call-arg]
