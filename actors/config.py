@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from db.crypto import Keyring
+
 AIProvider = Literal["local", "openai"]
 
 
@@ -84,6 +86,12 @@ class HostShellConfig:
     analysis: AnalysisConfig
     # The Serve app whose Analyzer deployment the host calls (in-process engine when absent).
     serve_app_name: str = "essaycoach"
+    # ESSAYCOACH_DATA_KEY / _DATA_KEYS_OLD: the host's engine seals essay text with them (db/crypto.py).
+    data_key: str = field(default="", repr=False)
+    data_keys_old: str = field(default="", repr=False)
+
+    def keyring(self) -> Keyring | None:
+        return Keyring.parse(self.data_key, self.data_keys_old)
 
 
 @dataclass(frozen=True)

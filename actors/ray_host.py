@@ -236,7 +236,7 @@ class EssayHostShell:
                 if self.host is None:
                     from db.engine import make_engine, make_sessionmaker
 
-                    engine = make_engine(self.config.database_url)
+                    engine = make_engine(self.config.database_url, keyring=self.config.keyring())
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.config.bus, cluster=True),
                                      config=self.config.host,
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())

@@ -15,6 +15,9 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from db.crypto import Keyring
+from db.types import attach_keyring, keyring_of
+
 T = TypeVar("T")
 log = logging.getLogger("essaycoach.db")
 
@@ -64,19 +67,22 @@ def _is_busy(exc: OperationalError) -> bool:
     return "database is locked" in str(exc.orig)
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and a busy timeout so replicas can share it."""
+def make_engine(url: str, *, keyring: Keyring | None = None, **kwargs: Any) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, foreign keys and a busy timeout so replicas can share it.
+    With `keyring`, its sealed columns are encrypted at rest (db/crypto.py)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_pragmas(engine.sync_engine)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
-    return create_async_engine(url, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+        engine = create_async_engine(url, **kwargs)
+    attach_keyring(engine.sync_engine.dialect, keyring)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -122,6 +128,8 @@ class SqliteWriter:
         url = async_engine.url.set(drivername="sqlite")
         self.engine = self._engine(url, busy_timeout_ms=30_000)
         self.eager = self._engine(url, busy_timeout_ms=0, autocheckpoint=False)
+        for engine in (self.engine, self.eager):  # the same data key as the engine it writes for
+            attach_keyring(engine.dialect, keyring_of(async_engine.sync_engine.dialect))
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-writer")
         self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-commit")
         # False: the behaviour before 2026-12-06 (COMMIT and compaction inline), for A/B runs.

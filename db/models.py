@@ -1,7 +1,8 @@
 """The store's tables. One module: the schema is small enough to read in one sitting.
 
 Every foreign key and every lookup path has an index. JSON columns hold value objects that are
-always read and written whole (rubric criteria, feedback sets, scores).
+always read and written whole (rubric criteria, feedback sets, scores). Essay text and its
+update log are `SealedText` / `SealedBytes`: encrypted at rest when a data key is set (db/crypto.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Text,
@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.types import UTCDateTime, utcnow
+from db.types import SealedBytes, SealedText, UTCDateTime, utcnow
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -177,10 +177,10 @@ class Essay(Base):
         ForeignKey("classes.id", ondelete="SET NULL"), index=True
     )
     title: Mapped[str] = mapped_column(String(300))
-    text: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(SealedText, default="")
     word_count: Mapped[int] = mapped_column(Integer, default=0)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    doc_state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    doc_state: Mapped[bytes | None] = mapped_column(SealedBytes)
     log_watermark: Mapped[int] = mapped_column(BigInteger, default=0)
     typing_seconds: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -197,7 +197,7 @@ class EssayUpdate(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     essay_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("essays.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(BigInteger)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes] = mapped_column(SealedBytes)
     author_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     inserted_chars: Mapped[int] = mapped_column(Integer, default=0)
     deleted_chars: Mapped[int] = mapped_column(Integer, default=0)
@@ -213,9 +213,9 @@ class Revision(Base):
     n: Mapped[int] = mapped_column(Integer)
     seq: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(16))
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(SealedText)
     word_count: Mapped[int] = mapped_column(Integer)
-    doc_state: Mapped[bytes] = mapped_column(LargeBinary)
+    doc_state: Mapped[bytes] = mapped_column(SealedBytes)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("essay_id", "n", name="uq_revisions_essay_n"),)
@@ -232,7 +232,7 @@ class FeedbackItem(Base):
     severity: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     suggestion: Mapped[str | None] = mapped_column(Text)
-    quote: Mapped[str] = mapped_column(Text)
+    quote: Mapped[str] = mapped_column(SealedText)
     start: Mapped[int] = mapped_column(Integer)
     end: Mapped[int] = mapped_column(Integer)
     anchor: Mapped[str | None] = mapped_column(Text)
@@ -245,7 +245,7 @@ class Comment(Base):
     essay_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("essays.id", ondelete="CASCADE"), index=True)
     author_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     body: Mapped[str] = mapped_column(Text)
-    quote: Mapped[str] = mapped_column(Text, default="")
+    quote: Mapped[str] = mapped_column(SealedText, default="")
     start: Mapped[int] = mapped_column(Integer, default=0)
     end: Mapped[int] = mapped_column(Integer, default=0)
     anchor: Mapped[str | None] = mapped_column(Text)
@@ -269,7 +269,7 @@ class Submission(Base):
     )
     revision_n: Mapped[int | None] = mapped_column(Integer)
     title: Mapped[str] = mapped_column(String(300), default="")
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(SealedText)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))

@@ -26,6 +26,7 @@ from serve_app.api import (
     extensions,
     health,
     history,
+    privacy,
     roster,
     rubrics,
     submissions,
@@ -73,7 +74,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, keyring=settings.keyring)
         sessions = make_sessionmaker(engine)
         buckets = make_bucket_store(settings.redis_url, sessions)
         throttle = LoginThrottle(
@@ -137,7 +138,7 @@ def create_app(
                        max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
     for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, coach, history, exports,
-                   submissions, webhooks, admin):
+                   submissions, webhooks, admin, privacy):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -1,4 +1,4 @@
-"""`essaycoach` command: run the service, migrate the store, create an admin.
+"""`essaycoach` command: run the service, migrate the store, create an admin, manage data keys.
 
 `essaycoach run` supervises a driver (`serve_app.supervisor`) that starts (or joins, with
 RAY_ADDRESS) a Ray cluster, migrates the store and serves the Gateway on http://127.0.0.1:8000
@@ -56,6 +56,37 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
 
     asyncio.run(create())
     print(f"admin {args.email} created")
+
+
+def cmd_data_key_new(_: argparse.Namespace) -> None:
+    from db.crypto import new_key
+
+    print(new_key())
+
+
+def cmd_reseal(args: argparse.Namespace) -> None:
+    """Rewrite every sealed row under the current data key (db/reseal.py): after a rotation, after
+    turning encryption on, or (no current key, old keys given) to write plaintext back."""
+    from db.engine import make_engine
+    from db.reseal import reseal
+
+    settings = Settings()
+    _migrate(settings)
+    if settings.keyring is None:
+        sys.exit("essaycoach reseal: set ESSAYCOACH_DATA_KEY (and ESSAYCOACH_DATA_KEYS_OLD with the previous keys)")
+
+    async def run() -> None:
+        engine = make_engine(settings.database_url, keyring=settings.keyring)
+        try:
+            await reseal(engine, batch=args.batch,
+                         progress=lambda table, scanned, rewritten: print(
+                             f"{table}: {rewritten} of {scanned} rows rewritten"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    key = settings.keyring.current_id_hex
+    print(f"every sealed row is now under data key {key}" if key else "every sealed row is now plaintext")
 
 
 def _dev(args: argparse.Namespace) -> None:
@@ -257,6 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--password")
     admin.set_defaults(func=cmd_create_admin)
+    data_key = sub.add_parser("data-key", help="data keys for encryption at rest (README \"Privacy\")")
+    data_key_sub = data_key.add_subparsers(dest="data_key_command", required=True)
+    data_key_sub.add_parser("new", help="print a new random key for ESSAYCOACH_DATA_KEY").set_defaults(
+        func=cmd_data_key_new)
+    reseal = sub.add_parser("reseal", parents=[dev], help="rewrite stored essay text under the current data key")
+    reseal.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    reseal.set_defaults(func=cmd_reseal)
     args = parser.parse_args(argv)
     _dev(args)
     args.func(args)

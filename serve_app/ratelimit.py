@@ -58,6 +58,10 @@ class BucketStore(Protocol):
 
     async def level(self, key: str, *, policy: BucketPolicy, now: float) -> float: ...
 
+    async def forget(self, keys: list[str]) -> None:
+        """Delete these buckets (a deleted user's)."""
+        ...
+
     async def add(self, key: str, *, policy: BucketPolicy, now: float, amount: float = 1.0) -> float: ...
 
     async def evict(self, *, now: float) -> int: ...
@@ -82,6 +86,11 @@ class SqlBucketStore:
                                                drain_per_second=policy.drain_per_second, now=now)
             await session.commit()
         return new_level
+
+    async def forget(self, keys: list[str]) -> None:
+        async with self.sessions() as session:
+            await rate_buckets.delete_keys(session, keys=keys)
+            await session.commit()
 
     async def evict(self, *, now: float) -> int:
         async with self.sessions() as session:
@@ -130,6 +139,10 @@ class RedisBucketStore:
     async def add(self, key: str, *, policy: BucketPolicy, now: float, amount: float = 1.0) -> float:
         return float(await self._add(keys=[self.prefix + key], args=[now, policy.drain_per_second, amount]))
 
+    async def forget(self, keys: list[str]) -> None:
+        if keys:
+            await self.client.delete(*(self.prefix + k for k in keys))
+
     async def evict(self, *, now: float) -> int:
         return 0  # keys expire by TTL
 
@@ -165,7 +178,8 @@ class RateLimit:
         self.policy = policy
         self.clock = clock
 
-    def _key(self, key: str) -> str:
+    def key_for(self, key: str) -> str:
+        """The bucket's name in the store (what `BucketStore.forget` takes)."""
         # Keys come from clients (an email may be 320 characters): long ones are hashed so every
         # key fits the store's column (rate_buckets.key, 200) and a Redis key stays small.
         if len(key) > 64:
@@ -174,11 +188,11 @@ class RateLimit:
 
     async def wait(self, key: str) -> int:
         """Seconds before one more event for `key` fits (0: now)."""
-        return wait_seconds(await self.store.level(self._key(key), policy=self.policy, now=self.clock()),
+        return wait_seconds(await self.store.level(self.key_for(key), policy=self.policy, now=self.clock()),
                             self.policy)
 
     async def hit(self, key: str) -> None:
-        await self.store.add(self._key(key), policy=self.policy, now=self.clock())
+        await self.store.add(self.key_for(key), policy=self.policy, now=self.clock())
 
 
 class LoginThrottle:

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors.config import AnalysisConfig, BusConfig, HostConfig, HostShellConfig
+from db.crypto import Keyring
 
 ROOT = Path(__file__).resolve().parent.parent
 # Hosts and the bus hub are named actors in this namespace, whichever namespace their caller is in
@@ -34,6 +35,10 @@ class Settings(BaseSettings):
     dev_mode: bool = False
     var_dir: Path = ROOT / "var"
     database_url: str = ""
+    # Encryption at rest of essay text and update logs (db/crypto.py, README "Privacy"): base64 of
+    # 32 random bytes (`essaycoach data-key new`); old keys, comma-separated, stay readable.
+    data_key: str = Field(default="", repr=False)
+    data_keys_old: str = Field(default="", repr=False)
     redis_url: str | None = None
     jwt_secret: str = ""
     jwt_issuer: str = "essaycoach"
@@ -57,6 +62,8 @@ class Settings(BaseSettings):
     # Coach chat questions per user (POST /essays/{id}/coach): a bucket of this size refilled
     # evenly over an hour, shared by replicas like the submissions bucket.
     coach_questions_per_user_per_hour: int = Field(default=60, ge=1)
+    # GET /me/export per user (each reads every row of the user's).
+    exports_per_user_per_hour: int = Field(default=10, ge=1)
 
     # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.
@@ -160,6 +167,7 @@ class Settings(BaseSettings):
         if len(self.jwt_secret.encode()) < 32:
             raise ValueError("ESSAYCOACH_JWT_SECRET must be at least 32 bytes")
         self.trusted_proxy_networks  # noqa: B018 - a bad CIDR fails at start, not at the first login
+        self.keyring  # noqa: B018 - and so does a bad data key
         return self
 
     @property
@@ -170,6 +178,11 @@ class Settings(BaseSettings):
             return parse_networks(self.trusted_proxies)
         except ValueError as exc:
             raise ValueError(f"ESSAYCOACH_TRUSTED_PROXIES: {exc}") from None
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The data keys (None: essay text is stored as plaintext)."""
+        return Keyring.parse(self.data_key, self.data_keys_old)
 
     # The actors layer's plain config values (actors/config.py); actors never import these settings.
     def host_config(self) -> HostConfig:
@@ -195,7 +208,8 @@ class Settings(BaseSettings):
     def host_shell_config(self) -> HostShellConfig:
         """What an essay host's Ray shell is created with (pickled into the actor)."""
         return HostShellConfig(database_url=self.database_url, bus=self.bus_config(), host=self.host_config(),
-                               analysis=self.analysis_config(), serve_app_name=self.serve_app_name)
+                               analysis=self.analysis_config(), serve_app_name=self.serve_app_name,
+                               data_key=self.data_key, data_keys_old=self.data_keys_old)
 
     @property
     def is_sqlite(self) -> bool:

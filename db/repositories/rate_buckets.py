@@ -37,3 +37,11 @@ async def delete_expired(session: AsyncSession, *, now: float) -> int:
     """Forget buckets that have drained to zero."""
     result = await session.execute(delete(RateBucket).where(RateBucket.expires_at < now))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def delete_keys(session: AsyncSession, *, keys: list[str]) -> int:
+    """Forget these buckets (a deleted user's)."""
+    if not keys:
+        return 0
+    result = await session.execute(delete(RateBucket).where(RateBucket.key.in_(keys)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ before the full benchmark; `py-spy record -p PID` on it shows where the time goe
 
     .venv/bin/python -m ops.loadtest.host_bench --typists 1000 --seconds 20
     .venv/bin/python -m ops.loadtest.host_bench --shape continuous --typists 300 --seconds 30
+    .venv/bin/python -m ops.loadtest.host_bench --data-key ...   # essay text sealed at rest
 
 Both report the event loop's lag (a 5 ms sleep's lateness: p50/p99/max and a histogram), which
 is where a stall of the host shows before it shows in the full benchmark's tails.
@@ -37,6 +38,7 @@ from actors.analysis.service import build_engine
 from actors.broadcast import InMemoryBus
 from actors.host import EssayHost
 from actors.process_tuning import TRIM_SECONDS, release_free_memory, tune_gc
+from db.crypto import new_key
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.models import User
@@ -186,19 +188,21 @@ class Pauses:
         return {**{f"gc_gen{g}": summary(v) for g, v in self.gc.items()}, "malloc_trim": summary(self.trims)}
 
 
-async def fresh_store(prefix: str = "host-bench-") -> tuple[Settings, Any, Any]:
-    """(settings, database engine, sessions) of a migrated SQLite store in a new temp dir."""
+async def fresh_store(prefix: str = "host-bench-", *, sealed: bool = False) -> tuple[Settings, Any, Any]:
+    """(settings, database engine, sessions) of a migrated SQLite store in a new temp dir; with
+    `sealed`, essay text and the update log are encrypted at rest under a fresh data key."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     await asyncio.to_thread(upgrade, url)
     settings = Settings(database_url=url, var_dir=workdir, jwt_secret="bench-" + "x" * 40, dev_mode=False,
-                        ai_provider="local")  # type: ignore[call-arg]
-    engine = make_engine(url)
+                        ai_provider="local", data_key=new_key() if sealed else "")  # type: ignore[call-arg]
+    engine = make_engine(url, keyring=settings.keyring)
     return settings, engine, make_sessionmaker(engine)
 
 
-async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: str = "bursts") -> dict[str, Any]:
-    settings, engine, sessions = await fresh_store()
+async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: str = "bursts",
+                sealed: bool = False) -> dict[str, Any]:
+    settings, engine, sessions = await fresh_store(sealed=sealed)
     if shape == "continuous":  # one account per student, classes of 30
         ids = await make_essays(sessions, typists, per_account=1, classes_=-(-typists // CLASS_SIZE))
     else:
@@ -257,7 +261,7 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
         "pauses": pauses.report(),
         "failed": driver.failed,
         "group_commits": host.committer.batches, "rows": host.committer.rows,
-        "settings": {"commit_interval_ms": settings.commit_interval_ms,
+        "settings": {"commit_interval_ms": settings.commit_interval_ms, "sealed_at_rest": sealed,
                      "feedback_local_min_interval_seconds": settings.feedback_local_min_interval_seconds},
     }
 
@@ -270,13 +274,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--shape", choices=("bursts", "continuous"), default="bursts",
                         help="typing model: run.py's bursts and pauses, or its continuous shape")
+    parser.add_argument("--data-key", action="store_true",
+                        help="seal essay text and the update log at rest (a fresh ESSAYCOACH_DATA_KEY)")
     args = parser.parse_args()
     try:
         import uvloop
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed, args.shape)), indent=2))
+    print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed, args.shape, args.data_key)), indent=2))
 
 
 if __name__ == "__main__":

@@ -1139,6 +1139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connect-limit", type=int, default=32, help="sockets opening at once (default 32)")
     p.add_argument("--essaycoach-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for essaycoach targets, e.g. ESSAYCOACH_DATABASE_URL=postgresql+asyncpg://...")
+    p.add_argument("--data-key", action="store_true",
+                   help="essaycoach targets seal essay text and update logs at rest (a fresh ESSAYCOACH_DATA_KEY): "
+                        "the cost of encryption, against a run without it")
     p.add_argument("--json", type=Path, default=HERE / "results.json", help="raw results (default ops/loadtest/results.json)")
     p.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md", help="report (default ops/loadtest/RESULTS.md)")
     p.add_argument("--append", action="store_true", help="add this run to the existing results.json (a rerun) instead of replacing it")
@@ -1159,6 +1162,10 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> None:
     for t in targets:
         if t not in TARGETS:
             raise SystemExit(f"unknown target {t!r}; choose from {', '.join(TARGETS)}")
+    if args.data_key:
+        from db.crypto import new_key
+
+        args.essaycoach_env.append(f"ESSAYCOACH_DATA_KEY={new_key()}")  # not in run["command"]: only the flag is
     if continuous:
         args.append = True  # a shape of its own: added to the report, never replacing the plan's runs
     if args.students is None and continuous:
@@ -1177,6 +1184,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> None:
         "loop": type(asyncio.get_running_loop()).__module__.split(".")[0] + " event loop",
         "duration_s": args.duration, "warmup_s": args.warmup,
         "shape": args.shape,
+        "sealed_at_rest": bool(args.data_key),
         "typing_model": typing_model(args.shape, args.burst_mean, args.pause_mean),
         "plan": plan, "results": [],
     }

@@ -9,6 +9,7 @@
 - `PATCH /admin/users/{id}` `{role}`: change the role. An admin cannot suspend or demote themself
   (409 `self_action`), so an installation cannot lose its last admin that way.
 - `GET /admin/audit?actor=&action=`: the append-only audit log, oldest first, paginated.
+- `DELETE /admin/users/{id}`: delete a student and everything of theirs (serve_app/api/privacy.py).
 
 Each action is recorded in the audit log in the same transaction as the change.
 """
@@ -58,7 +59,7 @@ class AuditEventOut(Out):
     created_at: datetime
 
 
-async def _target(session: SessionDep, admin: User, user_id: uuid.UUID, what: str) -> User:
+async def target_user(session: SessionDep, admin: User, user_id: uuid.UUID, what: str) -> User:
     user = await users.get(session, user_id=user_id)
     if user is None:
         raise NotFound("no such user")
@@ -79,7 +80,7 @@ async def list_users(
 
 @router.post("/users/{user_id}/suspend", response_model=AdminUserOut)
 async def suspend_user(user_id: uuid.UUID, ctx: ContextDep, session: SessionDep, admin: Admin) -> dict[str, Any]:
-    user = await _target(session, admin, user_id, "suspend")
+    user = await target_user(session, admin, user_id, "suspend")
     now = utcnow()
     revoked = 0
     if user.suspended_at is None:
@@ -95,7 +96,7 @@ async def suspend_user(user_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
 
 @router.post("/users/{user_id}/reactivate", response_model=AdminUserOut)
 async def reactivate_user(user_id: uuid.UUID, session: SessionDep, admin: Admin) -> dict[str, Any]:
-    user = await _target(session, admin, user_id, "reactivate")
+    user = await target_user(session, admin, user_id, "reactivate")
     if user.suspended_at is not None:
         user.suspended_at = None
         await audit.append(session, actor_id=admin.id, action="user.reactivate", target_type="user",
@@ -107,7 +108,7 @@ async def reactivate_user(user_id: uuid.UUID, session: SessionDep, admin: Admin)
 
 @router.patch("/users/{user_id}", response_model=AdminUserOut)
 async def change_role(user_id: uuid.UUID, body: RoleIn, session: SessionDep, admin: Admin) -> dict[str, Any]:
-    user = await _target(session, admin, user_id, "change the role of")
+    user = await target_user(session, admin, user_id, "change the role of")
     if user.role != body.role:
         await audit.append(session, actor_id=admin.id, action="user.role", target_type="user", target_id=user.id,
                            details={"from": user.role, "to": body.role})

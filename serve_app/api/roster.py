@@ -50,6 +50,11 @@ class ClassTeacherOut(Out):
     owner: bool
 
 
+def student_removed(class_id: uuid.UUID, student_id: uuid.UUID) -> bytes:
+    """The class-channel event on which live views drop a student's row."""
+    return json.dumps({"type": "student_removed", "class_id": str(class_id), "student_id": str(student_id)}).encode()
+
+
 @router.delete("/classes/{class_id}/students/{student_id}", status_code=204)
 async def remove_student(class_id: uuid.UUID, student_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
                          user: CurrentUser) -> Response:
@@ -62,8 +67,7 @@ async def remove_student(class_id: uuid.UUID, student_id: uuid.UUID, ctx: Contex
                        details={"student_id": str(student_id), "essay_ids": [str(e) for e in essay_ids]})
     await session.commit()
     # Open live views drop the student's row (every replica forwards the class channel).
-    removed = {"type": "student_removed", "class_id": str(class_id), "student_id": str(student_id)}
-    await ctx.live.bus.publish(f"class:{class_id}", json.dumps(removed).encode())
+    await ctx.live.bus.publish(f"class:{class_id}", student_removed(class_id, student_id))
     if essay_ids:
         await close_sockets(ctx.live.bus, essay_ids=essay_ids, code=CloseCode.UNKNOWN_ESSAY,
                             reason="the essay left the class")

@@ -177,6 +177,9 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("POST", "/admin/users/{student_d}/suspend", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
     ("POST", "/admin/users/{student_d}/reactivate", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
     ("GET", "/admin/audit", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
+    # Privacy: everyone exports their own data; admins delete students (D last: no row after needs D).
+    ("GET", "/me/export", None, {"student_a": 200, "teacher_x": 200, "admin": 200}),
+    ("DELETE", "/admin/users/{student_d}", None, {"admin": 200, "teacher_x": 403, "student_a": 403}),
 ]
 
 

@@ -15,6 +15,7 @@ export const routes: RouteRecordRaw[] = [
   { path: '/essays/:essayId/review', name: 'review', component: () => import('../views/ReviewView.vue'), props: true },
   { path: '/rubrics', name: 'rubrics', component: () => import('../views/RubricsView.vue') },
   { path: '/rubrics/:rubricId', name: 'rubric', component: () => import('../views/RubricEditView.vue'), props: true },
+  { path: '/account', name: 'account', component: () => import('../views/AccountView.vue') },
   { path: '/submissions/:submissionId', name: 'submission', component: () => import('../views/SubmissionView.vue'), props: true },
   { path: '/:pathMatch(.*)*', name: 'missing', component: () => import('../views/NotFoundView.vue'), meta: { public: true } },
 ]
