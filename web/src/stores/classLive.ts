@@ -9,12 +9,15 @@ import { ticketSocketClass, type SocketClass, type TicketFn } from '../realtime/
 
 export type SortKey = 'name' | 'words' | 'activity'
 
+// One collator for every sort (what `localeCompare` with no locale does, without building one per call).
+const collator = new Intl.Collator()
+
 /** Sort and filter rows (pure, for the view and the tests). */
 export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): LiveRow[] {
   const needle = filter.trim().toLowerCase()
   const kept = needle ? rows.filter((r) => (r.name ?? '').toLowerCase().includes(needle)) : [...rows]
   const active = (r: LiveRow) => (r.last_active_at ? Date.parse(r.last_active_at) : 0)
-  const byName = (a: LiveRow, b: LiveRow) => (a.name ?? '').localeCompare(b.name ?? '')
+  const byName = (a: LiveRow, b: LiveRow) => collator.compare(a.name ?? '', b.name ?? '')
   if (sort === 'words') kept.sort((a, b) => b.word_count - a.word_count || byName(a, b))
   else if (sort === 'activity') kept.sort((a, b) => active(b) - active(a) || byName(a, b))
   else kept.sort(byName)
