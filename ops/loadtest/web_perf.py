@@ -12,6 +12,7 @@ gzipped) plus the full Lighthouse reports under var/web-perf/.
 
     .venv/bin/python -m ops.loadtest.web_perf                 # mobile preset (Lighthouse's default)
     .venv/bin/python -m ops.loadtest.web_perf --preset desktop
+    .venv/bin/python -m ops.loadtest.web_perf --no-report --dist var/dist-before   # another build
 
 Scores move with the machine's load: compare runs made back to back, on an idle machine.
 """
