@@ -12,6 +12,7 @@ gzipped) plus the full Lighthouse reports under var/web-perf/.
 
     .venv/bin/python -m ops.loadtest.web_perf                 # mobile preset (Lighthouse's default)
     .venv/bin/python -m ops.loadtest.web_perf --preset desktop
+    .venv/bin/python -m ops.loadtest.web_perf --no-report --dist var/dist-before   # another build
 
 Scores move with the machine's load: compare runs made back to back, on an idle machine.
 """
@@ -120,14 +121,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=["mobile", "desktop"], default="mobile")
     parser.add_argument("--no-report", action="store_true", help="print, do not write WEB_PERF.md")
+    parser.add_argument("--dist", type=Path, default=DIST, help="the build to serve (default web/dist)")
     args = parser.parse_args()
-    if not (DIST / "index.html").is_file():
+    dist = args.dist.resolve()
+    if not (dist / "index.html").is_file():
         raise SystemExit("web/dist is not built: make web")
     version = ensure_node_modules()
     load_before = os.getloadavg()[0]
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="web-perf-") as tmp:
-        extra = {"ESSAYCOACH_WEB_DIST": str(DIST),
+        extra = {"ESSAYCOACH_WEB_DIST": str(dist),
                  "RAY_SERVE_HAPROXY_METRICS_PORT": str(procs.free_port()),
                  "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port())}
         target = EssayCoachTarget(Path(tmp), extra_env=extra)
@@ -155,7 +158,7 @@ async def main() -> None:
             await target.close_http()
             target.stop()
     editor = next(r for r in results if r["name"] == "editor")
-    total, files = gzipped_js(editor["scripts"], DIST)
+    total, files = gzipped_js(editor["scripts"], dist)
     report = render(version, args.preset, results, {"total": total, "files": files},
                     (load_before, os.getloadavg()[0]))
     print(report)

@@ -34,7 +34,7 @@ describe('live class view store', () => {
     FakeSocket.last().receive(row('s1', { name: 'Ada' }))
     FakeSocket.last().receive(row('s2', { name: 'Bo' }))
     await frame()
-    live.setDocs(true)
+    await live.setDocs(true) // Yjs and the docs socket are loaded on first use
     await flush()
     expect(FakeSocket.instances).toHaveLength(2)
     const docs = FakeSocket.last()

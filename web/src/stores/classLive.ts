@@ -3,18 +3,21 @@ import { computed, ref, shallowReactive, shallowRef, type Ref, type ShallowRef }
 import { socketUrl } from '../api/tickets'
 import { fetchTicket } from '../api/tickets'
 import type { LiveRow } from '../api/types'
-import { ClassDocs } from '../realtime/classDocs'
+import type { ClassDocs } from '../realtime/classDocs'
 import { isFatalClose, ReconnectingSocket, type SocketStatus } from '../realtime/reconnecting'
 import { ticketSocketClass, type SocketClass, type TicketFn } from '../realtime/ticketSocket'
 
 export type SortKey = 'name' | 'words' | 'activity'
+
+// One collator for every sort (what `localeCompare` with no locale does, without building one per call).
+const collator = new Intl.Collator()
 
 /** Sort and filter rows (pure, for the view and the tests). */
 export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): LiveRow[] {
   const needle = filter.trim().toLowerCase()
   const kept = needle ? rows.filter((r) => (r.name ?? '').toLowerCase().includes(needle)) : [...rows]
   const active = (r: LiveRow) => (r.last_active_at ? Date.parse(r.last_active_at) : 0)
-  const byName = (a: LiveRow, b: LiveRow) => (a.name ?? '').localeCompare(b.name ?? '')
+  const byName = (a: LiveRow, b: LiveRow) => collator.compare(a.name ?? '', b.name ?? '')
   if (sort === 'words') kept.sort((a, b) => b.word_count - a.word_count || byName(a, b))
   else if (sort === 'activity') kept.sort((a, b) => active(b) - active(a) || byName(a, b))
   else kept.sort(byName)
@@ -27,7 +30,8 @@ export interface ClassLive {
   /** One ref per essay's live text: only that essay's view re-renders when it changes. */
   textRef(essayId: string): ShallowRef<string>
   docsOn: Ref<boolean>
-  setDocs(on: boolean): void
+  /** Whole-class text on or off; resolves once the docs socket is set up (or torn down). */
+  setDocs(on: boolean): Promise<void>
   stop(): void
 }
 
@@ -62,6 +66,7 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
   const status = ref<SocketStatus>('connecting')
   const docsOn = ref(false)
   let docs: ClassDocs | null = null
+  let stopped = false
 
   const live = new ReconnectingSocket({
     url: socketUrl(`/ws/classes/${classId}/live`), Socket, fatal: isFatalClose,
@@ -80,9 +85,13 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
     },
   })
 
-  function setDocs(on: boolean): void {
+  // The whole-class text (Yjs, the docs socket) is loaded only when a teacher turns it on: the
+  // cards alone start without evaluating Yjs.
+  async function setDocs(on: boolean): Promise<void> {
     docsOn.value = on
     if (on && !docs) {
+      const { ClassDocs } = await import('../realtime/classDocs')
+      if (!docsOn.value || docs || stopped) return // turned off (or on twice) while loading
       docs = new ClassDocs(socketUrl(`/ws/classes/${classId}/docs`), Socket, {
         text: (id) => { pendingTexts.add(id); schedule() },
         denied: () => undefined,
@@ -98,7 +107,7 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
 
   return {
     rows, status, textRef, docsOn, setDocs,
-    stop: () => { live.stop(); docs?.stop(); docs = null },
+    stop: () => { stopped = true; live.stop(); docs?.stop(); docs = null },
   }
 }
 
