@@ -192,15 +192,24 @@ async def scenario(database_url: str, redis_url: str, work: Path) -> dict[str, A
             obs["replicas_typing"] = _gateway_replicas()
             for typist in typists.values():
                 typist.stop.set()
-            for typist in typists.values():
+            obs["unsettled"] = []
+            for eid, typist in typists.items():
                 assert typist.task is not None
                 await typist.task
-                if typist.client.close_code is not None:
-                    await typist.connect()  # what was typed since the close goes with sync step 2
-                try:
-                    await typist.client.wait_acked(timeout=60)
-                except (ConnectionError, TimeoutError):
-                    pass
+                # Until everything typed is acknowledged: a socket closed meanwhile (1013: the host
+                # was not back within the Gateway's window) reconnects, sync step 2 resending.
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if typist.client.close_code is not None:
+                            await typist.connect()
+                        await typist.client.wait_acked(timeout=30)
+                        break
+                    except (ConnectionError, TimeoutError, OSError):
+                        if time.monotonic() > deadline:
+                            obs["unsettled"].append(eid)
+                            break
+                        await asyncio.sleep(1)
             obs["acked_again"] = {eid: len(t.acked_tokens()) - acked_at_removal[eid] for eid, t in typists.items()}
             obs["closes"] = {eid: t.closes for eid, t in typists.items() if t.closes}
             obs["lost"], obs["differs"] = {}, []
@@ -210,7 +219,11 @@ async def scenario(database_url: str, redis_url: str, work: Path) -> dict[str, A
                 if missing:
                     obs["lost"][eid] = missing[:10]
                 if text != str(typist.client.text):
-                    obs["differs"].append(eid)
+                    mine = str(typist.client.text)
+                    at = next((i for i, (a, b) in enumerate(zip(text, mine)) if a != b), min(len(text), len(mine)))
+                    obs["differs"].append({"essay": eid, "stored": len(text), "writer": len(mine), "from": at,
+                                           "stored_tail": text[at:at + 80], "writer_tail": mine[at:at + 80],
+                                           "closes": typist.closes})
             after = await _host_nodes()
             obs["hosts_after"] = {str(i): n for i, n in after.items()}
             for typist in typists.values():
