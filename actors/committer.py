@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors.metrics import metric
+
 log = logging.getLogger("essaycoach.committer")
+_COMMIT_SECONDS = metric("essaycoach_commit_seconds")
+_BATCH_ROWS = metric("essaycoach_commit_batch_rows")
+_STORE_ERRORS = metric("essaycoach_store_errors_total").labels("update_log")
 
 WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
 Entry = tuple[dict[str, Any], "asyncio.Future[None]"]
@@ -79,8 +85,11 @@ class GroupCommitter:
             self._wakeup.clear()
             while self._pending:
                 self._inflight, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
+                started = time.perf_counter()
+                _BATCH_ROWS.observe(len(self._inflight))
                 try:
                     await self._commit(self._inflight)
+                    _COMMIT_SECONDS.observe(time.perf_counter() - started)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # never let the writer die: every later ack would hang
@@ -110,6 +119,7 @@ class GroupCommitter:
                     await self._commit([item])
                 return
             except Exception:
+                _STORE_ERRORS.inc()
                 log.exception("update log write failed; retrying", extra={"rows": len(batch),
                                                                           "retry_in": delay})
                 await asyncio.sleep(delay)

@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from pycrdt import create_awareness_message
 from sqlalchemy import select
 
-from actors.broadcast import DELETED, RESYNC, doc_message, split_doc_message
+from actors.broadcast import DELETED, RESYNC, doc_message, observe_fanout, split_doc_message
 from actors.doc import InvalidUpdate, validate_update
 from actors.essay import excerpt
 from actors.host import EssayNotFound, UpdateRejected, UpdateTooLarge
@@ -352,6 +352,7 @@ class DocFollower:
             return
         sender, frame = split_doc_message(message)
         if sender != self.origin:  # never echo a client's own update back to it
+            observe_fanout(message)
             self.out.put(self.prefix + frame if self.prefix else frame)
 
 
@@ -371,6 +372,7 @@ async def doc_socket(ws: WebSocket) -> None:
             return
         sender, payload = split_doc_message(message)
         if sender != origin:
+            observe_fanout(message)
             out.put(create_awareness_message(payload))
 
     bus = ctx.live.bus
