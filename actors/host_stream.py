@@ -43,8 +43,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
+from actors.metrics import metric
 
 log = logging.getLogger("essaycoach.stream")
+_RECONNECTS = metric("essaycoach_host_stream_reconnects_total")
+_RESENDS = metric("essaycoach_host_stream_resends_total")
 
 TOKEN_BYTES = 32
 TOKEN_WAIT_SECONDS = 5.0
@@ -385,6 +388,9 @@ class HostStream:
                     return
                 keep_alive(protocol.transport)
                 self.connects += 1
+                again = self.connects > 1  # the first connect sends what waited for it, not a resend
+                if again:
+                    _RECONNECTS.inc()
                 protocol.send(token)
                 for frame, fut, first_sent in list(self._pending.values()):
                     if fut.done():
@@ -393,6 +399,8 @@ class HostStream:
                         fut.set_exception(StreamError("essay host did not answer in time"))
                     else:
                         protocol.send(frame)  # again after a break: a repeated update is a no-op
+                        if again:
+                            _RESENDS.inc()
                 self._protocol = protocol
                 return
         finally:

@@ -21,6 +21,7 @@ from actors.broadcast import QUEUE_MAX_BYTES, RESYNC, Handler, LocalFanout, Outb
 from actors.config import HostShellConfig
 from actors.host import EssayHost
 from actors.host_stream import StreamServer
+from actors.metrics import metric
 from actors.process_tuning import release_free_memory_periodically, tune_gc
 
 HUB_NAME = "essaycoach-bus-hub-v3"  # versioned: the hub is detached and outlives deploys; v2 added skip, v3 channel ops
@@ -215,6 +216,14 @@ def node_address() -> str:
     return address
 
 
+async def _report_open_essays(host: EssayHost, name: str, every: float = 5.0) -> None:
+    """Keep `essaycoach_essays_open{host}` at the number of essays the host holds."""
+    gauge = metric("essaycoach_essays_open").labels(name)
+    while True:
+        gauge.set(len(host.essays))
+        await asyncio.sleep(every)
+
+
 class EssayHostShell:
     """The Ray actor body: builds store, bus and EssayHost in the actor's own process."""
 
@@ -223,6 +232,7 @@ class EssayHostShell:
         self.host: EssayHost | None = None
         self.stream: StreamServer | None = None
         self._trim: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
         tune_gc()
         self._starting = asyncio.Lock()
 
@@ -240,6 +250,9 @@ class EssayHostShell:
                     with warnings.catch_warnings():  # Ray's own property uses its deprecated actor_id
                         warnings.simplefilter("ignore", DeprecationWarning)
                         host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
+                    name = ray.get_runtime_context().get_actor_name() or "essay-host"
+                    if not host.knows_every_socket:  # Ray restarted this host after a crash
+                        metric("essaycoach_host_restarts_total").labels(name).inc()
                     await host.start()
                     # Again, now that start() loaded the spelling dictionary (~57 MiB of objects):
                     # frozen, full collections no longer walk it (unfrozen they paused the loop ~0.9 s).
@@ -249,6 +262,7 @@ class EssayHostShell:
                     await stream.start(node_address())
                     self.host, self.stream = host, stream
                     self._trim = asyncio.create_task(release_free_memory_periodically())
+                    self._gauges = asyncio.create_task(_report_open_essays(host, name))
         return self.host
 
     def _local_analyzer(self) -> Any:
@@ -286,6 +300,8 @@ class EssayHostShell:
     async def shutdown(self) -> None:
         if self._trim is not None:
             self._trim.cancel()
+        if self._gauges is not None:
+            self._gauges.cancel()
         if self.stream is not None:
             await self.stream.close()
         if self.host is not None:
