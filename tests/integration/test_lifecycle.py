@@ -297,7 +297,7 @@ def _listen(port: int) -> socket.socket:
     return s
 
 
-@pytest.mark.parametrize("setting", ["HTTP_PORT", "HAPROXY_STATS_PORT", "HAPROXY_METRICS_PORT"])
+@pytest.mark.parametrize("setting", ["HTTP_PORT", "HAPROXY_STATS_PORT", "HAPROXY_METRICS_PORT", "METRICS_PORT"])
 def test_a_taken_port_is_named_with_its_setting_before_ray_starts(tmp_path: Path, setting: str) -> None:
     taken = free_port()
     env = {f"ESSAYCOACH_{setting}": str(taken)}
@@ -307,7 +307,8 @@ def test_a_taken_port_is_named_with_its_setting_before_ray_starts(tmp_path: Path
         status = run.proc.wait(timeout=60)
     out = run.output().strip()
     assert status != 0
-    assert out.splitlines() == [f"essaycoach: port {taken} on 127.0.0.1 is already in use; stop what listens "
+    host = "0.0.0.0" if setting == "METRICS_PORT" else "127.0.0.1"  # Ray's metrics agent binds every interface
+    assert out.splitlines() == [f"essaycoach: port {taken} on {host} is already in use; stop what listens "
                                 f"there or set ESSAYCOACH_{setting} to a free port"]
     assert not RunFiles(run.var_dir).record_path.exists()  # no driver, no Ray was started
 
