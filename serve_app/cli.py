@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serve_app.fastpath.ingress import fast_path_env
 from serve_app.settings import ROOT, Settings
@@ -147,7 +147,7 @@ def cmd_driver(args: argparse.Namespace) -> None:
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("ESSAYCOACH_", "RAY_SERVE_"))}
     address = os.environ.get("RAY_ADDRESS", "local")
     # A local cluster's metrics export on a known port: every process's metrics in one scrape.
-    metrics_port = {"_metrics_export_port": settings.metrics_export_port} if address == "local" else {}
+    metrics_port: dict[str, Any] = {"_metrics_export_port": settings.metrics_export_port} if address == "local" else {}
     ray.init(address=address, namespace=settings.ray_namespace,
              runtime_env={"env_vars": env_vars}, include_dashboard=False, **metrics_port)
     # ray.init installs its own SIGTERM handlers (Python's sys.exit, then its core's crash
