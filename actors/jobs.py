@@ -456,13 +456,13 @@ class SubmissionRunner:
             event = f"submission.{payload['status']}"
             result = await self.sender.deliver(url, key=key, event=event,
                                                delivery_id=str(uuid.uuid5(job_id, event)), payload=payload)
+        _WEBHOOKS.labels("delivered" if result.delivered else "failed" if result.attempts else "not_sent").inc()
         async with self.sessions() as session:
             await repo.update_held(session, submission_id=job_id, held_by=self.worker_id,
                                    callback_status="delivered" if result.delivered else "failed",
                                    callback_attempts=Submission.callback_attempts + result.attempts,
                                    worker_id=None, lease_until=None)
             await session.commit()
-        _WEBHOOKS.labels("delivered" if result.delivered else "failed" if result.attempts else "not_sent").inc()
         if not result.delivered:
             log.warning("webhook for submission %s not delivered after %d attempts: %s",
                         job_id, result.attempts, result.error)
