@@ -29,6 +29,7 @@ from pycrdt import create_awareness_message
 from sqlalchemy import select
 
 from actors.broadcast import DELETED, RESYNC, doc_message, observe_fanout, split_doc_message
+from actors.metrics import metric
 from actors.doc import InvalidUpdate, validate_update
 from actors.essay import excerpt
 from actors.host import EssayNotFound, UpdateRejected, UpdateTooLarge
@@ -196,6 +197,7 @@ async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
     if user is not None and user.suspended_at is not None:
         user = None
     if user is None:
+        metric("essaycoach_auth_failures_total").labels("bad_ticket").inc()
         await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
     return user
 
@@ -500,6 +502,7 @@ async def _receive(ws: WebSocket, ctx: Context, bucket: TokenBucket, kind: str) 
     if len(payload) > ctx.settings.max_ws_message_bytes:
         raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
     if not bucket.take():
+        metric("essaycoach_rate_limited_total").labels("websocket", "ws_messages").inc()
         raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
     return payload
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import httpx
+import pytest
+import websockets
 
 from actors.metrics import CATALOGUE
 from tests.conftest import unique_email
@@ -55,3 +58,18 @@ async def test_a_bad_bearer_token_counts_as_an_auth_failure(client: httpx.AsyncC
     assert await bad_token() == code
     after = sample((await client.get("/metrics")).text, "essaycoach_auth_failures_total", code=code)
     assert after == before + 1
+
+
+async def test_a_refused_socket_ticket_counts_as_an_auth_failure(live_client: httpx.AsyncClient,
+                                                                  live_server: str) -> None:
+    def refused() -> float:
+        return sample(text, "essaycoach_auth_failures_total", code="bad_ticket")
+
+    text = (await live_client.get("/metrics")).text
+    before = refused()
+    with pytest.raises(websockets.InvalidStatus) as answer:
+        async with websockets.connect(f"ws://{live_server}/ws/essays/{uuid.uuid4()}/doc?ticket=made-up"):
+            pass
+    assert answer.value.response.status_code == 403
+    text = (await live_client.get("/metrics")).text
+    assert refused() == before + 1
