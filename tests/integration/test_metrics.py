@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -73,3 +76,12 @@ async def test_a_refused_socket_ticket_counts_as_an_auth_failure(live_client: ht
     assert answer.value.response.status_code == 403
     text = (await live_client.get("/metrics")).text
     assert refused() == before + 1
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: apt-get install prometheus)")
+def test_promtool_accepts_the_scrape_configs_and_the_alerts_fire_as_their_tests_say() -> None:
+    ops = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
+    for command in (["check", "config", "prometheus.yml"], ["check", "config", "prometheus-cluster.yml"],
+                    ["test", "rules", "alerts_test.yml"]):
+        done = subprocess.run(["promtool", *command], cwd=ops, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
