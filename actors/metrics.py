@@ -79,7 +79,7 @@ class _Child:
             return
         self._prom.inc(amount)
         twin = self._metric.ray_twin()
-        if twin is not None:
+        if twin is not None and amount > 0:  # Ray's counter refuses 0 (e.g. a call that used no tokens)
             twin.inc(amount, tags=self._tags)
 
     def dec(self, amount: float = 1.0) -> None:

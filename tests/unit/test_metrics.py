@@ -125,6 +125,29 @@ def test_outside_ray_nothing_is_sent_to_rays_export() -> None:
     assert metric("essaycoach_doc_updates_total").ray_twin() is None
 
 
+class FakeRayCounter:
+    """What `ray.util.metrics.Counter` accepts: increments above 0, with every tag key."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[float, dict[str, str]]] = []
+
+    def inc(self, value: float, tags: dict[str, str]) -> None:
+        if value <= 0:
+            raise ValueError(f"value must be >0, got {value}")
+        self.recorded.append((value, tags))
+
+
+def test_inside_ray_a_counter_sends_increments_above_zero_with_their_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = metric("essaycoach_ai_tokens_total")
+    twin = FakeRayCounter()
+    monkeypatch.setattr(tokens, "ray_twin", lambda: twin)
+    before = value("essaycoach_ai_tokens_total", {"provider": "fake", "kind": "completion"})
+    tokens.labels("fake", "completion").inc(0)  # an answer with no completion tokens
+    tokens.labels("fake", "completion").inc(7)
+    assert twin.recorded == [(7, {"provider": "fake", "kind": "completion"})]
+    assert value("essaycoach_ai_tokens_total", {"provider": "fake", "kind": "completion"}) == before + 7
+
+
 def test_a_doc_message_carries_its_origin_and_the_time_it_was_built() -> None:
     message = doc_message("origin-1", b"\x00\x02update\nwith newline")
     assert split_doc_message(message) == ("origin-1", b"\x00\x02update\nwith newline")
