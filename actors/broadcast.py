@@ -203,8 +203,9 @@ def new_node_id() -> str:
 
 
 def doc_message(origin: str, update: bytes) -> bytes:
-    """`origin`, the wall-clock time it was built (for the fan-out histogram), newline, `update`."""
-    return f"{origin} {time.time():.6f}\n".encode() + update
+    """`origin`, the wall-clock time it was built in integer microseconds (for the fan-out
+    histogram: an integer formats ~7x faster than a float), newline, `update`."""
+    return f"{origin} {time.time_ns() // 1000}\n".encode() + update
 
 
 def split_doc_message(message: bytes) -> tuple[str, bytes]:
@@ -214,13 +215,12 @@ def split_doc_message(message: bytes) -> tuple[str, bytes]:
 
 def doc_message_age(message: bytes, now: float | None = None) -> float | None:
     """Seconds since `doc_message` built `message` (0 when another node's clock is ahead), or None
-    when it carries no time."""
+    when it carries no time. `now`: wall-clock seconds (default: the current time)."""
     stamp = message[:message.find(b"\n")].partition(b" ")[2]
-    try:
-        built = float(stamp)
-    except ValueError:
+    if not stamp.isdigit():
         return None
-    return max(0.0, (time.time() if now is None else now) - built)
+    now_us = time.time_ns() // 1000 if now is None else int(now * 1_000_000)
+    return max(0, now_us - int(stamp)) / 1_000_000
 
 
 def observe_fanout(message: bytes) -> None:

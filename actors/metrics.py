@@ -142,16 +142,27 @@ class Metric:
     def ray_twin(self) -> Any:
         """The `ray.util.metrics` twin while this process is connected to a Ray cluster (made on
         the first record there, again after a new `ray.init`), else None."""
-        ray = sys.modules.get("ray")  # never imports Ray: a process without it records locally only
-        if ray is None:
-            return None
-        worker = ray._private.worker.global_worker
-        if not worker.connected:
+        worker = _ray_worker()
+        if worker is None or not worker.connected:
             return None
         session = getattr(worker, "core_worker", None)  # a new one after ray.shutdown() + ray.init()
         if self._twin is None or self._twin_session is not session:
             self._twin, self._twin_session = _make_ray_metric(self.spec), session
         return self._twin
+
+
+_WORKER: Any = None
+
+
+def _ray_worker() -> Any:
+    """Ray's per-process worker object once Ray is imported (never imports Ray itself: a process
+    without it records into prometheus-client only)."""
+    global _WORKER
+    if _WORKER is None:
+        ray = sys.modules.get("ray")
+        worker_module = getattr(getattr(ray, "_private", None), "worker", None)
+        _WORKER = getattr(worker_module, "global_worker", None)
+    return _WORKER
 
 
 def _make_ray_metric(spec: MetricSpec) -> Any:
