@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
+from actors import metrics as metrics_module
 from actors.analysis.llm import TokenBudget
 from actors.broadcast import (
     LocalFanout,
@@ -24,7 +25,7 @@ from actors.broadcast import (
     split_doc_message,
 )
 from actors.committer import GroupCommitter
-from actors.metrics import CATALOGUE, exported_series, metric, names, register_all
+from actors.metrics import CATALOGUE, Metric, exported_series, metric, names, register_all
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"\bessaycoach_[a-z0-9_]+\b")
@@ -121,8 +122,26 @@ def test_gauges_go_up_and_down_and_labelled_metrics_need_their_labels() -> None:
         metric("essaycoach_no_such_metric")
 
 
-def test_outside_ray_nothing_is_sent_to_rays_export() -> None:
-    assert metric("essaycoach_doc_updates_total").ray_twin() is None
+class FakeWorker:
+    def __init__(self, connected: bool) -> None:
+        self.connected = connected
+        self.core_worker = object()
+
+
+def test_rays_export_is_used_only_while_the_process_is_connected_to_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(This test process may have joined a Ray cluster in an earlier test: the worker is faked.)"""
+    updates = Metric(next(s for s in CATALOGUE if s.name == "essaycoach_doc_updates_total"), CollectorRegistry())
+    monkeypatch.setattr(metrics_module, "_make_ray_metric", lambda spec: ("twin of", spec.name))
+    monkeypatch.setattr(metrics_module, "_ray_worker", lambda: None)  # Ray never imported
+    assert updates.ray_twin() is None
+    worker = FakeWorker(connected=False)  # imported, not connected (before ray.init, after shutdown)
+    monkeypatch.setattr(metrics_module, "_ray_worker", lambda: worker)
+    assert updates.ray_twin() is None
+    worker.connected = True
+    first = updates.ray_twin()
+    assert first == ("twin of", "essaycoach_doc_updates_total") and updates.ray_twin() is first
+    worker.core_worker = object()  # ray.shutdown() and ray.init() again: a new twin for the new session
+    assert updates.ray_twin() is not first
 
 
 class FakeRayCounter:
