@@ -1,7 +1,7 @@
 """Group commit of the update log: many essays' updates in one transaction every few ms.
 
 `submit` returns a future that resolves once the row is committed; callers acknowledge the
-update only then. A failing store (PostgreSQL restarting) is retried with capped backoff and the
+update only then. A failing store (PostgreSQL restarting) is retried with capped backoff (`actors.retry`) and the
 futures simply wait: nothing is acknowledged that is not in the log, and nothing is dropped.
 """
 
@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors import retry
 from actors.metrics import metric
 
 log = logging.getLogger("essaycoach.committer")
@@ -101,29 +102,23 @@ class GroupCommitter:
                     self._inflight = []
 
     async def _commit(self, batch: list[Entry]) -> None:
-        delay = 0.05
-        while True:
-            try:
-                await self._write([row for row, _ in batch])
-                break
-            except asyncio.CancelledError:
-                raise
-            except self._permanent:
-                # One bad row (its essay was deleted) must not hold the others hostage: split.
-                if len(batch) == 1:
-                    log.warning("update log row refused", extra={"essay_id": str(batch[0][0].get("essay_id"))})
-                    if not batch[0][1].done():
-                        batch[0][1].set_exception(RuntimeError("update refused by the store"))
-                    return
-                for item in batch:
-                    await self._commit([item])
+        try:
+            # Until it lands (0.05 s doubling to `max_backoff` apart): the acks wait, none is lost.
+            # Each failed try counts in `essaycoach_store_errors_total{operation="update_log"}`.
+            policy = retry.policy(first=0.05, cap=self._max_backoff, log=log, what="update log write",
+                                  retry_if=lambda exc: not isinstance(exc, self._permanent),
+                                  on_failure=lambda _exc: _STORE_ERRORS.inc())
+            await policy(self._write, [row for row, _ in batch])
+        except self._permanent:
+            # One bad row (its essay was deleted) must not hold the others hostage: split.
+            if len(batch) == 1:
+                log.warning("update log row refused", extra={"essay_id": str(batch[0][0].get("essay_id"))})
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(RuntimeError("update refused by the store"))
                 return
-            except Exception:
-                _STORE_ERRORS.inc()
-                log.exception("update log write failed; retrying", extra={"rows": len(batch),
-                                                                          "retry_in": delay})
-                await asyncio.sleep(delay)
-                delay = min(self._max_backoff, delay * 2)
+            for item in batch:
+                await self._commit([item])
+            return
         self.batches += 1
         self.rows += len(batch)
         for _, fut in batch:

@@ -2,7 +2,8 @@
 
 Imports flow one way, db <- actors <- serve_app (pyproject's import-linter contract): the
 Gateway's `serve_app.settings.Settings` reads the environment once per process and builds these
-(`Settings.host_config()`, `.bus_config()`, `.analysis_config()`, `.host_shell_config()`); code
+(`Settings.host_config()`, `.bus_config()`, `.analysis_config()`, `.host_shell_config()`;
+`serve_app.jobs_wiring` fills `RunnerConfig`); code
 in actors/ receives them and never imports the settings. Plain dataclasses of the standard
 library only: Ray pickles a HostShellConfig into a host actor, which builds everything from it.
 """
@@ -83,3 +84,17 @@ class HostShellConfig:
     analysis: AnalysisConfig
     # The Serve app whose Analyzer deployment the host calls (in-process engine when absent).
     serve_app_name: str = "essaycoach"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """The submissions job runner's tunables (`actors.jobs.SubmissionRunner`)."""
+
+    max_attempts: int = 3
+    lease_seconds: float = 60.0
+    poll_seconds: float = 0.5
+    concurrency: int = 4
+    retry_backoff_seconds: float = 2.0
+    delivery_concurrency: int = 8
+    # Tokens a requester may spend per UTC day across all processes (None: unlimited).
+    user_tokens_per_day: int | None = None

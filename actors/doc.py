@@ -29,7 +29,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pycrdt import (
     Assoc,
@@ -44,7 +44,7 @@ from pycrdt import (
     write_var_uint,
 )
 
-from actors.yupdate import ForbiddenContent, MalformedUpdate, TextUpdate, ascii_shadow, check_text_update, delete_ranges
+from actors.yupdate import ForbiddenContent, MalformedUpdate, TextUpdate, ascii_shadow, check_text_update, read_update
 
 __all__ = [
     "EMPTY_UPDATE",
@@ -174,11 +174,22 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+def _check_text(update: bytes) -> TextUpdate:
+    """`actors.yupdate.check_text_update` for the essay's root, as `InvalidUpdate`."""
+    try:
+        return check_text_update(update, root=ROOT_TEXT)
+    except (MalformedUpdate, ForbiddenContent) as exc:
+        what = "not plain text" if isinstance(exc, ForbiddenContent) else "cannot decode update"
+        raise InvalidUpdate(f"{what}: {exc}") from None
+
+
 def validate_update(update: bytes) -> TextUpdate:
-    """Decode the whole update without any document: the check done before applying. An essay
-    takes only inserts and deletes of plain text in its root `Y.Text` `content`
-    (`actors.yupdate.check_text_update`). Returns what it carries (characters it inserts at
-    most, its delete set).
+    """Decode the whole update without any document: the check a relay (the Gateway, before its
+    own sockets see an update) makes. An essay takes only inserts and deletes of plain text in
+    its root `Y.Text` `content` (`actors.yupdate.check_text_update`), and pycrdt must decode it
+    too (what every peer will do). Returns what it carries (characters it inserts at most, its
+    delete set). `EssayDoc.apply_update` makes the same two checks with one pycrdt decode: the
+    one that applies it.
 
     Raises:
         InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding), or it writes
@@ -186,10 +197,7 @@ def validate_update(update: bytes) -> TextUpdate:
             attributes, JSON/Any/binary content, a subdocument).
     """
     update = bytes(update)
-    try:
-        checked = check_text_update(update, root=ROOT_TEXT)
-    except (MalformedUpdate, ForbiddenContent) as exc:
-        raise InvalidUpdate(f"{'not plain text' if isinstance(exc, ForbiddenContent) else 'cannot decode update'}: {exc}") from None
+    checked = _check_text(update)
     with _rust_errors(InvalidUpdate, "cannot decode update"):
         get_state(update)
     return checked
@@ -211,7 +219,7 @@ class EssayDoc:
         # Updates with parts pycrdt keeps pending (structs or deletes of items this doc has not
         # seen yet). pycrdt's own encodings leave pending parts out, so `full_state` and `diff`
         # add these: a snapshot must carry a delete whose insert is still to come.
-        self._pending: list[tuple[bytes, int]] = []  # (update, characters it inserts at most)
+        self._pending: list[_Pending] = []
         self._subscription = self._content.observe(self._on_text_event)
 
     def _on_text_event(self, event: TextEvent) -> None:
@@ -246,18 +254,15 @@ class EssayDoc:
         finally:
             self._deltas.clear()
             self._anchor_view = None
-        after = self._doc.get_state()
+        carried: TextUpdate | None
         try:
-            checked = check_text_update(update, root=ROOT_TEXT)
-            deletes, inserted = checked.deletes, checked.inserted_chars
+            carried = check_text_update(update, root=ROOT_TEXT)
+            inserted = carried.inserted_chars
         except ForbiddenContent:  # stored before updates were checked: no text limit to keep
-            deletes, inserted = delete_ranges(update), 0
+            carried, inserted = read_update(update), 0
         except MalformedUpdate:
-            deletes, inserted = [], 0
-        if self._has_pending(update, after, deletes):
-            self._pending.append((update, inserted))
-        if after != before:
-            self._settle_pending(after)
+            carried, inserted = None, 0
+        self._park(_Pending(update, inserted, carried), before, self._doc.get_state())
 
     def apply_stored(self, update: bytes) -> None:
         """Apply an update from the store (snapshot or log row) without the checks live updates
@@ -268,22 +273,21 @@ class EssayDoc:
         """
         self._load(update, "stored update")
 
-    @staticmethod
-    def _has_pending(update: bytes, state: bytes, deletes: list[tuple[int, int, int]]) -> bool:
-        """Whether part of `update` is still pending in a doc at `state`: structs it cannot
-        integrate yet, or deletes of items it does not have (pycrdt keeps both)."""
-        if Decoder(get_update(update, state)).read_var_uint() > 0:
-            return True
-        if not deletes:
-            return False
-        clocks = _decode_state_vector(state)
-        return any(clock + length > clocks.get(client, 0) for client, clock, length in deletes)
+    def _park(self, entry: _Pending, before: bytes, after: bytes) -> bool:
+        """After `entry.update` moved the document from state `before` to `after`: forget the
+        pending updates it let in, and keep `entry` if part of it is still pending. Returns that.
 
-    def _settle_pending(self, state: bytes) -> None:
-        """Forget pending updates the document has now integrated (its state moved)."""
-        if self._pending:
-            self._pending = [(u, n) for u, n in self._pending
-                             if self._has_pending(u, state, delete_ranges(u))]
+        Incremental: each pending update's struct ranges and delete set were decoded once, when
+        it arrived; here they are compared with the new state vector (a few integers each), not
+        decoded or re-encoded again. A state that did not move settles nothing.
+        """
+        clocks = _decode_state_vector(after)
+        if self._pending and after != before:
+            self._pending = [p for p in self._pending if p.waits(clocks, after)]
+        pending = entry.waits(clocks, after)
+        if pending:
+            self._pending.append(entry)
+        return pending
 
     @property
     def has_pending(self) -> bool:
@@ -321,21 +325,24 @@ class EssayDoc:
         """
         with _rust_errors(InvalidStateVector, "cannot decode state vector"):
             missing = self._doc.get_update(bytes(remote_state_vector))
-        return merge_updates(missing, *(u for u, _ in self._pending)) if self._pending else missing
+        return merge_updates(missing, *(p.update for p in self._pending)) if self._pending else missing
 
     def full_state(self) -> bytes:
         """The whole document as one update (for snapshots and fresh replicas), pending parts
         included (see `_pending`)."""
         state = self._doc.get_update()
-        return merge_updates(state, *(u for u, _ in self._pending)) if self._pending else state
+        return merge_updates(state, *(p.update for p in self._pending)) if self._pending else state
 
     def apply_update(self, update: bytes, *, max_chars: int | None = None) -> UpdateEffect:
-        """Validate `update`, apply it, and report its effect on the text.
+        """Check `update`, apply it, and report its effect on the text.
 
-        Decoding happens before the document is touched, so an invalid update leaves it unchanged.
-        With `max_chars`, an update that would leave more characters than that is refused
-        unapplied (it is tried on a copy only when the cheap bound, current length plus what it
-        inserts, is over the limit: a replace-all of a long text still fits).
+        An invalid update leaves the document unchanged: our decoder reads all of it first
+        (`actors.yupdate.check_text_update`: plain text in `content` only), then pycrdt decodes
+        it whole before integrating anything (a failure there is an `InvalidUpdate` too; this is
+        the pycrdt decode `validate_update` does without a document). With `max_chars`, an
+        update that would leave more characters than that is refused unapplied (it is tried on a
+        copy only when the cheap bound, current length plus what it inserts, is over the limit: a
+        replace-all of a long text still fits).
 
         Raises:
             InvalidUpdate: the bytes are not a decodable Yjs update (v1 encoding), or not plain
@@ -343,16 +350,35 @@ class EssayDoc:
             TextTooLong: it would make the text longer than `max_chars`.
         """
         update = bytes(update)
-        checked = validate_update(update)
-
-        old_text = self.text
+        checked = _check_text(update)
+        old_length = len(self.text)
         # Pending parts this update lets in add text it does not carry itself.
-        at_most = len(old_text) + checked.inserted_chars + sum(n for _, n in self._pending)
+        at_most = old_length + checked.inserted_chars + sum(p.inserted_chars for p in self._pending)
         if max_chars is not None and at_most > max_chars:
-            scratch = EssayDoc.from_state(self.full_state())
-            scratch._doc.apply_update(update)
-            if len(scratch.text) > max(max_chars, len(old_text)):
-                raise TextTooLong(f"the essay would have {len(scratch.text)} characters; the limit is {max_chars}")
+            _, text = self._trial(update, checked)
+            if len(text) > max(max_chars, old_length):
+                raise TextTooLong(f"the essay would have {len(text)} characters; the limit is {max_chars}")
+        return self._apply_checked(update, checked)
+
+    def would_change(self, update: bytes) -> bool:
+        """Whether `update` carries anything this document lacks (something to persist), tried
+        on a copy of the whole document: O(document), for the rare callers (a reader's update,
+        an essay at its log budget). Undecodable or not plain text: True."""
+        update = bytes(update)
+        try:
+            return self._trial(update, _check_text(update))[0].needs_persist
+        except InvalidUpdate:
+            return True
+
+    def _trial(self, update: bytes, checked: TextUpdate) -> tuple[UpdateEffect, str]:
+        """Apply a checked update to a scratch copy of the whole document (pending parts
+        included): its effect and the text it leaves. This document is untouched."""
+        scratch = EssayDoc.from_state(self.full_state())
+        effect = scratch._apply_checked(update, checked)
+        return effect, scratch.text
+
+    def _apply_checked(self, update: bytes, checked: TextUpdate) -> UpdateEffect:
+        old_text = self.text
         state_before = self._doc.get_state()
         self._deltas.clear()
         try:
@@ -379,17 +405,28 @@ class EssayDoc:
         # Parts of this update the doc cannot integrate yet (structs with missing dependencies,
         # deletes of items it has not seen) are parked as pending: they change what the doc will
         # become, so the update is logged, and snapshots carry it until it is integrated.
-        pending = self._has_pending(update, state_after, checked.deletes)
-        if pending:
-            self._pending.append((update, checked.inserted_chars))
-        if state_after != state_before:
-            self._settle_pending(state_after)
+        pending = self._park(_Pending(update, checked.inserted_chars, checked), state_before, state_after)
         return UpdateEffect(
             inserted_chars=inserted,
             deleted_chars=deleted,
             changed=bool(deltas) or state_after != state_before,
             pending=pending,
         )
+
+
+class _Pending(NamedTuple):
+    """An update with parts a document keeps pending (see `EssayDoc._park`)."""
+
+    update: bytes
+    inserted_chars: int  # characters it may still let in (the character limit counts them)
+    carried: TextUpdate | None  # its struct ranges and delete set; None: only pycrdt reads it
+
+    def waits(self, clocks: dict[int, int], state: bytes) -> bool:
+        """Whether part of it is still pending in a document at `state` (`clocks` decoded)."""
+        if self.carried is not None:
+            return self.carried.is_pending(clocks)
+        # Stored before our decoder existed and unreadable to it (pycrdt applied it): ask pycrdt.
+        return Decoder(get_update(self.update, state)).read_var_uint() > 0
 
 
 # --- anchors -------------------------------------------------------------------------------

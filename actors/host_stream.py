@@ -23,6 +23,16 @@ be resent forever). A peer that vanishes without closing (its node lost power, a
 noticed by TCP keepalive and `TCP_USER_TIMEOUT` within ~10 s, not the kernel's ~15 minutes; a
 host that is merely slow (its database restarting) keeps the connection and the updates wait.
 
+Backpressure: a Gateway's writes wait (`FramedProtocol.writable`) while more than
+`WRITE_HIGH_WATER` bytes sit in the connection's buffer (the host reads slower than we write);
+a host stops reading a connection while more than `MAX_IN_FLIGHT_BYTES` of its updates are being
+applied or while its own answers are not taken, and TCP then holds the Gateway back in turn.
+
+Why raw TCP and not websockets (framing, size limits, pings and backpressure from a library):
+the same frames as websockets messages cost ~50% more CPU per update (64 vs 42 us, ranges not
+overlapping; ops/loadtest/HOST_STREAM_RESULTS.md), and the host's CPU bounds typing at 1,000
+typists; the rest websockets would give is here (`MAX_FRAME`, TCP keepalive, the backpressure above).
+
 Frames both ways are a 4-byte big-endian length and a payload of at most `MAX_FRAME` bytes.
 
     request   >I id, 16 bytes essay id, 16 bytes author id (zeros: none), B flags (1 live,
@@ -40,8 +50,9 @@ import socket
 import struct
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
+from actors import retry
 from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
 from actors.metrics import metric
 
@@ -54,6 +65,13 @@ TOKEN_WAIT_SECONDS = 5.0
 CONNECT_TIMEOUT = 5.0
 PEER_TIMEOUT_SECONDS = 10
 MAX_FRAME = 4 * 1024 * 1024  # an update is at most 1 MiB (the socket's limit) plus a header
+# Write backpressure (`FramedProtocol`): bytes buffered in the transport beyond what the kernel took.
+WRITE_HIGH_WATER = 1024 * 1024
+WRITE_LOW_WATER = 256 * 1024
+COALESCE_BYTES = 256 * 1024  # frames gathered for one write at most
+# Read backpressure (`_HostSide`): update bytes one connection may have being applied at once;
+# beyond, the host stops reading that connection until half of them are answered.
+MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024
 OK, REJECTED, NOT_FOUND, FAILED, TOO_LARGE = range(5)
 _LIVE, _AUTHOR, _NODE = 1, 2, 4
 _REQUEST = struct.Struct(">I16s16sB")
@@ -124,8 +142,14 @@ def keep_alive(transport: asyncio.BaseTransport, timeout: int = PEER_TIMEOUT_SEC
 
 
 class FramedProtocol(asyncio.Protocol):
-    """Length-prefixed frames over a transport; what one loop turn sends leaves in one write.
-    A frame longer than `max_frame` closes the connection."""
+    """Length-prefixed frames over a transport, with write backpressure.
+
+    What one loop turn sends leaves in one write, and so does anything over `COALESCE_BYTES`
+    at once. Past `WRITE_HIGH_WATER` bytes in the transport's buffer (the peer reads slower than
+    we write) the transport pauses us: `writable()` then waits until it drains below
+    `WRITE_LOW_WATER` (or the connection is lost). A frame longer than `max_frame` closes the
+    connection.
+    """
 
     max_frame = MAX_FRAME
 
@@ -134,11 +158,30 @@ class FramedProtocol(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._flushing = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    @property
+    def paused(self) -> bool:
+        """The transport's buffer is over the high-water mark: writers wait (`writable`)."""
+        return not self._writable.is_set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = stream = cast(asyncio.Transport, transport)  # a TCP stream's
         self._loop = asyncio.get_running_loop()
+        stream.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def writable(self) -> None:
+        """Return once the transport takes more (at once unless paused; also when closed)."""
+        await self._writable.wait()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -167,28 +210,38 @@ class FramedProtocol(asyncio.Protocol):
             return
         self._out.append(len(payload).to_bytes(4, "big"))
         self._out.append(payload)
-        if not self._flushing:
+        self._out_bytes += 4 + len(payload)
+        if self._out_bytes >= COALESCE_BYTES:
+            self._flush()  # enough for one write: do not hold a loop turn's worth of big frames
+        elif not self._flushing:
             self._flushing = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with the transport
 
     def _flush(self) -> None:
         self._flushing = False
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
+        out, self._out, self._out_bytes = self._out, [], 0
+        if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        self._writable.set()  # nobody waits on a closed connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._out, self._out_bytes = [], 0
+        self._writable.set()
 
 
 class _HostSide(FramedProtocol):
     """One Gateway's connection to the host: each update applied in its own task, in order.
-    Until the token arrives only a token-sized frame is read, for `TOKEN_WAIT_SECONDS`."""
+    Until the token arrives only a token-sized frame is read, for `TOKEN_WAIT_SECONDS`.
+
+    Read backpressure: while updates of more than `MAX_IN_FLIGHT_BYTES` are being applied, or
+    the Gateway does not take our answers (writes paused), this connection is not read; TCP
+    then holds the Gateway's writes, which wait in turn (`FramedProtocol.writable`)."""
 
     max_frame = TOKEN_BYTES
 
@@ -197,12 +250,38 @@ class _HostSide(FramedProtocol):
         self.server = server
         self.trusted = False
         self._token_timer: asyncio.TimerHandle | None = None
+        self.in_flight_bytes = 0
+        self._reading = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server.connections.add(self)
         keep_alive(transport)
         self._token_timer = asyncio.get_running_loop().call_later(TOKEN_WAIT_SECONDS, self._no_token)
+
+    def _read_while_room(self) -> None:
+        """Pause or resume reading: paused over `MAX_IN_FLIGHT_BYTES` applying or while our
+        writes are paused, resumed under half of it with writes flowing."""
+        if self.transport is None:
+            return
+        if self._reading and (self.in_flight_bytes > MAX_IN_FLIGHT_BYTES or self.paused):
+            self._reading = False
+            self.transport.pause_reading()
+        elif not self._reading and self.in_flight_bytes <= MAX_IN_FLIGHT_BYTES // 2 and not self.paused:
+            self._reading = True
+            self.transport.resume_reading()
+
+    @property
+    def reading(self) -> bool:
+        return self._reading
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._read_while_room()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._read_while_room()
 
     def _no_token(self) -> None:
         if not self.trusted:
@@ -233,8 +312,17 @@ class _HostSide(FramedProtocol):
         task = asyncio.ensure_future(self._apply(request_id, essay_id, update, kwargs))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
+        self.in_flight_bytes += len(update)
+        self._read_while_room()
 
     async def _apply(self, request_id: int, essay_id: uuid.UUID, update: bytes, kwargs: dict[str, Any]) -> None:
+        try:
+            await self._apply_one(request_id, essay_id, update, kwargs)
+        finally:
+            self.in_flight_bytes -= len(update)
+            self._read_while_room()
+
+    async def _apply_one(self, request_id: int, essay_id: uuid.UUID, update: bytes, kwargs: dict[str, Any]) -> None:
         try:
             seq = await self.server.host.apply_update(essay_id, update, **kwargs)
         except UpdateRejected as exc:
@@ -314,6 +402,7 @@ class HostStream:
         self._connecting: asyncio.Task[None] | None = None
         self._closed = False
         self.connects = 0
+        self.waited_writable = 0  # updates that waited for the connection to drain (tests, stats)
 
     async def apply(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None = None,
                     origin: str, live: bool = True, node: str | None = None) -> int:
@@ -327,10 +416,16 @@ class HostStream:
         fut: asyncio.Future[int] = loop.create_future()
         self._pending[request_id] = (frame, fut, loop.time())
         try:
-            if self._protocol is not None:
-                self._protocol.send(frame)
+            protocol = self._protocol
+            if protocol is None:
+                self._connect_soon()  # the connect sends every pending frame, this one too
             else:
-                self._connect_soon()
+                if protocol.paused:
+                    self.waited_writable += 1
+                    await protocol.writable()  # the host reads slower than we write: wait for the drain
+                if self._protocol is protocol and protocol.transport is not None:
+                    protocol.send(frame)
+                # else the connection broke meanwhile: the reconnect sends the pending frames
             return await fut
         finally:
             self._pending.pop(request_id, None)
@@ -362,47 +457,50 @@ class HostStream:
             self._connecting = asyncio.ensure_future(self._connect())
 
     async def _connect(self) -> None:
+        """Resolve and connect (0.05 s doubling to 1 s apart, for `retry_for` seconds:
+        `actors.retry`), then send the token and every unanswered update; when no attempt
+        succeeds, fail what waits."""
         loop = asyncio.get_running_loop()
-        deadline, delay = loop.time() + self.retry_for, 0.05
+        deadline = loop.time() + self.retry_for
+
+        async def connect() -> tuple[_GatewaySide, bytes]:
+            address, port, token = await self._resolve()
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _GatewaySide(self), address, port),
+                max(0.1, min(CONNECT_TIMEOUT, deadline - loop.time())))
+            assert isinstance(protocol, _GatewaySide)
+            if protocol.transport is None:  # closed at once: the host went away again
+                raise ConnectionResetError("closed on connect")
+            return protocol, token
+
         try:
-            while True:
-                try:
-                    address, port, token = await self._resolve()
-                    _, protocol = await asyncio.wait_for(
-                        loop.create_connection(lambda: _GatewaySide(self), address, port),
-                        max(0.1, min(CONNECT_TIMEOUT, deadline - loop.time())))
-                    assert isinstance(protocol, _GatewaySide)
-                    if protocol.transport is None:  # closed at once: the host went away again
-                        raise ConnectionResetError("closed on connect")
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if loop.time() >= deadline:
-                        self._fail_all(StreamError(f"essay host unreachable: {exc}"))
-                        return
-                    await asyncio.sleep(delay)
-                    delay = min(1.0, delay * 2)
-                    continue
-                if self._closed:
-                    protocol.close()
-                    return
-                keep_alive(protocol.transport)
-                self.connects += 1
-                again = self.connects > 1  # the first connect sends what waited for it, not a resend
-                if again:
-                    _RECONNECTS.inc()
-                protocol.send(token)
-                for frame, fut, first_sent in list(self._pending.values()):
-                    if fut.done():
-                        continue
-                    if loop.time() - first_sent > self.retry_for:
-                        fut.set_exception(StreamError("essay host did not answer in time"))
-                    else:
-                        protocol.send(frame)  # again after a break: a repeated update is a no-op
-                        if again:
-                            _RESENDS.inc()
-                self._protocol = protocol
+            try:
+                protocol: _GatewaySide
+                token: bytes
+                protocol, token = await retry.policy(first=0.05, cap=1.0, give_up_after=self.retry_for)(connect)
+            except Exception as exc:
+                self._fail_all(StreamError(f"essay host unreachable: {exc}"))
                 return
+            if self._closed:
+                protocol.close()
+                return
+            assert protocol.transport is not None
+            keep_alive(protocol.transport)
+            self.connects += 1
+            again = self.connects > 1  # the first connect sends what waited for it, not a resend
+            if again:
+                _RECONNECTS.inc()
+            protocol.send(token)
+            for frame, fut, first_sent in list(self._pending.values()):
+                if fut.done():
+                    continue
+                if loop.time() - first_sent > self.retry_for:
+                    fut.set_exception(StreamError("essay host did not answer in time"))
+                else:
+                    protocol.send(frame)  # again after a break: a repeated update is a no-op
+                    if again:
+                        _RESENDS.inc()
+            self._protocol = protocol
         finally:
             self._connecting = None
 

@@ -28,9 +28,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from actors import retry
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.provider import Usage
 from actors.analysis.rubric import Criterion, parse_rubric
+from actors.config import RunnerConfig
 from actors.metrics import metric
 from actors.webhooks import DeliveryResult, WebhookSender, new_webhook_secret
 from db.models import ScoreOverride, Submission
@@ -111,18 +113,6 @@ def _forget_when_done(tasks: dict[uuid.UUID, asyncio.Task[None]],
     def forget(_task: asyncio.Task[None]) -> None:
         tasks.pop(job_id, None)
     return forget
-
-
-@dataclass(frozen=True)
-class RunnerConfig:
-    max_attempts: int = 3
-    lease_seconds: float = 60.0
-    poll_seconds: float = 0.5
-    concurrency: int = 4
-    retry_backoff_seconds: float = 2.0
-    delivery_concurrency: int = 8
-    # Tokens a requester may spend per UTC day across all processes (None: unlimited).
-    user_tokens_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -343,7 +333,7 @@ class SubmissionRunner:
                 await self._finish(job, status="failed", error=f"analysis failed: {type(exc).__name__}")
             else:
                 # Back to the queue; the lease doubles as "not before" so a failing job backs off.
-                delay = self.config.retry_backoff_seconds * 2 ** (job.attempts - 1)
+                delay = retry.delay(job.attempts, first=self.config.retry_backoff_seconds)
                 async with self.sessions() as session:
                     await repo.update_held(session, submission_id=job.id, held_by=self.worker_id,
                                            status="queued", worker_id=None,

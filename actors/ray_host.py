@@ -1,7 +1,7 @@
 """Ray shells: the named EssayHost actor and the in-Ray bus hub (the embedded default bus).
 
 Only this module imports Ray in actors/. Each shell builds its collaborators in the actor process
-from a plain `actors.config.HostShellConfig` its creator (serve_app.live) filled from the settings;
+from a plain `actors.config.HostShellConfig` its creator (serve_app.hosts) filled from the settings;
 nothing here imports serve_app.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import ray
 from actors.broadcast import QUEUE_MAX_BYTES, RESYNC, Handler, LocalFanout, Outbox, Published, make_bus, new_node_id
 from actors.config import HostShellConfig
 from actors.host import EssayHost
+from actors.host_api import HostAPI
 from actors.host_stream import StreamServer
 from actors.metrics import metric
 from actors.process_tuning import release_free_memory_periodically, tune_gc
@@ -216,23 +218,16 @@ def node_address() -> str:
     return address
 
 
-async def _report_open_essays(host: EssayHost, name: str, every: float = 5.0) -> None:
-    """Keep `essaycoach_essays_open{host}` at the number of essays the host holds."""
-    gauge = metric("essaycoach_essays_open").labels(name)
-    while True:
-        gauge.set(len(host.essays))
-        await asyncio.sleep(every)
-
-
 class EssayHostShell:
-    """The Ray actor body: builds store, bus and EssayHost in the actor's own process."""
+    """The Ray actor body: builds store, bus and EssayHost in the actor's own process, and
+    answers `actors.host_api.HostAPI` as typed remote methods (Gateways call them through
+    `serve_app.hosts.RayHost`)."""
 
     def __init__(self, config: HostShellConfig) -> None:
         self.config = config
         self.host: EssayHost | None = None
         self.stream: StreamServer | None = None
         self._trim: asyncio.Task[None] | None = None
-        self._gauges: asyncio.Task[None] | None = None
         tune_gc()
         self._starting = asyncio.Lock()
 
@@ -243,14 +238,14 @@ class EssayHostShell:
                     from db.engine import make_engine, make_sessionmaker
 
                     engine = make_engine(self.config.database_url)
+                    name = ray.get_runtime_context().get_actor_name() or "essay-host"
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.config.bus, cluster=True),
-                                     config=self.config.host,
+                                     config=self.config.host, name=name,
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
                     # A restarted actor never saw the attaches of sockets opened before the crash.
                     with warnings.catch_warnings():  # Ray's own property uses its deprecated actor_id
                         warnings.simplefilter("ignore", DeprecationWarning)
                         host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
-                    name = ray.get_runtime_context().get_actor_name() or "essay-host"
                     if not host.knows_every_socket:  # Ray restarted this host after a crash
                         metric("essaycoach_host_restarts_total").labels(name).inc()
                     await host.start()
@@ -262,7 +257,6 @@ class EssayHostShell:
                     await stream.start(node_address())
                     self.host, self.stream = host, stream
                     self._trim = asyncio.create_task(release_free_memory_periodically())
-                    self._gauges = asyncio.create_task(_report_open_essays(host, name))
         return self.host
 
     def _local_analyzer(self) -> Any:
@@ -282,9 +276,78 @@ class EssayHostShell:
             return build_engine(self.config.analysis)
         return RemoteAnalyzer(handle, llm_enabled=self.config.analysis.provider != "local")
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        host = await self._host()
-        return await getattr(host, method)(*args, **kwargs)
+    # --- `actors.host_api.HostAPI`: each remote method runs the host's own ---------------------
+    # (apply_update too, though Gateways send updates over the host stream: tests and tools may call it)
+
+    async def apply_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None,
+                           origin: str, live: bool = True, node: str | None = None) -> int:
+        return await (await self._host()).apply_update(essay_id, update, author_id=author_id, origin=origin,
+                                                       live=live, node=node)
+
+    async def would_change(self, essay_id: uuid.UUID, update: bytes) -> bool:
+        return await (await self._host()).would_change(essay_id, update)
+
+    async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
+        return await (await self._host()).set_text(essay_id, text, author_id=author_id)
+
+    async def sync(self, essay_id: uuid.UUID, state_vector: bytes) -> tuple[bytes, bytes]:
+        return await (await self._host()).sync(essay_id, state_vector)
+
+    async def read(self, essay_id: uuid.UUID) -> dict[str, Any] | None:
+        return await (await self._host()).read(essay_id)
+
+    async def current(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        return await (await self._host()).current(essay_id)
+
+    async def feedback(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        return await (await self._host()).feedback(essay_id)
+
+    async def analyze_now(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        return await (await self._host()).analyze_now(essay_id)
+
+    async def score_now(self, essay_id: uuid.UUID, rubric: dict[str, Any]) -> list[dict[str, Any]]:
+        return await (await self._host()).score_now(essay_id, rubric)
+
+    async def anchor_for(self, essay_id: uuid.UUID, start: int, end: int) -> dict[str, Any]:
+        return await (await self._host()).anchor_for(essay_id, start, end)
+
+    async def resolve(self, essay_id: uuid.UUID, anchors: list[str | None]) -> list[tuple[int, int] | None]:
+        return await (await self._host()).resolve(essay_id, anchors)
+
+    async def event_state(self, essay_id: uuid.UUID) -> dict[str, Any]:
+        return await (await self._host()).event_state(essay_id)
+
+    async def events_after(self, essay_id: uuid.UUID, last_seq: int, epoch: str | None) -> list[str] | None:
+        return await (await self._host()).events_after(essay_id, last_seq, epoch)
+
+    async def live_students(self, class_id: uuid.UUID) -> set[uuid.UUID]:
+        return await (await self._host()).live_students(class_id)
+
+    async def student_rows(self, class_id: uuid.UUID) -> list[dict[str, Any]]:
+        return await (await self._host()).student_rows(class_id)
+
+    async def drop(self, essay_id: uuid.UUID) -> None:
+        await (await self._host()).drop(essay_id)
+
+    async def release(self, essay_id: uuid.UUID) -> None:
+        await (await self._host()).release(essay_id)
+
+    async def attach(self, essay_id: uuid.UUID, node: str | None = None) -> None:
+        await (await self._host()).attach(essay_id, node)
+
+    async def detach(self, essay_id: uuid.UUID, node: str | None = None) -> None:
+        await (await self._host()).detach(essay_id, node)
+
+    async def watch(self, channel: str, delta: int) -> None:
+        await (await self._host()).watch(channel, delta)
+
+    async def publish_event(self, essay_id: uuid.UUID, type_: str, **payload: Any) -> None:
+        await (await self._host()).publish_event(essay_id, type_, **payload)
+
+    async def revision(self, essay_id: uuid.UUID, *, reason: str) -> int:
+        return await (await self._host()).revision(essay_id, reason=reason)
+
+    # --- shell-only ---------------------------------------------------------------------------
 
     async def stream_address(self) -> tuple[str, int, bytes]:
         """Where Gateways send typed updates (`actors.host_stream`): address, port and token."""
@@ -300,9 +363,12 @@ class EssayHostShell:
     async def shutdown(self) -> None:
         if self._trim is not None:
             self._trim.cancel()
-        if self._gauges is not None:
-            self._gauges.cancel()
         if self.stream is not None:
             await self.stream.close()
         if self.host is not None:
             await self.host.stop()
+
+
+def _implements(shell: EssayHostShell, host: EssayHost) -> tuple[HostAPI, HostAPI]:
+    """For the type checker: both are `HostAPI`s (mypy checks every method's signature here)."""
+    return shell, host

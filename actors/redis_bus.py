@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from actors import retry
 from actors.broadcast import QUEUE_MAX_BYTES, RESYNC, Handler, LocalFanout, Outbox, Published, new_node_id
 
 log = logging.getLogger("essaycoach.bus.redis")
@@ -99,7 +100,7 @@ class RedisBus:
             pass
 
     async def _run(self) -> None:
-        delay = 0.1
+        backoff = retry.Backoff(first=0.1, cap=2.0)  # 0.1 s doubling to 2 s; from 0.1 s again once subscribed
         first = True
         while True:
             pubsub = self.sub_client.pubsub(ignore_subscribe_messages=True)
@@ -113,22 +114,22 @@ class RedisBus:
                     log.info("bus resubscribed", extra={"channels": len(self.fanout.channels())})
                     for channel in self.fanout.channels():
                         self.fanout.deliver(channel, RESYNC)
-                first, delay = False, 0.1
+                first = False
+                backoff.reset()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._receive(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("bus connection lost; reconnecting", extra={"error": str(exc), "retry_in": delay})
+                log.warning("bus connection lost; reconnecting", extra={"error": str(exc)})
             finally:
                 self._pubsub = None
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 except Exception:
                     pass
-            await asyncio.sleep(delay)
-            delay = min(2.0, delay * 2)
+            await asyncio.sleep(backoff.next())
 
     def _receive(self, channel: bytes | str, data: bytes) -> None:
         skip, sep, payload = data.partition(b"\0")

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from actors import retry
+
 log = logging.getLogger("essaycoach.webhooks")
 
 SIGNATURE_HEADER = "X-EssayCoach-Signature"
@@ -233,9 +235,17 @@ class DeliveryResult:
     error: str | None = None
 
 
+class _Refused(Exception):
+    """The receiver answered, but not 2xx: retried like a network error."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"receiver answered {status}")
+        self.status = status
+
+
 class WebhookSender:
     """POSTs signed JSON events, retrying network errors and non-2xx answers with exponential
-    backoff (``backoff * 2**n``, capped) up to ``max_attempts`` tries. Connections go through
+    backoff (``backoff * 2**n``, capped: `actors.retry`) up to ``max_attempts`` tries. Connections go through
     ``pinned_transport`` (resolve once, check every address, connect to a checked one). ``sleep``
     and ``clock`` are injectable so tests neither wait nor depend on wall time."""
 
@@ -265,7 +275,7 @@ class WebhookSender:
 
     def delay(self, attempt: int) -> float:
         """Wait before retry number ``attempt`` (1-based)."""
-        return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+        return retry.delay(attempt, first=self.backoff, cap=self.max_backoff)
 
     async def deliver(self, url: str, *, key: bytes, event: str, delivery_id: str,
                       payload: dict[str, Any]) -> DeliveryResult:
@@ -278,29 +288,43 @@ class WebhookSender:
             check_url_syntax(url)
         except UnsafeCallbackUrl as exc:
             return DeliveryResult(False, 0, None, str(exc))
-        for attempt in range(1, self.max_attempts + 1):
-            if attempt > 1:
-                await self.sleep(self.delay(attempt - 1))
-            headers = {
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(key, int(self.clock()), body),  # fresh t per attempt
-                EVENT_HEADER: event,
-                DELIVERY_HEADER: delivery_id,
-            }
-            try:
-                response = await self._client.post(url, content=body, headers=headers)
-            except UnsafeCallbackUrl as exc:  # raised by PinnedBackend as it connects: final
-                return DeliveryResult(False, attempt, None, str(exc))
-            except httpx.HTTPError as exc:
-                last_status, error = None, f"{type(exc).__name__}: {exc}".replace(url, shown)[:500]
-                log.info("webhook attempt %d to %s failed: %s", attempt, shown, error)
-                continue
-            last_status = response.status_code
-            if 200 <= response.status_code < 300:
-                return DeliveryResult(True, attempt, last_status, None)
-            error = f"receiver answered {response.status_code}"
-            log.info("webhook attempt %d to %s: %s", attempt, shown, error)
+        attempt = 0
+        policy = retry.policy(first=self.backoff, cap=self.max_backoff, attempts=self.max_attempts, sleep=self.sleep,
+                              retry_on=(httpx.HTTPError, _Refused))
+        try:
+            async for try_ in policy:
+                with try_:
+                    attempt = try_.retry_state.attempt_number
+                    last_status = await self._attempt(url, shown, attempt, key=key, event=event,
+                                                      delivery_id=delivery_id, body=body)
+                    return DeliveryResult(True, attempt, last_status, None)
+        except UnsafeCallbackUrl as exc:  # raised by PinnedBackend as it connects: final
+            return DeliveryResult(False, attempt, None, str(exc))
+        except httpx.HTTPError as exc:
+            last_status, error = None, f"{type(exc).__name__}: {exc}".replace(url, shown)[:500]
+        except _Refused as exc:
+            last_status, error = exc.status, f"receiver answered {exc.status}"
         return DeliveryResult(False, self.max_attempts, last_status, error)
+
+    async def _attempt(self, url: str, shown: str, attempt: int, *, key: bytes, event: str, delivery_id: str,
+                       body: bytes) -> int:
+        """One POST; its status when 2xx, else `_Refused` (or httpx's error) for the retry policy."""
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(key, int(self.clock()), body),  # fresh t per attempt
+            EVENT_HEADER: event,
+            DELIVERY_HEADER: delivery_id,
+        }
+        try:
+            response = await self._client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            log.info("webhook attempt %d to %s failed: %s", attempt, shown,
+                     f"{type(exc).__name__}: {exc}".replace(url, shown)[:500])
+            raise
+        if 200 <= response.status_code < 300:
+            return response.status_code
+        log.info("webhook attempt %d to %s: receiver answered %s", attempt, shown, response.status_code)
+        raise _Refused(response.status_code)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -9,8 +9,10 @@ Pure module (no pycrdt, Ray, database or network). Three uses:
 - `ascii_shadow`: the same update with every string replaced by ASCII of the same UTF-16 length.
   Item ids, lengths and block structure are unchanged, so a document built from it is a copy in
   which UTF-8 bytes, code points and UTF-16 units coincide (see `actors.doc._AnchorView`).
-- `delete_ranges`: the update's delete set, to tell a delete of items the document has not seen
-  yet (kept pending by pycrdt) from one that changes nothing.
+- `read_update` / `delete_ranges`: what the update writes (each client's struct range) and
+  deletes, without the plain-text check (stored updates). With `TextUpdate.is_pending` this tells
+  a delete of items the document has not seen yet, or structs it cannot integrate yet (both kept
+  pending by pycrdt), from parts it has, without asking pycrdt to re-encode the update.
 
 Format (lib0 / Yjs `encoding.js`, `UpdateEncoderV1`):
 
@@ -29,7 +31,8 @@ Format (lib0 / Yjs `encoding.js`, `UpdateEncoderV1`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 __all__ = [
     "ForbiddenContent",
@@ -38,6 +41,7 @@ __all__ = [
     "ascii_shadow",
     "check_text_update",
     "delete_ranges",
+    "read_update",
     "utf16_len",
 ]
 
@@ -58,16 +62,26 @@ class ForbiddenContent(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TextUpdate:
-    """What a checked update carries: `inserted_chars` code points of new string items (an upper
-    bound on what applying it can add: items the document already has are ignored by Yjs), and
-    its delete set as (client, clock, length) ranges."""
+    """What a decoded update carries: `inserted_chars` code points of new string items (an upper
+    bound on what applying it can add: items the document already has are ignored by Yjs), its
+    delete set as (client, clock, length) ranges, and `struct_ends`: for each client that has
+    structs in it, the clock just past its last one (trailing skips excluded)."""
 
     inserted_chars: int
     deletes: list[tuple[int, int, int]]
+    struct_ends: list[tuple[int, int]]
 
     @property
     def has_deletes(self) -> bool:
         return bool(self.deletes)
+
+    def is_pending(self, clocks: Mapping[int, int]) -> bool:
+        """Whether a document whose state vector is `clocks` (client -> clock), with this update
+        applied, still lacks part of it: structs it could not integrate (their dependencies are
+        missing: its clock for that client stops short of them) or deletes of items it has not
+        seen. pycrdt keeps both pending and integrates them when the missing updates arrive."""
+        return (any(end > clocks.get(client, 0) for client, end in self.struct_ends)
+                or any(clock + length > clocks.get(client, 0) for client, clock, length in self.deletes))
 
 
 def utf16_len(text: str) -> int:
@@ -148,6 +162,7 @@ class _Walk:
 
     inserted_chars: int = 0
     forbidden: str | None = None
+    struct_ends: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _walk_structs(r: _Reader, *, root: str | None, out: list[bytes] | None) -> _Walk:
@@ -157,13 +172,16 @@ def _walk_structs(r: _Reader, *, root: str | None, out: list[bytes] | None) -> _
     copied = 0
     for _ in range(r.uint()):
         n_structs = r.uint()
-        r.uint()  # client
-        r.uint()  # clock
+        client = r.uint()
+        clock = r.uint()
+        end = 0  # past the last struct that is not a skip (0: none)
         for _ in range(n_structs):
             info = r.u8()
             ref = info & 0x1F
             if ref in (GC, SKIP):
-                r.uint()
+                clock += r.uint()
+                if ref == GC:
+                    end = clock
                 continue
             if ref > SKIP:
                 raise MalformedUpdate(f"unknown content ref {ref}")
@@ -186,22 +204,25 @@ def _walk_structs(r: _Reader, *, root: str | None, out: list[bytes] | None) -> _
                         walk.forbidden = "a map entry (parent_sub)"
             if root is not None and walk.forbidden is None and ref in _CONTENT_NAMES:
                 walk.forbidden = _CONTENT_NAMES[ref]
+            length = 1  # Yjs content lengths: one per embed, format, type, binary or subdocument
             if ref == DELETED:
-                r.uint()
+                length = r.uint()
             elif ref == STRING:
                 start = r.pos
                 text = r.string()
                 walk.inserted_chars += len(text)
+                length = len(text) if text.isascii() else utf16_len(text)
                 if out is not None:
                     out.append(r.buf[copied:start])
-                    ascii_bytes = b"a" * utf16_len(text)
+                    ascii_bytes = b"a" * length
                     out.append(_varuint(len(ascii_bytes)))
                     out.append(ascii_bytes)
                     copied = r.pos
             elif ref in (BINARY, EMBED):
                 r.raw(r.uint())
             elif ref == JSON:
-                for _ in range(r.uint()):
+                length = r.uint()
+                for _ in range(length):
                     r.raw(r.uint())
             elif ref == FORMAT:
                 r.raw(r.uint())
@@ -210,11 +231,16 @@ def _walk_structs(r: _Reader, *, root: str | None, out: list[bytes] | None) -> _
                 if r.uint() in (3, 5):  # XmlElement, XmlHook carry a name
                     r.raw(r.uint())
             elif ref == ANY:
-                for _ in range(r.uint()):
+                length = r.uint()
+                for _ in range(length):
                     r.skip_any()
             elif ref == DOC:
                 r.raw(r.uint())
                 r.skip_any()
+            clock += length
+            end = clock
+        if end:
+            walk.struct_ends.append((client, end))
     if out is not None:
         out.append(r.buf[copied:r.pos])
     return walk
@@ -258,7 +284,7 @@ def check_text_update(update: bytes, *, root: str = "content") -> TextUpdate:
         raise MalformedUpdate("trailing bytes after the delete set")
     if walk.forbidden is not None:
         raise ForbiddenContent(walk.forbidden)
-    return TextUpdate(inserted_chars=walk.inserted_chars, deletes=deletes)
+    return TextUpdate(inserted_chars=walk.inserted_chars, deletes=deletes, struct_ends=walk.struct_ends)
 
 
 def ascii_shadow(update: bytes) -> bytes:
@@ -276,12 +302,21 @@ def ascii_shadow(update: bytes) -> bytes:
     return b"".join(out)
 
 
+def read_update(update: bytes) -> TextUpdate:
+    """What any v1 update carries (`TextUpdate`), without the plain-text check.
+
+    Raises:
+        MalformedUpdate: not a decodable v1 update.
+    """
+    r = _Reader(bytes(update))
+    walk = _walk_structs(r, root=None, out=None)
+    return TextUpdate(inserted_chars=walk.inserted_chars, deletes=_read_delete_set(r), struct_ends=walk.struct_ends)
+
+
 def delete_ranges(update: bytes) -> list[tuple[int, int, int]]:
     """The update's delete set as (client, clock, length) ranges.
 
     Raises:
         MalformedUpdate: not a decodable v1 update.
     """
-    r = _Reader(bytes(update))
-    _walk_structs(r, root=None, out=None)
-    return _read_delete_set(r)
+    return read_update(update).deletes

@@ -31,6 +31,13 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int = 30_000, cache_kib:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cur.close()
+        # SQLite's own lower() folds ASCII only; PostgreSQL's folds every letter. Case-insensitive
+        # searches (`func.lower(column)`) then find "Ólafur" by "ólafur" on both.
+        dbapi_conn.create_function("lower", 1, _unicode_lower, deterministic=True)
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _begin_immediate(engine: Engine) -> None:

@@ -334,6 +334,30 @@ class AiUsage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class CoachTurn(Base):
+    """One exchange of the coach chat on an essay (migration 0007): the student's question, what it
+    was about (a feedback item as it read then, the rubric, or the essay) and the answer shown.
+    The essay's owner asks; its class's teachers read. `flags` name output checks that changed the
+    answer (e.g. `withheld_prose`)."""
+
+    __tablename__ = "coach_turns"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=_uuid)
+    essay_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("essays.id", ondelete="CASCADE"))
+    student_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    about: Mapped[str] = mapped_column(String(16))
+    item_id: Mapped[str | None] = mapped_column(String(64))
+    item_kind: Mapped[str | None] = mapped_column(String(16))
+    item_message: Mapped[str | None] = mapped_column(Text)
+    quote: Mapped[str | None] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    flags: Mapped[list[Any]] = mapped_column(default=list)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditEvent(Base):
     """Append-only: who did what to what, when. No foreign keys, so deleting a user keeps its history;
     on PostgreSQL a trigger refuses UPDATE and DELETE (migration 0006)."""
@@ -370,6 +394,7 @@ class RateBucket(Base):
 
 
 Index("ix_ai_usage_user_created", AiUsage.user_id, AiUsage.created_at)
+Index("ix_coach_turns_essay_created", CoachTurn.essay_id, CoachTurn.created_at)
 Index("ix_essay_updates_essay_seq_created", EssayUpdate.essay_id, EssayUpdate.created_at)
 Index("ix_revisions_essay", Revision.essay_id)
 Index("ix_classes_teacher_created", Class.teacher_id, Class.created_at)

@@ -11,20 +11,36 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
+from actors.analysis.coach import build_coach
 from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
-from serve_app.api import (admin, auth, classes, comments, essays, exports, extensions, health, history, roster,
-                           rubrics, submissions, uploads, webhooks)
-from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app import web
-from serve_app.fastpath import direct
-from serve_app.realtime import control, sockets
+from serve_app.api import (
+    admin,
+    auth,
+    classes,
+    coach,
+    comments,
+    essays,
+    exports,
+    extensions,
+    health,
+    history,
+    roster,
+    rubrics,
+    submissions,
+    uploads,
+    webhooks,
+)
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
+from serve_app.fastpath import handoff
+from serve_app.hosts import EssayHosts, make_hosts
 from serve_app.housekeeping import purge_periodically
-from serve_app.live import LiveEssays, make_live
+from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
 from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
+from serve_app.realtime import control, sockets
 from serve_app.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -32,7 +48,7 @@ log = logging.getLogger("essaycoach.app")
 
 
 class _App(FastAPI):
-    """FastAPI, with our websockets served before the HTTP middleware stack
+    """FastAPI, with our websockets served before the HTTP middleware stack and router
     (`serve_app.realtime.sockets.serve_socket` says why)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,7 +62,7 @@ class _App(FastAPI):
 def create_app(
     settings: Settings | None = None,
     *,
-    live_factory: Callable[[Settings, Context], LiveEssays] | None = None,
+    live_factory: Callable[[Settings, Context], EssayHosts] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the app. `settings` defaults to the environment; `live_factory` picks how essays are
@@ -71,30 +87,37 @@ def create_app(
                       trusted_proxies=settings.trusted_proxy_networks,
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
-                          seconds=3600 / settings.submissions_per_user_per_hour)))
-        ctx.live = (live_factory or make_live)(settings, ctx)
+                          seconds=3600 / settings.submissions_per_user_per_hour)),
+                      tickets_limit=RateLimit(buckets, prefix="ws-ticket:user:", policy=BucketPolicy.every(
+                          burst=settings.ws_tickets_per_user_per_minute,
+                          seconds=60 / settings.ws_tickets_per_user_per_minute)),
+                      coach_limit=RateLimit(buckets, prefix="coach:user:", policy=BucketPolicy.every(
+                          burst=settings.coach_questions_per_user_per_hour,
+                          seconds=3600 / settings.coach_questions_per_user_per_hour)),
+                      coach=build_coach(settings.analysis_config()))
+        ctx.live = (live_factory or make_hosts)(settings, ctx)
         app.state.ctx = ctx
         await ctx.live.start()
         stop_control = await control.install(app, ctx.live.bus)
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
-        purge = asyncio.create_task(purge_periodically(ctx.sessions, ticket_seconds=settings.ws_ticket_seconds,
-                                                       interval=settings.store_purge_interval_seconds))
+        purge = asyncio.create_task(purge_periodically(ctx.sessions, interval=settings.store_purge_interval_seconds))
         evict = asyncio.create_task(evict_periodically(buckets))
         # The replica middleware hands sockets to this app only on the fast path.
-        sockets_direct = direct.register(app) if settings.fast_path else None
+        socket_handoff = handoff.register(app) if settings.fast_path else None
         log.info("gateway started", extra={"database": engine.url.render_as_string(hide_password=True)})
         try:
             yield
         finally:
             stop_control()
-            if sockets_direct is not None:
-                direct.unregister(sockets_direct)
-                await sockets_direct.close_all()
+            if socket_handoff is not None:
+                handoff.unregister(socket_handoff)
+                await socket_handoff.close_all()
             trim.cancel()
             purge.cancel()
             evict.cancel()
             await stop_runner(ctx)
+            await ctx.coach.aclose()
             await ctx.live.stop()
             await buckets.aclose()
             await engine.dispose()
@@ -113,11 +136,10 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, history, exports,
+    for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, coach, history, exports,
                    submissions, webhooks, admin):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
-    app.include_router(sockets.router)
     web.install(app, settings.web_dist)  # the browser app: only what no route above matched
     return app

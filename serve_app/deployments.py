@@ -58,10 +58,10 @@ class Gateway:
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's hook for custom autoscaling metrics: this replica's directly served sockets (0
         with the fast path off: sockets are then Serve's ongoing requests)."""
-        from serve_app.fastpath.direct import current
+        from serve_app.fastpath.handoff import current
 
-        direct = current()
-        return {SOCKETS_METRIC: float(direct.open if direct is not None else 0)}
+        handoff = current()
+        return {SOCKETS_METRIC: float(handoff.open if handoff is not None else 0)}
 
 
 SOCKETS_METRIC = "open_sockets"
@@ -94,7 +94,7 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
     deployment = serve.deployment(
         Gateway,
         name="Gateway",
-        # HTTP requests in flight (sockets go past Serve's request path: serve_app.fastpath.direct);
+        # HTTP requests in flight (sockets go past Serve's request path: serve_app.fastpath.handoff);
         # with sockets on Serve's path (fast path off, or user code on its own thread) each counts too.
         max_ongoing_requests=opts.max_ongoing_requests,
         autoscaling_config={

@@ -20,7 +20,7 @@ from serve_app.ratelimit import BucketStore, LoginThrottle, RateLimit
 from serve_app.settings import Settings
 
 if TYPE_CHECKING:
-    from serve_app.live import LiveEssays
+    from serve_app.hosts import EssayHosts
 
 
 @dataclass
@@ -31,13 +31,17 @@ class Context:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     throttle: LoginThrottle
-    live: "LiveEssays"
+    live: "EssayHosts"  # the essay hosts (serve_app.hosts)
     metrics: Metrics
     clock: Callable[[], float]
     submission_runner: Any = None
     buckets: BucketStore | None = None
     trusted_proxies: tuple[Network, ...] = ()
     submissions_limit: RateLimit | None = None
+    tickets_limit: RateLimit | None = None
+    coach_limit: RateLimit | None = None
+    # The coach chat's answerer (actors.analysis.coach.Coach), built in the lifespan.
+    coach: Any = None
 
     def client_address(self, scope: Any) -> str:
         """The caller's address: the peer, or X-Forwarded-For through trusted proxies only."""

@@ -15,7 +15,8 @@ from actors.analysis.engine import AnalysisEngine
 from actors.analysis.llm import TokenBudget
 from actors.analysis.local import LocalAnalyzer
 from actors.analysis.service import make_provider
-from actors.jobs import RunnerConfig, SubmissionRunner
+from actors.config import RunnerConfig
+from actors.jobs import SubmissionRunner
 from actors.webhooks import WebhookSender
 from db.models import Submission
 from serve_app.settings import Settings
@@ -52,8 +53,8 @@ def build_runner(settings: Settings, ctx: Context) -> SubmissionRunner:
     async def on_finished(sub: Submission) -> None:
         # Tell the essay's open editors (the `submission` event of /ws/essays/{id}/events).
         if sub.essay_id is not None:
-            await ctx.live.call(sub.essay_id, "publish_event", sub.essay_id, "submission",
-                                submission_id=str(sub.id), status=sub.status)
+            await ctx.live.of(sub.essay_id).publish_event(sub.essay_id, "submission",
+                                                          submission_id=str(sub.id), status=sub.status)
 
     return SubmissionRunner(
         ctx.sessions, engine_factory(settings),

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # POST /submissions and POST /essays/{id}/submit per user: a bucket of this size refilled
     # evenly over an hour (serve_app/ratelimit.py).
     submissions_per_user_per_hour: int = Field(default=30, ge=1)
+    # Coach chat questions per user (POST /essays/{id}/coach): a bucket of this size refilled
+    # evenly over an hour, shared by replicas like the submissions bucket.
+    coach_questions_per_user_per_hour: int = Field(default=60, ge=1)
 
     # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.

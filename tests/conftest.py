@@ -119,16 +119,16 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(application: Any, *, lean_ws: bool = True) -> AsyncIterator[str]:
+async def serving(application: Any, *, lean_protocol: bool = True) -> AsyncIterator[str]:
     """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port.
-    `lean_ws`: our websocket protocol, as the Gateway replica's server uses on the fast path;
+    `lean_protocol`: our websocket protocol, as the Gateway replica's server uses on the fast path;
     False: uvicorn's default (the fast path off)."""
     import uvicorn
 
-    from serve_app.fastpath.lean_ws import IMPORT_PATH as LEAN_WS
+    from serve_app.fastpath.uvicorn_protocol import IMPORT_PATH as LEAN_PROTOCOL
 
     port = free_port()
-    ws: dict[str, Any] = {"ws": LEAN_WS} if lean_ws else {}
+    ws: dict[str, Any] = {"ws": LEAN_PROTOCOL} if lean_protocol else {}
     server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on", **ws))
     task = asyncio.create_task(server.serve())

@@ -31,6 +31,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+from tenacity import RetryCallState
+
+from actors import retry
 
 from ..metrics import metric
 from .items import KINDS, SEVERITIES, FeedbackItem, Score, assign_ids, new_item
@@ -75,7 +78,16 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class CircuitBreaker:
     """Closed -> open after ``failure_threshold`` consecutive failed calls -> half-open after
-    ``cooldown`` seconds, where one trial call decides between closed and open again."""
+    ``cooldown`` seconds, where one trial call decides between closed and open again.
+
+    Kept rather than a library's (issue 15), measured with ops/loadtest/breaker_compare.py
+    (2026-12-06): when the cooldown of an open circuit ends while 50 essays want the endpoint,
+    this breaker lets 1 trial request through; aiobreaker 1.2.0 (last released 2021) let all 50
+    reach the failing endpoint. pybreaker 1.4.1 runs async calls only as Tornado coroutines
+    (without tornado installed it has no asyncio support at all). Both read the wall clock
+    (`datetime.now`) for the cooldown, where this one takes the provider's clock, so the tests
+    step a fake clock instead of sleeping through cooldowns.
+    """
 
     def __init__(self, failure_threshold: int = 5, cooldown: float = 30.0, clock: Clock = time.monotonic) -> None:
         self.failure_threshold = failure_threshold
@@ -478,6 +490,13 @@ class OpenAIProvider:
         scores, dropped, warnings = validate_scores(completion.content, criteria)
         return ScoreResult(scores=scores, usage=completion.usage, dropped=dropped, warnings=warnings)
 
+    async def complete_json(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
+        """One JSON-mode chat completion through the same breaker, retries, deadline and size cap
+        as feedback: (content, usage). The caller validates the content (the coach chat,
+        ``coach.check_answer``)."""
+        completion = await self._complete(messages)
+        return completion.content, completion.usage
+
     def estimate_tokens(self, paragraph_text: str, context: ProviderContext) -> int:
         chars = sum(len(m["content"]) for m in build_paragraph_messages(paragraph_text, context))
         return chars // 4 + self.max_completion_tokens // 2
@@ -538,48 +557,53 @@ class OpenAIProvider:
         return completion
 
     async def _post_with_retries(self, payload: dict[str, Any]) -> bytes:
+        """`_attempt` under the retry policy (`actors.retry`): timeouts, transport errors, 429
+        and 5xx again after `backoff_base * 2**n` (at most `backoff_max`, equal jitter) or a 429's
+        Retry-After if longer, `max_retries` times at most; never past the overall `deadline` or
+        for a Retry-After over `max_retry_after` (the last error is raised then)."""
         started = self.clock()
-        last: ProviderError = ProviderUnavailable("no attempt made")
-        for attempt in range(self.max_retries + 1):
-            retry_after: float | None = None
-            try:
-                async with self._semaphore:
-                    status, headers, body = await self._post_once(payload)
-            except ProviderResponseTooLarge:
-                raise
-            except TimeoutError:
-                last = ProviderTimeout(f"attempt {attempt + 1} timed out after {self.timeout:.1f}s")
-            except httpx.TimeoutException as exc:
-                last = ProviderTimeout(f"attempt {attempt + 1}: {type(exc).__name__}")
-            except httpx.TransportError as exc:
-                last = ProviderUnavailable(f"attempt {attempt + 1}: {type(exc).__name__}")
-            else:
-                if status < 300:
-                    return body
-                if status == 429:
-                    retry_after = _parse_retry_after(headers.get("retry-after"))
-                    last = ProviderUnavailable(f"rate limited (429), attempt {attempt + 1}")
-                elif status >= 500:
-                    last = ProviderUnavailable(f"server error {status}, attempt {attempt + 1}")
-                else:
-                    raise ProviderBadResponse(f"HTTP {status} from AI endpoint")
-            if attempt == self.max_retries:
-                break
-            delay = self._backoff(attempt)
-            if retry_after is not None:
-                if retry_after > self.max_retry_after:
-                    break
-                delay = max(delay, retry_after)
-            # Give up now rather than sleep past the overall deadline.
-            if self.clock() - started + delay >= self.deadline:
-                break
-            await self._sleep(delay)
-        raise last
+        retry_after: list[float | None] = [None]  # of the latest attempt
 
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max, self.backoff_base * 2.0**attempt)
-        # Equal jitter: spread retries of many essays without ever retrying instantly.
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        def wait(state: RetryCallState) -> float:
+            delay = retry.jittered(state.attempt_number, first=self.backoff_base, cap=self.backoff_max, rng=self._rng)
+            return delay if retry_after[0] is None else max(delay, retry_after[0])
+
+        def give_up(state: RetryCallState) -> bool:
+            return (state.attempt_number > self.max_retries
+                    or (retry_after[0] is not None and retry_after[0] > self.max_retry_after)
+                    # Give up now rather than sleep past the overall deadline.
+                    or self.clock() - started + state.upcoming_sleep >= self.deadline)
+
+        policy = retry.policy(first=self.backoff_base, cap=self.backoff_max, sleep=self._sleep, wait_strategy=wait,
+                              stop=give_up, retry_on=(ProviderTimeout, ProviderUnavailable))
+        async for attempt in policy:
+            with attempt:
+                retry_after[0] = None
+                return await self._attempt(payload, attempt.retry_state.attempt_number, retry_after)
+        raise AssertionError("unreachable: the policy re-raises")  # pragma: no cover
+
+    async def _attempt(self, payload: dict[str, Any], number: int, retry_after: list[float | None]) -> bytes:
+        """One POST: the body when 2xx; ProviderTimeout / ProviderUnavailable to retry (a 429's
+        Retry-After put in `retry_after[0]`), other ProviderErrors final."""
+        try:
+            async with self._semaphore:
+                status, headers, body = await self._post_once(payload)
+        except ProviderResponseTooLarge:
+            raise
+        except TimeoutError:
+            raise ProviderTimeout(f"attempt {number} timed out after {self.timeout:.1f}s") from None
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"attempt {number}: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"attempt {number}: {type(exc).__name__}") from None
+        if status < 300:
+            return body
+        if status == 429:
+            retry_after[0] = _parse_retry_after(headers.get("retry-after"))
+            raise ProviderUnavailable(f"rate limited (429), attempt {number}")
+        if status >= 500:
+            raise ProviderUnavailable(f"server error {status}, attempt {number}")
+        raise ProviderBadResponse(f"HTTP {status} from AI endpoint")
 
     async def _post_once(self, payload: dict[str, Any]) -> tuple[int, httpx.Headers, bytes]:
         async with asyncio.timeout(self.timeout):

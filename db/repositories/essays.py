@@ -53,5 +53,15 @@ async def list_for_class(session: AsyncSession, *, class_id: uuid.UUID) -> list[
     return list((await session.scalars(stmt)).all())
 
 
+async def list_for_class_by_activity(
+    session: AsyncSession, *, class_id: uuid.UUID, essay_ids: list[uuid.UUID] | None = None,
+) -> list[Essay]:
+    """The class's essays (or those of `essay_ids` still in it), least recently updated first."""
+    stmt = select(Essay).where(Essay.class_id == class_id)
+    if essay_ids is not None:
+        stmt = stmt.where(Essay.id.in_(essay_ids))
+    return list((await session.scalars(stmt.order_by(Essay.updated_at, Essay.id))).all())
+
+
 async def remove(session: AsyncSession, *, essay_id: uuid.UUID) -> None:
     await session.execute(delete(Essay).where(Essay.id == essay_id))

@@ -83,14 +83,6 @@ async def spend_ticket(session: AsyncSession, *, token_hash: str, now: datetime)
     )
 
 
-async def count_tickets_expiring_after(session: AsyncSession, *, user_id: uuid.UUID, after: datetime) -> int:
-    """Tickets of `user_id` (spent or not) expiring after `after`: with a fixed lifetime, the ones
-    issued since `after - lifetime`."""
-    count = await session.scalar(select(func.count()).select_from(WsTicket).where(
-        WsTicket.user_id == user_id, WsTicket.expires_at > after))
-    return int(count or 0)
-
-
 async def purge_tickets(session: AsyncSession, *, expired_before: datetime) -> int:
     """Delete tickets (spent or not) that expired before `expired_before`; the number deleted."""
     result = await session.execute(delete(WsTicket).where(WsTicket.expires_at < expired_before))

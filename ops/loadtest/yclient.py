@@ -141,6 +141,21 @@ class YClient(_Socket):
                 if not fut.done():
                     fut.set_exception(ConnectionError(f"closed {self.close_code}"))
 
+    async def round_trip(self, timeout: float = 10) -> None:
+        """Send a sync step 1 and wait for the server's step 2: the socket is open and the server
+        has handled every frame sent before (it reads one socket's frames in order). Raises
+        ConnectionError if the socket closes first."""
+        assert self.ws is not None and self._reader is not None
+        self.synced.clear()
+        await self.ws.send(create_sync_message(self.doc))
+        synced = asyncio.ensure_future(self.synced.wait())
+        try:
+            await asyncio.wait({synced, self._reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            synced.cancel()
+        if not self.synced.is_set():
+            raise ConnectionError(f"no answer to sync step 1 (closed {self.close_code})")
+
     def insert(self, index: int, chunk: str) -> None:
         self.text.insert(index, chunk)
 

@@ -21,6 +21,15 @@ async def is_class_teacher(session: AsyncSession, user: User, cls: Class) -> boo
     return user.role == "admin" or await classes.teaches(session, cls=cls, user_id=user.id)
 
 
+async def teaches_class_id(session: AsyncSession, user: User, class_id: uuid.UUID | None) -> bool:
+    """`is_class_teacher` for a class known by id (an essay's or submission's `class_id`); an admin
+    always, no class never otherwise."""
+    if user.role == "admin":
+        return True
+    cls = await classes.get(session, class_id=class_id) if class_id is not None else None
+    return cls is not None and await is_class_teacher(session, user, cls)
+
+
 async def class_for_member(session: AsyncSession, user: User, class_id: uuid.UUID) -> Class:
     cls = await classes.get(session, class_id=class_id)
     if cls is None or not (await is_class_teacher(session, user, cls)

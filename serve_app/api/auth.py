@@ -139,18 +139,21 @@ async def logout(body: RefreshIn, ctx: ContextDep, session: SessionDep, user: Cu
 
 @router.post("/auth/ws-ticket", response_model=TicketOut)
 async def ws_ticket(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> TicketOut:
-    """A socket ticket; at most `WS_TICKETS_PER_USER_PER_MINUTE` per user, counted in the store
-    (so across replicas; concurrent requests may overshoot by their number)."""
+    """A socket ticket; at most `WS_TICKETS_PER_USER_PER_MINUTE` per user: a bucket of that size
+    per user, drained evenly over the minute and shared by replicas (`ctx.tickets_limit`, like
+    the submission limit; concurrent requests may overshoot by their number)."""
+    limit = ctx.tickets_limit
+    if limit is not None:
+        wait = await limit.wait(str(user.id))
+        if wait:
+            raise RateLimited("too many socket tickets; open fewer sockets", retry_after=wait)
     ttl = ctx.settings.ws_ticket_seconds
-    now = _now()
-    issued = await users.count_tickets_expiring_after(session, user_id=user.id,
-                                                      after=now + timedelta(seconds=ttl - 60))
-    if issued >= ctx.settings.ws_tickets_per_user_per_minute:
-        raise RateLimited("too many socket tickets; open fewer sockets", retry_after=60)
-    expires_at = now + timedelta(seconds=ttl)
+    expires_at = _now() + timedelta(seconds=ttl)
     raw, digest = new_ticket(ctx.settings, expires_at=expires_at)
     await users.add_ticket(session, token_hash=digest, user_id=user.id, expires_at=expires_at)
     await session.commit()
+    if limit is not None:
+        await limit.hit(str(user.id))
     return TicketOut(ticket=raw, expires_in=ttl)
 
 

@@ -11,8 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
 from db.models import Comment
-from db.repositories import classes
-from serve_app.api.access import essay_for_reader, is_class_teacher
+from serve_app.api.access import essay_for_reader, teaches_class_id
 from serve_app.deps import ContextDep, CurrentUser, SessionDep
 from serve_app.errors import Forbidden, ValidationFailed
 from serve_app.schemas import Body
@@ -57,11 +56,10 @@ async def add_comment(
     essay_id: uuid.UUID, body: CommentIn, ctx: ContextDep, session: SessionDep, user: CurrentUser
 ) -> dict[str, Any]:
     essay = await essay_for_reader(session, user, essay_id)
-    cls = await classes.get(session, class_id=essay.class_id) if essay.class_id is not None else None
-    if (cls is None or not await is_class_teacher(session, user, cls)) and user.role != "admin":
+    if not await teaches_class_id(session, user, essay.class_id):
         raise Forbidden("only the class's teacher may comment")
     try:
-        anchored = await ctx.live.call(essay.id, "anchor_for", essay.id, body.start, body.end)
+        anchored = await ctx.live.of(essay.id).anchor_for(essay.id, body.start, body.end)
     except ValueError as exc:
         raise ValidationFailed(str(exc), code="range_outside_text") from None
     comment = Comment(essay_id=essay.id, author_id=user.id, body=body.body, quote=anchored["quote"],
@@ -70,7 +68,7 @@ async def add_comment(
     await session.commit()
     out = comment_out(comment, (body.start, body.end))
     # Publish after commit, so a comment seen live is a comment that exists.
-    await ctx.live.call(essay.id, "publish_event", essay.id, "comment", comment=out)
+    await ctx.live.of(essay.id).publish_event(essay.id, "comment", comment=out)
     return out
 
 
@@ -83,6 +81,6 @@ async def list_comments(
     essay = await essay_for_reader(session, user, essay_id)
     comments = list((await session.scalars(
         select(Comment).where(Comment.essay_id == essay.id).order_by(Comment.created_at, Comment.id))).all())
-    spans = await ctx.live.call(essay.id, "resolve", essay.id, [c.anchor for c in comments]) if comments else []
-    return {"items": [comment_out(c, tuple(s) if s else None) for c, s in zip(comments, spans)],
+    spans = await ctx.live.of(essay.id).resolve(essay.id, [c.anchor for c in comments]) if comments else []
+    return {"items": [comment_out(c, s) for c, s in zip(comments, spans)],
             "next_cursor": None}

@@ -108,7 +108,7 @@ async def get_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep
     """Current feedback items, offsets resolved against the current text (`doc_seq`). `analyzed`
     is false while the newest typing has not been analysed yet."""
     essay = await essay_for_reader(session, user, essay_id)
-    return {"essay_id": str(essay.id), **await ctx.live.call(essay.id, "feedback", essay.id)}
+    return {"essay_id": str(essay.id), **await ctx.live.of(essay.id).feedback(essay.id)}
 
 
 @router.post("/essays/{essay_id}/feedback/refresh")
@@ -116,7 +116,7 @@ async def refresh_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: Sessio
     """Analyse the whole essay now (structure included, and the LLM when configured) instead of
     waiting for a typing pause; answers with the resulting feedback."""
     essay = await essay_for_reader(session, user, essay_id)
-    return {"essay_id": str(essay.id), **await ctx.live.call(essay.id, "analyze_now", essay.id)}
+    return {"essay_id": str(essay.id), **await ctx.live.of(essay.id).analyze_now(essay.id)}
 
 
 @router.post("/essays/{essay_id}/scores")
@@ -131,7 +131,7 @@ async def score_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
     if rubric is None:
         raise Conflict("this essay's assignment has no rubric", code="no_rubric")
     rubric_data = {"id": str(rubric.id), "title": rubric.title, "criteria": rubric.criteria}
-    scores = await ctx.live.call(essay.id, "score_now", essay.id, rubric_data)
+    scores = await ctx.live.of(essay.id).score_now(essay.id, rubric_data)
     return {"essay_id": str(essay.id), "rubric_id": str(rubric.id), "final": False, "scores": scores}
 
 

@@ -41,17 +41,17 @@ from actors.jobs import day_start, effective_scores, rubric_document
 from actors.metrics import metric
 from actors.webhooks import UnsafeCallbackUrl, check_url_target
 from db.models import Assignment, Submission, User
-from db.repositories import assignments, audit, classes, documents, rubrics
+from db.repositories import assignments, audit, documents, rubrics
 from db.repositories import submissions as repo
 from db.types import utcnow
 from serve_app.api.access import (
     assignment_for_member,
     essay_for_owner,
     essay_for_reader,
-    is_class_teacher,
     rubric_for_reader,
+    teaches_class_id,
 )
-from serve_app.api.writability import check_writable, refuse_closed, student_deadline
+from serve_app.api.writability import check_writable, flagged_late, refuse_closed, student_deadline
 from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
 from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from serve_app.jobs_wiring import wake
@@ -79,7 +79,7 @@ async def late_flag(session: AsyncSession, assignment: Assignment | None, studen
     deadline = await student_deadline(session, assignment=assignment, student_id=student_id, submitted_at=None,
                                       now=now)
     refuse_closed(assignment, deadline)
-    return assignment is not None and deadline.status == "late" and assignment.late_policy == "flag"
+    return flagged_late(assignment, deadline)
 
 
 async def _criteria(session: AsyncSession, sub: Submission) -> list[Criterion]:
@@ -110,14 +110,23 @@ async def check_spend(ctx: Context, session: AsyncSession, user: User) -> None:
         wait = await ctx.submissions_limit.wait(str(user.id))
         if wait:
             raise RateLimited("too many submissions; try again later", retry_after=wait)
+    await check_token_budget(ctx, session, user)
+
+
+async def check_token_budget(ctx: Context, session: AsyncSession, user: User, *, needed: int = 0) -> None:
+    """429 `token_budget_exhausted` (`Retry-After`: UTC midnight) when the user's stored AI usage
+    today (every kind: submissions, live feedback, the coach) plus `needed` exceeds
+    `AI_TOKEN_BUDGET_PER_USER_PER_DAY` (with `needed` 0: once it is reached)."""
     budget = ctx.settings.ai_token_budget_per_user_per_day
-    if budget:
-        now = utcnow()
-        if await repo.tokens_used_by_user(session, user_id=user.id, since=day_start(now)) >= budget:
-            tomorrow = day_start(now) + timedelta(days=1)
-            metric("essaycoach_ai_budget_refusals_total").labels("user_day").inc()
-            raise RateLimited("today's AI token budget is spent", code="token_budget_exhausted",
-                              retry_after=math.ceil((tomorrow - now).total_seconds()))
+    if not budget:
+        return
+    now = utcnow()
+    used = await repo.tokens_used_by_user(session, user_id=user.id, since=day_start(now))
+    if used >= budget or used + needed > budget:
+        tomorrow = day_start(now) + timedelta(days=1)
+        metric("essaycoach_ai_budget_refusals_total").labels("user_day").inc()
+        raise RateLimited("today's AI token budget is spent", code="token_budget_exhausted",
+                          retry_after=math.ceil((tomorrow - now).total_seconds()))
 
 
 async def count_submission(ctx: Context, user_id: uuid.UUID) -> None:
@@ -210,10 +219,10 @@ async def submit_essay(
     await check_spend(ctx, session, user)
     assignment = await assignments.get(session, assignment_id=essay.assignment_id) if essay.assignment_id else None
     now = utcnow()
-    await check_writable(session, essay=essay, now=now)
-    late = await late_flag(session, assignment, essay.owner_id, now)
+    # One deadline computation: the window says both whether the owner may still submit and whether it is late.
+    late = (await check_writable(session, essay=essay, now=now)).late
     await session.commit()  # end the read before the host writes the revision
-    n = int(await ctx.live.call(essay.id, "revision", essay.id, reason="submit"))
+    n = await ctx.live.of(essay.id).revision(essay.id, reason="submit")
     revision = await documents.get_revision(session, essay_id=essay.id, n=n)
     if revision is None:  # the host committed it before returning; this would be a host bug
         raise NotFound("the frozen revision is missing")
@@ -241,8 +250,8 @@ async def publish_submission(ctx: Context, sub: Submission, **extra: Any) -> Non
     either way: a failed publish is logged, and a client that missed it refetches on `resync`."""
     assert sub.essay_id is not None
     try:
-        await ctx.live.call(sub.essay_id, "publish_event", sub.essay_id, "submission",
-                            submission_id=str(sub.id), status=sub.status, **extra)
+        await ctx.live.of(sub.essay_id).publish_event(sub.essay_id, "submission",
+                                                      submission_id=str(sub.id), status=sub.status, **extra)
     except Exception:
         log.exception("could not publish the submission event of essay %s", sub.essay_id)
 
@@ -269,10 +278,7 @@ async def _relation(session: AsyncSession, user: User, submission_id: uuid.UUID)
     sub = await repo.get(session, submission_id=submission_id)
     if sub is None:
         raise NotFound("no such submission")
-    if user.role == "admin":
-        return sub, "grader"
-    cls = await classes.get(session, class_id=sub.class_id) if sub.class_id is not None else None
-    if cls is not None and await is_class_teacher(session, user, cls):
+    if await teaches_class_id(session, user, sub.class_id):
         return sub, "grader"
     if sub.class_id is None and user.role == "teacher" and sub.rubric_id is not None:
         rubric = await rubrics.get(session, rubric_id=sub.rubric_id)

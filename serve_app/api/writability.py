@@ -39,12 +39,20 @@ def refuse_closed(assignment: Assignment | None, deadline: Deadline) -> None:
                    code="assignment_closed")
 
 
+def flagged_late(assignment: Assignment | None, deadline: Deadline) -> bool:
+    """A submission now is late and the assignment's `flag` policy marks it."""
+    return assignment is not None and deadline.status == "late" and assignment.late_policy == "flag"
+
+
 @dataclass(frozen=True)
 class WriteWindow:
-    """Whether the owner may write now (`refusal` None) and until when (`closes_at`, None: no close)."""
+    """Whether the owner may write now (`refusal` None) and until when (`closes_at`, None: no close);
+    `late`: a submission now would be flagged late (the submit route reads it, so the deadline is
+    computed once per request)."""
 
     refusal: Conflict | None
     closes_at: datetime | None
+    late: bool = False
 
     def refusal_at(self, now: datetime | None) -> str | None:
         """Why a write at `now` is refused (None: it is allowed). The doc socket asks per update:
@@ -75,14 +83,16 @@ async def write_window(session: AsyncSession, *, essay: Essay, now: datetime) ->
         refuse_closed(assignment, deadline)
     except Conflict as exc:
         return WriteWindow(exc, deadline.close_at)
-    return WriteWindow(None, deadline.close_at)
+    return WriteWindow(None, deadline.close_at, flagged_late(assignment, deadline))
 
 
-async def check_writable(session: AsyncSession, *, essay: Essay, now: datetime) -> None:
-    """409 (`class_archived`, `assignment_closed`, `past_due`) when the owner may no longer write."""
-    refusal = (await write_window(session, essay=essay, now=now)).refusal
-    if refusal is not None:
-        raise refusal
+async def check_writable(session: AsyncSession, *, essay: Essay, now: datetime) -> WriteWindow:
+    """409 (`class_archived`, `assignment_closed`, `past_due`) when the owner may no longer write;
+    else the window (whether a submission now is late)."""
+    window = await write_window(session, essay=essay, now=now)
+    if window.refusal is not None:
+        raise window.refusal
+    return window
 
 
 async def essay_deadlines(session: AsyncSession, *, essays: Sequence[Essay], now: datetime

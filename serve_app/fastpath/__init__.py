@@ -5,7 +5,7 @@ The switch is `Settings.fast_path` (`ESSAYCOACH_FAST_PATH`, on by default; `off`
 turns it off). `build_app` reads it where the app is built and writes its value into the Gateway
 replicas' environment, so builder and replicas always agree. Off means plain Serve:
 
-- no uvicorn patch and no `lean_ws`: a replica's own HTTP server (Serve's HAProxy ingress) speaks
+- no uvicorn patch and no `uvicorn_protocol`: a replica's own HTTP server (Serve's HAProxy ingress) speaks
   websocket with uvicorn's defaults (so it also negotiates permessage-deflate, whatever
   `WS_COMPRESSION` says), and frames go out through Starlette's `send`;
 - no direct hand-off and no proxy callback: sockets take Serve's request path (and count as
@@ -25,7 +25,7 @@ uvicorn (pinned 0.54)
   default its `ws` and `ws_per_message_deflate` arguments: Serve builds the replica's server
   `Config` itself and offers no setting for either.
 - `uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol` is subclassed
-  (`lean_ws`): its `queue` and `writable` attributes are replaced, `run_asgi` and `send`
+  (`uvicorn_protocol`): its `queue` and `writable` attributes are replaced, `run_asgi` and `send`
   extended, and `send_now` reads `writable`, `disconnected`, `handshake_complete`, `close_sent`,
   `initial_response`, `transport`, `conn` (websockets' `ServerProtocol`: `send_binary`,
   `send_text`, `data_to_send`) and `loop`, and drops `response` after the handshake.
@@ -41,11 +41,11 @@ Ray Serve (pinned 2.60)
   `http_util.parse_disconnect_disabled_header`): sockets that still go through Serve skip its
   disconnect watcher.
 - throughput mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED`) running user code on the server's event
-  loop (`RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD` off): what lets `direct` serve a socket on
+  loop (`RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD` off): what lets `handoff` serve a socket on
   the loop that accepted it; elsewhere sockets go through Serve.
 - the HAProxy ingress and its settings (`ingress.FAST_PATH_ENV`: `RAY_SERVE_ENABLE_HA_PROXY`,
   `RAY_SERVE_THROUGHPUT_OPTIMIZED`, `RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE`,
-  `RAY_SERVE_HAPROXY_NBTHREAD`), and the draining window `direct` relies on at shutdown
+  `RAY_SERVE_HAPROXY_NBTHREAD`), and the draining window `handoff` relies on at shutdown
   (`RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`).
 
 Not behind the switch (they hold whichever ingress runs): the Gateway's `record_autoscaling_stats`

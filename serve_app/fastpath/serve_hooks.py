@@ -1,5 +1,5 @@
 """Our hooks in Serve's request path on a Gateway replica's own HTTP server (the HAProxy ingress):
-the replica middleware that hands sockets to `serve_app.fastpath.direct`, and the environment
+the replica middleware that hands sockets to `serve_app.fastpath.handoff`, and the environment
 that installs it."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ REPLICA_MIDDLEWARES_ENV = {CALLBACK_ENV: "serve_app.fastpath.serve_hooks:replica
 
 class SocketsSkipServe:
     """ASGI middleware in front of Serve's request handling on the replica's own HTTP server (the
-    HAProxy fast path): websocket requests go straight to our app (`serve_app.fastpath.direct`
+    HAProxy fast path): websocket requests go straight to our app (`serve_app.fastpath.handoff`
     says why and what replaces Serve's part). HTTP requests keep Serve's handling.
 
     Where our app runs on another event loop than this server (Serve's user-code thread, off in
@@ -30,16 +30,16 @@ class SocketsSkipServe:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            from serve_app.fastpath.direct import for_this_loop
+            from serve_app.fastpath.handoff import for_this_loop
 
-            direct = for_this_loop()
-            if direct is not None:
-                await direct.serve(scope, receive, send)
+            handoff = for_this_loop()
+            if handoff is not None:
+                await handoff.serve(scope, receive, send)
                 return
             scope["headers"] = [*scope["headers"], DISCONNECT_DISABLED]
-            from serve_app.fastpath.lean_ws import forget_current
+            from serve_app.fastpath.uvicorn_protocol import forget_current_connection
 
-            forget_current()  # frames go through Serve's send path, never past it
+            forget_current_connection()  # frames go through Serve's send path, never past it
         await self.app(scope, receive, send)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from serve_app.fastpath.lean_ws import IMPORT_PATH as LEAN_WS
+from serve_app.fastpath.uvicorn_protocol import IMPORT_PATH as LEAN_PROTOCOL
 
 
 def configure_websockets(*, compression: bool) -> None:
@@ -18,7 +18,7 @@ def configure_websockets(*, compression: bool) -> None:
     - `ws=LeanWebSocketProtocol`: uvicorn's sans-I/O binding of `websockets` (it keeps no reader,
       keepalive and closer tasks per connection as the legacy binding does: ~7 KiB less RSS per
       open socket in a bare uvicorn echo server on this machine) with lighter per-connection
-      state (`serve_app.fastpath.lean_ws`: ~4 KiB less).
+      state (`serve_app.fastpath.uvicorn_protocol`: ~4 KiB less).
     - permessage-deflate refused unless `compression`: our frames are a few bytes of Yjs update
       or a short JSON row, so compression saves nothing, costs CPU on every frame and keeps
       ~45 KiB of zlib state per socket. `ESSAYCOACH_WS_COMPRESSION=true` keeps it.
@@ -30,7 +30,7 @@ def configure_websockets(*, compression: bool) -> None:
 
     @functools.wraps(original)
     def configured(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("ws", LEAN_WS)
+        kwargs.setdefault("ws", LEAN_PROTOCOL)
         if not compression:
             kwargs.setdefault("ws_per_message_deflate", False)
         original(self, *args, **kwargs)

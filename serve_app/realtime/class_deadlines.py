@@ -2,8 +2,10 @@
 
 Rows come from the essay hosts, which know nothing of assignments; the Gateway adds
 `deadline_status`, `due_at`, `close_at` and `extended` to each row it forwards. Each essay's status
-is read from the store at most once per `TTL_SECONDS` per socket (an extension or a submission shows
-within that), so forwarding a row costs a JSON round trip, not a query.
+is read from the store at most once per `TTL_SECONDS` per class on each replica (an extension or a
+submission shows within that), so forwarding a row costs a JSON round trip, not a query, and one
+round trip for all the replica's teacher sockets on the class
+(`serve_app.realtime.class_live_socket.ClassFeed`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
-from db.models import Essay
+from db.repositories import essays
 from db.types import utcnow
 from serve_app.api.writability import deadline_fields, essay_deadlines
 from serve_app.deps import Context
@@ -26,7 +26,7 @@ TTL_SECONDS = 30.0
 
 
 class ClassDeadlines:
-    """One live socket's cache of its class's essays' deadline fields."""
+    """One class's cache of its essays' deadline fields on this replica, shared by its live sockets."""
 
     def __init__(self, ctx: Context, class_id: uuid.UUID, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx, self.class_id, self.clock = ctx, class_id, clock
@@ -35,11 +35,8 @@ class ClassDeadlines:
 
     async def load(self, essay_ids: list[uuid.UUID] | None = None) -> None:
         """Refresh these essays (None: all of the class's)."""
-        stmt = select(Essay).where(Essay.class_id == self.class_id)
-        if essay_ids is not None:
-            stmt = stmt.where(Essay.id.in_(essay_ids))
         async with self.ctx.sessions() as session:
-            rows = list((await session.scalars(stmt)).all())
+            rows = await essays.list_for_class_by_activity(session, class_id=self.class_id, essay_ids=essay_ids)
             deadlines = await essay_deadlines(session, essays=rows, now=utcnow())
         at = self.clock()
         for essay in rows:

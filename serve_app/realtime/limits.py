@@ -5,7 +5,7 @@
   with no store access at all. A genuine ticket this replica already saw spent or refused is
   refused from memory (`DeadTickets`, until its expiry). So the store is only asked about
   tickets we issued, at most about once per replica each, and issuing is limited per user
-  (`WS_TICKETS_PER_USER_PER_MINUTE`, counted in the store across replicas,
+  (`WS_TICKETS_PER_USER_PER_MINUTE`, a rate bucket shared by replicas,
   `serve_app.api.auth.ws_ticket`). No lockout per client address: behind Serve's HAProxy every
   client has the proxy's address, so one would lock every client out together.
 - **Open sockets per user** (`WS_MAX_SOCKETS_PER_USER`): one more is accepted, then closed 4429.

@@ -66,8 +66,14 @@ import json
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from pycrdt import YSyncMessageType, create_awareness_message, create_update_message, write_var_uint
-from pycrdt._sync import create_sync_step1_message, create_sync_step2_message
+from pycrdt import (
+    YMessageType,
+    YSyncMessageType,
+    create_awareness_message,
+    create_update_message,
+    write_message,
+    write_var_uint,
+)
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -229,7 +235,15 @@ Message = SyncStep1 | SyncStep2 | SyncUpdate | Awareness | QueryAwareness | Auth
 
 
 class _Reader:
-    """Strict lib0 reader over untrusted bytes: every failure is a ProtocolError(4400)."""
+    """Strict lib0 reader over untrusted bytes: every failure is a ProtocolError(4400).
+
+    Not pycrdt's public `Decoder` (pycrdt 0.14): it is meant for frames pycrdt wrote itself, so a
+    truncated varuint raises IndexError, a length prefix past the end returns a shorter slice
+    instead of failing, varuints have no length or 2**53 bound, and bad UTF-8 raises
+    UnicodeDecodeError: none of it a close code.
+    The frames we build use pycrdt's public encoders (`write_var_uint`, `write_message`,
+    `create_update_message`, `create_awareness_message`), never `pycrdt._sync`.
+    """
 
     __slots__ = ("_data", "_pos")
 
@@ -391,14 +405,18 @@ def encode_document_name(name: str) -> bytes:
     return write_var_uint(len(raw)) + raw
 
 
+_SYNC_STEP1_PREFIX = write_var_uint(YMessageType.SYNC) + write_var_uint(YSyncMessageType.SYNC_STEP1)
+_SYNC_STEP2_PREFIX = write_var_uint(YMessageType.SYNC) + write_var_uint(YSyncMessageType.SYNC_STEP2)
+
+
 def encode_sync_step1(state_vector: bytes) -> bytes:
     """`[0][0][state_vector]`: ask the peer for what we are missing."""
-    return create_sync_step1_message(state_vector)
+    return _SYNC_STEP1_PREFIX + write_message(state_vector)
 
 
 def encode_sync_step2(update: bytes) -> bytes:
     """`[0][1][update]`: the answer to a peer's step 1."""
-    return create_sync_step2_message(update)
+    return _SYNC_STEP2_PREFIX + write_message(update)
 
 
 def encode_update(update: bytes) -> bytes:

@@ -91,6 +91,15 @@ async def test_student_signs_up_joins_writes_and_sees_spelling_feedback(api: htt
     await wait_saved(page)
     await screenshot(page, "05-student-editor-feedback")
 
+    # The coach: ask about that spelling note (local provider: answered from the rule's explanation).
+    await by_id(spelling.filter(has_text="lern").first, "feedback-ask").click()
+    await expect(by_id(page, "coach-focus")).to_contain_text("lern")
+    await fill(page, "coach-question", "Why is this word wrong?")
+    await by_id(page, "coach-ask").click()
+    answer = by_id(page, "coach-turn-answer")
+    await expect(answer).to_contain_text("About “lern”")
+    await screenshot(page, "05b-student-editor-coach")
+
     token = (await api.post("/api/v1/auth/token", json={"email": email, "password": PASSWORD})).json()
     r = await api.get(f"/api/v1/essays/{essay_id}", headers={"Authorization": f"Bearer {token['access_token']}"})
     assert r.json()["text"] == typed and r.json()["assignment_id"] == room["assignment"]["id"]
@@ -197,8 +206,14 @@ async def test_teacher_comment_appears_in_the_students_editor(api: httpx.AsyncCl
 
     teacher = await (await new_context()).new_page()
     await login(teacher, room["teacher"].email)
+    # A question the student asked the coach shows, read-only, in the teacher's review.
+    r = await api.post(f"/api/v1/essays/{essay['id']}/coach", json={"question": "What should I fix first?"},
+                       headers=student.headers)
+    assert r.status_code == 201, r.text
     await teacher.goto(f"/essays/{essay['id']}/review")
     await expect(by_id(teacher, "review-text")).to_contain_text("School should start later.")
+    await expect(by_id(teacher, "coach-turn-question")).to_have_text("What should I fix first?")
+    await expect(by_id(teacher, "coach-ask")).to_have_count(0)
     body = "Which study shows this? Cite it."
     await fill(teacher, "comment-body", body)
     await by_id(teacher, "comment-submit").click()

@@ -135,6 +135,11 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
      OWNER_AND_TEACHER_READ),
     ("GET", "/essays/{essay_a}/submissions", None,
      OWNER_AND_TEACHER_READ),
+    # The coach chat: its owner asks; the class's teacher reads the history but does not ask.
+    ("GET", "/essays/{essay_a}/coach", None,
+     OWNER_AND_TEACHER_READ),
+    ("POST", "/essays/{essay_a}/coach", {"question": "What should I work on first?", "about": "essay"},
+     {"student_a": 201, "teacher_x": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
     ("POST", "/essays/{essay_a}/submit", None,
      {"student_a": 202, "teacher_x": 403, "student_c": 404, "student_b": 404, "teacher_y": 404}),
     # Submissions: the requester (here the essay's owner) reads, the class's teacher reads and grades.
@@ -301,7 +306,8 @@ async def test_unknown_ids_are_404_not_500(client: httpx.AsyncClient, world: Wor
     for path in (f"/classes/{missing}", f"/classes/{missing}/students", f"/essays/{missing}",
                  f"/rubrics/{missing}", f"/assignments/{missing}", f"/classes/{missing}/export",
                  f"/essays/{missing}/feedback", f"/essays/{missing}/comments", f"/essays/{missing}/revisions",
-                 f"/essays/{missing}/revisions/1", f"/essays/{missing}/replay", f"/submissions/{missing}"):
+                 f"/essays/{missing}/revisions/1", f"/essays/{missing}/replay", f"/submissions/{missing}",
+                 f"/essays/{missing}/coach"):
         assert_problem(await client.get(API + path, headers=world.teacher_x.headers), 404, "not_found")
     assert_problem(await client.post(f"{API}/essays/{missing}/submit", headers=world.student_a.headers),
                    404, "not_found")

@@ -189,12 +189,20 @@ async def test_co_teacher_has_the_teachers_rights_until_removed(client, room) ->
     r = await client.post(f"{API}/classes/{cls['id']}/teachers", json={"teacher_id": co.id}, headers=teacher.headers)
     assert r.status_code == 201, r.text
     assert {t["teacher_id"]: t["owner"] for t in r.json()} == {teacher.id: True, co.id: False}
-    assert (await client.get(f"{API}/essays/{essay['id']}", headers=co.headers)).status_code == 200
-    assert (await client.get(f"{API}/classes/{cls['id']}/students", headers=co.headers)).status_code == 200
-    assert (await client.get(f"{API}/classes/{cls['id']}/export", headers=co.headers)).status_code == 200
+    # Each right shows its effect, not just a status: the co-teacher sees what the owner sees.
+    r = await client.get(f"{API}/essays/{essay['id']}", headers=co.headers)
+    assert r.status_code == 200 and r.json()["text"] == "Read me."
+    r = await client.get(f"{API}/classes/{cls['id']}/students", headers=co.headers)
+    assert r.status_code == 200 and [row["student_id"] for row in r.json()["items"]] == [student.id]
+    r = await client.get(f"{API}/classes/{cls['id']}/export", headers=co.headers)
+    assert r.status_code == 200
+    assert [(row["essay_id"], row["text"]) for row in r.json()["essays"]] == [(essay["id"], "Read me.")]
     r = await client.post(f"{API}/essays/{essay['id']}/comments", json={"body": "Good.", "start": 0, "end": 4},
                           headers=co.headers)
     assert r.status_code == 201, r.text
+    assert (r.json()["author_id"], r.json()["quote"]) == (co.id, "Read")
+    seen = (await client.get(f"{API}/essays/{essay['id']}/comments", headers=student.headers)).json()["items"]
+    assert [(c["author_id"], c["body"]) for c in seen] == [(co.id, "Good.")]
     listed = (await client.get(f"{API}/classes", params={"limit": 200}, headers=co.headers)).json()["items"]
     assert cls["id"] in {c["id"] for c in listed}
     # A co-teacher does not manage co-teachers; a student is not a teacher.
@@ -203,7 +211,12 @@ async def test_co_teacher_has_the_teachers_rights_until_removed(client, room) ->
     assert_problem(await client.post(f"{API}/classes/{cls['id']}/teachers", json={"teacher_id": student.id},
                                      headers=teacher.headers), 422, "unknown_teacher")
     assert (await client.delete(f"{API}/classes/{cls['id']}/teachers/{co.id}", headers=teacher.headers)).status_code == 204
+    r = await client.get(f"{API}/classes/{cls['id']}/teachers", headers=teacher.headers)
+    assert [t["teacher_id"] for t in r.json()] == [teacher.id]
     assert_problem(await client.get(f"{API}/essays/{essay['id']}", headers=co.headers), 404, "not_found")
+    assert_problem(await client.get(f"{API}/classes/{cls['id']}/students", headers=co.headers), 404, "not_found")
+    listed = (await client.get(f"{API}/classes", params={"limit": 200}, headers=co.headers)).json()["items"]
+    assert cls["id"] not in {c["id"] for c in listed}
 
 
 # --- admin --------------------------------------------------------------------------------------
@@ -223,6 +236,14 @@ async def test_admin_searches_users_by_email_and_role(client, admin, room) -> No
     r = await client.get(f"{API}/admin/users", params={"q": student.email, "role": "teacher"}, headers=admin.headers)
     assert r.json()["items"] == []
     assert_problem(await client.get(f"{API}/admin/users", headers=room["teacher"].headers), 403, "forbidden")
+
+
+async def test_admin_search_folds_non_ascii_names_on_every_store(client, admin) -> None:
+    student = await register(client, name="Ólafur Ñandú-Şahin")
+    for q in ("ólafur ñandú", "ÓLAFUR", "ŞAHIN"):
+        r = await client.get(f"{API}/admin/users", params={"q": q}, headers=admin.headers)
+        assert r.status_code == 200, r.text
+        assert [u["id"] for u in r.json()["items"]] == [student.id], q
 
 
 async def test_suspension_stops_tokens_at_once_and_reactivation_lets_the_user_log_in(client, admin, room) -> None:

@@ -85,9 +85,9 @@ async def test_revisions_list_text_and_diff_to_previous(client: httpx.AsyncClien
 
     eid = uuid.UUID(essay["id"])
     # The first store of an essay's text is its first periodic revision.
-    first = await live.call(eid, "revision", eid, reason="manual")
+    first = await live.of(eid).revision(eid, reason="manual")
     await client.patch(f"/api/v1/essays/{essay['id']}", json={"text": "One.\nTwo, improved."}, headers=student.headers)
-    second = await live.call(eid, "revision", eid, reason="submit")
+    second = await live.of(eid).revision(eid, reason="submit")
     assert second == first + 1
     revs = (await client.get(f"/api/v1/essays/{essay['id']}/revisions", headers=teacher.headers)).json()["items"]
     assert [(r["n"], r["reason"], r["text"]) for r in revs[-2:]] == [(first, "manual", "One.\nTwo."),

@@ -1,6 +1,6 @@
 """The app with the fast path off (`ESSAYCOACH_FAST_PATH=off`), served as plain Serve would: by
 uvicorn's own websocket protocol and Starlette's websockets, with no direct hand-off. The other
-socket tests run with it on (`tests.conftest.serving` uses `lean_ws`)."""
+socket tests run with it on (`tests.conftest.serving` uses `uvicorn_protocol.LeanWebSocketProtocol`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import websockets
 
 from ops.loadtest.yclient import YClient
 from serve_app.app import create_app
-from serve_app.fastpath import direct
+from serve_app.fastpath import handoff
 from serve_app.settings import Settings
 from tests.conftest import serving
 from tests.fakes import join, make_assignment, make_class, make_essay, register
@@ -21,14 +21,14 @@ from tests.fakes import join, make_assignment, make_class, make_essay, register
 @pytest.fixture
 async def plain(settings: Settings) -> AsyncIterator[tuple[str, httpx.AsyncClient, object]]:
     app = create_app(settings.model_copy(update={"fast_path": False}))
-    async with serving(app, lean_ws=False) as address:
+    async with serving(app, lean_protocol=False) as address:
         async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as http:
             yield address, http, app
 
 
 async def test_with_the_fast_path_off_sockets_are_served_by_plain_uvicorn_and_starlette(plain) -> None:
     address, http, app = plain
-    assert all(d.app is not app for d in direct._registered)  # nothing to hand sockets to
+    assert all(d.app is not app for d in handoff._registered)  # nothing to hand sockets to
     teacher, student = await register(http, "teacher"), await register(http, "student")
     cls = await make_class(http, teacher)
     await join(http, student, cls["join_code"])

@@ -238,3 +238,103 @@ async def test_an_update_over_the_essays_limits_comes_back_as_too_large(sessions
     stream.close()
     await server.close()
     await host.stop()
+
+
+async def test_gateway_writes_wait_while_the_host_does_not_read() -> None:
+    """Write backpressure: a host that stops reading makes `apply` wait once the connection's
+    buffer passes the high-water mark, instead of queueing every frame in memory; the waiting
+    updates go out and are answered once the host reads again."""
+    import socket
+
+    import actors.host_stream as hs
+
+    token = hs.new_token()
+    reading = asyncio.Event()
+    answered: list[int] = []
+
+    async def host_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readexactly(4 + hs.TOKEN_BYTES) == hs.TOKEN_BYTES.to_bytes(4, "big") + token
+        await reading.wait()  # the host reads nothing more until told: TCP buffers fill up
+        while True:
+            size = int.from_bytes(await reader.readexactly(4), "big")
+            request_id, _, _, _ = decode_request(await reader.readexactly(size))
+            answered.append(request_id)
+            answer = encode_response(request_id, OK, request_id)
+            writer.write(len(answer).to_bytes(4, "big") + answer)
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # small kernel buffers: fills sooner
+    listener.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(host_side, sock=listener)
+    port = listener.getsockname()[1]
+
+    async def resolve() -> tuple[str, int, bytes]:
+        return "127.0.0.1", port, token
+
+    stream = HostStream(resolve, retry_for=60)
+    update = bytes(256 * 1024)
+    count = 96  # 24 MiB: more than the kernel's socket buffers and the high-water mark together
+    first = asyncio.ensure_future(stream.apply(uuid.uuid4(), update, origin="o"))
+    while stream._protocol is None:  # connected, token sent
+        await asyncio.sleep(0.01)
+    protocol = stream._protocol
+    applies = [first] + [asyncio.ensure_future(stream.apply(uuid.uuid4(), update, origin="o")) for _ in range(count - 1)]
+    await asyncio.wait_for(_until(lambda: protocol.paused), 30)
+    # Paused: the transport holds about the high-water mark (plus one coalesced write), no more;
+    # the rest of the updates wait in their callers instead.
+    assert protocol.transport is not None
+    assert protocol.transport.get_write_buffer_size() <= hs.WRITE_HIGH_WATER + hs.COALESCE_BYTES + len(update) + 64
+    assert stream.waited_writable > 0
+    assert not any(a.done() for a in applies)
+
+    reading.set()
+    seqs = await asyncio.wait_for(asyncio.gather(*applies), 60)
+    assert len(seqs) == count and len(set(answered)) == count
+    stream.close()
+    server.close()
+
+
+async def _until(condition: object) -> None:
+    while not condition():  # type: ignore[operator]
+        await asyncio.sleep(0.01)
+
+
+async def test_the_host_stops_reading_a_connection_whose_updates_pile_up() -> None:
+    """Read backpressure: past MAX_IN_FLIGHT_BYTES of updates being applied on one connection the
+    host stops reading it (TCP then holds the Gateway's writes), and reads again as they finish."""
+    import actors.host_stream as hs
+
+    release = asyncio.Event()
+
+    class SlowHost:
+        applying = 0
+        most = 0
+
+        async def apply_update(self, essay_id: uuid.UUID, update: bytes, **kwargs: object) -> int:
+            SlowHost.applying += 1
+            SlowHost.most = max(SlowHost.most, SlowHost.applying)
+            await release.wait()
+            SlowHost.applying -= 1
+            return 1
+
+    server = StreamServer(SlowHost())  # type: ignore[arg-type]
+    await server.start("127.0.0.1")
+
+    async def resolve() -> tuple[str, int, bytes]:
+        return "127.0.0.1", server.port, server.token
+
+    stream = HostStream(resolve, retry_for=60)
+    update = bytes(512 * 1024)
+    per_connection = hs.MAX_IN_FLIGHT_BYTES // len(update)
+    applies = [asyncio.ensure_future(stream.apply(uuid.uuid4(), update, origin="o")) for _ in range(3 * per_connection)]
+    await asyncio.wait_for(_until(lambda: server.connections and not next(iter(server.connections)).reading), 30)
+    host_side = next(iter(server.connections))
+    assert host_side.in_flight_bytes <= hs.MAX_IN_FLIGHT_BYTES + 256 * 1024 + len(update)  # one read's worth over
+    assert SlowHost.applying < 3 * per_connection
+
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(*applies), 60) == [1] * (3 * per_connection)
+    assert host_side.reading and host_side.in_flight_bytes == 0
+    assert SlowHost.most < 3 * per_connection  # never all of them at once
+    stream.close()
+    await server.close()

@@ -85,3 +85,29 @@ def test_promtool_accepts_the_scrape_configs_and_the_alerts_fire_as_their_tests_
                     ["test", "rules", "alerts_test.yml"]):
         done = subprocess.run(["promtool", *command], cwd=ops, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_a_coach_completion_counts_as_an_ai_call_with_its_tokens_by_provider() -> None:
+    """The coach chat asks through `OpenAIProvider.complete_json`: counted like feedback calls."""
+    from prometheus_client import REGISTRY
+
+    from actors.analysis.llm import OpenAIProvider
+    from tests.fake_llm import FakeLLMServer
+
+    def values() -> list[float]:
+        labels = {"provider": "openai:fake-model"}
+        return [REGISTRY.get_sample_value(name, {**labels, **extra}) or 0.0 for name, extra in (
+            ("essaycoach_ai_calls_total", {}), ("essaycoach_ai_tokens_total", {"kind": "prompt"}),
+            ("essaycoach_ai_tokens_total", {"kind": "completion"}))]
+
+    with FakeLLMServer() as fake:
+        provider = OpenAIProvider(base_url=fake.base_url, api_key="test-key", model="fake-model")
+        try:
+            calls, prompt, completion = values()
+            content, usage = await provider.complete_json([
+                {"role": "system", "content": "You are a writing coach."},
+                {"role": "user", "content": "<question>\nWhy?\n</question>"}])
+        finally:
+            await provider.aclose()
+    assert "answer" in content and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert values() == [calls + 1, prompt + usage.prompt_tokens, completion + usage.completion_tokens]

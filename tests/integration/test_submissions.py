@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from sqlalchemy.engine import make_url
 
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.local import LocalAnalyzer
-from actors.jobs import RunnerConfig, SubmissionRunner
+from actors.config import RunnerConfig
+from actors.jobs import SubmissionRunner
 from actors.webhooks import verify
 from db.engine import make_engine
 from db.migrate import upgrade
@@ -37,7 +38,7 @@ from db.models import AiUsage, Essay, Revision, Submission
 from serve_app.api import submissions as submissions_api
 from serve_app.app import create_app
 from serve_app.deps import Context
-from serve_app.jobs_wiring import ATTR, start_runner, stop_runner
+from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.settings import Settings
 from tests.conftest import make_settings
 from tests.fakes import (
@@ -423,8 +424,8 @@ async def test_only_the_owner_may_submit_an_essay(env: Env) -> None:
 
 
 async def test_late_policy_reject_refuses_and_flag_marks_the_submission_late(env: Env) -> None:
-    past = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
-    future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     s = await school(env.client, due_at=past, late_policy="reject")
     flagged = await make_assignment_with(env.client, s.teacher, s.class_id, due_at=past, late_policy="flag")
     on_time = await make_assignment_with(env.client, s.teacher, s.class_id, due_at=future, late_policy="reject")
@@ -591,7 +592,7 @@ async def test_the_runner_reports_the_queue_depth_and_the_oldest_jobs_age(env: E
         for i in range(3):
             assert (await submit(env.client, user, {"text": f"{ESSAY} {i}"})).status_code == 202
         later = SubmissionRunner(env.ctx.sessions, lambda: AnalysisEngine(LocalAnalyzer()),
-                                 clock=lambda: datetime.now(timezone.utc) + timedelta(seconds=90))
+                                 clock=lambda: datetime.now(UTC) + timedelta(seconds=90))
         depth, age = await later.measure_queue()
         assert depth == 3 and 90 <= age < 200
         assert REGISTRY.get_sample_value("essaycoach_submission_queue_depth") == 3

@@ -15,7 +15,7 @@ from uvicorn.protocols.websockets import websockets_sansio_impl
 from websockets.exceptions import InvalidState
 from websockets.server import ServerProtocol
 
-from serve_app.fastpath import lean_ws
+from serve_app.fastpath import uvicorn_protocol
 from serve_app.fastpath.ingress import FAST_PATH_ENV, HAPROXY_THREADS_ENV
 from serve_app.fastpath.serve_hooks import CALLBACK_ENV, DISCONNECT_DISABLED, REPLICA_MIDDLEWARES_ENV, SocketsSkipServe
 
@@ -37,13 +37,13 @@ def test_uvicorn_config_still_takes_the_websocket_arguments_we_default() -> None
 
 
 def test_uvicorn_loads_our_protocol_from_its_import_path() -> None:
-    """`lean_ws.IMPORT_PATH` (what the Gateway replica's Config gets) names the moved class."""
-    config = uvicorn.config.Config(lambda: None, ws=lean_ws.IMPORT_PATH)  # type: ignore[arg-type]
+    """`uvicorn_protocol.IMPORT_PATH` (what the Gateway replica's Config gets) names the moved class."""
+    config = uvicorn.config.Config(lambda: None, ws=uvicorn_protocol.IMPORT_PATH)  # type: ignore[arg-type]
     config.load()
-    assert config.ws_protocol_class is lean_ws.LeanWebSocketProtocol
+    assert config.ws_protocol_class is uvicorn_protocol.LeanWebSocketProtocol
 
 
-def test_the_sansio_protocol_still_makes_the_two_objects_lean_ws_replaces() -> None:
+def test_the_sansio_protocol_still_makes_the_two_objects_our_protocol_replaces() -> None:
     """`LeanWebSocketProtocol` swaps `queue` (an `asyncio.Queue`) and `writable` (an
     `asyncio.Event`) for `Inbox` and `Flag`, which offer only these methods."""
     source = inspect.getsource(SANSIO)
@@ -59,7 +59,7 @@ def test_the_sansio_protocol_still_makes_the_two_objects_lean_ws_replaces() -> N
 def test_the_sansio_protocol_still_has_the_state_send_now_reads() -> None:
     """`send_now` checks `writable`, `disconnected`, `handshake_complete`, `close_sent`,
     `initial_response` and `transport.is_closing()`, writes through `conn` and the transport,
-    and `current()` compares `loop`; `run_asgi` and `send` are extended."""
+    and `current_connection()` compares `loop`; `run_asgi` and `send` are extended."""
     init = inspect.getsource(SANSIO.__init__)
     for attribute in ("loop", "handshake_complete", "close_sent", "disconnected", "initial_response", "conn",
                       "writable", "queue"):
@@ -75,7 +75,7 @@ def test_the_sansio_protocol_still_has_the_state_send_now_reads() -> None:
 
 
 def test_the_handshake_response_is_read_only_until_accept() -> None:
-    """`lean_ws` drops `response` once `send` has accepted: only the handshake may read it."""
+    """`LeanWebSocketProtocol` drops `response` once `send` has accepted: only the handshake may read it."""
     assert _methods_mentioning(SANSIO, "self.response") <= {"handle_connect", "send"}
 
 
@@ -101,7 +101,7 @@ def test_serve_reads_the_ingress_settings_we_set_and_throughput_mode_runs_user_c
     assert on["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == 100
     assert on[HAPROXY_THREADS_ENV] == 1
     assert on[CALLBACK_ENV] == REPLICA_MIDDLEWARES_ENV[CALLBACK_ENV]
-    # `direct` serves a socket on the loop that accepted it: user code must run there.
+    # `handoff` serves a socket on the loop that accepted it: user code must run there.
     assert on["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] is False
     assert on["RAY_SERVE_ENABLE_DIRECT_INGRESS"] is True
     assert on["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == 30

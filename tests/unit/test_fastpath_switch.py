@@ -11,8 +11,8 @@ import uvicorn.config
 from serve_app import fastpath
 from serve_app.deployments import GatewayArgs, build_app
 from serve_app.fastpath.ingress import FAST_PATH_ENV, fast_path_env
-from serve_app.fastpath.lean_ws import IMPORT_PATH as LEAN_WS
 from serve_app.fastpath.serve_hooks import CALLBACK_ENV, REPLICA_MIDDLEWARES_ENV
+from serve_app.fastpath.uvicorn_protocol import IMPORT_PATH as LEAN_PROTOCOL
 from tests.conftest import TEST_SECRET
 
 
@@ -58,7 +58,7 @@ def test_switched_off_a_replica_leaves_uvicorn_alone() -> None:
     assert config.ws == "auto" and config.ws_per_message_deflate is True
     fastpath.setup_replica(on=True, compression=False)
     config = uvicorn.config.Config(lambda: None)  # type: ignore[arg-type]
-    assert config.ws == LEAN_WS and config.ws_per_message_deflate is False
+    assert config.ws == LEAN_PROTOCOL and config.ws_per_message_deflate is False
 
 
 def test_switched_off_essaycoach_run_starts_serves_default_proxy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -91,6 +91,25 @@ def test_sync_step2_and_update_round_trip_their_payload() -> None:
     assert parse_message(encode_update(update)) == SyncUpdate(update)
 
 
+def test_our_sync_frames_are_the_ones_pycrdts_public_sync_functions_make_and_answer() -> None:
+    server, _ = _client_doc("hello")
+    client, _ = _client_doc()
+    step1 = encode_sync_step1(client.get_state())
+    assert step1 == create_sync_message(client)
+    assert handle_sync_message(step1[1:], server) == encode_sync_step2(server.get_update(client.get_state()))
+
+
+def test_the_protocol_module_uses_only_pycrdts_public_api() -> None:
+    import ast
+
+    import serve_app.realtime.protocol as protocol
+
+    tree = ast.parse(open(protocol.__file__).read())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "pycrdt" in imported and not any(name.startswith("pycrdt.") for name in imported if name)
+
+
 def test_empty_payloads_round_trip() -> None:
     assert parse_message(encode_update(b"")) == SyncUpdate(b"")
     assert parse_message(encode_sync_step1(b"\x00")) == SyncStep1(b"\x00")

@@ -4,8 +4,8 @@ replica environment that installs our hooks in Serve (serve_app.fastpath.serve_h
 import pytest
 import uvicorn.config
 
-from serve_app.fastpath.lean_ws import IMPORT_PATH as LEAN_WS
 from serve_app.fastpath.uvicorn_config import configure_websockets
+from serve_app.fastpath.uvicorn_protocol import IMPORT_PATH as LEAN_PROTOCOL
 
 
 @pytest.fixture(autouse=True)
@@ -21,14 +21,14 @@ def test_defaults_become_the_lean_sansio_protocol_without_compression() -> None:
     assert make_config().ws == "auto" and make_config().ws_per_message_deflate is True
     configure_websockets(compression=False)
     config = make_config()
-    assert config.ws == LEAN_WS
+    assert config.ws == LEAN_PROTOCOL
     assert config.ws_per_message_deflate is False
 
 
 def test_compression_setting_keeps_deflate() -> None:
     configure_websockets(compression=True)
     config = make_config()
-    assert config.ws == LEAN_WS
+    assert config.ws == LEAN_PROTOCOL
     assert config.ws_per_message_deflate is True
 
 

@@ -47,3 +47,10 @@ export interface LiveRow {
   word_count: number; last_active_at: string | null; excerpt: string; feedback_counts: Record<string, number>
   flags: string[]; typing_seconds: number
 }
+/** One question and answer of the coach chat on an essay (GET/POST /essays/{id}/coach). */
+export type CoachAbout = 'item' | 'rubric' | 'essay'
+export interface CoachTurn {
+  id: string; essay_id: string; student_id: string; about: CoachAbout; item_id: string | null
+  item_kind: string | null; item_message: string | null; quote: string | null; question: string
+  answer: string; source: 'local' | 'llm'; flags: string[]; tokens: number; created_at: string
+}

@@ -8,10 +8,10 @@ at most one message (uvicorn pauses reading until the app takes it) and one read
 `Flag` do the same jobs with a list and a future made only while someone waits. The handshake's
 response (with its headers) is also dropped once it has been sent.
 
-It also lets the app write a frame without a task: `current()` (from the connection's own ASGI
+It also lets the app write a frame without a task: `current_connection()` (from the connection's own ASGI
 task) gives the connection, whose `send_now` writes a frame at once when the socket is open and
 writable, as `send` would without waiting, and returns False otherwise (the caller then queues
-it for `send`). `serve_app.realtime.sockets.Outbound` uses it: a task and a loop turn per frame
+it for `send`). `serve_app.realtime.connection.SendQueue` uses it: a task and a loop turn per frame
 were most of what a frame cost the Gateway besides the write itself.
 
 Used by `serve_app.fastpath.uvicorn_config.configure_websockets` (the Gateway replica's uvicorn,
@@ -28,11 +28,11 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 
-IMPORT_PATH = "serve_app.fastpath.lean_ws:LeanWebSocketProtocol"
-_CONNECTION: ContextVar["LeanWebSocketProtocol | None"] = ContextVar("essaycoach_lean_ws", default=None)
+IMPORT_PATH = "serve_app.fastpath.uvicorn_protocol:LeanWebSocketProtocol"
+_CONNECTION: ContextVar[LeanWebSocketProtocol | None] = ContextVar("essaycoach_ws_connection", default=None)
 
 
-def current() -> "LeanWebSocketProtocol | None":
+def current_connection() -> LeanWebSocketProtocol | None:
     """The connection whose ASGI app the calling task runs, if it is one of ours and lives on the
     running loop (a context copied to another loop's task must not write to it)."""
     connection = _CONNECTION.get()
@@ -41,7 +41,7 @@ def current() -> "LeanWebSocketProtocol | None":
     return connection
 
 
-def forget_current() -> None:
+def forget_current_connection() -> None:
     """No connection for the calling task from here on (a socket handed to another ASGI app,
     which sends through its own path: our writes must not overtake its queued frames)."""
     _CONNECTION.set(None)

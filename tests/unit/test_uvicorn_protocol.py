@@ -1,4 +1,4 @@
-"""serve_app.fastpath.lean_ws: uvicorn's sans-I/O websocket protocol with lighter state."""
+"""serve_app.fastpath.uvicorn_protocol: uvicorn's sans-I/O websocket protocol with lighter state."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Any
 
 import pytest
 import websockets
-
 from starlette.websockets import WebSocket
 
-from serve_app.fastpath import lean_ws
-from serve_app.fastpath.lean_ws import Flag, Inbox, LeanWebSocketProtocol
-from serve_app.realtime.sockets import Outbound
+from serve_app.fastpath import uvicorn_protocol
+from serve_app.fastpath.uvicorn_protocol import Flag, Inbox, LeanWebSocketProtocol
+from serve_app.realtime.connection import SendQueue
 from tests.conftest import serving
 
 
@@ -97,15 +96,15 @@ async def test_the_transports_flow_control_closes_and_opens_the_write_gate() -> 
 
 
 async def outbound_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Sends through `Outbound`: at once while the socket is writable, queued (in order) while
+    """Sends through `SendQueue`: at once while the socket is writable, queued (in order) while
     flow control holds it; the close reason tells the client which way each frame went."""
     if scope["type"] == "lifespan":
         await echo(scope, receive, send)
         return
     ws = WebSocket(scope, receive, send)
     await ws.accept()
-    connection = lean_ws.current()
-    out = Outbound(ws)
+    connection = uvicorn_protocol.current_connection()
+    out = SendQueue(ws)
     assert connection is not None and out._connection is connection
     out.put(b"1")
     direct = out._sender is None and not out.frames
@@ -119,7 +118,7 @@ async def outbound_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def test_outbound_writes_at_once_on_our_protocol_and_queues_in_order_when_held() -> None:
-    assert lean_ws.current() is None  # not inside a connection's task
+    assert uvicorn_protocol.current_connection() is None  # not inside a connection's task
     async with serving(outbound_app) as address:
         async with websockets.connect(f"ws://{address}/") as ws:
             assert [await ws.recv() for _ in range(4)] == [b"1", b"2", "3", b"4"]

@@ -1,4 +1,4 @@
-"""Sockets served past Serve's request path (serve_app.fastpath.direct and the replica middleware
+"""Sockets served past Serve's request path (serve_app.fastpath.handoff and the replica middleware
 serve_app.fastpath.serve_hooks.SocketsSkipServe), and the Gateway's autoscaling on open sockets."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from serve_app.deployments import SOCKETS_METRIC, Gateway, scale_on_sockets
-from serve_app.fastpath import direct
+from serve_app.fastpath import handoff
 from serve_app.fastpath.serve_hooks import DISCONNECT_DISABLED, SocketsSkipServe
 from tests.conftest import serving
 
@@ -56,9 +56,9 @@ class Echo:
 @pytest.fixture
 async def echo() -> Any:
     app = Echo()
-    sockets = direct.register(app)
+    sockets = handoff.register(app)
     yield app, sockets
-    direct.unregister(sockets)
+    handoff.unregister(sockets)
 
 
 async def test_sockets_go_to_the_registered_app_and_http_to_serve(echo: Any) -> None:
@@ -98,18 +98,18 @@ async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disco
     serve = Recorder()
     middleware = SocketsSkipServe(serve)
     # An app registered from another event loop (Serve's user-code thread) is not used here.
-    other: list[direct.DirectSockets] = []
+    other: list[handoff.SocketHandoff] = []
 
     def register_elsewhere() -> None:
         async def main() -> None:
-            other.append(direct.register(Echo()))
+            other.append(handoff.register(Echo()))
         asyncio.run(main())
 
     thread = threading.Thread(target=register_elsewhere)
     thread.start()
     thread.join()
     try:
-        assert direct.for_this_loop() is None
+        assert handoff.for_this_loop() is None
         sent: list[dict[str, Any]] = []
 
         async def send(message: dict[str, Any]) -> None:
@@ -118,25 +118,25 @@ async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disco
         await middleware({"type": "websocket", "headers": [(b"host", b"x")]}, None, send)
         await middleware({"type": "http", "headers": [(b"host", b"x")]}, None, send)
     finally:
-        direct.unregister(other[0])
+        handoff.unregister(other[0])
     assert serve.scopes[0]["headers"] == [(b"host", b"x"), DISCONNECT_DISABLED]
     assert serve.scopes[1]["headers"] == [(b"host", b"x")]
 
 
 async def test_a_socket_going_through_serve_is_never_written_past_serve(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our `Outbound` writes straight to the connection only where our app owns it: a socket
+    """Our `SendQueue` writes straight to the connection only where our app owns it: a socket
     handed to Serve's path must not see the connection (its frames could overtake Serve's)."""
-    from serve_app.fastpath import lean_ws
+    from serve_app.fastpath import uvicorn_protocol
 
     seen: list[Any] = []
 
     class Serve:
         async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-            seen.append(lean_ws.current())
+            seen.append(uvicorn_protocol.current_connection())
 
-    monkeypatch.setattr(direct, "_registered", [])  # no app of ours on this loop (another test's may be)
-    lean_ws._CONNECTION.set(SimpleNamespace(loop=asyncio.get_running_loop()))  # type: ignore[arg-type]
-    assert lean_ws.current() is not None and direct.for_this_loop() is None
+    monkeypatch.setattr(handoff, "_registered", [])  # no app of ours on this loop (another test's may be)
+    uvicorn_protocol._CONNECTION.set(SimpleNamespace(loop=asyncio.get_running_loop()))  # type: ignore[arg-type]
+    assert uvicorn_protocol.current_connection() is not None and handoff.for_this_loop() is None
     await SocketsSkipServe(Serve())({"type": "websocket", "headers": []}, None, None)
     assert seen == [None]
 

@@ -1,12 +1,13 @@
-"""The per-socket outbound queue: order, close after the queued frames, overflow -> 1013."""
+"""The per-socket send queue (`serve_app.realtime.connection.SendQueue`): order, close after the
+queued frames, overflow -> 1013."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from serve_app.realtime.connection import SEND_QUEUE_LIMIT, SendQueue
 from serve_app.realtime.protocol import CloseCode
-from serve_app.realtime.sockets import OUTBOUND_LIMIT, Outbound
 
 
 class FakeSocket:
@@ -30,7 +31,7 @@ class FakeSocket:
 
 async def test_frames_go_out_in_order_and_close_waits_for_them() -> None:
     ws = FakeSocket()
-    out = Outbound(ws)  # type: ignore[arg-type]
+    out = SendQueue(ws)  # type: ignore[arg-type]
     for frame in (b"a", "b", b"c"):
         out.put(frame)
     await out.close(4400, "bad frame")
@@ -43,8 +44,8 @@ async def test_frames_go_out_in_order_and_close_waits_for_them() -> None:
 async def test_a_peer_too_far_behind_is_closed_1013_and_nothing_more_is_queued() -> None:
     ws = FakeSocket()
     ws.open.clear()  # the peer stops reading
-    out = Outbound(ws)  # type: ignore[arg-type]
-    for i in range(OUTBOUND_LIMIT + 1):
+    out = SendQueue(ws)  # type: ignore[arg-type]
+    for i in range(SEND_QUEUE_LIMIT + 1):
         out.put(str(i))
     await asyncio.sleep(0.01)
     assert ws.closed is not None and ws.closed[0] == CloseCode.TRY_AGAIN_LATER
@@ -55,7 +56,7 @@ async def test_a_peer_too_far_behind_is_closed_1013_and_nothing_more_is_queued()
 async def test_cancelling_a_close_that_waits_for_a_stuck_peer_is_not_swallowed() -> None:
     ws = FakeSocket()
     ws.open.clear()  # the queued frame can never be sent
-    out = Outbound(ws)  # type: ignore[arg-type]
+    out = SendQueue(ws)  # type: ignore[arg-type]
     out.put(b"stuck")
     closing = asyncio.ensure_future(out.close(4400, "bye"))
     await asyncio.sleep(0.05)
@@ -72,7 +73,7 @@ async def test_cancelling_a_close_that_waits_for_a_stuck_peer_is_not_swallowed()
 async def test_drain_below_waits_until_the_queue_is_sent_and_not_when_it_is_short() -> None:
     ws = FakeSocket()
     ws.open.clear()  # the peer reads nothing for now
-    out = Outbound(ws, max_bytes=1000)  # type: ignore[arg-type]
+    out = SendQueue(ws, max_bytes=1000)  # type: ignore[arg-type]
     await out.drain_below(100)  # nothing queued: no wait
     for _ in range(6):
         out.put(b"x" * 100)

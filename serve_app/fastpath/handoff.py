@@ -1,4 +1,5 @@
-"""Websockets served by a Gateway replica's own HTTP server, past Serve's request path.
+"""The socket hand-off: websockets served by a Gateway replica's own HTTP server, past Serve's
+request path.
 
 Under Serve's HAProxy ingress each Gateway replica runs a uvicorn server, and every request on it
 goes through Serve's request handling (request metadata, request context, access log, metrics,
@@ -34,9 +35,9 @@ from serve_app.realtime.protocol import CloseCode
 GOING_AWAY: Message = {"type": "websocket.close", "code": int(CloseCode.GOING_AWAY), "reason": "server restarting"}
 
 
-class DirectSockets:
-    """One app's sockets served directly: the app, its event loop and the open connections'
-    `send` callables (to close them at shutdown)."""
+class SocketHandoff:
+    """One app that takes the replica's sockets directly: the app, its event loop and the open
+    connections' `send` callables (to close them at shutdown)."""
 
     __slots__ = ("app", "loop", "sends")
 
@@ -67,28 +68,28 @@ class DirectSockets:
             await asyncio.sleep(0.05)
 
 
-_registered: list[DirectSockets] = []
+_registered: list[SocketHandoff] = []
 
 
-def register(app: ASGIApp) -> DirectSockets:
+def register(app: ASGIApp) -> SocketHandoff:
     """Serve `app`'s sockets directly in this process (from its lifespan, on its loop)."""
-    direct = DirectSockets(app, asyncio.get_running_loop())
-    _registered.append(direct)
-    return direct
+    handoff = SocketHandoff(app, asyncio.get_running_loop())
+    _registered.append(handoff)
+    return handoff
 
 
-def unregister(direct: DirectSockets) -> None:
-    if direct in _registered:
-        _registered.remove(direct)
+def unregister(handoff: SocketHandoff) -> None:
+    if handoff in _registered:
+        _registered.remove(handoff)
 
 
-def current() -> DirectSockets | None:
+def current() -> SocketHandoff | None:
     """The app whose sockets this process serves directly: the latest registered, if any."""
     return _registered[-1] if _registered else None
 
 
-def for_this_loop() -> DirectSockets | None:
+def for_this_loop() -> SocketHandoff | None:
     """`current()` if it runs on the calling event loop (else its objects cannot be used here).
     Called from a coroutine (the replica middleware), so a loop is always running."""
-    direct = current()
-    return direct if direct is not None and direct.loop is asyncio.get_running_loop() else None
+    handoff = current()
+    return handoff if handoff is not None and handoff.loop is asyncio.get_running_loop() else None

@@ -1,0 +1,276 @@
+"""What every socket shares: opening (ticket, admission, access), receiving within limits, the
+send queue, and closing.
+
+Opening: `?ticket=` from POST /api/v1/auth/ws-ticket. A bad, missing, expired or spent ticket is
+refused before accept (the HTTP handshake answers 403). After accept, a user over
+`WS_MAX_SOCKETS_PER_USER` gets close 4429, a caller who may not see the essay or class 4404, a
+wrong role 4403 (`open_essay_socket`, `open_class_socket`). The close codes are listed in
+`serve_app.realtime.protocol.CloseCode`.
+
+Receiving: `receive_frame` enforces each socket's frame kind, `MAX_WS_MESSAGE_BYTES` (1009) and
+its message rate (`TokenBucket`, 1008).
+
+Sending: each connection has a bounded `SendQueue`, so a bus message is handed over without
+awaiting a slow peer; a peer that falls `SEND_QUEUE_LIMIT` frames or `WS_OUTBOUND_MAX_BYTES` bytes
+behind is closed with 1013 and re-syncs on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from actors.metrics import metric
+from db.models import Essay, User
+from db.repositories import classes, essays, users
+from db.types import utcnow
+from serve_app.api.writability import READ_ONLY, WriteWindow, write_window
+from serve_app.auth import check_ticket, ticket_hash
+from serve_app.deps import Context
+from serve_app.fastpath import uvicorn_protocol
+from serve_app.realtime import control
+from serve_app.realtime.limits import admission_of
+from serve_app.realtime.protocol import CloseCode, ProtocolError
+
+SEND_QUEUE_LIMIT = 2000
+"""Frames one socket may have waiting before it is closed with 1013."""
+SEND_QUEUE_MAX_BYTES = 4 * 1024 * 1024
+"""The default byte bound of a send queue (`WS_OUTBOUND_MAX_BYTES` sets the sockets' own)."""
+
+_ADMITTED = "essaycoach.admitted"  # scope key: the user id counted against the per-user limit
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def background(coro: Any) -> None:
+    """Run a coroutine from a sync bus handler, keeping a reference so it is not collected."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+class TokenBucket:
+    """Per-connection message rate limit: `rate` per second with bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, float(burst), clock
+        self.tokens, self.at = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class SendQueue:
+    """Frames waiting for one socket; `put` never blocks the bus.
+
+    On our websocket protocol (`serve_app.fastpath.uvicorn_protocol`, the Gateway's and the
+    tests' servers) a frame with nothing queued before it is written at once, when the socket
+    takes it without waiting. Otherwise it waits here for a sender task, which exists only while
+    frames are waiting: most sockets are idle most of the time, and a queue plus a parked task per
+    socket cost ~4 KiB each. A peer `SEND_QUEUE_LIMIT` frames or `max_bytes` behind (text frames
+    counted in characters) is closed with 1013 (it re-syncs on reconnect): a frame count alone let
+    one socket that asks for the whole document again and again hold hundreds of MiB.
+    Made in the socket's handler (its task tells the connection).
+    """
+
+    __slots__ = ("ws", "frames", "stopped", "max_bytes", "queued_bytes", "_sender", "_connection")
+
+    def __init__(self, ws: WebSocket, max_bytes: int = SEND_QUEUE_MAX_BYTES) -> None:
+        self.ws = ws
+        self.frames: deque[bytes | str] = deque()
+        self.max_bytes, self.queued_bytes = max_bytes, 0
+        self.stopped = False
+        self._sender: asyncio.Task[None] | None = None
+        self._connection = uvicorn_protocol.current_connection()
+
+    def put(self, frame: bytes | str) -> None:
+        if self.stopped:
+            return
+        if self._sender is None and self._connection is not None and self._connection.send_now(frame):
+            return  # nothing was queued (no sender), so order holds
+        if len(self.frames) >= SEND_QUEUE_LIMIT or self.queued_bytes + len(frame) > self.max_bytes:
+            self.stopped = True
+            self.frames.clear()
+            self.queued_bytes = 0
+            background(close_quietly(self.ws, CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect"))
+            return
+        self.frames.append(frame)
+        self.queued_bytes += len(frame)
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self.frames and not self.stopped:
+                frame = self.frames.popleft()
+                self.queued_bytes -= len(frame)
+                if isinstance(frame, bytes):
+                    await self.ws.send_bytes(frame)
+                else:
+                    await self.ws.send_text(frame)
+        except Exception:  # the peer went away: the receive loop sees the disconnect
+            self.stopped = True
+        finally:
+            self._sender = None
+
+    async def drain_below(self, limit: int) -> None:
+        """Wait while more than `limit` bytes are queued: backpressure for a handler about to
+        queue a lot on the peer's request (the peer's next requests wait in TCP, not here)."""
+        sender = self._sender
+        if sender is not None and self.queued_bytes > limit and not self.stopped:
+            await asyncio.wait({sender})  # ends when the queue is sent, the peer is gone or we stop
+
+    def stop(self) -> None:
+        """The socket is done: drop what is queued and stop sending."""
+        self.stopped = True
+        self.frames.clear()
+        self.queued_bytes = 0
+        if self._sender is not None:
+            self._sender.cancel()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send what is queued (an error frame explaining the close), then close with `code`."""
+        sender = self._sender
+        if sender is not None:
+            await asyncio.wait({sender}, timeout=1.0)  # its outcome is its own; our cancel propagates
+        self.stop()
+        await close_quietly(self.ws, code, reason)
+
+
+async def close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+    """Close with `code` (reason cut to the protocol's 123 bytes); nothing if the peer is gone."""
+    try:
+        await ws.close(int(code), reason[:120])
+    except (RuntimeError, WebSocketDisconnect):
+        pass  # the peer is already gone
+
+
+async def receive_frame(ws: WebSocket, ctx: Context, bucket: TokenBucket, kind: str) -> Any:
+    """The next frame's payload of `kind` ("bytes" or "text"), None on disconnect; the socket's
+    frame kind, size limit and rate limit are enforced here."""
+    frame = await ws.receive()
+    if frame["type"] == "websocket.disconnect":
+        return None
+    payload = frame.get(kind)
+    if payload is None:
+        speaks = "binary" if kind == "bytes" else "JSON text"
+        raise ProtocolError(CloseCode.MALFORMED_FRAME, f"this socket speaks {speaks} frames")
+    if len(payload) > ctx.settings.max_ws_message_bytes:
+        raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
+    if not bucket.take():
+        metric("essaycoach_rate_limited_total").labels("websocket", "ws_messages").inc()
+        raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
+    return payload
+
+
+async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
+    """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403).
+    Only a genuine, unexpired ticket not already seen dead here reaches the store
+    (`serve_app.realtime.limits`); a failed one is only read there. A suspended user's ticket is
+    refused the same way."""
+    ticket = ws.query_params.get("ticket", "")
+    now = utcnow()
+    expires_at = check_ticket(ctx.settings, ticket, now=now)
+    dead = admission_of(ws.app).dead_tickets
+    digest = ticket_hash(ticket) if expires_at is not None else ""
+    user = None
+    if expires_at is not None and digest not in dead:
+        async with ctx.sessions() as session:
+            user_id = await users.spend_ticket(session, token_hash=digest, now=now)
+            if user_id is not None:
+                await session.commit()
+                user = await users.get(session, user_id=user_id)
+        dead.add(digest, expires_at=expires_at, now=now)  # spent now, or refused by the store
+    if user is not None and user.suspended_at is not None:
+        user = None
+    if user is None:
+        metric("essaycoach_auth_failures_total").labels("bad_ticket").inc()
+        await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
+    return user
+
+
+async def _admit(ws: WebSocket, user: User) -> bool:
+    """Accept, then count the socket against its user's limit (close 4429 beyond it)."""
+    await ws.accept()
+    if not admission_of(ws.app).enter(user.id):
+        await ws.close(CloseCode.TOO_MANY_SOCKETS, "too many open sockets for this user")
+        return False
+    ws.scope[_ADMITTED] = user.id  # `release` gives it back when the handler ends
+    return True
+
+
+def release(ws: WebSocket) -> None:
+    """The socket's handler ended: give its place in the per-user count back."""
+    user_id = ws.scope.pop(_ADMITTED, None)
+    if user_id is not None:
+        admission_of(ws.app).leave(user_id)
+
+
+def parse_uuid(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[Essay | None, WriteWindow]:
+    """(essay if visible, when this user may write to it). Readers, and an owner past the close of
+    their assignment or in an archived class, get a read-only socket."""
+    async with ctx.sessions() as session:
+        essay = await essays.get_visible(session, essay_id=essay_id, user_id=user.id)
+        if essay is None or essay.owner_id != user.id:
+            return essay, READ_ONLY
+        return essay, await write_window(session, essay=essay, now=utcnow())
+
+
+async def open_essay_socket(ws: WebSocket) -> tuple[Context, uuid.UUID, uuid.UUID, WriteWindow] | None:
+    """Ticket, accept, then the path's essay: (context, user id, essay id, write window), or None
+    once closed. Only ids are kept for the socket's life: the ORM rows behind them held ~1.3 KiB
+    per socket."""
+    ctx: Context = ws.app.state.ctx
+    user = await _authenticate(ws, ctx)
+    if user is None or not await _admit(ws, user):
+        return None
+    eid = parse_uuid(ws.path_params["essay_id"])
+    essay, window = await _essay_access(ctx, user, eid) if eid else (None, READ_ONLY)
+    if essay is None or eid is None:
+        await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
+        return None
+    control.track(ws, user_id=user.id, essay_id=eid)
+    return ctx, user.id, eid, window
+
+
+async def open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
+    """Ticket, accept, then the class: (context, class id) for its teacher (or an admin), or None
+    once closed (4404 for no such class or one the caller is not in, 4403 for its students)."""
+    ctx: Context = ws.app.state.ctx
+    user = await _authenticate(ws, ctx)
+    if user is None or not await _admit(ws, user):
+        return None
+    cid = parse_uuid(ws.path_params["class_id"])
+    async with ctx.sessions() as session:
+        cls = await classes.get(session, class_id=cid) if cid else None
+        teacher = cls is not None and (user.role == "admin" or await classes.teaches(session, cls=cls,
+                                                                                      user_id=user.id))
+        member = cls is not None and (teacher or await classes.is_enrolled(
+            session, class_id=cls.id, student_id=user.id))
+        if cls is None or not member:
+            await ws.close(CloseCode.UNKNOWN_ESSAY, "no such class")
+            return None
+        if not teacher:
+            await ws.close(CloseCode.FORBIDDEN, "only the class's teacher may watch it live")
+            return None
+        control.track(ws, user_id=user.id, class_id=cls.id)
+        return ctx, cls.id

@@ -1,0 +1,158 @@
+"""`WS /ws/essays/{id}/doc`: one essay's Yjs document over the y-websocket protocol
+(`serve_app.realtime.protocol` has the framing; DESIGN.md the contract).
+
+The owner (and co-authors) write; teachers of the class read, and their updates are refused
+unless they change nothing. Each update goes to the essay's host without waiting for the
+previous one's commit; acks (`[100][n]`) follow in order once committed (`AckQueue`). Awareness
+(cursors) is relayed for this socket's own client id only (`SocketAwareness`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from pycrdt import create_awareness_message
+
+from actors.broadcast import RESYNC, doc_message, observe_fanout, split_doc_message
+from actors.doc import InvalidUpdate, validate_update
+from actors.host import EssayNotFound, UpdateRejected
+from db.types import utcnow
+from serve_app.realtime.acks import AckQueue
+from serve_app.realtime.awareness import SocketAwareness
+from serve_app.realtime.connection import SendQueue, TokenBucket, close_quietly, open_essay_socket, receive_frame
+from serve_app.realtime.documents import DocFollower, close_for, refuse_write, typing_in_flight
+from serve_app.realtime.protocol import (
+    Awareness,
+    CloseCode,
+    ProtocolError,
+    QueryAwareness,
+    SyncStep1,
+    SyncUpdate,
+    encode_ack,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_update,
+    is_counted_for_ack,
+    parse_client_message,
+)
+
+log = logging.getLogger("essaycoach.ws")
+
+
+async def doc_socket(ws: WebSocket) -> None:
+    opened = await open_essay_socket(ws)
+    if opened is None:
+        return
+    ctx, user_id, eid, window = opened
+    settings = ctx.settings
+    origin = uuid.uuid4().hex
+    out = SendQueue(ws, ctx.settings.ws_outbound_max_bytes)
+    awareness = SocketAwareness(settings.ws_awareness_max_bytes)
+
+    def on_awareness(_channel: str, message: bytes) -> None:
+        if message == RESYNC:
+            return
+        sender, payload = split_doc_message(message)
+        if sender != origin:
+            observe_fanout(message)
+            out.put(create_awareness_message(payload))
+
+    bus = ctx.live.bus
+    doc_channel = f"essay:{eid}:doc"
+    in_flight = typing_in_flight(ws.app)
+    follow = DocFollower(ctx, ws.app, eid, out, origin=origin)
+    await follow.subscribe()
+    unsubscribe_awareness = await bus.subscribe(f"essay:{eid}:awareness", on_awareness)
+    bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
+    # Updates go to the host without waiting for the previous one's commit; acks follow in order.
+    acks = AckQueue(lambda n: out.put(encode_ack(n)))
+    metrics = ctx.metrics
+    metrics.sockets_open.labels("doc").inc()
+
+    async def apply(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
+        try:
+            await ctx.live.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
+                                                live=typed, node=bus.node if typed else None)
+        finally:
+            if frame is not None:
+                pending = in_flight.get(eid)
+                if pending is not None:
+                    pending.pop(id(frame), None)
+                    if not pending:
+                        del in_flight[eid]
+        metrics.updates.inc()
+        metrics.update_bytes.inc(len(update))
+        metrics.ack_seconds.observe(time.perf_counter() - received)
+
+    try:
+        await follow.attach()
+        _, server_sv = await ctx.live.of(eid).sync(eid, b"\x00")
+        out.put(encode_sync_step1(server_sv))
+        follow.send_early()
+        while True:
+            data = await acks.receive(receive_frame(ws, ctx, bucket, "bytes"))
+            if data is None:
+                break
+            message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
+            if isinstance(message, SyncStep1):
+                diff, _ = await ctx.live.of(eid).sync(eid, message.state_vector)
+                out.put(encode_sync_step2(diff))
+            elif is_counted_for_ack(message):
+                update = message.update  # type: ignore[union-attr]
+                refusal = window.refusal_at(utcnow())
+                if refusal is not None:
+                    await refuse_write(ctx, eid, update, out, why=refusal)
+                    continue
+                await acks.room()
+                received = time.perf_counter()
+                typed = isinstance(message, SyncUpdate)
+                frame = None
+                if typed:
+                    # Typing reaches this replica's other sockets on receipt, as in y-websocket:
+                    # a CRDT update cannot conflict, and one lost to a crash before its commit
+                    # comes back with the writer's reconnect. The ack still waits for the commit,
+                    # and the bus copy (other replicas) leaves the host after it. A reconnect's
+                    # step 2 (mostly what everyone has) is published by the host only if new.
+                    try:
+                        validate_update(update)
+                    except InvalidUpdate as exc:
+                        raise UpdateRejected(str(exc)) from exc
+                    frame = encode_update(update)
+                    bus.deliver_local(doc_channel, doc_message(origin, frame))
+                    in_flight.setdefault(eid, {})[id(frame)] = frame
+                acks.add(apply(update, typed, received, frame))
+            elif isinstance(message, Awareness):
+                relayed = awareness.accept(message)  # only this socket's own client id
+                if relayed is not None:
+                    await _publish_awareness(bus, eid, origin, relayed)
+            elif isinstance(message, QueryAwareness):
+                if awareness.payload is not None:
+                    out.put(create_awareness_message(awareness.payload))
+    except (ProtocolError, UpdateRejected) as exc:
+        await close_for(out, metrics, "doc", exc)
+    except EssayNotFound:
+        await out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted")
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("doc socket failed", extra={"essay_id": str(eid), "user_id": str(user_id)})
+        await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        metrics.sockets_open.labels("doc").dec()
+        unsubscribe_awareness()
+        out.stop()
+        gone = awareness.leave()
+        if gone is not None:  # everyone else drops this socket's cursor
+            await _publish_awareness(bus, eid, origin, gone)
+        await follow.detach()
+
+
+async def _publish_awareness(bus: Any, eid: uuid.UUID, origin: str, payload: bytes) -> None:
+    """To this replica's other sockets on the essay now, and to the other replicas over the bus."""
+    presence = doc_message(origin, payload)
+    bus.deliver_local(f"essay:{eid}:awareness", presence)
+    await bus.publish(f"essay:{eid}:awareness", presence, skip_node=bus.node)

@@ -1,0 +1,124 @@
+"""What the two document sockets (`doc_socket`, `class_docs_socket`) share: following one essay's
+document (`DocFollower`), this replica's typing not yet applied (`typing_in_flight`), refusing a
+reader's write, and closing a binary socket for a protocol error or a refused update."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from actors.broadcast import DELETED, RESYNC, observe_fanout, split_doc_message
+from actors.host import UpdateRejected, UpdateTooLarge
+from serve_app.deps import Context
+from serve_app.realtime.connection import SendQueue, background
+from serve_app.realtime.protocol import CloseCode, ProtocolError, encode_permission_denied, encode_update
+
+log = logging.getLogger("essaycoach.ws")
+
+EMPTY_UPDATE = b"\x00\x00"
+"""A Yjs update with no structs and no deletions."""
+
+
+def typing_in_flight(app: Any) -> dict[uuid.UUID, dict[int, bytes]]:
+    """This replica's typed updates already handed to its sockets whose apply has not returned,
+    per essay (frames keyed by identity)."""
+    registry = getattr(app.state, "typing_in_flight", None)
+    if registry is None:
+        registry = app.state.typing_in_flight = {}
+    return registry
+
+
+async def refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: SendQueue, prefix: bytes = b"",
+                       why: str = "read-only: this essay belongs to a student") -> None:
+    """A reader sent an update: fine if it changes nothing (its provider answering our step 1
+    with what we have); otherwise a permission-denied message and close 4403."""
+    if update == EMPTY_UPDATE or not await ctx.live.of(eid).would_change(eid, update):
+        return
+    out.put(prefix + encode_permission_denied(why))
+    raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
+
+
+async def close_for(out: SendQueue, metrics: Any, name: str, exc: ProtocolError | UpdateRejected) -> None:
+    """Close a binary socket for a protocol error (its code) or a refused update (4400; over the
+    essay's size limits: permission-denied, then 4413), counted."""
+    if isinstance(exc, UpdateTooLarge):
+        out.put(encode_permission_denied(str(exc)[:200]))
+        exc = ProtocolError(CloseCode.TOO_LARGE, f"essay too large: {exc}"[:120])
+    elif isinstance(exc, UpdateRejected):
+        exc = ProtocolError(CloseCode.MALFORMED_FRAME, f"invalid update: {exc}"[:120])
+    metrics.socket_closes.labels(name, str(int(exc.code))).inc()
+    await out.close(exc.code, exc.reason)
+
+
+class DocFollower:
+    """One socket following one essay's document: bus subscription, host registration, and the
+    frames it must not miss. Frames go to `out` after `prefix` (the class documents socket's
+    document name), never the socket's own updates (`origin`). Order: `subscribe`, `attach`,
+    sync, `send_early`; `stop` (synchronous) ends the sending, `detach` also tells the host."""
+
+    def __init__(self, ctx: Context, app: Any, eid: uuid.UUID, out: SendQueue, *, origin: str,
+                 prefix: bytes = b"") -> None:
+        self.ctx, self.app, self.eid, self.out, self.origin, self.prefix = ctx, app, eid, out, origin, prefix
+        self.early: list[bytes] = []
+        self.attached = False
+        self.active = True  # False once the socket stops following: nothing more is sent
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def subscribe(self) -> None:
+        self._unsubscribe = await self.ctx.live.bus.subscribe(f"essay:{self.eid}:doc", self._on_doc)
+        # Typing handed to this replica's sockets before we subscribed may reach the host after
+        # our sync, and the host leaves this replica's copies to it: send those too after the
+        # sync (duplicates merge).
+        self.early = list(typing_in_flight(self.app).get(self.eid, {}).values())
+
+    async def attach(self) -> None:
+        """Tell the essay's host (before the first sync) that this replica has a socket on it."""
+        self.attached = True
+        await self.ctx.live.of(self.eid).attach(self.eid, node=self.ctx.live.bus.node)
+
+    def send_early(self) -> None:
+        for frame in self.early:
+            self.out.put(self.prefix + frame)
+        self.early = []
+
+    def stop(self) -> None:
+        self.active = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def detach(self) -> None:
+        self.stop()
+        if not self.attached:
+            return
+        self.attached = False
+        try:
+            await self.ctx.live.of(self.eid).detach(self.eid, node=self.ctx.live.bus.node)
+        except Exception:
+            log.warning("detach failed", extra={"essay_id": str(self.eid)})
+
+    async def _resend_state(self) -> None:
+        # The bus lost messages: send the whole document; merging it again is a no-op for the rest.
+        full, _ = await self.ctx.live.of(self.eid).sync(self.eid, b"\x00")
+        if self.active:
+            self.out.put(self.prefix + encode_update(full))
+
+    def _on_doc(self, _channel: str, message: bytes) -> None:
+        if not self.active:
+            return
+        if message == RESYNC:
+            background(self._resend_state())
+            return
+        if message == DELETED:  # the essay is being deleted: this document ends
+            self.stop()
+            if self.prefix:
+                self.out.put(self.prefix + encode_permission_denied("essay was deleted"))
+            else:
+                background(self.out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted"))
+            return
+        sender, frame = split_doc_message(message)
+        if sender != self.origin:  # never echo a client's own update back to it
+            observe_fanout(message)
+            self.out.put(self.prefix + frame if self.prefix else frame)

@@ -1,0 +1,143 @@
+"""actors.scheduler.FeedbackScheduler on a fake clock: when tier 1 and the LLM tier run.
+
+No real sleeps: the scheduler's `sleep` moves a fake clock, runs what a test scheduled up to
+then (a student typing) and then a tier-1 round, as the host's loop does every
+`local_pause_seconds / 2`. Times are multiples of 1/64 s, so every sum is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from actors.analysis.engine import AnalysisResult
+from actors.analysis.paragraphs import changed_paragraphs, split_paragraphs
+from actors.analysis.provider import Usage
+from actors.broadcast import InMemoryBus
+from actors.config import HostConfig
+from actors.doc import EssayDoc
+from actors.essay import EssayMeta, LiveEssay
+from actors.events import EventLog
+from actors.scheduler import FeedbackScheduler
+from tests.unit.test_host_decisions import Typist
+
+CFG = HostConfig(local_pause_seconds=0.0625, local_min_interval=0.5, llm_pause_seconds=2.0, llm_settle_seconds=15.0)
+
+
+class Timeline:
+    """A fake clock whose `sleep` moves it, runs the actions scheduled up to then, then a round."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.actions: list[tuple[float, Callable[[], None]]] = []
+        self.scheduler: FeedbackScheduler | None = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        self.actions.append((when, action))
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        for entry in [a for a in self.actions if a[0] <= self.now]:
+            self.actions.remove(entry)
+            entry[1]()
+        if self.scheduler is not None:
+            await self.scheduler.round()
+
+
+class RecordingAnalyzer:
+    """Reports the paragraphs that changed since the text it is given as the old one (as the
+    engine does) and no items; records each run: (time, LLM tier?, paragraphs the LLM holds)."""
+
+    def __init__(self, clock: Timeline, *, llm: bool) -> None:
+        self.clock = clock
+        self.llm = llm
+        self.runs: list[tuple[float, bool, frozenset[str] | None]] = []
+        self.texts: list[str] = []
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self.llm
+
+    async def analyze_changed(self, old_text: str, new_text: str, **kwargs: Any) -> AnalysisResult:
+        run_llm, llm_hold = kwargs["run_llm"], kwargs["llm_hold"]
+        self.runs.append((self.clock.now, run_llm, llm_hold if run_llm else None))
+        self.texts.append(new_text)
+        changed = changed_paragraphs(split_paragraphs(old_text), split_paragraphs(new_text))
+        return AnalysisResult(items=[], changed=changed, local_ran=[], llm_sent=[], usage=Usage(), structure_ran=False)
+
+    async def score_rubric(self, text: str, rubric: Any, items: Any = (), **kwargs: Any) -> Any:
+        raise AssertionError("not scored here")
+
+
+def setup(*, llm: bool) -> tuple[Timeline, RecordingAnalyzer, FeedbackScheduler, LiveEssay, Typist]:
+    clock = Timeline()
+    analyzer = RecordingAnalyzer(clock, llm=llm)
+
+    async def no_usage(essay: LiveEssay, usage: Any) -> None:
+        raise AssertionError("the fake spends no tokens")
+
+    scheduler = FeedbackScheduler(analyzer=analyzer, local_analyzer=None, config=CFG, events=EventLog(InMemoryBus()),
+                                  record_usage=no_usage, clock=clock, sleep=clock.sleep)
+    clock.scheduler = scheduler
+    meta = EssayMeta(essay_id=uuid.uuid4(), owner_id=uuid.uuid4(), class_id=None, title="t")
+    essay = LiveEssay(meta=meta, doc=EssayDoc(), seq=0, watermark=0)
+    return clock, analyzer, scheduler, essay, Typist(essay)
+
+
+async def test_tier1_runs_at_the_pause_and_at_most_once_per_interval_while_typing_goes_on() -> None:
+    clock, analyzer, scheduler, essay, typist = setup(llm=False)
+    words = [f"w{i} " for i in range(16)]  # one every 1/8 s for 2 s: each gap is a "pause" of 1/16 s
+    step = CFG.local_pause_seconds / 2  # the host's round interval
+    for n in range(int(3.0 / step)):
+        clock.now = n * step
+        if n % 4 == 0 and n // 4 < len(words):
+            typist.type(words[n // 4], at=clock.now)
+            scheduler.typed(essay)
+        await scheduler.round()
+    # The first pause, then once per local_min_interval (0.5 s), then after the last word.
+    assert [t for t, _, _ in analyzer.runs] == [0.0625, 0.5625, 1.0625, 1.5625, 2.0625]
+    assert analyzer.texts[-1] == "".join(words)
+    assert not scheduler.waiting and essay.analysis_task is None  # no task per essay without an LLM
+
+
+async def test_the_llm_waits_for_a_pause_holds_the_paragraph_being_written_and_sends_it_once_settled() -> None:
+    clock, analyzer, scheduler, essay, typist = setup(llm=True)
+    typist.type("Homework is useful. ", at=0.0)
+    scheduler.typed(essay)
+
+    def more() -> None:  # typing during the LLM's pause restarts it
+        typist.type("It builds habits. ", at=clock.now)
+        scheduler.typed(essay)
+
+    clock.at(1.0, more)
+    await clock.sleep(CFG.local_pause_seconds)  # the first round: tier 1, then the LLM task starts
+    assert essay.analysis_task is not None
+    await asyncio.wait_for(essay.analysis_task, 10)
+    [paragraph] = split_paragraphs(essay.doc.text)
+    assert analyzer.runs == [
+        (0.0625, False, None),  # tier 1 at the pause
+        (1.0625, False, None),  # tier 1 again after the new sentence (its interval had passed)
+        (3.0, True, frozenset({paragraph.hash})),  # the LLM pause after the last edit: still being written
+        (16.0, True, frozenset()),  # settled: the paragraph goes too
+    ]
+    assert essay.active_paragraphs == set() and essay.analysis_task.done()
+
+
+async def test_a_result_for_text_that_moved_on_is_dropped() -> None:
+    clock, analyzer, scheduler, essay, typist = setup(llm=False)
+    typist.type("First words. ", at=0.0)
+    real = analyzer.analyze_changed
+
+    async def typing_meanwhile(old_text: str, new_text: str, **kwargs: Any) -> AnalysisResult:
+        result = await real(old_text, new_text, **kwargs)
+        typist.type("More. ", at=clock.now)  # the student typed while the analysis ran
+        return result
+
+    analyzer.analyze_changed = typing_meanwhile  # type: ignore[method-assign]
+    assert not await scheduler.analyze(essay, run_llm=False)
+    assert essay.analyzed_text == "" and essay.active_paragraphs == set()
