@@ -261,6 +261,22 @@ async def test_the_gateway_reports_its_open_sockets_to_the_autoscaler(
             await client.close()
 
 
+async def _typed_essay(http: httpx.AsyncClient, base: str, text: str) -> tuple[Any, dict[str, Any], YClient]:
+    """A new student's new essay with `text` typed and acked over a doc socket at `base`:
+    (student, essay, the still open client)."""
+    student = await register(http, "student")
+    essay = await make_essay(http, student)
+    ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+    client = await YClient(f"ws://{base}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect()
+    try:
+        client.type(text)
+        await client.wait_acked()
+    except BaseException:
+        await client.close()
+        raise
+    return student, essay, client
+
+
 def _ray_node_scrape() -> list[tuple[str, dict[str, str], float]]:
     """One scrape of this node's Ray metrics export: (name, labels, value) of each sample."""
     import re
@@ -286,13 +302,8 @@ async def test_one_scrape_of_the_node_has_metrics_of_a_host_actor_and_a_gateway_
     import ray
 
     driver = ray._private.worker.global_worker.worker_id.hex()  # this test process records too
-    student = await register(http, "student")
-    essay = await make_essay(http, student)
-    ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
-    client = await YClient(f"ws://{serve_app['base']}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect()
+    _, _, client = await _typed_essay(http, serve_app["base"], "measured")
     try:
-        client.type("measured")
-        await client.wait_acked()
         hosts: dict[str, str] = {}
         gateways: set[str] = set()
         committed: set[str] = set()
@@ -339,13 +350,8 @@ async def test_with_the_fast_path_off_sockets_take_serves_request_path(plain_app
     edits and is acked."""
     async with httpx.AsyncClient(base_url=f"http://{plain_app}", timeout=60) as http:
         assert await until_ready(http, seconds=60)
-        student = await register(http, "student")
-        essay = await make_essay(http, student)
-        ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
-        client = await YClient(f"ws://{plain_app}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect()
+        student, essay, client = await _typed_essay(http, plain_app, "through Serve")
         try:
-            client.type("through Serve")
-            await client.wait_acked()
             assert (await _serve_socket_tasks("essaycoach-plain"))["request_tasks"] >= 1
             r = await http.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
             assert r.json()["text"] == "through Serve"
