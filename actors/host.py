@@ -121,6 +121,7 @@ class EssayHost:
         # the SymSpell index): load it now, off the event loop, instead of stalling every essay's
         # acks at the first pause.
         await asyncio.to_thread(spellchecker)
+        self._open_gauge.set(len(self.essays))  # the series exists (under Ray: is exported) from the start
         self.committer.start()
         if self._ticker is None:
             self._ticker = asyncio.create_task(repeat(self.config.tick_seconds, self.tick, "host tick"),
