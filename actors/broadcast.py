@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from actors.config import BusConfig
+from actors.metrics import metric
 
 log = logging.getLogger("essaycoach.bus")
+_FANOUT = metric("essaycoach_fanout_seconds")
+_PUBLISHED = metric("essaycoach_bus_published_total")
+_DELIVERED = metric("essaycoach_bus_delivered_total")
+_DROPPED = metric("essaycoach_bus_dropped_total")
 
 Handler = Callable[[str, bytes], None]
 
@@ -80,7 +86,10 @@ class LocalFanout:
         return list(self._handlers)
 
     def deliver(self, channel: str, message: bytes) -> None:
-        for handler in list(self._handlers.get(channel, ())):
+        handlers = list(self._handlers.get(channel, ()))
+        if handlers:
+            _DELIVERED.inc(len(handlers))  # once per message, not per socket: this is the hot path
+        for handler in handlers:
             try:
                 handler(channel, message)
             except Exception:  # one broken socket must not starve the others
@@ -93,8 +102,10 @@ class InMemoryBus:
     def __init__(self) -> None:
         self.fanout = LocalFanout()
         self.node = new_node_id()
+        self._published = _PUBLISHED.labels("memory")
 
     async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
+        self._published.inc()
         if skip_node != self.node:
             self.fanout.deliver(channel, message)
 
@@ -143,14 +154,18 @@ class Outbox:
         self._lost: dict[str, None] = {}  # channels owed a RESYNC, in order
         self._ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._published = _PUBLISHED.labels(name.removesuffix("-bus-sender"))
+        self._overflow, self._failed = _DROPPED.labels("overflow"), _DROPPED.labels("send_failed")
 
     def put(self, item: Published) -> None:
+        self._published.inc()
         self._items.append(item)
         self._bytes += len(item[1])
         while len(self._items) > self._limit or self._bytes > self._max_bytes:
             channel, message, _ = self._items.popleft()
             self._bytes -= len(message)
             self._lost[channel] = None
+            self._overflow.inc()
         self._ready.set()
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_loop(), name=self._name)
@@ -167,6 +182,7 @@ class Outbox:
                     batch = [self._items.popleft() for _ in range(min(len(self._items), self._batch))]
                     self._bytes -= sum(len(message) for _, message, _ in batch)
                     if not await self._send_batch(batch):
+                        self._failed.inc(len(batch))
                         self._lost.update((channel, None) for channel, _, _ in batch)
                 if self._lost and self._calm():
                     channels = list(self._lost)[:self._batch]
@@ -187,12 +203,31 @@ def new_node_id() -> str:
 
 
 def doc_message(origin: str, update: bytes) -> bytes:
-    return origin.encode() + b"\n" + update
+    """`origin`, the wall-clock time it was built in integer microseconds (for the fan-out
+    histogram: an integer formats ~7x faster than a float), newline, `update`."""
+    return f"{origin} {time.time_ns() // 1000}\n".encode() + update
 
 
 def split_doc_message(message: bytes) -> tuple[str, bytes]:
-    origin, _, update = message.partition(b"\n")
-    return origin.decode(), update
+    head, _, update = message.partition(b"\n")
+    return head.partition(b" ")[0].decode(), update
+
+
+def doc_message_age(message: bytes, now: float | None = None) -> float | None:
+    """Seconds since `doc_message` built `message` (0 when another node's clock is ahead), or None
+    when it carries no time. `now`: wall-clock seconds (default: the current time)."""
+    stamp = message[:message.find(b"\n")].partition(b" ")[2]
+    if not stamp.isdigit():
+        return None
+    now_us = time.time_ns() // 1000 if now is None else int(now * 1_000_000)
+    return max(0, now_us - int(stamp)) / 1_000_000
+
+
+def observe_fanout(message: bytes) -> None:
+    """Record a doc or awareness message handed to a socket other than its writer's."""
+    age = doc_message_age(message)
+    if age is not None:
+        _FANOUT.observe(age)
 
 
 def make_bus(config: BusConfig, *, cluster: bool) -> Bus:

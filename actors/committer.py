@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors import retry
+from actors.metrics import metric
 
 log = logging.getLogger("essaycoach.committer")
+_COMMIT_SECONDS = metric("essaycoach_commit_seconds")
+_BATCH_ROWS = metric("essaycoach_commit_batch_rows")
+_STORE_ERRORS = metric("essaycoach_store_errors_total").labels("update_log")
 
 WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
 Entry = tuple[dict[str, Any], "asyncio.Future[None]"]
@@ -81,8 +86,11 @@ class GroupCommitter:
             self._wakeup.clear()
             while self._pending:
                 self._inflight, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch:]
+                started = time.perf_counter()
+                _BATCH_ROWS.observe(len(self._inflight))
                 try:
                     await self._commit(self._inflight)
+                    _COMMIT_SECONDS.observe(time.perf_counter() - started)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # never let the writer die: every later ack would hang
@@ -96,8 +104,10 @@ class GroupCommitter:
     async def _commit(self, batch: list[Entry]) -> None:
         try:
             # Until it lands (0.05 s doubling to `max_backoff` apart): the acks wait, none is lost.
+            # Each failed try counts in `essaycoach_store_errors_total{operation="update_log"}`.
             policy = retry.policy(first=0.05, cap=self._max_backoff, log=log, what="update log write",
-                                  retry_if=lambda exc: not isinstance(exc, self._permanent))
+                                  retry_if=lambda exc: not isinstance(exc, self._permanent),
+                                  on_failure=lambda _exc: _STORE_ERRORS.inc())
             await policy(self._write, [row for row, _ in batch])
         except self._permanent:
             # One bad row (its essay was deleted) must not hold the others hostage: split.

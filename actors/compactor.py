@@ -19,6 +19,7 @@ from actors import decisions
 from actors.config import HostConfig
 from actors.essay import LiveEssay
 from actors.events import EventLog
+from actors.metrics import metric
 from db.repositories import documents
 from db.repositories import feedback as feedback_repo
 
@@ -28,6 +29,8 @@ T = TypeVar("T")
 # single writer) waits a few ms. 16 was tens of ms per batch on a busy machine under continuous
 # typing (75 ms p50, 0.5 s max in ops/loadtest/host_bench.py), and every ack waited behind it.
 COMPACT_BATCH = 4
+
+_STORE_ERRORS = metric("essaycoach_store_errors_total")
 
 Store = Callable[..., Awaitable[Any]]  # `EssayHost._store(work, *, inline=True)`
 
@@ -82,7 +85,12 @@ class Compactor:
 
             # A batch of snapshots is tens of ms of statements on a busy machine: in the writer's
             # thread, not on the loop that applies and acks every essay's typing.
-            revisions: list[int | None] = await self.store(store, inline=False)
+            try:
+                revisions: list[int | None] = await self.store(store, inline=False)
+            except Exception:
+                # "compaction": snapshots (and revisions, feedback with them); "feedback": sets alone.
+                _STORE_ERRORS.labels("compaction" if any(plans) else "feedback").inc()
+                raise
             for essay, plan in zip(essays, plans):
                 if plan is None:
                     continue

@@ -39,6 +39,7 @@ from actors.config import HostConfig
 from actors.doc import EssayDoc, InvalidUpdate, TextTooLong, replace_text_update
 from actors.essay import EssayMeta, LiveEssay
 from actors.events import EventLog
+from actors.metrics import metric
 from actors.scheduler import Analyzer, FeedbackScheduler, repeat
 from db.engine import SqliteWriter
 from db.repositories import documents
@@ -74,7 +75,8 @@ class EssayHost:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], bus: Bus,
                  config: HostConfig | None = None, clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], datetime] = utcnow, analyzer: Analyzer | None = None,
-                 local_analyzer: Analyzer | None = None) -> None:
+                 local_analyzer: Analyzer | None = None, name: str = "essay-host") -> None:
+        """`name`: the `host` label of `essaycoach_essays_open` (the Ray actor's name under Ray)."""
         self.sessions = sessions
         self.analyzer = analyzer
         self.bus = bus
@@ -82,6 +84,7 @@ class EssayHost:
         self.clock = clock
         self.wallclock = wallclock
         self.essays: dict[uuid.UUID, LiveEssay] = {}
+        self._open_gauge = metric("essaycoach_essays_open").labels(name)  # set where essays load/unload
         self._loading: dict[uuid.UUID, asyncio.Lock] = {}
         # Essays being deleted (`drop` until `release`): not loaded again, so an update racing
         # the row's removal cannot bring one back.
@@ -118,6 +121,7 @@ class EssayHost:
         # the SymSpell index): load it now, off the event loop, instead of stalling every essay's
         # acks at the first pause.
         await asyncio.to_thread(spellchecker)
+        self._open_gauge.set(len(self.essays))  # the series exists (under Ray: is exported) from the start
         self.committer.start()
         if self._ticker is None:
             self._ticker = asyncio.create_task(repeat(self.config.tick_seconds, self.tick, "host tick"),
@@ -192,6 +196,7 @@ class EssayHost:
                     if essay_id in self._deleted:  # deleted while it loaded
                         raise EssayNotFound(str(essay_id))
                     self.essays[essay_id] = essay
+                    self._open_gauge.set(len(self.essays))
         finally:
             self._loading.pop(essay_id, None)
         return essay
@@ -466,6 +471,7 @@ class EssayHost:
     def _evict(self, essay: LiveEssay) -> None:
         if self.essays.get(essay.essay_id) is essay:
             del self.essays[essay.essay_id]
+            self._open_gauge.set(len(self.essays))
         if self.scheduler is not None:
             self.scheduler.forget(essay)
         essay.cancel_analysis()

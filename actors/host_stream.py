@@ -55,8 +55,11 @@ from typing import Any, cast
 from actors import retry
 from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
 from actors.host_api import HostUnavailable
+from actors.metrics import metric
 
 log = logging.getLogger("essaycoach.stream")
+_RECONNECTS = metric("essaycoach_host_stream_reconnects_total")
+_RESENDS = metric("essaycoach_host_stream_resends_total")
 
 TOKEN_BYTES = 32
 TOKEN_WAIT_SECONDS = 5.0
@@ -485,6 +488,9 @@ class HostStream:
             assert protocol.transport is not None
             keep_alive(protocol.transport)
             self.connects += 1
+            again = self.connects > 1  # the first connect sends what waited for it, not a resend
+            if again:
+                _RECONNECTS.inc()
             protocol.send(token)
             for frame, fut, first_sent in list(self._pending.values()):
                 if fut.done():
@@ -493,6 +499,8 @@ class HostStream:
                     fut.set_exception(StreamError("essay host did not answer in time"))
                 else:
                     protocol.send(frame)  # again after a break: a repeated update is a no-op
+                    if again:
+                        _RESENDS.inc()
             self._protocol = protocol
         finally:
             self._connecting = None

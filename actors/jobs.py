@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from actors.analysis.engine import AnalysisEngine
 from actors.analysis.provider import Usage
 from actors.analysis.rubric import Criterion, parse_rubric
 from actors.config import RunnerConfig
+from actors.metrics import metric
 from actors.webhooks import DeliveryResult, WebhookSender, new_webhook_secret
 from db.models import ScoreOverride, Submission
 from db.repositories import assignments, rubrics, webhook_secrets
@@ -39,6 +41,11 @@ from db.repositories import submissions as repo
 from db.types import utcnow
 
 log = logging.getLogger("essaycoach.jobs")
+_QUEUE_DEPTH = metric("essaycoach_submission_queue_depth")
+_QUEUE_AGE = metric("essaycoach_submission_queue_age_seconds")
+_WEBHOOKS = metric("essaycoach_webhook_deliveries_total")
+# Every runner (one per Gateway replica) reads the shared queue's depth this often, not every poll.
+QUEUE_STATS_SECONDS = 5.0
 
 EngineFactory = Callable[[], AnalysisEngine]
 OnFinished = Callable[[Submission], Awaitable[None]]
@@ -188,9 +195,13 @@ class SubmissionRunner:
         return set(self._active)
 
     async def _loop(self) -> None:
+        measured = 0.0
         while True:
             try:
                 self._spawn(await self.claim())
+                if time.monotonic() - measured >= QUEUE_STATS_SECONDS:
+                    measured = time.monotonic()
+                    await self.measure_queue()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -223,6 +234,15 @@ class SubmissionRunner:
     async def deliveries_done(self) -> None:
         """Wait for the webhook deliveries queued so far."""
         await asyncio.gather(*list(self._deliveries.values()), return_exceptions=True)
+
+    async def measure_queue(self) -> tuple[int, float]:
+        """Set the queue depth and oldest-job age gauges from the store; returns them."""
+        async with self.sessions() as session:
+            depth, oldest = await repo.queue_stats(session)
+        age = max(0.0, (self.clock() - oldest).total_seconds()) if oldest is not None else 0.0
+        _QUEUE_DEPTH.set(depth)
+        _QUEUE_AGE.set(age)
+        return depth, age
 
     # --- claiming -------------------------------------------------------------------------
 
@@ -426,6 +446,7 @@ class SubmissionRunner:
             event = f"submission.{payload['status']}"
             result = await self.sender.deliver(url, key=key, event=event,
                                                delivery_id=str(uuid.uuid5(job_id, event)), payload=payload)
+        _WEBHOOKS.labels("delivered" if result.delivered else "failed" if result.attempts else "not_sent").inc()
         async with self.sessions() as session:
             await repo.update_held(session, submission_id=job_id, held_by=self.worker_id,
                                    callback_status="delivered" if result.delivered else "failed",

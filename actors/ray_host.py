@@ -23,6 +23,7 @@ from actors.config import HostShellConfig
 from actors.host import EssayHost
 from actors.host_api import HostAPI
 from actors.host_stream import StreamServer
+from actors.metrics import metric
 from actors.process_tuning import release_free_memory_periodically, tune_gc
 
 HUB_NAME = "essaycoach-bus-hub-v3"  # versioned: the hub is detached and outlives deploys; v2 added skip, v3 channel ops
@@ -237,13 +238,16 @@ class EssayHostShell:
                     from db.engine import make_engine, make_sessionmaker
 
                     engine = make_engine(self.config.database_url, keyring=self.config.keyring())
+                    name = ray.get_runtime_context().get_actor_name() or "essay-host"
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.config.bus, cluster=True),
-                                     config=self.config.host,
+                                     config=self.config.host, name=name,
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
                     # A restarted actor never saw the attaches of sockets opened before the crash.
                     with warnings.catch_warnings():  # Ray's own property uses its deprecated actor_id
                         warnings.simplefilter("ignore", DeprecationWarning)
                         host.knows_every_socket = not ray.get_runtime_context().was_current_actor_reconstructed
+                    if not host.knows_every_socket:  # Ray restarted this host after a crash
+                        metric("essaycoach_host_restarts_total").labels(name).inc()
                     await host.start()
                     # Again, now that start() loaded the spelling dictionary (~57 MiB of objects):
                     # frozen, full collections no longer walk it (unfrozen they paused the loop ~0.9 s).

@@ -60,7 +60,8 @@ def policy(*, first: float, cap: float, retry_on: tuple[type[Exception], ...] = 
            retry_if: Callable[[BaseException], bool] | None = None, give_up_after: float | None = None,
            attempts: int | None = None, sleep: Sleep = asyncio.sleep, log: logging.Logger | None = None,
            what: str = "call", wait_strategy: Callable[[RetryCallState], float] | None = None,
-           stop: Callable[[RetryCallState], bool] | None = None) -> AsyncRetrying:
+           stop: Callable[[RetryCallState], bool] | None = None,
+           on_failure: Callable[[BaseException], None] | None = None) -> AsyncRetrying:
     """An `AsyncRetrying` that re-raises the last error when it gives up; use it as
     `async for attempt in policy(...): with attempt: ...` or `await policy(...)(fn, *args)`.
 
@@ -68,7 +69,9 @@ def policy(*, first: float, cap: float, retry_on: tuple[type[Exception], ...] = 
     BaseException that is not an Exception (cancellation). Stops after `give_up_after` seconds
     since the first attempt or `attempts` tries, whichever comes first, or when `stop(state)` says
     so (`state.upcoming_sleep` is the wait it would take next). `log` gets
-    one warning per retry naming `what`, the error and the wait.
+    one warning per retry naming `what`, the error and the wait. `on_failure` is called with the
+    error of every try that failed with a retried error, before its wait (a metric's counter): not
+    for the last try when the policy gives up, whose error is re-raised to the caller.
     """
     def retryable(exc: BaseException) -> bool:
         return isinstance(exc, retry_on) and (retry_if is None or retry_if(exc))
@@ -83,6 +86,10 @@ def policy(*, first: float, cap: float, retry_on: tuple[type[Exception], ...] = 
         combined = s if combined is stop_never else combined | s
 
     def before_sleep(state: RetryCallState) -> None:
+        if on_failure is not None and state.outcome is not None:
+            error = state.outcome.exception()
+            if error is not None:
+                on_failure(error)
         if log is not None and state.outcome is not None:
             log.warning("%s failed; retrying", what, extra={
                 "error": repr(state.outcome.exception()), "attempt": state.attempt_number,

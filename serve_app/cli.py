@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serve_app.fastpath.ingress import fast_path_env
 from serve_app.settings import ROOT, Settings
@@ -152,7 +152,9 @@ def run_listeners(settings: Settings, *, haproxy: bool) -> list[Listener]:
     # Serve's fallback proxy binds with SO_REUSEPORT: a taken port would be shared, not refused.
     fallback = int(os.environ.get("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", serve_ports(settings.http_port)[1]))
     listeners = [Listener(settings.http_host, settings.http_port, "HTTP_PORT"),
-                 Listener(settings.http_host, fallback, "HTTP_PORT")]
+                 Listener(settings.http_host, fallback, "HTTP_PORT"),
+                 # Ray's metrics agent binds every interface (loopback when the node's address is)
+                 Listener("0.0.0.0", settings.metrics_export_port, "METRICS_PORT")]
     if haproxy:
         host = settings.haproxy_monitor_host
         listeners += [Listener(host, settings.haproxy_stats_port, "HAPROXY_STATS_PORT"),
@@ -175,8 +177,10 @@ def cmd_driver(args: argparse.Namespace) -> None:
 
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("ESSAYCOACH_", "RAY_SERVE_"))}
     address = os.environ.get("RAY_ADDRESS", "local")
+    # A local cluster's metrics export on a known port: every process's metrics in one scrape.
+    metrics_port: dict[str, Any] = {"_metrics_export_port": settings.metrics_export_port} if address == "local" else {}
     ray.init(address=address, namespace=settings.ray_namespace,
-             runtime_env={"env_vars": env_vars}, include_dashboard=False)
+             runtime_env={"env_vars": env_vars}, include_dashboard=False, **metrics_port)
     # ray.init installs its own SIGTERM handlers (Python's sys.exit, then its core's crash
     # handler): a SIGTERM then skipped the flush and orphaned Serve's HAProxy. Ours again.
     stop_on_signals(stop)

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from actors.metrics import metric
 from db.repositories.pagination import BadCursor
 
 log = logging.getLogger("essaycoach.errors")
@@ -119,6 +120,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        if isinstance(exc, Unauthorized):
+            metric("essaycoach_auth_failures_total").labels(exc.code).inc()
+        elif isinstance(exc, RateLimited):
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metric("essaycoach_rate_limited_total").labels(route, exc.code).inc()
         return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)

@@ -120,8 +120,9 @@ class InProcessHosts(EssayHosts):
         # The engine's keyword arguments are explicit where host.Analyzer says **kwargs.
         self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg,
                                        analyzer=self.analyzer,  # type: ignore[arg-type]
-                                       local_analyzer=local)  # type: ignore[arg-type]
-                             for _ in range(settings.hosts)]
+                                       local_analyzer=local,  # type: ignore[arg-type]
+                                       name=f"essay-host-{index}")
+                             for index in range(settings.hosts)]
 
     async def start(self) -> None:
         for host in self.host_objects:

@@ -10,9 +10,10 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actors.metrics import metric, register_all
 from serve_app.errors import problem
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -80,25 +81,20 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 class Metrics:
-    """Per-app registry, so several apps in one test process do not collide."""
+    """The Gateway's handles on its catalogue metrics (actors/metrics.py). Every catalogue metric
+    lives in the process's default registry, which `GET /metrics` serves: one registry per
+    process, shared by the apps a test process builds (tests compare before/after values)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("essaycoach_http_requests_total", "HTTP requests",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("essaycoach_http_request_seconds", "HTTP request latency",
-                                 ["method", "route"], registry=self.registry)
-        self.sockets_open = Gauge("essaycoach_ws_open", "Open websockets", ["socket"], registry=self.registry)
-        self.socket_closes = Counter("essaycoach_ws_closed_total", "Websockets closed by the server, by code",
-                                     ["socket", "code"], registry=self.registry)
-        self.updates = Counter("essaycoach_doc_updates_total", "Document updates received and acknowledged",
-                               registry=self.registry)
-        self.update_bytes = Counter("essaycoach_doc_update_bytes_total",
-                                    "Bytes of document updates acknowledged (the update log's growth)",
-                                    registry=self.registry)
-        self.ack_seconds = Histogram(
-            "essaycoach_ack_seconds", "Update received -> durable ack sent (gateway view)", registry=self.registry,
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+        register_all()
+        self.registry = REGISTRY
+        self.requests = metric("essaycoach_http_requests_total")
+        self.latency = metric("essaycoach_http_request_seconds")
+        self.sockets_open = metric("essaycoach_ws_open")
+        self.socket_closes = metric("essaycoach_ws_closed_total")
+        self.updates = metric("essaycoach_doc_updates_total")
+        self.update_bytes = metric("essaycoach_doc_update_bytes_total")
+        self.ack_seconds = metric("essaycoach_ack_seconds")
 
 
 class RequestContextMiddleware:

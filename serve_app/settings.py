@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     haproxy_stats_port: int = Field(default=0, ge=0, le=65535)
     haproxy_metrics_port: int = Field(default=0, ge=0, le=65535)
     haproxy_monitor_host: str = "127.0.0.1"
+    # `essaycoach run` on one machine: the port of Ray's metrics export (every process's application
+    # metrics in one scrape; actors/metrics.py). 0: HTTP_PORT + 1000 (9000 by default). On a
+    # cluster it is `ray start --metrics-export-port` (KubeRay: 8080) instead.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     ray_namespace: str = RAY_NAMESPACE
     serve_app_name: str = "essaycoach"
 
@@ -210,6 +214,15 @@ class Settings(BaseSettings):
         return HostShellConfig(database_url=self.database_url, bus=self.bus_config(), host=self.host_config(),
                                analysis=self.analysis_config(), serve_app_name=self.serve_app_name,
                                data_key=self.data_key, data_keys_old=self.data_keys_old)
+
+    @property
+    def metrics_export_port(self) -> int:
+        """Ray's metrics export port for a local cluster `essaycoach run` starts (`metrics_port`)."""
+        if self.metrics_port:
+            return self.metrics_port
+        if self.http_port + 1000 > 65535:
+            raise ValueError("set ESSAYCOACH_METRICS_PORT: HTTP_PORT + 1000 is not a port")
+        return self.http_port + 1000
 
     @property
     def is_sqlite(self) -> bool:

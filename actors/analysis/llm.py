@@ -35,6 +35,7 @@ from tenacity import RetryCallState
 
 from actors import retry
 
+from ..metrics import metric
 from .items import KINDS, SEVERITIES, FeedbackItem, Score, assign_ids, new_item
 from .paragraphs import paragraph_hash
 from .provider import (
@@ -53,6 +54,11 @@ from .provider import (
 from .rubric import Criterion, parse_rubric
 
 PROMPT_VERSION = "llm-2"
+_AI_CALLS = metric("essaycoach_ai_calls_total")
+_AI_ERRORS = metric("essaycoach_ai_errors_total")
+_AI_TOKENS = metric("essaycoach_ai_tokens_total")
+_AI_SECONDS = metric("essaycoach_ai_call_seconds")
+_BUDGET_REFUSALS = metric("essaycoach_ai_budget_refusals_total")
 MAX_MESSAGE_CHARS = 300
 MAX_SUGGESTION_CHARS = 200
 MAX_QUOTE_CHARS = 300
@@ -144,15 +150,24 @@ class TokenBudget:
         self._class: dict[str, int] = {}
 
     def check(self, essay_id: str | None, class_id: str | None, estimated: int) -> bool:
+        """Whether a call of `estimated` tokens fits; a refusal counts in
+        `essaycoach_ai_budget_refusals_total` by the budget that refused it."""
+        refused = self.refusing(essay_id, class_id, estimated)
+        if refused is not None:
+            _BUDGET_REFUSALS.labels(refused).inc()
+        return refused is None
+
+    def refusing(self, essay_id: str | None, class_id: str | None, estimated: int) -> str | None:
+        """The budget (`total`, `essay`, `class`) that `estimated` more tokens would overrun, or None."""
         if self.total is not None and self._spent + estimated > self.total:
-            return False
+            return "total"
         if essay_id is not None and self.per_essay is not None:
             if self._essay.get(essay_id, 0) + estimated > self.per_essay:
-                return False
+                return "essay"
         if class_id is not None and self.per_class is not None:
             if self._class.get(class_id, 0) + estimated > self.per_class:
-                return False
-        return True
+                return "class"
+        return None
 
     def record(self, essay_id: str | None, class_id: str | None, tokens: int) -> None:
         self._spent += tokens
@@ -502,6 +517,20 @@ class OpenAIProvider:
         return self._client
 
     async def _complete(self, messages: list[dict[str, str]]) -> _Completion:
+        started = time.perf_counter()
+        _AI_CALLS.labels(self.name).inc()
+        try:
+            completion = await self._complete_once(messages)
+        except ProviderError as exc:
+            _AI_ERRORS.labels(self.name, exc.code).inc()
+            raise
+        finally:
+            _AI_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        _AI_TOKENS.labels(self.name, "prompt").inc(completion.usage.prompt_tokens)
+        _AI_TOKENS.labels(self.name, "completion").inc(completion.usage.completion_tokens)
+        return completion
+
+    async def _complete_once(self, messages: list[dict[str, str]]) -> _Completion:
         if not self.breaker.allow():
             raise CircuitOpenError("AI endpoint is failing; calls are paused")
         payload = {

@@ -114,6 +114,13 @@ async def claimable(session: AsyncSession, *, now: datetime, limit: int) -> list
     return [(row[0], row[1]) for row in (await session.execute(stmt)).all()]
 
 
+async def queue_stats(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many submissions wait in `queued`, and when the oldest of them was created."""
+    row = (await session.execute(
+        select(func.count(), func.min(Submission.created_at)).where(Submission.status == "queued"))).one()
+    return int(row[0]), row[1]
+
+
 async def claim(
     session: AsyncSession, *, submission_id: uuid.UUID, seen_status: str, worker_id: str, now: datetime,
     lease_until: datetime,

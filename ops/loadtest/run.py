@@ -293,6 +293,7 @@ class EssayCoachTarget(Target):
             # Serve's HAProxy binds its stats page to 8404 by default: a free port, so a run
             # does not fail while another Serve app runs on the machine.
             "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port()),
+            "ESSAYCOACH_METRICS_PORT": str(procs.free_port()),  # Ray's metrics export (default HTTP_PORT + 1000)
             **self.extra_env,
         }
         # As `make run` starts it (dev mode: a generated JWT secret in the run's var/).

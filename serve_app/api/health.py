@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from serve_app.deps import ContextDep
@@ -40,5 +40,7 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(ctx: ContextDep) -> Response:
-    body = generate_latest(ctx.metrics.registry) + generate_latest(REGISTRY)
+    # This process's view: the catalogue (actors/metrics.py) and the process collectors. A
+    # cluster-wide scrape reads Ray's per-node metrics export instead (README "Metrics").
+    body = generate_latest(ctx.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

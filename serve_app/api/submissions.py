@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.analysis.rubric import Criterion, parse_rubric
 from actors.jobs import day_start, effective_scores, rubric_document
+from actors.metrics import metric
 from actors.webhooks import UnsafeCallbackUrl, check_url_target
 from db.models import Assignment, Submission, User
 from db.repositories import assignments, audit, documents, rubrics
@@ -123,6 +124,7 @@ async def check_token_budget(ctx: Context, session: AsyncSession, user: User, *,
     used = await repo.tokens_used_by_user(session, user_id=user.id, since=day_start(now))
     if used >= budget or used + needed > budget:
         tomorrow = day_start(now) + timedelta(days=1)
+        metric("essaycoach_ai_budget_refusals_total").labels("user_day").inc()
         raise RateLimited("today's AI token budget is spent", code="token_budget_exhausted",
                           retry_after=math.ceil((tomorrow - now).total_seconds()))
 

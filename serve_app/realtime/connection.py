@@ -26,6 +26,7 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from actors.metrics import metric
 from db.models import Essay, User
 from db.repositories import classes, essays, users
 from db.types import utcnow
@@ -169,6 +170,7 @@ async def receive_frame(ws: WebSocket, ctx: Context, bucket: TokenBucket, kind: 
     if len(payload) > ctx.settings.max_ws_message_bytes:
         raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message larger than 1 MiB")
     if not bucket.take():
+        metric("essaycoach_rate_limited_total").labels("websocket", "ws_messages").inc()
         raise ProtocolError(CloseCode.POLICY_VIOLATION, "too many messages; slow down")
     return payload
 
@@ -194,6 +196,7 @@ async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
     if user is not None and user.suspended_at is not None:
         user = None
     if user is None:
+        metric("essaycoach_auth_failures_total").labels("bad_ticket").inc()
         await ws.close(CloseCode.BAD_TICKET, "ticket missing, expired or already used")
     return user
 

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 from pycrdt import create_awareness_message
 
-from actors.broadcast import RESYNC, doc_message, split_doc_message
+from actors.broadcast import RESYNC, doc_message, observe_fanout, split_doc_message
 from actors.doc import InvalidUpdate, validate_update
 from actors.host import EssayNotFound, UpdateRejected
 from actors.host_api import HostUnavailable
@@ -59,6 +59,7 @@ async def doc_socket(ws: WebSocket) -> None:
             return
         sender, payload = split_doc_message(message)
         if sender != origin:
+            observe_fanout(message)
             out.put(create_awareness_message(payload))
 
     bus = ctx.live.bus

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from actors.broadcast import DELETED, RESYNC, split_doc_message
+from actors.broadcast import DELETED, RESYNC, observe_fanout, split_doc_message
 from actors.host import UpdateRejected, UpdateTooLarge
 from serve_app.deps import Context
 from serve_app.realtime.connection import SendQueue, background
@@ -120,4 +120,5 @@ class DocFollower:
             return
         sender, frame = split_doc_message(message)
         if sender != self.origin:  # never echo a client's own update back to it
+            observe_fanout(message)
             self.out.put(self.prefix + frame if self.prefix else frame)

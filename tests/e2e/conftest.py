@@ -76,6 +76,7 @@ def service_env(var_dir: Path, port: int, dist: Path | None) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(procs.free_port()),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port()),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(procs.free_port()),
+        "ESSAYCOACH_METRICS_PORT": str(procs.free_port()),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(procs.free_port()),
     }
 

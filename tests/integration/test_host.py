@@ -575,3 +575,57 @@ async def test_starting_a_host_loads_the_spelling_dictionary(sessions: object, m
         assert spelling._english is not None and spelling._english.known("essay")
     finally:
         await host.stop()
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_open_essays_are_counted_per_host_as_they_load_and_unload(sessions: object) -> None:
+    """`essaycoach_essays_open{host}` follows the host's loads and unloads (in-process too, no Ray)."""
+    ids = [await new_essay(sessions) for _ in range(2)]
+    clock = FakeClock()
+    name = f"test-host-{uuid.uuid4().hex[:8]}"
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), clock=clock, name=name,  # type: ignore[arg-type]
+                     config=HostConfig(unload_idle_seconds=60, tick_seconds=3600))
+    await host.start()
+    try:
+        await host.set_text(ids[0], "one", author_id=None)
+        assert _sample("essaycoach_essays_open", {"host": name}) == 1
+        clock.now += 30
+        await host.set_text(ids[1], "two", author_id=None)
+        assert _sample("essaycoach_essays_open", {"host": name}) == 2
+        clock.now += 31  # the first is idle past 60 s, the second is not
+        await host.tick()
+        assert list(host.essays) == [ids[1]]
+        assert _sample("essaycoach_essays_open", {"host": name}) == 1
+    finally:
+        await host.stop()
+
+
+async def test_failed_snapshot_and_feedback_writes_count_as_store_errors(sessions: object) -> None:
+    essay_id = await new_essay(sessions)
+    host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=HostConfig(tick_seconds=3600))  # type: ignore[arg-type]
+    await host.start()
+    try:
+        await host.set_text(essay_id, "some text", author_id=None)
+        essay = host.essays[essay_id]
+
+        async def failing_store(work: object, **kwargs: object) -> None:
+            raise OSError("disk full")
+
+        host.compactor.store = failing_store
+        before = {op: _sample("essaycoach_store_errors_total", {"operation": op}) for op in ("compaction", "feedback")}
+        with pytest.raises(OSError):  # a forced revision: a snapshot row to write
+            await host.compactor.compact(essay, force_revision=True)
+        essay.feedback_dirty = True
+        essay.watermark = essay.revision_seq = essay.seq  # as if stored: only the feedback set is left
+        with pytest.raises(OSError):
+            await host.compactor.compact(essay, force_revision=False)
+        after = {op: _sample("essaycoach_store_errors_total", {"operation": op}) for op in before}
+        assert after == {"compaction": before["compaction"] + 1, "feedback": before["feedback"] + 1}
+    finally:
+        host.compactor.store = host._store
+        await host.stop()

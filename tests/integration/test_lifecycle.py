@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,6 +56,8 @@ class Run:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ESSAYCOACH_"))}
         self.env = {**inherited, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
                     "ESSAYCOACH_VAR_DIR": str(var_dir), "ESSAYCOACH_HTTP_PORT": str(port),
+                    # HTTP_PORT + 1000 (the default) may be another process's port on a busy machine.
+                    "ESSAYCOACH_METRICS_PORT": str(free_port()),
                     "ESSAYCOACH_SHUTDOWN_SECONDS": str(SHUTDOWN_SECONDS), **self.extra}
         self.log = var_dir / f"essaycoach-{uuid.uuid4().hex[:8]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -198,7 +201,8 @@ def stop_path(run: Run, path: str) -> Any:
 async def test_every_stop_path_frees_the_ports_leaves_no_process_and_keeps_acked_text(
     runs: list[Run], tmp_path: Path
 ) -> None:
-    run = Run(tmp_path / "var", free_port(), {"ESSAYCOACH_HAPROXY_STATS_PORT": str(free_port())}).start()
+    run = Run(tmp_path / "var", free_port(), {"ESSAYCOACH_HAPROXY_STATS_PORT": str(free_port()),
+                                               "ESSAYCOACH_METRICS_PORT": str(free_port())}).start()
     runs.append(run)
     await run.ready()
     await assert_one_run_per_var_dir_and_monitoring_on_loopback(run)
@@ -206,6 +210,7 @@ async def test_every_stop_path_frees_the_ports_leaves_no_process_and_keeps_acked
     async with httpx.AsyncClient(base_url=f"http://{run.base}", timeout=30) as http:
         student = await register(http, "student")
         essay_id = (await make_essay(http, student))["id"]
+    await assert_one_scrape_has_the_gateways_and_the_hosts_metrics(int(run.extra["ESSAYCOACH_METRICS_PORT"]))
     acked: list[str] = []
     counts: dict[str, int] = {}
     for n, path in enumerate(PATHS * ROUNDS):
@@ -237,6 +242,21 @@ async def test_every_stop_path_frees_the_ports_leaves_no_process_and_keeps_acked
             assert_all_in(acked, r.json()["text"], f"after {label}, served by the next run")
         counts[path] = counts.get(path, 0) + 1
     print(f"clean stops: {counts}; acknowledged updates checked: {len(acked)}", file=sys.stderr)
+
+
+async def assert_one_scrape_has_the_gateways_and_the_hosts_metrics(port: int) -> None:
+    """`ESSAYCOACH_METRICS_PORT`: Ray's metrics export of the run, the application metrics of its
+    processes (actors/metrics.py) in one scrape: a Gateway replica's requests, the hosts' essays."""
+    seen: set[str] = set()
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(120):  # processes push to the agent every few seconds
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            seen = {n for n in ("ray_essaycoach_http_requests_total", "ray_essaycoach_essays_open")
+                    if re.search(rf"^{n}{{", text, re.M)}
+            if len(seen) == 2:
+                return
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"only {seen} in the scrape of port {port}")
 
 
 async def assert_one_run_per_var_dir_and_monitoring_on_loopback(run: Run) -> None:
@@ -289,7 +309,7 @@ def _listen(port: int) -> socket.socket:
     return s
 
 
-@pytest.mark.parametrize("setting", ["HTTP_PORT", "HAPROXY_STATS_PORT", "HAPROXY_METRICS_PORT"])
+@pytest.mark.parametrize("setting", ["HTTP_PORT", "HAPROXY_STATS_PORT", "HAPROXY_METRICS_PORT", "METRICS_PORT"])
 def test_a_taken_port_is_named_with_its_setting_before_ray_starts(tmp_path: Path, setting: str) -> None:
     taken = free_port()
     env = {f"ESSAYCOACH_{setting}": str(taken)}
@@ -299,7 +319,8 @@ def test_a_taken_port_is_named_with_its_setting_before_ray_starts(tmp_path: Path
         status = run.proc.wait(timeout=60)
     out = run.output().strip()
     assert status != 0
-    assert out.splitlines() == [f"essaycoach: port {taken} on 127.0.0.1 is already in use; stop what listens "
+    host = "0.0.0.0" if setting == "METRICS_PORT" else "127.0.0.1"  # Ray's metrics agent binds every interface
+    assert out.splitlines() == [f"essaycoach: port {taken} on {host} is already in use; stop what listens "
                                 f"there or set ESSAYCOACH_{setting} to a free port"]
     assert not RunFiles(run.var_dir).record_path.exists()  # no driver, no Ray was started
 

@@ -261,6 +261,70 @@ async def test_the_gateway_reports_its_open_sockets_to_the_autoscaler(
             await client.close()
 
 
+async def _typed_essay(http: httpx.AsyncClient, base: str, text: str) -> tuple[Any, dict[str, Any], YClient]:
+    """A new student's new essay with `text` typed and acked over a doc socket at `base`:
+    (student, essay, the still open client)."""
+    student = await register(http, "student")
+    essay = await make_essay(http, student)
+    ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+    client = await YClient(f"ws://{base}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect()
+    try:
+        client.type(text)
+        await client.wait_acked()
+    except BaseException:
+        await client.close()
+        raise
+    return student, essay, client
+
+
+def _ray_node_scrape() -> list[tuple[str, dict[str, str], float]]:
+    """One scrape of this node's Ray metrics export: (name, labels, value) of each sample."""
+    import re
+    import urllib.request
+
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = []
+    for line in text.splitlines():
+        found = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+        if found:
+            samples.append((found.group(1), dict(re.findall(r'(\w+)="([^"]*)"', found.group(2))),
+                            float(found.group(3))))
+    return samples
+
+
+async def test_one_scrape_of_the_node_has_metrics_of_a_host_actor_and_a_gateway_replica(
+        http: httpx.AsyncClient, serve_app: dict[str, Any]) -> None:
+    """Ray's metrics export (actors/metrics.py): the essay host's and the Gateway replica's
+    catalogue metrics, each from its own worker process, in one scrape of the node's port."""
+    import ray
+
+    driver = ray._private.worker.global_worker.worker_id.hex()  # this test process records too
+    _, _, client = await _typed_essay(http, serve_app["base"], "measured")
+    try:
+        hosts: dict[str, str] = {}
+        gateways: set[str] = set()
+        committed: set[str] = set()
+        for _ in range(120):  # workers push to the node's agent every few seconds
+            samples = await asyncio.to_thread(_ray_node_scrape)
+            hosts = {labels["WorkerId"]: labels["host"] for name, labels, value in samples
+                     if name == "ray_essaycoach_essays_open" and value >= 1 and labels["WorkerId"] != driver}
+            committed = {labels["WorkerId"] for name, labels, value in samples
+                         if name == "ray_essaycoach_commit_batch_rows_count" and value >= 1}
+            gateways = {labels["WorkerId"] for name, labels, value in samples
+                        if name == "ray_essaycoach_doc_updates_total" and value >= 1
+                        and labels["WorkerId"] != driver}
+            if hosts.keys() & committed and gateways:
+                break
+            await asyncio.sleep(0.5)
+        assert hosts.keys() & committed, (hosts, committed)  # the host that holds the essay committed it
+        assert gateways and not gateways & hosts.keys(), (gateways, hosts)  # a separate Gateway process
+    finally:
+        await client.close()
+
+
 @pytest.fixture(scope="module")
 async def plain_app(serve_app: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A second Gateway with the fast path off (`ESSAYCOACH_FAST_PATH=off`) under the same HAProxy,
@@ -286,13 +350,8 @@ async def test_with_the_fast_path_off_sockets_take_serves_request_path(plain_app
     edits and is acked."""
     async with httpx.AsyncClient(base_url=f"http://{plain_app}", timeout=60) as http:
         assert await until_ready(http, seconds=60)
-        student = await register(http, "student")
-        essay = await make_essay(http, student)
-        ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
-        client = await YClient(f"ws://{plain_app}/ws/essays/{essay['id']}/doc?ticket={ticket}").connect()
+        student, essay, client = await _typed_essay(http, plain_app, "through Serve")
         try:
-            client.type("through Serve")
-            await client.wait_acked()
             assert (await _serve_socket_tasks("essaycoach-plain"))["request_tasks"] >= 1
             r = await http.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
             assert r.json()["text"] == "through Serve"

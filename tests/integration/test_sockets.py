@@ -169,6 +169,12 @@ async def test_an_undecodable_update_never_reaches_a_watcher(live_client, live_s
 
 async def test_flood_is_closed_1008(live_client, live_server, classroom) -> None:
     student, essay = classroom["student"], classroom["essay"]
+    limited = 'essaycoach_rate_limited_total{code="ws_messages",route="websocket"}'
+
+    def value(text: str) -> float:
+        return next((float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(limited)), 0.0)
+
+    before = value((await live_client.get("/metrics")).text)
     c = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
     for _ in range(600):
         try:
@@ -176,6 +182,7 @@ async def test_flood_is_closed_1008(live_client, live_server, classroom) -> None
         except websockets.ConnectionClosed:
             break
     assert await c.wait_closed() == 1008
+    assert value((await live_client.get("/metrics")).text) == before + 1
 
 
 async def test_events_socket_resume_and_class_live_rows(live_client, live_server, classroom) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
@@ -565,6 +566,7 @@ async def test_webhook_is_signed_with_the_requesters_secret_and_retried_until_ac
 
 async def test_webhook_that_never_succeeds_is_marked_failed_after_bounded_attempts(env: Env) -> None:
     attempts = env.settings.webhook_max_attempts
+    failed_before = REGISTRY.get_sample_value("essaycoach_webhook_deliveries_total", {"outcome": "failed"}) or 0
     async with WebhookReceiver(statuses=[503] * (attempts + 5)) as receiver:
         user = await register(env.client)
         r = await submit(env.client, user, {"text": ESSAY, "callback_url": receiver.url})
@@ -578,6 +580,25 @@ async def test_webhook_that_never_succeeds_is_marked_failed_after_bounded_attemp
             await asyncio.sleep(0.05)
         assert len(receiver.received) == attempts
     assert body["status"] == "done"
+    assert REGISTRY.get_sample_value("essaycoach_webhook_deliveries_total", {"outcome": "failed"}) == failed_before + 1
+
+
+async def test_the_runner_reports_the_queue_depth_and_the_oldest_jobs_age(env: Env) -> None:
+    await drain(env)  # no runner claims while we look
+    try:
+        measuring = SubmissionRunner(env.ctx.sessions, lambda: AnalysisEngine(LocalAnalyzer()))
+        assert (await measuring.measure_queue()) == (0, 0.0)
+        user = await register(env.client)
+        for i in range(3):
+            assert (await submit(env.client, user, {"text": f"{ESSAY} {i}"})).status_code == 202
+        later = SubmissionRunner(env.ctx.sessions, lambda: AnalysisEngine(LocalAnalyzer()),
+                                 clock=lambda: datetime.now(UTC) + timedelta(seconds=90))
+        depth, age = await later.measure_queue()
+        assert depth == 3 and 90 <= age < 200
+        assert REGISTRY.get_sample_value("essaycoach_submission_queue_depth") == 3
+        assert REGISTRY.get_sample_value("essaycoach_submission_queue_age_seconds") == age
+    finally:
+        await start_runner(env.ctx)
 
 
 def test_signature_check_rejects_tampering_and_stale_timestamps() -> None:

@@ -61,3 +61,28 @@ async def test_only_what_the_caller_names_is_retried_and_never_a_cancellation() 
         await retry.policy(first=0.01, cap=0.01, attempts=3, sleep=no_sleep, retry_if=lambda e: True)(
             once, asyncio.CancelledError())
     assert len(calls) == 1
+
+
+async def test_the_failure_hook_sees_each_retried_error_but_not_the_one_given_up_on() -> None:
+    seen: list[str] = []
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    async def failing(n: list[int]) -> None:
+        n[0] += 1
+        raise ConnectionError(f"try {n[0]}")
+
+    with pytest.raises(ConnectionError, match="try 3"):
+        await retry.policy(first=0.01, cap=0.01, attempts=3, sleep=no_sleep,
+                           on_failure=lambda exc: seen.append(str(exc)))(failing, [0])
+    assert seen == ["try 1", "try 2"]
+    seen.clear()
+    with pytest.raises(ValueError):  # not retried: no hook call
+        await retry.policy(first=0.01, cap=0.01, retry_on=(ConnectionError,), sleep=no_sleep,
+                           on_failure=lambda exc: seen.append(str(exc)))(_raise_value_error)
+    assert seen == []
+
+
+async def _raise_value_error() -> None:
+    raise ValueError("permanent")

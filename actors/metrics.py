@@ -1,0 +1,271 @@
+"""The metric catalogue: every application metric of EssayCoach Live, defined once, here.
+
+Each metric is recorded in two places by the same call:
+
+- **prometheus-client**, in the process's default registry. That is what a process shows by
+  itself: `GET /metrics` on a Gateway replica, and everything at once when the whole service runs
+  in one process (the tests' in-process app, `create_app()` under plain uvicorn), with no Ray.
+- **Ray's metrics export** (`ray.util.metrics`), when the process is part of a Ray cluster (a
+  Gateway or Analyzer replica, an essay host, the driver). Ray's per-node metrics agent gathers
+  the application metrics of every worker process on its node and serves them on the node's
+  metrics export port (`ray start --metrics-export-port`, KubeRay: 8080; `essaycoach run`:
+  `ESSAYCOACH_METRICS_PORT`), each series labelled with its `WorkerId` and `NodeAddress`.
+  One scrape of that port is the whole node: every Gateway replica, essay host and Analyzer
+  replica; Prometheus finds the nodes of a cluster through the head's service discovery
+  (`ops/prometheus/prometheus.yml`). Ray prefixes the names with `ray_`; the scrape config
+  renames them back, so dashboards and alerts use the names below everywhere.
+
+Why Ray's export rather than prometheus-client's multiprocess mode: the processes to gather are
+Ray workers that Ray starts, restarts and places on nodes that come and go. Multiprocess mode
+needs a shared directory per node that every process writes (`PROMETHEUS_MULTIPROC_DIR`, set
+before each process starts and wiped between runs), an exporter process per node to read it, and
+our own discovery of those exporters; it also has no live gauges across processes without
+choosing a merge mode per gauge. Ray already runs an agent per node that does all of this, with
+service discovery for the head, for KubeRay and for `make run` alike; what it cannot do is work
+without Ray, which the first backend covers. Recording into both costs about 3 µs per call.
+
+Names follow Prometheus conventions: `_total` counters, `_seconds` durations, base units.
+Gauges are per process (sum or max them across `WorkerId` in queries, as each one's help says).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge as PromGauge
+from prometheus_client import Histogram as PromHistogram
+
+log = logging.getLogger("essaycoach.metrics")
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+SLOW_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric: its exported name, type, help text, label names and (histograms) buckets."""
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+class _Child:
+    """A metric with its label values bound: records into prometheus-client and, inside a Ray
+    cluster, into the `ray.util.metrics` twin."""
+
+    __slots__ = ("_metric", "_prom", "_tags", "_value")
+
+    def __init__(self, metric: Metric, values: tuple[str, ...]) -> None:
+        self._metric = metric
+        self._prom: Any = metric.prom.labels(*values) if values else metric.prom
+        self._tags = dict(zip(metric.spec.labels, values, strict=True))
+        self._value = 0.0  # gauges: Ray's gauge can only be set, so the value is kept here
+
+    def inc(self, amount: float = 1.0) -> None:
+        if self._metric.spec.kind == "gauge":
+            self.set(self._value + amount)
+            return
+        self._prom.inc(amount)
+        twin = self._metric.ray_twin()
+        if twin is not None and amount > 0:  # Ray's counter refuses 0 (e.g. a call that used no tokens)
+            twin.inc(amount, tags=self._tags)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.set(self._value - amount)
+
+    def set(self, value: float) -> None:
+        self._value = value
+        self._prom.set(value)
+        twin = self._metric.ray_twin()
+        if twin is not None:
+            twin.set(value, tags=self._tags)
+
+    def observe(self, value: float) -> None:
+        self._prom.observe(value)
+        twin = self._metric.ray_twin()
+        if twin is not None:
+            twin.observe(value, tags=self._tags)
+
+
+class Metric:
+    """A catalogue entry, live: `labels(*values)` binds label values (cached), and an unlabelled
+    metric records directly (`inc`, `dec`, `set`, `observe`)."""
+
+    def __init__(self, spec: MetricSpec, registry: CollectorRegistry) -> None:
+        self.spec = spec
+        if spec.kind == "counter":
+            self.prom: Any = PromCounter(spec.name, spec.help, spec.labels, registry=registry)
+        elif spec.kind == "gauge":
+            self.prom = PromGauge(spec.name, spec.help, spec.labels, registry=registry)
+        else:
+            self.prom = PromHistogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+        self._children: dict[tuple[str, ...], _Child] = {}
+        self._twin: Any = None
+        self._twin_session: object = None
+        self._root = None if spec.labels else _Child(self, ())
+
+    def labels(self, *values: str) -> _Child:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Child(self, tuple(str(v) for v in values))
+        return child
+
+    def _unlabelled(self) -> _Child:
+        if self._root is None:
+            raise ValueError(f"{self.spec.name} has labels {self.spec.labels}: call labels() first")
+        return self._root
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._unlabelled().inc(amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._unlabelled().dec(amount)
+
+    def set(self, value: float) -> None:
+        self._unlabelled().set(value)
+
+    def observe(self, value: float) -> None:
+        self._unlabelled().observe(value)
+
+    def ray_twin(self) -> Any:
+        """The `ray.util.metrics` twin while this process is connected to a Ray cluster (made on
+        the first record there, again after a new `ray.init`), else None."""
+        worker = _ray_worker()
+        if worker is None or not worker.connected:
+            return None
+        session = getattr(worker, "core_worker", None)  # a new one after ray.shutdown() + ray.init()
+        if self._twin is None or self._twin_session is not session:
+            self._twin, self._twin_session = _make_ray_metric(self.spec), session
+        return self._twin
+
+
+_WORKER: Any = None
+
+
+def _ray_worker() -> Any:
+    """Ray's per-process worker object once Ray is imported (never imports Ray itself: a process
+    without it records into prometheus-client only)."""
+    global _WORKER
+    if _WORKER is None:
+        ray = sys.modules.get("ray")
+        worker_module = getattr(getattr(ray, "_private", None), "worker", None)
+        _WORKER = getattr(worker_module, "global_worker", None)
+    return _WORKER
+
+
+def _make_ray_metric(spec: MetricSpec) -> Any:
+    from ray.util import metrics as ray_metrics
+
+    if spec.kind == "counter":
+        return ray_metrics.Counter(spec.name, spec.help, tag_keys=spec.labels)
+    if spec.kind == "gauge":
+        return ray_metrics.Gauge(spec.name, spec.help, tag_keys=spec.labels)
+    return ray_metrics.Histogram(spec.name, spec.help, boundaries=list(spec.buckets), tag_keys=spec.labels)
+
+
+CATALOGUE: tuple[MetricSpec, ...] = (
+    # --- Gateway: HTTP, sockets, documents --------------------------------------------------
+    MetricSpec("essaycoach_http_requests_total", "counter", "HTTP requests, by route template and status",
+               ("method", "route", "status")),
+    MetricSpec("essaycoach_http_request_seconds", "histogram", "HTTP request latency", ("method", "route"),
+               LATENCY_BUCKETS),
+    MetricSpec("essaycoach_ws_open", "gauge", "Open websockets on this Gateway replica, by kind (sum across replicas)",
+               ("socket",)),
+    MetricSpec("essaycoach_ws_closed_total", "counter", "Websockets closed by the server, by kind and close code",
+               ("socket", "code")),
+    MetricSpec("essaycoach_doc_updates_total", "counter", "Document updates received and acknowledged"),
+    MetricSpec("essaycoach_doc_update_bytes_total", "counter",
+               "Bytes of document updates acknowledged (the update log's growth)"),
+    MetricSpec("essaycoach_ack_seconds", "histogram",
+               "Document update received by the Gateway -> durable ack sent to its writer",
+               buckets=LATENCY_BUCKETS),
+    MetricSpec("essaycoach_fanout_seconds", "histogram",
+               "Document or awareness message built (the writer's Gateway on receipt; the host after commit, for "
+               "other replicas) -> handed to a socket's handler on the delivering replica (wall clocks)",
+               buckets=LATENCY_BUCKETS),
+    MetricSpec("essaycoach_auth_failures_total", "counter",
+               "Authentication refused: bad credentials or tokens (HTTP 401), bad socket tickets; by code",
+               ("code",)),
+    MetricSpec("essaycoach_rate_limited_total", "counter",
+               "Requests refused by a rate limit (HTTP 429), by route and code", ("route", "code")),
+    MetricSpec("essaycoach_host_stream_reconnects_total", "counter",
+               "A Gateway replica's stream to an essay host was lost and opened again"),
+    MetricSpec("essaycoach_host_stream_resends_total", "counter",
+               "Updates a Gateway replica sent to an essay host again after its stream reconnected"),
+    # --- Essay hosts --------------------------------------------------------------------------
+    MetricSpec("essaycoach_essays_open", "gauge", "Essays loaded in an essay host", ("host",)),
+    MetricSpec("essaycoach_host_restarts_total", "counter",
+               "Essay host actors started again by Ray after a failure (max_restarts)", ("host",)),
+    MetricSpec("essaycoach_commit_seconds", "histogram",
+               "Group commit of the update log: batch taken -> committed (store retries included)",
+               buckets=LATENCY_BUCKETS),
+    MetricSpec("essaycoach_commit_batch_rows", "histogram", "Update-log rows per group commit", buckets=BATCH_BUCKETS),
+    MetricSpec("essaycoach_store_errors_total", "counter",
+               "Failed writes to the store (retried or refused), by operation", ("operation",)),
+    # --- Bus ---------------------------------------------------------------------------------
+    MetricSpec("essaycoach_bus_published_total", "counter", "Messages published on the bus, by backend", ("bus",)),
+    MetricSpec("essaycoach_bus_delivered_total", "counter", "Bus messages handed to a local subscriber (a socket)"),
+    MetricSpec("essaycoach_bus_dropped_total", "counter",
+               "Bus messages lost before sending (outbox overflow, failed batch); their channels resync", ("reason",)),
+    # --- AI --------------------------------------------------------------------------------------
+    MetricSpec("essaycoach_ai_calls_total", "counter", "LLM calls made (or refused by the circuit breaker)",
+               ("provider",)),
+    MetricSpec("essaycoach_ai_errors_total", "counter", "LLM calls that failed, by provider and error code",
+               ("provider", "code")),
+    MetricSpec("essaycoach_ai_tokens_total", "counter", "Tokens the LLM reported (or we estimated), by kind",
+               ("provider", "kind")),
+    MetricSpec("essaycoach_ai_call_seconds", "histogram", "LLM call latency (retries included)", ("provider",),
+               SLOW_BUCKETS),
+    MetricSpec("essaycoach_ai_budget_refusals_total", "counter",
+               "LLM calls not made because a token budget was spent, by budget", ("scope",)),
+    # --- Submissions and webhooks ----------------------------------------------------------------
+    MetricSpec("essaycoach_submission_queue_depth", "gauge",
+               "Submissions waiting to run (the shared queue, as this runner last saw it: take the max)"),
+    MetricSpec("essaycoach_submission_queue_age_seconds", "gauge",
+               "Age of the oldest submission waiting to run (0 when none; take the max)"),
+    MetricSpec("essaycoach_webhook_deliveries_total", "counter", "Webhook deliveries finished, by outcome",
+               ("outcome",)),
+)
+
+_LIVE: dict[str, Metric] = {}
+
+
+def metric(name: str) -> Metric:
+    """The live catalogue metric `name` (registered in the default registry on first use)."""
+    live = _LIVE.get(name)
+    if live is None:
+        spec = next((s for s in CATALOGUE if s.name == name), None)
+        if spec is None:
+            raise KeyError(f"{name} is not in the metric catalogue (actors/metrics.py)")
+        live = _LIVE[name] = Metric(spec, REGISTRY)
+    return live
+
+
+def register_all() -> None:
+    """Register every catalogue metric now, so a scrape lists each one (labelled metrics with no
+    samples yet show their HELP and TYPE) before anything recorded it."""
+    for spec in CATALOGUE:
+        metric(spec.name)
+
+
+def names() -> list[str]:
+    return [spec.name for spec in CATALOGUE]
+
+
+def exported_series(spec: MetricSpec) -> Sequence[str]:
+    """The sample names Prometheus stores for `spec` (what queries may use)."""
+    if spec.kind == "histogram":
+        return (f"{spec.name}_bucket", f"{spec.name}_sum", f"{spec.name}_count")
+    return (spec.name,)

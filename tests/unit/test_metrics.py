@@ -1,0 +1,254 @@
+"""The metric catalogue (actors/metrics.py), what records into it, and the ops files that read it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+from actors import metrics as metrics_module
+from actors.analysis.llm import TokenBudget
+from actors.broadcast import (
+    LocalFanout,
+    Outbox,
+    Published,
+    doc_message,
+    doc_message_age,
+    observe_fanout,
+    split_doc_message,
+)
+from actors.committer import GroupCommitter
+from actors.metrics import CATALOGUE, Metric, exported_series, metric, names, register_all
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = re.compile(r"\bessaycoach_[a-z0-9_]+\b")
+
+
+def value(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+def exported() -> set[str]:
+    return {series for spec in CATALOGUE for series in exported_series(spec)}
+
+
+def test_catalogue_names_are_unique_prometheus_names_with_sorted_buckets() -> None:
+    assert len(names()) == len(set(names()))
+    for spec in CATALOGUE:
+        assert re.fullmatch(r"essaycoach_[a-z0-9_]+", spec.name), spec.name
+        assert spec.name.endswith("_total") == (spec.kind == "counter"), spec.name
+        if spec.kind == "histogram":
+            assert list(spec.buckets) == sorted(set(spec.buckets)) and spec.buckets[0] > 0, spec.name
+
+
+def _dashboard_queries() -> list[str]:
+    dashboard = json.loads((ROOT / "ops/grafana/essaycoach.json").read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+
+
+def _alert_queries() -> list[str]:
+    rules = yaml.safe_load((ROOT / "ops/prometheus/alerts.yml").read_text())
+    return [r["expr"] for g in rules["groups"] for r in g["rules"]]
+
+
+def test_every_metric_the_dashboard_and_the_alerts_use_is_in_the_catalogue() -> None:
+    used = {n for q in _dashboard_queries() + _alert_queries() for n in NAME.findall(q)}
+    assert used and used <= exported(), sorted(used - exported())
+
+
+def test_the_alerts_cover_what_operators_page_on() -> None:
+    rules = yaml.safe_load((ROOT / "ops/prometheus/alerts.yml").read_text())
+    by_name = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    needs = {"EssayCoachAckLatencyHigh": "essaycoach_ack_seconds_bucket",
+             "EssayCoachFanoutLatencyHigh": "essaycoach_fanout_seconds_bucket",
+             "EssayCoachAIErrorRateHigh": "essaycoach_ai_errors_total",
+             "EssayCoachTokenBudgetExhaustion": "essaycoach_ai_budget_refusals_total",
+             "EssayCoachSubmissionBacklog": "essaycoach_submission_queue_age_seconds",
+             "EssayCoachHostRestarted": "essaycoach_host_restarts_total",
+             "EssayCoachStoreErrors": "essaycoach_store_errors_total"}
+    for alert, series in needs.items():
+        assert series in by_name[alert], alert
+
+
+def test_the_dashboard_shows_every_catalogue_metric() -> None:
+    used = {n for q in _dashboard_queries() for n in NAME.findall(q)}
+    missing = [s.name for s in CATALOGUE if not set(exported_series(s)) & used]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-cluster.yml"])
+def test_scrape_configs_rename_rays_exported_names_to_the_catalogues(config: str) -> None:
+    scrape = yaml.safe_load((ROOT / "ops/prometheus" / config).read_text())
+    assert scrape["rule_files"] == ["alerts.yml"]
+    (job,) = scrape["scrape_configs"]
+    (relabel,) = job["metric_relabel_configs"]
+    renamed = re.sub(f"^(?:{relabel['regex']})$", relabel["replacement"].replace("$1", r"\1"),
+                     "ray_essaycoach_ack_seconds_bucket")
+    assert relabel["target_label"] == "__name__" and renamed == "essaycoach_ack_seconds_bucket"
+
+
+def test_every_metric_recorded_in_the_code_is_in_the_catalogue() -> None:
+    """`metric("...")` raises for an unknown name only when the line runs: find them all now."""
+    calls = re.compile(r"metric\(\s*\"([^\"]+)\"\s*\)")
+    used = {name for folder in ("actors", "serve_app") for path in (ROOT / folder).rglob("*.py")
+            for name in calls.findall(path.read_text())}
+    assert len(used) > 20 and used <= set(names()), sorted(used - set(names()))
+
+
+def test_a_scrape_of_the_process_lists_every_catalogue_metric() -> None:
+    register_all()
+    text = generate_latest(REGISTRY).decode()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    for spec in CATALOGUE:
+        assert types.get(spec.name) == spec.kind, spec.name
+
+
+def test_gauges_go_up_and_down_and_labelled_metrics_need_their_labels() -> None:
+    gauge = metric("essaycoach_essays_open").labels("test-host-gauge")
+    gauge.inc()
+    gauge.inc(2)
+    gauge.dec()
+    assert value("essaycoach_essays_open", {"host": "test-host-gauge"}) == 2
+    with pytest.raises(ValueError, match="labels"):
+        metric("essaycoach_essays_open").inc()
+    with pytest.raises(KeyError, match="catalogue"):
+        metric("essaycoach_no_such_metric")
+
+
+class FakeWorker:
+    def __init__(self, connected: bool) -> None:
+        self.connected = connected
+        self.core_worker = object()
+
+
+def test_rays_export_is_used_only_while_the_process_is_connected_to_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(This test process may have joined a Ray cluster in an earlier test: the worker is faked.)"""
+    updates = Metric(next(s for s in CATALOGUE if s.name == "essaycoach_doc_updates_total"), CollectorRegistry())
+    monkeypatch.setattr(metrics_module, "_make_ray_metric", lambda spec: ("twin of", spec.name))
+    monkeypatch.setattr(metrics_module, "_ray_worker", lambda: None)  # Ray never imported
+    assert updates.ray_twin() is None
+    worker = FakeWorker(connected=False)  # imported, not connected (before ray.init, after shutdown)
+    monkeypatch.setattr(metrics_module, "_ray_worker", lambda: worker)
+    assert updates.ray_twin() is None
+    worker.connected = True
+    first = updates.ray_twin()
+    assert first == ("twin of", "essaycoach_doc_updates_total") and updates.ray_twin() is first
+    worker.core_worker = object()  # ray.shutdown() and ray.init() again: a new twin for the new session
+    assert updates.ray_twin() is not first
+
+
+class FakeRayCounter:
+    """What `ray.util.metrics.Counter` accepts: increments above 0, with every tag key."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[float, dict[str, str]]] = []
+
+    def inc(self, value: float, tags: dict[str, str]) -> None:
+        if value <= 0:
+            raise ValueError(f"value must be >0, got {value}")
+        self.recorded.append((value, tags))
+
+
+def test_inside_ray_a_counter_sends_increments_above_zero_with_their_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = metric("essaycoach_ai_tokens_total")
+    twin = FakeRayCounter()
+    monkeypatch.setattr(tokens, "ray_twin", lambda: twin)
+    before = value("essaycoach_ai_tokens_total", {"provider": "fake", "kind": "completion"})
+    tokens.labels("fake", "completion").inc(0)  # an answer with no completion tokens
+    tokens.labels("fake", "completion").inc(7)
+    assert twin.recorded == [(7, {"provider": "fake", "kind": "completion"})]
+    assert value("essaycoach_ai_tokens_total", {"provider": "fake", "kind": "completion"}) == before + 7
+
+
+def test_a_doc_message_carries_its_origin_and_the_time_it_was_built() -> None:
+    message = doc_message("origin-1", b"\x00\x02update\nwith newline")
+    assert split_doc_message(message) == ("origin-1", b"\x00\x02update\nwith newline")
+    age = doc_message_age(message, now=time.time() + 0.25)
+    assert age is not None and 0.2 < age < 5
+    assert doc_message_age(message, now=0) == 0.0  # another node's clock ahead: never negative
+    assert doc_message_age(b"origin\nupdate") is None  # an older peer's message: no time, no sample
+    assert split_doc_message(b"origin\nupdate") == ("origin", b"update")
+
+
+def test_fanout_is_observed_per_message_handed_to_another_socket() -> None:
+    before = value("essaycoach_fanout_seconds_count")
+    observe_fanout(doc_message("a", b"x"))
+    observe_fanout(b"old-origin\nx")
+    assert value("essaycoach_fanout_seconds_count") == before + 1
+
+
+def test_local_fanout_counts_each_handler_it_delivers_to() -> None:
+    fanout = LocalFanout()
+    got: list[bytes] = []
+    fanout.add("essay:1", lambda _c, m: got.append(m))
+    fanout.add("essay:1", lambda _c, m: got.append(m))
+    before = value("essaycoach_bus_delivered_total")
+    fanout.deliver("essay:1", b"m")
+    fanout.deliver("essay:2", b"nobody")
+    assert got == [b"m", b"m"] and value("essaycoach_bus_delivered_total") == before + 2
+
+
+async def test_the_outbox_counts_publishes_overflow_drops_and_lost_batches() -> None:
+    sent: list[list[Published]] = []
+    results = [False]
+
+    async def send(batch: list[Published]) -> bool:
+        sent.append(batch)
+        return results.pop(0) if results else True
+
+    outbox = Outbox(send, name="test-bus-sender", limit=2)
+    published = value("essaycoach_bus_published_total", {"bus": "test"})
+    overflow = value("essaycoach_bus_dropped_total", {"reason": "overflow"})
+    failed = value("essaycoach_bus_dropped_total", {"reason": "send_failed"})
+    for i in range(3):  # the first is dropped at once: only 2 fit
+        outbox.put((f"c{i}", b"m", None))
+    for _ in range(50):
+        if len(sent) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    outbox.close()
+    assert value("essaycoach_bus_published_total", {"bus": "test"}) == published + 3
+    assert value("essaycoach_bus_dropped_total", {"reason": "overflow"}) == overflow + 1
+    assert value("essaycoach_bus_dropped_total", {"reason": "send_failed"}) == failed + 2  # the first batch
+    assert [c for c, _, _ in sent[0]] == ["c1", "c2"]
+
+
+def test_a_budget_refusal_is_counted_by_the_budget_that_refused() -> None:
+    budget = TokenBudget(per_essay=100, per_class=150, total=5_000)
+    before = {s: value("essaycoach_ai_budget_refusals_total", {"scope": s}) for s in ("essay", "class", "total")}
+    assert budget.check("e", "c", 50)
+    budget.record("e", "c", 90)
+    assert not budget.check("e", "c", 50)
+    assert not budget.check("other", "c", 70)
+    assert not budget.check("third", None, 6_000)
+    assert budget.refusing("e", "c", 5) is None
+    after = {s: value("essaycoach_ai_budget_refusals_total", {"scope": s}) for s in before}
+    assert after == {s: before[s] + 1 for s in before}
+
+
+async def test_group_commit_records_batch_sizes_latency_and_store_errors() -> None:
+    failures = [RuntimeError("store restarting")]
+
+    async def write(rows: list[dict[str, Any]]) -> None:
+        if failures:
+            raise failures.pop()
+
+    committer = GroupCommitter(write, interval=0.001, max_backoff=0.01)
+    batches, errors = value("essaycoach_commit_batch_rows_count"), value(
+        "essaycoach_store_errors_total", {"operation": "update_log"})
+    rows = value("essaycoach_commit_batch_rows_sum")
+    committed = value("essaycoach_commit_seconds_count")
+    committer.start()
+    await asyncio.gather(*(committer.submit({"n": i}) for i in range(3)))
+    await committer.close()
+    assert value("essaycoach_commit_batch_rows_count") == batches + 1
+    assert value("essaycoach_commit_batch_rows_sum") == rows + 3
+    assert value("essaycoach_commit_seconds_count") == committed + 1
+    assert value("essaycoach_store_errors_total", {"operation": "update_log"}) == errors + 1
