@@ -96,7 +96,7 @@ class HostShellConfig:
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    """The submissions job runner's tunables (`actors.jobs.SubmissionRunner`)."""
+    """The submissions job runner's tunables (`serve_app.jobs.SubmissionRunner`)."""
 
     max_attempts: int = 3
     lease_seconds: float = 60.0

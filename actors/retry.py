@@ -10,9 +10,9 @@ cancellation (`asyncio.CancelledError`, a BaseException) never is. Where each on
 - Group commit (`actors.committer`): 0.05 s to `max_backoff` (2 s), forever; not the
   `permanent` errors (a row whose essay is gone).
 - Redis bus reconnect (`actors.redis_bus`): 0.1 s to 2 s, forever, from 0.1 s again once subscribed.
-- Webhook delivery (`actors.webhooks`): `backoff` (1 s) to `max_backoff` (60 s), `max_attempts`
+- Webhook delivery (`serve_app.webhooks`): `backoff` (1 s) to `max_backoff` (60 s), `max_attempts`
   (6) tries; network errors and non-2xx answers.
-- Submission job (`actors.jobs`): `retry_backoff_seconds` (2 s) doubling, uncapped, up to
+- Submission job (`serve_app.jobs`): `retry_backoff_seconds` (2 s) doubling, uncapped, up to
   `max_attempts`; the wait is the job row's lease (`delay`), the count its `attempts`.
 - LLM call (`actors.analysis.llm`): `backoff_base` (0.5 s) to `backoff_max` (8 s) with equal
   jitter, at least a 429's Retry-After; `max_retries`, the overall `deadline`, a Retry-After

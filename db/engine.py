@@ -156,7 +156,9 @@ class SqliteWriter:
                      commit_in_thread: bool = True) -> SqliteWriter | None:
         """A writer for the database behind `sessions` if it is an SQLite file, else None."""
         bind = sessions.kw.get("bind")
-        if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite" and bind.url.database not in (None, "", ":memory:"):
+        if not isinstance(bind, AsyncEngine):
+            return None
+        if bind.dialect.name == "sqlite" and bind.url.database not in (None, "", ":memory:"):
             return cls(bind, commit_in_thread=commit_in_thread)
         return None
 

@@ -63,10 +63,10 @@ class _App(FastAPI):
 def create_app(
     settings: Settings | None = None,
     *,
-    live_factory: Callable[[Settings, Context], EssayHosts] | None = None,
+    hosts_factory: Callable[[Settings, Context], EssayHosts] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
-    """Build the app. `settings` defaults to the environment; `live_factory` picks how essays are
+    """Build the app. `settings` defaults to the environment; `hosts_factory` picks how essays are
     hosted (in-process hosts for tests and single-process runs, Ray actors under Serve)."""
     settings = settings or Settings()
     configure_logging()
@@ -84,7 +84,7 @@ def create_app(
             per_ip=BucketPolicy.every(burst=settings.login_ip_failure_burst,
                                       seconds=settings.login_ip_failure_drain_seconds))
         ctx = Context(settings=settings, engine=engine, sessions=sessions, throttle=throttle,
-                      live=None, metrics=metrics, clock=clock, buckets=buckets,  # type: ignore[arg-type]
+                      hosts=None, metrics=metrics, clock=clock, buckets=buckets,  # type: ignore[arg-type]
                       trusted_proxies=settings.trusted_proxy_networks,
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
@@ -96,10 +96,10 @@ def create_app(
                           burst=settings.coach_questions_per_user_per_hour,
                           seconds=3600 / settings.coach_questions_per_user_per_hour)),
                       coach=build_coach(settings.analysis_config()))
-        ctx.live = (live_factory or make_hosts)(settings, ctx)
+        ctx.hosts = (hosts_factory or make_hosts)(settings, ctx)
         app.state.ctx = ctx
-        await ctx.live.start()
-        stop_control = await control.install(app, ctx.live.bus)
+        await ctx.hosts.start()
+        stop_control = await control.install(app, ctx.hosts.bus)
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
         purge = asyncio.create_task(purge_periodically(ctx.sessions, interval=settings.store_purge_interval_seconds))
@@ -119,7 +119,7 @@ def create_app(
             evict.cancel()
             await stop_runner(ctx)
             await ctx.coach.aclose()
-            await ctx.live.stop()
+            await ctx.hosts.stop()
             await buckets.aclose()
             await engine.dispose()
 

@@ -111,13 +111,14 @@ def cmd_run(args: argparse.Namespace) -> None:
             check_free(run_listeners(settings, haproxy=not args.default_proxy))
         command = [sys.executable, "-m", "serve_app.cli", "driver", "--replicas", str(args.replicas)]
         status = supervise(command, env=env, files=files, lock_fd=lock_fd,
-                           http=f"{settings.http_host}:{settings.http_port}", shutdown_seconds=settings.shutdown_seconds)
+                           http=f"{settings.http_host}:{settings.http_port}",
+                           shutdown_seconds=settings.shutdown_seconds)
     finally:
         os.close(lock_fd)
     sys.exit(status)
 
 
-def run_env(settings: Settings, files: "RunFiles", *, default_proxy: bool) -> dict[str, str]:
+def run_env(settings: Settings, files: RunFiles, *, default_proxy: bool) -> dict[str, str]:
     """The driver's environment (Ray's processes inherit it); what the operator set wins."""
     from serve_app.ports import serve_ports_env
 
@@ -145,9 +146,7 @@ def haproxy_env(settings: Settings, run_dir: Path) -> dict[str, str]:
 
 def run_listeners(settings: Settings, *, haproxy: bool) -> list[Listener]:
     """The ports `essaycoach run` listens on, with the setting that moves each."""
-    from serve_app.ports import Listener
-
-    from serve_app.ports import serve_ports
+    from serve_app.ports import Listener, serve_ports
 
     # Serve's fallback proxy binds with SO_REUSEPORT: a taken port would be shared, not refused.
     fallback = int(os.environ.get("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", serve_ports(settings.http_port)[1]))
@@ -215,11 +214,10 @@ def cmd_driver(args: argparse.Namespace) -> None:
 
 
 def _serve(settings: Settings, replicas: int) -> None:
+    import ray
     from ray import serve
 
     from serve_app.deployments import GatewayArgs, build_app
-
-    import ray
 
     for attempt in range(3):
         try:

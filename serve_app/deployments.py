@@ -52,9 +52,8 @@ class Gateway:
     Analyzer is bound here so it deploys with the app (hosts find it by name)."""
 
     def __init__(self, analyzer: Any = None) -> None:
-        from serve_app.settings import Settings
-
         from actors.process_tuning import tune_gc
+        from serve_app.settings import Settings
 
         self.analyzer = analyzer
         settings = Settings()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db.models import User
 from db.repositories import users
 from serve_app.auth import decode_access
+from serve_app.client_address import Network, scope_client_address
 from serve_app.errors import Forbidden, InvalidToken, Unauthorized
 from serve_app.observability import Metrics
-from serve_app.client_address import Network, scope_client_address
 from serve_app.ratelimit import BucketStore, LoginThrottle, RateLimit
 from serve_app.settings import Settings
 
@@ -31,7 +31,7 @@ class Context:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     throttle: LoginThrottle
-    live: "EssayHosts"  # the essay hosts (serve_app.hosts)
+    hosts: EssayHosts  # the essay hosts (serve_app.hosts)
     metrics: Metrics
     clock: Callable[[], float]
     submission_runner: Any = None

@@ -24,12 +24,11 @@ PROBLEM = "application/problem+json"
 
 
 class AppError(Exception):
-    """Base of every expected failure. Subclasses fix `code`, `status`, `title` and `close_code`."""
+    """Base of every expected failure. Subclasses fix `code`, `status` and `title`."""
 
     code = "error"
     status = 400
     title = "Bad request"
-    close_code = 4400
 
     def __init__(self, detail: str = "", *, code: str | None = None, headers: dict[str, str] | None = None,
                  **extra: Any):
@@ -50,7 +49,7 @@ class ValidationFailed(AppError):
 
 
 class Unauthorized(AppError):
-    code, status, title, close_code = "unauthorized", 401, "Authentication required", 4401
+    code, status, title = "unauthorized", 401, "Authentication required"
 
     def __init__(self, detail: str = "", **extra: Any):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, **extra)
@@ -65,11 +64,11 @@ class InvalidToken(Unauthorized):
 
 
 class Forbidden(AppError):
-    code, status, title, close_code = "forbidden", 403, "Not allowed", 4403
+    code, status, title = "forbidden", 403, "Not allowed"
 
 
 class NotFound(AppError):
-    code, status, title, close_code = "not_found", 404, "Not found", 4404
+    code, status, title = "not_found", 404, "Not found"
 
 
 class Conflict(AppError):
@@ -77,18 +76,18 @@ class Conflict(AppError):
 
 
 class PayloadTooLarge(AppError):
-    code, status, title, close_code = "payload_too_large", 413, "Payload too large", 1009
+    code, status, title = "payload_too_large", 413, "Payload too large"
 
 
 class RateLimited(AppError):
-    code, status, title, close_code = "rate_limited", 429, "Too many requests", 1008
+    code, status, title = "rate_limited", 429, "Too many requests"
 
     def __init__(self, detail: str = "", *, retry_after: int, **extra: Any):
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))}, **extra)
 
 
 class Unavailable(AppError):
-    code, status, title, close_code = "unavailable", 503, "Service unavailable", 1013
+    code, status, title = "unavailable", 503, "Service unavailable"
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from actors.analysis.llm import TokenBudget
 from actors.analysis.local import LocalAnalyzer
 from actors.analysis.service import make_provider
 from actors.config import RunnerConfig
-from actors.jobs import SubmissionRunner
-from actors.webhooks import WebhookSender
 from db.models import Submission
+from serve_app.jobs import SubmissionRunner
 from serve_app.settings import Settings
+from serve_app.webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from serve_app.deps import Context
@@ -53,7 +53,7 @@ def build_runner(settings: Settings, ctx: Context) -> SubmissionRunner:
     async def on_finished(sub: Submission) -> None:
         # Tell the essay's open editors (the `submission` event of /ws/essays/{id}/events).
         if sub.essay_id is not None:
-            await ctx.live.of(sub.essay_id).publish_event(sub.essay_id, "submission",
+            await ctx.hosts.of(sub.essay_id).publish_event(sub.essay_id, "submission",
                                                           submission_id=str(sub.id), status=sub.status)
 
     return SubmissionRunner(

@@ -38,7 +38,7 @@ class BucketPolicy:
     drain_per_second: float
 
     @classmethod
-    def every(cls, *, burst: float, seconds: float) -> "BucketPolicy":
+    def every(cls, *, burst: float, seconds: float) -> BucketPolicy:
         return cls(burst=burst, drain_per_second=1.0 / seconds)
 
 

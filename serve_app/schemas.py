@@ -118,7 +118,7 @@ class LevelIn(Body):
     descriptor: Annotated[str, Field(min_length=1, max_length=2000)]
 
     @model_validator(mode="after")
-    def _range(self) -> "LevelIn":
+    def _range(self) -> LevelIn:
         if self.min_score > self.max_score:
             raise ValueError("min_score must not exceed max_score")
         return self
@@ -187,7 +187,7 @@ class DueTimes(Body):
         return aware(v)
 
     @model_validator(mode="after")
-    def _close_after_due(self) -> "DueTimes":
+    def _close_after_due(self) -> DueTimes:
         if self.close_at is not None and self.due_at is not None and self.close_at < self.due_at:
             raise ValueError("close_at must not be before due_at")
         return self

@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     ray_namespace: str = RAY_NAMESPACE
     serve_app_name: str = "essaycoach"
 
-    # Submissions job runner and webhooks (actors/jobs.py, actors/webhooks.py).
+    # Submissions job runner and webhooks (serve_app/jobs.py, serve_app/webhooks.py).
     submission_max_attempts: int = Field(default=3, ge=1, le=20)
     submission_lease_seconds: float = Field(default=60.0, gt=0)
     submission_poll_seconds: float = Field(default=0.5, gt=0)

@@ -82,7 +82,7 @@ async def layout(target: EssayCoachTarget) -> dict[str, Any]:
 
 def render(version: str, preset: str, results: list[dict[str, Any]], js: dict[str, Any],
            load: tuple[float, float]) -> str:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Web app performance (Lighthouse)", "",
         f"`.venv/bin/python -m ops.loadtest.web_perf{' --preset desktop' if preset == 'desktop' else ''}`, "
@@ -97,10 +97,10 @@ def render(version: str, preset: str, results: list[dict[str, Any]], js: dict[st
     for r in results:
         s, m = r["scores"], r["metrics"]
 
-        def pct(key: str) -> str:
+        def pct(key: str, s: dict[str, Any] = s) -> str:
             return "-" if s.get(key) is None else str(round(100 * s[key]))
 
-        def ms(key: str) -> str:
+        def ms(key: str, m: dict[str, Any] = m) -> str:
             return "-" if m.get(key) is None else f"{m[key]:.0f}"
 
         cls = "-" if m.get("cumulative-layout-shift") is None else f"{m['cumulative-layout-shift']:.3f}"

@@ -90,7 +90,7 @@ async def suspend_user(user_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
                            target_id=user.id, details={"revoked_refresh_tokens": revoked})
     out = dump(AdminUserOut, user)
     await session.commit()
-    await close_sockets(ctx.live.bus, user_id=user_id, code=CloseCode.BAD_TICKET, reason="account suspended")
+    await close_sockets(ctx.hosts.bus, user_id=user_id, code=CloseCode.BAD_TICKET, reason="account suspended")
     return out
 
 

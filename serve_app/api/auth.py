@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from anyio import to_thread
 from fastapi import APIRouter, Request, Response
@@ -30,7 +30,7 @@ router = APIRouter(tags=["auth"])
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @router.post("/auth/register", status_code=201, response_model=UserOut)

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 
 from db.repositories import assignments, audit, classes
-from serve_app.api.access import assignment_for_member, class_for_member, class_for_teacher
+from serve_app.api.access import assignment_for_member, class_for_member, class_for_teacher, rubric_for_reader
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep, Student, Teacher
 from serve_app.errors import Conflict, NotFound, ValidationFailed
 from serve_app.schemas import (
@@ -23,7 +23,6 @@ from serve_app.schemas import (
     RosterRow,
     dump,
 )
-from serve_app.api.access import rubric_for_reader
 
 router = APIRouter(tags=["classes"])
 
@@ -83,7 +82,7 @@ async def roster(
 ) -> dict[str, object]:
     await class_for_teacher(session, user, class_id)
     rows, next_cursor = await classes.roster(session, class_id=class_id, limit=page.limit, cursor=page.cursor)
-    live = await ctx.live.live_students(class_id)
+    live = await ctx.hosts.live_students(class_id)
     items = [RosterRow(**row, live=row["student_id"] in live) for row in rows]
     return {"items": items, "next_cursor": next_cursor}
 

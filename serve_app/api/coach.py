@@ -39,7 +39,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from actors.analysis.coach import Coach, CoachAnswer, CoachRequest
 from actors.analysis.provider import ProviderError
 from actors.analysis.rubric import Criterion, parse_rubric
-from actors.jobs import rubric_document
 from db.models import CoachTurn, Essay
 from db.repositories import assignments, feedback, rubrics
 from db.repositories import coach as repo
@@ -47,6 +46,7 @@ from serve_app.api.access import essay_for_owner, essay_for_reader
 from serve_app.api.submissions import check_token_budget
 from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
 from serve_app.errors import Conflict, NotFound, RateLimited, Unavailable
+from serve_app.jobs import rubric_document
 from serve_app.schemas import Body, PageOut
 
 router = APIRouter(tags=["coach"])
@@ -155,7 +155,7 @@ async def ask_coach(
     essay_id, class_id, student_id = essay.id, essay.class_id, user.id  # read now: the commit below expires them
     await _check_rate(ctx, student_id)
     about = body.about or "essay"
-    current = await ctx.live.of(essay_id).feedback(essay_id)
+    current = await ctx.hosts.of(essay_id).feedback(essay_id)
     items: list[dict[str, Any]] = current["items"]
     item = None
     if about == "item":
@@ -166,7 +166,7 @@ async def ask_coach(
     criteria = await _criteria(session, essay) if about == "rubric" else []
     if about == "rubric" and not criteria:
         raise Conflict("this essay's assignment has no rubric", code="no_rubric")
-    text = (await ctx.live.current(essay_id)).text
+    text = (await ctx.hosts.current(essay_id)).text
     request = CoachRequest(
         question=body.question, about=about, essay_text=text, items=items, item=item, criteria=criteria,
         assignment_prompt=await feedback.assignment_prompt(session, essay=essay),

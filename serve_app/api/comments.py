@@ -25,7 +25,7 @@ class CommentIn(Body):
     end: Annotated[int, Field(ge=0)]
 
     @model_validator(mode="after")
-    def _order(self) -> "CommentIn":
+    def _order(self) -> CommentIn:
         if self.end < self.start:
             raise ValueError("end must not be before start")
         return self
@@ -59,7 +59,7 @@ async def add_comment(
     if not await teaches_class_id(session, user, essay.class_id):
         raise Forbidden("only the class's teacher may comment")
     try:
-        anchored = await ctx.live.of(essay.id).anchor_for(essay.id, body.start, body.end)
+        anchored = await ctx.hosts.of(essay.id).anchor_for(essay.id, body.start, body.end)
     except ValueError as exc:
         raise ValidationFailed(str(exc), code="range_outside_text") from None
     comment = Comment(essay_id=essay.id, author_id=user.id, body=body.body, quote=anchored["quote"],
@@ -68,7 +68,7 @@ async def add_comment(
     await session.commit()
     out = comment_out(comment, (body.start, body.end))
     # Publish after commit, so a comment seen live is a comment that exists.
-    await ctx.live.of(essay.id).publish_event(essay.id, "comment", comment=out)
+    await ctx.hosts.of(essay.id).publish_event(essay.id, "comment", comment=out)
     return out
 
 
@@ -81,6 +81,6 @@ async def list_comments(
     essay = await essay_for_reader(session, user, essay_id)
     comments = list((await session.scalars(
         select(Comment).where(Comment.essay_id == essay.id).order_by(Comment.created_at, Comment.id))).all())
-    spans = await ctx.live.of(essay.id).resolve(essay.id, [c.anchor for c in comments]) if comments else []
+    spans = await ctx.hosts.of(essay.id).resolve(essay.id, [c.anchor for c in comments]) if comments else []
     return {"items": [comment_out(c, s) for c, s in zip(comments, spans)],
             "next_cursor": None}

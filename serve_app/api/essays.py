@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from actors.host import UpdateTooLarge
 from db.models import Assignment, Essay, Rubric, User
 from db.repositories import documents, essays
-from actors.host import UpdateTooLarge
 from db.types import utcnow
 from serve_app.api.access import assignment_for_member, essay_for_owner, essay_for_reader
 from serve_app.api.writability import check_writable
@@ -29,7 +29,7 @@ def check_text_size(text: str | None, limit: int) -> None:
 async def set_text(ctx: ContextDep, essay_id: uuid.UUID, text: str, author_id: uuid.UUID) -> None:
     """The text as a live edit; 413 when the essay's edit history is over its byte budget."""
     try:
-        await ctx.live.set_text(essay_id, text, author_id=author_id)
+        await ctx.hosts.set_text(essay_id, text, author_id=author_id)
     except UpdateTooLarge as exc:  # a Ray error raised by the host is also an instance of it
         raise PayloadTooLarge(str(exc), code="essay_too_large") from None
 
@@ -38,9 +38,9 @@ async def essay_view(ctx: ContextDep, session: SessionDep, essay: Essay) -> dict
     """The essay as stored, with text, word count and seq from its live actor when it is open, or
     when the log holds updates past the snapshot (a host died before compacting): then it loads."""
     out = dump(EssayOut, essay)
-    live = await ctx.live.read(essay.id)
+    live = await ctx.hosts.read(essay.id)
     if live is None and await documents.max_seq(session, essay_id=essay.id) > essay.log_watermark:
-        live = await ctx.live.current(essay.id)
+        live = await ctx.hosts.current(essay.id)
     if live is not None:
         out.update(text=live.text, word_count=live.word_count, seq=live.seq)
     return out
@@ -108,15 +108,16 @@ async def get_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep
     """Current feedback items, offsets resolved against the current text (`doc_seq`). `analyzed`
     is false while the newest typing has not been analysed yet."""
     essay = await essay_for_reader(session, user, essay_id)
-    return {"essay_id": str(essay.id), **await ctx.live.of(essay.id).feedback(essay.id)}
+    return {"essay_id": str(essay.id), **await ctx.hosts.of(essay.id).feedback(essay.id)}
 
 
 @router.post("/essays/{essay_id}/feedback/refresh")
-async def refresh_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+async def refresh_feedback(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
+                           user: CurrentUser) -> dict[str, Any]:
     """Analyse the whole essay now (structure included, and the LLM when configured) instead of
     waiting for a typing pause; answers with the resulting feedback."""
     essay = await essay_for_reader(session, user, essay_id)
-    return {"essay_id": str(essay.id), **await ctx.live.of(essay.id).analyze_now(essay.id)}
+    return {"essay_id": str(essay.id), **await ctx.hosts.of(essay.id).analyze_now(essay.id)}
 
 
 @router.post("/essays/{essay_id}/scores")
@@ -131,7 +132,7 @@ async def score_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
     if rubric is None:
         raise Conflict("this essay's assignment has no rubric", code="no_rubric")
     rubric_data = {"id": str(rubric.id), "title": rubric.title, "criteria": rubric.criteria}
-    scores = await ctx.live.of(essay.id).score_now(essay.id, rubric_data)
+    scores = await ctx.hosts.of(essay.id).score_now(essay.id, rubric_data)
     return {"essay_id": str(essay.id), "rubric_id": str(rubric.id), "final": False, "scores": scores}
 
 
@@ -140,10 +141,10 @@ async def delete_essay(essay_id: uuid.UUID, ctx: ContextDep, session: SessionDep
     essay = await essay_for_owner(session, user, essay_id)
     # Its host first refuses the essay (no update between now and the row's removal can load it
     # again) and closes its sockets (4404); then the row goes; then the host forgets the mark.
-    await ctx.live.drop(essay.id)
+    await ctx.hosts.drop(essay.id)
     try:
         await essays.remove(session, essay_id=essay.id)
         await session.commit()
     finally:
-        await ctx.live.release(essay.id)
+        await ctx.hosts.release(essay.id)
     return Response(status_code=204)

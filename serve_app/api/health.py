@@ -27,7 +27,7 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
         async with ctx.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    for name, probe in (("store", store), *ctx.live.readiness_probes()):
+    for name, probe in (("store", store), *ctx.hosts.readiness_probes()):
         try:
             await asyncio.wait_for(probe(), timeout=2.0)
             checks[name] = "ok"

@@ -139,12 +139,12 @@ async def delete_student(user_id: uuid.UUID, ctx: ContextDep, session: SessionDe
         user.suspended_at = utcnow()
     await users.revoke_all_refresh(session, user_id=user.id, now=utcnow())
     await session.commit()
-    await close_sockets(ctx.live.bus, user_id=user_id, code=CloseCode.BAD_TICKET, reason="account deleted")
+    await close_sockets(ctx.hosts.bus, user_id=user_id, code=CloseCode.BAD_TICKET, reason="account deleted")
     found = await repo.footprint(session, user_id=user_id)
     class_ids = {cls.id for cls, _e, _t in await repo.memberships(session, user_id=user_id)}
     for essay_id in found.essay_ids:
         # Refused by its host from now on (no update can load it again) and its sockets close 4404.
-        await ctx.live.drop(essay_id)
+        await ctx.hosts.drop(essay_id)
     try:
         deleted = await repo.delete_user(session, user_id=user_id, found=found)
         await audit.append(session, actor_id=admin.id, action="user.delete", target_type="user", target_id=user_id,
@@ -152,11 +152,11 @@ async def delete_student(user_id: uuid.UUID, ctx: ContextDep, session: SessionDe
         await session.commit()
     finally:
         for essay_id in found.essay_ids:
-            await ctx.live.release(essay_id)
-    await close_sockets(ctx.live.bus, user_id=user_id, essay_ids=found.essay_ids, code=CloseCode.UNKNOWN_ESSAY,
+            await ctx.hosts.release(essay_id)
+    await close_sockets(ctx.hosts.bus, user_id=user_id, essay_ids=found.essay_ids, code=CloseCode.UNKNOWN_ESSAY,
                         reason="the essay was deleted")
     for class_id in class_ids:  # open live views drop the student's row
-        await ctx.live.bus.publish(f"class:{class_id}", student_removed(class_id, user_id))
+        await ctx.hosts.bus.publish(f"class:{class_id}", student_removed(class_id, user_id))
     if ctx.buckets is not None:
         limits = [ctx.throttle.accounts.key_for(email.lower())]
         per_user = (_export_limit(ctx), ctx.submissions_limit, ctx.tickets_limit, ctx.coach_limit)

@@ -67,15 +67,15 @@ async def remove_student(class_id: uuid.UUID, student_id: uuid.UUID, ctx: Contex
                        details={"student_id": str(student_id), "essay_ids": [str(e) for e in essay_ids]})
     await session.commit()
     # Open live views drop the student's row (every replica forwards the class channel).
-    await ctx.live.bus.publish(f"class:{class_id}", student_removed(class_id, student_id))
+    await ctx.hosts.bus.publish(f"class:{class_id}", student_removed(class_id, student_id))
     if essay_ids:
-        await close_sockets(ctx.live.bus, essay_ids=essay_ids, code=CloseCode.UNKNOWN_ESSAY,
+        await close_sockets(ctx.hosts.bus, essay_ids=essay_ids, code=CloseCode.UNKNOWN_ESSAY,
                             reason="the essay left the class")
         for eid in essay_ids:
             # `drop` ends the essay's live actor (its sockets close 4404) and refuses it until
             # `release`: it reloads on next touch, outside the class (no more class rows).
-            await ctx.live.drop(eid)
-            await ctx.live.release(eid)
+            await ctx.hosts.drop(eid)
+            await ctx.hosts.release(eid)
     return Response(status_code=204)
 
 
@@ -108,7 +108,7 @@ async def _set_archived(ctx: ContextDep, session: SessionDep, user: CurrentUser,
     essay_ids = [e.id for e in await essays.list_for_class(session, class_id=class_id)] if archived_at else []
     await session.commit()
     if essay_ids:  # writers reconnect read-only
-        await close_sockets(ctx.live.bus, essay_ids=essay_ids, code=CloseCode.FORBIDDEN,
+        await close_sockets(ctx.hosts.bus, essay_ids=essay_ids, code=CloseCode.FORBIDDEN,
                             reason="the class was archived: read-only")
     return out
 

@@ -2,7 +2,7 @@
 
 - `POST /submissions` (any user, e.g. an API client) and `POST /essays/{id}/submit` (the essay's
   owner) store a `queued` job before answering 202 with the submission, `submission_id` and a
-  `Location`; the job runner (actors/jobs.py) picks it up. Retries are safe with `Idempotency-Key`:
+  `Location`; the job runner (serve_app/jobs.py) picks it up. Retries are safe with `Idempotency-Key`:
   per requester, the same key and body give the same submission; the same key with another body is
   409 `idempotency_conflict`. The body's fingerprint is the SHA-256 of its canonical JSON (parsed
   fields with defaults, keys sorted, no whitespace).
@@ -10,7 +10,7 @@
   like the login throttle) and refuse once the user's stored AI usage today (UTC) reaches
   `AI_TOKEN_BUDGET_PER_USER_PER_DAY`: 429 `rate_limited` / `token_budget_exhausted` with
   `Retry-After`. An Idempotency-Key replay is answered before either check and counts for neither.
-  The job runner caps each job's LLM spend at the user's remaining allowance (actors/jobs.py).
+  The job runner caps each job's LLM spend at the user's remaining allowance (serve_app/jobs.py).
 - `GET /submissions/{id}`: the requester, the essay's owner, or the teacher of the class (of the
   essay or assignment); anyone else gets 404.
 - `GET /essays/{id}/submissions`: the essay's submissions, oldest first, for whoever may read the
@@ -37,9 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.analysis.rubric import Criterion, parse_rubric
-from actors.jobs import day_start, effective_scores, rubric_document
 from actors.metrics import metric
-from actors.webhooks import UnsafeCallbackUrl, check_url_target
 from db.models import Assignment, Submission, User
 from db.repositories import assignments, audit, documents, rubrics
 from db.repositories import submissions as repo
@@ -54,8 +52,10 @@ from serve_app.api.access import (
 from serve_app.api.writability import check_writable, flagged_late, refuse_closed, student_deadline
 from serve_app.deps import Context, ContextDep, CurrentUser, PageDep, SessionDep
 from serve_app.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
+from serve_app.jobs import day_start, effective_scores, rubric_document
 from serve_app.jobs_wiring import wake
 from serve_app.schemas import PageOut, ScoresIn, SubmissionIn, SubmissionOut, SubmissionSummary, dump
+from serve_app.webhooks import UnsafeCallbackUrl, check_url_target
 
 router = APIRouter(tags=["submissions"])
 log = logging.getLogger("essaycoach.submissions")
@@ -222,7 +222,7 @@ async def submit_essay(
     # One deadline computation: the window says both whether the owner may still submit and whether it is late.
     late = (await check_writable(session, essay=essay, now=now)).late
     await session.commit()  # end the read before the host writes the revision
-    n = await ctx.live.of(essay.id).revision(essay.id, reason="submit")
+    n = await ctx.hosts.of(essay.id).revision(essay.id, reason="submit")
     revision = await documents.get_revision(session, essay_id=essay.id, n=n)
     if revision is None:  # the host committed it before returning; this would be a host bug
         raise NotFound("the frozen revision is missing")
@@ -250,7 +250,7 @@ async def publish_submission(ctx: Context, sub: Submission, **extra: Any) -> Non
     either way: a failed publish is logged, and a client that missed it refetches on `resync`."""
     assert sub.essay_id is not None
     try:
-        await ctx.live.of(sub.essay_id).publish_event(sub.essay_id, "submission",
+        await ctx.hosts.of(sub.essay_id).publish_event(sub.essay_id, "submission",
                                                       submission_id=str(sub.id), status=sub.status, **extra)
     except Exception:
         log.exception("could not publish the submission event of essay %s", sub.essay_id)

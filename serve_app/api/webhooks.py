@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from actors.webhooks import new_webhook_secret
 from db.repositories import webhook_secrets
 from db.types import utcnow
 from serve_app.deps import CurrentUser, SessionDep
 from serve_app.schemas import WebhookSecretOut
+from serve_app.webhooks import new_webhook_secret
 
 router = APIRouter(tags=["webhooks"])
 

@@ -111,7 +111,7 @@ async def class_docs_socket(ws: WebSocket) -> None:
                     await out.drain_below(out.max_bytes // 2)
                     if eid not in followed and not await follow(eid, prefix):
                         continue
-                    diff, server_sv = await ctx.live.of(eid).sync(eid, message.state_vector)
+                    diff, server_sv = await ctx.hosts.of(eid).sync(eid, message.state_vector)
                     out.put(prefix + encode_sync_step2(diff))
                     out.put(prefix + encode_sync_step1(server_sv))
                     followed[eid].send_early()

@@ -150,7 +150,7 @@ async def class_live_socket(ws: WebSocket) -> None:
     feed: ClassFeed | None = None
 
     def make_feed() -> ClassFeed:
-        return ClassFeed(ctx.live.bus, class_id_, ClassDeadlines(ctx, class_id_),
+        return ClassFeed(ctx.hosts.bus, class_id_, ClassDeadlines(ctx, class_id_),
                          lambda: initial_rows(ctx, class_id_))
 
     async def subscribe() -> Callable[[], None]:
@@ -168,7 +168,7 @@ async def class_live_socket(ws: WebSocket) -> None:
 
     await serve_json(ws, ctx, out, subscribe=subscribe, start=send_rows,
                      on_message=on_message, name="class", context={"class_id": str(class_id_)},
-                     watch=lambda delta: ctx.live.watch_class(class_id_, delta))
+                     watch=lambda delta: ctx.hosts.watch_class(class_id_, delta))
 
 
 async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -176,7 +176,7 @@ async def initial_rows(ctx: Context, class_id: uuid.UUID) -> list[dict[str, Any]
     async with ctx.sessions() as session:
         students = await classes.students_of(session, class_id=class_id)
         stored = await essays.list_for_class_by_activity(session, class_id=class_id)
-    live = {row["essay_id"]: row for row in await ctx.live.student_rows(class_id)}
+    live = {row["essay_id"]: row for row in await ctx.hosts.student_rows(class_id)}
     latest: dict[uuid.UUID, Essay] = {e.owner_id: e for e in stored}  # ordered by updated_at
     rows = []
     for student in students:

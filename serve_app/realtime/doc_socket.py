@@ -62,7 +62,7 @@ async def doc_socket(ws: WebSocket) -> None:
             observe_fanout(message)
             out.put(create_awareness_message(payload))
 
-    bus = ctx.live.bus
+    bus = ctx.hosts.bus
     doc_channel = f"essay:{eid}:doc"
     in_flight = typing_in_flight(ws.app)
     follow = DocFollower(ctx, ws.app, eid, out, origin=origin)
@@ -76,7 +76,7 @@ async def doc_socket(ws: WebSocket) -> None:
 
     async def apply(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
         try:
-            await ctx.live.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
+            await ctx.hosts.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
                                                 live=typed, node=bus.node if typed else None)
         finally:
             if frame is not None:
@@ -91,7 +91,7 @@ async def doc_socket(ws: WebSocket) -> None:
 
     try:
         await follow.attach()
-        _, server_sv = await ctx.live.of(eid).sync(eid, b"\x00")
+        _, server_sv = await ctx.hosts.of(eid).sync(eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
         follow.send_early()
         while True:
@@ -100,7 +100,7 @@ async def doc_socket(ws: WebSocket) -> None:
                 break
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
             if isinstance(message, SyncStep1):
-                diff, _ = await ctx.live.of(eid).sync(eid, message.state_vector)
+                diff, _ = await ctx.hosts.of(eid).sync(eid, message.state_vector)
                 out.put(encode_sync_step2(diff))
             elif is_counted_for_ack(message):
                 update = message.update  # type: ignore[union-attr]

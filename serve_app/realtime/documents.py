@@ -34,7 +34,7 @@ async def refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: SendQue
                        why: str = "read-only: this essay belongs to a student") -> None:
     """A reader sent an update: fine if it changes nothing (its provider answering our step 1
     with what we have); otherwise a permission-denied message and close 4403."""
-    if update == EMPTY_UPDATE or not await ctx.live.of(eid).would_change(eid, update):
+    if update == EMPTY_UPDATE or not await ctx.hosts.of(eid).would_change(eid, update):
         return
     out.put(prefix + encode_permission_denied(why))
     raise ProtocolError(CloseCode.FORBIDDEN, "read-only socket: updates are refused")
@@ -67,7 +67,7 @@ class DocFollower:
         self._unsubscribe: Callable[[], None] | None = None
 
     async def subscribe(self) -> None:
-        self._unsubscribe = await self.ctx.live.bus.subscribe(f"essay:{self.eid}:doc", self._on_doc)
+        self._unsubscribe = await self.ctx.hosts.bus.subscribe(f"essay:{self.eid}:doc", self._on_doc)
         # Typing handed to this replica's sockets before we subscribed may reach the host after
         # our sync, and the host leaves this replica's copies to it: send those too after the
         # sync (duplicates merge).
@@ -76,7 +76,7 @@ class DocFollower:
     async def attach(self) -> None:
         """Tell the essay's host (before the first sync) that this replica has a socket on it."""
         self.attached = True
-        await self.ctx.live.of(self.eid).attach(self.eid, node=self.ctx.live.bus.node)
+        await self.ctx.hosts.of(self.eid).attach(self.eid, node=self.ctx.hosts.bus.node)
 
     def send_early(self) -> None:
         for frame in self.early:
@@ -95,13 +95,13 @@ class DocFollower:
             return
         self.attached = False
         try:
-            await self.ctx.live.of(self.eid).detach(self.eid, node=self.ctx.live.bus.node)
+            await self.ctx.hosts.of(self.eid).detach(self.eid, node=self.ctx.hosts.bus.node)
         except Exception:
             log.warning("detach failed", extra={"essay_id": str(self.eid)})
 
     async def _resend_state(self) -> None:
         # The bus lost messages: send the whole document; merging it again is a no-op for the rest.
-        full, _ = await self.ctx.live.of(self.eid).sync(self.eid, b"\x00")
+        full, _ = await self.ctx.hosts.of(self.eid).sync(self.eid, b"\x00")
         if self.active:
             self.out.put(self.prefix + encode_update(full))
 

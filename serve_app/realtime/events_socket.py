@@ -24,7 +24,7 @@ async def events_socket(ws: WebSocket) -> None:
     out = SendQueue(ws, ctx.settings.ws_outbound_max_bytes)
 
     async def send_resync() -> None:
-        state = await ctx.live.of(eid).event_state(eid)
+        state = await ctx.hosts.of(eid).event_state(eid)
         out.put(json.dumps({"type": "resync", "essay_id": str(eid), **state}))
 
     def on_event(_channel: str, message: bytes) -> None:
@@ -44,7 +44,7 @@ async def events_socket(ws: WebSocket) -> None:
             out.put(error_frame("bad_message", "last_seq must be an int >= 0"))
             return
         epoch = message.get("epoch") if isinstance(message.get("epoch"), str) else None
-        missed = await ctx.live.of(eid).events_after(eid, last_seq, epoch)
+        missed = await ctx.hosts.of(eid).events_after(eid, last_seq, epoch)
         if missed is None:
             await send_resync()
         else:
@@ -52,9 +52,9 @@ async def events_socket(ws: WebSocket) -> None:
                 out.put(event)
 
     async def start() -> None:
-        state = await ctx.live.of(eid).event_state(eid)
+        state = await ctx.hosts.of(eid).event_state(eid)
         out.put(json.dumps({"type": "presence", "essay_id": str(eid), **state}))
 
-    await serve_json(ws, ctx, out, subscribe=lambda: ctx.live.bus.subscribe(f"essay:{eid}", on_event),
+    await serve_json(ws, ctx, out, subscribe=lambda: ctx.hosts.bus.subscribe(f"essay:{eid}", on_event),
                      start=start, on_message=on_message, name="events", context={"essay_id": str(eid)},
-                     watch=lambda delta: ctx.live.of(eid).watch(f"essay:{eid}", delta))
+                     watch=lambda delta: ctx.hosts.of(eid).watch(f"essay:{eid}", delta))

@@ -22,7 +22,6 @@ from tests.e2e.ui import (
     essay_text,
     fill,
     login,
-    number_in,
     register,
     type_at_end,
     wait_saved,

@@ -65,7 +65,7 @@ async def test_a_200k_cyrillic_essay_is_analysed_off_the_loop_while_another_essa
         typist = await register(client, "student")
         other = await make_essay(client, typist, text="")
         writer = await YClient(await doc_url(client, server, typist, other["id"])).connect()
-        engine = application.state.ctx.live.analyzer
+        engine = application.state.ctx.hosts.analyzer
         runs_before = getattr(engine, "offloaded_runs", 0)
         # As a host process does once it has loaded its dictionary (actors.process_tuning.tune_gc):
         # the spelling dictionary's millions of objects out of the collector, whose full passes over

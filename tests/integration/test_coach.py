@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import func, select
 
 from actors.analysis.coach import KIND_EXPLANATIONS, LOCAL_NOTE, REMOVED_PASSAGE, UNREADABLE_ANSWER, WITHHELD_ANSWER
-from actors.jobs import day_start
 from db.engine import make_engine, make_sessionmaker
 from db.models import CoachTurn
 from db.repositories import submissions as usage_repo
 from db.types import utcnow
 from serve_app.app import create_app
+from serve_app.jobs import day_start
 from tests.conftest import fresh_database, make_settings
 from tests.fake_llm import PROSE, FakeLLMServer
 from tests.fakes import (

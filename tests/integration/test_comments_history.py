@@ -80,7 +80,7 @@ async def test_replay_plays_the_writing_back_in_order(client: httpx.AsyncClient)
 
 async def test_revisions_list_text_and_diff_to_previous(client: httpx.AsyncClient, app) -> None:
     teacher, student, essay = await setup(client, "One.\nTwo.")
-    live = app.state.ctx.live
+    live = app.state.ctx.hosts
     import uuid
 
     eid = uuid.UUID(essay["id"])

@@ -31,7 +31,7 @@ async def classroom(settings: Any) -> AsyncIterator[dict[str, Any]]:
             r = await client.post("/api/v1/auth/ws-ticket", headers=account.headers)
             return f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={r.json()['ticket']}"
 
-        yield {"hosts": application.state.ctx.live.host_objects, "client": client, "essay": essay,
+        yield {"hosts": application.state.ctx.hosts.host_objects, "client": client, "essay": essay,
                "student": student, "teacher": teacher, "url": url}
 
 

@@ -224,7 +224,7 @@ async def test_rest_read_after_a_host_crash_includes_the_unsnapshotted_log(datab
             student = await register(http)
             essay = await make_essay(http, student)
             eid = uuid.UUID(essay["id"])
-            live = app.state.ctx.live
+            live = app.state.ctx.hosts
             host = live.host_for(eid)
             for update in typed_updates(["logged ", "only"]):
                 await host.apply_update(eid, update, author_id=None, origin="t")

@@ -12,6 +12,8 @@ import pytest
 from actors.broadcast import InMemoryBus
 from actors.host import EssayHost, EssayNotFound, HostConfig, UpdateRejected
 from actors.host_stream import (
+    OK,
+    REJECTED,
     FramedProtocol,
     HostStream,
     StreamError,
@@ -20,8 +22,6 @@ from actors.host_stream import (
     decode_response,
     encode_request,
     encode_response,
-    OK,
-    REJECTED,
 )
 from tests.integration.test_host import new_essay, sessions, stored_text, typed_updates  # noqa: F401
 

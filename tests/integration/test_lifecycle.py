@@ -68,7 +68,7 @@ class Run:
     def base(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "Run":
+    def start(self) -> Run:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             # As `make run` starts it (dev mode: the JWT secret in var/, shared by restarts).
@@ -161,7 +161,7 @@ async def type_through_stop(run: Run, student: Account, essay_id: str, *, label:
         await asyncio.sleep(0.03)
     try:
         await client.wait_acked(timeout=3)
-    except (ConnectionError, asyncio.TimeoutError):
+    except (TimeoutError, ConnectionError):
         pass
     await client.close()
     return [token for token, index in sent if index <= client.acked]

@@ -69,8 +69,8 @@ async def _wait_done(client: httpx.AsyncClient, who: Account, sid: str) -> dict[
 
 
 async def _tokens_today(database_url: str, user_id: str) -> int:
-    from actors.jobs import day_start
     from db.types import utcnow
+    from serve_app.jobs import day_start
 
     engine = make_engine(database_url)
     try:

@@ -89,7 +89,7 @@ async def test_deleting_an_essay_closes_its_sockets_and_an_update_racing_it_is_r
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await asyncio.wait_for(events.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
-    hosts = application.state.ctx.live.host_objects
+    hosts = application.state.ctx.hosts.host_objects
     assert all(uuid.UUID(essay["id"]) not in h.essays for h in hosts)
     assert (await client.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)).status_code == 404
 

@@ -107,7 +107,7 @@ async def test_while_an_essay_host_is_unavailable_sockets_close_1013_and_rest_an
 
             import uuid
 
-            host = app.state.ctx.live.host_for(uuid.UUID(essay["id"]))
+            host = app.state.ctx.hosts.host_for(uuid.UUID(essay["id"]))
 
             async def unavailable(*args: Any, **kwargs: Any) -> Any:
                 raise HostUnavailable("essay host unavailable: its node is gone")

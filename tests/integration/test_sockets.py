@@ -321,7 +321,7 @@ async def test_a_watcher_opening_while_typing_is_in_flight_still_gets_it(setting
         writer.type("first")
         await writer.wait_acked()
 
-        hosts = application.state.ctx.live.host_objects
+        hosts = application.state.ctx.hosts.host_objects
         originals = [h.apply_update for h in hosts]
 
         def slowed(apply):  # the host gets to the update only after the watcher has synced

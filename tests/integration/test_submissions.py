@@ -30,16 +30,16 @@ from sqlalchemy.engine import make_url
 from actors.analysis.engine import AnalysisEngine
 from actors.analysis.local import LocalAnalyzer
 from actors.config import RunnerConfig
-from actors.jobs import SubmissionRunner
-from actors.webhooks import verify
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import AiUsage, Essay, Revision, Submission
 from serve_app.api import submissions as submissions_api
 from serve_app.app import create_app
 from serve_app.deps import Context
+from serve_app.jobs import SubmissionRunner
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.settings import Settings
+from serve_app.webhooks import verify
 from tests.conftest import make_settings
 from tests.fakes import (
     Account,
@@ -602,7 +602,7 @@ async def test_the_runner_reports_the_queue_depth_and_the_oldest_jobs_age(env: E
 
 
 def test_signature_check_rejects_tampering_and_stale_timestamps() -> None:
-    from actors.webhooks import sign
+    from serve_app.webhooks import sign
 
     key, body = b"k" * 32, b'{"a":1}'
     now = 1_700_000_000

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from actors.webhooks import DeliveryResult, UnsafeCallbackUrl, WebhookSender, check_url_target, redact_url, verify
 from serve_app.app import create_app
+from serve_app.webhooks import DeliveryResult, UnsafeCallbackUrl, WebhookSender, check_url_target, redact_url, verify
 from tests.conftest import free_port, fresh_database, make_settings
 from tests.fakes import register
 from tests.webhook_receiver import WebhookReceiver

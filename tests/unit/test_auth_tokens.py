@@ -6,7 +6,7 @@ import base64
 import json
 import secrets
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -14,12 +14,12 @@ import pytest
 
 from serve_app.auth import (
     check_password_policy,
+    check_ticket,
     decode_access,
     decode_refresh,
     hash_password,
     issue_access,
     issue_refresh,
-    check_ticket,
     new_ticket,
     ticket_hash,
     verify_password,
@@ -28,7 +28,7 @@ from serve_app.errors import InvalidToken, ValidationFailed
 from serve_app.settings import Settings
 
 SECRET = "unit-secret-" + "z" * 60  # >= 64 bytes, so HS512 below is refused for its algorithm alone
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 USER = uuid.uuid4()
 
 
@@ -38,7 +38,7 @@ def _now() -> None:
     expire when the unit tests ran more than 15 minutes into a `make test` (after tests/e2e and
     tests/integration)."""
     global NOW
-    NOW = datetime.now(timezone.utc)
+    NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def _refresh(settings: Settings, **kw: object) -> str:
 
 def test_access_token_round_trips(settings: Settings) -> None:
     # Issued now, not at NOW (import time): a whole-suite run can outlive the token's 15 minutes.
-    token = issue_access(settings, user_id=USER, role="teacher", now=datetime.now(timezone.utc))
+    token = issue_access(settings, user_id=USER, role="teacher", now=datetime.now(UTC))
     claims = decode_access(settings, token)
     assert claims.user_id == USER and claims.role == "teacher"
 

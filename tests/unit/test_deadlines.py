@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from serve_app.deadlines import deadline_status
 
-T0 = datetime(2026, 12, 1, 17, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 

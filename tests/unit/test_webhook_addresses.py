@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from actors.webhooks import is_private
+from serve_app.webhooks import is_private
 
 
 @pytest.mark.parametrize("address", [

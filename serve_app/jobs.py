@@ -34,11 +34,11 @@ from actors.analysis.provider import Usage
 from actors.analysis.rubric import Criterion, parse_rubric
 from actors.config import RunnerConfig
 from actors.metrics import metric
-from actors.webhooks import DeliveryResult, WebhookSender, new_webhook_secret
 from db.models import ScoreOverride, Submission
 from db.repositories import assignments, rubrics, webhook_secrets
 from db.repositories import submissions as repo
 from db.types import utcnow
+from serve_app.webhooks import DeliveryResult, WebhookSender, new_webhook_secret
 
 log = logging.getLogger("essaycoach.jobs")
 _QUEUE_DEPTH = metric("essaycoach_submission_queue_depth")
