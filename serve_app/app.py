@@ -40,7 +40,14 @@ from serve_app.hosts import EssayHosts, make_hosts
 from serve_app.housekeeping import purge_periodically
 from serve_app.jobs_wiring import start_runner, stop_runner
 from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
-from serve_app.ratelimit import BucketPolicy, LoginThrottle, RateLimit, evict_periodically, make_bucket_store
+from serve_app.ratelimit import (
+    BucketPolicy,
+    LoginThrottle,
+    MemoryBucketStore,
+    RateLimit,
+    evict_periodically,
+    make_bucket_store,
+)
 from serve_app.realtime import control, sockets
 from serve_app.settings import Settings
 
@@ -89,7 +96,10 @@ def create_app(
                       submissions_limit=RateLimit(buckets, prefix="submit:user:", policy=BucketPolicy.every(
                           burst=settings.submissions_per_user_per_hour,
                           seconds=3600 / settings.submissions_per_user_per_hour)),
-                      tickets_limit=RateLimit(buckets, prefix="ws-ticket:user:", policy=BucketPolicy.every(
+                      # Redis when configured; else this replica's memory, not the SQL store
+                      # (a write per socket open: serve_app.ratelimit.MemoryBucketStore).
+                      tickets_limit=RateLimit(buckets if settings.redis_url else MemoryBucketStore(),
+                                              prefix="ws-ticket:user:", policy=BucketPolicy.every(
                           burst=settings.ws_tickets_per_user_per_minute,
                           seconds=60 / settings.ws_tickets_per_user_per_minute)),
                       coach_limit=RateLimit(buckets, prefix="coach:user:", policy=BucketPolicy.every(

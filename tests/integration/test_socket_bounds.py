@@ -249,7 +249,7 @@ async def test_ws_tickets_beyond_the_per_user_rate_get_429_problem_json(settings
         assert r.status_code == 429 and r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
         await ticket(client, other)  # per user
-        # Counted in rate buckets shared by replicas, not in ticket rows: purging rows frees nothing.
+        # Counted in rate buckets (Redis, or this replica's memory), not in ticket rows: purging rows frees nothing.
         async with _app.state.ctx.sessions() as session:
             await session.execute(delete(WsTicket).where(WsTicket.user_id == uuid.UUID(greedy.id)))
             await session.commit()
