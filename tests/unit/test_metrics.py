@@ -179,9 +179,13 @@ def test_a_doc_message_carries_its_origin_and_the_time_it_was_built() -> None:
 
 def test_fanout_is_observed_per_message_handed_to_another_socket() -> None:
     before = value("essaycoach_fanout_seconds_count")
-    observe_fanout(doc_message("a", b"x"))
+    message = doc_message("a", b"x")
+    for _ in range(3):  # one message handed to three sockets: observed once
+        observe_fanout(message)
     observe_fanout(b"old-origin\nx")
     assert value("essaycoach_fanout_seconds_count") == before + 1
+    observe_fanout(doc_message("a", b"y"))
+    assert value("essaycoach_fanout_seconds_count") == before + 2
 
 
 def test_local_fanout_counts_each_handler_it_delivers_to() -> None:
