@@ -52,4 +52,20 @@ describe('live class view store', () => {
     expect(live.textRef('e-s2').value).toBe('Hello class')
     live.stop()
   })
+
+  it('drops a removed student at once, including a row still waiting for the next frame', async () => {
+    const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
+    await flush()
+    const ws = FakeSocket.last()
+    ws.open()
+    ws.receive(row('s1', { name: 'Ada' }))
+    ws.receive(row('s2', { name: 'Bo' }))
+    await frame()
+    ws.receive(row('s1', { word_count: 5 })) // pending when the removal arrives
+    ws.receive(JSON.stringify({ type: 'student_removed', class_id: 'c1', student_id: 's1' }))
+    expect([...live.rows.keys()]).toEqual(['s2']) // not waiting for a frame
+    await frame()
+    expect([...live.rows.keys()]).toEqual(['s2'])
+    live.stop()
+  })
 })

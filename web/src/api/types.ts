@@ -5,7 +5,11 @@ export type Role = 'student' | 'teacher' | 'admin'
 export interface User { id: string; email: string; name: string; role: Role; created_at: string }
 export interface TokenPair { access_token: string; refresh_token: string; token_type: 'bearer'; expires_in: number }
 export interface Page<T> { items: T[]; next_cursor: string | null }
-export interface ClassRoom { id: string; name: string; join_code: string; teacher_id: string; created_at: string }
+export interface ClassRoom {
+  id: string; name: string; join_code: string; teacher_id: string; created_at: string; archived_at?: string | null
+}
+/** GET /classes/{id}/teachers: the owner and the co-teachers. */
+export interface ClassTeacher { teacher_id: string; name: string; email: string; owner: boolean }
 export interface RosterRow {
   student_id: string; name: string; email: string; essay_count: number; last_active_at: string | null; live: boolean
 }
@@ -14,6 +18,12 @@ export interface Criterion { id?: string; name: string; description?: string | n
 export interface Rubric { id: string; title: string; criteria: Criterion[]; created_at?: string }
 export interface Assignment {
   id: string; class_id: string; title: string; prompt: string; rubric_id: string | null; due_at: string | null
+  created_at: string; late_policy?: 'accept' | 'flag' | 'reject'; close_at?: string | null
+}
+export type DeadlineStatus = 'on_time' | 'late' | 'closed'
+/** PUT /classes/{id}/assignments/{aid}/extensions/{student_id} */
+export interface Extension {
+  assignment_id: string; student_id: string; due_at: string; close_at: string | null; granted_by: string | null
   created_at: string
 }
 export interface EssaySummary {
@@ -46,6 +56,17 @@ export interface LiveRow {
   type: 'student'; student_id: string; essay_id: string | null; name: string; title: string | null
   word_count: number; last_active_at: string | null; excerpt: string; feedback_counts: Record<string, number>
   flags: string[]; typing_seconds: number
+  // Added by the Gateway from the assignment and the student's extension (null: no assignment).
+  deadline_status?: DeadlineStatus | null; due_at?: string | null; close_at?: string | null; extended?: boolean
+}
+/** `{type: "student_removed"}` on the live socket: the student left the class. */
+export interface StudentRemoved { type: 'student_removed'; class_id: string; student_id: string }
+/** GET /admin/users */
+export interface AdminUser { id: string; email: string; name: string; role: Role; created_at: string; suspended_at: string | null }
+/** GET /admin/audit */
+export interface AuditEvent {
+  id: number; actor_id: string | null; action: string; target_type: string; target_id: string
+  details: Record<string, unknown>; created_at: string
 }
 /** One question and answer of the coach chat on an essay (GET/POST /essays/{id}/coach). */
 export type CoachAbout = 'item' | 'rubric' | 'essay'

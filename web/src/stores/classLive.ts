@@ -2,7 +2,7 @@
 import { computed, ref, shallowReactive, shallowRef, type Ref, type ShallowRef } from 'vue'
 import { socketUrl } from '../api/tickets'
 import { fetchTicket } from '../api/tickets'
-import type { LiveRow } from '../api/types'
+import type { LiveRow, StudentRemoved } from '../api/types'
 import type { ClassDocs } from '../realtime/classDocs'
 import { isFatalClose, ReconnectingSocket, type SocketStatus } from '../realtime/reconnecting'
 import { ticketSocketClass, type SocketClass, type TicketFn } from '../realtime/ticketSocket'
@@ -73,8 +73,18 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
     onStatus: (s) => { status.value = s },
     onMessage: (data) => {
       if (typeof data !== 'string') return
-      let msg: LiveRow | { type: string }
+      let msg: LiveRow | StudentRemoved | { type: string }
       try { msg = JSON.parse(data) } catch { return }
+      if (msg.type === 'student_removed') {
+        // The teacher (or a co-teacher) removed the student: their card leaves at once, and a row
+        // of theirs still waiting for the next frame is dropped with it.
+        const id = (msg as StudentRemoved).student_id
+        pendingRows.delete(id)
+        const essayId = rows.get(id)?.essay_id
+        rows.delete(id)
+        if (essayId) { docs?.unfollow(essayId); textRef(essayId).value = '' }
+        return
+      }
       if (msg.type !== 'student') return
       const row = msg as LiveRow
       const before = pendingRows.get(row.student_id) ?? rows.get(row.student_id)

@@ -126,6 +126,13 @@ function create(id: string, opts: SessionOptions): Entry {
   const saveState = ref<SaveState>(tracker.state)
   const refused = ref<string | null>(null)
   provider.on('closed', (event) => {
+    // The server's reason when a teacher removed the student from the essay's class (roster.py).
+    if (event.code === 4404 && event.reason === 'the essay left the class') {
+      refused.value = opts.readOnly ? 'The student was removed from the class: you can no longer see this essay.'
+        : 'You were removed from this essay\'s class: it is now your private essay and your teacher no longer sees it. '
+          + 'Your text is kept; reload the page to keep writing.'
+      return
+    }
     refused.value = event.code === 4404 ? 'This essay does not exist or you may not open it.'
       : event.code === 4403 ? 'You may read this essay but not change it.' : `Connection refused (${event.code}).`
   })

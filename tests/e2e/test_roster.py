@@ -1,0 +1,119 @@
+"""Roster control in the browser (issue 16): a teacher removes a student from the class screen
+(a confirmation dialog, keyboard first) and at once the student's open editor socket closes and
+their card leaves the live class view; the join code rotates, co-teachers come and go by account
+id, and the class archives. At 768 px, with a hostile student name. Set-up goes through REST."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from playwright.async_api import expect
+
+from tests.e2e.conftest import screenshot
+from tests.e2e.ui import by_id, editor, fill, login
+from tests.fakes import join, make_assignment, make_class, make_essay, register
+
+HOSTILE_NAME = '<img src=x onerror="window.pwned = 1"> Sam'
+
+
+async def test_teacher_removes_a_student_whose_editor_and_live_card_go_at_once(api: httpx.AsyncClient,
+                                                                               new_context: Any) -> None:
+    teacher = await register(api, "teacher", name="Ms Rivera")
+    cls = await make_class(api, teacher, "English 9")
+    assignment = await make_assignment(api, teacher, cls["id"])
+    student = await register(api, "student", name=HOSTILE_NAME)
+    stays = await register(api, "student", name="Lee Stays")
+    for who in (student, stays):
+        await join(api, who, cls["join_code"])
+    essay = await make_essay(api, student, assignment["id"], text="Phones belong in classrooms.")
+
+    writer = await (await new_context(width=768)).new_page()
+    doc_sockets: list[Any] = []
+    writer.on("websocket", lambda ws: doc_sockets.append(ws) if f"/ws/essays/{essay['id']}/doc" in ws.url else None)
+    await login(writer, student.email)
+    await writer.goto(f"/essays/{essay['id']}")
+    await editor(writer)
+    socket = next(ws for ws in doc_sockets if not ws.is_closed())
+    closed = asyncio.get_running_loop().create_future()
+    socket.on("close", lambda _ws: closed.done() or closed.set_result(True))
+
+    teacher_context = await new_context(width=768)
+    live = await teacher_context.new_page()
+    await login(live, teacher.email)
+    await live.goto(f"/classes/{cls['id']}/live")
+    await expect(by_id(live, "live-card", student_id=student.id)).to_be_visible()
+    page = await teacher_context.new_page()
+    await page.goto(f"/classes/{cls['id']}")
+    row = by_id(page, "roster-row", student_id=student.id)
+    await expect(row).to_contain_text(HOSTILE_NAME)  # text, not markup
+
+    # Keyboard: focus the row's Remove button, Enter opens the dialog with Cancel focused; Escape cancels.
+    await by_id(row, "roster-remove").focus()
+    await page.keyboard.press("Enter")
+    dialog = page.locator('dialog[open][data-testid="confirm-dialog"]')
+    await expect(dialog).to_be_visible()
+    await expect(dialog).to_contain_text(HOSTILE_NAME)
+    await expect(by_id(dialog, "confirm-cancel")).to_be_focused()
+    await screenshot(page, "30-tablet-remove-student-dialog")
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_have_count(0)
+    assert not closed.done()
+    await expect(row).to_be_visible()
+
+    await by_id(row, "roster-remove").click()
+    await by_id(dialog, "confirm-ok").click()
+    await expect(dialog).to_have_count(0)
+    await expect(row).to_have_count(0)
+    await expect(by_id(page, "roster-row", student_id=stays.id)).to_be_visible()
+    await asyncio.wait_for(closed, 10)  # the student's doc socket, closed by the server (4404)
+    await expect(by_id(live, "live-card", student_id=student.id)).to_have_count(0)
+    await expect(by_id(writer, "essay-refused")).to_contain_text("removed from this essay's class")
+    await screenshot(live, "31-tablet-live-view-after-removal")
+    r = await api.get(f"/api/v1/essays/{essay['id']}", headers=teacher.headers)
+    assert r.status_code == 404
+    for p in (writer, live, page):
+        assert await p.evaluate("window.pwned === undefined")
+        assert await p.locator("img[src='x']").count() == 0
+
+
+async def test_teacher_rotates_the_code_adds_a_co_teacher_and_archives(api: httpx.AsyncClient,
+                                                                       new_context: Any) -> None:
+    teacher = await register(api, "teacher", name="Ms Rivera")
+    co = await register(api, "teacher", name="Mr Co")
+    cls = await make_class(api, teacher, "History 10")
+    page = await (await new_context(width=768)).new_page()
+    await login(page, teacher.email)
+    await page.goto(f"/classes/{cls['id']}")
+    await expect(by_id(page, "class-join-code")).to_have_text(cls["join_code"])
+
+    await by_id(page, "rotate-join-code").click()
+    dialog = page.locator('dialog[open][data-testid="confirm-dialog"]')
+    await expect(dialog).to_contain_text(cls["join_code"])
+    await by_id(dialog, "confirm-ok").click()
+    await expect(by_id(page, "class-join-code")).not_to_have_text(cls["join_code"])
+    new_code = (await by_id(page, "class-join-code").inner_text()).strip()
+    late = await register(api, "student")
+    r = await api.post("/api/v1/classes/join", json={"join_code": cls["join_code"]}, headers=late.headers)
+    assert r.status_code == 404
+    await join(api, late, new_code)
+
+    await fill(page, "teacher-add-id", co.id)
+    await by_id(page, "teacher-add").click()
+    co_row = by_id(page, "teacher-row", teacher_id=co.id)
+    await expect(co_row).to_contain_text("Mr Co")
+    assert (await api.get(f"/api/v1/classes/{cls['id']}/students", headers=co.headers)).status_code == 200
+    await screenshot(page, "32-tablet-class-co-teacher")
+    await by_id(co_row, "teacher-remove").click()
+    await by_id(dialog, "confirm-ok").click()
+    await expect(co_row).to_have_count(0)
+    assert (await api.get(f"/api/v1/classes/{cls['id']}/students", headers=co.headers)).status_code == 404
+
+    await by_id(page, "class-archive").click()
+    await by_id(dialog, "confirm-ok").click()
+    await expect(by_id(page, "class-archived")).to_be_visible()
+    await expect(by_id(page, "create-assignment-submit")).to_have_count(0)
+    await screenshot(page, "33-tablet-class-archived")
+    await by_id(page, "class-unarchive").click()
+    await expect(by_id(page, "class-archived")).to_have_count(0)
