@@ -159,7 +159,7 @@ describe('teacher class screen: roster control', () => {
     expect(w.get('[data-testid="teacher-error"]').text()).toContain('account id')
     expect(fake.callsTo('POST', `/classes/${CLASS}/teachers`)).toHaveLength(0)
     await w.get('[data-testid="teacher-add-id"]').setValue(`  ${CO}`)
-    await w.get('[data-testid="teacher-add-id"]').element.form!.dispatchEvent(new Event('submit'))
+    await w.get('[data-testid="teacher-add"]').element.closest('form')!.dispatchEvent(new Event('submit'))
     await flushPromises()
     expect(fake.callsTo('POST', `/classes/${CLASS}/teachers`)[0].body).toEqual({ teacher_id: CO })
     expect(w.findAll('[data-testid="teacher-row"]')).toHaveLength(2)
