@@ -30,7 +30,7 @@ from pycrdt import create_update_message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from actors import decisions
+from actors import decisions, tracing
 from actors.analysis.local import spellchecker
 from actors.broadcast import DELETED, Bus, doc_message
 from actors.committer import GroupCommitter
@@ -258,12 +258,20 @@ class EssayHost:
             "created_at": self.wallclock(),
         })
         essay.logging(commit)
-        await asyncio.shield(commit)
+        if tracing.enabled:
+            await tracing.within("host.group_commit", asyncio.shield(commit), seq=seq)
+        else:
+            await asyncio.shield(commit)
         # The bus copy leaves after the commit; a Gateway that passed `node` has already handed
         # the update to its own sockets on receipt (see serve_app.realtime.sockets).
         if essay.others_listen(node, knows_every_socket=self.knows_every_socket):
-            await self.bus.publish(f"essay:{essay_id}:doc", doc_message(origin, create_update_message(update)),
-                                   skip_node=node)
+            channel, message = f"essay:{essay_id}:doc", create_update_message(update)
+            if tracing.enabled:  # the message carries the publish's trace context to the sockets
+                with tracing.span("bus.publish", kind="PRODUCER", channel=channel):
+                    await self.bus.publish(channel, doc_message(origin, message, tracing.traceparent()),
+                                           skip_node=node)
+            else:
+                await self.bus.publish(channel, doc_message(origin, message), skip_node=node)
         if essay.row_changed() and decisions.row_due(essay, now, self.config):
             await self.events.publish_row(essay, now)
         if effect.changed and self.scheduler is not None:

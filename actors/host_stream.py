@@ -36,8 +36,12 @@ typists; the rest websockets would give is here (`MAX_FRAME`, TCP keepalive, the
 Frames both ways are a 4-byte big-endian length and a payload of at most `MAX_FRAME` bytes.
 
     request   >I id, 16 bytes essay id, 16 bytes author id (zeros: none), B flags (1 live,
-              2 author, 4 node), B origin length, origin, B node length, node, the update (rest)
+              2 author, 4 node, 8 trace), B origin length, origin, B node length, node,
+              [with flag 8: B trace length, W3C traceparent], the update (rest)
     response  >I id, B status: OK then >Q seq; REJECTED, NOT_FOUND, FAILED or TOO_LARGE then a UTF-8 reason
+
+Flag 8 is set only while tracing is on in the Gateway (`actors.tracing`): the frame then carries
+the sender's trace context, and the host's `host.apply_update` span continues its trace.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from actors import retry
+from actors import retry, tracing
 from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
 from actors.host_api import HostUnavailable
 from actors.metrics import metric
@@ -74,7 +78,7 @@ COALESCE_BYTES = 256 * 1024  # frames gathered for one write at most
 # beyond, the host stops reading that connection until half of them are answered.
 MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024
 OK, REJECTED, NOT_FOUND, FAILED, TOO_LARGE = range(5)
-_LIVE, _AUTHOR, _NODE = 1, 2, 4
+_LIVE, _AUTHOR, _NODE, _TRACE = 1, 2, 4, 8
 _REQUEST = struct.Struct(">I16s16sB")
 _RESPONSE = struct.Struct(">IB")
 _SEQ = struct.Struct(">Q")
@@ -90,17 +94,24 @@ def new_token() -> bytes:
 
 
 def encode_request(request_id: int, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None,
-                   origin: str, live: bool, node: str | None) -> bytes:
+                   origin: str, live: bool, node: str | None, trace: str | None = None) -> bytes:
+    """`trace`: the sender's W3C traceparent (tracing on only)."""
     origin_b, node_b = origin.encode(), (node or "").encode()
     if len(origin_b) > 255 or len(node_b) > 255:
         raise ValueError("origin and node are at most 255 bytes")
-    flags = (_LIVE if live else 0) | (_AUTHOR if author_id is not None else 0) | (_NODE if node is not None else 0)
+    flags = ((_LIVE if live else 0) | (_AUTHOR if author_id is not None else 0) | (_NODE if node is not None else 0)
+             | (_TRACE if trace is not None else 0))
     head = _REQUEST.pack(request_id, essay_id.bytes, author_id.bytes if author_id else _NO_AUTHOR, flags)
-    return b"".join((head, bytes((len(origin_b),)), origin_b, bytes((len(node_b),)), node_b, update))
+    if trace is None:
+        return b"".join((head, bytes((len(origin_b),)), origin_b, bytes((len(node_b),)), node_b, update))
+    trace_b = trace.encode()[:255]
+    return b"".join((head, bytes((len(origin_b),)), origin_b, bytes((len(node_b),)), node_b,
+                     bytes((len(trace_b),)), trace_b, update))
 
 
 def decode_request(payload: bytes) -> tuple[int, uuid.UUID, bytes, dict[str, Any]]:
-    """(id, essay id, update, `EssayHost.apply_update` keywords); ValueError when malformed."""
+    """(id, essay id, update, `EssayHost.apply_update` keywords, plus `traceparent` when the
+    frame carries one); ValueError when malformed."""
     try:
         request_id, essay, author, flags = _REQUEST.unpack_from(payload)
         pos = _REQUEST.size
@@ -108,13 +119,19 @@ def decode_request(payload: bytes) -> tuple[int, uuid.UUID, bytes, dict[str, Any
         pos += 1 + payload[pos]
         node = payload[pos + 1:pos + 1 + payload[pos]].decode()
         pos += 1 + payload[pos]
+        trace = None
+        if flags & _TRACE:
+            trace = payload[pos + 1:pos + 1 + payload[pos]].decode()
+            pos += 1 + payload[pos]
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"malformed request: {exc}") from None
     if pos > len(payload):
         raise ValueError("malformed request: truncated")
-    return request_id, uuid.UUID(bytes=essay), payload[pos:], {
-        "author_id": uuid.UUID(bytes=author) if flags & _AUTHOR else None, "origin": origin,
-        "live": bool(flags & _LIVE), "node": node if flags & _NODE else None}
+    kwargs = {"author_id": uuid.UUID(bytes=author) if flags & _AUTHOR else None, "origin": origin,
+              "live": bool(flags & _LIVE), "node": node if flags & _NODE else None}
+    if trace is not None:
+        kwargs["traceparent"] = trace
+    return request_id, uuid.UUID(bytes=essay), payload[pos:], kwargs
 
 
 def encode_response(request_id: int, status: int, value: int | str) -> bytes:
@@ -324,8 +341,14 @@ class _HostSide(FramedProtocol):
             self._read_while_room()
 
     async def _apply_one(self, request_id: int, essay_id: uuid.UUID, update: bytes, kwargs: dict[str, Any]) -> None:
+        trace = kwargs.pop("traceparent", None)
         try:
-            seq = await self.server.host.apply_update(essay_id, update, **kwargs)
+            applied = self.server.host.apply_update(essay_id, update, **kwargs)
+            if trace is not None and tracing.enabled:  # the Gateway's trace goes on here
+                seq = await tracing.within("host.apply_update", applied, parent=trace, kind="SERVER",
+                                           essay_id=essay_id, bytes=len(update))
+            else:
+                seq = await applied
         except UpdateRejected as exc:
             self.send(encode_response(request_id, TOO_LARGE if isinstance(exc, UpdateTooLarge) else REJECTED, str(exc)))
         except EssayNotFound as exc:
@@ -412,7 +435,7 @@ class HostStream:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         request_id = self._next_id
         frame = encode_request(request_id, essay_id, bytes(update), author_id=author_id, origin=origin,
-                               live=live, node=node)
+                               live=live, node=node, trace=tracing.traceparent() if tracing.enabled else None)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._pending[request_id] = (frame, fut, loop.time())

@@ -18,10 +18,11 @@ from typing import Any
 
 import ray
 
+from actors import tracing
 from actors.broadcast import QUEUE_MAX_BYTES, RESYNC, Handler, LocalFanout, Outbox, Published, make_bus, new_node_id
 from actors.config import HostShellConfig
 from actors.host import EssayHost
-from actors.host_api import HostAPI
+from actors.host_api import HostAPI, operations
 from actors.host_stream import StreamServer
 from actors.metrics import metric
 from actors.process_tuning import release_free_memory_periodically, tune_gc
@@ -229,6 +230,7 @@ class EssayHostShell:
         self.stream: StreamServer | None = None
         self._trim: asyncio.Task[None] | None = None
         tune_gc()
+        tracing.configure("essaycoach-host")  # in the actor's process, from its OTEL_* environment
         self._starting = asyncio.Lock()
 
     async def _host(self) -> EssayHost:
@@ -355,6 +357,16 @@ class EssayHostShell:
         assert self.stream is not None
         return node_address(), self.stream.port, self.stream.token
 
+    async def traced(self, traceparent: str | None, operation: str, *args: Any, **kwargs: Any) -> Any:
+        """`HostAPI` method `operation` as a child span of the calling Gateway's trace: where a
+        Gateway with tracing on sends its Ray calls (`serve_app.hosts.RayHost`)."""
+        if operation not in operations():
+            raise ValueError(f"not a host operation: {operation!r}")
+        call = getattr(self, operation)(*args, **kwargs)
+        if not tracing.enabled:
+            return await call
+        return await tracing.within(f"host.{operation}", call, parent=traceparent, kind="SERVER")
+
     async def stats(self) -> dict[str, Any]:
         host = await self._host()
         return {"essays": len(host.essays), "rows": host.committer.rows, "batches": host.committer.batches,
@@ -367,6 +379,7 @@ class EssayHostShell:
             await self.stream.close()
         if self.host is not None:
             await self.host.stop()
+        tracing.flush()
 
 
 def _implements(shell: EssayHostShell, host: EssayHost) -> tuple[HostAPI, HostAPI]:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
+from actors import tracing
 from actors.analysis.coach import build_coach
 from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
@@ -39,7 +40,7 @@ from serve_app.fastpath import handoff
 from serve_app.hosts import EssayHosts, make_hosts
 from serve_app.housekeeping import purge_periodically
 from serve_app.jobs_wiring import start_runner, stop_runner
-from serve_app.observability import Metrics, RequestContextMiddleware, configure_logging
+from serve_app.observability import Metrics, RequestContextMiddleware, TracingMiddleware, configure_logging
 from serve_app.ratelimit import (
     BucketPolicy,
     LoginThrottle,
@@ -77,6 +78,7 @@ def create_app(
     hosted (in-process hosts for tests and single-process runs, Ray actors under Serve)."""
     settings = settings or Settings()
     configure_logging()
+    tracing.configure("essaycoach-gateway")  # here, in the replica: OTEL_* of its own environment
     metrics = Metrics()
 
     @asynccontextmanager
@@ -132,6 +134,7 @@ def create_app(
             await ctx.hosts.stop()
             await buckets.aclose()
             await engine.dispose()
+            tracing.flush()
 
     app = _App(
         title="EssayCoach Live",
@@ -146,6 +149,8 @@ def create_app(
     install_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
+    if tracing.enabled:
+        app.add_middleware(TracingMiddleware)  # outermost: the span covers the whole request
     api = APIRouter(prefix=API_PREFIX)
     for module in (auth, classes, roster, extensions, rubrics, uploads, essays, comments, coach, history, exports,
                    submissions, webhooks, admin, privacy):

@@ -174,7 +174,8 @@ def cmd_driver(args: argparse.Namespace) -> None:
 
     import ray
 
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("ESSAYCOACH_", "RAY_SERVE_"))}
+    # OTEL_*: tracing (actors/tracing.py) in every process, also on a cluster joined by RAY_ADDRESS.
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("ESSAYCOACH_", "RAY_SERVE_", "OTEL_"))}
     address = os.environ.get("RAY_ADDRESS", "local")
     # A local cluster's metrics export on a known port: every process's metrics in one scrape.
     metrics_port: dict[str, Any] = {"_metrics_export_port": settings.metrics_export_port} if address == "local" else {}

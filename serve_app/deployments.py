@@ -88,8 +88,10 @@ class AnalyzerReplica(AnalyzerService):
     runtime_env), as before, and hands the actors layer only their `AnalysisConfig`."""
 
     def __init__(self) -> None:
+        from actors import tracing
         from serve_app.settings import Settings
 
+        tracing.configure("essaycoach-analyzer")  # in the replica, from its own OTEL_* environment
         super().__init__(Settings().analysis_config())
 
 

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from actors import retry
+from actors import retry, tracing
 from actors.analysis.service import build_engine
 from actors.broadcast import Bus, make_bus
 from actors.config import HostConfig
@@ -184,6 +184,9 @@ class RayHost(HostAPI):
                     *args: P.args, **kwargs: P.kwargs) -> R:
         """The host actor's remote method of the same name, retried when `method` is retry-safe."""
         def remote() -> Awaitable[R]:
+            if tracing.enabled:  # the host's span continues this trace (`EssayHostShell.traced`)
+                return self.handle().traced.remote(  # type: ignore[no-any-return]
+                    tracing.traceparent(), method.__name__, *args, **kwargs)
             return getattr(self.handle(), method.__name__).remote(*args, **kwargs)  # type: ignore[no-any-return]
 
         if retry_safe_of(method):

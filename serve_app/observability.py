@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actors import tracing
 from actors.metrics import metric, register_all
 from serve_app.errors import problem
 
@@ -179,3 +180,34 @@ async def _send_problem(send: Send, status: int, code: str, title: str, detail: 
         (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
         (b"x-request-id", rid.encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class TracingMiddleware:
+    """A server span per HTTP request (added only while tracing is on: `actors.tracing`),
+    continuing a caller's `traceparent` header; named by method and route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parent = dict(scope.get("headers") or []).get(b"traceparent")
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.span(f"HTTP {scope['method']}", parent=parent.decode(errors="replace") if parent else None,
+                          kind="SERVER", **{"http.request.method": scope["method"]}) as span:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{scope['method']} {path}")
+                span.set_attribute("http.route", path)
+                span.set_attribute("http.response.status_code", status)

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import httpx
 from tenacity import RetryCallState
 
-from actors import retry
+from actors import retry, tracing
 
 from ..metrics import metric
 from .items import KINDS, SEVERITIES, FeedbackItem, Score, assign_ids, new_item
@@ -517,6 +517,17 @@ class OpenAIProvider:
         return self._client
 
     async def _complete(self, messages: list[dict[str, str]]) -> _Completion:
+        if not tracing.enabled:
+            return await self._complete_measured(messages)
+        # The request carries the span's traceparent: a provider (or gateway) that traces continues it.
+        with tracing.span("llm.chat_completion", kind="CLIENT", **{
+                "gen_ai.system": "openai", "gen_ai.request.model": self.model, "server.address": self.url}) as span:
+            completion = await self._complete_measured(messages)
+            span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", completion.usage.completion_tokens)
+            return completion
+
+    async def _complete_measured(self, messages: list[dict[str, str]]) -> _Completion:
         started = time.perf_counter()
         _AI_CALLS.labels(self.name).inc()
         try:
@@ -607,7 +618,11 @@ class OpenAIProvider:
 
     async def _post_once(self, payload: dict[str, Any]) -> tuple[int, httpx.Headers, bytes]:
         async with asyncio.timeout(self.timeout):
-            async with self._http().stream("POST", self.url, json=payload, headers=self._headers) as response:
+            headers = self._headers
+            if tracing.enabled:
+                trace = tracing.traceparent()
+                headers = {**headers, "traceparent": trace} if trace else headers
+            async with self._http().stream("POST", self.url, json=payload, headers=headers) as response:
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
                     raise ProviderResponseTooLarge(f"declared {declared} bytes")

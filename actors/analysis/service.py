@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors import tracing
 from actors.config import AnalysisConfig
 
 from .engine import AnalysisEngine
@@ -49,6 +50,18 @@ class AnalyzerService:
     async def score_rubric(self, text: str, rubric: Any, items: Any = (), **kwargs: Any) -> Any:
         return await self.engine.score_rubric(text, rubric, items, **kwargs)
 
+    async def traced(self, traceparent: str | None, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`method` as a child span of the caller's trace (`RemoteAnalyzer` with tracing on)."""
+        if method not in _METHODS:
+            raise ValueError(f"not an Analyzer method: {method!r}")
+        call = getattr(self, method)(*args, **kwargs)
+        if not tracing.enabled:
+            return await call
+        return await tracing.within(f"analyzer.{method}", call, parent=traceparent, kind="SERVER")
+
+
+_METHODS = ("analyze_changed", "score_rubric")
+
 
 class RemoteAnalyzer:
     """An `Analyzer` that calls the Serve deployment through its handle."""
@@ -62,7 +75,16 @@ class RemoteAnalyzer:
         return self._llm_enabled
 
     async def analyze_changed(self, old_text: str, new_text: str, **kwargs: Any) -> Any:
+        if tracing.enabled:
+            return await self._traced("analyze_changed", old_text, new_text, **kwargs)
         return await self.handle.analyze_changed.remote(old_text, new_text, **kwargs)
 
     async def score_rubric(self, text: str, rubric: Any, items: Any = (), **kwargs: Any) -> Any:
+        if tracing.enabled:
+            return await self._traced("score_rubric", text, rubric, items, **kwargs)
         return await self.handle.score_rubric.remote(text, rubric, items, **kwargs)
+
+    async def _traced(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The call inside an `analyzer.call` span whose context the replica continues."""
+        with tracing.span("analyzer.call", kind="CLIENT", method=method):
+            return await self.handle.traced.remote(tracing.traceparent(), method, *args, **kwargs)

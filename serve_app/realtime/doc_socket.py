@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import WebSocket, WebSocketDisconnect
 from pycrdt import create_awareness_message
 
+from actors import tracing
 from actors.broadcast import RESYNC, doc_message, observe_fanout, split_doc_message
 from actors.doc import InvalidUpdate, validate_update
 from actors.host import EssayNotFound, UpdateRejected
@@ -74,10 +75,11 @@ async def doc_socket(ws: WebSocket) -> None:
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
 
-    async def apply(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
+    async def apply(update: bytes, typed: bool, received: float, frame: bytes | None, span: Any) -> None:
         try:
-            await ctx.hosts.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
-                                                live=typed, node=bus.node if typed else None)
+            applied = ctx.hosts.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
+                                                     live=typed, node=bus.node if typed else None)
+            await (applied if span is None else tracing.ending(span, applied))  # span: tracing on
         finally:
             if frame is not None:
                 pending = in_flight.get(eid)
@@ -111,6 +113,14 @@ async def doc_socket(ws: WebSocket) -> None:
                 await acks.room()
                 received = time.perf_counter()
                 typed = isinstance(message, SyncUpdate)
+                if typed:
+                    try:
+                        validate_update(update)
+                    except InvalidUpdate as exc:
+                        raise UpdateRejected(str(exc)) from exc
+                # Tracing on: one trace per update, from here to its ack and every socket it reaches.
+                span = tracing.start("doc_socket.receive", kind="SERVER", essay_id=eid,
+                                     typed=typed) if tracing.enabled else None
                 frame = None
                 if typed:
                     # Typing reaches this replica's other sockets on receipt, as in y-websocket:
@@ -118,14 +128,11 @@ async def doc_socket(ws: WebSocket) -> None:
                     # comes back with the writer's reconnect. The ack still waits for the commit,
                     # and the bus copy (other replicas) leaves the host after it. A reconnect's
                     # step 2 (mostly what everyone has) is published by the host only if new.
-                    try:
-                        validate_update(update)
-                    except InvalidUpdate as exc:
-                        raise UpdateRejected(str(exc)) from exc
                     frame = encode_update(update)
-                    bus.deliver_local(doc_channel, doc_message(origin, frame))
+                    bus.deliver_local(doc_channel, doc_message(
+                        origin, frame, None if span is None else tracing.traceparent(span)))
                     in_flight.setdefault(eid, {})[id(frame)] = frame
-                acks.add(apply(update, typed, received, frame))
+                acks.add(apply(update, typed, received, frame, span))
             elif isinstance(message, Awareness):
                 relayed = awareness.accept(message)  # only this socket's own client id
                 if relayed is not None:

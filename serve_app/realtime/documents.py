@@ -9,7 +9,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from actors.broadcast import DELETED, RESYNC, observe_fanout, split_doc_message
+from actors import tracing
+from actors.broadcast import DELETED, RESYNC, doc_message_trace, observe_fanout, split_doc_message
 from actors.host import UpdateRejected, UpdateTooLarge
 from serve_app.deps import Context
 from serve_app.realtime.connection import SendQueue, background
@@ -122,3 +123,7 @@ class DocFollower:
         if sender != self.origin:  # never echo a client's own update back to it
             observe_fanout(message)
             self.out.put(self.prefix + frame if self.prefix else frame)
+            if tracing.enabled:
+                traced = doc_message_trace(message)
+                if traced is not None:  # from the message's creation (another node's clock) to here
+                    tracing.delivered("doc_socket.deliver", *traced, essay_id=self.eid, bytes=len(frame))

@@ -22,7 +22,7 @@ IMPLEMENTATIONS = [EssayHost, EssayHostShell, RayHost]
 # else public there is reachable from a Gateway, so it must be in HostAPI with a retry rule.
 # (EssayHost may have more public methods: the Gateway reaches it only through these two or HostAPI.)
 NOT_OPERATIONS = {
-    EssayHostShell: {"stream_address", "stats", "shutdown"},
+    EssayHostShell: {"stream_address", "stats", "shutdown", "traced"},
     RayHost: {"handle", "stream", "close"},
 }
 

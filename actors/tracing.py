@@ -1,0 +1,176 @@
+"""OpenTelemetry tracing of one keystroke and one AI call across processes; off unless asked for.
+
+On only when the standard variables ask for it (`wanted`): `OTEL_EXPORTER_OTLP_ENDPOINT` or
+`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set, or `OTEL_TRACES_EXPORTER` naming an exporter (`otlp`,
+`console`), and neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`. The SDK reads
+the rest itself: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` (+ `_ARG`),
+`OTEL_EXPORTER_OTLP_*` (headers, timeout, compression), `OTEL_BSP_*` (batching). Spans leave by
+OTLP over HTTP/protobuf (Jaeger, Tempo and the Collector take it on port 4318).
+
+Each process configures itself once at its entry point (`configure`: a Gateway replica's app
+lifespan, an essay host actor, an Analyzer replica), never at import: Ray pickles the Serve
+ingress class by value and every worker imports our modules.
+
+Costing nothing when off: the hot path tests the module attribute `enabled` (one attribute
+load) and does nothing else: no span objects, no context read or carried, frames and bus messages
+exactly as without tracing. The SDK is imported only when tracing is turned on.
+
+The trace context crosses process boundaries as a W3C `traceparent` string: in host-stream
+frames (`actors.host_stream`, a flag bit), in bus document messages (`actors.broadcast.doc_message`),
+and as the first argument of a `traced` Ray call (`EssayHostShell.traced`, `AnalyzerService.traced`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, Tracer
+
+T = TypeVar("T")
+
+enabled = False
+"""True once `configure` turned tracing on in this process: the one check on the hot path."""
+
+_tracer: Tracer | None = None
+_provider: TracerProvider | None = None
+_configured = False
+_EXPORTERS = ("otlp", "console")
+
+
+def wanted(environ: Mapping[str, str]) -> bool:
+    """Whether the OTEL_* variables in `environ` ask for traces."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = [e.strip().lower() for e in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
+    if exporters:
+        return any(e in _EXPORTERS for e in exporters)
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def configure(service: str = "essaycoach", *, exporter: SpanExporter | None = None) -> bool:
+    """Turn tracing on in this process if its environment asks for it (`wanted`); once per
+    process (later calls return the first answer). `service`: the service name when
+    `OTEL_SERVICE_NAME` gives none (`essaycoach-gateway`, `-host`, `-analyzer`). `exporter`:
+    instead of the exporters the variables name (tests). Returns `enabled`."""
+    global enabled, _tracer, _provider, _configured
+    if _configured:
+        return enabled
+    env = os.environ
+    _configured = True
+    if not wanted(env):
+        return False
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    attributes = {"service.name": env.get("OTEL_SERVICE_NAME") or service}
+    # The SDK reads the sampler, batching and OTLP settings from os.environ itself.
+    provider = TracerProvider(resource=Resource.create(attributes))
+    exporters: list[SpanExporter] = [exporter] if exporter is not None else []
+    if exporter is None:
+        names = [e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
+        if "otlp" in names:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporters.append(OTLPSpanExporter())
+        if "console" in names:
+            exporters.append(ConsoleSpanExporter())
+    for one in exporters:
+        provider.add_span_processor(BatchSpanProcessor(one))
+    _provider, _tracer = provider, provider.get_tracer("essaycoach")
+    enabled = True
+    return True
+
+
+def flush(timeout_ms: int = 5000) -> None:
+    """Send the spans still batched (a process stopping)."""
+    if _provider is not None:
+        _provider.force_flush(timeout_ms)
+
+
+def shutdown() -> None:
+    """Flush, stop exporting and turn tracing off; `configure` may run again (tests)."""
+    global enabled, _tracer, _provider, _configured
+    if _provider is not None:
+        _provider.shutdown()
+    enabled, _tracer, _provider, _configured = False, None, None, False
+
+
+# --- spans (call only when `enabled`) ----------------------------------------------------------
+
+def _kind(name: str) -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return getattr(SpanKind, name)
+
+
+def _context(traceparent: str | None) -> Any:
+    """The context a `traceparent` string carries (None: the current one)."""
+    if traceparent is None:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+
+
+def traceparent(of: Span | None = None) -> str | None:
+    """The context of span `of` (default: the current span) as a W3C `traceparent`; None
+    without a valid span."""
+    from opentelemetry.trace import set_span_in_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, context=None if of is None else set_span_in_context(of))
+    return carrier.get("traceparent")
+
+
+def start(name: str, *, parent: str | None = None, kind: str = "INTERNAL", start_ns: int | None = None,
+          **attributes: Any) -> Span:
+    """A started span, not made current (end it yourself, or `ending`); child of `parent` (a
+    traceparent) or else of the current span."""
+    assert _tracer is not None, "tracing is off"
+    return _tracer.start_span(name, context=_context(parent), kind=_kind(kind), start_time=start_ns,
+                              attributes={k: _value(v) for k, v in attributes.items()})
+
+
+@contextlib.contextmanager
+def span(name: str, *, parent: str | None = None, kind: str = "INTERNAL", **attributes: Any) -> Iterator[Span]:
+    """A span, current while the block runs; an exception out of the block is recorded on it."""
+    from opentelemetry.trace import use_span
+
+    with use_span(start(name, parent=parent, kind=kind, **attributes), end_on_exit=True) as current:
+        yield current
+
+
+async def ending(current: Span, work: Awaitable[T]) -> T:
+    """`await work` with `current` as the current span, ending it after (exceptions recorded)."""
+    from opentelemetry.trace import use_span
+
+    with use_span(current, end_on_exit=True):
+        return await work
+
+
+async def within(name: str, work: Awaitable[T], *, parent: str | None = None, kind: str = "INTERNAL",
+                 **attributes: Any) -> T:
+    """`await work` inside a new span `name`."""
+    with span(name, parent=parent, kind=kind, **attributes):
+        return await work
+
+
+def delivered(name: str, message_trace: str, sent_us: int | None, **attributes: Any) -> None:
+    """A span for a message handed on: from `sent_us` (wall-clock microseconds when the message
+    was built; another node's clock) to now, child of the message's `traceparent`."""
+    now = time.time_ns()
+    start_ns = min(now, sent_us * 1000) if sent_us is not None else now
+    start(name, parent=message_trace, kind="CONSUMER", start_ns=start_ns, **attributes).end(now)
+
+
+def _value(value: Any) -> Any:
+    return value if isinstance(value, (str, bool, int, float)) else str(value)
