@@ -1,6 +1,10 @@
 """A real OTLP/HTTP trace receiver for tests (what Jaeger or a Collector is on port 4318): POST
 `/v1/traces` with an `ExportTraceServiceRequest` in protobuf, answered 200, every span kept.
 
+Also the loadtest's receiver with tracing on (ops/loadtest/RESULTS.md, "Tracing cost"):
+`python -m tests.otlp_receiver --port 14318 --summary spans.json` counts spans by service and name
+and writes them at SIGINT/SIGTERM.
+
 It serves from a thread of its own: the SDK exports from its batch thread, and a flush called on
 the test's event loop must not wait on a server that needs that same loop.
 """
@@ -38,7 +42,7 @@ def _value(value: Any) -> Any:
 class OtlpReceiver:
     """Use `with OtlpReceiver() as r`; point `OTEL_EXPORTER_OTLP_ENDPOINT` at `r.url`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests: list[dict[str, str]] = []  # headers of each export request
         self._lock = threading.Lock()
@@ -63,7 +67,7 @@ class OtlpReceiver:
             def log_message(self, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -107,3 +111,31 @@ class OtlpReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def main() -> None:
+    import argparse
+    import json
+    import signal
+    from collections import Counter
+
+    parser = argparse.ArgumentParser(description="An OTLP/HTTP trace receiver that counts what it gets.")
+    parser.add_argument("--port", type=int, default=4318)
+    parser.add_argument("--summary", required=True, help="JSON file written on SIGINT/SIGTERM")
+    args = parser.parse_args()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with OtlpReceiver(args.port) as receiver:
+        print(f"receiving on {receiver.url}", flush=True)
+        stop.wait()
+        with receiver._lock:
+            counts = Counter(f"{s.service} {s.name}" for s in receiver.spans)
+            summary = {"export_requests": len(receiver.requests), "spans": len(receiver.spans),
+                       "traces": len({s.trace_id for s in receiver.spans}), "by_service_and_name": dict(counts)}
+    with open(args.summary, "w") as out:
+        json.dump(summary, out, indent=1, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main()
