@@ -226,6 +226,13 @@ class AssignmentOut(Out):
     late_policy: str
     close_at: datetime | None = None
     created_at: datetime
+    effective_due_at: datetime | None = Field(
+        None, description="The caller's due time: for a student, their extension's if they have one, else "
+                          "`due_at`; for a teacher, `due_at`")
+    effective_close_at: datetime | None = Field(
+        None, description="The caller's hard close (a student's extension applied; under the `reject` policy the "
+                          "due time closes too): after it the student can neither write nor submit")
+    extended: bool = Field(False, description="The calling student has an extension on this assignment")
 
 
 # --- essays -------------------------------------------------------------------------------

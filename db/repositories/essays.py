@@ -63,5 +63,12 @@ async def list_for_class_by_activity(
     return list((await session.scalars(stmt.order_by(Essay.updated_at, Essay.id))).all())
 
 
+async def list_for_owner_assignment(session: AsyncSession, *, owner_id: uuid.UUID,
+                                    assignment_id: uuid.UUID) -> list[Essay]:
+    """One student's essays on one assignment (usually one)."""
+    stmt = select(Essay).where(Essay.owner_id == owner_id, Essay.assignment_id == assignment_id)
+    return list((await session.scalars(stmt.order_by(Essay.created_at, Essay.id))).all())
+
+
 async def remove(session: AsyncSession, *, essay_id: uuid.UUID) -> None:
     await session.execute(delete(Essay).where(Essay.id == essay_id))

@@ -43,3 +43,9 @@ async def for_assignments(session: AsyncSession, *, assignment_ids: list[uuid.UU
         return {}
     rows = await session.scalars(select(Extension).where(Extension.assignment_id.in_(assignment_ids)))
     return {(e.assignment_id, e.student_id): e for e in rows}
+
+
+async def for_assignment(session: AsyncSession, *, assignment_id: uuid.UUID) -> list[Extension]:
+    """An assignment's extensions (one per student at most), earliest due first."""
+    stmt = select(Extension).where(Extension.assignment_id == assignment_id)
+    return list((await session.scalars(stmt.order_by(Extension.due_at, Extension.student_id))).all())

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 
 from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.models import Assignment, User
 from db.repositories import assignments, audit, classes
 from serve_app.api.access import assignment_for_member, class_for_member, class_for_teacher, rubric_for_reader
+from serve_app.api.writability import effective_fields
 from serve_app.deps import ContextDep, CurrentUser, PageDep, SessionDep, Student, Teacher
 from serve_app.errors import Conflict, NotFound, ValidationFailed
 from serve_app.schemas import (
@@ -101,7 +105,7 @@ async def create_assignment(
         due_at=body.due_at, late_policy=body.late_policy, close_at=body.close_at,
     )
     await session.commit()
-    return dump(AssignmentOut, assignment)
+    return (await assignments_out(session, user, [assignment]))[0]
 
 
 @router.patch("/assignments/{assignment_id}", response_model=AssignmentOut)
@@ -134,7 +138,7 @@ async def update_assignment(
                                 for key, value in changes.items()})
     await session.commit()
     await session.refresh(assignment)
-    return dump(AssignmentOut, assignment)
+    return (await assignments_out(session, user, [assignment]))[0]
 
 
 def _plain(value: object) -> object:
@@ -145,7 +149,15 @@ def _plain(value: object) -> object:
 async def list_assignments(
     class_id: uuid.UUID, session: SessionDep, user: CurrentUser, page: PageDep
 ) -> dict[str, object]:
+    """The class's assignments; each carries the caller's `effective_due_at` / `effective_close_at`
+    (a student's extension applied) and `extended`."""
     await class_for_member(session, user, class_id)
     result = await assignments.list_for_class(session, class_id=class_id, limit=page.limit,
                                               cursor=page.cursor)
-    return {"items": [dump(AssignmentOut, a) for a in result.items], "next_cursor": result.next_cursor}
+    return {"items": await assignments_out(session, user, result.items), "next_cursor": result.next_cursor}
+
+
+async def assignments_out(session: AsyncSession, user: User, rows: Sequence[Assignment]) -> list[dict[str, object]]:
+    """`AssignmentOut`s with the caller's own due time and close (`effective_fields`)."""
+    fields = await effective_fields(session, student_id=user.id if user.role == "student" else None, rows=rows)
+    return [AssignmentOut.model_validate(a).model_copy(update=fields[a.id]).model_dump(mode="json") for a in rows]

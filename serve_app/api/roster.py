@@ -12,6 +12,8 @@
   `?include_archived=true`. `POST /classes/{id}/unarchive` undoes it.
 - `POST /classes/{id}/teachers` `{teacher_id}` and `DELETE /classes/{id}/teachers/{teacher_id}` (the
   class's owner): a co-teacher has the owner's rights on the class except managing co-teachers.
+  A removed co-teacher's open sockets on the class (live view, whole-class text, its essays' doc
+  and events sockets) close 4404 at once on every replica; the other teachers' stay open.
   `GET /classes/{id}/teachers` lists the owner and co-teachers.
 
 Every action is written to the audit log in the same transaction.
@@ -153,13 +155,16 @@ async def add_teacher(class_id: uuid.UUID, body: TeacherIn, session: SessionDep,
 
 
 @router.delete("/classes/{class_id}/teachers/{teacher_id}", status_code=204)
-async def remove_teacher(class_id: uuid.UUID, teacher_id: uuid.UUID, session: SessionDep,
+async def remove_teacher(class_id: uuid.UUID, teacher_id: uuid.UUID, ctx: ContextDep, session: SessionDep,
                          user: CurrentUser) -> Response:
-    """Remove a co-teacher (sockets they hold stay open until they close; new ones are refused)."""
+    """Remove a co-teacher; the sockets they hold on the class and its essays close 4404 at once."""
     await class_for_owner(session, user, class_id)
     if not await classes.remove_teacher(session, class_id=class_id, teacher_id=teacher_id):
         raise NotFound("no such co-teacher in this class", code="unknown_teacher")
     await audit.append(session, actor_id=user.id, action="class.remove_teacher", target_type="class",
                        target_id=class_id, details={"teacher_id": str(teacher_id)})
+    essay_ids = [e.id for e in await essays.list_for_class(session, class_id=class_id)]
     await session.commit()
+    await close_sockets(ctx.hosts.bus, of_user=teacher_id, class_id=class_id, essay_ids=essay_ids,
+                        code=CloseCode.UNKNOWN_ESSAY, reason="you are no longer a teacher of this class")
     return Response(status_code=204)

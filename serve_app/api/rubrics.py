@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from db.repositories import rubrics
 from serve_app.api.access import assignment_for_member, rubric_for_owner, rubric_for_reader
+from serve_app.api.classes import assignments_out
 from serve_app.deps import CurrentUser, PageDep, SessionDep, Teacher
 from serve_app.schemas import AssignmentOut, CriterionIn, PageOut, RubricIn, RubricOut, RubricPatch, dump
 
@@ -56,4 +57,5 @@ async def patch_rubric(
 
 @router.get("/assignments/{assignment_id}", response_model=AssignmentOut, tags=["classes"])
 async def get_assignment(assignment_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> dict[str, object]:
-    return dump(AssignmentOut, await assignment_for_member(session, user, assignment_id))
+    """One assignment, with the caller's `effective_due_at` / `effective_close_at` and `extended`."""
+    return (await assignments_out(session, user, [await assignment_for_member(session, user, assignment_id)]))[0]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Assignment, Essay
 from db.repositories import assignments, classes, extensions
-from serve_app.deadlines import Deadline, deadline_status
+from serve_app.deadlines import Deadline, deadline_status, effective_times
 from serve_app.errors import Conflict
 
 
@@ -119,3 +119,17 @@ def deadline_fields(deadline: Deadline | None) -> dict[str, str | bool | None]:
             "due_at": deadline.due_at.isoformat() if deadline.due_at else None,
             "close_at": deadline.close_at.isoformat() if deadline.close_at else None,
             "extended": deadline.extended}
+
+
+async def effective_fields(session: AsyncSession, *, student_id: uuid.UUID | None,
+                           rows: Sequence[Assignment]) -> dict[uuid.UUID, dict[str, datetime | bool | None]]:
+    """Each assignment's `effective_due_at`, `effective_close_at` and `extended` for `student_id`
+    (their extensions applied, one query); None (a teacher): the assignment's own times."""
+    exts = (await extensions.for_assignments(session, assignment_ids=[a.id for a in rows])
+            if student_id is not None else {})
+    out: dict[uuid.UUID, dict[str, datetime | bool | None]] = {}
+    for a in rows:
+        ext = exts.get((a.id, student_id)) if student_id is not None else None
+        due, close = effective_times(a, ext)
+        out[a.id] = {"effective_due_at": due, "effective_close_at": close, "extended": ext is not None}
+    return out

@@ -1,6 +1,6 @@
 """`WS /ws/essays/{id}/events`: one essay's events as JSON text frames, server to client, each
 `{type, essay_id, seq, ...}` (`feedback`, `comment`, `presence`, `saved`, `submission`,
-`resync`). The client may send `{"type": "resume", "last_seq": n, "epoch"?: e}` and gets the
+`deadline`, `resync`). The client may send `{"type": "resume", "last_seq": n, "epoch"?: e}` and gets the
 events it missed, or a `resync` when they are no longer kept."""
 
 from __future__ import annotations

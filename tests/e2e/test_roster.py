@@ -1,11 +1,13 @@
 """Roster control in the browser (issue 16): a teacher removes a student from the class screen
 (a confirmation dialog, keyboard first) and at once the student's open editor socket closes and
 their card leaves the live class view; the join code rotates, co-teachers come and go by account
-id, and the class archives. At 768 px, with a hostile student name. Set-up goes through REST."""
+id, and the class archives; an extension given on the class screen reaches the student's open
+editor and the live card. At 768 px, with a hostile student name. Set-up goes through REST."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -117,3 +119,45 @@ async def test_teacher_rotates_the_code_adds_a_co_teacher_and_archives(api: http
     await screenshot(page, "33-tablet-class-archived")
     await by_id(page, "class-unarchive").click()
     await expect(by_id(page, "class-archived")).to_have_count(0)
+
+
+async def test_teacher_extends_a_late_student_who_sees_it_in_the_open_editor(api: httpx.AsyncClient,
+                                                                              new_context: Any) -> None:
+    teacher = await register(api, "teacher", name="Ms Rivera")
+    cls = await make_class(api, teacher, "English 9")
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    r = await api.post(f"/api/v1/classes/{cls['id']}/assignments", headers=teacher.headers,
+                       json={"title": "Overdue essay", "prompt": "Argue.", "due_at": past})
+    assert r.status_code == 201, r.text
+    assignment = r.json()
+    student = await register(api, "student", name="Lee Late")
+    await join(api, student, cls["join_code"])
+    essay = await make_essay(api, student, assignment["id"], text="Started late.")
+
+    writer = await (await new_context(width=768)).new_page()
+    await login(writer, student.email)
+    await writer.goto(f"/essays/{essay['id']}")
+    await editor(writer)
+
+    page = await (await new_context(width=768)).new_page()
+    await login(page, teacher.email)
+    await page.goto(f"/classes/{cls['id']}")
+    item = by_id(page, "assignment-item", assignment_id=assignment["id"])
+    panel = by_id(item, "extensions")
+    await panel.locator("summary").click()
+    await by_id(panel, "extension-student").select_option(student.id)
+    # The browser's local time, as a datetime-local input takes it.
+    await by_id(panel, "extension-due").fill((datetime.now() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"))
+    await by_id(panel, "extension-save").click()
+    await expect(by_id(panel, "extension-row", student_id=student.id)).to_contain_text("Lee Late")
+    await screenshot(page, "34-tablet-extension-given")
+
+    # Pushed to the student's open editor (the events socket's `deadline` event).
+    await expect(by_id(writer, "essay-deadline")).to_contain_text("Your teacher gave you an extension")
+    await writer.goto(f"/classes/{cls['id']}")
+    await expect(by_id(writer, "assignment-due")).to_contain_text("(your extension)")
+    await page.goto(f"/classes/{cls['id']}/live")
+    badge = by_id(by_id(page, "live-card", student_id=student.id), "live-card-deadline")
+    await expect(badge).to_have_attribute("data-status", "on_time")
+    await expect(badge).to_contain_text("extended until")
+    await screenshot(page, "35-tablet-live-card-extended")

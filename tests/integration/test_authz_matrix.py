@@ -155,6 +155,8 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     # Deadlines: the class's teachers give and withdraw extensions.
     ("PUT", "/classes/{class_x}/assignments/{assignment_x}/extensions/{student_c}", {"due_at": "2030-01-01T00:00:00Z"},
      {"teacher_x": 200, "student_a": 403, "student_c": 403, "teacher_y": 404, "student_b": 404}),
+    ("GET", "/classes/{class_x}/assignments/{assignment_x}/extensions", None,
+     {"teacher_x": 200, "student_a": 403, "student_c": 403, "teacher_y": 404, "student_b": 404}),
     ("DELETE", "/classes/{class_x}/assignments/{assignment_x}/extensions/{student_c}", None,
      {"teacher_x": 204, "student_a": 403, "student_c": 403, "teacher_y": 404, "student_b": 404}),
     # Roster control on class Z (X teaches it; C and D are its students).

@@ -98,6 +98,46 @@ async def test_extension_input_is_validated(client, room) -> None:
                    404, "unknown_student")
 
 
+async def test_students_see_their_own_due_date_with_their_extension(client, room) -> None:
+    teacher, student, cls = room["teacher"], room["student"], room["class"]
+    classmate = await register(client, "student")
+    await join(client, classmate, cls["join_code"])
+    due, close = iso(timedelta(hours=1)), iso(timedelta(hours=2))
+    a = await assignment_with(client, teacher, cls["id"], due_at=due, close_at=close)
+    later = datetime.now(UTC) + timedelta(days=3)
+    ext_url = f"{API}/classes/{cls['id']}/assignments/{a['id']}/extensions/{student.id}"
+    assert (await client.put(ext_url, json={"due_at": later.isoformat()}, headers=teacher.headers)).status_code == 200
+
+    def mine(account: Account) -> Any:
+        return client.get(f"{API}/classes/{cls['id']}/assignments", headers=account.headers)
+
+    [row] = (await mine(student)).json()["items"]
+    assert datetime.fromisoformat(row["effective_due_at"]) == later
+    # No close of its own, past the assignment's: the extension closes at its due time.
+    assert datetime.fromisoformat(row["effective_close_at"]) == later
+    assert row["extended"] is True and row["due_at"] == a["due_at"]  # the assignment's own time stays
+    one = (await client.get(f"{API}/assignments/{a['id']}", headers=student.headers)).json()
+    assert one["extended"] is True and one["effective_due_at"] == row["effective_due_at"]
+    [other] = (await mine(classmate)).json()["items"]
+    assert (other["effective_due_at"], other["effective_close_at"], other["extended"]) == (a["due_at"], a["close_at"],
+                                                                                           False)
+    [teachers] = (await mine(teacher)).json()["items"]
+    assert (teachers["effective_due_at"], teachers["extended"]) == (a["due_at"], False)
+
+
+async def test_teachers_list_an_assignments_extensions(client, room) -> None:
+    teacher, student, cls = room["teacher"], room["student"], room["class"]
+    a = await make_assignment(client, teacher, cls["id"])
+    url = f"{API}/classes/{cls['id']}/assignments/{a['id']}/extensions"
+    assert (await client.get(url, headers=teacher.headers)).json() == []
+    await client.put(f"{url}/{student.id}", json={"due_at": iso(timedelta(days=1))}, headers=teacher.headers)
+    [ext] = (await client.get(url, headers=teacher.headers)).json()
+    assert ext["student_id"] == student.id and ext["granted_by"] == teacher.id
+    assert_problem(await client.get(url, headers=student.headers), 403, "forbidden")
+    other = await register(client, "teacher")
+    assert (await client.get(url, headers=other.headers)).status_code == 404
+
+
 async def test_export_carries_each_essays_deadline_status(client, room) -> None:
     teacher, student, cls = room["teacher"], room["student"], room["class"]
     late = await assignment_with(client, teacher, cls["id"], due_at=iso(-timedelta(hours=1)))
@@ -317,6 +357,7 @@ async def test_openapi_lists_the_classroom_routes(client) -> None:
     paths = (await client.get(f"{API}/openapi.json")).json()["paths"]
     expected = {
         "/api/v1/classes/{class_id}/assignments/{assignment_id}/extensions/{student_id}": {"put", "delete"},
+        "/api/v1/classes/{class_id}/assignments/{assignment_id}/extensions": {"get"},
         "/api/v1/classes/{class_id}/students/{student_id}": {"delete"},
         "/api/v1/classes/{class_id}/join-code": {"post"},
         "/api/v1/classes/{class_id}/archive": {"post"},

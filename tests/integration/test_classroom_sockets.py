@@ -158,3 +158,62 @@ async def test_live_class_rows_carry_the_deadline_status_on_every_teacher_socket
     await writer.close()
     for live in lives:
         await live.close()
+
+
+async def test_removing_a_co_teacher_closes_their_sockets_on_the_class_only(live_client, live_server, room) -> None:
+    teacher, cls, essay = room["teacher"], room["class"], room["essay"]
+    co = await register(live_client, "teacher")
+    r = await live_client.post(f"{API}/classes/{cls['id']}/teachers", json={"teacher_id": co.id},
+                               headers=teacher.headers)
+    assert r.status_code == 201, r.text
+    other_cls = await make_class(live_client, co, "Their own class")
+
+    async def live_socket(account: Account, class_id: str) -> Any:
+        ws = await websockets.connect(
+            f"ws://{live_server}/ws/classes/{class_id}/live?ticket={await ticket(live_client, account)}")
+        return ws
+
+    co_live = await live_socket(co, cls["id"])
+    assert json.loads(await asyncio.wait_for(co_live.recv(), 10))["essay_id"] == essay["id"]  # open and tracked
+    co_own = await live_socket(co, other_cls["id"])
+    co_doc = await YClient(await doc_url(live_client, live_server, co, essay["id"])).connect()
+    owner_doc = await YClient(await doc_url(live_client, live_server, teacher, essay["id"])).connect()
+    r = await live_client.delete(f"{API}/classes/{cls['id']}/teachers/{co.id}", headers=teacher.headers)
+    assert r.status_code == 204
+    assert await co_doc.wait_closed() == 4404
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(co_live.recv(), 10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4404
+    # Their socket on their own class and the owner's socket on this one stay open.
+    await co_own.ping()
+    assert co_own.close_code is None
+    await owner_doc.round_trip()
+    await owner_doc.close()
+    await co_own.close()
+
+
+async def test_a_new_extension_reaches_the_students_open_events_socket(live_client, live_server, room) -> None:
+    teacher, student, cls = room["teacher"], room["student"], room["class"]
+    assignment_id = room["essay"]["assignment_id"]
+    events = await websockets.connect(
+        f"ws://{live_server}/ws/essays/{room['essay']['id']}/events?ticket={await ticket(live_client, student)}")
+    presence = json.loads(await asyncio.wait_for(events.recv(), 10))
+    assert presence["type"] == "presence"
+    due = datetime.now(UTC) + timedelta(days=2)
+    ext = f"{API}/classes/{cls['id']}/assignments/{assignment_id}/extensions/{student.id}"
+    assert (await live_client.put(ext, json={"due_at": due.isoformat()}, headers=teacher.headers)).status_code == 200
+
+    async def next_deadline() -> dict[str, Any]:
+        while (event := json.loads(await asyncio.wait_for(events.recv(), 10)))["type"] != "deadline":
+            pass
+        return event  # type: ignore[no-any-return]
+
+    event = await next_deadline()
+    assert event["essay_id"] == room["essay"]["id"] and event["assignment_id"] == assignment_id
+    assert event["extended"] is True and datetime.fromisoformat(event["due_at"]) == due
+    assert event["deadline_status"] == "on_time" and event["seq"] > presence["seq"]  # numbered: resumable
+    assert (await live_client.delete(ext, headers=teacher.headers)).status_code == 204
+    withdrawn = await next_deadline()
+    assert withdrawn["extended"] is False and withdrawn["seq"] == event["seq"] + 1
+    await events.close()

@@ -1,4 +1,6 @@
 /** Hand-written fakes: a fetch that answers by route, and a WebSocket the test drives. */
+import { vi } from 'vitest'
+import { createPinia, setActivePinia } from 'pinia'
 import type { SocketLike } from '../src/realtime/ticketSocket'
 
 export interface Call { method: string; path: string; body: unknown; auth: string | null }
@@ -82,3 +84,13 @@ export class FakeSocket implements SocketLike {
 }
 
 export const flush = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0))
+
+/** A fresh app state for a view test: empty storage, a new Pinia, and `fetch` answered by a FakeServer
+ * (undo with `vi.unstubAllGlobals()`). */
+export function freshServer(): FakeServer {
+  localStorage.clear()
+  setActivePinia(createPinia())
+  const fake = new FakeServer()
+  vi.stubGlobal('fetch', fake.fetch)
+  return fake
+}

@@ -1,13 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { flushPromises, mount } from '@vue/test-utils'
-import { createPinia, setActivePinia } from 'pinia'
 import { createMemoryHistory, createRouter } from 'vue-router'
 import ConfirmDialog from '../src/components/ConfirmDialog.vue'
 import ClassView from '../src/views/ClassView.vue'
 import { isUuid } from '../src/api/classroom'
 import { useConfirm } from '../src/lib/confirm'
 import { useAuthStore } from '../src/stores/auth'
-import { FakeServer } from './fakes'
+import { FakeServer, freshServer } from './fakes'
 
 const HOSTILE = '<img src=x onerror="window.pwned=1">'
 const CLASS = 'c0000000-0000-4000-8000-000000000001'
@@ -88,9 +87,7 @@ function openDialog(w: ReturnType<typeof mount>) {
 describe('teacher class screen: roster control', () => {
   let fake: FakeServer
   beforeEach(async () => {
-    localStorage.clear()
-    setActivePinia(createPinia())
-    fake = new FakeServer()
+    fake = freshServer()
       .on('POST', '/auth/token', () => ({ status: 200, body: { access_token: 'tok', refresh_token: 'r', token_type: 'bearer', expires_in: 900 } }))
       .on('GET', '/me', () => ({ status: 200, body: TEACHER }))
       .on('GET', `/classes/${CLASS}`, () => ({ status: 200, body: room }))
@@ -98,7 +95,6 @@ describe('teacher class screen: roster control', () => {
       .on('GET', `/classes/${CLASS}/students`, () => ({ status: 200, body: { items: students, next_cursor: null } }))
       .on('GET', '/rubrics', () => ({ status: 200, body: { items: [], next_cursor: null } }))
       .on('GET', `/classes/${CLASS}/teachers`, () => ({ status: 200, body: [{ teacher_id: TEACHER.id, name: TEACHER.name, email: TEACHER.email, owner: true }] }))
-    vi.stubGlobal('fetch', fake.fetch)
     await useAuthStore().login(TEACHER.email, 'violet-Harbor-93!')
   })
   afterEach(() => vi.unstubAllGlobals())

@@ -19,6 +19,8 @@ export interface Rubric { id: string; title: string; criteria: Criterion[]; crea
 export interface Assignment {
   id: string; class_id: string; title: string; prompt: string; rubric_id: string | null; due_at: string | null
   created_at: string; late_policy?: 'accept' | 'flag' | 'reject'; close_at?: string | null
+  /** The caller's own times: a student's extension applied (a teacher: the assignment's). */
+  effective_due_at?: string | null; effective_close_at?: string | null; extended?: boolean
 }
 export type DeadlineStatus = 'on_time' | 'late' | 'closed'
 /** PUT /classes/{id}/assignments/{aid}/extensions/{student_id} */

@@ -16,6 +16,8 @@ export interface EventSink {
   feedback(items: FeedbackItem[]): void
   comment(comment: Comment): void
   submission(event: EssayEvent): void
+  /** A teacher gave, changed or withdrew the student's extension (`deadline` event). */
+  deadline?(event: EssayEvent): void
   /** Fetch feedback and comments over REST (the socket cannot fill the gap). */
   refetch(): void
 }
@@ -98,6 +100,9 @@ export class EssayEventState {
         break
       case 'comment':
         if (event.comment) this.sink.comment(event.comment)
+        break
+      case 'deadline':
+        this.sink.deadline?.(event)
         break
       default:
         break

@@ -38,6 +38,8 @@ export interface EssaySession {
   submission: Ref<EssayEvent | null>
   /** Set when the server refused the document for good (4403, 4404). */
   refused: Ref<string | null>
+  /** The last `deadline` event (a teacher changed the student's extension), if any. */
+  deadline: Ref<EssayEvent | null>
   refetch(): Promise<void>
   /** Replace `[from, to)` with `insert` in one transaction (one undo step, one update). */
   replace(from: number, to: number, insert: string): void
@@ -161,6 +163,7 @@ function create(id: string, opts: SessionOptions): Entry {
   const feedback = shallowRef<FeedbackItem[]>([])
   const comments = shallowRef<Comment[]>([])
   const submission = shallowRef<EssayEvent | null>(null)
+  const deadline = shallowRef<EssayEvent | null>(null)
   const eventsStatus = ref<SocketStatus>('connecting')
 
   async function refetch(): Promise<void> {
@@ -179,6 +182,15 @@ function create(id: string, opts: SessionOptions): Entry {
       if (!submission.value || (e.seq ?? 0) >= (submission.value.seq ?? 0)) submission.value = e
     },
     refetch: () => { void refetch().catch(() => undefined) },
+    deadline: (e) => {
+      deadline.value = e
+      if (opts.readOnly) return
+      // The doc socket's write window was fixed when it opened: reopen it so the new close
+      // applies (Yjs resyncs by state vector, nothing typed is lost).
+      if (e.deadline_status !== 'closed') refused.value = null
+      provider.disconnect()
+      provider.connect()
+    },
   })
 
   const events = new ReconnectingSocket({
@@ -191,7 +203,7 @@ function create(id: string, opts: SessionOptions): Entry {
   })
 
   const session: EssaySession = {
-    id, doc, text, provider, tracker, saveState, feedback, comments, wordCount, eventsStatus, submission, refused,
+    id, doc, text, provider, tracker, saveState, feedback, comments, wordCount, eventsStatus, submission, refused, deadline,
     refetch,
     replace(from, to, insert) {
       doc.transact(() => {
