@@ -70,6 +70,9 @@ class AnalysisConfig:
     model: str = "gpt-4o-mini"
     token_budget_per_essay: int = 50_000
     token_budget_per_class: int = 2_000_000
+    # ESSAYCOACH_ANALYSIS_PROCESS: big local-analysis jobs run in one rules-worker process per host
+    # process (actors/analysis/worker.py), off the GIL of the host's event loop.
+    process: bool = False
 
     def local_only(self) -> AnalysisConfig:
         """The same budgets with the local rules only (tier 1 never calls the LLM)."""

@@ -229,6 +229,7 @@ class EssayHostShell:
         self.host: EssayHost | None = None
         self.stream: StreamServer | None = None
         self._trim: asyncio.Task[None] | None = None
+        self._worker: Any = None  # the host process's rules worker (actors/analysis/worker.py)
         tune_gc()
         tracing.configure("essaycoach-host")  # in the actor's process, from its OTEL_* environment
         self._starting = asyncio.Lock()
@@ -237,10 +238,12 @@ class EssayHostShell:
         if self.host is None:
             async with self._starting:
                 if self.host is None:
+                    from actors.analysis.service import rules_worker
                     from db.engine import make_engine, make_sessionmaker
 
                     engine = make_engine(self.config.database_url, keyring=self.config.keyring())
                     name = ray.get_runtime_context().get_actor_name() or "essay-host"
+                    self._worker = rules_worker(self.config.analysis)  # killed in shutdown; dies with us
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.config.bus, cluster=True),
                                      config=self.config.host, name=name,
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
@@ -264,7 +267,7 @@ class EssayHostShell:
     def _local_analyzer(self) -> Any:
         from actors.analysis.service import build_engine
 
-        return build_engine(self.config.analysis.local_only())
+        return build_engine(self.config.analysis.local_only(), worker=self._worker)
 
     def _analyzer(self) -> Any:
         """The Analyzer deployment of our Serve app; an in-process engine when there is none."""
@@ -275,7 +278,7 @@ class EssayHostShell:
 
             handle = serve.get_deployment_handle(ANALYZER_DEPLOYMENT, app_name=self.config.serve_app_name)
         except Exception:
-            return build_engine(self.config.analysis)
+            return build_engine(self.config.analysis, worker=self._worker)
         return RemoteAnalyzer(handle, llm_enabled=self.config.analysis.provider != "local")
 
     # --- `actors.host_api.HostAPI`: each remote method runs the host's own ---------------------
@@ -370,7 +373,8 @@ class EssayHostShell:
     async def stats(self) -> dict[str, Any]:
         host = await self._host()
         return {"essays": len(host.essays), "rows": host.committer.rows, "batches": host.committer.batches,
-                "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+                "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "analysis_worker_pid": self._worker.pid if self._worker is not None else None}
 
     async def shutdown(self) -> None:
         if self._trim is not None:
@@ -379,6 +383,8 @@ class EssayHostShell:
             await self.stream.close()
         if self.host is not None:
             await self.host.stop()
+        if self._worker is not None:
+            self._worker.close()
         tracing.flush()
 
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from actors import retry, tracing
-from actors.analysis.service import build_engine
+from actors.analysis.service import build_engine, rules_worker
 from actors.broadcast import Bus, make_bus
 from actors.config import HostConfig
 from actors.host import EssayHost
@@ -114,9 +114,11 @@ class InProcessHosts(EssayHosts):
         self.hosts = settings.hosts
         cfg = config or settings.host_config()
         analysis = settings.analysis_config()
-        self.analyzer = build_engine(analysis)
+        # One rules worker for this process's hosts, as one per host process under Ray.
+        self.worker = rules_worker(analysis)
+        self.analyzer = build_engine(analysis, worker=self.worker)
         # As under Ray: tier 1 on a local-rules engine of its own, the LLM tier on the full one.
-        local = build_engine(analysis.local_only()) if self.analyzer.llm_enabled else None
+        local = build_engine(analysis.local_only(), worker=self.worker) if self.analyzer.llm_enabled else None
         # The engine's keyword arguments are explicit where host.Analyzer says **kwargs.
         self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg,
                                        analyzer=self.analyzer,  # type: ignore[arg-type]
@@ -131,6 +133,8 @@ class InProcessHosts(EssayHosts):
     async def stop(self) -> None:
         for host in self.host_objects:
             await host.stop()
+        if self.worker is not None:
+            self.worker.close()
         await self.bus.close()
 
     def host(self, index: int) -> HostAPI:

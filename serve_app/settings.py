@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     ai_model: str = "gpt-4o-mini"
     ai_token_budget_per_essay: int = 50_000
     ai_token_budget_per_class: int = 2_000_000
+    # Big local-analysis jobs in one rules-worker process per host process (README "Configuration").
+    analysis_process: bool = True
     # Tokens one user's submissions may spend per UTC day, counted from stored usage (0: no limit).
     ai_token_budget_per_user_per_day: int = Field(default=500_000, ge=0)
     # POST /submissions and POST /essays/{id}/submit per user: a bucket of this size refilled
@@ -207,7 +209,8 @@ class Settings(BaseSettings):
     def analysis_config(self) -> AnalysisConfig:
         return AnalysisConfig(provider=self.ai_provider, base_url=self.ai_base_url, api_key=self.ai_api_key,
                               model=self.ai_model, token_budget_per_essay=self.ai_token_budget_per_essay,
-                              token_budget_per_class=self.ai_token_budget_per_class)
+                              token_budget_per_class=self.ai_token_budget_per_class,
+                              process=self.analysis_process)
 
     def host_shell_config(self) -> HostShellConfig:
         """What an essay host's Ray shell is created with (pickled into the actor)."""

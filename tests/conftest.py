@@ -82,6 +82,9 @@ async def fresh_database(database_url: str, tmp_path: Path, *, migrated: bool = 
 
 
 def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Settings:
+    # No rules-worker process unless a test asks (analysis_process=True): one per host is
+    # ~100 MiB and a second of start-up for every app a test builds.
+    overrides.setdefault("analysis_process", False)
     return Settings(database_url=database_url, var_dir=var_dir, jwt_secret=TEST_SECRET, dev_mode=False,
                     **overrides)  # type: ignore[arg-type]
 

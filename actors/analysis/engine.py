@@ -24,6 +24,7 @@ from .local import LocalAnalyzer, sentence_spans
 from .paragraphs import Paragraph, changed_paragraphs, split_paragraphs, structure_changed
 from .provider import AnalysisProvider, ProviderContext, ProviderError, ProviderResult, Rubric, Usage
 from .rubric import score_rubric_local
+from .worker import RulesWorker, WorkerFailed
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ LLM_PAUSE_SECONDS = 2.0
 # rules over 200,000 characters take ~0.2 s (~40 ms with every paragraph cached), which on the
 # event loop of an essay host stalled every other essay's acks for as long.
 OFFLOAD_CHARS = 20_000
+# With a rules worker (`actors.analysis.worker`), local analysis of at least this many uncached
+# characters runs in that process: below it the IPC costs more than the rules (~1 ms per 1,000).
+WORKER_MIN_CHARS = 3_000
 
 
 def should_run_local(last_edit_at: float, now: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
@@ -86,10 +90,15 @@ class AnalysisEngine:
         budget: TokenBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
         offload_chars: int = OFFLOAD_CHARS,
+        worker: RulesWorker | None = None,
+        worker_min_chars: int = WORKER_MIN_CHARS,
     ) -> None:
         self.local = local
         self.offload_chars = offload_chars
-        self.offloaded_runs = 0  # runs made on a worker thread (see `analyze_changed`)
+        self.offloaded_runs = 0  # runs made off the caller's loop (see `analyze_changed`)
+        # The host process's rules worker (None: everything in this process); the host owns it.
+        self.worker = worker
+        self.worker_min_chars = worker_min_chars
         self.llm = llm_provider if llm_provider is not None and llm_provider.name != "local" else None
         self.cache: LRUCache[Hashable, CacheValue] = cache if cache is not None else LRUCache(20_000)
         self.budget = budget or TokenBudget(per_essay=None, per_class=None)
@@ -134,18 +143,28 @@ class AnalysisEngine:
         Cancelling the awaiting task cancels in-flight LLM calls and propagates
         ``CancelledError``; results already cached stay valid (they are keyed by content).
 
-        A run without the LLM on a text longer than ``offload_chars`` runs on a worker thread
-        (its own event loop; it shares only plain strings and the locked caches), so the
-        caller's loop keeps serving while the rules work. A run with the LLM stays on the
-        caller's loop (its HTTP client belongs there); tier 1 has cached the rules by then.
+        A run without the LLM on a text longer than ``offload_chars`` runs in the rules worker
+        process when there is one (whole: its engine keeps its own cache of the big essay's
+        paragraphs), else, or when the worker failed twice, on a worker thread (its own event
+        loop; it shares only plain strings and the locked caches), so the caller's loop keeps
+        serving while the rules work. A run with the LLM stays on the caller's loop (its HTTP
+        client belongs there); tier 1 has cached the rules by then, and uncached paragraphs of
+        ``worker_min_chars`` or more go to the worker.
         """
         kwargs: dict[str, Any] = dict(essay_id=essay_id, class_id=class_id, assignment_prompt=assignment_prompt,
                       dictionary=dictionary, run_llm=run_llm, previous_items=previous_items,
                       force_structure=force_structure, llm_hold=llm_hold)
         if len(new_text) > self.offload_chars and not (run_llm and self.llm is not None):
             self.offloaded_runs += 1
-            return await asyncio.to_thread(asyncio.run, self._analyze_changed(old_text, new_text, **kwargs))
-        return await self._analyze_changed(old_text, new_text, **kwargs)
+            if self.worker is not None:
+                try:
+                    result: AnalysisResult = await self.worker.call("run", old_text, new_text, kwargs)
+                    return result
+                except WorkerFailed:
+                    log.warning("rules worker failed: analysing %d characters in this process", len(new_text))
+            return await asyncio.to_thread(asyncio.run, self._analyze_changed(old_text, new_text, use_worker=False,
+                                                                              **kwargs))
+        return await self._analyze_changed(old_text, new_text, use_worker=True, **kwargs)
 
     async def _analyze_changed(
         self,
@@ -160,6 +179,7 @@ class AnalysisEngine:
         previous_items: Sequence[FeedbackItem] | None,
         force_structure: bool,
         llm_hold: Collection[str],
+        use_worker: bool,
     ) -> AnalysisResult:
         old_paragraphs = split_paragraphs(old_text)
         new_paragraphs = split_paragraphs(new_text)
@@ -169,16 +189,20 @@ class AnalysisEngine:
 
         local_ran: list[str] = []
         local_items: dict[str, list[FeedbackItem]] = {}
+        todo: dict[str, Paragraph] = {}
         for p in new_paragraphs:
-            if p.hash in local_items:
+            if p.hash in local_items or p.hash in todo:
                 continue
-            key = cache_key("local", p.hash, local_version)
-            cached = self.cache.get(key)
+            cached = self.cache.get(cache_key("local", p.hash, local_version))
             if cached is None:
-                cached = self.local.analyze_paragraph(p.text, dictionary=dictionary)
-                self.cache.put(key, cached)
-                local_ran.append(p.hash)
-            local_items[p.hash] = cached
+                todo[p.hash] = p
+            else:
+                local_items[p.hash] = cached
+        fresh = await self._local_items(list(todo.values()), dictionary, use_worker=use_worker)
+        for p, found in zip(todo.values(), fresh, strict=True):
+            self.cache.put(cache_key("local", p.hash, local_version), found)
+            local_items[p.hash] = found
+            local_ran.append(p.hash)
         # A paragraph being typed leaves a new version in the cache every run, and the version
         # it replaced is not asked for again: at 1,000 typists those filled the whole cache
         # (~70 MiB of stale items per host). Local results are cheap to recompute, so the
@@ -224,6 +248,19 @@ class AnalysisEngine:
             errors=errors,
             budget_exhausted=budget_exhausted,
         )
+
+    async def _local_items(self, todo: Sequence[Paragraph], dictionary: Collection[str], *,
+                           use_worker: bool) -> list[list[FeedbackItem]]:
+        """The rules' items for each paragraph: in the worker when they are big enough to pay
+        for the IPC (in this process when the worker failed twice)."""
+        if use_worker and self.worker is not None and sum(len(p.text) for p in todo) >= self.worker_min_chars:
+            try:
+                items: list[list[FeedbackItem]] = await self.worker.call("paragraphs", [p.text for p in todo],
+                                                                         dictionary)
+                return items
+            except WorkerFailed:
+                log.warning("rules worker failed: analysing %d paragraphs in this process", len(todo))
+        return [self.local.analyze_paragraph(p.text, dictionary=dictionary) for p in todo]
 
     def _reuse_llm(self, essay: str, p: Paragraph, candidates: Sequence[tuple[str, str]]) -> bool:
         """A lightly edited paragraph keeps the LLM's findings on the version it reviewed.

@@ -15,6 +15,7 @@ from .engine import AnalysisEngine
 from .llm import OpenAIProvider, TokenBudget
 from .local import LocalAnalyzer
 from .provider import AnalysisProvider, LocalProvider
+from .worker import RulesWorker
 
 ANALYZER_DEPLOYMENT = "Analyzer"
 
@@ -28,11 +29,18 @@ def make_provider(config: AnalysisConfig, **overrides: Any) -> AnalysisProvider:
     raise ValueError(f"unknown ai_provider {config.provider!r}")
 
 
-def build_engine(config: AnalysisConfig) -> AnalysisEngine:
+def build_engine(config: AnalysisConfig, *, worker: RulesWorker | None = None) -> AnalysisEngine:
+    """The engine; `worker` (see `rules_worker`) takes its big local-analysis jobs."""
     return AnalysisEngine(
         LocalAnalyzer(), make_provider(config),
         budget=TokenBudget(per_essay=config.token_budget_per_essay, per_class=config.token_budget_per_class),
+        worker=worker,
     )
+
+
+def rules_worker(config: AnalysisConfig) -> RulesWorker | None:
+    """The host process's rules worker when `config.process` (its owner closes it on stop)."""
+    return RulesWorker() if config.process else None
 
 
 class AnalyzerService:

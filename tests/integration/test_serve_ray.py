@@ -64,13 +64,18 @@ async def test_flow_over_real_serve_http(http: httpx.AsyncClient) -> None:
     assert ready["checks"] == {"store": "ok", "bus": "ok", "hosts": "ok"}
 
 
-async def _host_pid(essay_id: str) -> int:
+async def _host_stats(essay_id: str) -> dict[str, Any]:
     import ray
 
     from actors.routing import host_index
 
     handle = ray.get_actor(f"essay-host-{host_index(uuid.UUID(essay_id), 2)}", namespace="essaycoach")
-    return int((await handle.stats.remote())["pid"])
+    stats: dict[str, Any] = await handle.stats.remote()
+    return stats
+
+
+async def _host_pid(essay_id: str) -> int:
+    return int((await _host_stats(essay_id))["pid"])
 
 
 async def test_host_killed_while_typing_loses_no_acknowledged_update(
@@ -87,7 +92,9 @@ async def test_host_killed_while_typing_loses_no_acknowledged_update(
     client = await YClient(await url()).connect()
     acked_tokens: list[str] = []
     sent_tokens: list[str] = []
-    first_pid = await _host_pid(essay["id"])
+    first = await _host_stats(essay["id"])
+    first_pid, worker_pid = int(first["pid"]), first["analysis_worker_pid"]
+    assert worker_pid is not None  # ESSAYCOACH_ANALYSIS_PROCESS is on by default: one rules worker per host
     killed = False
     for i in range(120):  # 25 updates/s for ~5 s, with the host killed in the middle
         token = f"t{i} "
@@ -122,7 +129,18 @@ async def test_host_killed_while_typing_loses_no_acknowledged_update(
     missing = [t for t in acked_tokens if t not in text]
     assert missing == [], f"acknowledged but lost: {missing}"
     assert await _host_pid(essay["id"]) != first_pid  # the host came back (max_restarts)
+    assert not _running(worker_pid), "the killed host's rules worker outlived it"
+    assert (await _host_stats(essay["id"]))["analysis_worker_pid"] not in (None, worker_pid)
     await client.close()
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 
