@@ -14,7 +14,7 @@ import httpx
 from playwright.async_api import expect
 
 from tests.e2e.conftest import screenshot
-from tests.e2e.ui import by_id, editor, fill, login
+from tests.e2e.ui import by_id, doc_socket_closed, editor, fill, login
 from tests.fakes import join, make_assignment, make_class, make_essay, register
 
 HOSTILE_NAME = '<img src=x onerror="window.pwned = 1"> Sam'
@@ -32,14 +32,10 @@ async def test_teacher_removes_a_student_whose_editor_and_live_card_go_at_once(a
     essay = await make_essay(api, student, assignment["id"], text="Phones belong in classrooms.")
 
     writer = await (await new_context(width=768)).new_page()
-    doc_sockets: list[Any] = []
-    writer.on("websocket", lambda ws: doc_sockets.append(ws) if f"/ws/essays/{essay['id']}/doc" in ws.url else None)
+    closed = doc_socket_closed(writer, essay["id"])
     await login(writer, student.email)
     await writer.goto(f"/essays/{essay['id']}")
     await editor(writer)
-    socket = next(ws for ws in doc_sockets if not ws.is_closed())
-    closed = asyncio.get_running_loop().create_future()
-    socket.on("close", lambda _ws: closed.done() or closed.set_result(True))
 
     teacher_context = await new_context(width=768)
     live = await teacher_context.new_page()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -82,3 +83,16 @@ async def essay_text(api: Any, account: Any, essay_id: str) -> str:
     r = await api.get(f"/api/v1/essays/{essay_id}", headers=account.headers)
     assert r.status_code == 200, r.text
     return str(r.json()["text"])
+
+
+def doc_socket_closed(page: Page, essay_id: str) -> asyncio.Future[bool]:
+    """Resolves when a doc socket the page opens on the essay closes (call before opening it):
+    the server closing a student's editor, seen from the browser."""
+    closed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def on_socket(ws: Any) -> None:
+        if f"/ws/essays/{essay_id}/doc" in ws.url:
+            ws.on("close", lambda _ws: closed.done() or closed.set_result(True))
+
+    page.on("websocket", on_socket)
+    return closed

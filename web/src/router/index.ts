@@ -16,6 +16,8 @@ export const routes: RouteRecordRaw[] = [
   { path: '/rubrics', name: 'rubrics', component: () => import('../views/RubricsView.vue') },
   { path: '/rubrics/:rubricId', name: 'rubric', component: () => import('../views/RubricEditView.vue'), props: true },
   { path: '/account', name: 'account', component: () => import('../views/AccountView.vue') },
+  // Admin code is its own chunk, fetched only by an admin who opens the page.
+  { path: '/admin', name: 'admin', component: () => import('../views/AdminView.vue'), meta: { role: 'admin' } },
   { path: '/submissions/:submissionId', name: 'submission', component: () => import('../views/SubmissionView.vue'), props: true },
   { path: '/:pathMatch(.*)*', name: 'missing', component: () => import('../views/NotFoundView.vue'), meta: { public: true } },
 ]
@@ -29,6 +31,8 @@ export function makeRouter(): Router {
       return true
     }
     if (!auth.signedIn) return { path: '/login', query: to.fullPath !== '/classes' ? { next: to.fullPath } : {} }
+    // A page for one role: anyone else lands on their classes (the API refuses them anyway).
+    if (to.meta.role && auth.role !== to.meta.role) return { path: '/classes' }
     return true
   })
   return router
