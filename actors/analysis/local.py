@@ -25,11 +25,12 @@ from .spelling import (
     foreign_spans,
     is_english_word,
     is_known_name,
+    is_rare_word,
     one_letter_away,
     suggestions,
 )
 
-RULESET_VERSION = "local-2"  # local-2: SCOWL + SymSpell spelling, foreign stretches skipped
+RULESET_VERSION = "local-3"  # local-3: rare SCOWL words (size 80) accepted unless one edit from a common word
 
 
 def spellchecker() -> EnglishSpelling:
@@ -578,7 +579,7 @@ def _is_suspect(word: str, sentence_start: bool, allowed: set[str], names: set[s
     if capitalised and (not sentence_start or word in names):
         return False  # a name: capitalised inside a sentence, here or elsewhere in the paragraph
     lower = word.lower().replace("’", "'")
-    return not (_is_known(lower, allowed) or (capitalised and is_known_name(lower)))
+    return not (_is_known(lower, allowed) or (capitalised and is_known_name(lower)) or is_rare_word(lower))
 
 
 def _is_known(lower: str, allowed: set[str]) -> bool:

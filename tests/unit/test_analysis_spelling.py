@@ -118,3 +118,18 @@ def test_possessives_and_british_spellings_are_known() -> None:
         assert spell.known(word), word
     for word in ("recieve", "familys", "tomatos", "referal", "ecomanic"):
         assert not spell.known(word), word
+
+
+@pytest.mark.parametrize("text", [
+    "In Krakow we ate pierogi and bought bread made from teff flour.",
+    "The varroa mite has killed many hives, and Pierogi were on every menu.",
+])
+def test_rare_english_words_with_no_common_word_one_edit_away_are_not_flagged(text: str) -> None:
+    assert spelling(text) == []
+
+
+def test_a_rare_word_one_edit_from_a_common_word_is_still_a_slip() -> None:
+    # "bien" and "mal" are in SCOWL's size-80 list, but "been" and "male" are common words.
+    assert {"bien", "mal"} <= english().rare
+    text = "I have bien to the mall with a mal friend of mine."
+    assert {i.quote for i in spelling(text)} == {"bien", "mal"}
