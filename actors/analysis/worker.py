@@ -20,6 +20,7 @@ runs the job in-process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import pickle
@@ -30,6 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,8 +77,9 @@ def _read(stream: IO[bytes]) -> Any:
 class RulesWorker:
     """The parent's end: one warm child, jobs one at a time (callers queue on a lock).
 
-    `call` is awaitable from any event loop (the blocking pipe I/O runs on a thread, which waits
-    with the GIL released); `call_sync` is the same from a plain thread.
+    `call` is awaitable from any event loop (the blocking pipe I/O runs on this worker's own
+    thread, which waits with the GIL released; queued jobs wait in its queue, not in the loop's
+    default executor, which anchors need); `call_sync` is the same from a plain thread.
     """
 
     def __init__(self, *, command: Sequence[str] | None = None, start: bool = True) -> None:
@@ -84,6 +87,7 @@ class RulesWorker:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules-worker")
         self.jobs = 0  # jobs answered by the child
         self.restarts = 0  # children started after a crash
         if start:
@@ -146,7 +150,10 @@ class RulesWorker:
         raise AssertionError("unreachable")
 
     async def call(self, op: str, *args: Any) -> Any:
-        return await asyncio.to_thread(self.call_sync, op, *args)
+        if self._closed:
+            raise WorkerFailed("the rules worker is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._thread,
+                                                                functools.partial(self.call_sync, op, *args))
 
     def close(self) -> None:
         """Kill the child now (host stop); later calls raise `WorkerFailed`."""
@@ -156,6 +163,7 @@ class RulesWorker:
             proc.kill()  # a job in flight fails at once instead of holding the lock
         with self._lock:
             self._kill()
+        self._thread.shutdown(wait=False)  # jobs still queued find it closed (WorkerFailed)
 
     def __del__(self) -> None:
         proc = getattr(self, "_proc", None)
