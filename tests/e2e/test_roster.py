@@ -103,9 +103,15 @@ async def test_teacher_rotates_the_code_adds_a_co_teacher_and_archives(api: http
     await expect(co_row).to_contain_text("Mr Co")
     assert (await api.get(f"/api/v1/classes/{cls['id']}/students", headers=co.headers)).status_code == 200
     await screenshot(page, "32-tablet-class-co-teacher")
+    co_live = await (await new_context()).new_page()
+    await login(co_live, co.email)
+    await co_live.goto(f"/classes/{cls['id']}/live")
+    await expect(co_live.get_by_role("status").filter(has_text="Connection: open")).to_be_visible()
     await by_id(co_row, "teacher-remove").click()
     await by_id(dialog, "confirm-ok").click()
     await expect(co_row).to_have_count(0)
+    # Their open live view is closed by the server at once (4404) and says why.
+    await expect(by_id(co_live, "live-refused")).to_contain_text("no longer")
     assert (await api.get(f"/api/v1/classes/{cls['id']}/students", headers=co.headers)).status_code == 404
 
     await by_id(page, "class-archive").click()

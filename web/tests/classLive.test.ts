@@ -68,4 +68,20 @@ describe('live class view store', () => {
     expect([...live.rows.keys()]).toEqual(['s2'])
     live.stop()
   })
+
+  it('says so when the server ends the view for good (a removed co-teacher: 4404)', async () => {
+    const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
+    await flush()
+    FakeSocket.last().open()
+    FakeSocket.last().drop(1006) // a network drop: it reconnects, nothing to say
+    expect([live.status.value, live.refusedCode.value]).toEqual(['offline', null])
+    live.stop()
+    expect(live.refusedCode.value).toBe(null) // stopped by us: not a refusal
+    const removed = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
+    await flush()
+    FakeSocket.last().open()
+    FakeSocket.last().drop(4404)
+    expect([removed.status.value, removed.refusedCode.value]).toEqual(['stopped', 4404])
+    removed.stop()
+  })
 })

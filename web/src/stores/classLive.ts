@@ -27,6 +27,8 @@ export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): Liv
 export interface ClassLive {
   rows: Map<string, LiveRow>
   status: Ref<SocketStatus>
+  /** Why the server ended the view for good: 4404 (not, or no longer, a teacher of the class), 4403, 4401. */
+  refusedCode: Ref<number | null>
   /** One ref per essay's live text: only that essay's view re-renders when it changes. */
   textRef(essayId: string): ShallowRef<string>
   docsOn: Ref<boolean>
@@ -64,13 +66,17 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
     else setTimeout(flush, 50)
   }
   const status = ref<SocketStatus>('connecting')
+  const refusedCode = ref<number | null>(null)
   const docsOn = ref(false)
   let docs: ClassDocs | null = null
   let stopped = false
 
   const live = new ReconnectingSocket({
     url: socketUrl(`/ws/classes/${classId}/live`), Socket, fatal: isFatalClose,
-    onStatus: (s) => { status.value = s },
+    onStatus: (s) => {
+      status.value = s
+      if (s === 'stopped' && !stopped) refusedCode.value = live.lastCloseCode
+    },
     onMessage: (data) => {
       if (typeof data !== 'string') return
       let msg: LiveRow | StudentRemoved | { type: string }
@@ -116,7 +122,7 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
   }
 
   return {
-    rows, status, textRef, docsOn, setDocs,
+    rows, status, refusedCode, textRef, docsOn, setDocs,
     stop: () => { stopped = true; live.stop(); docs?.stop(); docs = null },
   }
 }
