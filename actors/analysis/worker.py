@@ -24,6 +24,7 @@ import functools
 import logging
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -227,6 +228,9 @@ def _watch_parent(parent: int) -> None:
 
 def main() -> None:
     parent = os.getppid()
+    # Ctrl-C at `essaycoach run` reaches the whole process group: the host stops, and we with it
+    # (our stdin closes), without a KeyboardInterrupt traceback of our own in its log.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol owns the real stdout; anything printed goes to stderr (the host's log).
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
