@@ -41,6 +41,12 @@ DELETED = b"\x00deleted"
 socket on it closes with 4404 (no doc message starts with a NUL: they start with an origin)."""
 
 
+MOVED = b"\x00moved"
+"""Published on an essay's document and events channels when its host gave the essay up (handed
+over to the host routing now names, or its lease was lost): document and events sockets close with
+1013 and reconnect; a class documents socket follows the essay anew."""
+
+
 class Bus(Protocol):
     """Publish to a channel; subscribe a handler to a channel (returns an unsubscribe function)."""
 

@@ -1,7 +1,9 @@
 """Group commit of the update log: many essays' updates in one transaction every few ms.
 
 `submit` returns a future that resolves once the row is committed; callers acknowledge the
-update only then. A failing store (PostgreSQL restarting) is retried with capped backoff (`actors.retry`) and the
+update only then. The write may refuse rows on their own (it returns them by index with the
+error each one's future gets: the essay host's fencing, `actors.leases`) and commit the rest.
+A failing store (PostgreSQL restarting) is retried with capped backoff (`actors.retry`) and the
 futures simply wait: nothing is acknowledged that is not in the log, and nothing is dropped.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from actors import retry
@@ -21,7 +23,8 @@ _COMMIT_SECONDS = metric("essaycoach_commit_seconds")
 _BATCH_ROWS = metric("essaycoach_commit_batch_rows")
 _STORE_ERRORS = metric("essaycoach_store_errors_total").labels("update_log")
 
-WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
+# Returns the rows it refused (index in the batch -> the error for its future), or None.
+WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[Mapping[int, BaseException] | None]]
 Entry = tuple[dict[str, Any], "asyncio.Future[None]"]
 
 
@@ -108,7 +111,7 @@ class GroupCommitter:
             policy = retry.policy(first=0.05, cap=self._max_backoff, log=log, what="update log write",
                                   retry_if=lambda exc: not isinstance(exc, self._permanent),
                                   on_failure=lambda _exc: _STORE_ERRORS.inc())
-            await policy(self._write, [row for row, _ in batch])
+            refused: Mapping[int, BaseException] = await policy(self._write, [row for row, _ in batch]) or {}
         except self._permanent:
             # One bad row (its essay was deleted) must not hold the others hostage: split.
             if len(batch) == 1:
@@ -120,7 +123,10 @@ class GroupCommitter:
                 await self._commit([item])
             return
         self.batches += 1
-        self.rows += len(batch)
-        for _, fut in batch:
+        self.rows += len(batch) - len(refused)
+        for i, (_, fut) in enumerate(batch):
             if not fut.done():
-                fut.set_result(None)
+                if i in refused:
+                    fut.set_exception(refused[i])
+                else:
+                    fut.set_result(None)

@@ -4,14 +4,17 @@ A store ("compaction", after Hocuspocus' debounced store) writes the document's 
 the essay's snapshot and moves its log watermark; when `actors.decisions.revision_due` says so
 (every few minutes of activity) or a caller forces one (submit), it also freezes a numbered
 revision. A feedback set that changed since the last store goes with it. What is due comes from
-`actors.decisions`; this module only writes.
+`actors.decisions`; this module only writes. Each transaction first fences its essays (`fence`:
+those whose lease the host still holds under their token, `actors.leases`) and writes nothing for
+the others, which go to `on_lost`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -33,15 +36,20 @@ COMPACT_BATCH = 4
 _STORE_ERRORS = metric("essaycoach_store_errors_total")
 
 Store = Callable[..., Awaitable[Any]]  # `EssayHost._store(work, *, inline=True)`
+Fence = Callable[[Any, Mapping[uuid.UUID, int]], set[uuid.UUID]]  # `EssayLeases.fence(conn, tokens)`
 
 
 class Compactor:
     """Writes snapshots, revisions and feedback sets through the host's `store` (one write
-    transaction per call); `on_failed(essay)` handles an essay whose store failed on its own."""
+    transaction per call); `on_failed(essay)` handles an essay whose store failed on its own,
+    `on_lost(essay)` one whose lease was lost (nothing of it written; see `fence`)."""
 
     def __init__(self, *, store: Store, config: HostConfig, events: EventLog, clock: Callable[[], float],
-                 wallclock: Callable[[], datetime], on_failed: Callable[[LiveEssay], Awaitable[None]]) -> None:
+                 wallclock: Callable[[], datetime], on_failed: Callable[[LiveEssay], Awaitable[None]],
+                 fence: Fence | None = None, on_lost: Callable[[LiveEssay], Awaitable[None]] | None = None) -> None:
         self.store = store
+        self.fence = fence
+        self.on_lost = on_lost
         self.config = config
         self.events = events
         self.clock = clock
@@ -72,10 +80,17 @@ class Compactor:
             if not any(plans) and all(f is None for f in feedback):
                 return [None] * len(essays)
 
+            lost: list[LiveEssay] = []
+
             def store(conn: Any) -> list[int | None]:
+                lost.clear()  # a retried transaction fences again
+                held = None if self.fence is None else self.fence(conn, {e.essay_id: e.lease for e in essays})
                 out: list[int | None] = []
                 for essay, plan, items in zip(essays, plans, feedback):
-                    if plan is not None:
+                    if held is not None and essay.essay_id not in held:
+                        lost.append(essay)
+                        out.append(None)
+                    elif plan is not None:
                         out.append(documents.store_compaction(conn, **plan, feedback=items))
                     else:
                         if items is not None:
@@ -91,8 +106,11 @@ class Compactor:
                 # "compaction": snapshots (and revisions, feedback with them); "feedback": sets alone.
                 _STORE_ERRORS.labels("compaction" if any(plans) else "feedback").inc()
                 raise
+            for essay in lost:
+                if self.on_lost is not None:
+                    await self.on_lost(essay)
             for essay, plan in zip(essays, plans):
-                if plan is None:
+                if plan is None or any(essay is gone for gone in lost):
                     continue
                 if essay.stored(plan["seq"], revision=plan["revision_reason"] is not None, now=now):
                     await self.events.publish(essay, "saved", word_count=plan["word_count"])

@@ -45,6 +45,9 @@ class HostConfig:
     # bytes of its update log, which is never pruned (replay needs it) and is replayed on load.
     max_essay_chars: int = 200_000
     max_log_bytes: int = 64 * 1024 * 1024
+    # An essay host's lease on each essay it holds (actors.leases): renewed every third of this,
+    # taken over by another host once it has run out (a host that stopped renewing: hung, cut off).
+    lease_seconds: float = 30.0
     # SQLite: a group commit's COMMIT (the WAL fsync) and compaction batches run off the event loop.
     sqlite_commit_in_thread: bool = True
 

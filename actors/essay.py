@@ -50,6 +50,7 @@ class LiveEssay:
     doc: EssayDoc
     seq: int
     watermark: int  # the last seq in the stored snapshot
+    lease: int = 0  # the fencing token of the host's lease it was loaded under (actors.leases)
     log_bytes: int = 0  # bytes of this essay's update log (all of it, for `max_log_bytes`)
     typing_seconds: float = 0.0
     events: EventBacklog = field(init=False)

@@ -12,7 +12,9 @@ The host routes and owns the lifecycle; the rest is its collaborators':
   functions of an essay's state and the clock;
 - `actors.scheduler.FeedbackScheduler`: tier 1 and the LLM tier;
 - `actors.compactor.Compactor`: snapshots, revisions and feedback sets;
-- `actors.events.EventLog`: numbered events and dashboard rows, published while watched.
+- `actors.events.EventLog`: numbered events and dashboard rows, published while watched;
+- `actors.leases.EssayLeases`: the essay's lease in the store, taken on load (the holder asked to
+  hand over), checked by every write (fencing), renewed by the tick, released on unload and stop.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors import decisions, tracing
 from actors.analysis.local import spellchecker
-from actors.broadcast import DELETED, Bus, doc_message
+from actors.broadcast import DELETED, MOVED, Bus, doc_message
 from actors.committer import GroupCommitter
 from actors.compactor import Compactor
 from actors.config import HostConfig
 from actors.doc import EssayDoc, InvalidUpdate, TextTooLong, replace_text_update
 from actors.essay import EssayMeta, LiveEssay
 from actors.events import EventLog
+from actors.host_api import EssayMoved
+from actors.leases import EssayLeases, HandOver
 from actors.metrics import metric
 from actors.scheduler import Analyzer, FeedbackScheduler, repeat
 from db.engine import SqliteWriter
@@ -51,6 +55,10 @@ __all__ = ["Analyzer", "EssayHost", "EssayNotFound", "HostConfig", "UpdateReject
 
 log = logging.getLogger("essaycoach.host")
 T = TypeVar("T")
+# After handing an essay over, this host refuses to load it again for this long (its sockets
+# closed 1013 and reconnect to the host routing names): long enough for the asking host to take
+# the lease, short enough that a host count changed back is followed soon.
+HAND_OVER_GRACE_SECONDS = 5.0
 # Dashboard rows one tick builds between two turns of the event loop (a row is ~0.03 ms, more
 # for a long essay).
 TICK_ROWS_PER_TURN = 32
@@ -75,8 +83,11 @@ class EssayHost:
     def __init__(self, *, sessions: async_sessionmaker[AsyncSession], bus: Bus,
                  config: HostConfig | None = None, clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], datetime] = utcnow, analyzer: Analyzer | None = None,
-                 local_analyzer: Analyzer | None = None, name: str = "essay-host") -> None:
-        """`name`: the `host` label of `essaycoach_essays_open` (the Ray actor's name under Ray)."""
+                 local_analyzer: Analyzer | None = None, name: str = "essay-host",
+                 hand_over: HandOver | None = None) -> None:
+        """`name`: the `host` label of `essaycoach_essays_open` and the holder of this host's leases
+        (the Ray actor's name under Ray: unique while it runs). `hand_over(name, essay_id)` asks
+        the host of that name to hand an essay over (None: wait for its lease to run out)."""
         self.sessions = sessions
         self.analyzer = analyzer
         self.bus = bus
@@ -89,11 +100,18 @@ class EssayHost:
         # Essays being deleted (`drop` until `release`): not loaded again, so an update racing
         # the row's removal cannot bring one back.
         self._deleted: set[uuid.UUID] = set()
+        # Essays handed over (`hand_over`) -> until when (clock) this host refuses to load them
+        # again: the host that asked must get the lease, not a straggling update here.
+        self._handed_over: dict[uuid.UUID, float] = {}
         self.committer = GroupCommitter(self._write_log, interval=self.config.commit_interval,
                                         permanent=(IntegrityError,))
         self.events = EventLog(bus)
+        self.leases = EssayLeases(name=name, store=self._store, seconds=self.config.lease_seconds,
+                                  wallclock=wallclock, hand_over=hand_over)
+        self._renewed_at = clock()
         self.compactor = Compactor(store=self._store, config=self.config, events=self.events, clock=clock,
-                                   wallclock=wallclock, on_failed=self._failed)
+                                   wallclock=wallclock, on_failed=self._failed, fence=self.leases.fence,
+                                   on_lost=self._lost)
         self.scheduler = None if analyzer is None else FeedbackScheduler(
             analyzer=analyzer, local_analyzer=local_analyzer, config=self.config, events=self.events,
             record_usage=self._record_usage, clock=clock)
@@ -140,6 +158,10 @@ class EssayHost:
         await self.committer.flush()
         await self.compactor.compact_all(list(self.essays.values()))
         await self.committer.close()
+        try:  # the next host need not wait for them to run out
+            await self.leases.release({e.essay_id: e.lease for e in self.essays.values()})
+        except Exception:
+            log.warning("releasing leases on stop failed; they run out", exc_info=True)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -170,8 +192,15 @@ class EssayHost:
         async with self._writing() as session:
             return await session.run_sync(work)
 
-    async def _write_log(self, rows: list[dict[str, Any]]) -> None:
-        await self._store(lambda conn: documents.append_updates(conn, rows=rows))
+    async def _write_log(self, rows: list[dict[str, Any]]) -> dict[int, BaseException]:
+        """One group commit: the rows of essays whose lease is still ours under their token; the
+        others are refused (not stored, not acknowledged) and their essays unloaded."""
+        refused: dict[int, BaseException] = await self._store(lambda conn: self.leases.append_fenced(conn, rows))
+        for i in refused:
+            essay = self.essays.get(rows[i]["essay_id"])
+            if essay is not None and essay.lease == rows[i]["lease"]:
+                await self._lost(essay)
+        return refused
 
     async def _record_usage(self, essay: LiveEssay, usage: Any) -> None:
         async with self._writing() as session:
@@ -192,6 +221,8 @@ class EssayHost:
             async with lock:
                 essay = self.essays.get(essay_id)
                 if essay is None:
+                    if self._handed_over.get(essay_id, float("-inf")) > self.clock():
+                        raise EssayMoved(f"essay {essay_id} was handed to another host")
                     essay = await self._load(essay_id)
                     if essay_id in self._deleted:  # deleted while it loaded
                         raise EssayNotFound(str(essay_id))
@@ -202,6 +233,22 @@ class EssayHost:
         return essay
 
     async def _load(self, essay_id: uuid.UUID) -> LiveEssay:
+        """The essay from the store, under this host's lease (taken first: the store then holds
+        every write of the previous holder, which can write nothing more)."""
+        try:
+            lease = await self.leases.acquire(essay_id)
+        except LookupError:
+            raise EssayNotFound(str(essay_id)) from None
+        try:
+            essay = await self._read(essay_id)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.leases.release({essay_id: lease})
+            raise
+        essay.lease = lease
+        return essay
+
+    async def _read(self, essay_id: uuid.UUID) -> LiveEssay:
         async with self.sessions() as session:
             stored = await documents.load(session, essay_id=essay_id)
             if stored is None:
@@ -253,7 +300,7 @@ class EssayHost:
             return essay.seq
         seq = essay.seq
         commit = self.committer.submit({
-            "essay_id": essay_id, "seq": seq, "data": bytes(update), "author_id": author_id,
+            "essay_id": essay_id, "lease": essay.lease, "seq": seq, "data": bytes(update), "author_id": author_id,
             "inserted_chars": effect.inserted_chars, "deleted_chars": effect.deleted_chars,
             "created_at": self.wallclock(),
         })
@@ -332,6 +379,70 @@ class EssayHost:
         """The deletion `drop` announced is over: its row is gone (a load finds nothing), or
         removing it failed and the essay may be used again."""
         self._deleted.discard(essay_id)
+
+    # --- leases ---------------------------------------------------------------------------
+
+    async def hand_over(self, essay_id: uuid.UUID) -> None:
+        """Another host is to load the essay: unload it here once everything applied is durable
+        (its snapshot stored), give up its lease (this host's, or an earlier process's of the same
+        name), and close its sockets (MOVED: 1013) so they reconnect to the host routing now names.
+        Loads of it here wait until this is done."""
+        lock = self._loading.setdefault(essay_id, asyncio.Lock())
+        try:
+            async with lock:
+                essay = self.essays.get(essay_id)
+                if essay is not None:
+                    self._evict(essay)  # updates from now on wait for the lock, then load it anew
+                    try:
+                        await essay.durable()
+                        await self.compactor.compact(essay, force_revision=False)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # the log holds everything acknowledged: the next host replays it
+                        log.warning("hand-over: storing the snapshot failed", exc_info=True,
+                                    extra={"essay_id": str(essay_id)})
+                await self.leases.release_named(essay_id)
+                self._handed_over[essay_id] = self.clock() + HAND_OVER_GRACE_SECONDS
+        finally:
+            if self._loading.get(essay_id) is lock:
+                del self._loading[essay_id]
+        if essay is not None:
+            log.info("essay handed over", extra={"essay_id": str(essay_id)})
+            await self._moved(essay_id)
+
+    async def _lost(self, essay: LiveEssay) -> None:
+        """Another host took the essay's lease (this one stalled past its expiry, or could not
+        renew it): its writes were refused; unload it and close its sockets."""
+        current = self.essays.get(essay.essay_id)
+        if current is not None and current is not essay:
+            return  # a newer copy, under a newer lease, is loaded: it is fine
+        log.warning("essay lease lost: unloaded", extra={"essay_id": str(essay.essay_id)})
+        if current is not None:
+            self._evict(essay)
+        await self._moved(essay.essay_id)
+
+    async def _moved(self, essay_id: uuid.UUID) -> None:
+        for channel in (f"essay:{essay_id}:doc", f"essay:{essay_id}"):
+            await self.bus.publish(channel, MOVED)
+
+    async def _renew_leases(self, now: float) -> None:
+        """Every third of the lease: extend the leases of the loaded essays, unload those lost."""
+        if now - self._renewed_at < self.config.lease_seconds / 3:
+            return
+        self._renewed_at = now
+        self._handed_over = {e: until for e, until in self._handed_over.items() if until > now}
+        essays = list(self.essays.values())
+        try:
+            lost = await self.leases.renew({e.essay_id: e.lease for e in essays})
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the store is away: the next tick tries again (writes are fenced meanwhile)
+            log.warning("renewing leases failed", exc_info=True)
+            self._renewed_at = now - self.config.lease_seconds / 3 + self.config.tick_seconds * 4
+            return
+        for essay in essays:
+            if essay.essay_id in lost:
+                await self._lost(essay)
 
     # --- feedback -------------------------------------------------------------------------
 
@@ -464,10 +575,20 @@ class EssayHost:
             if unload:
                 idle.append(essay)
         await self.compactor.compact_all(due)
+        unloaded: dict[uuid.UUID, int] = {}
         for essay in idle:
-            if decisions.can_evict(essay):
+            if decisions.can_evict(essay) and self.essays.get(essay.essay_id) is essay:
                 self._evict(essay)
+                unloaded[essay.essay_id] = essay.lease
                 log.info("essay unloaded", extra={"essay_id": str(essay.essay_id)})
+        if unloaded:
+            try:
+                await self.leases.release(unloaded)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("releasing leases failed; they run out", exc_info=True)
+        await self._renew_leases(now)
 
     async def _failed(self, essay: LiveEssay) -> None:
         """A tick's step failed for `essay` (called while handling it): logged, and an essay

@@ -44,6 +44,12 @@ class HostUnavailable(ConnectionError):
     client still holds it); the caller tries again later: sockets close 1013, REST answers 503."""
 
 
+class EssayMoved(HostUnavailable):
+    """The essay is another host's: a live host holds its lease and did not hand it over, or
+    this host lost its lease (its write was fenced: not stored, not acknowledged). As with any
+    `HostUnavailable`, the client reconnects and sends again what was not acknowledged."""
+
+
 def retry_safe_of(method: Callable[..., Any]) -> bool:
     """The declaration of a `HostAPI` method (KeyError-like TypeError when it has none)."""
     declared = getattr(method, _RETRY_ATTR, None)
@@ -135,6 +141,12 @@ class HostAPI(Protocol):
 
     @retry_safe
     async def release(self, essay_id: uuid.UUID) -> None:
+        ...
+
+    @retry_safe
+    async def hand_over(self, essay_id: uuid.UUID) -> None:
+        """Another host was asked to load the essay (it is routed there now): flush it, unload it,
+        give up its lease and close its sockets (1013), so that host can take it."""
         ...
 
     # --- counted or numbered: never sent twice ----------------------------------------------

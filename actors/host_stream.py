@@ -38,7 +38,8 @@ Frames both ways are a 4-byte big-endian length and a payload of at most `MAX_FR
     request   >I id, 16 bytes essay id, 16 bytes author id (zeros: none), B flags (1 live,
               2 author, 4 node, 8 trace), B origin length, origin, B node length, node,
               [with flag 8: B trace length, W3C traceparent], the update (rest)
-    response  >I id, B status: OK then >Q seq; REJECTED, NOT_FOUND, FAILED or TOO_LARGE then a UTF-8 reason
+    response  >I id, B status: OK then >Q seq; REJECTED, NOT_FOUND, FAILED, TOO_LARGE or MOVED (the
+              essay is another host's: `EssayMoved`) then a UTF-8 reason
 
 Flag 8 is set only while tracing is on in the Gateway (`actors.tracing`): the frame then carries
 the sender's trace context, and the host's `host.apply_update` span continues its trace.
@@ -58,7 +59,7 @@ from typing import Any, cast
 
 from actors import retry, tracing
 from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
-from actors.host_api import HostUnavailable
+from actors.host_api import EssayMoved, HostUnavailable
 from actors.metrics import metric
 
 log = logging.getLogger("essaycoach.stream")
@@ -77,7 +78,7 @@ COALESCE_BYTES = 256 * 1024  # frames gathered for one write at most
 # Read backpressure (`_HostSide`): update bytes one connection may have being applied at once;
 # beyond, the host stops reading that connection until half of them are answered.
 MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024
-OK, REJECTED, NOT_FOUND, FAILED, TOO_LARGE = range(5)
+OK, REJECTED, NOT_FOUND, FAILED, TOO_LARGE, MOVED = range(6)
 _LIVE, _AUTHOR, _NODE, _TRACE = 1, 2, 4, 8
 _REQUEST = struct.Struct(">I16s16sB")
 _RESPONSE = struct.Struct(">IB")
@@ -353,6 +354,8 @@ class _HostSide(FramedProtocol):
             self.send(encode_response(request_id, TOO_LARGE if isinstance(exc, UpdateTooLarge) else REJECTED, str(exc)))
         except EssayNotFound as exc:
             self.send(encode_response(request_id, NOT_FOUND, str(exc)))
+        except EssayMoved as exc:
+            self.send(encode_response(request_id, MOVED, str(exc)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -467,6 +470,8 @@ class HostStream:
             fut.set_exception(UpdateTooLarge(str(value)))
         elif status == NOT_FOUND:
             fut.set_exception(EssayNotFound(str(value)))
+        elif status == MOVED:
+            fut.set_exception(EssayMoved(str(value)))
         else:
             fut.set_exception(RuntimeError(f"essay host failed: {value}"))
 

@@ -245,7 +245,7 @@ class EssayHostShell:
                     name = ray.get_runtime_context().get_actor_name() or "essay-host"
                     self._worker = rules_worker(self.config.analysis)  # killed in shutdown; dies with us
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.config.bus, cluster=True),
-                                     config=self.config.host, name=name,
+                                     config=self.config.host, name=name, hand_over=self._ask_to_hand_over,
                                      analyzer=self._analyzer(), local_analyzer=self._local_analyzer())
                     # A restarted actor never saw the attaches of sockets opened before the crash.
                     with warnings.catch_warnings():  # Ray's own property uses its deprecated actor_id
@@ -263,6 +263,13 @@ class EssayHostShell:
                     self.host, self.stream = host, stream
                     self._trim = asyncio.create_task(release_free_memory_periodically())
         return self.host
+
+    async def _ask_to_hand_over(self, name: str, essay_id: uuid.UUID) -> None:
+        """`EssayHost.hand_over` on the host actor `name` of our namespace (the holder of an
+        essay's lease; ValueError when no such actor runs: its lease runs out instead)."""
+        namespace = ray.get_runtime_context().namespace
+        peer = await asyncio.to_thread(ray.get_actor, name, namespace=namespace)  # a GCS round trip
+        await peer.hand_over.remote(essay_id)
 
     def _local_analyzer(self) -> Any:
         from actors.analysis.service import build_engine
@@ -336,6 +343,9 @@ class EssayHostShell:
 
     async def release(self, essay_id: uuid.UUID) -> None:
         await (await self._host()).release(essay_id)
+
+    async def hand_over(self, essay_id: uuid.UUID) -> None:
+        await (await self._host()).hand_over(essay_id)
 
     async def attach(self, essay_id: uuid.UUID, node: str | None = None) -> None:
         await (await self._host()).attach(essay_id, node)

@@ -358,6 +358,23 @@ class CoachTurn(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class EssayLease(Base):
+    """Which essay host may write an essay (migration 0008; `db.repositories.leases`).
+
+    `holder` is the host's name (its Ray actor's), `instance` the process that took the lease;
+    `token` grows by one at every acquisition (a fencing token: a write carries the token its
+    host loaded the essay with and lands only while it is still the row's). Free once
+    `expires_at` has passed; released leases keep their row (and token) with `expires_at` in the past.
+    """
+
+    __tablename__ = "essay_leases"
+    essay_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("essays.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    instance: Mapped[str] = mapped_column(String(64))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 class AuditEvent(Base):
     """Append-only: who did what to what, when. No foreign keys, so deleting a user keeps its history;
     on PostgreSQL a trigger refuses UPDATE and DELETE (migration 0006)."""

@@ -144,12 +144,18 @@ def install_handlers(app: FastAPI) -> None:
                                 "cursor: pass the next_cursor of a previous page unchanged")
 
     from actors.host import EssayNotFound
-    from actors.host_api import HostUnavailable
+    from actors.host_api import EssayMoved, HostUnavailable
 
     @app.exception_handler(HostUnavailable)
     async def _host_unavailable(request: Request, exc: HostUnavailable) -> JSONResponse:
         return problem_response(503, "essay_host_unavailable", "The essay's host is restarting",
                                 "try again in a few seconds; nothing saved was lost", {"Retry-After": "5"})
+
+    @app.exception_handler(EssayMoved)
+    async def _essay_moving(request: Request, exc: EssayMoved) -> JSONResponse:
+        # Another host holds the essay's lease (ESSAYCOACH_HOSTS changed, or a host hands over).
+        return problem_response(503, "essay_moving", "The essay is moving to another host",
+                                "try again in a second; nothing saved was lost", {"Retry-After": "1"})
 
     @app.exception_handler(EssayNotFound)
     async def _essay_gone(request: Request, exc: EssayNotFound) -> JSONResponse:

@@ -123,8 +123,16 @@ class InProcessHosts(EssayHosts):
         self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg,
                                        analyzer=self.analyzer,  # type: ignore[arg-type]
                                        local_analyzer=local,  # type: ignore[arg-type]
-                                       name=f"essay-host-{index}")
+                                       name=f"essay-host-{index}", hand_over=self._hand_over)
                              for index in range(settings.hosts)]
+
+    async def _hand_over(self, name: str, essay_id: uuid.UUID) -> None:
+        """`hand_over` on this process's host called `name` (LookupError: none; its lease runs out)."""
+        for host in self.host_objects:
+            if host.leases.holder.name == name:
+                await host.hand_over(essay_id)
+                return
+        raise LookupError(f"no essay host {name} in this process")
 
     async def start(self) -> None:
         for host in self.host_objects:
@@ -260,6 +268,9 @@ class RayHost(HostAPI):
 
     async def release(self, essay_id: uuid.UUID) -> None:
         await self._call(HostAPI.release, essay_id)
+
+    async def hand_over(self, essay_id: uuid.UUID) -> None:
+        await self._call(HostAPI.hand_over, essay_id)
 
     async def attach(self, essay_id: uuid.UUID, node: str | None = None) -> None:
         await self._call(HostAPI.attach, essay_id, node)

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # SQLite: COMMIT (the WAL fsync) in a thread of its own, not on the host's event loop (see
     # `db.engine.SqliteWriter`); false puts it back inline, for A/B runs on a given machine.
     sqlite_commit_in_thread: bool = True
+    # How long an essay host's lease on an essay lasts unrenewed (renewed every third of it): after
+    # a host hangs or is cut off, the longest its essays wait before another host may load them.
+    host_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
 
     # Proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the TCP peer is
     # the client (serve_app/client_address.py says why that is the default).
@@ -200,7 +203,8 @@ class Settings(BaseSettings):
                           llm_settle_seconds=self.feedback_llm_settle_seconds,
                           commit_interval=self.commit_interval_ms / 1000,
                           max_essay_chars=self.max_essay_chars, max_log_bytes=self.max_essay_log_bytes,
-                          sqlite_commit_in_thread=self.sqlite_commit_in_thread)
+                          sqlite_commit_in_thread=self.sqlite_commit_in_thread,
+                          lease_seconds=self.host_lease_seconds)
 
     def bus_config(self) -> BusConfig:
         return BusConfig(redis_url=self.redis_url, ray_namespace=self.ray_namespace,

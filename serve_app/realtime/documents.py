@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors import tracing
-from actors.broadcast import DELETED, RESYNC, doc_message_trace, observe_fanout, split_doc_message
+from actors.broadcast import DELETED, MOVED, RESYNC, doc_message_trace, observe_fanout, split_doc_message
 from actors.host import UpdateRejected, UpdateTooLarge
 from serve_app.deps import Context
 from serve_app.realtime.connection import SendQueue, background
@@ -106,6 +106,13 @@ class DocFollower:
         if self.active:
             self.out.put(self.prefix + encode_update(full))
 
+    async def _follow_anew(self) -> None:
+        # The essay's new host never saw our attach: register there, then the whole document
+        # (anything published while it moved may have been missed; merging it again is a no-op).
+        if self.attached:
+            await self.ctx.hosts.of(self.eid).attach(self.eid, node=self.ctx.hosts.bus.node)
+        await self._resend_state()
+
     def _on_doc(self, _channel: str, message: bytes) -> None:
         if not self.active:
             return
@@ -118,6 +125,13 @@ class DocFollower:
                 self.out.put(self.prefix + encode_permission_denied("essay was deleted"))
             else:
                 background(self.out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted"))
+            return
+        if message == MOVED:  # its host gave it up (hand-over, lost lease): to the host routing names now
+            if self.prefix:
+                background(self._follow_anew())
+            else:
+                self.stop()
+                background(self.out.close(CloseCode.TRY_AGAIN_LATER, "essay moved to another host; reconnect"))
             return
         sender, frame = split_doc_message(message)
         if sender != self.origin:  # never echo a client's own update back to it

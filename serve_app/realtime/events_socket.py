@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import WebSocket
 
-from actors.broadcast import DELETED, RESYNC
+from actors.broadcast import DELETED, MOVED, RESYNC
 from serve_app.realtime.connection import SendQueue, background, open_essay_socket
 from serve_app.realtime.json_socket import error_frame, serve_json
 from serve_app.realtime.protocol import CloseCode
@@ -32,6 +32,8 @@ async def events_socket(ws: WebSocket) -> None:
             background(send_resync())
         elif message == DELETED:
             background(out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted"))
+        elif message == MOVED:  # its host gave it up: reconnect to the one routing names now
+            background(out.close(CloseCode.TRY_AGAIN_LATER, "essay moved to another host; reconnect"))
         else:
             out.put(message.decode())
 

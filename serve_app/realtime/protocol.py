@@ -41,8 +41,11 @@ Close codes (`CloseCode`):
                                 update larger than WS_AWARENESS_MAX_BYTES (4 KiB)
     1011 INTERNAL_ERROR         unexpected server failure
     1012 (not sent by us)       service restart: the Gateway replica's HTTP server is stopping
-    1013 TRY_AGAIN_LATER        essay host (re)starting, or the socket fell too far behind
-                                (2,000 frames or WS_OUTBOUND_MAX_BYTES queued); reconnect with backoff
+    1013 TRY_AGAIN_LATER        essay host (re)starting, the essay moving to another host (a
+                                hand-over, or its host lost the essay's lease: updates not yet
+                                acknowledged were not stored, the client sends them again), or
+                                the socket fell too far behind (2,000 frames or
+                                WS_OUTBOUND_MAX_BYTES queued); reconnect with backoff
     4400 MALFORMED_FRAME        truncated/overlong varuint, length beyond buffer, trailing bytes,
                                 bad awareness payload, invalid CRDT update, or an update that
                                 is not plain text in the root Y.Text `content` (another root

@@ -1,0 +1,110 @@
+"""Essay leases: which essay host may write an essay, with a fencing token (`db.models.EssayLease`).
+
+Every function is one statement, atomic on SQLite and PostgreSQL alike: a conditional upsert or a
+conditional UPDATE, never a read then a write. A lease is free when `expires_at` has passed; a
+host may also take over a lease held under its own name by another instance (an earlier process
+of the same Ray actor, which crashed: a named actor runs once). Each acquisition adds one to
+`token`; the writes of the essay carry the token they were loaded with (`fence`), so a host that
+lost its lease cannot write any more, even if it has not noticed yet.
+
+Synchronous, like `documents.append_updates`: they run in the essay host's write transactions
+(a `Connection` through `db.engine.SqliteWriter`, a `Session` through `run_sync`). The caller owns
+the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import EssayLease
+
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
+"""`expires_at` of a released lease (the row stays: its token keeps counting)."""
+# Pairs per statement: (essay_id, token) is two bind parameters, far below either database's limit.
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a lease: the host's name and the process instance that took it."""
+
+    name: str
+    instance: str
+
+
+def _dialect(conn: Connection | Session) -> str:
+    return (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
+
+
+def acquire(conn: Connection | Session, *, essay_id: uuid.UUID, holder: Holder, now: datetime,
+            expires_at: datetime) -> int | None:
+    """Take the essay's lease for `holder` until `expires_at` if it is free (expired or released),
+    or held under `holder.name` (ours, or an earlier process of this host); its new token, or
+    None when another live host holds it (`holder_of` says who). The essay must exist (else
+    IntegrityError)."""
+    stmt = (postgresql.insert if _dialect(conn) == "postgresql" else sqlite.insert)(EssayLease).values(
+        essay_id=essay_id, holder=holder.name, instance=holder.instance, token=1, expires_at=expires_at)
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[EssayLease.essay_id],
+        set_={"holder": stmt.excluded.holder, "instance": stmt.excluded.instance,
+              "token": EssayLease.token + 1, "expires_at": stmt.excluded.expires_at},
+        where=(EssayLease.expires_at <= now) | (EssayLease.holder == holder.name),
+    ).returning(EssayLease.token)
+    token: int | None = conn.execute(upsert).scalar_one_or_none()
+    return token
+
+
+def holder_of(conn: Connection | Session, *, essay_id: uuid.UUID) -> Holder | None:
+    """Who holds (or last held) the essay's lease; None: nobody ever did."""
+    row = conn.execute(select(EssayLease.holder, EssayLease.instance).where(EssayLease.essay_id == essay_id)).first()
+    return None if row is None else Holder(row.holder, row.instance)
+
+
+def fence(conn: Connection | Session, *, holder: Holder, tokens: Mapping[uuid.UUID, int],
+          expires_at: datetime | None = None) -> set[uuid.UUID]:
+    """The essays of `tokens` (essay id -> token) whose lease `holder` still holds with that
+    token, locked until the caller's transaction ends, so a concurrent `acquire` waits for it and
+    a write checked here lands before the next holder loads (PostgreSQL: FOR SHARE, or the
+    UPDATE's row locks; SQLite: the essay host's write transactions begin IMMEDIATE, holding the
+    database's write lock). `expires_at` also renews them."""
+    held: set[uuid.UUID] = set()
+    pairs = list(tokens.items())
+    for i in range(0, len(pairs), CHUNK):
+        ours = (tuple_(EssayLease.essay_id, EssayLease.token).in_(pairs[i:i + CHUNK]),
+                EssayLease.holder == holder.name, EssayLease.instance == holder.instance)
+        if expires_at is None:
+            found = conn.execute(select(EssayLease.essay_id).where(*ours).with_for_update(read=True))
+        else:
+            found = conn.execute(update(EssayLease).where(*ours).values(expires_at=expires_at)
+                                 .returning(EssayLease.essay_id))
+        held.update(found.scalars())
+    return held
+
+
+def release(conn: Connection | Session, *, holder: Holder, tokens: Mapping[uuid.UUID, int]) -> None:
+    """Give up these leases (when still held with these tokens): free for any host at once."""
+    for i in range(0, len(tokens), CHUNK):
+        chunk = list(tokens.items())[i:i + CHUNK]
+        conn.execute(update(EssayLease)
+                     .where(tuple_(EssayLease.essay_id, EssayLease.token).in_(chunk),
+                            EssayLease.holder == holder.name, EssayLease.instance == holder.instance)
+                     .values(expires_at=RELEASED))
+
+
+def release_named(conn: Connection | Session, *, name: str, essay_ids: Iterable[uuid.UUID] | None = None) -> None:
+    """Give up every lease held under host name `name`, by any instance (all of them, or those of
+    `essay_ids`): a host handing an essay over, or a host stopping."""
+    stmt = update(EssayLease).where(EssayLease.holder == name)
+    if essay_ids is not None:
+        ids = list(essay_ids)
+        if not ids:
+            return
+        stmt = stmt.where(EssayLease.essay_id.in_(ids))
+    conn.execute(stmt.values(expires_at=RELEASED))
