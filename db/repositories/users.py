@@ -16,6 +16,13 @@ async def get(session: AsyncSession, *, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
+async def get_many(session: AsyncSession, *, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, User]:
+    """The users with these ids that still exist, by id (one query)."""
+    if not user_ids:
+        return {}
+    return {u.id: u for u in await session.scalars(select(User).where(User.id.in_(user_ids)))}
+
+
 async def get_by_email(session: AsyncSession, *, email: str) -> User | None:
     return await session.scalar(select(User).where(User.email == email.lower()))
 

@@ -331,6 +331,7 @@ async def test_audit_log_records_admin_and_teacher_overrides(client, admin, room
     actions = [e["action"] for e in r.json()["items"]]
     assert actions == ["extension.set", "class.rotate_join_code", "class.archive", "roster.remove"]
     assert {e["target_id"] for e in r.json()["items"]} >= {cls["id"], a["id"]}
+    assert {(e["actor_name"], e["actor_email"]) for e in r.json()["items"]} == {("Test User", teacher.email)}
     r = await client.get(f"{API}/admin/audit", params={"actor": admin.id, "action": "user.role"}, headers=admin.headers)
     (event,) = r.json()["items"]
     assert event["target_id"] == student.id and event["details"] == {"from": "student", "to": "teacher"}

@@ -138,7 +138,7 @@ describe('admin screens', () => {
 
   it('shows the audit log as text, filtered by action', async () => {
     await useAuthStore().login(ADMIN.email, 'violet-Harbor-93!')
-    fake.on('GET', '/admin/audit', () => ({ status: 200, body: { items: [{ id: 1, actor_id: 'admin-1', action: 'user.suspend',
+    fake.on('GET', '/admin/audit', () => ({ status: 200, body: { items: [{ id: 1, actor_id: 'admin-1', actor_name: HOSTILE, actor_email: 'root@example.com', action: 'user.suspend',
       target_type: 'user', target_id: 'u1', details: { note: HOSTILE, revoked_refresh_tokens: 2 }, created_at: '2026-12-06T19:00:00Z' }], next_cursor: null } }))
     const w = mount(AuditLog)
     await flushPromises()
@@ -148,6 +148,7 @@ describe('admin screens', () => {
     expect(fake.calls.at(-1)!.path).toBe('/admin/audit?action=user.suspend&limit=20')
     const row = w.get('[data-testid="audit-row"]')
     expect(row.text()).toContain(`note: ${HOSTILE}; revoked_refresh_tokens: 2`)
+    expect(row.get('[data-testid="audit-actor-cell"]').text()).toContain(`${HOSTILE} root@example.com`)
     expect(w.find('img').exists()).toBe(false)
     expect(detailsText({})).toBe('')
   })

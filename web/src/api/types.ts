@@ -67,7 +67,8 @@ export interface StudentRemoved { type: 'student_removed'; class_id: string; stu
 export interface AdminUser { id: string; email: string; name: string; role: Role; created_at: string; suspended_at: string | null }
 /** GET /admin/audit */
 export interface AuditEvent {
-  id: number; actor_id: string | null; action: string; target_type: string; target_id: string
+  id: number; actor_id: string | null; actor_name?: string | null; actor_email?: string | null
+  action: string; target_type: string; target_id: string
   details: Record<string, unknown>; created_at: string
 }
 /** One question and answer of the coach chat on an essay (GET/POST /essays/{id}/coach). */
