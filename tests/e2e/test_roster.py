@@ -140,6 +140,8 @@ async def test_teacher_extends_a_late_student_who_sees_it_in_the_open_editor(api
     await login(writer, student.email)
     await writer.goto(f"/essays/{essay['id']}")
     await editor(writer)
+    await expect(by_id(writer, "essay-due")).to_contain_text("Due")
+    await expect(by_id(writer, "essay-due")).not_to_contain_text("your extension")
 
     page = await (await new_context(width=768)).new_page()
     await login(page, teacher.email)

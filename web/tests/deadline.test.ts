@@ -5,7 +5,7 @@ import ExtensionsPanel from '../src/components/ExtensionsPanel.vue'
 import LiveCard from '../src/components/LiveCard.vue'
 import ClassView from '../src/views/ClassView.vue'
 import type { Assignment, LiveRow } from '../src/api/types'
-import { deadlineLabel, deadlineNotice, isoToLocalInput } from '../src/lib/deadline'
+import { deadlineLabel, deadlineNotice, dueLine, isoToLocalInput } from '../src/lib/deadline'
 import { formatDate } from '../src/lib/format'
 import { EssayEventState, type EssayEvent } from '../src/realtime/essayEvents'
 import { useAuthStore } from '../src/stores/auth'
@@ -26,6 +26,13 @@ describe('deadline wording', () => {
     expect(deadlineNotice({ deadline_status: 'on_time', due_at: LATER, extended: true })).toBe(
       `Your teacher gave you an extension: due ${formatDate(LATER)}.`)
     expect(deadlineNotice({ deadline_status: 'closed', due_at: DUE, close_at: DUE, extended: false })).toContain('closed for writing now')
+  })
+
+  it('gives a student their own due line', () => {
+    expect(dueLine({ ...assignment, effective_due_at: LATER, effective_close_at: LATER, extended: true }))
+      .toBe(`Due ${formatDate(LATER)} (your extension)`)
+    expect(dueLine({ ...assignment, close_at: LATER })).toBe(`Due ${formatDate(DUE)}, closes for writing ${formatDate(LATER)}`)
+    expect(dueLine({ ...assignment, due_at: null })).toBe('')
   })
 
   it('round-trips a local datetime input', () => {
@@ -115,7 +122,7 @@ describe('extensions', () => {
     const router = createRouter({ history: createMemoryHistory(), routes: [{ path: '/:p(.*)*', component: { template: '<p/>' } }] })
     const w = mount(ClassView, { props: { classId: CLASS }, global: { plugins: [router] } })
     await flushPromises()
-    expect(w.get('[data-testid="assignment-due"]').text()).toBe(`· due ${formatDate(LATER)} (your extension)`)
+    expect(w.get('[data-testid="assignment-due"]').text()).toBe(`· Due ${formatDate(LATER)} (your extension)`)
     expect(w.find('[data-testid="extensions"]').exists()).toBe(false)
     w.unmount()
   })

@@ -1,5 +1,5 @@
 /** Deadline wording shared by the live card, the assignment list and the editor (plain text). */
-import type { DeadlineStatus } from '../api/types'
+import type { Assignment, DeadlineStatus } from '../api/types'
 import { formatDate } from './format'
 
 export interface DeadlineFields {
@@ -36,4 +36,13 @@ export function deadlineNotice(event: object): string {
   const now = d.deadline_status === 'closed' ? ' It is closed for writing now.' : ''
   return d.extended ? `Your teacher gave you an extension: ${due}${close}.${now}`
     : `Your extension was withdrawn: ${due}${close}.${now}`
+}
+
+/** The student's own times for an assignment ('' when it has none): "Due …, closes for writing …". */
+export function dueLine(a: Assignment): string {
+  const due = a.effective_due_at ?? a.due_at
+  const close = a.effective_close_at ?? a.close_at ?? null
+  const parts = due ? [`Due ${formatDate(due)}${a.extended ? ' (your extension)' : ''}`] : []
+  if (close && close !== due) parts.push(`closes for writing ${formatDate(close)}`)
+  return parts.join(', ')
 }
