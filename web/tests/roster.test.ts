@@ -69,6 +69,15 @@ describe('ConfirmDialog', () => {
   })
 })
 
+describe('ConfirmDialog mounted open', () => {
+  it('opens at once', async () => {
+    const w = mount(ConfirmDialog, { props: { open: true, title: 't', message: 'm' }, attachTo: document.body })
+    await flushPromises()
+    expect((w.get('dialog').element as HTMLDialogElement).open).toBe(true)
+    w.unmount()
+  })
+})
+
 describe('isUuid', () => {
   it('accepts an account id with surrounding spaces and refuses anything else', () => {
     expect(isUuid(` ${CO} `)).toBe(true)
