@@ -265,9 +265,10 @@ class EssayHostShell:
         return self.host
 
     async def _ask_to_hand_over(self, name: str, essay_id: uuid.UUID) -> None:
-        """`EssayHost.hand_over` on the host actor `name` of our namespace (the holder of an
-        essay's lease; ValueError when no such actor runs: its lease runs out instead)."""
-        namespace = ray.get_runtime_context().namespace
+        """`EssayHost.hand_over` on the host actor `name` (the holder of an essay's lease), in the
+        namespace the Gateways name the hosts in; ValueError when no such actor runs: its lease
+        runs out instead."""
+        namespace = self.config.bus.ray_namespace  # Settings.ray_namespace, as serve_app.hosts.RayHosts
         peer = await asyncio.to_thread(ray.get_actor, name, namespace=namespace)  # a GCS round trip
         await peer.hand_over.remote(essay_id)
 

@@ -375,3 +375,94 @@ async def test_with_the_fast_path_off_sockets_take_serves_request_path(plain_app
             assert r.json()["text"] == "through Serve"
         finally:
             await client.close()
+
+
+async def _deploy_hosts_app(env: dict[str, str]) -> None:
+    from ray import serve
+
+    from serve_app.deployments import GatewayArgs, build_app
+
+    app = build_app(GatewayArgs(min_replicas=1, max_replicas=1, analyzer_max_replicas=1, env=env))
+    await asyncio.to_thread(serve.run, app, name="essaycoach-hosts", route_prefix="/hosts")
+
+
+async def _type_after_reconnect(http: httpx.AsyncClient, base: str, student: Any, essay_id: str, text: str) -> None:
+    """Reconnect a doc socket and type `text` once it is acknowledged, trying again while the essay
+    moves (1013) or the new Gateway replica is not yet answering."""
+    for _ in range(60):
+        ticket = (await http.post("/api/v1/auth/ws-ticket", headers=student.headers)).json()["ticket"]
+        client = YClient(f"ws://{base}/ws/essays/{essay_id}/doc?ticket={ticket}")
+        try:
+            await client.connect()
+            if text not in str(client.text):  # an earlier try's update may have landed without its ack
+                client.type(text)
+            await client.wait_acked(timeout=10)
+            return
+        except Exception:
+            await asyncio.sleep(1)
+        finally:
+            await client.close()
+    raise AssertionError(f"essay {essay_id}: never acknowledged after the host count changed")
+
+
+async def test_changing_the_host_count_hands_essays_over_and_loses_nothing(
+        serve_app: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """ESSAYCOACH_HOSTS 1 -> 3 on a running app (its own store and host actors): the new Gateway
+    replica routes most essays to the new hosts, which take them from essay-host-0 by hand-over;
+    every acknowledged update is kept and each essay's lease is held by its new host."""
+    import ray
+    from sqlalchemy import select
+
+    from actors.routing import host_index
+    from db.models import EssayLease
+
+    var = tmp_path_factory.mktemp("hosts-var")
+    url = f"sqlite+aiosqlite:///{var / 'hosts.db'}"
+    await asyncio.to_thread(upgrade, url)
+    namespace = f"essaycoach-hosts-{uuid.uuid4().hex[:6]}"
+    env = {"ESSAYCOACH_DATABASE_URL": url, "ESSAYCOACH_VAR_DIR": str(var), "ESSAYCOACH_JWT_SECRET": TEST_SECRET,
+           "ESSAYCOACH_HOSTS": "1", "ESSAYCOACH_RAY_NAMESPACE": namespace,
+           "ESSAYCOACH_SERVE_APP_NAME": "essaycoach-hosts", "ESSAYCOACH_LOGIN_IP_FAILURE_BURST": "100000",
+           # A second app under the session's proxy, at /hosts: its sockets take Serve's request path
+           # (the fast path serves the app at / only; the hand-over is the hosts' business either way).
+           "ESSAYCOACH_FAST_PATH": "off"}
+    base = f"{serve_app['base']}/hosts"
+    await _deploy_hosts_app(env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{base}", timeout=60) as http:
+            assert await until_ready(http, seconds=120)
+            typed: list[tuple[Any, dict[str, Any], str]] = []
+            while len(typed) < 4 or sum(host_index(uuid.UUID(e["id"]), 3) != 0 for _, e, _ in typed) < 2:
+                text = f"essay {len(typed)} before the change."
+                student, essay, client = await _typed_essay(http, base, text)
+                await client.close()
+                typed.append((student, essay, text))
+            await _deploy_hosts_app({**env, "ESSAYCOACH_HOSTS": "3"})  # Serve replaces the replica
+            assert await until_ready(http, seconds=120)
+            for student, essay, _ in typed:
+                await _type_after_reconnect(http, base, student, essay["id"], " And after.")
+            for student, essay, text in typed:
+                r = await http.get(f"/api/v1/essays/{essay['id']}", headers=student.headers)
+                assert r.json()["text"] == text + " And after.", essay["id"]
+        # The old host let go of the essays that moved (hand-over), and only of those.
+        old = await ray.get_actor("essay-host-0", namespace=namespace).stats.remote()
+        assert old["essays"] == sum(host_index(uuid.UUID(e["id"]), 3) == 0 for _, e, _ in typed)
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                holders = dict((await session.execute(select(EssayLease.essay_id, EssayLease.holder))).all())
+        finally:
+            await engine.dispose()
+        for _, essay, _ in typed:
+            eid = uuid.UUID(essay["id"])
+            assert holders[eid] == f"essay-host-{host_index(eid, 3)}"
+    finally:
+        from ray import serve
+
+        await asyncio.to_thread(serve.delete, "essaycoach-hosts")
+        for i in range(3):  # detached: they outlive the app
+            try:
+                handle = ray.get_actor(f"essay-host-{i}", namespace=namespace)
+            except ValueError:
+                continue
+            ray.kill(handle, no_restart=True)
