@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -27,26 +28,42 @@ from playwright.async_api import async_playwright
 
 from ops.loadtest.yclient import YClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trace_long_tasks import load, long_tasks as traced_long_tasks  # noqa: E402
+
 WORDS = ("the students write about their summer and the teacher reads along while feedback "
          "arrives on every paragraph they finish with care and some mistakes like teh and beleive").split()
 
 MEASURE_JS = """(seconds) => new Promise((resolve) => {
   const longTasks = []
-  const observer = new PerformanceObserver((list) => { for (const e of list.getEntries()) longTasks.push(e.duration) })
-  observer.observe({ type: 'longtask', buffered: false })
   let frames = 0
   let worstGap = 0
   let last = performance.now()
   const start = last
+  console.timeStamp('bench-measure-start')
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) longTasks.push({ ms: e.duration, at: (e.startTime - start) / 1000 })
+  })
+  observer.observe({ type: 'longtask', buffered: false })
   const tick = (now) => {
     frames += 1
     worstGap = Math.max(worstGap, now - last)
     last = now
     if (now - start < seconds * 1000) requestAnimationFrame(tick)
-    else { observer.disconnect(); resolve({ frames, ms: now - start, worstGap, longTasks }) }
+    else {
+      console.timeStamp('bench-measure-end')
+      observer.disconnect()
+      resolve({ frames, ms: now - start, worstGap, longTasks })
+    }
   }
   requestAnimationFrame(tick)
 })"""
+
+# Every long task from the page's start (load, the first rows, turning the whole-class text on).
+STARTUP_JS = """window.__benchLongTasks = []
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) window.__benchLongTasks.push({ ms: e.duration, at: e.startTime / 1000 })
+}).observe({ type: 'longtask', buffered: true })"""
 
 
 async def account(client: httpx.AsyncClient, name: str, role: str) -> dict:
@@ -90,6 +107,11 @@ async def main() -> None:
     ap.add_argument("--cps", type=float, default=5, help="characters per second per typing student")
     ap.add_argument("--docs", action=argparse.BooleanOptionalAction, default=True, help="whole-class text on")
     ap.add_argument("--trace", type=Path, default=Path("var/web-perf/class_view_trace.json"))
+    ap.add_argument("--chromium", default="/usr/bin/chromium", help="the browser to drive (e.g. a wrapper that runs it "
+                    "under `nice`, to see which long tasks are CPU contention)")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds between starting the trace and measuring: the task in which tracing starts "
+                         "V8's profiler (it logs all compiled code) is long and not the page's own")
     args = ap.parse_args()
     ws_base = args.base.replace("http", "ws", 1)
     rng = random.Random(12)
@@ -115,21 +137,26 @@ async def main() -> None:
         typing = [asyncio.create_task(typist(yc, stop, args.cps, random.Random(rng.random()))) for yc in clients]
         try:
             async with async_playwright() as p:
-                browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+                browser = await p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
                 context = await browser.new_context(viewport={"width": 1280, "height": 900})
                 pair, user = teacher["pair"], teacher["user"]
                 stored = {"access": pair["access_token"], "refresh": pair["refresh_token"], "user": user,
                           "accessExpiresAt": int(time.time() * 1000) + pair["expires_in"] * 1000}
                 await context.add_init_script(f"localStorage.setItem('essaycoach.auth', {json.dumps(json.dumps(stored))})")
+                await context.add_init_script(STARTUP_JS)
                 page = await context.new_page()
                 await page.goto(f"{args.base}/classes/{room['id']}/live")
                 await page.get_by_test_id("live-card").nth(args.students - 1).wait_for(timeout=30_000)
+                docs_on_at = None
                 if args.docs:
+                    docs_on_at = await page.evaluate("performance.now() / 1000")
                     await page.get_by_test_id("live-docs-toggle").click()
                     await page.get_by_test_id("live-doc-text").nth(args.students - 1).wait_for(timeout=30_000)
                 await asyncio.sleep(3)  # typing under way on screen
                 args.trace.parent.mkdir(parents=True, exist_ok=True)
+                startup = await page.evaluate("window.__benchLongTasks")
                 await browser.start_tracing(page=page, path=str(args.trace), screenshots=False)
+                await asyncio.sleep(args.settle)
                 result = await page.evaluate(MEASURE_JS, args.seconds)
                 await browser.stop_tracing()
                 words = await page.get_by_test_id("live-card-words").all_inner_texts()
@@ -140,13 +167,19 @@ async def main() -> None:
             for yc in clients:
                 await yc.close()
 
+    traced = traced_long_tasks(load(args.trace), 50, "bench-measure-start", "bench-measure-end")
     fps = result["frames"] / (result["ms"] / 1000)
-    long_tasks = sorted(result["longTasks"], reverse=True)
+    long_tasks = sorted((t["ms"] for t in result["longTasks"]), reverse=True)
     print(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "students": args.students,
         "chars_per_second_each": args.cps, "whole_class_text": args.docs, "seconds": round(result["ms"] / 1000, 1),
         "fps": round(fps, 1), "worst_frame_gap_ms": round(result["worstGap"], 1),
         "long_tasks": len(long_tasks), "longest_task_ms": round(long_tasks[0], 1) if long_tasks else 0,
+        "long_tasks_at": [f"{t['ms']:.0f} ms at +{t['at']:.2f} s" for t in result["longTasks"]],
+        # The same window in the trace: wall and thread (CPU) time of each task over 50 ms.
+        "trace_long_tasks": traced,
+        "whole_class_text_on_at_s": round(docs_on_at, 2) if docs_on_at is not None else None,
+        "startup_long_tasks": [f"{t['ms']:.0f} ms at {t['at']:.2f} s" for t in startup],
         "total_words_shown": sum(int(w) for w in words), "trace": str(args.trace),
     }, indent=2))
 
