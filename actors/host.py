@@ -305,7 +305,8 @@ class EssayHost:
             "created_at": self.wallclock(),
         })
         essay.logging(commit)
-        if tracing.enabled:
+        traced = tracing.enabled and tracing.recording()  # within a sampled update's trace
+        if traced:
             await tracing.within("host.group_commit", asyncio.shield(commit), seq=seq)
         else:
             await asyncio.shield(commit)
@@ -313,7 +314,7 @@ class EssayHost:
         # the update to its own sockets on receipt (see serve_app.realtime.sockets).
         if essay.others_listen(node, knows_every_socket=self.knows_every_socket):
             channel, message = f"essay:{essay_id}:doc", create_update_message(update)
-            if tracing.enabled:  # the message carries the publish's trace context to the sockets
+            if traced:  # the message carries the publish's trace context to the sockets
                 with tracing.span("bus.publish", kind="PRODUCER", channel=channel):
                     await self.bus.publish(channel, doc_message(origin, message, tracing.traceparent()),
                                            skip_node=node)

@@ -438,7 +438,8 @@ class HostStream:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         request_id = self._next_id
         frame = encode_request(request_id, essay_id, bytes(update), author_id=author_id, origin=origin,
-                               live=live, node=node, trace=tracing.traceparent() if tracing.enabled else None)
+                               live=live, node=node,
+                               trace=tracing.traceparent() if tracing.enabled and tracing.recording() else None)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._pending[request_id] = (frame, fut, loop.time())

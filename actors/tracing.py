@@ -140,6 +140,21 @@ def start(name: str, *, parent: str | None = None, kind: str = "INTERNAL", start
                               attributes={k: _value(v) for k, v in attributes.items()})
 
 
+def start_sampled(name: str, **attributes: Any) -> Span | None:
+    """`start`, or None when the sampler drops the span: the caller then carries no context on,
+    and what follows costs as with tracing off (a root span's decision, e.g. one update in a
+    hundred with `OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`)."""
+    started = start(name, **attributes)
+    return started if started.is_recording() else None
+
+
+def recording() -> bool:
+    """Whether the current span is being recorded (work on behalf of a sampled trace)."""
+    from opentelemetry.trace import get_current_span
+
+    return get_current_span().is_recording()
+
+
 @contextlib.contextmanager
 def span(name: str, *, parent: str | None = None, kind: str = "INTERNAL", **attributes: Any) -> Iterator[Span]:
     """A span, current while the block runs; an exception out of the block is recorded on it."""

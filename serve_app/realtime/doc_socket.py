@@ -118,9 +118,9 @@ async def doc_socket(ws: WebSocket) -> None:
                         validate_update(update)
                     except InvalidUpdate as exc:
                         raise UpdateRejected(str(exc)) from exc
-                # Tracing on: one trace per update, from here to its ack and every socket it reaches.
-                span = tracing.start("doc_socket.receive", kind="SERVER", essay_id=eid,
-                                     typed=typed) if tracing.enabled else None
+                # Tracing on: one trace per sampled update, from here to its ack and every socket it reaches.
+                span = tracing.start_sampled("doc_socket.receive", kind="SERVER", essay_id=eid,
+                                             typed=typed) if tracing.enabled else None
                 frame = None
                 if typed:
                     # Typing reaches this replica's other sockets on receipt, as in y-websocket:

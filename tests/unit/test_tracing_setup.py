@@ -96,6 +96,21 @@ def test_spans_continue_a_traceparent_and_record_failures(monkeypatch: pytest.Mo
     assert inner is not None and inner.split("-")[2] == format(outer.context.span_id, "016x")
 
 
+def test_an_update_the_sampler_drops_starts_nothing_to_carry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    memory = InMemorySpanExporter()
+    tracing.configure(exporter=memory)
+    assert tracing.start_sampled("doc_socket.receive") is None
+    assert tracing.recording() is False and tracing.traceparent() is None
+    with tracing.span("inside a sampled trace", parent=TRACEPARENT):  # sampled flag 01: the parent decides
+        assert tracing.recording() is True
+    recorded = tracing.start_sampled("child", parent=TRACEPARENT)
+    assert recorded is not None
+    recorded.end()
+
+
 def test_host_stream_frames_carry_a_trace_only_when_given_one() -> None:
     essay = uuid.uuid4()
     kwargs: dict[str, Any] = {"author_id": None, "origin": "o", "live": True, "node": "n"}
