@@ -109,6 +109,8 @@ async def main() -> None:
     ap.add_argument("--trace", type=Path, default=Path("var/web-perf/class_view_trace.json"))
     ap.add_argument("--chromium", default="/usr/bin/chromium", help="the browser to drive (e.g. a wrapper that runs it "
                     "under `nice`, to see which long tasks are CPU contention)")
+    ap.add_argument("--trace-load", action="store_true",
+                    help="trace from before the page loads (the start-up long tasks too), not just the measurement")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds between starting the trace and measuring: the task in which tracing starts "
                          "V8's profiler (it logs all compiled code) is long and not the page's own")
@@ -145,6 +147,9 @@ async def main() -> None:
                 await context.add_init_script(f"localStorage.setItem('essaycoach.auth', {json.dumps(json.dumps(stored))})")
                 await context.add_init_script(STARTUP_JS)
                 page = await context.new_page()
+                args.trace.parent.mkdir(parents=True, exist_ok=True)
+                if args.trace_load:
+                    await browser.start_tracing(page=page, path=str(args.trace), screenshots=False)
                 await page.goto(f"{args.base}/classes/{room['id']}/live")
                 await page.get_by_test_id("live-card").nth(args.students - 1).wait_for(timeout=30_000)
                 docs_on_at = None
@@ -153,9 +158,9 @@ async def main() -> None:
                     await page.get_by_test_id("live-docs-toggle").click()
                     await page.get_by_test_id("live-doc-text").nth(args.students - 1).wait_for(timeout=30_000)
                 await asyncio.sleep(3)  # typing under way on screen
-                args.trace.parent.mkdir(parents=True, exist_ok=True)
                 startup = await page.evaluate("window.__benchLongTasks")
-                await browser.start_tracing(page=page, path=str(args.trace), screenshots=False)
+                if not args.trace_load:
+                    await browser.start_tracing(page=page, path=str(args.trace), screenshots=False)
                 await asyncio.sleep(args.settle)
                 result = await page.evaluate(MEASURE_JS, args.seconds)
                 await browser.stop_tracing()
@@ -167,7 +172,10 @@ async def main() -> None:
             for yc in clients:
                 await yc.close()
 
-    traced = traced_long_tasks(load(args.trace), 50, "bench-measure-start", "bench-measure-end")
+    events = load(args.trace)
+    traced = traced_long_tasks(events, 50, "bench-measure-start", "bench-measure-end")
+    # With --trace-load: the tasks before the measurement (load, first rows, whole-class text on).
+    before = traced_long_tasks(events, 0, "", "bench-measure-start") if args.trace_load else []
     fps = result["frames"] / (result["ms"] / 1000)
     long_tasks = sorted((t["ms"] for t in result["longTasks"]), reverse=True)
     print(json.dumps({
@@ -178,6 +186,8 @@ async def main() -> None:
         "long_tasks_at": [f"{t['ms']:.0f} ms at +{t['at']:.2f} s" for t in result["longTasks"]],
         # The same window in the trace: wall and thread (CPU) time of each task over 50 ms.
         "trace_long_tasks": traced,
+        **({"trace_startup_long_tasks": [t for t in before if t["wall_ms"] > 50],
+            "trace_startup_max_cpu_ms": max((t["cpu_ms"] for t in before), default=0)} if args.trace_load else {}),
         "whole_class_text_on_at_s": round(docs_on_at, 2) if docs_on_at is not None else None,
         "startup_long_tasks": [f"{t['ms']:.0f} ms at {t['at']:.2f} s" for t in startup],
         "total_words_shown": sum(int(w) for w in words), "trace": str(args.trace),

@@ -1,8 +1,9 @@
-import { beforeEach, describe, expect, it } from 'vitest'
+import { beforeEach, describe, expect, it, vi } from 'vitest'
 import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
 import * as syncProtocol from 'y-protocols/sync'
-import { openClassLive } from '../src/stores/classLive'
+import { applyPendingRows, openClassLive } from '../src/stores/classLive'
+import type { LiveRow } from '../src/api/types'
 import { FakeSocket, flush } from './fakes'
 
 const frame = () => new Promise((resolve) => setTimeout(resolve, 80))
@@ -25,6 +26,44 @@ describe('live class view store', () => {
     await frame()
     expect(live.rows.get('s1')).toMatchObject({ name: 'Ada', word_count: 3, flags: ['large_paste'] })
     live.stop()
+  })
+
+  it('adds at most a frame\'s share of new students per frame, updates of shown ones all at once', () => {
+    const live = (id: string, words = 0) => JSON.parse(row(id, { name: id, word_count: words })) as LiveRow
+    const rows = new Map<string, LiveRow>([['s0', live('s0')]])
+    const pending = new Map<string, LiveRow>()
+    for (let i = 1; i <= 5; i++) pending.set(`s${i}`, live(`s${i}`))
+    pending.set('s0', live('s0', 7)) // arrives last, still applied in the first frame
+    expect(applyPendingRows(pending, rows, 2)).toBe(true)
+    expect([...rows.keys()]).toEqual(['s0', 's1', 's2'])
+    expect(rows.get('s0')?.word_count).toBe(7)
+    pending.set('s1', live('s1', 3)) // an update of a student shown in the last frame
+    expect(applyPendingRows(pending, rows, 2)).toBe(true)
+    expect([...rows.keys()]).toEqual(['s0', 's1', 's2', 's3', 's4'])
+    expect(rows.get('s1')?.word_count).toBe(3)
+    expect(applyPendingRows(pending, rows, 2)).toBe(false)
+    expect([...rows.keys()]).toEqual(['s0', 's1', 's2', 's3', 's4', 's5'])
+    expect(pending.size).toBe(0)
+  })
+
+  it('shows a burst of new students over several frames, all of them in the end', async () => {
+    const frames: FrameRequestCallback[] = []
+    vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => frames.push(cb))
+    try {
+      const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
+      await flush()
+      FakeSocket.last().open()
+      for (let i = 0; i < 25; i++) FakeSocket.last().receive(row(`s${i}`, { name: `S${i}` }))
+      const sizes: number[] = []
+      while (frames.length) {
+        frames.shift()!(0)
+        sizes.push(live.rows.size)
+      }
+      expect(sizes).toEqual([10, 20, 25])
+      live.stop()
+    } finally {
+      vi.unstubAllGlobals()
+    }
   })
 
   it('shows the whole class text over one more socket, following every student essay', async () => {
