@@ -11,7 +11,8 @@ from typing import Any
 
 from actors import tracing
 from actors.broadcast import DELETED, MOVED, RESYNC, doc_message_trace, observe_fanout, split_doc_message
-from actors.host import UpdateRejected, UpdateTooLarge
+from actors.host import EssayNotFound, UpdateRejected, UpdateTooLarge
+from actors.host_api import HostUnavailable
 from serve_app.deps import Context
 from serve_app.realtime.connection import SendQueue, background
 from serve_app.realtime.protocol import CloseCode, ProtocolError, encode_permission_denied, encode_update
@@ -109,9 +110,17 @@ class DocFollower:
     async def _follow_anew(self) -> None:
         # The essay's new host never saw our attach: register there, then the whole document
         # (anything published while it moved may have been missed; merging it again is a no-op).
-        if self.attached:
-            await self.ctx.hosts.of(self.eid).attach(self.eid, node=self.ctx.hosts.bus.node)
-        await self._resend_state()
+        try:
+            if self.attached:
+                await self.ctx.hosts.of(self.eid).attach(self.eid, node=self.ctx.hosts.bus.node)
+            await self._resend_state()
+        except HostUnavailable:  # the host routing names cannot take it yet: the client reconnects
+            self.stop()
+            await self.out.close(CloseCode.TRY_AGAIN_LATER, "essay moved to another host; reconnect")
+        except EssayNotFound:
+            self.stop()  # deleted meanwhile: DELETED ends it
+        except Exception:
+            log.exception("following a moved essay failed", extra={"essay_id": str(self.eid)})
 
     def _on_doc(self, _channel: str, message: bytes) -> None:
         if not self.active:

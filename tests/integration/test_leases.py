@@ -22,7 +22,7 @@ from actors.host import EssayHost, HostConfig
 from actors.host_api import EssayMoved
 from db.repositories import leases
 from db.types import utcnow
-from ops.loadtest.yclient import YClient
+from ops.loadtest.yclient import ClassDocsClient, YClient
 from tests.fakes import class_essay, make_essay, register
 from tests.integration.test_host import (
     FakeClock,
@@ -338,3 +338,40 @@ async def test_an_essay_another_live_host_holds_gets_1013_and_503_with_retry_aft
     await elsewhere.stop()  # releases: the essay is this Gateway's hosts' again
     r = await live_client.patch(f"/api/v1/essays/{essay['id']}", json={"text": "accepted"}, headers=student.headers)
     assert r.status_code == 200, r.text
+
+
+async def test_a_class_documents_socket_follows_a_moved_essay_or_closes_1013(
+        settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A teacher's class documents socket is not closed by a hand-over: it attaches at the host
+    routing names and gets the whole document again; when that host cannot take the essay yet
+    (here: the one host, in its hand-over grace) the socket closes 1013 and the client reconnects."""
+    from serve_app.app import create_app
+    from tests.conftest import serving
+    from tests.integration.test_class_docs_socket import docs_url
+
+    application = create_app(settings)
+    async with serving(application) as server, httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
+        teacher, student, essay = await class_essay(client)
+        eid, host = uuid.UUID(essay["id"]), application.state.ctx.hosts.host_for(uuid.UUID(essay["id"]))
+        watcher = await ClassDocsClient(await docs_url(client, server, teacher, essay["class_id"])).connect()
+        followed = await watcher.follow(essay["id"])
+        monkeypatch.setattr("actors.host.HAND_OVER_GRACE_SECONDS", 0.0)
+        await host.hand_over(eid)
+        for _ in range(200):  # the follower registers at the (same) host again
+            if eid in host.essays and host.essays[eid].connections == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert host.essays[eid].connections == 1
+        writer = await YClient(await doc_url(client, server, student, essay["id"])).connect()
+        writer.type("after the move")
+        await writer.wait_acked()
+        assert await followed.wait_text(lambda t: t == "after the move")
+        await writer.close()
+
+        monkeypatch.setattr("actors.host.HAND_OVER_GRACE_SECONDS", 5.0)
+        await host.hand_over(eid)
+        for _ in range(200):
+            if followed.close_code is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert followed.close_code == 1013
