@@ -96,6 +96,7 @@ class EssayHost:
         self.wallclock = wallclock
         self.essays: dict[uuid.UUID, LiveEssay] = {}
         self._open_gauge = metric("essaycoach_essays_open").labels(name)  # set where essays load/unload
+        self._moved_counter = metric("essaycoach_essays_moved_total")
         self._loading: dict[uuid.UUID, asyncio.Lock] = {}
         # Essays being deleted (`drop` until `release`): not loaded again, so an update racing
         # the row's removal cannot bring one back.
@@ -409,6 +410,7 @@ class EssayHost:
                 del self._loading[essay_id]
         if essay is not None:
             log.info("essay handed over", extra={"essay_id": str(essay_id)})
+            self._moved_counter.labels(self.leases.holder.name, "handed_over").inc()
             await self._moved(essay_id)
 
     async def _lost(self, essay: LiveEssay) -> None:
@@ -418,6 +420,7 @@ class EssayHost:
         if current is not None and current is not essay:
             return  # a newer copy, under a newer lease, is loaded: it is fine
         log.warning("essay lease lost: unloaded", extra={"essay_id": str(essay.essay_id)})
+        self._moved_counter.labels(self.leases.holder.name, "lease_lost").inc()
         if current is not None:
             self._evict(essay)
         await self._moved(essay.essay_id)

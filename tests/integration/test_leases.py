@@ -32,6 +32,11 @@ from tests.integration.test_host import (
     typed_updates,
 )
 from tests.integration.test_sockets import doc_url, ticket
+from tests.unit.test_metrics import value
+
+
+def moves(host: EssayHost, reason: str) -> float:
+    return value("essaycoach_essays_moved_total", {"host": host.leases.holder.name, "reason": reason})
 
 
 class FakeWall:
@@ -131,7 +136,9 @@ async def test_hand_over_moves_the_essay_with_every_acknowledged_update(pair: Pa
     words = [f"w{i} " for i in range(40)]
     updates = typed_updates(words)
     await type_into(pair.a, essay_id, updates[:20])
+    handed_over = moves(pair.a, "handed_over")
     await pair.b.open(essay_id)  # routed to b now: b asks a to hand over
+    assert moves(pair.a, "handed_over") == handed_over + 1
     assert essay_id not in pair.a.essays and essay_id in pair.b.essays
     assert sorted(moved()) == sorted([f"essay:{essay_id}:doc", f"essay:{essay_id}"])  # a's sockets: 1013
     assert (await pair.b.read(essay_id))["text"] == "".join(words[:20])  # type: ignore[index]
@@ -187,9 +194,11 @@ async def test_a_host_whose_lease_was_taken_cannot_commit(strangers: Pair, sessi
     await type_into(strangers.a, essay_id, [first])
     wall.advance(31)
     await type_into(strangers.b, essay_id, [second])
+    lost = moves(strangers.a, "lease_lost")
     # a has not noticed: its next update is fenced, neither stored nor acknowledged.
     with pytest.raises(EssayMoved):
         await strangers.a.apply_update(essay_id, third, author_id=None, origin="t")
+    assert moves(strangers.a, "lease_lost") == lost + 1
     assert essay_id not in strangers.a.essays
     assert moved()  # its sockets are told to reconnect
     assert await stored_text(sessions, essay_id) == "one two "
