@@ -95,6 +95,10 @@ def _dev(args: argparse.Namespace) -> None:
         os.environ["ESSAYCOACH_DEV_MODE"] = "true"
 
 
+# How long a start after an unclean stop waits for the ended predecessor's ports.
+PORT_RELEASE_SECONDS = 15.0
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     """The supervisor: take the var directory's run lock (cleaning up after a predecessor killed
     hard), check the ports, then run the driver (`essaycoach driver`) and clean up after it."""
@@ -104,11 +108,15 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     settings = Settings()
     files = RunFiles(settings.var_dir)
+    # A run record left behind means a predecessor that did not stop: `acquire` ends what it
+    # left, whose ports (Ray's metrics agent's, say) can stay taken a moment after: wait for them.
+    predecessor_left = files.read() is not None
     lock_fd = acquire(files, wait_seconds=settings.shutdown_seconds + 5)
     try:
         env = run_env(settings, files, default_proxy=args.default_proxy)
         if env.get("RAY_ADDRESS", "local") == "local":  # on a shared cluster the ports are the cluster's
-            check_free(run_listeners(settings, haproxy=not args.default_proxy))
+            check_free(run_listeners(settings, haproxy=not args.default_proxy),
+                       wait_seconds=PORT_RELEASE_SECONDS if predecessor_left else 0.0)
         command = [sys.executable, "-m", "serve_app.cli", "driver", "--replicas", str(args.replicas)]
         status = supervise(command, env=env, files=files, lock_fd=lock_fd,
                            http=f"{settings.http_host}:{settings.http_port}",

@@ -4,6 +4,7 @@ naming the port and the setting that moves it, not an HAProxy alert deep in Ray'
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 
@@ -33,12 +34,19 @@ def is_free(host: str, port: int) -> bool:
     return True
 
 
-def check_free(listeners: list[Listener]) -> None:
-    """Raise `PortInUse` for the first listener whose port is taken."""
+def check_free(listeners: list[Listener], *, wait_seconds: float = 0.0) -> None:
+    """Raise `PortInUse` for the first listener whose port is taken, after up to `wait_seconds`
+    for it to be released (the processes of a predecessor that was just ended can hold a port a
+    moment after they are gone from the process table)."""
+    deadline = time.monotonic() + wait_seconds
     for listener in listeners:
-        if listener.port and not is_free(listener.host, listener.port):
-            raise PortInUse(f"essaycoach: port {listener.port} on {listener.host} is already in use; "
-                            f"stop what listens there or set ESSAYCOACH_{listener.setting} to a free port")
+        if not listener.port:
+            continue
+        while not is_free(listener.host, listener.port):
+            if time.monotonic() >= deadline:
+                raise PortInUse(f"essaycoach: port {listener.port} on {listener.host} is already in use; "
+                                f"stop what listens there or set ESSAYCOACH_{listener.setting} to a free port")
+            time.sleep(0.1)
 
 
 # Serve's own ports on a node: its Gateway replicas' HTTP servers (the HAProxy fast path's
