@@ -110,6 +110,7 @@ class EssayHost:
         self.leases = EssayLeases(name=name, store=self._store, seconds=self.config.lease_seconds,
                                   wallclock=wallclock, hand_over=hand_over)
         self._renewed_at = clock()
+        self._notices: set[asyncio.Task[None]] = set()  # MOVED publishes after a refused commit
         self.compactor = Compactor(store=self._store, config=self.config, events=self.events, clock=clock,
                                    wallclock=wallclock, on_failed=self._failed, fence=self.leases.fence,
                                    on_lost=self._lost)
@@ -200,7 +201,13 @@ class EssayHost:
         for i in refused:
             essay = self.essays.get(rows[i]["essay_id"])
             if essay is not None and essay.lease == rows[i]["lease"]:
-                await self._lost(essay)
+                # Unloaded now; the sockets are told after: this function is what the committer's
+                # retry policy repeats, and a bus call here would retry a committed batch on a bus
+                # failure and hold every other essay's ack behind the publish.
+                self._drop_lost(essay)
+                task = asyncio.create_task(self._moved(essay.essay_id), name="essay-moved")
+                self._notices.add(task)
+                task.add_done_callback(self._notices.discard)
         return refused
 
     async def _record_usage(self, essay: LiveEssay, usage: Any) -> None:
@@ -416,14 +423,19 @@ class EssayHost:
     async def _lost(self, essay: LiveEssay) -> None:
         """Another host took the essay's lease (this one stalled past its expiry, or could not
         renew it): its writes were refused; unload it and close its sockets."""
+        if self._drop_lost(essay):
+            await self._moved(essay.essay_id)
+
+    def _drop_lost(self, essay: LiveEssay) -> bool:
+        """Unload an essay whose lease was lost; False when a newer copy (a newer lease) is loaded."""
         current = self.essays.get(essay.essay_id)
         if current is not None and current is not essay:
-            return  # a newer copy, under a newer lease, is loaded: it is fine
+            return False
         log.warning("essay lease lost: unloaded", extra={"essay_id": str(essay.essay_id)})
         self._moved_counter.labels(self.leases.holder.name, "lease_lost").inc()
         if current is not None:
             self._evict(essay)
-        await self._moved(essay.essay_id)
+        return True
 
     async def _moved(self, essay_id: uuid.UUID) -> None:
         for channel in (f"essay:{essay_id}:doc", f"essay:{essay_id}"):
