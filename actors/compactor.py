@@ -5,8 +5,8 @@ the essay's snapshot and moves its log watermark; when `actors.decisions.revisio
 (every few minutes of activity) or a caller forces one (submit), it also freezes a numbered
 revision. A feedback set that changed since the last store goes with it. What is due comes from
 `actors.decisions`; this module only writes. Each transaction first fences its essays (`fence`:
-those whose lease the host still holds under their token, `actors.leases`) and writes nothing for
-the others, which go to `on_lost`.
+whether the host still holds each one's lease under its token, `EssayLeases.fence`) and writes
+nothing for the others, which go to `on_lost`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ COMPACT_BATCH = 4
 _STORE_ERRORS = metric("essaycoach_store_errors_total")
 
 Store = Callable[..., Awaitable[Any]]  # `EssayHost._store(work, *, inline=True)`
-Fence = Callable[[Any, Mapping[uuid.UUID, int]], set[uuid.UUID]]  # `EssayLeases.fence(conn, tokens)`
+Fence = Callable[[Any, Sequence[tuple[uuid.UUID, int]]], list[bool]]  # `EssayLeases.fence(conn, leases)`
 
 
 class Compactor:
@@ -46,7 +46,7 @@ class Compactor:
 
     def __init__(self, *, store: Store, config: HostConfig, events: EventLog, clock: Callable[[], float],
                  wallclock: Callable[[], datetime], on_failed: Callable[[LiveEssay], Awaitable[None]],
-                 fence: Fence | None = None, on_lost: Callable[[LiveEssay], Awaitable[None]] | None = None) -> None:
+                 fence: Fence, on_lost: Callable[[LiveEssay], Awaitable[None]]) -> None:
         self.store = store
         self.fence = fence
         self.on_lost = on_lost
@@ -80,15 +80,15 @@ class Compactor:
             if not any(plans) and all(f is None for f in feedback):
                 return [None] * len(essays)
 
-            lost: list[LiveEssay] = []
+            lost: set[int] = set()  # indexes in `essays`
 
             def store(conn: Any) -> list[int | None]:
+                held = self.fence(conn, [(e.essay_id, e.lease) for e in essays])
                 lost.clear()  # a retried transaction fences again
-                held = None if self.fence is None else self.fence(conn, {e.essay_id: e.lease for e in essays})
+                lost.update(i for i, ours in enumerate(held) if not ours)
                 out: list[int | None] = []
-                for essay, plan, items in zip(essays, plans, feedback):
-                    if held is not None and essay.essay_id not in held:
-                        lost.append(essay)
+                for essay, plan, items, ours in zip(essays, plans, feedback, held):
+                    if not ours:
                         out.append(None)
                     elif plan is not None:
                         out.append(documents.store_compaction(conn, **plan, feedback=items))
@@ -106,11 +106,10 @@ class Compactor:
                 # "compaction": snapshots (and revisions, feedback with them); "feedback": sets alone.
                 _STORE_ERRORS.labels("compaction" if any(plans) else "feedback").inc()
                 raise
-            for essay in lost:
-                if self.on_lost is not None:
-                    await self.on_lost(essay)
-            for essay, plan in zip(essays, plans):
-                if plan is None or any(essay is gone for gone in lost):
+            for i in sorted(lost):
+                await self.on_lost(essays[i])
+            for i, (essay, plan) in enumerate(zip(essays, plans)):
+                if plan is None or i in lost:
                     continue
                 if essay.stored(plan["seq"], revision=plan["revision_reason"] is not None, now=now):
                     await self.events.publish(essay, "saved", word_count=plan["word_count"])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,40 +101,39 @@ class EssayLeases:
             return got
         raise LeaseRefused(got)
 
-    def fence(self, conn: Any, tokens: Mapping[uuid.UUID, int]) -> set[uuid.UUID]:
-        """In the caller's write transaction: the essays of `tokens` still ours under those tokens."""
-        return leases_repo.fence(conn, holder=self.holder, tokens=tokens)
+    def fence(self, conn: Any, leases: Sequence[tuple[uuid.UUID, int]]) -> list[bool]:
+        """In the caller's write transaction: for each (essay id, token) of `leases`, whether the
+        essay is still ours under that token (write it: no other host can take it before the
+        transaction ends) or not (fenced: write nothing of it). An essay may come twice with two
+        tokens (unloaded and loaded again while a batch gathered): only its current one is ours."""
+        held = leases_repo.fence(conn, holder=self.holder, leases=set(leases))
+        return [lease in held for lease in leases]
 
     def append_fenced(self, conn: Any, rows: list[dict[str, Any]]) -> dict[int, BaseException]:
-        """A group commit's rows (each with its essay's token under "lease"), in the caller's
-        transaction: the rows of essays still ours are written; the others, by index, are refused."""
-        tokens = {row["essay_id"]: row["lease"] for row in rows}
-        held = self.fence(conn, tokens)
-        keep: list[dict[str, Any]] = []
-        refused: dict[int, BaseException] = {}
-        for i, row in enumerate(rows):
-            if row["essay_id"] in held and tokens[row["essay_id"]] == row["lease"]:
-                keep.append({key: value for key, value in row.items() if key != "lease"})
-            else:
-                refused[i] = EssayMoved(f"essay {row['essay_id']} moved to another host; not saved here")
-        documents.append_updates(conn, rows=keep)
-        return refused
+        """A group commit's rows (each with its essay's token under "lease", which is no column),
+        in the caller's transaction: the rows of essays still ours are written; the others, by
+        index, are refused."""
+        held = self.fence(conn, [(row["essay_id"], row["lease"]) for row in rows])
+        documents.append_updates(conn, rows=[row for row, ours in zip(rows, held) if ours])
+        return {i: EssayMoved(f"essay {row['essay_id']} moved to another host; not saved here")
+                for i, (row, ours) in enumerate(zip(rows, held)) if not ours}
 
     async def renew(self, tokens: Mapping[uuid.UUID, int]) -> set[uuid.UUID]:
         """Extend these leases; the essays whose lease is no longer ours (another host took it)."""
         if not tokens:
             return set()
 
-        def work(conn: Any) -> set[uuid.UUID]:
-            return leases_repo.fence(conn, holder=self.holder, tokens=tokens, expires_at=self._expiry(self.wallclock()))
+        def work(conn: Any) -> set[tuple[uuid.UUID, int]]:
+            return leases_repo.fence(conn, holder=self.holder, leases=tokens.items(),
+                                     expires_at=self._expiry(self.wallclock()))
 
-        held: set[uuid.UUID] = await self.store(work)
-        return set(tokens) - held
+        held: set[tuple[uuid.UUID, int]] = await self.store(work)
+        return set(tokens) - {essay_id for essay_id, _ in held}
 
     async def release(self, tokens: Mapping[uuid.UUID, int]) -> None:
         """Give these leases up (unloaded essays, or all of them on stop): free for any host."""
         if tokens:
-            await self.store(lambda conn: leases_repo.release(conn, holder=self.holder, tokens=tokens))
+            await self.store(lambda conn: leases_repo.release(conn, holder=self.holder, leases=tokens.items()))
 
     async def release_named(self, essay_id: uuid.UUID) -> None:
         """Give up the essay's lease held under this host's name by any of its processes (hand-over)."""

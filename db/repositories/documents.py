@@ -45,7 +45,9 @@ async def log_bytes(session: AsyncSession, *, essay_id: uuid.UUID) -> int:
 def append_updates(conn: Connection | Session, *, rows: list[dict[str, Any]]) -> None:
     """One executemany INSERT for a whole group commit (rows of many essays).
 
-    Synchronous: it runs through `db.engine.SqliteWriter` or `AsyncSession.run_sync`.
+    Synchronous: it runs through `db.engine.SqliteWriter` or `AsyncSession.run_sync`. A row's
+    keys that are no column (the essay host's lease token) are not written: SQLAlchemy builds the
+    INSERT from the first row's keys that name columns and ignores the rest (no copy per row).
     Core, not the ORM's bulk path: this is the typing path, and the ORM's per-row bookkeeping was
     a tenth of an essay host's CPU under load.
     """

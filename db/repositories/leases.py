@@ -15,11 +15,11 @@ the transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -67,35 +67,39 @@ def holder_of(conn: Connection | Session, *, essay_id: uuid.UUID) -> Holder | No
     return None if row is None else Holder(row.holder, row.instance)
 
 
-def fence(conn: Connection | Session, *, holder: Holder, tokens: Mapping[uuid.UUID, int],
-          expires_at: datetime | None = None) -> set[uuid.UUID]:
-    """The essays of `tokens` (essay id -> token) whose lease `holder` still holds with that
-    token, locked until the caller's transaction ends, so a concurrent `acquire` waits for it and
-    a write checked here lands before the next holder loads (PostgreSQL: FOR SHARE, or the
-    UPDATE's row locks; SQLite: the essay host's write transactions begin IMMEDIATE, holding the
-    database's write lock). `expires_at` also renews them."""
-    held: set[uuid.UUID] = set()
-    pairs = list(tokens.items())
+def _ours(holder: Holder, leases: Iterable[tuple[uuid.UUID, int]]) -> Iterator[tuple[ColumnElement[bool], ...]]:
+    """The WHERE clauses of `holder`'s leases among `leases` ((essay id, token) pairs), one per
+    `CHUNK` pairs."""
+    pairs = list(leases)
     for i in range(0, len(pairs), CHUNK):
-        ours = (tuple_(EssayLease.essay_id, EssayLease.token).in_(pairs[i:i + CHUNK]),
-                EssayLease.holder == holder.name, EssayLease.instance == holder.instance)
+        yield (tuple_(EssayLease.essay_id, EssayLease.token).in_(pairs[i:i + CHUNK]),
+               EssayLease.holder == holder.name, EssayLease.instance == holder.instance)
+
+
+def fence(conn: Connection | Session, *, holder: Holder, leases: Iterable[tuple[uuid.UUID, int]],
+          expires_at: datetime | None = None) -> set[tuple[uuid.UUID, int]]:
+    """The (essay id, token) pairs of `leases` whose lease `holder` still holds with that token,
+    locked until the caller's transaction ends, so a concurrent `acquire` waits for it and a write
+    checked here lands before the next holder loads (PostgreSQL: FOR SHARE, or the UPDATE's row
+    locks; SQLite: the essay host's write transactions begin IMMEDIATE, holding the database's
+    write lock). `expires_at` also renews them."""
+    held: set[tuple[uuid.UUID, int]] = set()
+    for ours in _ours(holder, leases):
         if expires_at is None:
-            found = conn.execute(select(EssayLease.essay_id).where(*ours).with_for_update(read=True))
+            found = conn.execute(select(EssayLease.essay_id, EssayLease.token).where(*ours)
+                                 .with_for_update(read=True))
         else:
             found = conn.execute(update(EssayLease).where(*ours).values(expires_at=expires_at)
-                                 .returning(EssayLease.essay_id))
-        held.update(found.scalars())
+                                 .returning(EssayLease.essay_id, EssayLease.token))
+        held.update((essay_id, token) for essay_id, token in found)
     return held
 
 
-def release(conn: Connection | Session, *, holder: Holder, tokens: Mapping[uuid.UUID, int]) -> None:
-    """Give up these leases (when still held with these tokens): free for any host at once."""
-    for i in range(0, len(tokens), CHUNK):
-        chunk = list(tokens.items())[i:i + CHUNK]
-        conn.execute(update(EssayLease)
-                     .where(tuple_(EssayLease.essay_id, EssayLease.token).in_(chunk),
-                            EssayLease.holder == holder.name, EssayLease.instance == holder.instance)
-                     .values(expires_at=RELEASED))
+def release(conn: Connection | Session, *, holder: Holder, leases: Iterable[tuple[uuid.UUID, int]]) -> None:
+    """Give up these leases ((essay id, token) pairs; when still held with these tokens): free
+    for any host at once."""
+    for ours in _ours(holder, leases):
+        conn.execute(update(EssayLease).where(*ours).values(expires_at=RELEASED))
 
 
 def release_named(conn: Connection | Session, *, name: str, essay_ids: Iterable[uuid.UUID] | None = None) -> None:

@@ -207,6 +207,41 @@ async def test_a_host_whose_lease_was_taken_cannot_commit(strangers: Pair, sessi
     assert await stored_text(sessions, essay_id) == "one two three"
 
 
+async def test_one_commit_batch_stores_the_held_essays_and_refuses_the_fenced_ones(
+        strangers: Pair, sessions: object, wall: FakeWall) -> None:
+    taken, held = await new_essay(sessions), await new_essay(sessions)
+    moved, stayed = announced(strangers.buses[0], taken), announced(strangers.buses[0], held)
+    before, after = typed_updates(["before ", "after"])
+    await type_into(strangers.a, taken, [before])
+    await type_into(strangers.a, held, [before])
+    wall.advance(31)  # both of a's leases ran out; b takes one of the essays
+    await type_into(strangers.b, taken, typed_updates(["b "])[:1])
+    lost, batches = moves(strangers.a, "lease_lost"), strangers.a.committer.batches
+    acks = await asyncio.gather(
+        strangers.a.apply_update(taken, after, author_id=None, origin="t"),
+        strangers.a.apply_update(held, after, author_id=None, origin="t"), return_exceptions=True)
+    assert strangers.a.committer.batches == batches + 1  # one group commit held both
+    assert isinstance(acks[0], EssayMoved) and acks[1] == 2
+    assert await stored_text(sessions, held) == "before after"
+    assert "after" not in await stored_text(sessions, taken)
+    assert taken not in strangers.a.essays and held in strangers.a.essays
+    assert moves(strangers.a, "lease_lost") == lost + 1
+    for _ in range(100):  # MOVED is published in a task after the commit
+        if moved():
+            break
+        await asyncio.sleep(0.01)
+    assert moved() and not stayed()
+
+
+async def test_fencing_holds_only_an_essays_current_token(strangers: Pair, sessions: object) -> None:
+    """A batch may hold an essay's rows under two tokens (unloaded and loaded again meanwhile)."""
+    essay_id, leases_ = await new_essay(sessions), strangers.a.leases
+    old = await leases_.acquire(essay_id)
+    new = await leases_.acquire(essay_id)
+    fenced = await strangers.a._store(lambda conn: leases_.fence(conn, [(essay_id, old), (essay_id, new)]))
+    assert fenced == [False, True]
+
+
 async def test_a_host_that_lost_its_lease_stores_no_snapshot_and_unloads_at_renewal(
         strangers: Pair, sessions: object, wall: FakeWall) -> None:
     essay_id = await new_essay(sessions)
