@@ -233,6 +233,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
                SLOW_BUCKETS),
     MetricSpec("essaycoach_ai_budget_refusals_total", "counter",
                "LLM calls not made because a token budget was spent, by budget", ("scope",)),
+    MetricSpec("essaycoach_rules_worker_fallbacks_total", "counter",
+               "Local-analysis jobs a host's rules worker could not do, run in the host process instead: the "
+               "worker died twice (worker_failed) or the job raised in it (job_error: a bug, see the host log)",
+               ("reason",)),
     # --- Submissions and webhooks ----------------------------------------------------------------
     MetricSpec("essaycoach_submission_queue_depth", "gauge",
                "Submissions waiting to run (the shared queue, as this runner last saw it: take the max)"),

@@ -17,16 +17,19 @@ from collections.abc import Callable, Collection, Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache import LRUCache, cache_key
+from actors.metrics import metric
+
+from .cache import CacheKey, LRUCache, cache_key
 from .items import FeedbackItem, Score, assign_ids, shift_items
 from .llm import PROMPT_VERSION, TokenBudget
 from .local import LocalAnalyzer, sentence_spans
 from .paragraphs import Paragraph, changed_paragraphs, split_paragraphs, structure_changed
 from .provider import AnalysisProvider, ProviderContext, ProviderError, ProviderResult, Rubric, Usage
 from .rubric import score_rubric_local
-from .worker import RulesWorker, WorkerFailed
+from .worker import RulesWorker, WorkerFailed, WorkerJobError
 
 log = logging.getLogger(__name__)
+_WORKER_FALLBACKS = metric("essaycoach_rules_worker_fallbacks_total")
 
 LOCAL_PAUSE_SECONDS = 0.25
 # A paragraph at least this similar to the version the LLM reviewed keeps that review.
@@ -72,6 +75,26 @@ class AnalysisResult:
 
 
 CacheValue = list[FeedbackItem]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalResults:
+    """What one run did to the local-rules cache: the results it computed and the keys of the
+    paragraph versions it replaced. A run in the rules worker sends them back, so this process's
+    cache holds the big essay's paragraphs too (a later run here, with the LLM or with the
+    worker gone, reuses them instead of redoing every paragraph). Only what the child computed
+    travels (all of a big essay's results would double the IPC of every run): the child's cache
+    holds what this engine got back, as one engine (the host's tier 1) sends a worker its whole
+    runs; what this process's cache evicted meanwhile is computed again here."""
+
+    computed: list[tuple[CacheKey, CacheValue]]
+    replaced: list[CacheKey]
+
+    def apply(self, cache: LRUCache[Hashable, CacheValue]) -> None:
+        for key, items in self.computed:
+            cache.put(key, items)
+        for key in self.replaced:
+            cache.discard(key)
 
 
 class AnalysisEngine:
@@ -144,12 +167,18 @@ class AnalysisEngine:
         ``CancelledError``; results already cached stay valid (they are keyed by content).
 
         A run without the LLM on a text longer than ``offload_chars`` runs in the rules worker
-        process when there is one (whole: its engine keeps its own cache of the big essay's
-        paragraphs), else, or when the worker failed twice, on a worker thread (its own event
-        loop; it shares only plain strings and the locked caches), so the caller's loop keeps
-        serving while the rules work. A run with the LLM stays on the caller's loop (its HTTP
-        client belongs there); tier 1 has cached the rules by then, and uncached paragraphs of
-        ``worker_min_chars`` or more go to the worker.
+        process when there is one (whole; the paragraph results it computed come back into this
+        engine's cache), else on a worker thread (its own event loop; it shares only plain
+        strings and the locked caches), so the caller's loop keeps serving while the rules work.
+        A run with the LLM stays on the caller's loop (its HTTP client belongs there); tier 1 has
+        cached the rules by then, and uncached paragraphs of ``worker_min_chars`` or more go to
+        the worker.
+
+        A job the worker cannot do, whether it died twice (``WorkerFailed``) or the job raised in
+        it (``WorkerJobError``: a bug in the worker's side, or in rules that will fail here too),
+        runs once more in this process, logged and counted in
+        ``essaycoach_rules_worker_fallbacks_total``: a bug there delays the student's feedback
+        instead of losing it. An error that happens here too fails the run.
         """
         kwargs: dict[str, Any] = dict(essay_id=essay_id, class_id=class_id, assignment_prompt=assignment_prompt,
                       dictionary=dictionary, run_llm=run_llm, previous_items=previous_items,
@@ -158,13 +187,26 @@ class AnalysisEngine:
             self.offloaded_runs += 1
             if self.worker is not None:
                 try:
-                    result: AnalysisResult = await self.worker.call("run", old_text, new_text, kwargs)
+                    done: tuple[AnalysisResult, LocalResults] = await self.worker.call("run", old_text, new_text,
+                                                                                        kwargs)
+                except (WorkerFailed, WorkerJobError) as exc:
+                    _fall_back(exc, f"a run over {len(new_text)} characters")
+                else:
+                    result, local = done
+                    local.apply(self.cache)
                     return result
-                except WorkerFailed:
-                    log.warning("rules worker failed: analysing %d characters in this process", len(new_text))
-            return await asyncio.to_thread(asyncio.run, self._analyze_changed(old_text, new_text, use_worker=False,
-                                                                              **kwargs))
-        return await self._analyze_changed(old_text, new_text, use_worker=True, **kwargs)
+            result, _ = await asyncio.to_thread(asyncio.run, self._analyze_changed(old_text, new_text,
+                                                                                   use_worker=False, **kwargs))
+            return result
+        result, _ = await self._analyze_changed(old_text, new_text, use_worker=True, **kwargs)
+        return result
+
+    async def analyze_in_process(self, old_text: str, new_text: str,
+                                 **kwargs: Any) -> tuple[AnalysisResult, LocalResults]:
+        """``analyze_changed`` on the caller's loop with no worker (what the rules worker runs for
+        a whole run), and what it did to the local-rules cache, for the host's engine to apply.
+        ``kwargs``: every keyword argument of ``analyze_changed``, as the host's engine sends them."""
+        return await self._analyze_changed(old_text, new_text, use_worker=False, **kwargs)
 
     async def _analyze_changed(
         self,
@@ -180,7 +222,7 @@ class AnalysisEngine:
         force_structure: bool,
         llm_hold: Collection[str],
         use_worker: bool,
-    ) -> AnalysisResult:
+    ) -> tuple[AnalysisResult, LocalResults]:
         old_paragraphs = split_paragraphs(old_text)
         new_paragraphs = split_paragraphs(new_text)
         changed = changed_paragraphs(old_paragraphs, new_paragraphs)
@@ -200,7 +242,6 @@ class AnalysisEngine:
                 local_items[p.hash] = cached
         fresh = await self._local_items(list(todo.values()), dictionary, use_worker=use_worker)
         for p, found in zip(todo.values(), fresh, strict=True):
-            self.cache.put(cache_key("local", p.hash, local_version), found)
             local_items[p.hash] = found
             local_ran.append(p.hash)
         # A paragraph being typed leaves a new version in the cache every run, and the version
@@ -208,9 +249,10 @@ class AnalysisEngine:
         # (~70 MiB of stale items per host). Local results are cheap to recompute, so the
         # replaced versions go now (LLM results, which cost tokens, stay).
         new_hashes = {p.hash for p in new_paragraphs}
-        for p in old_paragraphs:
-            if p.hash not in new_hashes:
-                self.cache.discard(cache_key("local", p.hash, local_version))
+        local = LocalResults(
+            computed=[(cache_key("local", p.hash, local_version), local_items[p.hash]) for p in todo.values()],
+            replaced=[cache_key("local", p.hash, local_version) for p in old_paragraphs if p.hash not in new_hashes])
+        local.apply(self.cache)
 
         usage = Usage()
         llm_sent: list[str] = []
@@ -247,19 +289,19 @@ class AnalysisEngine:
             structure_ran=structure_ran,
             errors=errors,
             budget_exhausted=budget_exhausted,
-        )
+        ), local
 
     async def _local_items(self, todo: Sequence[Paragraph], dictionary: Collection[str], *,
                            use_worker: bool) -> list[list[FeedbackItem]]:
         """The rules' items for each paragraph: in the worker when they are big enough to pay
-        for the IPC (in this process when the worker failed twice)."""
+        for the IPC (in this process when the worker cannot: see `analyze_changed`)."""
         if use_worker and self.worker is not None and sum(len(p.text) for p in todo) >= self.worker_min_chars:
             try:
                 items: list[list[FeedbackItem]] = await self.worker.call("paragraphs", [p.text for p in todo],
                                                                          dictionary)
                 return items
-            except WorkerFailed:
-                log.warning("rules worker failed: analysing %d paragraphs in this process", len(todo))
+            except (WorkerFailed, WorkerJobError) as exc:
+                _fall_back(exc, f"{len(todo)} paragraphs")
         return [self.local.analyze_paragraph(p.text, dictionary=dictionary) for p in todo]
 
     def _reuse_llm(self, essay: str, p: Paragraph, candidates: Sequence[tuple[str, str]]) -> bool:
@@ -390,6 +432,16 @@ class AnalysisEngine:
         self.budget.record(essay_id, class_id, result.usage.total_tokens)
         by_id = {s.criterion_id: s for s in result.scores}
         return [by_id.get(s.criterion_id, s) for s in local_scores], result.usage
+
+
+def _fall_back(exc: WorkerFailed | WorkerJobError, job: str) -> None:
+    """Log and count a job the rules worker could not do (the caller runs it in this process)."""
+    if isinstance(exc, WorkerJobError):  # the child's traceback: a bug to fix, not a crash to ride out
+        _WORKER_FALLBACKS.labels("job_error").inc()
+        log.error("rules worker job failed (%s), analysing in this process:\n%s", job, exc)
+    else:
+        _WORKER_FALLBACKS.labels("worker_failed").inc()
+        log.warning("rules worker failed (%s), analysing in this process: %s", job, exc)
 
 
 def _last_sentence(text: str) -> str:

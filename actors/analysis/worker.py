@@ -13,8 +13,12 @@ safe here: both ends are this code base, nothing else writes to the pipes.
 
 Lifetime: the child exits when its stdin closes (the parent closed it or died) and, should a
 job be running then, when its parent process changes (checked every 0.2 s); `close()` kills it.
-A crashed child is restarted and the job retried once; `WorkerFailed` after that, and the engine
-runs the job in-process.
+A crashed child is restarted and the job retried once; `WorkerFailed` after that. A job that
+raises in the child is `WorkerJobError` (the child goes on). On either the engine runs the job
+in-process once (`AnalysisEngine.analyze_changed`).
+
+The child runs the jobs of `OPS`; tests start one with hooks of their own added
+(`tests/rules_worker.py`, through `main(ops)`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -181,9 +185,10 @@ def _paragraph_items(texts: Sequence[str], dictionary: Collection[str]) -> list[
 
 
 def _run(old_text: str, new_text: str, kwargs: dict[str, Any]) -> Any:
+    """A whole run: its result, and the local results for the host's cache (`LocalResults`)."""
     engine = _child_engine()
     # The child's own engine, its own cache: a big essay's next run reuses its paragraphs here.
-    return asyncio.run(engine.analyze_changed(old_text, new_text, **kwargs))
+    return asyncio.run(engine.analyze_in_process(old_text, new_text, **kwargs))
 
 
 _ENGINE: list[Any] = []
@@ -199,23 +204,13 @@ def _child_engine() -> Any:
     return _ENGINE[0]
 
 
-_OPS: dict[str, Callable[..., Any]] = {
+OPS: Mapping[str, Callable[..., Any]] = {
     "paragraphs": _paragraph_items,
     "run": _run,
+    # A round trip that names the child answering it: starts and warms a worker
+    # (ops/loadtest/anchor_bench.py) and tells a restarted child from the one before.
     "pid": os.getpid,
 }
-
-
-def _crash_once(marker: str) -> int:
-    """Tests: kill this child unless `marker` exists (creating it first), so the parent's restart
-    and retry can be seen; the retry answers the new child's pid."""
-    if not os.path.exists(marker):
-        Path(marker).touch()
-        os._exit(70)
-    return os.getpid()
-
-
-_OPS["crash_once"] = _crash_once
 
 
 def _watch_parent(parent: int) -> None:
@@ -226,7 +221,8 @@ def _watch_parent(parent: int) -> None:
             os._exit(0)
 
 
-def main() -> None:
+def main(ops: Mapping[str, Callable[..., Any]] = OPS) -> None:
+    """The child's loop: read a job, run `ops[name](*args)`, answer, until stdin closes."""
     parent = os.getppid()
     # Ctrl-C at `essaycoach run` reaches the whole process group: the host stops, and we with it
     # (our stdin closes), without a KeyboardInterrupt traceback of our own in its log.
@@ -251,7 +247,7 @@ def main() -> None:
         except EOFError:
             return  # the parent closed our stdin or died
         try:
-            reply: tuple[str, Any] = ("ok", _OPS[op](*args))
+            reply: tuple[str, Any] = ("ok", ops[op](*args))
         except Exception:
             reply = ("error", traceback.format_exc())
         _write(out, reply)

@@ -17,6 +17,8 @@ from actors.analysis.engine import AnalysisEngine
 from actors.analysis.local import LocalAnalyzer
 from actors.analysis.paragraphs import split_paragraphs
 from actors.analysis.worker import RulesWorker, WorkerFailed
+from tests.rules_worker import COMMAND
+from tests.unit.test_metrics import value
 
 TEXTS = [
     "I beleive teh answer is obvius. Their going to the libary tomorow, and then they goes home.",
@@ -75,6 +77,21 @@ async def test_a_whole_run_in_the_worker_equals_the_run_in_process(worker: Rules
     assert worker.jobs == jobs + 2
 
 
+async def test_a_whole_run_in_the_worker_leaves_its_paragraphs_in_this_processs_cache(worker: RulesWorker) -> None:
+    # Paragraphs the (module's) child has not analysed before: it sends back what it computes.
+    paragraphs = [p.text for text in TEXTS for p in split_paragraphs(text)]
+    text = "\n".join(f"Cached part {i}: {paragraph}" for i in range(100) for paragraph in paragraphs)
+    engine = AnalysisEngine(LocalAnalyzer(), worker=worker)
+    jobs = worker.jobs
+    await engine.analyze_changed("", text)
+    assert worker.jobs == jobs + 1
+    engine.worker = None  # a later run in this process (with the LLM, or with the worker gone)
+    edited = text + "\nA new last paragraph, with a mistaek."
+    again = await engine.analyze_changed(text, edited)
+    assert again.local_ran == [split_paragraphs(edited)[-1].hash]
+    assert again.items == (await AnalysisEngine(LocalAnalyzer()).analyze_changed(text, edited)).items
+
+
 async def test_big_uncached_paragraphs_go_to_the_worker_small_ones_stay_here(worker: RulesWorker) -> None:
     engine = AnalysisEngine(LocalAnalyzer(), worker=worker, worker_min_chars=1_000)
     reference = AnalysisEngine(LocalAnalyzer())
@@ -88,7 +105,7 @@ async def test_big_uncached_paragraphs_go_to_the_worker_small_ones_stay_here(wor
 
 
 def test_a_crashed_worker_is_restarted_and_the_job_retried_once(tmp_path: Path) -> None:
-    w = RulesWorker()
+    w = RulesWorker(command=COMMAND)
     try:
         first = w.call_sync("pid")
         second = w.call_sync("crash_once", str(tmp_path / "crashed"))
@@ -122,6 +139,32 @@ async def test_a_worker_that_keeps_dying_leaves_the_engine_analysing_in_process(
         assert await engine.analyze_changed("", text) == await reference.analyze_changed("", text)
     finally:
         broken.close()
+
+
+async def test_a_job_that_raises_in_the_worker_runs_once_in_this_process(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in the worker's side costs the student's feedback time, not the feedback."""
+    failing = RulesWorker(command=[*COMMAND, "--failing"])
+    try:
+        engine = AnalysisEngine(LocalAnalyzer(), worker=failing, worker_min_chars=1)
+        reference = AnalysisEngine(LocalAnalyzer())
+        errors = value("essaycoach_rules_worker_fallbacks_total", {"reason": "job_error"})
+        text = "\n".join(TEXTS * 200)
+        assert await engine.analyze_changed("", TEXTS[1]) == await reference.analyze_changed("", TEXTS[1])
+        assert await engine.analyze_changed("", text) == await reference.analyze_changed("", text)
+        assert failing.jobs == 2 and failing.restarts == 0  # each job answered (with its error), once
+        assert value("essaycoach_rules_worker_fallbacks_total", {"reason": "job_error"}) == errors + 2
+        logged = [r for r in caplog.records if r.levelname == "ERROR" and "rules worker job failed" in r.message]
+        assert len(logged) == 2 and "a bug in the rules worker's job" in logged[0].message
+    finally:
+        failing.close()
+
+
+def test_production_workers_run_no_test_hooks(worker: RulesWorker) -> None:
+    from actors.analysis.worker import OPS, WorkerJobError
+
+    assert set(OPS) == {"paragraphs", "run", "pid"}
+    with pytest.raises(WorkerJobError, match="crash_once"):
+        worker.call_sync("crash_once", "/nonexistent/marker")
 
 
 def test_close_kills_the_worker_and_later_jobs_fail() -> None:
