@@ -30,8 +30,11 @@ Gauges are per process (sum or max them across `WorkerId` in queries, as each on
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -61,25 +64,54 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
 
 
+RAY_COUNTER_INTERVAL = 1.0
+"""Seconds a counter's increments may gather before they go to its Ray twin in one record.
+
+Counters on the typing path count every update (updates, their bytes, bus deliveries: three a
+typed update on a Gateway replica), and a record into `ray.util.metrics` (tags merged and
+checked, then a call into Ray's core worker) cost more than the rest of the metric call; the
+prometheus-client side still counts each one at once. Ray's agent reads its workers' metrics
+every few seconds, so a second's gathering changes nothing a scrape of it sees beyond that
+second. `flush()` sends what is left (a process's housekeeping calls it: `flush_periodically`)."""
+
+_now = time.monotonic  # the clock of `RAY_COUNTER_INTERVAL` (tests replace it)
+_UNSENT: set[_Child] = set()
+"""Counters holding increments not yet given to their Ray twin."""
+
+
 class _Child:
     """A metric with its label values bound: records into prometheus-client and, inside a Ray
-    cluster, into the `ray.util.metrics` twin."""
+    cluster, into the `ray.util.metrics` twin (counters: gathered up to `RAY_COUNTER_INTERVAL`)."""
 
-    __slots__ = ("_metric", "_prom", "_tags", "_value")
+    __slots__ = ("_metric", "_prom", "_tags", "_value", "_unsent", "_sent_at")
 
     def __init__(self, metric: Metric, values: tuple[str, ...]) -> None:
         self._metric = metric
         self._prom: Any = metric.prom.labels(*values) if values else metric.prom
         self._tags = dict(zip(metric.spec.labels, values, strict=True))
         self._value = 0.0  # gauges: Ray's gauge can only be set, so the value is kept here
+        self._unsent = 0.0  # counters: increments the Ray twin has not been given yet
+        self._sent_at = -math.inf
 
     def inc(self, amount: float = 1.0) -> None:
         if self._metric.spec.kind == "gauge":
             self.set(self._value + amount)
             return
         self._prom.inc(amount)
+        if amount <= 0:  # Ray's counter refuses 0 (e.g. a call that used no tokens)
+            return
+        self._unsent += amount
+        now = _now()
+        if now - self._sent_at >= RAY_COUNTER_INTERVAL:
+            self._send(now)
+        else:
+            _UNSENT.add(self)
+
+    def _send(self, now: float) -> None:
+        amount, self._unsent, self._sent_at = self._unsent, 0.0, now
+        _UNSENT.discard(self)
         twin = self._metric.ray_twin()
-        if twin is not None and amount > 0:  # Ray's counter refuses 0 (e.g. a call that used no tokens)
+        if twin is not None and amount > 0:
             twin.inc(amount, tags=self._tags)
 
     def dec(self, amount: float = 1.0) -> None:
@@ -97,6 +129,21 @@ class _Child:
         twin = self._metric.ray_twin()
         if twin is not None:
             twin.observe(value, tags=self._tags)
+
+
+def flush() -> None:
+    """Give every counter's gathered increments to its Ray twin now."""
+    now = _now()
+    for child in list(_UNSENT):
+        child._send(now)
+
+
+async def flush_periodically(seconds: float = RAY_COUNTER_INTERVAL) -> None:
+    """`flush` every `seconds`, for a long-lived process's event loop (runs until cancelled), so
+    a counter that stopped moving still reaches Ray's export in full."""
+    while True:
+        await asyncio.sleep(seconds)
+        flush()
 
 
 class Metric:

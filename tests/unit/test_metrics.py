@@ -163,8 +163,35 @@ def test_inside_ray_a_counter_sends_increments_above_zero_with_their_tags(monkey
     before = value("essaycoach_ai_tokens_total", {"provider": "fake", "kind": "completion"})
     tokens.labels("fake", "completion").inc(0)  # an answer with no completion tokens
     tokens.labels("fake", "completion").inc(7)
+    metrics_module.flush()  # what a busy counter gathered meanwhile
     assert twin.recorded == [(7, {"provider": "fake", "kind": "completion"})]
     assert value("essaycoach_ai_tokens_total", {"provider": "fake", "kind": "completion"}) == before + 7
+
+
+def test_inside_ray_a_busy_counter_gives_ray_its_increments_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every typed update counts three times on a Gateway replica: a Ray record per increment
+    # cost more than the rest of the call, so increments gather for a second (prometheus-client
+    # still sees each one).
+    updates = Metric(metrics_module.MetricSpec("essaycoach_test_updates_total", "counter", "test"),
+                     CollectorRegistry())
+    twin = FakeRayCounter()
+    monkeypatch.setattr(updates, "ray_twin", lambda: twin)
+    now = [1000.0]
+    monkeypatch.setattr(metrics_module, "_now", lambda: now[0])
+    updates.inc()  # the first in a second goes at once
+    for _ in range(99):
+        now[0] += 0.005
+        updates.inc(2)
+    assert twin.recorded == [(1, {})]
+    now[0] += 0.6  # a second after the first: everything gathered goes in one record
+    updates.inc()
+    assert twin.recorded == [(1, {}), (199, {})]
+    updates.inc(5)
+    metrics_module.flush()  # the process's housekeeping: what is left goes too
+    assert twin.recorded == [(1, {}), (199, {}), (5, {})]
+    assert updates.prom._value.get() == 205
+    metrics_module.flush()  # nothing gathered: nothing sent
+    assert len(twin.recorded) == 3
 
 
 def test_a_doc_message_carries_its_origin_and_the_time_it_was_built() -> None:
