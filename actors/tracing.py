@@ -1,11 +1,15 @@
 """OpenTelemetry tracing of one keystroke and one AI call across processes; off unless asked for.
 
-On only when the standard variables ask for it (`wanted`): `OTEL_EXPORTER_OTLP_ENDPOINT` or
-`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set, or `OTEL_TRACES_EXPORTER` naming an exporter (`otlp`,
-`console`), and neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`. The SDK reads
+On only when the standard variables ask for it (`exporter_names`): `OTEL_TRACES_EXPORTER` naming
+exporters, or else `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set (`otlp`),
+and neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`. Each name is loaded as the
+SDK's own configurator loads it: the `opentelemetry_traces_exporter` entry point of that name,
+`otlp` being `otlp_proto_http` or `otlp_proto_grpc` by `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`
+(HTTP/protobuf when unset, the specification's default; Jaeger, Tempo and the Collector take it
+on port 4318). This install provides `otlp_proto_http` and `console`; a name no installed package
+provides is logged as an error and left out (tracing stays off when none is left). The SDK reads
 the rest itself: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` (+ `_ARG`),
-`OTEL_EXPORTER_OTLP_*` (headers, timeout, compression), `OTEL_BSP_*` (batching). Spans leave by
-OTLP over HTTP/protobuf (Jaeger, Tempo and the Collector take it on port 4318).
+`OTEL_EXPORTER_OTLP_*` (endpoint, headers, timeout, compression), `OTEL_BSP_*` (batching).
 
 Each process configures itself once at its entry point (`configure`: a Gateway replica's app
 lifespan, an essay host actor, an Analyzer replica), never at import: Ray pickles the Serve
@@ -23,6 +27,7 @@ and as the first argument of a `traced` Ray call (`EssayHostShell.traced`, `Anal
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Iterator, Mapping
@@ -32,59 +37,96 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 T = TypeVar("T")
+log = logging.getLogger("essaycoach.tracing")
 
 enabled = False
 """True once `configure` turned tracing on in this process: the one check on the hot path."""
 
 _tracer: Tracer | None = None
 _provider: TracerProvider | None = None
+_propagator: TraceContextTextMapPropagator | None = None
 _configured = False
-_EXPORTERS = ("otlp", "console")
+# Where exporter packages register their span exporters by name (the SDK's configurator reads it too).
+ENTRY_POINTS = "opentelemetry_traces_exporter"
+_OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
+
+
+def exporter_names(environ: Mapping[str, str]) -> list[str]:
+    """The span exporters the OTEL_* variables in `environ` ask for, as entry-point names
+    (none: tracing off)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    names = [e.strip().lower() for e in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
+    if not names and (environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        names = ["otlp"]
+    if names == ["none"]:
+        return []
+    protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf").strip()
+    # An unknown protocol keeps a name that no package provides, so `configure` reports it.
+    return [_OTLP_BY_PROTOCOL.get(protocol, f"otlp ({protocol})") if n == "otlp" else n for n in names]
 
 
 def wanted(environ: Mapping[str, str]) -> bool:
     """Whether the OTEL_* variables in `environ` ask for traces."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    exporters = [e.strip().lower() for e in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()]
-    if exporters:
-        return any(e in _EXPORTERS for e in exporters)
-    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    return bool(exporter_names(environ))
+
+
+def _load_exporters(names: list[str]) -> list[SpanExporter]:
+    """An exporter for each name an installed package provides; the others logged as errors."""
+    from importlib.metadata import entry_points
+
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+    exporters: list[SpanExporter] = []
+    for name in names:
+        found = installed.get(name)
+        try:
+            made = found.load() if found is not None else None
+        except ImportError as exc:  # a broken install: said as plainly as a missing one
+            log.error("tracing: span exporter %r failed to load: %r", name, exc)
+            continue
+        if isinstance(made, type) and issubclass(made, SpanExporter):
+            exporters.append(made())
+        else:
+            log.error("tracing: no span exporter %r is installed (OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_PROTOCOL);"
+                      " installed: %s", name, ", ".join(sorted(installed)) or "none")
+    return exporters
 
 
 def configure(service: str = "essaycoach", *, exporter: SpanExporter | None = None) -> bool:
-    """Turn tracing on in this process if its environment asks for it (`wanted`); once per
-    process (later calls return the first answer). `service`: the service name when
-    `OTEL_SERVICE_NAME` gives none (`essaycoach-gateway`, `-host`, `-analyzer`). `exporter`:
-    instead of the exporters the variables name (tests). Returns `enabled`."""
-    global enabled, _tracer, _provider, _configured
+    """Turn tracing on in this process if its environment asks for it (`exporter_names`) and
+    one of those exporters is installed; once per process (later calls return the first
+    answer). `service`: the service name when `OTEL_SERVICE_NAME` gives none
+    (`essaycoach-gateway`, `-host`, `-analyzer`). `exporter`: instead of the exporters the
+    variables name (tests). Returns `enabled`."""
+    global enabled, _tracer, _provider, _propagator, _configured
     if _configured:
         return enabled
     env = os.environ
     _configured = True
-    if not wanted(env):
+    names = exporter_names(env)
+    if not names:
+        return False
+    exporters = [exporter] if exporter is not None else _load_exporters(names)
+    if not exporters:
+        log.error("tracing stays off: none of the span exporters asked for is installed (%s)", ", ".join(names))
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     attributes = {"service.name": env.get("OTEL_SERVICE_NAME") or service}
     # The SDK reads the sampler, batching and OTLP settings from os.environ itself.
     provider = TracerProvider(resource=Resource.create(attributes))
-    exporters: list[SpanExporter] = [exporter] if exporter is not None else []
-    if exporter is None:
-        names = [e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
-        if "otlp" in names:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporters.append(OTLPSpanExporter())
-        if "console" in names:
-            exporters.append(ConsoleSpanExporter())
     for one in exporters:
         provider.add_span_processor(BatchSpanProcessor(one))
-    _provider, _tracer = provider, provider.get_tracer("essaycoach")
+    _provider, _tracer, _propagator = provider, provider.get_tracer("essaycoach"), TraceContextTextMapPropagator()
     enabled = True
     return True
 
@@ -97,10 +139,10 @@ def flush(timeout_ms: int = 5000) -> None:
 
 def shutdown() -> None:
     """Flush, stop exporting and turn tracing off; `configure` may run again (tests)."""
-    global enabled, _tracer, _provider, _configured
+    global enabled, _tracer, _provider, _propagator, _configured
     if _provider is not None:
         _provider.shutdown()
-    enabled, _tracer, _provider, _configured = False, None, None, False
+    enabled, _tracer, _provider, _propagator, _configured = False, None, None, None, False
 
 
 # --- spans (call only when `enabled`) ----------------------------------------------------------
@@ -115,19 +157,18 @@ def _context(traceparent: str | None) -> Any:
     """The context a `traceparent` string carries (None: the current one)."""
     if traceparent is None:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    return TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    assert _propagator is not None, "tracing is off"
+    return _propagator.extract({"traceparent": traceparent})
 
 
 def traceparent(of: Span | None = None) -> str | None:
     """The context of span `of` (default: the current span) as a W3C `traceparent`; None
     without a valid span."""
     from opentelemetry.trace import set_span_in_context
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+    assert _propagator is not None, "tracing is off"
     carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier, context=None if of is None else set_span_in_context(of))
+    _propagator.inject(carrier, context=None if of is None else set_span_in_context(of))
     return carrier.get("traceparent")
 
 

@@ -56,6 +56,59 @@ def test_the_standard_variables_turn_it_on(env: dict[str, str], on: bool) -> Non
     assert tracing.wanted(env) is on
 
 
+@pytest.mark.parametrize(("env", "names"), [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"}, ["otlp_proto_http"]),
+    ({"OTEL_TRACES_EXPORTER": "OTLP, console"}, ["otlp_proto_http", "console"]),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ["otlp_proto_grpc"]),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+      "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, ["otlp_proto_http"]),
+    ({"OTEL_TRACES_EXPORTER": "zipkin"}, ["zipkin"]),
+])
+def test_exporter_names_are_the_sdks_entry_point_names(env: dict[str, str], names: list[str]) -> None:
+    assert tracing.exporter_names(env) == names
+
+
+@pytest.mark.parametrize("env", [{"OTEL_TRACES_EXPORTER": "zipkin"},
+                                 {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+                                 {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}],
+                         ids=["zipkin", "grpc", "http-json"])
+def test_an_exporter_that_is_not_installed_is_logged_and_tracing_stays_off(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, clean: list[Any],
+        env: dict[str, str]) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert tracing.configure() is False and tracing._provider is None and clean == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("no span exporter" in e and "installed: console, otlp_proto_http" in e for e in errors), errors
+    assert any(e.startswith("tracing stays off") for e in errors), errors
+
+
+def test_the_installed_exporters_of_a_list_are_used_and_the_others_logged(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, clean: list[Any]) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin,otlp")
+    assert tracing.configure() is True and len(clean) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "'zipkin'" in r.getMessage()]
+
+
+def test_the_trace_context_propagator_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.trace.propagation import tracecontext
+
+    built: list[object] = []
+
+    class Counted(tracecontext.TraceContextTextMapPropagator):
+        def __init__(self) -> None:
+            super().__init__()
+            built.append(self)
+
+    monkeypatch.setattr(tracecontext, "TraceContextTextMapPropagator", Counted)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    tracing.configure(exporter=InMemorySpanExporter())
+    for _ in range(3):
+        with tracing.span("child", parent=TRACEPARENT):
+            assert tracing.traceparent() is not None
+    assert len(built) == 1
+
+
 def test_on_with_an_otlp_endpoint_the_sdk_reads_the_rest_of_its_variables(
         monkeypatch: pytest.MonkeyPatch, clean: list[Any]) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
