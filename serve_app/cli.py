@@ -108,21 +108,20 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     settings = Settings()
     files = RunFiles(settings.var_dir)
-    # A run record left behind means a predecessor that did not stop: `acquire` ends what it
-    # left, whose ports (Ray's metrics agent's, say) can stay taken a moment after: wait for them.
-    predecessor_left = files.read() is not None
-    lock_fd = acquire(files, wait_seconds=settings.shutdown_seconds + 5)
+    lock = acquire(files, wait_seconds=settings.shutdown_seconds + 5)
     try:
         env = run_env(settings, files, default_proxy=args.default_proxy)
         if env.get("RAY_ADDRESS", "local") == "local":  # on a shared cluster the ports are the cluster's
+            # What a predecessor that did not stop left, `acquire` ended; its ports (Ray's metrics
+            # agent's, say) can stay taken a moment after: wait for them.
             check_free(run_listeners(settings, haproxy=not args.default_proxy),
-                       wait_seconds=PORT_RELEASE_SECONDS if predecessor_left else 0.0)
+                       wait_seconds=PORT_RELEASE_SECONDS if lock.predecessor else 0.0)
         command = [sys.executable, "-m", "serve_app.cli", "driver", "--replicas", str(args.replicas)]
-        status = supervise(command, env=env, files=files, lock_fd=lock_fd,
+        status = supervise(command, env=env, files=files, lock_fd=lock.fd,
                            http=f"{settings.http_host}:{settings.http_port}",
                            shutdown_seconds=settings.shutdown_seconds)
     finally:
-        os.close(lock_fd)
+        os.close(lock.fd)
     sys.exit(status)
 
 

@@ -70,9 +70,19 @@ class RunFiles:
         self.record_path.unlink(missing_ok=True)
 
 
-def acquire(files: RunFiles, *, wait_seconds: float) -> int:
+@dataclass(frozen=True)
+class RunLock:
+    """The run lock of a var directory, held: `fd` (keep it open, pass it to the driver), and
+    whether a predecessor that did not stop was cleaned up after (its record or processes were
+    found, under the lock): what it ended can hold its ports a moment longer."""
+
+    fd: int
+    predecessor: bool
+
+
+def acquire(files: RunFiles, *, wait_seconds: float) -> RunLock:
     """Take the run lock of `files.var_dir` and clean up after a predecessor that died without
-    stopping; returns the lock's file descriptor (keep it open, pass it to the driver).
+    stopping.
 
     A live predecessor whose supervisor is gone (killed hard while its driver drains) is waited
     for up to `wait_seconds`, then ended. A live predecessor with its supervisor refuses the start.
@@ -82,25 +92,25 @@ def acquire(files: RunFiles, *, wait_seconds: float) -> int:
     try:
         if not _try_lock(fd):
             _wait_for_orphan(files, fd, wait_seconds)
-        leftovers = clean_up(files)
-        if leftovers:
-            print(f"essaycoach: ended {leftovers} process(es) left by a previous run that did not stop",
-                  flush=True)
-        return fd
+        predecessor, ended = clean_up(files)
+        if ended:
+            print(f"essaycoach: ended {ended} process(es) left by a previous run that did not stop", flush=True)
+        return RunLock(fd, predecessor)
     except BaseException:
         os.close(fd)
         raise
 
 
-def clean_up(files: RunFiles) -> int:
+def clean_up(files: RunFiles) -> tuple[bool, int]:
     """End what the run recorded in `files` left (its session, its HAProxy processes) and forget
-    it. Only for a run that no longer holds the lock. Returns how many processes were ended."""
+    it. Only for a run that no longer holds the lock. Returns whether it left anything (a
+    record, or recorded processes still running) and how many processes were ended."""
     record = files.read()
     ended = end_recorded(files.run_dir)
     if record is not None:
         ended += _end_session(record)
     files.forget()
-    return ended
+    return record is not None or ended > 0, ended
 
 
 def _end_session(record: RunRecord) -> int:

@@ -55,8 +55,9 @@ def test_a_start_ends_what_a_run_killed_hard_left_and_spares_reused_pids(tmp_pat
         f"{haproxy_ref.to_line()}\n{bystander_ref.pid} {bystander_ref.start_time + 1}\n")
     _record(files, driver_ref, supervisor=_dead_ref())
     try:
-        fd = acquire(files, wait_seconds=1)
-        os.close(fd)
+        lock = acquire(files, wait_seconds=1)
+        os.close(lock.fd)
+        assert lock.predecessor
         assert not any(processes.is_alive(r) for r in [*members, haproxy_ref])
         assert processes.is_alive(bystander_ref)
         assert files.read() is None
@@ -68,7 +69,8 @@ def test_a_start_ends_what_a_run_killed_hard_left_and_spares_reused_pids(tmp_pat
 
 def test_a_start_is_refused_in_one_line_while_a_live_run_owns_the_directory(tmp_path: Path) -> None:
     files = RunFiles(tmp_path / "var")
-    fd = acquire(files, wait_seconds=1)
+    lock = acquire(files, wait_seconds=1)
+    assert not lock.predecessor  # a first start: nobody before it
     me = processes.current(os.getpid())
     assert me is not None
     _record(files, driver=me, supervisor=me)
@@ -79,8 +81,21 @@ def test_a_start_is_refused_in_one_line_while_a_live_run_owns_the_directory(tmp_
             f"essaycoach: another `essaycoach run` (pid {me.pid}, http://127.0.0.1:8000) is serving with "
             f"{files.var_dir}; stop it (kill -TERM {me.pid}) or give this one its own ESSAYCOACH_VAR_DIR")
     finally:
-        os.close(fd)
+        os.close(lock.fd)
     assert processes.is_alive(me)
+
+
+def test_a_start_after_a_clean_stop_finds_no_predecessor(tmp_path: Path) -> None:
+    files = RunFiles(tmp_path / "var")
+    first = acquire(files, wait_seconds=1)
+    me = processes.current(os.getpid())
+    assert me is not None
+    _record(files, driver=me, supervisor=me)
+    files.forget()  # the supervisor's clean stop
+    os.close(first.fd)
+    second = acquire(files, wait_seconds=1)
+    os.close(second.fd)
+    assert not second.predecessor
 
 
 def test_a_driver_still_draining_after_its_supervisor_died_is_waited_for(tmp_path: Path) -> None:
@@ -95,6 +110,7 @@ def test_a_driver_still_draining_after_its_supervisor_died_is_waited_for(tmp_pat
     holder_ref = processes.current(holder.pid)
     assert holder_ref is not None
     _record(files, holder_ref, supervisor=_dead_ref())
-    fd = acquire(files, wait_seconds=30)
-    os.close(fd)
+    lock = acquire(files, wait_seconds=30)
+    os.close(lock.fd)
     assert holder.wait(timeout=5) == 0  # it finished its stop; nothing was killed
+    assert lock.predecessor  # its ports may still be closing
