@@ -48,9 +48,9 @@ async def list_visible(
     return await paginate(session, stmt, model=Essay, limit=limit, cursor=cursor)
 
 
-async def list_for_class(session: AsyncSession, *, class_id: uuid.UUID) -> list[Essay]:
-    stmt = select(Essay).where(Essay.class_id == class_id).order_by(Essay.created_at, Essay.id)
-    return list((await session.scalars(stmt)).all())
+async def ids_for_class(session: AsyncSession, *, class_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of the class's essays (their rows hold whole documents: not loaded for this)."""
+    return list((await session.scalars(select(Essay.id).where(Essay.class_id == class_id))).all())
 
 
 async def list_for_class_by_activity(

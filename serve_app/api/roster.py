@@ -107,7 +107,7 @@ async def _set_archived(ctx: ContextDep, session: SessionDep, user: CurrentUser,
     await audit.append(session, actor_id=user.id, action="class.archive" if archived_at else "class.unarchive",
                        target_type="class", target_id=class_id, details={})
     out = dump(ClassOut, cls)
-    essay_ids = [e.id for e in await essays.list_for_class(session, class_id=class_id)] if archived_at else []
+    essay_ids = await essays.ids_for_class(session, class_id=class_id) if archived_at else []
     await session.commit()
     if essay_ids:  # writers reconnect read-only
         await close_sockets(ctx.hosts.bus, essay_ids=essay_ids, code=CloseCode.FORBIDDEN,
@@ -163,7 +163,7 @@ async def remove_teacher(class_id: uuid.UUID, teacher_id: uuid.UUID, ctx: Contex
         raise NotFound("no such co-teacher in this class", code="unknown_teacher")
     await audit.append(session, actor_id=user.id, action="class.remove_teacher", target_type="class",
                        target_id=class_id, details={"teacher_id": str(teacher_id)})
-    essay_ids = [e.id for e in await essays.list_for_class(session, class_id=class_id)]
+    essay_ids = await essays.ids_for_class(session, class_id=class_id)
     await session.commit()
     await close_sockets(ctx.hosts.bus, of_user=teacher_id, class_id=class_id, essay_ids=essay_ids,
                         code=CloseCode.UNKNOWN_ESSAY, reason="you are no longer a teacher of this class")
