@@ -12,10 +12,11 @@ import httpx
 import pytest
 import websockets
 
-from ops.loadtest.yclient import YClient
+from ops.loadtest.yclient import ClassDocsClient, YClient
 from serve_app.app import create_app
 from tests.conftest import REDIS_URL, serving
 from tests.fakes import Account, join, make_admin, make_assignment, make_class, make_essay, register
+from tests.integration.test_class_docs_socket import docs_url
 from tests.integration.test_sockets import doc_url, ticket
 
 API = "/api/v1"
@@ -173,11 +174,16 @@ async def test_removing_a_co_teacher_closes_their_sockets_on_the_class_only(live
             f"ws://{live_server}/ws/classes/{class_id}/live?ticket={await ticket(live_client, account)}")
         return ws
 
-    co_live = await live_socket(co, cls["id"])
-    assert json.loads(await asyncio.wait_for(co_live.recv(), 10))["essay_id"] == essay["id"]  # open and tracked
+    co_live, owner_live = await live_socket(co, cls["id"]), await live_socket(teacher, cls["id"])
+    for ws in (co_live, owner_live):  # open and tracked
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["essay_id"] == essay["id"]
     co_own = await live_socket(co, other_cls["id"])
     co_doc = await YClient(await doc_url(live_client, live_server, co, essay["id"])).connect()
     owner_doc = await YClient(await doc_url(live_client, live_server, teacher, essay["id"])).connect()
+    co_docs = await ClassDocsClient(await docs_url(live_client, live_server, co, cls["id"])).connect()
+    owner_docs = await ClassDocsClient(await docs_url(live_client, live_server, teacher, cls["id"])).connect()
+    await co_docs.follow(essay["id"])
+    await owner_docs.follow(essay["id"])
     r = await live_client.delete(f"{API}/classes/{cls['id']}/teachers/{co.id}", headers=teacher.headers)
     assert r.status_code == 204
     assert await co_doc.wait_closed() == 4404
@@ -185,12 +191,18 @@ async def test_removing_a_co_teacher_closes_their_sockets_on_the_class_only(live
         while True:
             await asyncio.wait_for(co_live.recv(), 10)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4404
-    # Their socket on their own class and the owner's socket on this one stay open.
-    await co_own.ping()
-    assert co_own.close_code is None
+    assert await co_docs.wait_closed() == 4404
+    # Their socket on their own class and the owner's sockets on this one (closed, were they
+    # matched, by the same message as the co-teacher's) answer after it.
+    for ws in (co_own, owner_live):
+        await asyncio.wait_for(await ws.ping(), 10)
     await owner_doc.round_trip()
-    await owner_doc.close()
-    await co_own.close()
+    await asyncio.wait_for(owner_docs.follow(essay["id"]), 20)
+    assert owner_docs.close_code is None and owner_docs.docs[essay["id"]].synced.is_set()
+    for ws in (owner_live, co_own):
+        await ws.close()
+    for client in (owner_doc, owner_docs):
+        await client.close()
 
 
 async def test_a_new_extension_reaches_the_students_open_events_socket(live_client, live_server, room) -> None:

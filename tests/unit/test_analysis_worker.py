@@ -135,8 +135,12 @@ async def test_a_worker_that_keeps_dying_leaves_the_engine_analysing_in_process(
         text = "\n".join(TEXTS * 200)
         engine = AnalysisEngine(LocalAnalyzer(), worker=broken, worker_min_chars=1)
         reference = AnalysisEngine(LocalAnalyzer())
+        restarts, failed = broken.restarts, value("essaycoach_rules_worker_fallbacks_total", {"reason": "worker_failed"})
         assert await engine.analyze_changed("", TEXTS[1]) == await reference.analyze_changed("", TEXTS[1])
         assert await engine.analyze_changed("", text) == await reference.analyze_changed("", text)
+        # Each job was tried in a child, restarted once when it died, before it ran here.
+        assert broken.restarts == restarts + 4 and broken.jobs == 0
+        assert value("essaycoach_rules_worker_fallbacks_total", {"reason": "worker_failed"}) == failed + 2
     finally:
         broken.close()
 
