@@ -93,9 +93,13 @@ def profiles(events: list[dict[str, Any]]) -> list[Profile]:
 
 
 def page_main_thread(events: list[dict[str, Any]]) -> tuple[int, int] | None:
-    """The busiest renderer main thread (the page's; an idle about:blank renderer may be traced too)."""
+    """The page's renderer main thread: the busiest of those that logged a `console.timeStamp` (the
+    bench marks its phases so), else the busiest of all. Other renderers are traced too (an idle
+    about:blank, and Chromium's New Tab page, whose start-up is sometimes busier than the page's)."""
     mains = {(e["pid"], e["tid"]) for e in events
              if e.get("ph") == "M" and e.get("name") == "thread_name" and e["args"]["name"] == "CrRendererMain"}
+    marked = {(e["pid"], e["tid"]) for e in events if e.get("name") == "TimeStamp"} & mains
+    mains = marked or mains
     busy: Counter[tuple[int, int]] = Counter()
     for e in events:
         if e.get("name") == TASK and (e["pid"], e["tid"]) in mains:
@@ -123,6 +127,25 @@ def long_tasks(events: list[dict[str, Any]], over_ms: float, start_mark: str = "
              "at_s": round((e["ts"] - origin) / 1e6, 2)}
             for e in sorted(mine, key=lambda e: e["ts"])
             if e.get("ph") == "X" and start <= e["ts"] < end and e.get("dur", 0) > over_ms * 1000]
+
+
+def phases(events: list[dict[str, Any]], marks: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """Per phase (a name and the mark it starts at; it ends at the next phase's mark), the page's
+    main-thread tasks: how many, their CPU ms in all, the largest by CPU and by wall time, and how
+    many were over 50 ms of wall time. Phases whose mark is missing are left out."""
+    key = page_main_thread(events)
+    stamps = {e["args"]["data"].get("message"): e["ts"] for e in events
+              if e.get("name") == "TimeStamp" and "data" in (e.get("args") or {})}
+    mine = [e for e in events if e.get("name") == TASK and e.get("ph") == "X" and (e["pid"], e["tid"]) == key]
+    bounds = [(name, stamps[mark]) for name, mark in marks if mark in stamps]
+    out: dict[str, dict[str, float]] = {}
+    for (name, start), (_, end) in zip(bounds, [*bounds[1:], ("", float("inf"))], strict=True):
+        tasks = [e for e in mine if start <= e["ts"] < end]
+        out[name] = {"tasks": len(tasks), "cpu_ms": round(sum(e.get("tdur", 0) for e in tasks) / 1000, 1),
+                     "max_cpu_ms": round(max((e.get("tdur", 0) for e in tasks), default=0) / 1000, 1),
+                     "max_wall_ms": round(max((e["dur"] for e in tasks), default=0) / 1000, 1),
+                     "over_50_ms_wall": sum(e["dur"] > 50_000 for e in tasks)}
+    return out
 
 
 def describe(e: dict[str, Any]) -> str:
