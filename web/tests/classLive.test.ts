@@ -59,7 +59,7 @@ describe('live class view store', () => {
         frames.shift()!(0)
         sizes.push(live.rows.size)
       }
-      expect(sizes).toEqual([10, 20, 25])
+      expect(sizes).toEqual([5, 10, 15, 20, 25])
       live.stop()
     } finally {
       vi.unstubAllGlobals()

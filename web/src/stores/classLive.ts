@@ -9,15 +9,18 @@ import { ticketSocketClass, type SocketClass, type TicketFn } from '../realtime/
 
 export type SortKey = 'name' | 'words' | 'activity'
 
-// One collator for every sort (what `localeCompare` with no locale does, without building one per call).
-const collator = new Intl.Collator()
+// One collator for every sort (what `localeCompare` with no locale does, without building one per
+// call). Made on first use, not when this chunk loads: the first ICU collator of a tab costs 7-25 ms
+// of main thread on the bench machine, which made the view's first task long (web/README.md).
+let collator: Intl.Collator | undefined
+const nameCollator = (): Intl.Collator => (collator ??= new Intl.Collator())
 
 /** Sort and filter rows (pure, for the view and the tests). */
 export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): LiveRow[] {
   const needle = filter.trim().toLowerCase()
   const kept = needle ? rows.filter((r) => (r.name ?? '').toLowerCase().includes(needle)) : [...rows]
   const active = (r: LiveRow) => (r.last_active_at ? Date.parse(r.last_active_at) : 0)
-  const byName = (a: LiveRow, b: LiveRow) => collator.compare(a.name ?? '', b.name ?? '')
+  const byName = (a: LiveRow, b: LiveRow) => nameCollator().compare(a.name ?? '', b.name ?? '')
   if (sort === 'words') kept.sort((a, b) => b.word_count - a.word_count || byName(a, b))
   else if (sort === 'activity') kept.sort((a, b) => active(b) - active(a) || byName(a, b))
   else kept.sort(byName)
@@ -27,10 +30,11 @@ export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): Liv
 /**
  * New students' cards added per frame. A class's rows all arrive when the view opens, and mounting
  * 30 cards in one task was the page's longest task (~45 ms of main thread on the 2-core bench
- * machine, web/README.md): a few frames of 10 keep each under ~15 ms. Updates to cards already
- * shown are never held back.
+ * machine, web/README.md). Frames of 10 cards still took 13-26 ms of CPU, the largest start-up
+ * tasks once the app's start was split; frames of 5 take about half (30 cards in 6 frames, ~0.1 s).
+ * Updates to cards already shown are never held back.
  */
-export const NEW_ROWS_PER_FRAME = 10
+export const NEW_ROWS_PER_FRAME = 5
 
 /**
  * Move pending rows into `rows`: every update of a student already shown, and at most `limit`
@@ -64,6 +68,8 @@ export interface ClassLive {
 
 export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket?: SocketClass } = {}): ClassLive {
   const Socket = ticketSocketClass(opts.ticket ?? fetchTicket, opts.Socket)
+  // The collator in a task of its own while the socket connects, not in the first rows' frame.
+  setTimeout(nameCollator, 0)
   const rows = shallowReactive(new Map<string, LiveRow>())
   const texts = new Map<string, ShallowRef<string>>()
   const textRef = (id: string): ShallowRef<string> => {
