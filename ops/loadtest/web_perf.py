@@ -7,8 +7,9 @@ class with an assignment and a student with an essay over REST, then runs Lighth
 * `/login` (signed out), `/essays/<id>` (the student's editor, signed in), and
   `/classes/<id>/live` (the teacher's live class view, signed in),
 
-and writes ops/loadtest/WEB_PERF.md (scores, metrics, the editor route's initial JavaScript
-gzipped) plus the full Lighthouse reports under var/web-perf/.
+and adds a dated section for the run to ops/loadtest/WEB_PERF.md (scores, metrics, the editor
+route's initial JavaScript gzipped), newest first, keeping every earlier run, plus the full
+Lighthouse reports under var/web-perf/.
 
     .venv/bin/python -m ops.loadtest.web_perf                 # mobile preset (Lighthouse's default)
     .venv/bin/python -m ops.loadtest.web_perf --preset desktop
@@ -80,17 +81,51 @@ async def layout(target: EssayCoachTarget) -> dict[str, Any]:
             "teacher": teacher_email, "student": student_email}
 
 
+TITLE = "# Web app performance (Lighthouse)"
+HEADER = f"""{TITLE}
+
+`.venv/bin/python -m ops.loadtest.web_perf` (ops/loadtest/web_perf.py) adds one section per run
+below, newest first; earlier runs stay for comparison. Goals (issue 12): performance >= 90,
+accessibility >= 95, initial JS of the editor route <= 250 KB gzipped."""
+# Where the writer puts each new run; everything above and below it is kept as it is.
+RUNS_MARKER = "<!-- web_perf.py adds each run below this line, newest first; earlier runs stay -->"
+
+
+def add_run(existing: str | None, section: str) -> str:
+    """The report with `section` as its newest run: put right under RUNS_MARKER, the rest of the
+    report kept as it was. A report without the marker (written by hand, or by the writer before it
+    kept earlier runs) gets the marker under its title and keeps all its text after the new run."""
+    section = section.strip("\n") + "\n"
+    if not existing or not existing.strip():
+        return f"{HEADER}\n\n{RUNS_MARKER}\n\n{section}"
+    if RUNS_MARKER in existing:
+        head, tail = existing.split(RUNS_MARKER, 1)
+        tail = tail.lstrip("\n")
+        return f"{head}{RUNS_MARKER}\n\n{section}" + (f"\n{tail}" if tail else "")
+    first, _, rest = existing.partition("\n")
+    if first.startswith("# "):
+        rest = rest.lstrip("\n")
+        return f"{first}\n\n{RUNS_MARKER}\n\n{section}\n{rest}"
+    return f"{RUNS_MARKER}\n\n{section}\n{existing}"
+
+
+def write_report(path: Path, section: str) -> None:
+    """Add a run's section to the report at `path` (made if missing), keeping earlier runs."""
+    existing = path.read_text() if path.is_file() else None
+    path.write_text(add_run(existing, section))
+
+
 def render(version: str, preset: str, results: list[dict[str, Any]], js: dict[str, Any],
-           load: tuple[float, float]) -> str:
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+           load: tuple[float, float], now: dt.datetime | None = None) -> str:
+    """One run's section: a dated heading, how it was run, the scores table, the editor's JS."""
+    when = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Web app performance (Lighthouse)", "",
+        f"## {when}, preset {preset}", "",
         f"`.venv/bin/python -m ops.loadtest.web_perf{' --preset desktop' if preset == 'desktop' else ''}`, "
-        f"{now}: Lighthouse {version}, preset {preset}, Chromium at `{CHROMIUM}`, the service as "
+        f"{when}: Lighthouse {version}, preset {preset}, Chromium at `{CHROMIUM}`, the service as "
         "`make run` starts it, on this machine (2 cores shared with other work: scores move between runs). "
         f"Load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores: "
-        "total blocking time, and so the performance score, grow with other work on the machine. "
-        "Goals (issue 12): performance >= 90, accessibility >= 95, initial JS of the editor route <= 250 KB gzipped.",
+        "total blocking time, and so the performance score, grow with other work on the machine.",
         "", "| screen | route | performance | accessibility | best practices | FCP ms | LCP ms | TBT ms | CLS |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -120,7 +155,7 @@ def render(version: str, preset: str, results: list[dict[str, Any]], js: dict[st
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=["mobile", "desktop"], default="mobile")
-    parser.add_argument("--no-report", action="store_true", help="print, do not write WEB_PERF.md")
+    parser.add_argument("--no-report", action="store_true", help="print, do not add the run to WEB_PERF.md")
     parser.add_argument("--dist", type=Path, default=DIST, help="the build to serve (default web/dist)")
     args = parser.parse_args()
     dist = args.dist.resolve()
@@ -163,8 +198,8 @@ async def main() -> None:
                     (load_before, os.getloadavg()[0]))
     print(report)
     if not args.no_report:
-        REPORT.write_text(report)
-        log(f"wrote {REPORT.relative_to(ROOT)} and var/web-perf/")
+        write_report(REPORT, report)
+        log(f"added the run to {REPORT.relative_to(ROOT)}; full reports in var/web-perf/")
 
 
 if __name__ == "__main__":
