@@ -22,12 +22,15 @@ fast path on) and by the tests' real servers. Written against uvicorn 0.54 (pinn
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 
+log = logging.getLogger("essaycoach.ws")
 IMPORT_PATH = "serve_app.fastpath.uvicorn_protocol:LeanWebSocketProtocol"
 _CONNECTION: ContextVar[LeanWebSocketProtocol | None] = ContextVar("essaycoach_ws_connection", default=None)
 
@@ -49,17 +52,30 @@ def forget_current_connection() -> None:
 
 class Inbox:
     """The received-message queue: `asyncio.Queue`'s `put_nowait`/`get`/`empty`/`qsize` for one
-    reader at a time (an ASGI app reads its `receive` from one task)."""
+    reader at a time (an ASGI app reads its `receive` from one task).
 
-    __slots__ = ("_items", "_waiter")
+    `on_idle_put` (set by the app, from its connection's task) sees a message as it arrives,
+    in the protocol's receive callback, when the reader is idle: waiting for it with nothing
+    queued, so it has handled every message before. It returns the message to queue (it may
+    act on it first: the doc socket fans typing out from here, `serve_app.realtime.receipt`)
+    and must not raise; if it does, the message is queued as it came."""
+
+    __slots__ = ("_items", "_waiter", "on_idle_put")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
         self._waiter: asyncio.Future[None] | None = None
+        self.on_idle_put: Callable[[Any], Any] | None = None
 
     def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
         waiter = self._waiter
+        hook = self.on_idle_put
+        if hook is not None and not self._items and waiter is not None and not waiter.done():
+            try:
+                item = hook(item)
+            except Exception:  # the hook's failure must not break the connection's receive path
+                log.exception("on_idle_put failed; the message is queued as it came")
+        self._items.append(item)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 

@@ -62,6 +62,10 @@ class TokenBucket:
         self.rate, self.burst, self.clock = rate, float(burst), clock
         self.tokens, self.at = float(burst), clock()
 
+    def ready(self) -> bool:
+        """`take` would succeed now (nothing is taken)."""
+        return min(self.burst, self.tokens + (self.clock() - self.at) * self.rate) >= 1
+
     def take(self) -> bool:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)

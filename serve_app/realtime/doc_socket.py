@@ -3,7 +3,9 @@
 
 The owner (and co-authors) write; teachers of the class read, and their updates are refused
 unless they change nothing. Each update goes to the essay's host without waiting for the
-previous one's commit; acks (`[100][n]`) follow in order once committed (`AckQueue`). Awareness
+previous one's commit; acks (`[100][n]`) follow in order once committed (`AckQueue`). A typed
+update reaches this replica's other sockets on receipt, from the connection's receive callback
+when the socket is idle (`ReceiptFanout`), else from here. Awareness
 (cursors) is relayed for this socket's own client id only (`SocketAwareness`).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -41,6 +44,7 @@ from serve_app.realtime.protocol import (
     is_counted_for_ack,
     parse_client_message,
 )
+from serve_app.realtime.receipt import ReceiptFanout
 
 log = logging.getLogger("essaycoach.ws")
 
@@ -74,6 +78,10 @@ async def doc_socket(ws: WebSocket) -> None:
     acks = AckQueue(lambda n: out.put(encode_ack(n)))
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
+    # A writer's typing reaches this replica's other sockets from the receive callback.
+    receipt = ReceiptFanout(bus=bus, eid=eid, origin=origin, window=window, bucket=bucket, acks=acks,
+                            in_flight=in_flight, max_bytes=settings.max_ws_message_bytes)
+    unhook: Callable[[], None] = lambda: None  # noqa: E731
 
     async def apply(update: bytes, typed: bool, received: float, frame: bytes | None, span: Any) -> None:
         try:
@@ -96,10 +104,16 @@ async def doc_socket(ws: WebSocket) -> None:
         _, server_sv = await ctx.hosts.of(eid).sync(eid, b"\x00")
         out.put(encode_sync_step1(server_sv))
         follow.send_early()
+        if window.refusal is None and not tracing.enabled:
+            unhook = receipt.install()
         while True:
             data = await acks.receive(receive_frame(ws, ctx, bucket, "bytes"))
             if data is None:
                 break
+            early = receipt.take(data)
+            if early is not None:  # checked and handed to this replica's sockets on receipt: to the host now
+                acks.add(apply(early.update, True, early.received, early.frame, None))
+                continue
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
             if isinstance(message, SyncStep1):
                 diff, _ = await ctx.hosts.of(eid).sync(eid, message.state_vector)
@@ -152,6 +166,8 @@ async def doc_socket(ws: WebSocket) -> None:
         log.exception("doc socket failed", extra={"essay_id": str(eid), "user_id": str(user_id)})
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
+        unhook()
+        receipt.forget()
         metrics.sockets_open.labels("doc").dec()
         unsubscribe_awareness()
         out.stop()

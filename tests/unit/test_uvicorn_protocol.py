@@ -134,3 +134,31 @@ async def test_send_now_refuses_a_socket_that_is_not_open() -> None:
 
     protocol = LeanWebSocketProtocol(config=Config(echo), server_state=ServerState(), app_state={})
     assert not protocol.send_now(b"x")  # no handshake yet: nothing may be written
+
+
+async def test_inbox_shows_a_message_to_its_hook_only_while_the_reader_waits_with_nothing_queued() -> None:
+    inbox = Inbox()
+    seen: list[Any] = []
+
+    def hook(item: Any) -> Any:
+        seen.append(item)
+        return ("hooked", item)
+
+    inbox.on_idle_put = hook
+    inbox.put_nowait(1)  # nobody reads yet: the reader may still be busy with an earlier frame
+    assert seen == [] and await inbox.get() == 1
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait(2)  # the reader waits, nothing before it: the hook sees it first
+    inbox.put_nowait(3)  # 2 is still queued (the reader not yet run): no hook
+    assert seen == [2]
+    assert await waiting == ("hooked", 2) and await inbox.get() == 3
+
+    def broken(item: Any) -> Any:
+        raise RuntimeError("hook failed")
+
+    inbox.on_idle_put = broken
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait(4)  # a failing hook leaves the message as it came
+    assert await asyncio.wait_for(waiting, 1) == 4
