@@ -115,8 +115,9 @@ class BusHub:
         sub = self._subs.setdefault(subscriber, _Subscriber())
         if not sub.queue and not sub.lost:
             sub.event.clear()
-            try:
-                await asyncio.wait_for(sub.event.wait(), timeout)
+            try:  # not `wait_for`: on Python 3.11 it can drop a cancellation that meets the wake-up
+                async with asyncio.timeout(timeout):
+                    await sub.event.wait()
             except TimeoutError:
                 return []
         out = list(sub.queue)

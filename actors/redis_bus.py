@@ -79,8 +79,9 @@ class RedisBus:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="redis-bus")
         if not self.connected.is_set():
-            try:
-                await asyncio.wait_for(self.connected.wait(), 10)
+            try:  # not `wait_for`: on Python 3.11 it can drop a cancellation that meets the wake-up
+                async with asyncio.timeout(10):
+                    await self.connected.wait()
             except TimeoutError:
                 # Redis is down: keep the handler; the reader subscribes it (and sends RESYNC) later.
                 log.warning("bus not connected yet", extra={"channel": channel})

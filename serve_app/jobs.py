@@ -206,8 +206,11 @@ class SubmissionRunner:
                 raise
             except Exception:
                 log.exception("submission runner poll failed")
+            # `asyncio.timeout`, not `wait_for`: Python 3.11's `wait_for` drops a cancellation that
+            # arrives just after the wake-up, and `stop` then waited for ever on this loop.
             try:
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+                async with asyncio.timeout(self.config.poll_seconds):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -525,6 +525,24 @@ async def test_a_job_is_claimed_by_exactly_one_of_several_runners(env: Env) -> N
         await start_runner(env.ctx)
 
 
+async def test_stop_ends_the_runner_when_a_wake_up_and_the_stop_meet(env: Env) -> None:
+    """Python 3.11's `asyncio.wait_for` returns the inner result when it is cancelled just after the
+    inner wait finished, losing the cancellation: a runner woken (a job queued) one step before
+    its app stopped kept polling for ever and `stop` never returned (seen in CI)."""
+    await drain(env)
+    try:
+        runner = SubmissionRunner(env.ctx.sessions, lambda: AnalysisEngine(LocalAnalyzer()),
+                                  config=RunnerConfig(poll_seconds=60))
+        await runner.start()
+        await asyncio.sleep(0.5)  # the first claim found nothing: the loop waits for a wake-up
+        runner.notify()
+        await asyncio.sleep(0)  # the wait has its answer; the loop has not run yet
+        async with asyncio.timeout(10):
+            await runner.stop()
+    finally:
+        await start_runner(env.ctx)
+
+
 # --- webhooks -------------------------------------------------------------------------------
 
 
