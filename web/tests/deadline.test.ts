@@ -5,8 +5,8 @@ import ExtensionsPanel from '../src/components/ExtensionsPanel.vue'
 import LiveCard from '../src/components/LiveCard.vue'
 import ClassView from '../src/views/ClassView.vue'
 import type { Assignment, LiveRow } from '../src/api/types'
-import { deadlineLabel, deadlineNotice, dueLine, isoToLocalInput } from '../src/lib/deadline'
-import { formatDate } from '../src/lib/format'
+import { deadlineLabel, deadlineNotice, dueLine } from '../src/lib/deadline'
+import { formatDate, isoToLocalInput } from '../src/lib/format'
 import { EssayEventState, type EssayEvent } from '../src/realtime/essayEvents'
 import { useAuthStore } from '../src/stores/auth'
 import { FakeServer, freshServer } from './fakes'
@@ -110,20 +110,38 @@ describe('extensions', () => {
     w.unmount()
   })
 
-  it('a student sees their own due time with their extension', async () => {
-    const student = { id: 's1', email: 'ada@example.com', name: 'Ada', role: 'student', created_at: '' }
+  /** The class screen of `user`, signed in, with these assignments (and nothing else in the class). */
+  async function classScreen(user: { id: string; email: string; role: string }, items: Assignment[]) {
     fake.on('POST', '/auth/token', () => ({ status: 200, body: { access_token: 't', refresh_token: 'r', token_type: 'bearer', expires_in: 900 } }))
-      .on('GET', '/me', () => ({ status: 200, body: student }))
+      .on('GET', '/me', () => ({ status: 200, body: { name: 'Someone', created_at: '', ...user } }))
       .on('GET', `/classes/${CLASS}`, () => ({ status: 200, body: { id: CLASS, name: 'English', join_code: 'X', teacher_id: 't', created_at: '' } }))
-      .on('GET', `/classes/${CLASS}/assignments`, () => ({ status: 200, body: { items: [
-        { ...assignment, effective_due_at: LATER, effective_close_at: LATER, extended: true }], next_cursor: null } }))
+      .on('GET', `/classes/${CLASS}/assignments`, () => ({ status: 200, body: { items, next_cursor: null } }))
       .on('GET', '/essays', () => ({ status: 200, body: { items: [], next_cursor: null } }))
-    await useAuthStore().login(student.email, 'violet-Harbor-93!')
+      .on('GET', `/classes/${CLASS}/students`, () => ({ status: 200, body: { items: [], next_cursor: null } }))
+      .on('GET', '/rubrics', () => ({ status: 200, body: { items: [], next_cursor: null } }))
+      .on('GET', `/classes/${CLASS}/teachers`, () => ({ status: 200, body: [] }))
+    await useAuthStore().login(user.email, 'violet-Harbor-93!')
     const router = createRouter({ history: createMemoryHistory(), routes: [{ path: '/:p(.*)*', component: { template: '<p/>' } }] })
     const w = mount(ClassView, { props: { classId: CLASS }, global: { plugins: [router] } })
     await flushPromises()
+    return w
+  }
+
+  it('a student sees their own due time with their extension', async () => {
+    const w = await classScreen({ id: 's1', email: 'ada@example.com', role: 'student' },
+      [{ ...assignment, effective_due_at: LATER, effective_close_at: LATER, extended: true }])
     expect(w.get('[data-testid="assignment-due"]').text()).toBe(`· Due ${formatDate(LATER)} (your extension)`)
     expect(w.find('[data-testid="extensions"]').exists()).toBe(false)
+    w.unmount()
+  })
+
+  it("a teacher sees the class's due and close times and that late work is refused", async () => {
+    const w = await classScreen({ id: 't', email: 'rivera@example.com', role: 'teacher' }, [
+      // For a teacher the API's own times are the class's.
+      { ...assignment, late_policy: 'reject', close_at: LATER, effective_due_at: DUE, effective_close_at: LATER, extended: false },
+      { ...assignment, id: 'a0000000-2', due_at: null, effective_due_at: null }])
+    expect(w.findAll('[data-testid="assignment-due"]').map((d) => d.text())).toEqual([
+      `· Due ${formatDate(DUE)}, closes for writing ${formatDate(LATER)}, no late work`, '· no due date'])
     w.unmount()
   })
 })

@@ -40,6 +40,22 @@ describe('useConfirm', () => {
     expect(c.state.open).toBe(false)
     expect(await c.confirm()).toBe(false)
   })
+
+  it('is busy while the action runs: a second confirm and cancel do nothing until it ends', async () => {
+    const c = useConfirm()
+    let finish = () => {}
+    const run = vi.fn(() => new Promise<void>((resolve) => { finish = resolve }))
+    c.ask({ title: 't', message: 'm' }, run)
+    const first = c.confirm()
+    expect(c.state.busy).toBe(true)
+    expect(await c.confirm()).toBe(false)
+    c.cancel()
+    expect(c.state.open).toBe(true)
+    finish()
+    expect(await first).toBe(true)
+    expect(c.state).toMatchObject({ busy: false, open: false, error: '' })
+    expect(run).toHaveBeenCalledOnce()
+  })
 })
 
 describe('ConfirmDialog', () => {

@@ -1,6 +1,6 @@
 /** State for one ConfirmDialog: ask with a question and the action to run once confirmed. */
 import { reactive } from 'vue'
-import { errorText } from './format'
+import { useAction } from './action'
 
 export interface Question {
   title: string
@@ -16,8 +16,10 @@ export interface ConfirmState extends Required<Question> {
 }
 
 export function useConfirm() {
-  const state = reactive<ConfirmState>({
-    open: false, busy: false, error: '', title: '', message: '', confirmLabel: 'Confirm', requireText: '',
+  // Busy and the failure's text are an action's (lib/action.ts); the state shows them to the dialog.
+  const { busy, error, run } = useAction()
+  const state: ConfirmState = reactive({
+    open: false, busy, error, title: '', message: '', confirmLabel: 'Confirm', requireText: '',
   })
   let action: (() => Promise<unknown>) | null = null
 
@@ -29,24 +31,17 @@ export function useConfirm() {
 
   /** Run the action; the dialog closes on success and stays open showing the error on failure. */
   async function confirm(): Promise<boolean> {
-    if (!action || state.busy) return false
-    state.busy = true
-    state.error = ''
-    try {
-      await action()
-      state.open = false
-      action = null
-      return true
-    } catch (err) {
-      state.error = errorText(err)
-      return false
-    } finally {
-      state.busy = false
-    }
+    const task = action
+    if (!task || busy.value) return false
+    const done = await run(async () => { await task(); return true })
+    if (!done) return false
+    state.open = false
+    action = null
+    return true
   }
 
   function cancel(): void {
-    if (state.busy) return
+    if (busy.value) return
     state.open = false
     action = null
   }

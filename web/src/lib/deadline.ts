@@ -19,15 +19,6 @@ export function deadlineLabel(d: DeadlineFields): string {
   return status
 }
 
-/** `<input type="datetime-local">` value for an ISO instant, in local time ('' for none). */
-export function isoToLocalInput(iso: string | null | undefined): string {
-  if (!iso) return ''
-  const d = new Date(iso)
-  if (Number.isNaN(d.getTime())) return ''
-  const pad = (n: number) => String(n).padStart(2, '0')
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`
-}
-
 /** What the editor says when a `deadline` event arrives. */
 export function deadlineNotice(event: object): string {
   const d = event as DeadlineFields
@@ -38,7 +29,10 @@ export function deadlineNotice(event: object): string {
     : `Your extension was withdrawn: ${due}${close}.${now}`
 }
 
-/** The student's own times for an assignment ('' when it has none): "Due …, closes for writing …". */
+/**
+ * The caller's own times for an assignment ('' when it has none): "Due …, closes for writing …" (a
+ * student's with their extension applied, a teacher's the class's: the API's `effective_*`).
+ */
 export function dueLine(a: Assignment): string {
   const due = a.effective_due_at ?? a.due_at
   const close = a.effective_close_at ?? a.close_at ?? null

@@ -12,6 +12,15 @@ export function countWords(text: string): number {
   return trimmed ? trimmed.split(/\s+/u).length : 0
 }
 
+/** `<input type="datetime-local">` value for an ISO instant, in local time ('' for none). */
+export function isoToLocalInput(iso: string | null | undefined): string {
+  if (!iso) return ''
+  const d = new Date(iso)
+  if (Number.isNaN(d.getTime())) return ''
+  const pad = (n: number) => String(n).padStart(2, '0')
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`
+}
+
 /** `<input type="datetime-local">` value (local time) to an ISO instant with a timezone. */
 export function localInputToIso(value: string): string | null {
   if (!value) return null
