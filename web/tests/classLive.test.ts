@@ -2,7 +2,8 @@ import { beforeEach, describe, expect, it, vi } from 'vitest'
 import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
 import * as syncProtocol from 'y-protocols/sync'
-import { applyPendingRows, openClassLive } from '../src/stores/classLive'
+import { nextTick, ref } from 'vue'
+import { applyPendingRows, openClassLive, revealedCount } from '../src/stores/classLive'
 import type { LiveRow } from '../src/api/types'
 import { FakeSocket, flush } from './fakes'
 
@@ -61,6 +62,36 @@ describe('live class view store', () => {
       }
       expect(sizes).toEqual([5, 10, 15, 20, 25])
       live.stop()
+    } finally {
+      vi.unstubAllGlobals()
+    }
+  })
+
+  it('reveals the whole-class text blocks a few per frame once on, all in the end, none when off', async () => {
+    const frames: FrameRequestCallback[] = []
+    vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => frames.push(cb))
+    try {
+      const on = ref(false)
+      const total = ref(12)
+      const shown = revealedCount(() => total.value, () => on.value, 5)
+      expect(shown.value).toBe(0)
+      on.value = true
+      await nextTick()
+      expect(shown.value).toBe(0) // not in the task that turned it on
+      const sizes: number[] = []
+      while (frames.length) {
+        frames.shift()!(0)
+        sizes.push(shown.value)
+      }
+      expect(sizes).toEqual([5, 10, 12])
+      total.value = 14 // a student starts an essay
+      await nextTick()
+      frames.shift()!(0)
+      expect(shown.value).toBe(14)
+      on.value = false
+      await nextTick()
+      expect(shown.value).toBe(0)
+      expect(frames).toHaveLength(0)
     } finally {
       vi.unstubAllGlobals()
     }

@@ -1,5 +1,5 @@
 /** The teacher's live class view: one row per student from `/ws/classes/{id}/live`. */
-import { computed, ref, shallowReactive, shallowRef, type Ref, type ShallowRef } from 'vue'
+import { computed, ref, shallowReactive, shallowRef, watch, type Ref, type ShallowRef } from 'vue'
 import { socketUrl } from '../api/tickets'
 import { fetchTicket } from '../api/tickets'
 import type { LiveRow, StudentRemoved } from '../api/types'
@@ -53,6 +53,38 @@ export function applyPendingRows(pending: Map<string, LiveRow>, rows: Map<string
   return pending.size > 0
 }
 
+/** The next animation frame while the page is shown; a timer when it is hidden (no frames come). */
+function nextFrame(fn: () => void, hiddenDelayMs: number): void {
+  if (typeof requestAnimationFrame === 'function' && document.visibilityState === 'visible') requestAnimationFrame(fn)
+  else setTimeout(fn, hiddenDelayMs)
+}
+
+/**
+ * How many of `total()` items to show while `on()`: `perFrame` more each frame until all are shown,
+ * 0 while off. The whole-class text's 30 blocks mounted in the task of the click that turned it on
+ * took 13-20 ms of CPU (web/README.md); a few per frame keep each frame small, as for the cards.
+ */
+export function revealedCount(total: () => number, on: () => boolean, perFrame = NEW_ROWS_PER_FRAME): Ref<number> {
+  const shown = ref(0)
+  let scheduled = false
+  const step = (): void => {
+    scheduled = false
+    if (!on()) return
+    shown.value = Math.min(total(), shown.value + perFrame)
+    if (shown.value < total()) schedule()
+  }
+  const schedule = (): void => {
+    if (scheduled) return
+    scheduled = true
+    nextFrame(step, 50)
+  }
+  watch([total, on], ([n, isOn]) => {
+    if (!isOn) shown.value = 0
+    else if (shown.value < n) schedule()
+  }, { immediate: true })
+  return shown
+}
+
 export interface ClassLive {
   rows: Map<string, LiveRow>
   status: Ref<SocketStatus>
@@ -94,8 +126,7 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
   const schedule = (): void => {
     if (scheduled) return
     scheduled = true
-    if (typeof requestAnimationFrame === 'function' && document.visibilityState === 'visible') requestAnimationFrame(flush)
-    else setTimeout(flush, 50)
+    nextFrame(flush, 50)
   }
   const status = ref<SocketStatus>('connecting')
   const refusedCode = ref<number | null>(null)
