@@ -495,9 +495,10 @@ class HostStream:
 
         async def connect() -> tuple[_GatewaySide, bytes]:
             address, port, token = await self._resolve()
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _GatewaySide(self), address, port),
-                max(0.1, min(CONNECT_TIMEOUT, deadline - loop.time())))
+            # `asyncio.timeout`: Python 3.11's `wait_for` can return a connection made as the
+            # stream was cancelled (closing), and the stream would go on.
+            async with asyncio.timeout(max(0.1, min(CONNECT_TIMEOUT, deadline - loop.time()))):
+                _, protocol = await loop.create_connection(lambda: _GatewaySide(self), address, port)
             assert isinstance(protocol, _GatewaySide)
             if protocol.transport is None:  # closed at once: the host went away again
                 raise ConnectionResetError("closed on connect")

@@ -74,7 +74,8 @@ class EssayLeases:
             if self.hand_over is None or refused.holder is None:
                 raise EssayMoved(f"essay {essay_id} is open on another host") from None
             try:
-                await asyncio.wait_for(self.hand_over(refused.holder.name, essay_id), HAND_OVER_TIMEOUT)
+                async with asyncio.timeout(HAND_OVER_TIMEOUT):  # `wait_for` (3.11) can drop a cancellation
+                    await self.hand_over(refused.holder.name, essay_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # unreachable, or no such host any more: its lease runs out

@@ -29,7 +29,8 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
 
     for name, probe in (("store", store), *ctx.hosts.readiness_probes()):
         try:
-            await asyncio.wait_for(probe(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await probe()
             checks[name] = "ok"
         except Exception as exc:  # readiness reports any failure as not ready, with its reason
             checks[name] = f"error: {type(exc).__name__}: {exc}"[:200]

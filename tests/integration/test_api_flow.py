@@ -32,3 +32,11 @@ async def test_register_token_class_join_essay_read_flow(client: httpx.AsyncClie
     roster = (await client.get(f"/api/v1/classes/{cls['id']}/students", headers=teacher.headers)).json()
     assert [row["student_id"] for row in roster["items"]] == [student.id]
     assert roster["items"][0]["essay_count"] == 1
+
+
+async def test_readiness_checks_the_store_and_the_essay_hosts(client: httpx.AsyncClient) -> None:
+    r = await client.get("/readyz")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ready" and body["checks"]["store"] == "ok" and all(
+        v == "ok" for v in body["checks"].values())
