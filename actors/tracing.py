@@ -70,11 +70,6 @@ def exporter_names(environ: Mapping[str, str]) -> list[str]:
     return [_OTLP_BY_PROTOCOL.get(protocol, f"otlp ({protocol})") if n == "otlp" else n for n in names]
 
 
-def wanted(environ: Mapping[str, str]) -> bool:
-    """Whether the OTEL_* variables in `environ` ask for traces."""
-    return bool(exporter_names(environ))
-
-
 def _load_exporters(names: list[str]) -> list[SpanExporter]:
     """An exporter for each name an installed package provides; the others logged as errors."""
     from importlib.metadata import entry_points
@@ -85,13 +80,14 @@ def _load_exporters(names: list[str]) -> list[SpanExporter]:
     exporters: list[SpanExporter] = []
     for name in names:
         found = installed.get(name)
-        try:
+        try:  # a broken install or a bad OTEL_* value: said as plainly as a missing exporter, never fatal
             made = found.load() if found is not None else None
-        except ImportError as exc:  # a broken install: said as plainly as a missing one
-            log.error("tracing: span exporter %r failed to load: %r", name, exc)
+            exporter = made() if isinstance(made, type) and issubclass(made, SpanExporter) else None
+        except Exception as exc:
+            log.error("tracing: span exporter %r failed to load or start: %r", name, exc)
             continue
-        if isinstance(made, type) and issubclass(made, SpanExporter):
-            exporters.append(made())
+        if exporter is not None:
+            exporters.append(exporter)
         else:
             log.error("tracing: no span exporter %r is installed (OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_PROTOCOL);"
                       " installed: %s", name, ", ".join(sorted(installed)) or "none")

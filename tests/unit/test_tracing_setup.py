@@ -53,7 +53,7 @@ def test_tracing_is_off_by_default_and_builds_nothing(clean: list[Any]) -> None:
     ({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"}, False),
 ])
 def test_the_standard_variables_turn_it_on(env: dict[str, str], on: bool) -> None:
-    assert tracing.wanted(env) is on
+    assert bool(tracing.exporter_names(env)) is on
 
 
 @pytest.mark.parametrize(("env", "names"), [
@@ -88,6 +88,18 @@ def test_the_installed_exporters_of_a_list_are_used_and_the_others_logged(
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin,otlp")
     assert tracing.configure() is True and len(clean) == 1
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "'zipkin'" in r.getMessage()]
+
+
+def test_an_exporter_that_fails_to_start_is_logged_and_tracing_stays_off(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    class Refusing(trace_exporter.OTLPSpanExporter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ValueError("OTEL_EXPORTER_OTLP_TIMEOUT: not a number")
+
+    monkeypatch.setattr(trace_exporter, "OTLPSpanExporter", Refusing)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    assert tracing.configure() is False and tracing.enabled is False
+    assert [r for r in caplog.records if r.levelname == "ERROR" and "not a number" in r.getMessage()]
 
 
 def test_the_trace_context_propagator_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
