@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import httpx
@@ -76,12 +76,31 @@ class Pair:
             await host.stop()
 
 
-def announced(bus: InMemoryBus, essay_id: uuid.UUID) -> Callable[[], list[str]]:
-    """The channels on which `bus` saw MOVED for the essay."""
-    seen: list[str] = []
-    for channel in (f"essay:{essay_id}:doc", f"essay:{essay_id}"):
-        bus.fanout.add(channel, lambda ch, message: seen.append(ch) if message == MOVED else None)
-    return lambda: seen
+class Announced:
+    """The channels on which a bus saw MOVED for an essay (call it); `wait` for the first
+    (the host publishes MOVED in a task after the commit that found the lease gone)."""
+
+    def __init__(self, bus: InMemoryBus, essay_id: uuid.UUID) -> None:
+        self.seen: list[str] = []
+        self._first = asyncio.Event()
+        for channel in (f"essay:{essay_id}:doc", f"essay:{essay_id}"):
+            bus.fanout.add(channel, self._on_message)
+
+    def _on_message(self, channel: str, message: bytes) -> None:
+        if message == MOVED:
+            self.seen.append(channel)
+            self._first.set()
+
+    def __call__(self) -> list[str]:
+        return self.seen
+
+    async def wait(self) -> list[str]:
+        async with asyncio.timeout(10):
+            await self._first.wait()
+        return self.seen
+
+
+announced = Announced
 
 
 @pytest.fixture
@@ -210,7 +229,7 @@ async def test_a_host_whose_lease_was_taken_cannot_commit(strangers: Pair, sessi
         await strangers.a.apply_update(essay_id, third, author_id=None, origin="t")
     assert moves(strangers.a, "lease_lost") == lost + 1
     assert essay_id not in strangers.a.essays
-    assert moved()  # its sockets are told to reconnect
+    assert await moved.wait()  # its sockets are told to reconnect
     assert await stored_text(sessions, essay_id) == "one two "
     # The client sends it again, to the host that has the essay now.
     await type_into(strangers.b, essay_id, [third])
@@ -236,11 +255,7 @@ async def test_one_commit_batch_stores_the_held_essays_and_refuses_the_fenced_on
     assert "after" not in await stored_text(sessions, taken)
     assert taken not in strangers.a.essays and held in strangers.a.essays
     assert moves(strangers.a, "lease_lost") == lost + 1
-    for _ in range(100):  # MOVED is published in a task after the commit
-        if moved():
-            break
-        await asyncio.sleep(0.01)
-    assert moved() and not stayed()
+    assert await moved.wait() and not stayed()
 
 
 async def test_fencing_holds_only_an_essays_current_token(strangers: Pair, sessions: object) -> None:
@@ -264,7 +279,7 @@ async def test_a_host_that_lost_its_lease_stores_no_snapshot_and_unloads_at_rene
     stored = await snapshot_row(sessions, essay_id)
     stale = strangers.a.essays[essay_id]
     await strangers.a.compactor.compact(stale, force_revision=True)  # fenced: nothing written
-    assert essay_id not in strangers.a.essays and moved()
+    assert essay_id not in strangers.a.essays and await moved.wait()
     # (The CRDT merge would give the same text either way: the rows say what a wrote.)
     assert await snapshot_row(sessions, essay_id) == stored and stored[1] == 2  # b's snapshot and watermark
     assert await stored_text(sessions, essay_id) == "kept b "

@@ -533,8 +533,19 @@ async def test_stop_ends_the_runner_when_a_wake_up_and_the_stop_meet(env: Env) -
     try:
         runner = SubmissionRunner(env.ctx.sessions, lambda: AnalysisEngine(LocalAnalyzer()),
                                   config=RunnerConfig(poll_seconds=60))
+        first_round = asyncio.Event()
+        measure = runner.measure_queue
+
+        async def measured() -> tuple[int, float]:
+            try:
+                return await measure()
+            finally:
+                first_round.set()  # the loop goes on to wait for a wake-up in this same step
+
+        runner.measure_queue = measured  # type: ignore[method-assign]
         await runner.start()
-        await asyncio.sleep(0.5)  # the first claim found nothing: the loop waits for a wake-up
+        async with asyncio.timeout(10):
+            await first_round.wait()
         runner.notify()
         await asyncio.sleep(0)  # the wait has its answer; the loop has not run yet
         async with asyncio.timeout(10):

@@ -70,7 +70,7 @@ async def test_nothing_the_task_would_refuse_or_treat_otherwise_is_handed_over()
 
 
 async def test_over_its_rate_or_behind_an_update_still_at_the_host_the_task_decides() -> None:
-    spent = TokenBucket(1, 1)
+    spent = TokenBucket(1, 1, clock=lambda: 0.0)  # no refill, however slow the machine
     assert spent.take()
     fanout, seen, _ = await watched(bucket=spent)
     fanout.on_message(received(create_update_message(typed("too fast"))))
