@@ -72,7 +72,7 @@ typed update on a Gateway replica), and a record into `ray.util.metrics` (tags m
 checked, then a call into Ray's core worker) cost more than the rest of the metric call; the
 prometheus-client side still counts each one at once. Ray's agent reads its workers' metrics
 every few seconds, so a second's gathering changes nothing a scrape of it sees beyond that
-second. `flush()` sends what is left (a process's housekeeping calls it: `flush_periodically`)."""
+second. What gathered goes within the interval on its own (`_flush_later`); `flush()` sends it at once."""
 
 _now = time.monotonic  # the clock of `RAY_COUNTER_INTERVAL` (tests replace it)
 _UNSENT: set[_Child] = set()
@@ -106,6 +106,7 @@ class _Child:
             self._send(now)
         else:
             _UNSENT.add(self)
+            _flush_later()
 
     def _send(self, now: float) -> None:
         amount, self._unsent, self._sent_at = self._unsent, 0.0, now
@@ -132,18 +133,36 @@ class _Child:
 
 
 def flush() -> None:
-    """Give every counter's gathered increments to its Ray twin now."""
+    """Give every counter's gathered increments to its Ray twin now (a process's last act, when
+    it stops: what gathered in its last second would be lost)."""
     now = _now()
     for child in list(_UNSENT):
         child._send(now)
 
 
-async def flush_periodically(seconds: float = RAY_COUNTER_INTERVAL) -> None:
-    """`flush` every `seconds`, for a long-lived process's event loop (runs until cancelled), so
-    a counter that stopped moving still reaches Ray's export in full."""
-    while True:
-        await asyncio.sleep(seconds)
-        flush()
+_flush_timer: asyncio.TimerHandle | None = None
+_flush_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _flush_later() -> None:
+    """Have the running event loop `flush` once `RAY_COUNTER_INTERVAL` from now (one timer per
+    process at a time), so a counter that stopped moving still reaches Ray's export in full, in
+    every process that counts (Gateway, host, Analyzer replica) with nothing to start or stop.
+    Off a loop (a worker thread) the next increment on the loop, or `flush`, sends it."""
+    global _flush_timer, _flush_loop
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if _flush_timer is not None and _flush_loop is loop and not _flush_timer.cancelled() and not loop.is_closed():
+        return  # already due on this loop (a timer left on a closed loop never runs: replace it)
+    _flush_loop, _flush_timer = loop, loop.call_later(RAY_COUNTER_INTERVAL, _flush_due)
+
+
+def _flush_due() -> None:
+    global _flush_timer
+    _flush_timer = None
+    flush()
 
 
 class Metric:

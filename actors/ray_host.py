@@ -230,7 +230,6 @@ class EssayHostShell:
         self.host: EssayHost | None = None
         self.stream: StreamServer | None = None
         self._trim: asyncio.Task[None] | None = None
-        self._counters: asyncio.Task[None] | None = None
         self._worker: Any = None  # the host process's rules worker (actors/analysis/worker.py)
         tune_gc()
         tracing.configure("essaycoach-host")  # in the actor's process, from its OTEL_* environment
@@ -264,7 +263,6 @@ class EssayHostShell:
                     await stream.start(node_address())
                     self.host, self.stream = host, stream
                     self._trim = asyncio.create_task(release_free_memory_periodically())
-                    self._counters = asyncio.create_task(metrics.flush_periodically())
         return self.host
 
     async def _ask_to_hand_over(self, name: str, essay_id: uuid.UUID) -> None:
@@ -393,15 +391,13 @@ class EssayHostShell:
     async def shutdown(self) -> None:
         if self._trim is not None:
             self._trim.cancel()
-        if self._counters is not None:
-            self._counters.cancel()
-            metrics.flush()
         if self.stream is not None:
             await self.stream.close()
         if self.host is not None:
             await self.host.stop()
         if self._worker is not None:
             self._worker.close()
+        metrics.flush()  # last: the host's final commits, compactions and lease releases count too
         tracing.flush()
 
 

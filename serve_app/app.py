@@ -14,7 +14,6 @@ from starlette.types import Receive, Scope, Send
 from actors import tracing
 from actors.analysis.coach import build_coach
 from actors.metrics import flush as flush_counters
-from actors.metrics import flush_periodically as flush_counters_periodically
 from actors.process_tuning import release_free_memory_periodically
 from db.engine import make_engine, make_sessionmaker
 from serve_app import web
@@ -116,7 +115,6 @@ def create_app(
         stop_control = await control.install(app, ctx.hosts.bus)
         await start_runner(ctx)
         trim = asyncio.create_task(release_free_memory_periodically())
-        counters = asyncio.create_task(flush_counters_periodically())  # Ray's share of hot counters
         purge = asyncio.create_task(purge_periodically(ctx.sessions, interval=settings.store_purge_interval_seconds))
         evict = asyncio.create_task(evict_periodically(buckets))
         # The replica middleware hands sockets to this app only on the fast path.
@@ -130,8 +128,6 @@ def create_app(
                 handoff.unregister(socket_handoff)
                 await socket_handoff.close_all()
             trim.cancel()
-            counters.cancel()
-            flush_counters()
             purge.cancel()
             evict.cancel()
             await stop_runner(ctx)
@@ -139,6 +135,7 @@ def create_app(
             await ctx.hosts.stop()
             await buckets.aclose()
             await engine.dispose()
+            flush_counters()  # last: the runner's, hosts' and store's final counts too
             tracing.flush()
 
     app = _App(

@@ -194,6 +194,22 @@ def test_inside_ray_a_busy_counter_gives_ray_its_increments_once_a_second(monkey
     assert len(twin.recorded) == 3
 
 
+async def test_a_counter_that_stops_moving_reaches_ray_without_anyone_flushing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An Analyzer replica counts a call's tokens and then may fall idle: its last increments
+    # must not wait for the next call (nothing in that process flushes periodically).
+    calls = Metric(metrics_module.MetricSpec("essaycoach_test_calls_total", "counter", "test"), CollectorRegistry())
+    twin = FakeRayCounter()
+    monkeypatch.setattr(calls, "ray_twin", lambda: twin)
+    monkeypatch.setattr(metrics_module, "RAY_COUNTER_INTERVAL", 0.05)
+    calls.inc()  # sent at once
+    calls.inc(3)  # gathered: due within the interval
+    assert twin.recorded == [(1, {})]
+    async with asyncio.timeout(10):
+        while len(twin.recorded) < 2:
+            await asyncio.sleep(0.01)
+    assert twin.recorded == [(1, {}), (3, {})]
+
+
 def test_a_doc_message_carries_its_origin_and_the_time_it_was_built() -> None:
     message = doc_message("origin-1", b"\x00\x02update\nwith newline")
     assert split_doc_message(message) == ("origin-1", b"\x00\x02update\nwith newline")
