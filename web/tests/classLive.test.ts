@@ -123,6 +123,25 @@ describe('live class view store', () => {
     live.stop()
   })
 
+  it('follows a student whose row is still waiting for its frame when the whole-class text is turned on', async () => {
+    const frames: FrameRequestCallback[] = []
+    vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => frames.push(cb))
+    try {
+      const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
+      await flush()
+      FakeSocket.last().open()
+      FakeSocket.last().receive(row('s1', { name: 'Ada' })) // no frame yet: the row waits
+      await live.setDocs(true)
+      await flush()
+      const docs = FakeSocket.last()
+      docs.open()
+      expect(docs.sent).toHaveLength(1) // e-s1 is followed although its card is not shown yet
+      live.stop()
+    } finally {
+      vi.unstubAllGlobals()
+    }
+  })
+
   it('drops a removed student at once, including a row still waiting for the next frame', async () => {
     const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
     await flush()

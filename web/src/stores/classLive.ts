@@ -175,7 +175,8 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
         text: (id) => { pendingTexts.add(id); schedule() },
         denied: () => undefined,
       })
-      for (const row of rows.values()) if (row.essay_id) docs.follow(row.essay_id)
+      // Shown cards and rows still waiting for their frame (their arrival found no docs socket).
+      for (const row of [...rows.values(), ...pendingRows.values()]) if (row.essay_id) docs.follow(row.essay_id)
     } else if (!on && docs) {
       docs.stop()
       docs = null
