@@ -144,6 +144,18 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         _CONNECTION.set(self)  # this task's context: the app's handler runs in it
         await super().run_asgi()
 
+    def on_idle_receive(self, hook: Callable[[Any], Any]) -> Callable[[], None]:
+        """Have `hook` see each message that arrives while the app's reader is idle
+        (`Inbox.on_idle_put`); returns the unhook."""
+        inbox: Inbox = self.queue  # type: ignore[assignment]
+        inbox.on_idle_put = hook
+
+        def unhook() -> None:
+            if inbox.on_idle_put is hook:
+                inbox.on_idle_put = None
+
+        return unhook
+
     def send_now(self, data: bytes | str) -> bool:
         """Write one data frame now, as `send` of a `websocket.send` does once it may; False
         (nothing written) when it would wait (flow control) or the socket is not open."""

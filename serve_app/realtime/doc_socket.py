@@ -29,7 +29,14 @@ from db.types import utcnow
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.awareness import SocketAwareness
 from serve_app.realtime.connection import SendQueue, TokenBucket, close_quietly, open_essay_socket, receive_frame
-from serve_app.realtime.documents import DocFollower, close_for, refuse_write, typing_in_flight
+from serve_app.realtime.documents import (
+    DocFollower,
+    close_for,
+    hand_over_typed,
+    refuse_write,
+    release_in_flight,
+    typing_in_flight,
+)
 from serve_app.realtime.protocol import (
     Awareness,
     CloseCode,
@@ -40,7 +47,6 @@ from serve_app.realtime.protocol import (
     encode_ack,
     encode_sync_step1,
     encode_sync_step2,
-    encode_update,
     is_counted_for_ack,
     parse_client_message,
 )
@@ -68,7 +74,6 @@ async def doc_socket(ws: WebSocket) -> None:
             out.put(create_awareness_message(payload))
 
     bus = ctx.hosts.bus
-    doc_channel = f"essay:{eid}:doc"
     in_flight = typing_in_flight(ws.app)
     follow = DocFollower(ctx, ws.app, eid, out, origin=origin)
     await follow.subscribe()
@@ -90,11 +95,7 @@ async def doc_socket(ws: WebSocket) -> None:
             await (applied if span is None else tracing.ending(span, applied))  # span: tracing on
         finally:
             if frame is not None:
-                pending = in_flight.get(eid)
-                if pending is not None:
-                    pending.pop(id(frame), None)
-                    if not pending:
-                        del in_flight[eid]
+                release_in_flight(in_flight, eid, frame)
         metrics.updates.inc()
         metrics.update_bytes.inc(len(update))
         metrics.ack_seconds.observe(time.perf_counter() - received)
@@ -142,10 +143,8 @@ async def doc_socket(ws: WebSocket) -> None:
                     # comes back with the writer's reconnect. The ack still waits for the commit,
                     # and the bus copy (other replicas) leaves the host after it. A reconnect's
                     # step 2 (mostly what everyone has) is published by the host only if new.
-                    frame = encode_update(update)
-                    bus.deliver_local(doc_channel, doc_message(
-                        origin, frame, None if span is None else tracing.traceparent(span)))
-                    in_flight.setdefault(eid, {})[id(frame)] = frame
+                    frame = hand_over_typed(bus, eid, origin, update, in_flight,
+                                            None if span is None else tracing.traceparent(span))
                 acks.add(apply(update, typed, received, frame, span))
             elif isinstance(message, Awareness):
                 relayed = awareness.accept(message)  # only this socket's own client id

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors import tracing
-from actors.broadcast import DELETED, MOVED, RESYNC, doc_message_trace, observe_fanout, split_doc_message
+from actors.broadcast import DELETED, MOVED, RESYNC, doc_message, doc_message_trace, observe_fanout, split_doc_message
 from actors.host import EssayNotFound, UpdateRejected, UpdateTooLarge
 from actors.host_api import HostUnavailable
 from serve_app.deps import Context
@@ -30,6 +30,25 @@ def typing_in_flight(app: Any) -> dict[uuid.UUID, dict[int, bytes]]:
     if registry is None:
         registry = app.state.typing_in_flight = {}
     return registry
+
+
+def hand_over_typed(bus: Any, eid: uuid.UUID, origin: str, update: bytes,
+                    in_flight: dict[uuid.UUID, dict[int, bytes]], trace: str | None = None) -> bytes:
+    """A writer's typed update to this replica's sockets on the essay, now, and into the in-flight
+    registry until its apply returns (`release_in_flight`); returns the frame handed over."""
+    frame = encode_update(update)
+    bus.deliver_local(f"essay:{eid}:doc", doc_message(origin, frame, trace))
+    in_flight.setdefault(eid, {})[id(frame)] = frame
+    return frame
+
+
+def release_in_flight(in_flight: dict[uuid.UUID, dict[int, bytes]], eid: uuid.UUID, frame: bytes) -> None:
+    """`frame` (from `hand_over_typed`) is applied, or will never be: out of the registry."""
+    pending = in_flight.get(eid)
+    if pending is not None:
+        pending.pop(id(frame), None)
+        if not pending:
+            del in_flight[eid]
 
 
 async def refuse_write(ctx: Context, eid: uuid.UUID, update: bytes, out: SendQueue, prefix: bytes = b"",

@@ -29,14 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from actors.broadcast import Bus, doc_message
+from actors.broadcast import Bus
 from actors.doc import InvalidUpdate, validate_update
 from db.types import utcnow
 from serve_app.api.writability import WriteWindow
 from serve_app.fastpath import uvicorn_protocol
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.connection import TokenBucket
-from serve_app.realtime.protocol import ProtocolError, SyncUpdate, encode_update, parse_client_message
+from serve_app.realtime.documents import hand_over_typed, release_in_flight
+from serve_app.realtime.protocol import ProtocolError, SyncUpdate, parse_client_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,6 @@ class ReceiptFanout:
                  acks: AckQueue, in_flight: dict[uuid.UUID, dict[int, bytes]], max_bytes: int) -> None:
         self.bus, self.eid, self.origin, self.window = bus, eid, origin, window
         self.bucket, self.acks, self.in_flight, self.max_bytes = bucket, acks, in_flight, max_bytes
-        self.channel = f"essay:{eid}:doc"
         self.delivered: deque[Delivered] = deque()
 
     def install(self) -> Callable[[], None]:
@@ -65,14 +65,7 @@ class ReceiptFanout:
         connection = uvicorn_protocol.current_connection()
         if connection is None:
             return lambda: None
-        inbox: Any = connection.queue
-        inbox.on_idle_put = self.on_message
-
-        def uninstall() -> None:
-            if inbox.on_idle_put == self.on_message:
-                inbox.on_idle_put = None
-
-        return uninstall
+        return connection.on_idle_receive(self.on_message)
 
     def on_message(self, message: Any) -> Any:
         """`Inbox.on_idle_put`: hand a typed update over now if the task would; the message goes
@@ -89,9 +82,7 @@ class ReceiptFanout:
         except (ProtocolError, InvalidUpdate):
             return message  # the task refuses it and closes the socket
         received = time.perf_counter()
-        frame = encode_update(parsed.update)
-        self.bus.deliver_local(self.channel, doc_message(self.origin, frame))
-        self.in_flight.setdefault(self.eid, {})[id(frame)] = frame
+        frame = hand_over_typed(self.bus, self.eid, self.origin, parsed.update, self.in_flight)
         self.delivered.append(Delivered(data, parsed.update, frame, received))
         return message
 
@@ -104,10 +95,4 @@ class ReceiptFanout:
     def forget(self) -> None:
         """The socket ended: hand-overs its task never took leave the in-flight registry."""
         while self.delivered:
-            pending = self.in_flight.get(self.eid)
-            if pending is not None:
-                pending.pop(id(self.delivered.popleft().frame), None)
-                if not pending:
-                    del self.in_flight[self.eid]
-            else:
-                self.delivered.popleft()
+            release_in_flight(self.in_flight, self.eid, self.delivered.popleft().frame)

@@ -169,3 +169,26 @@ async def test_typing_reaches_the_teacher_from_the_receive_callback_once_and_is_
         assert r.json()["text"] == "one two three"
         await writer.close()
         await teacher.close()
+
+
+async def test_typing_sent_back_to_back_reaches_the_teacher_in_order(settings) -> None:
+    """Updates sent without waiting mix both paths (on receipt while the socket is idle, else from
+    its task): the teacher must get them in the order typed. Yjs would converge from any order, so
+    the check is what the teacher's text was after each frame: a frame ahead of its predecessor
+    stays pending and the text would not grow by its word."""
+    words = [f"w{i} " for i in range(12)]
+    async with classroom(settings) as room:
+        writer = await YClient(await room["url"](room["student"])).connect()
+        seen: list[str] = []
+        teacher = YClient(await room["url"](room["teacher"]), on_update=lambda: seen.append(str(teacher.text)))
+        await teacher.connect()
+        await writer.wait_acked()
+        await sync_round_trip(teacher)
+        seen.clear()
+        for word in words:
+            writer.type(word)
+        assert await teacher.wait_text(lambda t: t == "".join(words), timeout=10)
+        assert seen == ["".join(words[:i + 1]) for i in range(len(words))]
+        await writer.wait_acked()
+        await writer.close()
+        await teacher.close()
