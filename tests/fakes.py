@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
 
 PASSWORD = "violet-Harbor-93!"
 
@@ -182,3 +183,8 @@ async def stored_text(database_url: str, essay_id: str) -> str:
         await engine.dispose()
     assert doc is not None
     return EssayDoc.from_state(doc.essay.doc_state, [r.data for r in doc.log]).text
+
+
+def metric_value(name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of this process's default Prometheus registry (0 when not recorded yet)."""
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0

@@ -434,10 +434,22 @@ class AnalysisEngine:
         return [by_id.get(s.criterion_id, s) for s in local_scores], result.usage
 
 
+_JOB_ERRORS_LOGGED: set[str] = set()
+"""The job errors whose traceback this process has logged (a bug in the worker repeats on every
+big essay's analysis, i.e. every typing pause: its traceback once, then one line each)."""
+
+
 def _fall_back(exc: WorkerFailed | WorkerJobError, job: str) -> None:
     """Log and count a job the rules worker could not do (the caller runs it in this process)."""
     if isinstance(exc, WorkerJobError):  # the child's traceback: a bug to fix, not a crash to ride out
         _WORKER_FALLBACKS.labels("job_error").inc()
+        lines = str(exc).strip().splitlines()
+        error = lines[-1] if lines else repr(exc)
+        if error in _JOB_ERRORS_LOGGED:
+            log.warning("rules worker job failed again (%s), analysing in this process: %s", job, error)
+            return
+        if len(_JOB_ERRORS_LOGGED) < 100:
+            _JOB_ERRORS_LOGGED.add(error)
         log.error("rules worker job failed (%s), analysing in this process:\n%s", job, exc)
     else:
         _WORKER_FALLBACKS.labels("worker_failed").inc()

@@ -26,6 +26,7 @@ from db.repositories import leases
 from db.types import utcnow
 from ops.loadtest.yclient import ClassDocsClient, YClient
 from tests.fakes import class_essay, make_essay, register
+from tests.fakes import metric_value as value
 from tests.integration.test_host import (
     FakeClock,
     new_essay,
@@ -34,7 +35,6 @@ from tests.integration.test_host import (
     typed_updates,
 )
 from tests.integration.test_sockets import doc_url, ticket
-from tests.unit.test_metrics import value
 
 
 def moves(host: EssayHost, reason: str) -> float:

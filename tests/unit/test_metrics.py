@@ -26,13 +26,12 @@ from actors.broadcast import (
 )
 from actors.committer import GroupCommitter
 from actors.metrics import CATALOGUE, Metric, exported_series, metric, names, register_all
+from tests.fakes import metric_value as value
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"\bessaycoach_[a-z0-9_]+\b")
 
 
-def value(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
 def exported() -> set[str]:
