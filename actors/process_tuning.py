@@ -8,6 +8,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 
 GC_THRESHOLDS = (20_000, 50, 100)
 TRIM_SECONDS = 10.0
@@ -27,6 +28,25 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def lower_priority(increment: int) -> int:
+    """Add `increment` to the calling thread's nice value (Linux: nice is per thread; the threads
+    and processes it starts afterwards inherit it); returns the nice value now. 0: unchanged.
+
+    An essay host calls this on its event loop's thread before it opens its store or starts its
+    rules worker: on a machine it shares with a Gateway replica and HAProxy, a waking Gateway
+    then takes a core from the host's commits and analysis at once instead of after the host's
+    time slice, and the typing a teacher sees is not held behind them. Measured with
+    `python -m ops.loadtest.run --shape continuous --typists 300 --targets essaycoach` on the
+    2-core machine (2026-12-06 23:16-23:26 UTC, alternating, load 1.7-2.8): teacher-visible
+    (fan-out) p99 8.2 / 5.8 ms with the host at nice 10 against 12.6 / 9.3 ms at 0, ack p99
+    45.4 / 36.5 against 54.2 / 39.0 ms. The host's own throughput is unchanged while a core is
+    free; on a saturated machine it yields to nice-0 work (there, add cores or hosts).
+    """
+    if increment <= 0:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    return os.nice(increment)
 
 
 def release_free_memory() -> bool:

@@ -25,7 +25,7 @@ from actors.host import EssayHost
 from actors.host_api import HostAPI, operations
 from actors.host_stream import StreamServer
 from actors.metrics import metric
-from actors.process_tuning import release_free_memory_periodically, tune_gc
+from actors.process_tuning import lower_priority, release_free_memory_periodically, tune_gc
 
 HUB_NAME = "essaycoach-bus-hub-v3"  # versioned: the hub is detached and outlives deploys; v2 added skip, v3 channel ops
 SUBSCRIBER_TTL = 60.0
@@ -242,6 +242,8 @@ class EssayHostShell:
                     from actors.analysis.service import rules_worker
                     from db.engine import make_engine, make_sessionmaker
 
+                    # On this (the loop's) thread, before the store's thread and the rules worker start.
+                    lower_priority(self.config.nice)
                     engine = make_engine(self.config.database_url, keyring=self.config.keyring())
                     name = ray.get_runtime_context().get_actor_name() or "essay-host"
                     self._worker = rules_worker(self.config.analysis)  # killed in shutdown; dies with us

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     # How long an essay host's lease on an essay lasts unrenewed (renewed every third of it): after
     # a host hangs or is cut off, the longest its essays wait before another host may load them.
     host_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+    # The essay hosts run at this nice value above the Gateway's, so a Gateway sharing their
+    # machine fans typing out without waiting for the host's time slice (0: same priority;
+    # actors.process_tuning.lower_priority has the measurements).
+    host_nice: int = Field(default=10, ge=0, le=19)
 
     # Proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the TCP peer is
     # the client (serve_app/client_address.py says why that is the default).
@@ -220,7 +224,7 @@ class Settings(BaseSettings):
         """What an essay host's Ray shell is created with (pickled into the actor)."""
         return HostShellConfig(database_url=self.database_url, bus=self.bus_config(), host=self.host_config(),
                                analysis=self.analysis_config(), serve_app_name=self.serve_app_name,
-                               data_key=self.data_key, data_keys_old=self.data_keys_old)
+                               data_key=self.data_key, data_keys_old=self.data_keys_old, nice=self.host_nice)
 
     @property
     def metrics_export_port(self) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
+import threading
 
+from actors import process_tuning
 from actors.process_tuning import GC_THRESHOLDS, tune_gc
 
 
@@ -49,3 +52,20 @@ def test_release_free_memory_returns_freed_heap_pages_to_the_os() -> None:
     assert before - rss_kib() > 25_000  # most of the ~50 MiB of holes went back
     for block in kept:
         libc.free(block)
+
+
+def test_lower_priority_lowers_only_the_calling_threads_priority() -> None:
+    seen: dict[str, int] = {}
+    main_before = os.getpriority(os.PRIO_PROCESS, 0)
+
+    def host_loop_thread() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        seen["now"] = process_tuning.lower_priority(3)
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, 0) - before
+        seen["zero"] = process_tuning.lower_priority(0) - os.getpriority(os.PRIO_PROCESS, 0)
+
+    thread = threading.Thread(target=host_loop_thread)
+    thread.start()
+    thread.join()
+    assert seen["delta"] == 3 and seen["now"] == main_before + 3 and seen["zero"] == 0
+    assert os.getpriority(os.PRIO_PROCESS, 0) == main_before  # the test process's own thread: unchanged
