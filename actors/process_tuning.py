@@ -37,12 +37,15 @@ def lower_priority(increment: int) -> int:
     An essay host calls this on its event loop's thread before it opens its store or starts its
     rules worker: on a machine it shares with a Gateway replica and HAProxy, a waking Gateway
     then takes a core from the host's commits and analysis at once instead of after the host's
-    time slice, and the typing a teacher sees is not held behind them. Measured with
-    `python -m ops.loadtest.run --shape continuous --typists 300 --targets essaycoach` on the
-    2-core machine (2026-12-06 23:16-23:26 UTC, alternating, load 1.7-2.8): teacher-visible
-    (fan-out) p99 8.2 / 5.8 ms with the host at nice 10 against 12.6 / 9.3 ms at 0, ack p99
-    45.4 / 36.5 against 54.2 / 39.0 ms. The host's own throughput is unchanged while a core is
-    free; on a saturated machine it yields to nice-0 work (there, add cores or hosts).
+    time slice, and the typing a teacher sees is not held behind them. Ray starts its workers at
+    nice 15 unless `RAY_worker_niceness` says otherwise (`essaycoach run` sets 0: serve_app/cli.py),
+    so this is relative to the Gateway's priority. The first measurement (2026-12-06 23:16-23:26
+    UTC, `python -m ops.loadtest.run --shape continuous --typists 300 --targets essaycoach`,
+    alternating, load 1.7-2.8) still had the Gateway and HAProxy at Ray's 15 and moved the host
+    alone: at 10 the teacher-visible (fan-out) p99 was 8.2 / 5.8 ms, at 0 12.6 / 9.3 ms (a host
+    above the Gateway's priority holds typing back); ops/loadtest/RESULTS.md has the runs with
+    both settings. The host's own throughput is unchanged while a core is free; on a saturated
+    machine it yields to normal-priority work (there, add cores or hosts).
     """
     if increment <= 0:
         return os.getpriority(os.PRIO_PROCESS, 0)

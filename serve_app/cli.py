@@ -125,12 +125,21 @@ def cmd_run(args: argparse.Namespace) -> None:
     sys.exit(status)
 
 
+WORKER_NICENESS = ("RAY_worker_niceness", "0")
+"""Ray starts its worker processes at nice 15 unless told otherwise: the Gateway replicas, Serve's
+HAProxy (started by a worker) and the essay hosts then yielded a core to every nice-0 process on
+the machine (Ray's own raylet and agents, PostgreSQL, a load generator), and typing waited for
+them. At 0 the Gateway and HAProxy run at the machine's normal priority and the hosts at
+`ESSAYCOACH_HOST_NICE` below it (actors/process_tuning.py). ray-cluster.yaml sets it per node."""
+
+
 def run_env(settings: Settings, files: RunFiles, *, default_proxy: bool) -> dict[str, str]:
     """The driver's environment (Ray's processes inherit it); what the operator set wins."""
     from serve_app.ports import serve_ports_env
 
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.setdefault(*WORKER_NICENESS)
     # The driver and Ray's workers run this checkout's code, whichever one the venv points at.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     local = env.get("RAY_ADDRESS", "local") == "local"

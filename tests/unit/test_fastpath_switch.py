@@ -75,3 +75,18 @@ def test_switched_off_essaycoach_run_starts_serves_default_proxy(monkeypatch: py
     env = run_env(settings, RunFiles(tmp_path), default_proxy=False)
     assert not any(name in env for name in FAST_PATH_ENV)
     assert env["ESSAYCOACH_FAST_PATH"] == "off"  # the driver passes ESSAYCOACH_* on to the replicas
+
+
+def test_essaycoach_run_starts_rays_workers_at_normal_priority(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ray's default (nice 15) put the Gateway and HAProxy behind every nice-0 process; an
+    operator's own value wins."""
+    from serve_app.cli import run_env
+    from serve_app.run_record import RunFiles
+    from serve_app.settings import Settings
+
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    settings = Settings(jwt_secret=TEST_SECRET, var_dir=tmp_path)
+    assert run_env(settings, RunFiles(tmp_path), default_proxy=False)["RAY_worker_niceness"] == "0"
+    assert run_env(settings, RunFiles(tmp_path), default_proxy=True)["RAY_worker_niceness"] == "0"
+    monkeypatch.setenv("RAY_worker_niceness", "5")
+    assert run_env(settings, RunFiles(tmp_path), default_proxy=False)["RAY_worker_niceness"] == "5"

@@ -39,6 +39,7 @@ def test_cluster_nodes_get_the_fast_ingress_environment_once(tmp_path: Path) -> 
         assert {key: values.get(key) for key in FAST_PATH_ENV} == FAST_PATH_ENV
         assert values[HAPROXY_THREADS_ENV] == haproxy_threads(cpus), cpus
         assert values["ESSAYCOACH_DEV_MODE"] == "false"
+        assert values["RAY_worker_niceness"] == "0"  # Gateways and HAProxy at normal priority (serve_app/cli.py)
 
 
 def test_cluster_config_starts_head_off_the_redis_port_with_autoscaling_workers() -> None:
