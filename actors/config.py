@@ -95,7 +95,7 @@ class HostShellConfig:
     # ESSAYCOACH_DATA_KEY / _DATA_KEYS_OLD: the host's engine seals essay text with them (db/crypto.py).
     data_key: str = field(default="", repr=False)
     data_keys_old: str = field(default="", repr=False)
-    # ESSAYCOACH_HOST_NICE: added to the host's nice value (actors.process_tuning.lower_priority).
+    # ESSAYCOACH_HOST_NICE: the host's nice value, at least (actors.process_tuning.lower_priority).
     nice: int = 0
 
     def keyring(self) -> Keyring | None:

@@ -30,9 +30,10 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def lower_priority(increment: int) -> int:
-    """Add `increment` to the calling thread's nice value (Linux: nice is per thread; the threads
-    and processes it starts afterwards inherit it); returns the nice value now. 0: unchanged.
+def lower_priority(nice: int) -> int:
+    """Run the calling thread at nice value `nice` at least (Linux: nice is per thread; the threads
+    and processes it starts afterwards inherit it); returns its nice value now. Absolute, so a
+    second call (or a thread that inherited it) stays at `nice`; one already lower stays.
 
     An essay host calls this on its event loop's thread before it opens its store or starts its
     rules worker: on a machine it shares with a Gateway replica and HAProxy, a waking Gateway
@@ -47,9 +48,11 @@ def lower_priority(increment: int) -> int:
     both settings. The host's own throughput is unchanged while a core is free; on a saturated
     machine it yields to normal-priority work (there, add cores or hosts).
     """
-    if increment <= 0:
-        return os.getpriority(os.PRIO_PROCESS, 0)
-    return os.nice(increment)
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice <= current:
+        return current
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    return nice
 
 
 def release_free_memory() -> bool:

@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     # How long an essay host's lease on an essay lasts unrenewed (renewed every third of it): after
     # a host hangs or is cut off, the longest its essays wait before another host may load them.
     host_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
-    # The essay hosts run at this nice value above the Gateway's, so a Gateway sharing their
+    # The essay hosts run at this nice value (at least; the Gateway at Ray's worker niceness, 0 under
+    # `essaycoach run`), so a Gateway sharing their
     # machine fans typing out without waiting for the host's time slice (0: same priority;
     # actors.process_tuning.lower_priority has the measurements).
     host_nice: int = Field(default=10, ge=0, le=19)

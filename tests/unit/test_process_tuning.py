@@ -54,18 +54,19 @@ def test_release_free_memory_returns_freed_heap_pages_to_the_os() -> None:
         libc.free(block)
 
 
-def test_lower_priority_lowers_only_the_calling_threads_priority() -> None:
+def test_lower_priority_sets_the_calling_threads_nice_once_and_only_that_thread() -> None:
     seen: dict[str, int] = {}
     main_before = os.getpriority(os.PRIO_PROCESS, 0)
 
     def host_loop_thread() -> None:
-        before = os.getpriority(os.PRIO_PROCESS, 0)
-        seen["now"] = process_tuning.lower_priority(3)
-        seen["delta"] = os.getpriority(os.PRIO_PROCESS, 0) - before
-        seen["zero"] = process_tuning.lower_priority(0) - os.getpriority(os.PRIO_PROCESS, 0)
+        seen["first"] = process_tuning.lower_priority(main_before + 3)
+        seen["again"] = process_tuning.lower_priority(main_before + 3)  # absolute: no further
+        seen["higher"] = process_tuning.lower_priority(main_before)  # never raises priority back
+        seen["now"] = os.getpriority(os.PRIO_PROCESS, 0)
 
     thread = threading.Thread(target=host_loop_thread)
     thread.start()
     thread.join()
-    assert seen["delta"] == 3 and seen["now"] == main_before + 3 and seen["zero"] == 0
+    assert seen == {"first": main_before + 3, "again": main_before + 3, "higher": main_before + 3,
+                    "now": main_before + 3}
     assert os.getpriority(os.PRIO_PROCESS, 0) == main_before  # the test process's own thread: unchanged
