@@ -45,8 +45,11 @@ def lower_priority(nice: int) -> int:
     alternating, load 1.7-2.8) still had the Gateway and HAProxy at Ray's 15 and moved the host
     alone: at 10 the teacher-visible (fan-out) p99 was 8.2 / 5.8 ms, at 0 12.6 / 9.3 ms (a host
     above the Gateway's priority holds typing back); ops/loadtest/RESULTS.md has the runs with
-    both settings. The host's own throughput is unchanged while a core is free; on a saturated
-    machine it yields to normal-priority work (there, add cores or hosts).
+    both settings. With the Gateway at 0 (`RAY_worker_niceness=0`, 23:53-00:19 UTC, same command
+    with y-websocket in each run) a host at 10 gave fan-out p99 5.0 / 6.6 ms and one at 0 5.5 ms,
+    the same; at 1,000 typists, where the two cores are saturated, the host at 10 was starved
+    (ack p99 465 ms against 356 at 0). So `ESSAYCOACH_HOST_NICE` defaults to 0: a knob for a
+    machine with cores to spare where the host must never delay the Gateway.
     """
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if nice <= current:

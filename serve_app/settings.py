@@ -119,11 +119,11 @@ class Settings(BaseSettings):
     # How long an essay host's lease on an essay lasts unrenewed (renewed every third of it): after
     # a host hangs or is cut off, the longest its essays wait before another host may load them.
     host_lease_seconds: float = Field(default=30.0, ge=3, le=3600)
-    # The essay hosts run at this nice value (at least; the Gateway at Ray's worker niceness, 0 under
-    # `essaycoach run`), so a Gateway sharing their
-    # machine fans typing out without waiting for the host's time slice (0: same priority;
-    # actors.process_tuning.lower_priority has the measurements).
-    host_nice: int = Field(default=10, ge=0, le=19)
+    # The essay hosts' nice value (at least; the Gateway runs at Ray's worker niceness, 0 under
+    # `essaycoach run`). 0 by default: at 300 typists a host at 10 gained nothing once the Gateway
+    # ran at 0, and at 1,000 (a saturated machine) it starved the host's commits (ack p99 465 ms
+    # against 356 at 0); actors.process_tuning.lower_priority has the measurements.
+    host_nice: int = Field(default=0, ge=0, le=19)
 
     # Proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the TCP peer is
     # the client (serve_app/client_address.py says why that is the default).

@@ -49,9 +49,9 @@ def test_a_host_actor_gets_its_store_bus_and_analysis_settings_as_plain_values(
         "openai", "key-1", 7)
     assert config.analysis.local_only().provider == "local" and config.host.max_essay_chars == 99
     assert "key-1" not in repr(config)
-    assert config.nice == 10  # hosts yield a core to the Gateway (actors.process_tuning.lower_priority)
-    monkeypatch.setenv("ESSAYCOACH_HOST_NICE", "0")
-    assert Settings(dev_mode=False, jwt_secret=SECRET).host_shell_config().nice == 0
+    assert config.nice == 0  # the Gateway's priority (actors.process_tuning.lower_priority)
+    monkeypatch.setenv("ESSAYCOACH_HOST_NICE", "10")
+    assert Settings(dev_mode=False, jwt_secret=SECRET).host_shell_config().nice == 10
 
 
 def test_dev_mode_is_off_by_default_so_a_missing_jwt_secret_fails(monkeypatch: pytest.MonkeyPatch,
