@@ -11,6 +11,21 @@ const frame = () => new Promise((resolve) => setTimeout(resolve, 80))
 const row = (id: string, extra: object) => JSON.stringify({ type: 'student', student_id: id, essay_id: `e-${id}`, name: '',
   title: 't', word_count: 0, last_active_at: null, excerpt: '', feedback_counts: {}, flags: [], typing_seconds: 0, ...extra })
 
+/** Runs `body` with animation frames held in a list it steps by hand, and an open live socket. */
+async function withHeldFrames(body: (live: ReturnType<typeof openClassLive>, frames: FrameRequestCallback[]) => Promise<void>) {
+  const frames: FrameRequestCallback[] = []
+  vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => frames.push(cb))
+  try {
+    const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
+    await flush()
+    FakeSocket.last().open()
+    await body(live, frames)
+    live.stop()
+  } finally {
+    vi.unstubAllGlobals()
+  }
+}
+
 describe('live class view store', () => {
   beforeEach(() => { FakeSocket.instances = [] })
 
@@ -47,13 +62,8 @@ describe('live class view store', () => {
     expect(pending.size).toBe(0)
   })
 
-  it('shows a burst of new students over several frames, all of them in the end', async () => {
-    const frames: FrameRequestCallback[] = []
-    vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => frames.push(cb))
-    try {
-      const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
-      await flush()
-      FakeSocket.last().open()
+  it('shows a burst of new students over several frames, all of them in the end', () =>
+    withHeldFrames(async (live, frames) => {
       for (let i = 0; i < 25; i++) FakeSocket.last().receive(row(`s${i}`, { name: `S${i}` }))
       const sizes: number[] = []
       while (frames.length) {
@@ -61,11 +71,7 @@ describe('live class view store', () => {
         sizes.push(live.rows.size)
       }
       expect(sizes).toEqual([5, 10, 15, 20, 25])
-      live.stop()
-    } finally {
-      vi.unstubAllGlobals()
-    }
-  })
+    }))
 
   it('reveals the whole-class text blocks a few per frame once on, all in the end, none when off', async () => {
     const frames: FrameRequestCallback[] = []
@@ -123,24 +129,15 @@ describe('live class view store', () => {
     live.stop()
   })
 
-  it('follows a student whose row is still waiting for its frame when the whole-class text is turned on', async () => {
-    const frames: FrameRequestCallback[] = []
-    vi.stubGlobal('requestAnimationFrame', (cb: FrameRequestCallback) => frames.push(cb))
-    try {
-      const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
-      await flush()
-      FakeSocket.last().open()
+  it('follows a student whose row is still waiting for its frame when the whole-class text is turned on', () =>
+    withHeldFrames(async (live) => {
       FakeSocket.last().receive(row('s1', { name: 'Ada' })) // no frame yet: the row waits
       await live.setDocs(true)
       await flush()
       const docs = FakeSocket.last()
       docs.open()
       expect(docs.sent).toHaveLength(1) // e-s1 is followed although its card is not shown yet
-      live.stop()
-    } finally {
-      vi.unstubAllGlobals()
-    }
-  })
+    }))
 
   it('drops a removed student at once, including a row still waiting for the next frame', async () => {
     const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
