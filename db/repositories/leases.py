@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, Connection, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -84,15 +84,30 @@ def fence(conn: Connection | Session, *, holder: Holder, leases: Iterable[tuple[
     locks; SQLite: the essay host's write transactions begin IMMEDIATE, holding the database's
     write lock). `expires_at` also renews them."""
     held: set[tuple[uuid.UUID, int]] = set()
+    if expires_at is None:
+        wanted = set(leases)
+        ids = list({essay_id for essay_id, _ in wanted})
+        connection = conn.connection() if isinstance(conn, Session) else conn  # Core: no ORM layer
+        for i in range(0, len(ids), CHUNK):
+            rows = connection.execute(_HELD, {"ids": ids[i:i + CHUNK], "holder": holder.name,
+                                              "instance": holder.instance})
+            held.update(lease for lease in rows if lease in wanted)
+        return held
     for ours in _ours(holder, leases):
-        if expires_at is None:
-            found = conn.execute(select(EssayLease.essay_id, EssayLease.token).where(*ours)
-                                 .with_for_update(read=True))
-        else:
-            found = conn.execute(update(EssayLease).where(*ours).values(expires_at=expires_at)
-                                 .returning(EssayLease.essay_id, EssayLease.token))
+        found = conn.execute(update(EssayLease).where(*ours).values(expires_at=expires_at)
+                             .returning(EssayLease.essay_id, EssayLease.token))
         held.update((essay_id, token) for essay_id, token in found)
     return held
+
+
+# `fence` without renewal, on every group commit: one statement object, so its compiled form is
+# found in the cache without building and hashing a new `(essay_id, token) IN (...)` clause per
+# call; the tokens are compared here (a row of ours with another token, an essay loaded again
+# since, is locked too: harmless, it is ours).
+_HELD = (select(EssayLease.essay_id, EssayLease.token)
+         .where(EssayLease.essay_id.in_(bindparam("ids", expanding=True)),
+                EssayLease.holder == bindparam("holder"), EssayLease.instance == bindparam("instance"))
+         .with_for_update(read=True))
 
 
 def release(conn: Connection | Session, *, holder: Holder, leases: Iterable[tuple[uuid.UUID, int]]) -> None:
