@@ -24,7 +24,7 @@ from actors.broadcast import Bus, make_bus
 from actors.config import HostConfig
 from actors.host import EssayHost
 from actors.host_api import HostAPI, HostUnavailable, retry_safe_of
-from actors.host_stream import HostStream
+from actors.host_stream import Answer, HostStream, StreamServer
 from actors.routing import host_index
 from serve_app.settings import Settings
 
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 Probe = Callable[[], Awaitable[None]]
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+_applying: set[asyncio.Future[int]] = set()
+"""`EssayHosts.submit_update`'s tasks, referenced until done."""
 
 
 class LiveView:
@@ -68,6 +72,27 @@ class EssayHosts(ABC):
 
     def every(self) -> list[HostAPI]:
         return [self.host(i) for i in range(self.hosts)]
+
+    def submit_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None, origin: str,
+                      live: bool, node: str | None, answer: Answer) -> None:
+        """`apply_update` on the essay's host with its outcome told to `answer` (`(seq, None)`
+        once committed, `(None, error)`), never from inside this call. Here a task awaits it;
+        `RayHosts` writes it to the host's stream and is told from the stream's receive callback,
+        with no task or coroutine per update."""
+        applying = asyncio.ensure_future(self.of(essay_id).apply_update(
+            essay_id, update, author_id=author_id, origin=origin, live=live, node=node))
+        _applying.add(applying)
+
+        def done(task: asyncio.Future[int]) -> None:
+            _applying.discard(task)
+            if task.cancelled():
+                answer(None, asyncio.CancelledError("update cancelled"))
+            elif task.exception() is not None:
+                answer(None, task.exception())
+            else:
+                answer(task.result(), None)
+
+        applying.add_done_callback(done)
 
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
         return await self.of(essay_id).set_text(essay_id, text, author_id=author_id)
@@ -108,7 +133,9 @@ class InProcessHosts(EssayHosts):
     in-memory bus."""
 
     def __init__(self, settings: Settings, ctx: Context, *, bus: Bus | None = None,
-                 config: HostConfig | None = None) -> None:
+                 config: HostConfig | None = None, streams: bool = False) -> None:
+        """`streams`: typed updates (`submit_update`) reach the hosts over a host stream on
+        127.0.0.1, as under Ray (tests of the Gateway's stream path); else by a direct call."""
         self.bus = bus or make_bus(settings.bus_config(), cluster=False)
         self.ctx = ctx
         self.hosts = settings.hosts
@@ -125,6 +152,8 @@ class InProcessHosts(EssayHosts):
                                        local_analyzer=local,  # type: ignore[arg-type]
                                        name=f"essay-host-{index}", hand_over=self._hand_over)
                              for index in range(settings.hosts)]
+        self._servers: list[StreamServer] = []
+        self._streams: list[HostStream] | None = [] if streams else None
 
     async def _hand_over(self, name: str, essay_id: uuid.UUID) -> None:
         """`hand_over` on this process's host called `name` (LookupError: none; its lease runs out)."""
@@ -137,8 +166,18 @@ class InProcessHosts(EssayHosts):
     async def start(self) -> None:
         for host in self.host_objects:
             await host.start()
+        if self._streams is not None:
+            for host in self.host_objects:
+                server = StreamServer(host)
+                await server.start("127.0.0.1")
+                self._servers.append(server)
+                self._streams.append(HostStream(functools.partial(_local_address, server)))
 
     async def stop(self) -> None:
+        for stream in self._streams or ():
+            stream.close()
+        for server in self._servers:
+            await server.close()
         for host in self.host_objects:
             await host.stop()
         if self.worker is not None:
@@ -148,9 +187,22 @@ class InProcessHosts(EssayHosts):
     def host(self, index: int) -> HostAPI:
         return self.host_objects[index]
 
+    def submit_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None, origin: str,
+                      live: bool, node: str | None, answer: Answer) -> None:
+        if not self._streams:
+            super().submit_update(essay_id, update, author_id=author_id, origin=origin, live=live, node=node,
+                                  answer=answer)
+            return
+        self._streams[host_index(essay_id, self.hosts)].submit(
+            essay_id, update, author_id=author_id, origin=origin, live=live, node=node, answer=answer)
+
     def host_for(self, essay_id: uuid.UUID) -> EssayHost:
         """The essay's host object itself (tests look inside it)."""
         return self.host_objects[host_index(essay_id, self.hosts)]
+
+
+async def _local_address(server: StreamServer) -> tuple[str, int, bytes]:
+    return "127.0.0.1", server.port, server.token
 
 
 class RayHost(HostAPI):
@@ -317,6 +369,11 @@ class RayHosts(EssayHosts):
 
     def host(self, index: int) -> RayHost:
         return self._hosts[index]
+
+    def submit_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None, origin: str,
+                      live: bool, node: str | None, answer: Answer) -> None:
+        self._hosts[host_index(essay_id, self.hosts)].stream().submit(
+            essay_id, update, author_id=author_id, origin=origin, live=live, node=node, answer=answer)
 
     async def stop(self) -> None:
         for host in self._hosts:

@@ -88,11 +88,29 @@ async def doc_socket(ws: WebSocket) -> None:
                             in_flight=in_flight, max_bytes=settings.max_ws_message_bytes)
     unhook: Callable[[], None] = lambda: None  # noqa: E731
 
-    async def apply(update: bytes, typed: bool, received: float, frame: bytes | None, span: Any) -> None:
+    hosts = ctx.hosts
+
+    def to_host(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
+        """The update to its host; acked (in order) from the host's answer, with no task."""
+        sent = acks.sent()
+
+        def answer(_seq: int | None, error: BaseException | None) -> None:
+            if frame is not None:
+                release_in_flight(in_flight, eid, frame)
+            if error is None:
+                metrics.updates.inc()
+                metrics.update_bytes.inc(len(update))
+                metrics.ack_seconds.observe(time.perf_counter() - received)
+            sent.settle(error)
+
+        hosts.submit_update(eid, update, author_id=user_id, origin=origin, live=typed,
+                            node=bus.node if typed else None, answer=answer)
+
+    async def traced(update: bytes, typed: bool, received: float, frame: bytes | None, span: Any) -> None:
+        """`to_host` with tracing on: the update's span ends with the host's answer."""
         try:
-            applied = ctx.hosts.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
-                                                     live=typed, node=bus.node if typed else None)
-            await (applied if span is None else tracing.ending(span, applied))  # span: tracing on
+            await tracing.ending(span, hosts.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
+                                                                   live=typed, node=bus.node if typed else None))
         finally:
             if frame is not None:
                 release_in_flight(in_flight, eid, frame)
@@ -113,7 +131,7 @@ async def doc_socket(ws: WebSocket) -> None:
                 break
             early = receipt.take(data)
             if early is not None:  # checked and handed to this replica's sockets on receipt: to the host now
-                acks.add(apply(early.update, True, early.received, early.frame, None))
+                to_host(early.update, True, early.received, early.frame)
                 continue
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
             if isinstance(message, SyncStep1):
@@ -145,7 +163,10 @@ async def doc_socket(ws: WebSocket) -> None:
                     # step 2 (mostly what everyone has) is published by the host only if new.
                     frame = hand_over_typed(bus, eid, origin, update, in_flight,
                                             None if span is None else tracing.traceparent(span))
-                acks.add(apply(update, typed, received, frame, span))
+                if span is None:
+                    to_host(update, typed, received, frame)
+                else:
+                    acks.add(traced(update, typed, received, frame, span))
             elif isinstance(message, Awareness):
                 relayed = awareness.accept(message)  # only this socket's own client id
                 if relayed is not None:

@@ -1,5 +1,7 @@
 """A writing doc socket keeps reading while its earlier updates wait for their commit, and acks
-them in order (serve_app.realtime.acks), over real websockets with in-process hosts."""
+them in order (serve_app.realtime.acks), over real websockets with in-process hosts, reached
+directly or over the host stream as under Ray (`streams`: the ack then comes from the stream's
+receive callback)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 from pycrdt import create_sync_message
 
 from actors.host import UpdateRejected
@@ -18,12 +21,18 @@ from tests.fakes import class_essay
 Apply = Callable[..., Awaitable[int]]
 
 
+@pytest.fixture(params=[False, True], ids=["direct", "stream"])
+def streams(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @contextlib.asynccontextmanager
-async def classroom(settings: Any) -> AsyncIterator[dict[str, Any]]:
+async def classroom(settings: Any, streams: bool = False) -> AsyncIterator[dict[str, Any]]:
     from serve_app.app import create_app
+    from serve_app.hosts import InProcessHosts
     from tests.conftest import serving
 
-    application = create_app(settings)
+    application = create_app(settings, hosts_factory=lambda s, ctx: InProcessHosts(s, ctx, streams=streams))
     async with serving(application) as server, httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
         teacher, student, essay = await class_essay(client)
 
@@ -57,8 +66,8 @@ async def sync_round_trip(client: YClient) -> None:
     await asyncio.wait_for(client.synced.wait(), 10)
 
 
-async def test_teacher_sees_later_typing_while_an_earlier_update_awaits_its_commit(settings) -> None:
-    async with classroom(settings) as room:
+async def test_teacher_sees_later_typing_while_an_earlier_update_awaits_its_commit(settings, streams) -> None:
+    async with classroom(settings, streams) as room:
         writer = await YClient(await room["url"](room["student"])).connect()
         teacher = await YClient(await room["url"](room["teacher"])).connect()
         await writer.wait_acked()  # its sync step 2 counts too
@@ -86,8 +95,8 @@ async def test_teacher_sees_later_typing_while_an_earlier_update_awaits_its_comm
         await teacher.close()
 
 
-async def test_an_ack_never_covers_an_earlier_update_that_is_not_durable(settings) -> None:
-    async with classroom(settings) as room:
+async def test_an_ack_never_covers_an_earlier_update_that_is_not_durable(settings, streams) -> None:
+    async with classroom(settings, streams) as room:
         writer = await YClient(await room["url"](room["student"])).connect()
         await writer.wait_acked()
         before = writer.acked
@@ -118,8 +127,8 @@ async def test_an_ack_never_covers_an_earlier_update_that_is_not_durable(setting
         await writer.close()
 
 
-async def test_a_refused_update_closes_the_socket_while_it_waits_for_more(settings) -> None:
-    async with classroom(settings) as room:
+async def test_a_refused_update_closes_the_socket_while_it_waits_for_more(settings, streams) -> None:
+    async with classroom(settings, streams) as room:
         writer = await YClient(await room["url"](room["student"])).connect()
         writer.type("fine")
         await writer.wait_acked()
@@ -140,7 +149,7 @@ async def test_a_refused_update_closes_the_socket_while_it_waits_for_more(settin
         assert writer.acked == before
 
 
-async def test_typing_reaches_the_teacher_from_the_receive_callback_once_and_is_stored(settings, monkeypatch) -> None:
+async def test_typing_reaches_the_teacher_from_the_receive_callback_once_and_is_stored(settings, streams, monkeypatch) -> None:
     from serve_app.realtime.receipt import ReceiptFanout
 
     handed_over: list[bool] = []
@@ -152,7 +161,7 @@ async def test_typing_reaches_the_teacher_from_the_receive_callback_once_and_is_
         return delivered
 
     monkeypatch.setattr(ReceiptFanout, "take", spied)
-    async with classroom(settings) as room:
+    async with classroom(settings, streams) as room:
         writer = await YClient(await room["url"](room["student"])).connect()
         teacher = await YClient(await room["url"](room["teacher"])).connect()
         await writer.wait_acked()
@@ -171,13 +180,13 @@ async def test_typing_reaches_the_teacher_from_the_receive_callback_once_and_is_
         await teacher.close()
 
 
-async def test_typing_sent_back_to_back_reaches_the_teacher_in_order(settings) -> None:
+async def test_typing_sent_back_to_back_reaches_the_teacher_in_order(settings, streams) -> None:
     """Updates sent without waiting mix both paths (on receipt while the socket is idle, else from
     its task): the teacher must get them in the order typed. Yjs would converge from any order, so
     the check is what the teacher's text was after each frame: a frame ahead of its predecessor
     stays pending and the text would not grow by its word."""
     words = [f"w{i} " for i in range(12)]
-    async with classroom(settings) as room:
+    async with classroom(settings, streams) as room:
         writer = await YClient(await room["url"](room["student"])).connect()
         seen: list[str] = []
         teacher = YClient(await room["url"](room["teacher"]), on_update=lambda: seen.append(str(teacher.text)))

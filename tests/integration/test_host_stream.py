@@ -102,6 +102,45 @@ class Raw(FramedProtocol):
             self.closed.set_result(None)
 
 
+async def test_submitted_updates_are_answered_from_the_streams_receive_callback(host: EssayHost, sessions: object) -> None:  # noqa: F811
+    """`submit` (the doc socket's path): each answer is told once, after the commit, from the
+    callback that read it (no task); one answer that raises breaks neither the stream nor the
+    answers after it; a closed stream tells its refusal later, never inside `submit`."""
+    essay_id = await new_essay(sessions)
+    server = await serve(host)
+    _, resolve = resolver(server)
+    stream = HostStream(resolve)  # type: ignore[arg-type]
+    told: list[tuple[int | None, str | None, str]] = []
+    inside = False
+
+    def answer(seq: int | None, error: BaseException | None) -> None:
+        told.append((seq, type(error).__name__ if error else None, "")
+                    if not inside else (seq, "told inside submit", ""))
+        if len(told) == 1:
+            raise RuntimeError("this socket's bookkeeping failed")
+
+    for update in typed_updates(WORDS[:5]):
+        inside = True
+        stream.submit(essay_id, update, origin="o", answer=answer)
+        inside = False
+    while len(told) < 5:
+        await asyncio.sleep(0.01)
+    assert told == [(seq, None, "") for seq in range(1, 6)]  # each once, in order, after its commit
+    assert await stored_text(sessions, essay_id) == "".join(WORDS[:5])
+    stream.submit(essay_id, b"\x01\x02", origin="o", answer=answer)  # not an update: refused by the host
+    while len(told) < 6:
+        await asyncio.sleep(0.01)
+    assert told[5] == (None, "UpdateRejected", "")
+    stream.close()
+    inside = True
+    stream.submit(essay_id, typed_updates(["late"])[0], origin="o", answer=answer)
+    inside = False
+    assert len(told) == 6
+    await asyncio.sleep(0)
+    assert told[6] == (None, "StreamError", "")
+    await server.close()
+
+
 async def test_a_connection_without_the_token_is_closed_and_changes_nothing(host: EssayHost, sessions: object) -> None:  # noqa: F811
     essay_id = await new_essay(sessions)
     server = await serve(host)

@@ -79,3 +79,55 @@ async def test_a_cancelled_socket_task_is_not_mistaken_for_a_failure() -> None:
     with pytest.raises(asyncio.CancelledError):
         await reading
     assert acks.failure is None
+
+
+def test_an_update_settled_by_its_answer_is_acked_there_and_then_in_order() -> None:
+    """The host stream settles each update from its receive callback: the ack is written inside
+    that call (no task, no loop turn), and never before every earlier update is durable."""
+    sent: list[int] = []
+    acks = AckQueue(sent.append)
+    first, second, third = acks.sent(), acks.sent(), acks.sent()
+    third.settle()
+    second.settle()
+    assert sent == [] and acks.waiting == 3
+    first.settle()
+    assert sent == [3] and acks.waiting == 0
+    first.settle(ValueError("late"))  # a second answer changes nothing
+    assert acks.failure is None and sent == [3]
+
+
+async def test_a_failed_answer_ends_the_sockets_read_without_a_task_of_its_own() -> None:
+    acks = AckQueue(lambda n: None)
+    loop = asyncio.get_running_loop()
+    update = acks.sent()
+    never: asyncio.Future[bytes] = loop.create_future()
+    others = asyncio.all_tasks()
+    reading = asyncio.ensure_future(acks.receive(never))
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - others == {reading}  # the read is the socket task's own
+    update.settle(ValueError("refused"))
+    with pytest.raises(ValueError, match="refused"):
+        await reading
+    assert never.cancelled()
+
+
+async def test_a_socket_task_cancelled_as_its_update_fails_still_ends_cancelled() -> None:
+    acks = AckQueue(lambda n: None)
+    update = acks.sent()
+    reading = asyncio.ensure_future(acks.receive(asyncio.get_running_loop().create_future()))
+    await asyncio.sleep(0)
+    update.settle(ValueError("refused"))  # we cancel the read for the failure...
+    reading.cancel()  # ...and the server cancels the socket's task too
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+
+
+async def test_room_opens_when_an_answer_settles_the_oldest() -> None:
+    acks = AckQueue(lambda n: None, limit=2)
+    oldest, _ = acks.sent(), acks.sent()
+    room = asyncio.ensure_future(acks.room())
+    await asyncio.sleep(0)
+    assert not room.done()
+    oldest.settle()
+    await asyncio.wait_for(room, 5)
+    assert acks.waiting == 1
