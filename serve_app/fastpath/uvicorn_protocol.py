@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -50,32 +51,44 @@ def forget_current_connection() -> None:
     _CONNECTION.set(None)
 
 
+_clock = time.perf_counter
+"""The clock of `Inbox`'s receipt stamps (tests replace it)."""
+
+
 class Inbox:
     """The received-message queue: `asyncio.Queue`'s `put_nowait`/`get`/`empty`/`qsize` for one
     reader at a time (an ASGI app reads its `receive` from one task).
 
-    `on_idle_put` (set by the app, from its connection's task) sees a message as it arrives,
-    in the protocol's receive callback, when the reader is idle: waiting for it with nothing
-    queued, so it has handled every message before. It returns the message to queue (it may
-    act on it first: the doc socket fans typing out from here, `serve_app.realtime.receipt`)
+    Each message is stamped (`_clock`) as it arrives, in the protocol's receive callback;
+    `taken_at` is the stamp of the message `get` returned last. The doc socket measures an
+    update's ack latency from there, whichever path handled it.
+
+    `on_idle_put` (set by the app, from its connection's task) sees a message and its stamp as
+    it arrives, in the protocol's receive callback, when the reader is idle: waiting for it with
+    nothing queued, so it has handled every message before. It returns the message to queue (it
+    may act on it first: the doc socket fans typing out from here, `serve_app.realtime.receipt`)
     and must not raise; if it does, the message is queued as it came."""
 
-    __slots__ = ("_items", "_waiter", "on_idle_put")
+    __slots__ = ("_items", "_stamps", "_waiter", "on_idle_put", "taken_at")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
+        self._stamps: list[float] = []
         self._waiter: asyncio.Future[None] | None = None
-        self.on_idle_put: Callable[[Any], Any] | None = None
+        self.on_idle_put: Callable[[Any, float], Any] | None = None
+        self.taken_at = 0.0
 
     def put_nowait(self, item: Any) -> None:
+        now = _clock()
         waiter = self._waiter
         hook = self.on_idle_put
         if hook is not None and not self._items and waiter is not None and not waiter.done():
             try:
-                item = hook(item)
+                item = hook(item, now)
             except Exception:  # the hook's failure must not break the connection's receive path
                 log.exception("on_idle_put failed; the message is queued as it came")
         self._items.append(item)
+        self._stamps.append(now)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -86,6 +99,7 @@ class Inbox:
                 await self._waiter
             finally:
                 self._waiter = None
+        self.taken_at = self._stamps.pop(0)
         return self._items.pop(0)
 
     def empty(self) -> bool:
@@ -144,7 +158,13 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         _CONNECTION.set(self)  # this task's context: the app's handler runs in it
         await super().run_asgi()
 
-    def on_idle_receive(self, hook: Callable[[Any], Any]) -> Callable[[], None]:
+    @property
+    def received_at(self) -> float:
+        """When the message the app read last arrived (`Inbox.taken_at`, `_clock`'s time)."""
+        inbox: Inbox = self.queue  # type: ignore[assignment]
+        return inbox.taken_at
+
+    def on_idle_receive(self, hook: Callable[[Any, float], Any]) -> Callable[[], None]:
         """Have `hook` see each message that arrives while the app's reader is idle
         (`Inbox.on_idle_put`); returns the unhook."""
         inbox: Inbox = self.queue  # type: ignore[assignment]

@@ -143,8 +143,8 @@ async def doc_socket(ws: WebSocket) -> None:
                 if refusal is not None:
                     await refuse_write(ctx, eid, update, out, why=refusal)
                     continue
+                received = receipt.received_at()  # as on the receipt path: the frame's arrival
                 await acks.room()
-                received = time.perf_counter()
                 typed = isinstance(message, SyncUpdate)
                 if typed:
                     try:

@@ -47,7 +47,7 @@ class Delivered:
     data: bytes
     update: bytes
     frame: bytes
-    received: float  # perf_counter() on receipt
+    received: float  # the connection's receipt stamp (`Inbox`, perf_counter)
 
 
 class ReceiptFanout:
@@ -59,17 +59,22 @@ class ReceiptFanout:
         self.bus, self.eid, self.origin, self.window = bus, eid, origin, window
         self.bucket, self.acks, self.in_flight, self.max_bytes = bucket, acks, in_flight, max_bytes
         self.delivered: deque[Delivered] = deque()
+        self.connection = uvicorn_protocol.current_connection()  # made in the socket's task
 
     def install(self) -> Callable[[], None]:
-        """Hook into the calling task's connection; returns the unhook."""
-        connection = uvicorn_protocol.current_connection()
-        if connection is None:
+        """Hook into the socket's connection; returns the unhook."""
+        if self.connection is None:
             return lambda: None
-        return connection.on_idle_receive(self.on_message)
+        return self.connection.on_idle_receive(self.on_message)
 
-    def on_message(self, message: Any) -> Any:
+    def received_at(self) -> float:
+        """When the frame the socket's task read last reached the connection (on our protocol:
+        the same stamp `on_message` is given), else now: where an update's ack latency starts."""
+        return self.connection.received_at if self.connection is not None else time.perf_counter()
+
+    def on_message(self, message: Any, received_at: float) -> Any:
         """`Inbox.on_idle_put`: hand a typed update over now if the task would; the message goes
-        on to the task unchanged either way."""
+        on to the task unchanged either way. `received_at`: the connection's receipt stamp."""
         data = message.get("bytes") if message.get("type") == "websocket.receive" else None
         if (data is None or len(data) > self.max_bytes or self.acks.waiting or self.acks.failure is not None
                 or not self.bucket.ready() or self.window.refusal_at(utcnow()) is not None):
@@ -81,9 +86,8 @@ class ReceiptFanout:
             validate_update(parsed.update)
         except (ProtocolError, InvalidUpdate):
             return message  # the task refuses it and closes the socket
-        received = time.perf_counter()
         frame = hand_over_typed(self.bus, self.eid, self.origin, parsed.update, self.in_flight)
-        self.delivered.append(Delivered(data, parsed.update, frame, received))
+        self.delivered.append(Delivered(data, parsed.update, frame, received_at))
         return message
 
     def take(self, data: bytes) -> Delivered | None:

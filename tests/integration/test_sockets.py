@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -282,6 +283,43 @@ async def test_metrics_count_sockets_updates_and_ack_latency(live_client, live_s
     assert value(after, "essaycoach_ack_seconds_count") == value(before, "essaycoach_ack_seconds_count") + 1
     assert value(after, 'essaycoach_ws_open{socket="doc"}') >= 1
     await c.close()
+
+
+async def test_ack_latency_starts_at_the_frames_arrival_on_both_paths(live_client, live_server, classroom,
+                                                                      monkeypatch) -> None:
+    """`essaycoach_ack_seconds` runs from the connection's receipt stamp, whether the socket's
+    task handles the update (a sync step 2) or the receive callback hands it over (typing into
+    an idle socket): here every frame is stamped as having arrived 1,000 s ago."""
+    from pycrdt import Doc, Text
+
+    from serve_app.fastpath import uvicorn_protocol
+    from serve_app.realtime.protocol import encode_ack, encode_sync_step2, encode_update
+
+    student, essay = classroom["student"], classroom["essay"]
+    ws = await websockets.connect(await doc_url(live_client, live_server, student, essay["id"]))
+    doc = Doc()
+    doc["content"] = text = Text()
+
+    def typed(words: str) -> bytes:
+        before = doc.get_state()
+        text.insert(len(text), words)
+        return doc.get_update(before)
+
+    async def acked(n: int) -> None:
+        while await asyncio.wait_for(ws.recv(), 10) != encode_ack(n):
+            pass
+
+    def ack_sum(text_: str) -> float:
+        line = next(ln for ln in text_.splitlines() if ln.startswith("essaycoach_ack_seconds_sum"))
+        return float(line.rsplit(" ", 1)[1])
+
+    monkeypatch.setattr(uvicorn_protocol, "_clock", lambda: time.perf_counter() - 1000)
+    for n, frame in ((1, encode_sync_step2(typed("by the task "))), (2, encode_update(typed("on receipt")))):
+        before = ack_sum((await live_client.get("/metrics")).text)
+        await ws.send(frame)
+        await acked(n)
+        assert 1000 <= ack_sum((await live_client.get("/metrics")).text) - before < 1100
+    await ws.close()
 
 
 async def test_teacher_reconnecting_after_deletions_is_not_refused(live_client, live_server, classroom) -> None:

@@ -140,7 +140,7 @@ async def test_inbox_shows_a_message_to_its_hook_only_while_the_reader_waits_wit
     inbox = Inbox()
     seen: list[Any] = []
 
-    def hook(item: Any) -> Any:
+    def hook(item: Any, _received_at: float) -> Any:
         seen.append(item)
         return ("hooked", item)
 
@@ -154,7 +154,7 @@ async def test_inbox_shows_a_message_to_its_hook_only_while_the_reader_waits_wit
     assert seen == [2]
     assert await waiting == ("hooked", 2) and await inbox.get() == 3
 
-    def broken(item: Any) -> Any:
+    def broken(item: Any, _received_at: float) -> Any:
         raise RuntimeError("hook failed")
 
     inbox.on_idle_put = broken
@@ -162,3 +162,20 @@ async def test_inbox_shows_a_message_to_its_hook_only_while_the_reader_waits_wit
     await asyncio.sleep(0)
     inbox.put_nowait(4)  # a failing hook leaves the message as it came
     assert await asyncio.wait_for(waiting, 1) == 4
+
+
+async def test_inbox_stamps_each_message_on_arrival_and_tells_its_hook_and_reader_the_same_stamp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter([10.0, 20.0, 30.0])
+    monkeypatch.setattr(uvicorn_protocol, "_clock", lambda: next(ticks))
+    inbox = Inbox()
+    stamps: list[float] = []
+    inbox.on_idle_put = lambda item, at: stamps.append(at) or item
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("a")  # the hook sees it (the reader waits)
+    inbox.put_nowait("b")  # queued behind it
+    assert await waiting == "a" and inbox.taken_at == 10.0 and stamps == [10.0]
+    inbox.put_nowait("c")
+    assert await inbox.get() == "b" and inbox.taken_at == 20.0  # its own arrival, not when it was read
+    assert await inbox.get() == "c" and inbox.taken_at == 30.0
