@@ -52,6 +52,8 @@ from typing import Any
 
 import httpx
 
+from ops.loadtest import corpus as corpora
+from ops.loadtest import hostile as attacks
 from ops.loadtest import procs
 from ops.loadtest.yclient import ClassDocsClient, FollowedDoc, YClient
 
@@ -70,23 +72,7 @@ DEFAULT_PLAN = [("essaycoach", 100), ("essaycoach-default-proxy", 100)] + [(t, 3
 COMPARE_AT = 300
 ESSAYS_PER_ACCOUNT = 10
 
-CORPUS = (
-    "The invention of the printing press changed the way ideas travelled across Europe. Before it, "
-    "a single book could take months to copy by hand, and only monasteries and wealthy patrons could "
-    "afford a library. Afterwards, pamphlets and books spread in weeks, and ordinary people began to "
-    "read arguments that had once been kept for scholars.\n\n"
-    "Some historians argue that the press caused the Reformation. I think this goes too far. The "
-    "press was a tool, and tools amplify the intentions of the people who use them. Luther's theses "
-    "spread quickly because many readers were already unhappy with the church, not only because they "
-    "were printed. In the same way, social media today does not create anger, but it does let anger "
-    "travel faster than careful thought.\n\n"
-    "A second effect of printing was the standardisation of language. Printers chose one spelling "
-    "and one dialect, and readers across a whole region slowly adopted it. This made it easier to "
-    "share science, law and literature, although it also pushed many local dialects aside.\n\n"
-    "In conclusion, the printing press did not change the world by itself. It changed how quickly "
-    "and how widely people could argue with each other, and that, in turn, changed the world. "
-    "Therefore we should judge new technologies by the conversations they make possible.\n\n"
-)
+CORPUS = corpora.LATIN  # the typed text without --text (ASCII)
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -156,6 +142,9 @@ class Layout:
     # Teachers on class documents sockets: per teacher, its socket's URL and the essays it follows.
     class_sockets: list[tuple[UrlFactory, list[int]]] = field(default_factory=list)
     essay_ids: list[str] = field(default_factory=list)
+    # --hostile: each hostile student's seat, and its class teacher's doc socket on its essay.
+    hostile: list[attacks.Seat] = field(default_factory=list)
+    hostile_watch_urls: list[UrlFactory] = field(default_factory=list)
 
 
 class Target:
@@ -176,7 +165,7 @@ class Target:
     async def start(self) -> None:
         raise NotImplementedError
 
-    async def layout(self, students: int, teachers: int, per_account: int = 10) -> Layout:
+    async def layout(self, students: int, teachers: int, per_account: int = 10, hostile: int = 0) -> Layout:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -216,7 +205,7 @@ def clean_env() -> dict[str, str]:
 class RoomTarget(Target):
     """A reference server: no auth, one room per essay, every socket may write."""
 
-    async def layout(self, students: int, teachers: int, per_account: int = 10) -> Layout:
+    async def layout(self, students: int, teachers: int, per_account: int = 10, hostile: int = 0) -> Layout:
         run = secrets.token_hex(3)
 
         def url(i: int) -> UrlFactory:
@@ -265,10 +254,13 @@ class EssayCoachTarget(Target):
     has_ack = True
 
     def __init__(self, workdir: Path, *, default_proxy: bool = False, class_docs: bool = False,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, user_caps: bool = False) -> None:
+        """`user_caps`: keep the per-user socket and ticket caps at their defaults (a --hostile run
+        whose teachers fit under them: the hostile clients' 4429s and ticket 429s are measured)."""
         super().__init__(workdir)
         self.default_proxy = default_proxy
         self.class_docs = class_docs
+        self.user_caps = user_caps
         self.extra_env = extra_env or {}
         if default_proxy:
             self.name = "essaycoach-default-proxy"
@@ -287,9 +279,9 @@ class EssayCoachTarget(Target):
             # A teacher account watches its whole class (one doc socket per essay unless the
             # class documents socket is used): lift the per-user socket and ticket caps (64 open,
             # 120 tickets/min by default) so a layout with few teachers still opens. Nothing
-            # measured depends on them.
-            "ESSAYCOACH_WS_MAX_SOCKETS_PER_USER": "1000000",
-            "ESSAYCOACH_WS_TICKETS_PER_USER_PER_MINUTE": "1000000",
+            # measured depends on them (unless `user_caps`: then the defaults stay).
+            **({} if self.user_caps else {"ESSAYCOACH_WS_MAX_SOCKETS_PER_USER": "1000000",
+                                          "ESSAYCOACH_WS_TICKETS_PER_USER_PER_MINUTE": "1000000"}),
             # Serve's HAProxy binds its stats page to 8404 by default: a free port, so a run
             # does not fail while another Serve app runs on the machine.
             "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port()),
@@ -332,7 +324,50 @@ class EssayCoachTarget(Target):
         pair = await self.api("POST", "/auth/token", body={"email": email, "password": password})
         return str(pair["access_token"])
 
-    async def layout(self, students: int, teachers: int, per_account: int = ESSAYS_PER_ACCOUNT) -> Layout:
+    async def ticket_once(self, token: str) -> str:
+        """A ws ticket without waiting out a 429 (a hostile client's: the refusal is the result)."""
+        assert self.http is not None
+        r = await self.http.post("/auth/ws-ticket", headers={"authorization": f"Bearer {token}"})
+        if r.status_code >= 300:
+            raise attacks.TicketRefused(r.status_code, float(r.headers.get("retry-after", "1")))
+        return str(r.json()["ticket"])
+
+    async def hostile_seats(self, run: str, password: str, n: int, join_codes: list[str], assignments: list[str],
+                            teacher_tokens: list[str], honest_ids: list[str]) -> tuple[list[attacks.Seat], list[UrlFactory]]:
+        """`n` hostile students, each on its own account with one essay in class k % classes."""
+        classes_n = len(join_codes)
+
+        async def one(k: int) -> tuple[str, str]:
+            token = await self.account(f"hostile{k}-{run}@loadtest.example", f"Hostile {k}", "student", password)
+            await self.api("POST", "/classes/join", token, {"join_code": join_codes[k % classes_n]})
+            body = {"title": f"Hostile essay {k}", "assignment_id": assignments[k % classes_n]}
+            return token, str((await self.api("POST", "/essays", token, body))["id"])
+
+        made = await gather_bounded(4, [lambda k=k: one(k) for k in range(n)])
+        for item in made:
+            if isinstance(item, BaseException):
+                raise item
+
+        def doc_url(essay_id: str) -> Callable[[str], str]:
+            return lambda ticket: f"ws://127.0.0.1:{self.port}/ws/essays/{essay_id}/doc?ticket={ticket}"
+
+        def ticket_of(token: str) -> Callable[[], Awaitable[str]]:
+            return lambda: self.ticket_once(token)
+
+        def watch_url(essay_id: str, token: str) -> UrlFactory:
+            async def make() -> str:
+                ticket = (await self.api("POST", "/auth/ws-ticket", token))["ticket"]
+                return doc_url(essay_id)(ticket)
+            return make
+
+        seats = [attacks.Seat(ticket=ticket_of(token), doc_url=doc_url(essay_id),
+                              trespass_url=doc_url(honest_ids[k % len(honest_ids)]))
+                 for k, (token, essay_id) in enumerate(made)]
+        watches = [watch_url(essay_id, teacher_tokens[k % classes_n]) for k, (_, essay_id) in enumerate(made)]
+        return seats, watches
+
+    async def layout(self, students: int, teachers: int, per_account: int = ESSAYS_PER_ACCOUNT,
+                     hostile: int = 0) -> Layout:
         run = secrets.token_hex(3)
         password = "Lt-" + secrets.token_urlsafe(12)
         classes_n = max(1, teachers)
@@ -394,6 +429,8 @@ class EssayCoachTarget(Target):
             return make
 
         per_essay = bool(teachers) and not self.class_docs
+        seats, watches = await self.hostile_seats(run, password, hostile, join_codes, assignments, teacher_tokens,
+                                                  essay_ids) if hostile else ([], [])
         return Layout(
             student_urls=[url(essay_ids[i], tokens[i // per_account]) for i in range(students)],
             teacher_urls=[[url(essay_ids[i], teacher_tokens[i % classes_n])] if per_essay else []
@@ -401,6 +438,8 @@ class EssayCoachTarget(Target):
             class_sockets=[(class_url(j), [i for i in range(students) if i % classes_n == j])
                            for j in range(classes_n)] if teachers and self.class_docs else [],
             essay_ids=essay_ids,
+            hostile=seats,
+            hostile_watch_urls=watches if teachers else [],
             notes=[f"{accounts_n} student accounts with up to {per_account} essays each "
                    f"(argon2 registration is ~50 ms of server CPU per account); teacher j's class holds "
                    f"essays i with i % {classes_n} == j; one single-use ws ticket per socket; "
@@ -410,13 +449,13 @@ class EssayCoachTarget(Target):
         )
 
 
-def make_target(name: str, workdir: Path, extra_env: dict[str, str]) -> Target:
+def make_target(name: str, workdir: Path, extra_env: dict[str, str], user_caps: bool = False) -> Target:
     if name == "essaycoach":
-        return EssayCoachTarget(workdir, extra_env=extra_env)
+        return EssayCoachTarget(workdir, extra_env=extra_env, user_caps=user_caps)
     if name == "essaycoach-class-docs":
-        return EssayCoachTarget(workdir, class_docs=True, extra_env=extra_env)
+        return EssayCoachTarget(workdir, class_docs=True, extra_env=extra_env, user_caps=user_caps)
     if name == "essaycoach-default-proxy":
-        return EssayCoachTarget(workdir, default_proxy=True, extra_env=extra_env)
+        return EssayCoachTarget(workdir, default_proxy=True, extra_env=extra_env, user_caps=user_caps)
     if name == "y-websocket":
         return YWebsocketTarget(workdir)
     if name == "pycrdt-websocket":
@@ -440,20 +479,25 @@ class Essay:
     watchers: list[Watcher] = field(default_factory=list)
     typed: list[tuple[int, float]] = field(default_factory=list)  # (ack counter index, t_sent) in window
     cursor: int = 0
+    big: bool = False  # filled to near MAX_ESSAY_CHARS before typing (--big-essays)
 
 
-def type_chunk(doc: Any, text: Any, cursor: int, rng: random.Random) -> int:
-    """One update of the typing model: the next 1-4 characters of the corpus from `cursor`,
-    5% of the time after a backspace over the last character (the corpus is ASCII), in one
-    transaction of `doc` on its `text`. Returns the new cursor."""
+def type_chunk(doc: Any, text: Any, cursor: int, rng: random.Random, corpus: str = CORPUS) -> int:
+    """One update of the typing model: the next 1-4 characters (code points) of `corpus` from
+    `cursor`, 5% of the time after a backspace over the last character, in one transaction of
+    `doc` on its `text`. Returns the new cursor.
+
+    pycrdt's `len(text)` and its indexes count UTF-8 bytes: a backspace deletes the last
+    character's bytes (reading the text for it, O(length), only on a backspace)."""
     n = rng.choice((1, 2, 2, 3, 3, 4))
-    start = cursor % len(CORPUS)
-    chunk = (CORPUS + CORPUS)[start : start + n]
+    start = cursor % len(corpus)
+    chunk = (corpus + corpus)[start : start + n]
     with doc.transaction():
         if rng.random() < 0.05 and len(text) > 1:
             end = len(text)
-            del text[end - 1 : end]
-            text.insert(end - 1, chunk)
+            last = 1 if corpus.isascii() else len(str(text)[-1].encode())
+            del text[end - last : end]
+            text.insert(end - last, chunk)
         else:
             text.insert(len(text), chunk)
     return cursor + n
@@ -471,23 +515,23 @@ CONTINUOUS_GAP_SHARE = 0.05
 CLASS_SIZE = 30
 
 
-def word_start(cursor: int) -> int:
-    """The first corpus position at or after `cursor` that starts a word."""
-    doubled = CORPUS + CORPUS
-    pos = cursor % len(CORPUS)
+def word_start(cursor: int, corpus: str = CORPUS) -> int:
+    """The first position of `corpus` at or after `cursor` that starts a word."""
+    doubled = corpus + corpus
+    pos = cursor % len(corpus)
     if pos and not doubled[pos - 1].isspace():
         while not doubled[pos].isspace():
             pos += 1
     while doubled[pos].isspace():
         pos += 1
-    return pos % len(CORPUS)
+    return pos % len(corpus)
 
 
-def type_word(doc: Any, text: Any, cursor: int) -> int:
+def type_word(doc: Any, text: Any, cursor: int, corpus: str = CORPUS) -> int:
     """One update of the continuous shape: the corpus's next word from `cursor` (a word start)
     with the spaces or line breaks after it, appended in one transaction. Returns the new cursor."""
-    doubled = CORPUS + CORPUS
-    start = cursor % len(CORPUS)
+    doubled = corpus + corpus
+    start = cursor % len(corpus)
     end = start
     while not doubled[end].isspace():
         end += 1
@@ -503,6 +547,42 @@ def continuous_gap(rng: random.Random) -> float:
     return CONTINUOUS_GAP if rng.random() < CONTINUOUS_GAP_SHARE else CONTINUOUS_INTERVAL
 
 
+@dataclass(frozen=True)
+class Mix:
+    """What a run mixes into its shape (issue 13's independent generator did all three): the
+    typed text (`--text`), essays pasted to near the character limit before typing
+    (`--big-essays`), and hostile students beside the honest ones (`--hostile`, EssayCoach only:
+    the reference servers enforce no limits). The default mixes in nothing."""
+
+    text: str = "latin"
+    big_essays: int = 0
+    hostile: int = 0
+
+    def describe(self) -> str:
+        parts = [f"typed text {self.text}"] if self.text != "latin" else []
+        if self.big_essays:
+            parts.append(f"{self.big_essays} essays filled to near {attacks.MAX_ESSAY_CHARS:,} characters before typing")
+        if self.hostile:
+            parts.append(f"{self.hostile} hostile students beside the honest typists (essaycoach targets only)")
+        return "; ".join(parts)
+
+
+def big_fill_chars(warmup: float, duration: float, limit: int = attacks.MAX_ESSAY_CHARS) -> int:
+    """Characters a big essay is filled to: the limit less what its student types in the run (a
+    word of at most ~20 characters every 0.5 s through warm-up, window and the 15 s grace) and a
+    margin, so the honest typing never meets the limit."""
+    return max(0, limit - int(40 * (warmup + duration + 15)) - 1000)
+
+
+def teacher_sockets_per_account(students: int, teachers: int, hostile: int, class_docs: bool) -> int:
+    """Sockets one teacher account opens in a layout (and tickets it asks for at once)."""
+    if not teachers:
+        return 0
+    if class_docs:
+        return 1 + math.ceil(hostile / teachers)
+    return math.ceil(students / teachers) + math.ceil(hostile / teachers)
+
+
 def typing_model(shape: str, burst_mean: float, pause_mean: float) -> str:
     if shape == "continuous":
         return (f"continuous: one word every {CONTINUOUS_INTERVAL * 1000:.0f} ms ({CONTINUOUS_GAP_SHARE:.0%} "
@@ -515,11 +595,13 @@ def typing_model(shape: str, burst_mean: float, pause_mean: float) -> str:
 class Sim:
     """The clients of one scenario and what they measured."""
 
-    def __init__(self, essays: int, seed: int) -> None:
+    def __init__(self, essays: int, seed: int, corpus: str = CORPUS) -> None:
         self.essays = [Essay(i) for i in range(essays)]
         self.rng = random.Random(seed)
+        self.corpus = corpus
         self.window: tuple[float, float] = (math.inf, math.inf)
         self.fanout: list[float] = []
+        self.fanout_big: list[float] = []  # the big essays' share of `fanout`
         self.delivered_in_window = 0
         self.typed_total = 0
         self.typing = True
@@ -539,15 +621,17 @@ class Sim:
                 _, t_sent, counted = pending.popleft()
                 if counted:
                     self.fanout.append(now - t_sent)
+                    if essay.big:
+                        self.fanout_big.append(now - t_sent)
         return handler
 
     def type_once(self, essay: Essay, rng: random.Random, *, word: bool = False) -> None:
         client = essay.student
         assert client is not None
         if word:
-            essay.cursor = type_word(client.doc, client.text, essay.cursor)
+            essay.cursor = type_word(client.doc, client.text, essay.cursor, self.corpus)
         else:
-            essay.cursor = type_chunk(client.doc, client.text, essay.cursor, rng)
+            essay.cursor = type_chunk(client.doc, client.text, essay.cursor, rng, self.corpus)
         t_sent = client.send_times.get(client.sent, time.perf_counter())
         counted = self.in_window(t_sent)
         self.typed_total += 1
@@ -561,10 +645,10 @@ class Sim:
     async def typist(self, essay: Essay, stop_at: float, burst_mean: float, pause_mean: float,
                      shape: str = "bursts") -> None:
         rng = random.Random(self.rng.random())
-        essay.cursor = rng.randrange(len(CORPUS))
+        essay.cursor = rng.randrange(len(self.corpus))
         await asyncio.sleep(rng.uniform(0, 1.0))
         if shape == "continuous":
-            essay.cursor = word_start(essay.cursor)
+            essay.cursor = word_start(essay.cursor, self.corpus)
             while self.typing and time.perf_counter() < stop_at:
                 if essay.student is None or essay.student.close_code is not None:
                     return
@@ -609,12 +693,15 @@ async def settle_rss(pid: int, seconds: float = 3.0) -> procs.TreeSnapshot:
 
 async def run_scenario(target: Target, students: int, teachers: int, *, duration: float, warmup: float,
                        burst_mean: float, pause_mean: float, connect_limit: int,
-                       shape: str = "bursts") -> dict[str, Any]:
-    log(f"{target.name}: preparing {students} essays, {teachers} teachers ({shape} typing)")
+                       shape: str = "bursts", mix: Mix = Mix()) -> dict[str, Any]:
+    log(f"{target.name}: preparing {students} essays, {teachers} teachers ({shape} typing)"
+        + (f"; {mix.describe()}" if mix.describe() else ""))
     gc.enable()  # a previous scenario that failed in its typing window left it off
     gc.unfreeze()
-    layout = await target.layout(students, teachers, per_account=1 if shape == "continuous" else ESSAYS_PER_ACCOUNT)
-    sim = Sim(students, seed=students)
+    hostile_n = mix.hostile if isinstance(target, EssayCoachTarget) else 0
+    layout = await target.layout(students, teachers, per_account=1 if shape == "continuous" else ESSAYS_PER_ACCOUNT,
+                                 hostile=hostile_n)
+    sim = Sim(students, seed=students, corpus=corpora.corpus(mix.text))
     errors: dict[str, int] = {}
 
     def note_error(kind: str, exc: BaseException) -> None:
@@ -639,6 +726,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     for r in results:
         if isinstance(r, BaseException):
             note_error("student connect", r)
+    big_fill = await fill_big_essays(target, sim, mix.big_essays, big_fill_chars(warmup, duration), note_error)
     after_students = await settle_rss(target.pid)
 
     def teacher_factory(i: int, j: int) -> Callable[[], Awaitable[YClient]]:
@@ -671,6 +759,17 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
         return make
 
     factories += [class_socket_factory(url, indexes) for url, indexes in layout.class_sockets]
+    hostile_watched: dict[int, YClient] = {}  # hostile essay k -> its class teacher's doc socket
+
+    def hostile_watch_factory(k: int) -> Callable[[], Awaitable[YClient]]:
+        async def make() -> YClient:
+            client = YClient(await layout.hostile_watch_urls[k]())
+            await client.connect()
+            hostile_watched[k] = client
+            return client
+        return make
+
+    factories += [hostile_watch_factory(k) for k in range(len(layout.hostile_watch_urls))]
     log(f"{target.name}: connecting {len(factories)} teacher sockets")
     results, t_teachers = await connect_all(factories, connect_limit)
     for r in results:
@@ -693,6 +792,9 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     sim.window = (t_start + warmup, t_start + warmup + duration)
     stop_at = sim.window[1]
     tasks = [asyncio.create_task(sim.typist(e, stop_at, burst_mean, pause_mean, shape)) for e in live]
+    hostile_stats = attacks.Stats()
+    hostiles = [attacks.HostileClient(k, seat, hostile_stats, seed=students) for k, seat in enumerate(layout.hostile)]
+    hostile_tasks = [asyncio.create_task(h.run(stop_at)) for h in hostiles]
     lag_task = asyncio.create_task(sim.lag_probe())
     await asyncio.sleep(max(0.0, sim.window[0] - time.perf_counter()))
     client_cpu0, snap0 = procs.self_cpu_seconds(), procs.snapshot(target.pid)
@@ -708,6 +810,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     lag_task.cancel()
+    await stop_hostiles(hostiles, hostile_tasks)
 
     # Grace: let every in-flight update be acked and delivered (or give up after 15 s).
     deadline = time.perf_counter() + 15
@@ -723,6 +826,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     gc.unfreeze()
 
     ack: list[float] = []
+    ack_big: list[float] = []
     unacked = 0
     typed_in_window = 0
     for e in live:
@@ -735,6 +839,8 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
                     unacked += 1
                 else:
                     ack.append(t_ack - t_sent)
+                    if e.big:
+                        ack_big.append(t_ack - t_sent)
     undelivered = sum(1 for e in live for w in e.watchers for (_, _, counted) in w.pending if counted)
 
     texts = []
@@ -755,8 +861,12 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     avg_text = sum(texts) / len(texts) if texts else 0.0
 
     log(f"{target.name}: closing sockets")
+    hostile_watchers = list(hostile_watched.values())
+    stored = await hostile_docs_as_stored(layout, hostile_watched, note_error)
+    mixed = mix_result(mix, target, sim, big_fill, ack_big, hostile_stats, hostile_watchers, closed, unacked,
+                       undelivered, mismatches, stored)
     clients: list[Any] = [c for e in live for c in [e.student] + [w.client for w in e.watchers]
-                          if isinstance(c, YClient)] + class_clients
+                          if isinstance(c, YClient)] + class_clients + hostile_watchers
     await gather_bounded(200, [lambda c=c: c.close() for c in clients])
 
     n = max(1, len(live))
@@ -765,7 +875,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     client_cores = (client_cpu1 - client_cpu0) / duration
     by_comm = sorted(snap1.cpu_by_comm_since(snap0).items(), key=lambda kv: -kv[1])[:8]
     top = sorted(end.by_comm.items(), key=lambda kv: -kv[1])[:8]
-    result = {
+    result: dict[str, Any] = {
         "target": target.name,
         "students": students,
         "teachers": teachers,
@@ -830,6 +940,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
         "closed_sockets": closed,
         "errors": errors,
         "notes": layout.notes,
+        **({"mix": mixed} if mixed else {}),
     }
     log(f"{target.name}@{students}: typed {result['updates']['typed_per_s']}/s, ack {result['ack_ms']}, "
         f"fan-out {result['fanout_ms']}, server {result['server']['cpu_cores']} cores, "
@@ -837,9 +948,118 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     return result
 
 
+async def fill_big_essays(target: Target, sim: Sim, n: int, chars: int,
+                          note_error: Callable[[str, BaseException], None]) -> dict[str, Any] | None:
+    """Pastes `chars` characters of the run's text into the first `n` connected essays (pieces
+    under the 1 MiB message limit), and waits until the server has them (acked, or a round trip
+    on the reference servers). These students then type on like the others."""
+    if not n:
+        return None
+    big = [e for e in sim.essays if e.student is not None][:n]
+    pieces = corpora.chunks(corpora.fill(sim.corpus, chars), 256 * 1024)
+    log(f"{target.name}: filling {len(big)} essays to {chars:,} characters ({len(pieces)} updates each)")
+    t0 = time.perf_counter()
+
+    async def fill(e: Essay) -> None:
+        client = e.student
+        assert client is not None
+        for piece in pieces:
+            client.text.insert(len(client.text), piece)  # pycrdt's len and indexes: UTF-8 bytes
+            await asyncio.sleep(0.05)  # pasting, not flooding: stays under the message rate
+        if target.has_ack:
+            await client.wait_acked(timeout=180)
+        else:
+            await client.round_trip(timeout=180)
+        e.big = True
+
+    for r in await asyncio.gather(*(fill(e) for e in big), return_exceptions=True):
+        if isinstance(r, BaseException):
+            note_error("big essay fill", r)
+    return {"essays": sum(e.big for e in big), "chars_each": chars,
+            "utf8_bytes_each": len(corpora.fill(sim.corpus, chars).encode()),
+            "fill_s": round(time.perf_counter() - t0, 1)}
+
+
+async def stop_hostiles(hostiles: list[attacks.HostileClient], tasks: list[asyncio.Task[None]]) -> None:
+    """Lets each hostile client finish its round (up to 10 s), then cancels what is left."""
+    for h in hostiles:
+        h.stopping = True
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def hostile_docs_as_stored(layout: Layout, watched: dict[int, YClient],
+                                 note_error: Callable[[str, BaseException], None]) -> dict[str, Any]:
+    """Loads each hostile essay afresh (a new teacher socket: the host's stored state) and
+    compares it with what the teacher's socket that watched the attacks holds: a refused update
+    that reached watchers anyway shows up as a difference."""
+    differing: list[dict[str, int]] = []
+    checked = 0
+    for k, watcher in sorted(watched.items()):
+        try:
+            fresh = await YClient(await layout.hostile_watch_urls[k]()).connect()
+        except Exception as exc:
+            note_error("hostile essay reload", exc)
+            continue
+        live_text, stored_text = str(watcher.text), str(fresh.text)
+        checked += 1
+        if live_text != stored_text:
+            differing.append({"essay": k, "watched_chars": len(live_text), "stored_chars": len(stored_text)})
+        await fresh.close()
+    return {"checked": checked, "differing": differing}
+
+
+def mix_result(mix: Mix, target: Target, sim: Sim, big_fill: dict[str, Any] | None, ack_big: list[float],
+               stats: attacks.Stats, hostile_watchers: list[YClient], closed: dict[str, int], unacked: int,
+               undelivered: int, mismatches: int, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's `mix` section: the text typed, the big essays' own latency, what the hostile
+    clients got, and whether any honest update was lost or any honest socket closed."""
+    if mix == Mix():
+        return {}
+    out: dict[str, Any] = {"text": mix.text}
+    if big_fill is not None:
+        out["big_essays"] = {
+            **big_fill,
+            "ack_ms": ({"p50": ms(pct(ack_big, 50)), "p99": ms(pct(ack_big, 99)), "samples": len(ack_big)}
+                       if target.has_ack else None),
+            "fanout_ms": {"p50": ms(pct(sim.fanout_big, 50)), "p99": ms(pct(sim.fanout_big, 99)),
+                          "samples": len(sim.fanout_big)},
+        }
+    if mix.hostile:
+        if not isinstance(target, EssayCoachTarget):
+            out["hostile"] = {"skipped": "a reference server enforces no limits: no hostile clients against it"}
+        else:
+            watch_closed: dict[str, int] = {}
+            extra_roots = 0
+            for w in hostile_watchers:
+                if w.close_code is not None:
+                    key = f"{w.close_code} {w.close_reason}".strip()
+                    watch_closed[key] = watch_closed.get(key, 0) + 1
+                extra_roots += any(name != "content" for name in w.doc.keys())
+            out["hostile"] = {
+                "clients": mix.hostile,
+                "user_caps": "defaults" if target.user_caps else "lifted (the layout's teachers need more sockets)",
+                "attacks": stats.as_dict(),
+                "teacher_watchers": {"sockets": len(hostile_watchers), "closed": watch_closed,
+                                     "saw_other_roots": extra_roots,
+                                     "max_text_chars": max((len(str(w.text)) for w in hostile_watchers), default=0),
+                                     "vs_stored": stored or {"checked": 0, "differing": []}},
+            }
+    out["honest"] = {"unacked": unacked if target.has_ack else None, "undelivered": undelivered,
+                     "teacher_mismatches": mismatches, "closed_sockets": closed,
+                     "lost_or_closed": bool(unacked or undelivered or mismatches or closed)}
+    return out
+
+
 async def run_target(name: str, students: int, teachers: int, args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{students}-", dir=workroot))
-    target = make_target(name, workdir, dict(kv.split("=", 1) for kv in args.essaycoach_env))
+    mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile)
+    user_caps = bool(mix.hostile) and teacher_sockets_per_account(
+        students, teachers, mix.hostile, name == "essaycoach-class-docs") <= attacks.MAX_SOCKETS_PER_USER - 4
+    target = make_target(name, workdir, dict(kv.split("=", 1) for kv in args.essaycoach_env), user_caps)
     t0 = time.monotonic()
     try:
         log(f"{name}: starting (work dir {workdir})")
@@ -847,7 +1067,7 @@ async def run_target(name: str, students: int, teachers: int, args: argparse.Nam
         log(f"{name}: up in {time.monotonic() - t0:.1f}s (pid {target.pid}, port {target.port})")
         result = await run_scenario(target, students, teachers, duration=args.duration, warmup=args.warmup,
                                     burst_mean=args.burst_mean, pause_mean=args.pause_mean, shape=args.shape,
-                                    connect_limit=args.connect_limit)
+                                    connect_limit=args.connect_limit, mix=mix)
     except Exception as exc:
         log(f"{name}@{students} FAILED: {type(exc).__name__}: {exc}")
         result = {"target": name, "students": students, "teachers": teachers,
@@ -976,6 +1196,68 @@ def continuous_verdicts(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+ATTACK_EXPECTED = {
+    "flood": "1008 (message rate)", "oversized": "permission-denied, 4413", "huge_frame": "1009",
+    "non_text": "4400, nothing applied", "awareness_spam": "open, other ids dropped", "awareness_big": "1009",
+    "bogus_ticket": "HTTP 403", "spent_ticket": "HTTP 403", "trespass": "4404",
+    "socket_cap": f"4429 beyond {attacks.MAX_SOCKETS_PER_USER}; ticket 429 beyond the bucket",
+}
+
+
+def mix_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The report's lines for `--text`/`--big-essays`/`--hostile`: per result, the honest
+    typists' fate, the big essays' own latency and what each attack got."""
+    out: list[str] = []
+    for r in results:
+        mixed = r.get("mix")
+        if "failed" in r or not mixed:
+            continue
+        ack = r["ack_ms"] or {}
+        fo = r["fanout_ms"]
+        honest = mixed["honest"]
+        verdict = "SOME HONEST UPDATE LOST OR SOCKET CLOSED" if honest["lost_or_closed"] else \
+            "no honest update lost, no honest socket closed"
+        out += [f"**{r['target']} at {r['students']} typists ({mixed['text']} text):**",
+                f"- honest typists: ack p50 / p99 {fmt(ack.get('p50'))} / {fmt(ack.get('p99'))} ms "
+                f"({fmt(ack.get('samples'))} samples), fan-out p50 / p99 {fmt(fo['p50'])} / {fmt(fo['p99'])} ms "
+                f"({fo['samples']} samples); unacked {fmt(honest['unacked'])}, undelivered {honest['undelivered']}, "
+                f"teachers' docs differing {honest['teacher_mismatches']}, sockets closed "
+                f"{honest['closed_sockets'] or 0}: **{verdict}**"]
+        big = mixed.get("big_essays")
+        if big:
+            bak = big["ack_ms"] or {}
+            out.append(f"- big essays: {big['essays']} filled to {big['chars_each']:,} characters "
+                       f"({big['utf8_bytes_each']:,} UTF-8 bytes) in {big['fill_s']} s; their typists' ack p50 / p99 "
+                       f"{fmt(bak.get('p50'))} / {fmt(bak.get('p99'))} ms, fan-out p50 / p99 "
+                       f"{fmt(big['fanout_ms']['p50'])} / {fmt(big['fanout_ms']['p99'])} ms "
+                       f"({big['fanout_ms']['samples']} samples)")
+        hostile = mixed.get("hostile")
+        if hostile and "skipped" in hostile:
+            out.append(f"- hostile clients: not run ({hostile['skipped']})")
+        elif hostile:
+            w = hostile["teacher_watchers"]
+            vs = w.get("vs_stored", {"checked": 0, "differing": []})
+            diff = "; ".join(f"essay {d['essay']}: watched {d['watched_chars']:,} characters, stored "
+                             f"{d['stored_chars']:,}" for d in vs["differing"])
+            out += [f"- {hostile['clients']} hostile clients (per-user socket and ticket caps: {hostile['user_caps']}); "
+                    f"the class teacher's doc sockets on their essays: {w['sockets']}, closed {w['closed'] or 0}, "
+                    f"saw a root other than `content` {w['saw_other_roots']}, longest text {w['max_text_chars']:,} "
+                    f"characters; reloaded afresh after the run, {len(vs['differing'])} of {vs['checked']} differ from "
+                    f"what the teacher watched" + (f" (**{diff}**: refused updates reached the watcher)" if diff else ""),
+                    "",
+                    "| attack | rounds | frames or handshakes sent | acked | refused | what the server answered | expected |",
+                    "|---|---|---|---|---|---|---|"]
+            for attack, got in hostile["attacks"].items():
+                answers = ", ".join(f"{k} x{v}" for k, v in got["outcomes"].items())
+                out.append(f"| {attack} | {got['rounds']} | {got['frames_sent']} | {fmt(got['frames_acked'])} | "
+                           f"{fmt(got['frames_refused'])} | {answers} | {ATTACK_EXPECTED.get(attack, '')} |")
+            out.append("")
+    if any("hostile" in (r.get("mix") or {}) for r in results):
+        out.append("Hostile clients run against the essaycoach targets only: the reference servers (y-websocket, "
+                   "pycrdt-websocket) enforce no limits, so any client may write anything there.")
+    return out
+
+
 def verdicts(results: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in results:
@@ -1042,7 +1324,10 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
                   f"- software: Python {m['python']}, " + ", ".join(f"{k2} {v}" for k2, v in m["versions"].items()),
                   f"- command: `{run['command']}` (wall time {run['wall_s'] / 60:.1f} min)",
                   f"- typing model: {run['typing_model']}; measured window {run['duration_s']} s after "
-                  f"{run['warmup_s']} s warm-up; client: one asyncio process ({run['loop']})", ""]
+                  f"{run['warmup_s']} s warm-up; client: one asyncio process ({run['loop']})"]
+        if run.get("mix"):
+            lines.append(f"- mixed in: {run['mix']['described']}")
+        lines.append("")
         by_scale: dict[int, list[dict[str, Any]]] = {}
         for r in run["results"]:
             by_scale.setdefault(r["students"], []).append(r)
@@ -1091,6 +1376,9 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
         ver = continuous_verdicts(run["results"]) if run.get("shape") == "continuous" else []
         if ver:
             lines += ["### Targets under continuous typing (issue 13)", ""] + ver + [""]
+        mixed = mix_lines(run["results"])
+        if mixed:
+            lines += [f"### Mixed in: {run['mix']['described']}", ""] + mixed + [""]
     lines += ["### Columns", "",
               "- *ack*: typed update leaves the client -> `[100][n]` covering it arrives (durable in the update log). "
               "Reference servers have no ack: n/a.",
@@ -1114,6 +1402,13 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
 # --- main ------------------------------------------------------------------------------------
 
 
+def non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+    return number
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ops.loadtest.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--students", default=None,
@@ -1135,6 +1430,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="typing seconds before measuring (default 5; 10 with --shape continuous)")
     p.add_argument("--targets", default=None, help=f"comma separated, from {', '.join(TARGETS)} (default: all; "
                                                  "with --shape continuous essaycoach,y-websocket)")
+    p.add_argument("--text", choices=corpora.TEXTS, default="latin",
+                   help="the typed text: latin (the default: the ASCII essay), cyrillic (two UTF-8 bytes a letter) "
+                        "or mixed (Cyrillic, accented Latin, Greek, CJK, Arabic, combining marks, emoji and other "
+                        "astral characters: code points, UTF-16 units and UTF-8 bytes differ within a word)")
+    p.add_argument("--big-essays", type=non_negative, default=0, metavar="N",
+                   help="fill N essays to near the 200,000-character limit (in the run's --text) before typing; "
+                        "their students then type at the shape's rate like the others (default 0)")
+    p.add_argument("--hostile", type=non_negative, default=0, metavar="N",
+                   help="N hostile students on their own accounts beside the honest typists, each rotating through "
+                        "floods, oversized and non-text updates, awareness spam, bogus/spent tickets, trespass and "
+                        "socket-cap storms (essaycoach targets only; default 0)")
     p.add_argument("--burst-mean", type=float, default=12, help="mean typing burst, seconds (default 12)")
     p.add_argument("--pause-mean", type=float, default=3, help="mean pause between bursts, seconds (default 3)")
     p.add_argument("--connect-limit", type=int, default=32, help="sockets opening at once (default 32)")
@@ -1189,6 +1495,10 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> None:
         "typing_model": typing_model(args.shape, args.burst_mean, args.pause_mean),
         "plan": plan, "results": [],
     }
+    mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile)
+    if mix != Mix():
+        run["mix"] = {"text": mix.text, "big_essays": mix.big_essays, "hostile": mix.hostile,
+                      "described": mix.describe()}
     log(f"plan: {plan}")
     with tempfile.TemporaryDirectory(prefix="essaycoach-loadtest-") as workroot:
         for name, students in plan:
