@@ -96,6 +96,58 @@ def test_apply_update_reports_inserted_and_deleted_code_points() -> None:
     assert essay.text == client.text == "naïcafé"
 
 
+class RecordingEssay(EssayDoc):
+    """An `EssayDoc` that keeps every text delta it observed."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[dict[str, object]]] = []
+        super().__init__()
+
+    def _on_text_event(self, event: object) -> None:
+        super()._on_text_event(event)
+        self.seen.append(self._deltas[-1])
+
+
+def test_text_deltas_are_pycrdts_text_events_under_random_concurrent_edits_of_non_ascii_text() -> None:
+    # EssayDoc observes the integrated text (`Text.integrated.observe`), not through pycrdt's
+    # `Text.observe` wrapper: the deltas, and so the effects, must be the wrapper's.
+    rng = random.Random(13)
+    essay = RecordingEssay()
+    reference = Doc()
+    wrapped: list[list[dict[str, object]]] = []
+    reference_text = reference.get("content", type=Text)  # its subscription lives as long as it does
+    reference_text.observe(lambda event: wrapped.append(list(event.delta)))
+    writers = [Client(essay), Client(essay)]
+    alphabet = ["a", "b", " ", "é", "ß", "😀", "中", "\n", "x y", "ñandú "]
+    inbox: list[bytes] = []
+    for _ in range(400):
+        writer = rng.choice(writers)
+        length = len(writer.text)
+        if length and rng.random() < 0.3:
+            start = rng.randrange(length)
+            update = writer.delete(start, min(length, start + rng.randint(1, 4)))
+        else:
+            update = writer.insert(rng.randint(0, length), "".join(rng.choices(alphabet, k=rng.randint(1, 3))))
+        inbox.append(update)
+        if rng.random() < 0.5:  # delivered late and out of order: concurrent edits, pending parts
+            rng.shuffle(inbox)
+            for pending in inbox:
+                before = len(essay.text)
+                seen = len(essay.seen)
+                effect = essay.apply_update(pending)
+                reference.apply_update(pending)
+                assert essay.seen == wrapped
+                inserted = sum(len(op["insert"]) for delta in essay.seen[seen:] for op in delta
+                               if isinstance(op.get("insert"), str))
+                assert effect.inserted_chars == inserted
+                assert effect.deleted_chars == before + inserted - len(essay.text)
+                for other in writers:
+                    other.receive(pending)
+            inbox.clear()
+    assert essay.text == str(reference_text) == writers[0].text == writers[1].text
+    assert wrapped and any("delete" in op for delta in wrapped for op in delta)
+
+
 def test_duplicate_and_empty_updates_are_not_changes() -> None:
     essay = EssayDoc()
     client = Client(essay)
