@@ -269,8 +269,11 @@ def _handshake_outcome(exc: BaseException) -> str:
 class HostileClient:
     """One hostile student: rounds of `ATTACKS` until `stop_at` (perf_counter time)."""
 
-    def __init__(self, index: int, seat: Seat, stats: Stats, *, seed: int = 0) -> None:
+    def __init__(self, index: int, seat: Seat, stats: Stats, *, seed: int = 0,
+                 attacks: tuple[str, ...] = ATTACKS) -> None:
+        """`attacks`: the rotation (a subset of `ATTACKS`, to see what one kind of attack costs)."""
         self.index = index
+        self.attacks = attacks
         self.seat = seat
         self.stats = stats
         self.rng = random.Random(seed * 1000 + index)
@@ -281,10 +284,12 @@ class HostileClient:
     async def run(self, stop_at: float) -> None:
         await asyncio.sleep(self.rng.uniform(0, 1.0))
         while not self.stopping and time.perf_counter() < stop_at:
-            attack = ATTACKS[(self.index + self.round) % len(ATTACKS)]
+            attack = self.attacks[(self.index + self.round) % len(self.attacks)]
             self.round += 1
             if attack == "socket_cap":
                 if time.perf_counter() - self.last_socket_cap < SOCKET_CAP_EVERY:
+                    if self.attacks == ("socket_cap",):
+                        await asyncio.sleep(ROUND_PAUSE)
                     continue
                 self.last_socket_cap = time.perf_counter()
             self.stats.rounds[attack] += 1
@@ -342,7 +347,7 @@ class HostileClient:
 
     async def non_text(self) -> None:
         variants = sorted(NON_TEXT)
-        variant = variants[(self.index + self.round // len(ATTACKS)) % len(variants)]
+        variant = variants[(self.index + self.round // len(self.attacks)) % len(variants)]
         probe = await self._open_own()
         await self._send_all("non_text", probe, [non_text_frame(variant)])
         await self._finish("non_text", probe, label=f"{variant}: ")

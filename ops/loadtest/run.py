@@ -557,13 +557,15 @@ class Mix:
     text: str = "latin"
     big_essays: int = 0
     hostile: int = 0
+    rotation: tuple[str, ...] = attacks.ATTACKS  # the hostile clients' attacks (--attacks)
 
     def describe(self) -> str:
         parts = [f"typed text {self.text}"] if self.text != "latin" else []
         if self.big_essays:
             parts.append(f"{self.big_essays} essays filled to near {attacks.MAX_ESSAY_CHARS:,} characters before typing")
         if self.hostile:
-            parts.append(f"{self.hostile} hostile students beside the honest typists (essaycoach targets only)")
+            parts.append(f"{self.hostile} hostile students beside the honest typists (essaycoach targets only)"
+                         + ("" if self.rotation == attacks.ATTACKS else f", attacks: {', '.join(self.rotation)}"))
         return "; ".join(parts)
 
 
@@ -793,7 +795,8 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     stop_at = sim.window[1]
     tasks = [asyncio.create_task(sim.typist(e, stop_at, burst_mean, pause_mean, shape)) for e in live]
     hostile_stats = attacks.Stats()
-    hostiles = [attacks.HostileClient(k, seat, hostile_stats, seed=students) for k, seat in enumerate(layout.hostile)]
+    hostiles = [attacks.HostileClient(k, seat, hostile_stats, seed=students, attacks=mix.rotation)
+                for k, seat in enumerate(layout.hostile)]
     hostile_tasks = [asyncio.create_task(h.run(stop_at)) for h in hostiles]
     lag_task = asyncio.create_task(sim.lag_probe())
     await asyncio.sleep(max(0.0, sim.window[0] - time.perf_counter()))
@@ -1056,7 +1059,7 @@ def mix_result(mix: Mix, target: Target, sim: Sim, big_fill: dict[str, Any] | No
 
 async def run_target(name: str, students: int, teachers: int, args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{students}-", dir=workroot))
-    mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile)
+    mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile, rotation=args.attacks)
     user_caps = bool(mix.hostile) and teacher_sockets_per_account(
         students, teachers, mix.hostile, name == "essaycoach-class-docs") <= attacks.MAX_SOCKETS_PER_USER - 4
     target = make_target(name, workdir, dict(kv.split("=", 1) for kv in args.essaycoach_env), user_caps)
@@ -1409,6 +1412,15 @@ def non_negative(value: str) -> int:
     return number
 
 
+def attack_list(value: str) -> tuple[str, ...]:
+    chosen = tuple(a.strip() for a in value.split(",") if a.strip())
+    unknown = [a for a in chosen if a not in attacks.ATTACKS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown attack(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(attacks.ATTACKS)}")
+    return chosen
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ops.loadtest.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--students", default=None,
@@ -1441,6 +1453,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="N hostile students on their own accounts beside the honest typists, each rotating through "
                         "floods, oversized and non-text updates, awareness spam, bogus/spent tickets, trespass and "
                         "socket-cap storms (essaycoach targets only; default 0)")
+    p.add_argument("--attacks", type=attack_list, default=attacks.ATTACKS, metavar="A,B",
+                   help=f"the hostile clients' rotation, comma separated from {', '.join(attacks.ATTACKS)} "
+                        "(default: all; one alone shows what that attack costs the honest typists)")
     p.add_argument("--burst-mean", type=float, default=12, help="mean typing burst, seconds (default 12)")
     p.add_argument("--pause-mean", type=float, default=3, help="mean pause between bursts, seconds (default 3)")
     p.add_argument("--connect-limit", type=int, default=32, help="sockets opening at once (default 32)")
@@ -1495,9 +1510,10 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> None:
         "typing_model": typing_model(args.shape, args.burst_mean, args.pause_mean),
         "plan": plan, "results": [],
     }
-    mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile)
+    mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile, rotation=args.attacks)
     if mix != Mix():
         run["mix"] = {"text": mix.text, "big_essays": mix.big_essays, "hostile": mix.hostile,
+                      "attacks": list(mix.rotation),
                       "described": mix.describe()}
     log(f"plan: {plan}")
     with tempfile.TemporaryDirectory(prefix="essaycoach-loadtest-") as workroot:

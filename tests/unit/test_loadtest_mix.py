@@ -270,3 +270,37 @@ def test_mix_result_flags_an_honest_socket_closed_and_skips_hostile_on_a_referen
     clean = run.mix_result(mix, target, sim, None, [], hostile.Stats(), [], {}, 0, 0, 0)
     assert clean["honest"]["lost_or_closed"] is False
     assert run.mix_result(run.Mix(), target, sim, None, [], hostile.Stats(), [], {}, 0, 0, 0) == {}
+
+
+def test_attacks_option_picks_the_hostile_rotation() -> None:
+    assert run.parse_args([]).attacks == hostile.ATTACKS
+    args = run.parse_args(["--hostile", "2", "--attacks", "flood, oversized"])
+    assert args.attacks == ("flood", "oversized")
+    mix = run.Mix(hostile=2, rotation=args.attacks)
+    assert "attacks: flood, oversized" in mix.describe()
+    with pytest.raises(SystemExit):
+        run.parse_args(["--attacks", "flood,ddos"])
+
+
+async def test_hostile_client_rotates_through_its_attacks_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+
+    class Recording(hostile.HostileClient):
+        async def flood(self) -> None:
+            ran.append("flood")
+
+        async def trespass(self) -> None:
+            ran.append("trespass")
+            if len(ran) >= 4:
+                self.stopping = True
+
+    async def no_ticket() -> str:
+        raise AssertionError("not reached")
+
+    seat = hostile.Seat(ticket=no_ticket, doc_url=str, trespass_url=str)
+    stats = hostile.Stats()
+    client = Recording(0, seat, stats, attacks=("flood", "trespass"))
+    monkeypatch.setattr(hostile, "ROUND_PAUSE", 0.0)
+    await client.run(stop_at=float("inf"))
+    assert ran == ["flood", "trespass", "flood", "trespass"]
+    assert stats.rounds == {"flood": 2, "trespass": 2}
