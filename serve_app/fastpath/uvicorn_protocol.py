@@ -66,8 +66,9 @@ class Inbox:
     `on_idle_put` (set by the app, from its connection's task) sees a message and its stamp as
     it arrives, in the protocol's receive callback, when the reader is idle: waiting for it with
     nothing queued, so it has handled every message before. It returns the message to queue (it
-    may act on it first: the doc socket fans typing out from here, `serve_app.realtime.receipt`)
-    and must not raise; if it does, the message is queued as it came."""
+    may act on it first), or None when it has handled the message entirely: then nothing is
+    queued and the reader is not woken (the doc socket's typing, `serve_app.realtime.receipt`).
+    It must not raise; if it does, the message is queued as it came."""
 
     __slots__ = ("_items", "_stamps", "_waiter", "on_idle_put", "taken_at")
 
@@ -84,9 +85,13 @@ class Inbox:
         hook = self.on_idle_put
         if hook is not None and not self._items and waiter is not None and not waiter.done():
             try:
-                item = hook(item, now)
+                handled = hook(item, now)
             except Exception:  # the hook's failure must not break the connection's receive path
                 log.exception("on_idle_put failed; the message is queued as it came")
+            else:
+                if handled is None:
+                    return
+                item = handled
         self._items.append(item)
         self._stamps.append(now)
         if waiter is not None and not waiter.done():
@@ -104,6 +109,11 @@ class Inbox:
 
     def empty(self) -> bool:
         return not self._items
+
+    def reader_waits(self) -> bool:
+        """The reader waits for a message with nothing queued: one put now is taken at once."""
+        waiter = self._waiter
+        return not self._items and waiter is not None and not waiter.done()
 
     def qsize(self) -> int:
         return len(self._items)
@@ -157,6 +167,25 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     async def run_asgi(self) -> None:
         _CONNECTION.set(self)  # this task's context: the app's handler runs in it
         await super().run_asgi()
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, without pausing reading for a message the app's reader already waits for.
+
+        uvicorn pauses the transport's reading after queueing every message and resumes it when
+        the app has taken it: a stop and a restart of the socket's read watcher per frame (under
+        uvloop, epoll_ctl calls on the next poll) even when the reader takes the message at
+        once. Reading is now paused only for a message that has to wait (the reader busy, or
+        one already queued), so a client still cannot queue more than two; a message the idle
+        hook handles itself (`Inbox.on_idle_put` returning None) pauses nothing."""
+        inbox: Inbox = self.queue  # type: ignore[assignment]
+        if self.read_paused or not inbox.reader_waits():
+            super().send_receive_event_to_app()
+            return
+        self.read_paused = True  # uvicorn pauses only when it sees reading on
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = False
 
     @property
     def received_at(self) -> float:

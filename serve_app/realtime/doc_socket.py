@@ -4,8 +4,8 @@
 The owner (and co-authors) write; teachers of the class read, and their updates are refused
 unless they change nothing. Each update goes to the essay's host without waiting for the
 previous one's commit; acks (`[100][n]`) follow in order once committed (`AckQueue`). A typed
-update reaches this replica's other sockets on receipt, from the connection's receive callback
-when the socket is idle (`ReceiptFanout`), else from here. Awareness
+update reaches this replica's other sockets and its host from the connection's receive
+callback when the socket is idle (`ReceiptFanout`: the task never sees it), else from here. Awareness
 (cursors) is relayed for this socket's own client id only (`SocketAwareness`).
 """
 
@@ -83,9 +83,10 @@ async def doc_socket(ws: WebSocket) -> None:
     acks = AckQueue(lambda n: out.put(encode_ack(n)))
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
-    # A writer's typing reaches this replica's other sockets from the receive callback.
+    # A writer's typing reaches this replica's other sockets, and its host, from the receive callback.
     receipt = ReceiptFanout(bus=bus, eid=eid, origin=origin, window=window, bucket=bucket, acks=acks,
-                            in_flight=in_flight, max_bytes=settings.max_ws_message_bytes)
+                            in_flight=in_flight, max_bytes=settings.max_ws_message_bytes,
+                            send=lambda update, received, frame: to_host(update, True, received, frame))
     unhook: Callable[[], None] = lambda: None  # noqa: E731
 
     hosts = ctx.hosts
@@ -129,10 +130,6 @@ async def doc_socket(ws: WebSocket) -> None:
             data = await acks.receive(receive_frame(ws, ctx, bucket, "bytes"))
             if data is None:
                 break
-            early = receipt.take(data)
-            if early is not None:  # checked and handed to this replica's sockets on receipt: to the host now
-                to_host(early.update, True, early.received, early.frame)
-                continue
             message = parse_client_message(data, max_size=settings.max_ws_message_bytes)
             if isinstance(message, SyncStep1):
                 diff, _ = await ctx.hosts.of(eid).sync(eid, message.state_vector)
@@ -187,7 +184,6 @@ async def doc_socket(ws: WebSocket) -> None:
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         unhook()
-        receipt.forget()
         metrics.sockets_open.labels("doc").dec()
         unsubscribe_awareness()
         out.stop()

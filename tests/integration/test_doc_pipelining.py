@@ -149,31 +149,34 @@ async def test_a_refused_update_closes_the_socket_while_it_waits_for_more(settin
         assert writer.acked == before
 
 
-async def test_typing_reaches_the_teacher_from_the_receive_callback_once_and_is_stored(settings, streams, monkeypatch) -> None:
+async def test_typing_reaches_the_teacher_and_host_from_the_receive_callback_once_and_is_stored(
+        settings, streams, monkeypatch) -> None:
     from serve_app.realtime.receipt import ReceiptFanout
 
-    handed_over: list[bool] = []
-    take = ReceiptFanout.take
+    handled: list[bool] = []
+    on_message = ReceiptFanout.on_message
 
-    def spied(self: ReceiptFanout, data: bytes) -> Any:
-        delivered = take(self, data)
-        handed_over.append(delivered is not None)
-        return delivered
+    def spied(self: ReceiptFanout, message: Any, received_at: float) -> Any:
+        passed_on = on_message(self, message, received_at)
+        handled.append(passed_on is None)
+        return passed_on
 
-    monkeypatch.setattr(ReceiptFanout, "take", spied)
+    monkeypatch.setattr(ReceiptFanout, "on_message", spied)
     async with classroom(settings, streams) as room:
         writer = await YClient(await room["url"](room["student"])).connect()
         teacher = await YClient(await room["url"](room["teacher"])).connect()
         await writer.wait_acked()
         await sync_round_trip(teacher)
-        handed_over.clear()
+        await sync_round_trip(writer)  # a step 1: the hook passes it on to the task
+        assert handled[-1:] == [False]
+        handled.clear()
         frames = teacher.updates_received
         for word in ("one ", "two ", "three"):
             writer.type(word)
             await writer.wait_acked()
         assert await teacher.wait_text(lambda t: t == "one two three", timeout=10)
-        assert handed_over == [True, True, True]  # each went to the teacher before the socket's task ran
-        assert teacher.updates_received - frames == 3  # and only then: the task did not send it again
+        assert handled == [True, True, True]  # each handled in the callback, the task never woken for it
+        assert teacher.updates_received - frames == 3  # and sent to the teacher once
         r = await room["client"].get(f"/api/v1/essays/{room['essay']['id']}", headers=room["student"].headers)
         assert r.json()["text"] == "one two three"
         await writer.close()

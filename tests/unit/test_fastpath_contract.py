@@ -143,3 +143,14 @@ def test_serve_still_calls_the_autoscaling_stats_hook_and_gives_the_policy_what_
     assert {"current_num_replicas", "target_num_replicas", "total_num_requests", "aggregated_metrics",
             "config"} <= fields
     assert callable(AutoscalingConfig.get_target_ongoing_requests)
+
+
+def test_the_sansio_protocol_still_pauses_reading_as_our_override_expects() -> None:
+    """`LeanWebSocketProtocol.send_receive_event_to_app` relies on uvicorn's pausing reading
+    after queueing a message only while `read_paused` is False, and `receive` resuming it
+    only while `read_paused` is True."""
+    queued = inspect.getsource(SANSIO.send_receive_event_to_app)
+    assert "self.queue.put_nowait(" in queued
+    assert "if not self.read_paused:\n            self.read_paused = True\n            self.transport.pause_reading()" in queued
+    assert "if self.read_paused and self.queue.empty():" in inspect.getsource(SANSIO.receive)
+    assert "self.read_paused = False" in inspect.getsource(SANSIO.__init__)

@@ -1,5 +1,6 @@
-"""serve_app.realtime.receipt: a writer's typed update handed to this replica's sockets from the
-connection's receive callback, and only one the socket's task would hand over itself."""
+"""serve_app.realtime.receipt: a writer's typed update handed to this replica's sockets and sent
+to its host from the connection's receive callback, and only one the socket's task would hand
+over itself."""
 
 from __future__ import annotations
 
@@ -32,27 +33,31 @@ def received(frame: bytes) -> dict[str, Any]:
     return {"type": "websocket.receive", "bytes": frame}
 
 
-async def watched(window: WriteWindow = OPEN, bucket: TokenBucket | None = None,
-                  acks: AckQueue | None = None) -> tuple[ReceiptFanout, list[bytes], dict[uuid.UUID, Any]]:
-    bus, eid, seen = InMemoryBus(), uuid.uuid4(), []
+Sent = list[tuple[bytes, float, bytes]]
+
+
+async def watched(window: WriteWindow = OPEN, bucket: TokenBucket | None = None, acks: AckQueue | None = None,
+                  ) -> tuple[ReceiptFanout, list[bytes], dict[uuid.UUID, Any], Sent]:
+    bus, eid, seen, sent = InMemoryBus(), uuid.uuid4(), [], []
     await bus.subscribe(f"essay:{eid}:doc", lambda _c, message: seen.append(message))
     in_flight: dict[uuid.UUID, Any] = {}
     fanout = ReceiptFanout(bus=bus, eid=eid, origin="writer", window=window, bucket=bucket or TokenBucket(10, 10),
-                           acks=acks or AckQueue(lambda n: None), in_flight=in_flight, max_bytes=1 << 20)
-    return fanout, seen, in_flight
+                           acks=acks or AckQueue(lambda n: None), in_flight=in_flight, max_bytes=1 << 20,
+                           send=lambda *to_host: sent.append(to_host))
+    return fanout, seen, in_flight, sent
 
 
-async def test_a_typed_update_reaches_the_watchers_on_receipt_and_the_task_takes_it_once() -> None:
-    fanout, seen, in_flight = await watched()
+async def test_a_typed_update_reaches_the_watchers_and_the_host_on_receipt_and_never_the_task() -> None:
+    bucket = TokenBucket(10, 2, clock=lambda: 0.0)
+    fanout, seen, in_flight, sent = await watched(bucket=bucket)
     update = typed("hello")
-    frame = create_update_message(update)
-    message = received(frame)
-    assert fanout.on_message(message, 0.0) is message  # handed on to the task unchanged
+    assert fanout.on_message(received(create_update_message(update)), 12.5) is None  # taken: the task never wakes
     assert [split_doc_message(m) for m in seen] == [("writer", encode_update(update))]
     assert list(in_flight[fanout.eid].values()) == [encode_update(update)]  # until its apply returns
-    delivered = fanout.take(frame)
-    assert delivered is not None and delivered.update == update
-    assert fanout.take(frame) is None and fanout.take(create_update_message(typed("other"))) is None
+    # To the host with the connection's receipt stamp (`ack_seconds` starts there, as on the
+    # task's path: `ReceiptFanout.received_at`), and the frame the watchers got.
+    assert sent == [(update, 12.5, encode_update(update))]
+    assert bucket.take() and not bucket.take()  # its token of the rate limit was taken
 
 
 async def test_nothing_the_task_would_refuse_or_treat_otherwise_is_handed_over() -> None:
@@ -63,42 +68,25 @@ async def test_nothing_the_task_would_refuse_or_treat_otherwise_is_handed_over()
     step1 = create_sync_message(Doc())
     for window, frame in ((OPEN, not_text), (OPEN, step1), (OPEN, b"\x00\x02\xff"), (READ_ONLY, None),
                           (WriteWindow(refusal=None, closes_at=utcnow() - timedelta(seconds=1)), None)):
-        fanout, seen, in_flight = await watched(window)
-        fanout.on_message(received(frame or create_update_message(typed("late"))), 0.0)
+        fanout, seen, in_flight, sent = await watched(window)
+        message = received(frame or create_update_message(typed("late")))
+        assert fanout.on_message(message, 0.0) is message  # to the task, as it came
         fanout.on_message({"type": "websocket.receive", "text": "not binary"}, 0.0)
-        assert seen == [] and in_flight == {} and not fanout.delivered
+        assert seen == [] and in_flight == {} and sent == []
 
 
 async def test_over_its_rate_or_behind_an_update_still_at_the_host_the_task_decides() -> None:
     spent = TokenBucket(1, 1, clock=lambda: 0.0)  # no refill, however slow the machine
     assert spent.take()
-    fanout, seen, _ = await watched(bucket=spent)
+    fanout, seen, _, sent = await watched(bucket=spent)
     fanout.on_message(received(create_update_message(typed("too fast"))), 0.0)
-    assert seen == []  # the task closes the socket for its rate: no watcher saw the update
+    assert seen == [] and sent == []  # the task closes the socket for its rate: no watcher saw the update
 
     acks = AckQueue(lambda n: None)
     at_host: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     acks.add(at_host)  # an earlier update may yet fail and end the socket before its task reads on
-    fanout, seen, _ = await watched(acks=acks)
+    fanout, seen, _, sent = await watched(acks=acks)
     fanout.on_message(received(create_update_message(typed("next"))), 0.0)
-    assert seen == []
+    assert seen == [] and sent == []
     at_host.set_result(None)
     await asyncio.sleep(0)
-
-
-async def test_hand_overs_the_task_never_took_leave_the_in_flight_registry_when_the_socket_ends() -> None:
-    fanout, seen, in_flight = await watched()
-    fanout.on_message(received(create_update_message(typed("last words"))), 0.0)
-    assert len(seen) == 1 and in_flight
-    fanout.forget()
-    assert in_flight == {} and not fanout.delivered
-
-
-async def test_the_hand_over_keeps_the_connections_receipt_stamp_for_the_ack_latency() -> None:
-    """`ack_seconds` starts where the task path starts it (`ReceiptFanout.received_at`: the
-    connection's stamp when the frame arrived), not after the checks made here."""
-    fanout, _, _ = await watched()
-    frame = create_update_message(typed("stamped"))
-    fanout.on_message(received(frame), 12.5)
-    delivered = fanout.take(frame)
-    assert delivered is not None and delivered.received == 12.5

@@ -179,3 +179,61 @@ async def test_inbox_stamps_each_message_on_arrival_and_tells_its_hook_and_reade
     inbox.put_nowait("c")
     assert await inbox.get() == "b" and inbox.taken_at == 20.0  # its own arrival, not when it was read
     assert await inbox.get() == "c" and inbox.taken_at == 30.0
+
+
+async def test_a_hook_that_handles_the_message_itself_queues_nothing_and_wakes_no_one() -> None:
+    inbox = Inbox()
+    inbox.on_idle_put = lambda item, at: None if item == "handled" else item
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("handled")
+    await asyncio.sleep(0)
+    assert not waiting.done() and inbox.empty() and inbox.reader_waits()
+    inbox.put_nowait("for the reader")
+    assert await waiting == "for the reader"
+
+
+class PausingTransport:
+    """Records the protocol's pause_reading / resume_reading calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+async def test_reading_pauses_only_for_a_message_the_app_is_not_already_waiting_for() -> None:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    protocol = LeanWebSocketProtocol(config=Config(echo), server_state=ServerState(), app_state={})
+    transport = PausingTransport()
+    protocol.transport = transport  # type: ignore[assignment]
+    inbox: Inbox = protocol.queue  # type: ignore[assignment]
+
+    def arrives(data: bytes) -> None:
+        protocol.curr_msg_data_type = "bytes"
+        protocol.frames = [data]  # type: ignore[list-item]
+        protocol.send_receive_event_to_app()
+
+    reading = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    arrives(b"1")  # the app waits for it: taken at once, nothing to hold back
+    assert transport.calls == [] and not protocol.read_paused
+    arrives(b"2")  # the app has not taken 1 yet: reading pauses until it catches up
+    assert transport.calls == ["pause"] and protocol.read_paused
+    assert (await reading)["bytes"] == b"1"
+
+    inbox.on_idle_put = lambda item, at: None  # a hook that handles everything itself
+    assert (await inbox.get())["bytes"] == b"2"
+    reading = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    protocol.read_paused = False
+    transport.calls.clear()
+    arrives(b"3")
+    assert transport.calls == [] and not protocol.read_paused and not reading.done()
+    reading.cancel()
