@@ -92,7 +92,17 @@ def _add_span(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> 
         spans.append((s, s + len(stripped)))
 
 
+# Every `_MASK` match contains one of these (lower-cased): a paragraph of ASCII text with none
+# of them has nothing to mask, and the regex (the costliest of tier 1's) is not run.
+_MASK_NEEDS = ("http", "www.", "@", "#",
+               *(f".{tld}" for tld in ("com", "org", "net", "edu", "gov", "io", "co", "uk", "us", "ca", "au", "info")))
+
+
 def _masked_ranges(text: str) -> list[tuple[int, int]]:
+    if text.isascii():  # else IGNORECASE folds more than `lower()` does ("K" matches "k")
+        lowered = text.lower()
+        if not any(needed in lowered for needed in _MASK_NEEDS):
+            return []
     return [(m.start(), m.end()) for m in _MASK.finditer(text)]
 
 
@@ -295,7 +305,10 @@ class LocalAnalyzer:
             out.add("grammar", "article", "error", tok.start, tok.end, message, _match_case(article, expected))
 
     def _patterns(self, out: _Collector, masked: Sequence[tuple[int, int]]) -> None:
+        lowered = out.text.lower() if out.text.isascii() else None
         for rule in _PATTERN_RULES:
+            if not rule.may_match(lowered):
+                continue  # the usual case: each regex scanned the whole paragraph, at every re-run
             for m in rule.pattern.finditer(out.text):
                 start, end = m.span("w")
                 if _overlaps(masked, start, end) or not rule.accept(m):
@@ -639,6 +652,14 @@ class _PatternRule:
     message: str
     suggest: Callable[[re.Match[str]], str]
     accept: Callable[[re.Match[str]], bool] = lambda m: True
+    # Lower-case strings every match contains (lower-cased): an ASCII text lacking one of them
+    # cannot match, and the pattern is not run (`may_match`).
+    needs: tuple[str, ...] = ()
+
+    def may_match(self, lowered: str | None) -> bool:
+        """False when the pattern cannot match a text whose `.lower()` is `lowered` (None: the
+        text is not ASCII, where IGNORECASE also folds "ſ", "ı", "K" and the like: always True)."""
+        return lowered is None or all(needed in lowered for needed in self.needs)
 
 
 def _fixed(word: str) -> Callable[[re.Match[str]], str]:
@@ -660,7 +681,7 @@ _PATTERN_RULES: tuple[_PatternRule, ...] = (
         "their_there", "grammar", "error",
         re.compile(r"\b(?P<w>their)\s+(?:is|are|was|were)\b", re.IGNORECASE),
         'Use "there" here, as in "there is" or "there are". "Their" means something belongs to them.',
-        _fixed("there"),
+        _fixed("there"), needs=("their",),
     ),
     _PatternRule(
         "their_theyre", "grammar", "error",
@@ -668,24 +689,25 @@ _PATTERN_RULES: tuple[_PatternRule, ...] = (
         '"They\'re" is short for "they are", which is what this sentence needs.',
         _fixed("they're"),
         lambda m: m.group("w").lower() == "their",
+        needs=("the", "ing", "to"),
     ),
     _PatternRule(
         "there_their", "grammar", "error",
         re.compile(r"\b(?P<w>there|they['’]re)\s+own\b", re.IGNORECASE),
         'Use "their" to show something belongs to them, as in "their own".',
-        _fixed("their"),
+        _fixed("their"), needs=("the", "own"),
     ),
     _PatternRule(
         "its_its", "grammar", "error",
         re.compile(r"\b(?P<w>its)\s+(?:a|an|the|not|been|going|so|too|really|because)\b", re.IGNORECASE),
         '"It\'s" is short for "it is" or "it has". "Its" (no apostrophe) means belonging to it.',
-        _fixed("it's"),
+        _fixed("it's"), needs=("its",),
     ),
     _PatternRule(
         "its_own", "grammar", "error",
         re.compile(r"\b(?P<w>it['’]s)\s+own\b", re.IGNORECASE),
         '"Its" (no apostrophe) means belonging to it, as in "its own". "It\'s" means "it is".',
-        _fixed("its"),
+        _fixed("its"), needs=("it", "own"),
     ),
     _PatternRule(
         "then_than", "grammar", "error",
@@ -695,13 +717,13 @@ _PATTERN_RULES: tuple[_PatternRule, ...] = (
             re.IGNORECASE,
         ),
         'Use "than" to compare things ("better than"). "Then" is about time ("first ..., then ...").',
-        _fixed("than"),
+        _fixed("than"), needs=("then",),
     ),
     _PatternRule(
         "than_then", "grammar", "error",
         re.compile(r"\b(?:and|since|until|back)\s+(?P<w>than)\b", re.IGNORECASE),
         'Use "then" for time or order ("and then", "back then"). "Than" is for comparing.',
-        _fixed("then"),
+        _fixed("then"), needs=("than",),
     ),
     _PatternRule(
         "your_youre", "grammar", "error",
@@ -710,19 +732,20 @@ _PATTERN_RULES: tuple[_PatternRule, ...] = (
             re.IGNORECASE,
         ),
         '"You\'re" is short for "you are", which is what this sentence needs. "Your" means belonging to you.',
-        _fixed("you're"),
+        _fixed("you're"), needs=("your",),
     ),
     _PatternRule(
         "youre_your", "grammar", "error",
         re.compile(r"\b(?P<w>you['’]re)\s+own\b", re.IGNORECASE),
         'Use "your" to show something belongs to you, as in "your own".',
-        _fixed("your"),
+        _fixed("your"), needs=("you", "own"),
     ),
     _PatternRule(
         "could_of", "grammar", "error",
         re.compile(r"\b(?P<w>(?P<m>could|should|would|must|might)\s+of)\b(?!\s+course)", re.IGNORECASE),
         'Write "could have" (or "could\'ve"), not "could of". They sound the same but "of" is wrong here.',
         lambda m: f"{m.group('m')} have",
+        needs=("of",),
     ),
 )
 

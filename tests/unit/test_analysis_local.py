@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -395,3 +396,49 @@ def test_mask_overlap_lookup_matches_a_scan_and_long_runs_are_masked_as_before()
         "me@x.com", "www.a.org", "--foo.com", "bar.co.uk/x", "#tag", "@you"]
     # One start per run: a 20,000-character run (36 s and 85 s before) is one pass.
     assert _masked_ranges("a." * 10_000 + "com") == [(0, 20_003)]
+
+
+def test_pattern_and_mask_prefilters_never_skip_a_text_their_regex_matches() -> None:
+    # `_PatternRule.needs` and `_MASK_NEEDS` skip a regex over an ASCII paragraph that lacks a
+    # string every match contains; over random texts of trigger words in any case, with
+    # non-ASCII look-alikes IGNORECASE folds ("ſ", "ı", "K"), a skip must mean no match.
+    from actors.analysis import local
+
+    rng = random.Random(7)
+    vocabulary = ["their", "There", "THEY'RE", "they’re", "going", "trying", "to", "own", "its", "It's",
+                  "it’s", "then", "Than", "more", "and", "back", "your", "You're", "welcome", "could",
+                  "Should", "of", "course", "http://x.io/a", "WWW.example.COM", "a@b.org", "#tag", "@me",
+                  "site.co.UK", "news.info", "the", "a", "the", "ſ", "theır", "ıts", "Kelvin.uK", "oF", "ownſ"]
+    separators = [" ", "  ", "\n", ", ", ". ", "\t"]
+    checked = skipped = 0
+    for _ in range(3000):
+        words = rng.choices(vocabulary, k=rng.randint(1, 8))
+        text = "".join(w + rng.choice(separators) for w in words).strip()
+        lowered = text.lower() if text.isascii() else None
+        for rule in local._PATTERN_RULES:
+            checked += 1
+            if not rule.may_match(lowered):
+                skipped += 1
+                assert rule.pattern.search(text) is None, (rule.name, text)
+        assert local._masked_ranges(text) == [m.span() for m in local._MASK.finditer(text)], text
+    assert skipped > checked // 3  # the prefilters did skip most of the time
+
+
+def test_prefiltered_analysis_equals_the_analysis_running_every_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from actors.analysis import local
+
+    held_out = Path(local.__file__).parents[2] / "ops/loadtest/data/spelling/clean_heldout.txt"
+    paragraphs = [p for p in held_out.read_text().splitlines() if p.strip()] + [
+        "Their is a cat and there going to school, its a good day.",
+        "I could of gone back than, more then ever: you're own way, there own and it's own.",
+        "Write to a@b.org, visit www.example.com or https://x.io/#top and follow @me #tag.",
+        "Naïve café owners say their is more then enough; could of, would of.",
+    ]
+    analyzer = LocalAnalyzer()
+    prefiltered = [analyzer.analyze_paragraph(p) for p in paragraphs]
+    monkeypatch.setattr(local._PatternRule, "may_match", lambda self, lowered: True)
+    monkeypatch.setattr(local, "_MASK_NEEDS", ("",))  # "" is in every text: never skipped
+    assert [analyzer.analyze_paragraph(p) for p in paragraphs] == prefiltered
+    assert any(item.rule in ("their_there", "could_of", "then_than") for items in prefiltered for item in items)
