@@ -356,12 +356,17 @@ class EssayDoc:
         checked = _check_text(update)
         old_length = len(self.text)
         # Pending parts this update lets in add text it does not carry itself.
-        at_most = old_length + checked.inserted_chars + sum(p.inserted_chars for p in self._pending)
+        at_most = self.length_at_most() + checked.inserted_chars
         if max_chars is not None and at_most > max_chars:
             _, text = self._trial(update, checked)
             if len(text) > max(max_chars, old_length):
                 raise TextTooLong(f"the essay would have {len(text)} characters; the limit is {max_chars}")
         return self._apply_checked(update, checked)
+
+    def length_at_most(self) -> int:
+        """The text's length once every pending part is integrated, at most: what the
+        character limit is checked against (`apply_update`)."""
+        return len(self.text) + sum(p.inserted_chars for p in self._pending)
 
     def would_change(self, update: bytes) -> bool:
         """Whether `update` carries anything this document lacks (something to persist), tried

@@ -357,6 +357,17 @@ class EssayHost:
         essay = await self.open(essay_id)
         return essay.doc.diff(state_vector), essay.doc.state_vector()
 
+    def room(self, essay_id: uuid.UUID) -> tuple[int, int] | None:
+        """What the essay can still take before `apply_update` refuses it as too large:
+        (characters under `max_essay_chars`, update-log bytes under `max_log_bytes`), or None
+        when it is not loaded here. The host stream tells it with each ack, so a Gateway hands
+        typing to its watchers on receipt only while it surely fits (`serve_app.realtime.receipt`)."""
+        essay = self.essays.get(essay_id)
+        if essay is None:
+            return None
+        return (max(0, self.config.max_essay_chars - essay.doc.length_at_most()),
+                max(0, self.config.max_log_bytes - essay.log_bytes))
+
     async def read(self, essay_id: uuid.UUID) -> dict[str, Any] | None:
         """Live text, word count and seq of a loaded essay; None when it is not loaded here."""
         essay = self.essays.get(essay_id)

@@ -38,8 +38,10 @@ Frames both ways are a 4-byte big-endian length and a payload of at most `MAX_FR
     request   >I id, 16 bytes essay id, 16 bytes author id (zeros: none), B flags (1 live,
               2 author, 4 node, 8 trace), B origin length, origin, B node length, node,
               [with flag 8: B trace length, W3C traceparent], the update (rest)
-    response  >I id, B status: OK then >Q seq; REJECTED, NOT_FOUND, FAILED, TOO_LARGE or MOVED (the
-              essay is another host's: `EssayMoved`) then a UTF-8 reason
+    response  >I id, B status: OK then >Q seq and >IQ room (characters and update-log bytes the
+              essay can still take: `EssayHost.room`; absent from a host that cannot tell);
+              REJECTED, NOT_FOUND, FAILED, TOO_LARGE or MOVED (the essay is another host's:
+              `EssayMoved`) then a UTF-8 reason
 
 Flag 8 is set only while tracing is on in the Gateway (`actors.tracing`): the frame then carries
 the sender's trace context, and the host's `host.apply_update` span continues its trace.
@@ -84,6 +86,9 @@ _LIVE, _AUTHOR, _NODE, _TRACE = 1, 2, 4, 8
 _REQUEST = struct.Struct(">I16s16sB")
 _RESPONSE = struct.Struct(">IB")
 _SEQ = struct.Struct(">Q")
+_ROOM = struct.Struct(">IQ")
+Room = tuple[int, int]
+"""(characters, update-log bytes) an essay can still take after an acked update (`EssayHost.room`)."""
 _NO_AUTHOR = bytes(16)
 
 
@@ -136,15 +141,20 @@ def decode_request(payload: bytes) -> tuple[int, uuid.UUID, bytes, dict[str, Any
     return request_id, uuid.UUID(bytes=essay), payload[pos:], kwargs
 
 
-def encode_response(request_id: int, status: int, value: int | str) -> bytes:
-    body = _SEQ.pack(value) if status == OK else str(value).encode()[:1000]
-    return _RESPONSE.pack(request_id, status) + body
+def encode_response(request_id: int, status: int, value: int | str, room: Room | None = None) -> bytes:
+    if status != OK:
+        return _RESPONSE.pack(request_id, status) + str(value).encode()[:1000]
+    return _RESPONSE.pack(request_id, status) + _SEQ.pack(value) + (_ROOM.pack(*room) if room is not None else b"")
 
 
-def decode_response(payload: bytes) -> tuple[int, int, int | str]:
+def decode_response(payload: bytes) -> tuple[int, int, int | str, Room | None]:
+    """(id, status, seq or reason, room: OK only, None when the host did not tell)."""
     request_id, status = _RESPONSE.unpack_from(payload)
     body = payload[_RESPONSE.size:]
-    return request_id, status, _SEQ.unpack(body)[0] if status == OK else body.decode(errors="replace")
+    if status != OK:
+        return request_id, status, body.decode(errors="replace"), None
+    room = cast(Room, _ROOM.unpack_from(body, _SEQ.size)) if len(body) >= _SEQ.size + _ROOM.size else None
+    return request_id, status, _SEQ.unpack_from(body)[0], room
 
 
 def keep_alive(transport: asyncio.BaseTransport, timeout: int = PEER_TIMEOUT_SECONDS) -> None:
@@ -363,7 +373,7 @@ class _HostSide(FramedProtocol):
             log.exception("stream update failed", extra={"essay_id": str(essay_id)})
             self.send(encode_response(request_id, FAILED, f"{type(exc).__name__}: {exc}"))
         else:
-            self.send(encode_response(request_id, OK, seq))
+            self.send(encode_response(request_id, OK, seq, self.server.host.room(essay_id)))
 
 
 class StreamServer:
@@ -418,8 +428,9 @@ class _GatewaySide(FramedProtocol):
         self.stream._lost(self)
 
 
-Answer = Callable[[int | None, BaseException | None], None]
-"""How one update ended, told once: `(seq, None)` once the host committed it, `(None, error)`
+Answer = Callable[[int | None, BaseException | None, Room | None], None]
+"""How one update ended, told once: `(seq, None, room)` once the host committed it (room: what
+the essay can still take, None when unknown), `(None, error, None)`
 when it failed (`UpdateRejected`, `UpdateTooLarge`, `EssayNotFound`, `EssayMoved`, `StreamError`,
 or a `RuntimeError` for the host's own failure)."""
 
@@ -448,7 +459,7 @@ class HostStream:
                     origin: str, live: bool = True, node: str | None = None) -> int:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-        def answer(seq: int | None, error: BaseException | None) -> None:
+        def answer(seq: int | None, error: BaseException | None, _room: Room | None) -> None:
             if fut.done():
                 return
             if error is not None:
@@ -478,7 +489,7 @@ class HostStream:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         request_id = self._next_id
         if self._closed:
-            loop.call_soon(answer, None, StreamError("stream closed"))
+            loop.call_soon(answer, None, StreamError("stream closed"), None)
             return request_id
         frame = encode_request(request_id, essay_id, bytes(update), author_id=author_id, origin=origin,
                                live=live, node=node,
@@ -502,13 +513,13 @@ class HostStream:
             if entry is not None:
                 protocol.send(entry[0])
 
-    def _answered(self, request_id: int, status: int, value: int | str) -> None:
+    def _answered(self, request_id: int, status: int, value: int | str, room: Room | None) -> None:
         entry = self._pending.pop(request_id, None)
         if entry is None:
             return
         error: BaseException | None = None
         if status == OK:
-            self._tell(entry[1], int(value), None)
+            self._tell(entry[1], int(value), None, room)
             return
         if status == REJECTED:
             error = UpdateRejected(str(value))
@@ -523,9 +534,9 @@ class HostStream:
         self._tell(entry[1], None, error)
 
     @staticmethod
-    def _tell(answer: Answer, seq: int | None, error: BaseException | None) -> None:
+    def _tell(answer: Answer, seq: int | None, error: BaseException | None, room: Room | None = None) -> None:
         try:
-            answer(seq, error)
+            answer(seq, error, room)
         except Exception:  # one caller's failure must not break the stream's receive path
             log.exception("stream: an update's answer failed")
 

@@ -24,7 +24,7 @@ from actors.broadcast import Bus, make_bus
 from actors.config import HostConfig
 from actors.host import EssayHost
 from actors.host_api import HostAPI, HostUnavailable, retry_safe_of
-from actors.host_stream import Answer, HostStream, StreamServer
+from actors.host_stream import Answer, HostStream, Room, StreamServer
 from actors.routing import host_index
 from serve_app.settings import Settings
 
@@ -75,8 +75,8 @@ class EssayHosts(ABC):
 
     def submit_update(self, essay_id: uuid.UUID, update: bytes, *, author_id: uuid.UUID | None, origin: str,
                       live: bool, node: str | None, answer: Answer) -> None:
-        """`apply_update` on the essay's host with its outcome told to `answer` (`(seq, None)`
-        once committed, `(None, error)`), never from inside this call. Here a task awaits it;
+        """`apply_update` on the essay's host with its outcome told to `answer` (`(seq, None,
+        room)` once committed, `(None, error, None)`), never from inside this call. Here a task awaits it;
         `RayHosts` writes it to the host's stream and is told from the stream's receive callback,
         with no task or coroutine per update."""
         applying = asyncio.ensure_future(self.of(essay_id).apply_update(
@@ -86,13 +86,18 @@ class EssayHosts(ABC):
         def done(task: asyncio.Future[int]) -> None:
             _applying.discard(task)
             if task.cancelled():
-                answer(None, asyncio.CancelledError("update cancelled"))
+                answer(None, asyncio.CancelledError("update cancelled"), None)
             elif task.exception() is not None:
-                answer(None, task.exception())
+                answer(None, task.exception(), None)
             else:
-                answer(task.result(), None)
+                answer(task.result(), None, self.room(essay_id))
 
         applying.add_done_callback(done)
+
+    def room(self, essay_id: uuid.UUID) -> Room | None:
+        """`EssayHost.room` where the host is in this process without a stream; else None
+        (unknown: the doc socket then hands typing over only after its ack)."""
+        return None
 
     async def set_text(self, essay_id: uuid.UUID, text: str, *, author_id: uuid.UUID | None) -> int:
         return await self.of(essay_id).set_text(essay_id, text, author_id=author_id)
@@ -195,6 +200,9 @@ class InProcessHosts(EssayHosts):
             return
         self._streams[host_index(essay_id, self.hosts)].submit(
             essay_id, update, author_id=author_id, origin=origin, live=live, node=node, answer=answer)
+
+    def room(self, essay_id: uuid.UUID) -> Room | None:
+        return self.host_for(essay_id).room(essay_id)
 
     def host_for(self, essay_id: uuid.UUID) -> EssayHost:
         """The essay's host object itself (tests look inside it)."""

@@ -4,7 +4,8 @@ A Gateway replica holds one of these per open socket for as long as a student wr
 is most of what an open essay costs. uvicorn's `WebSocketsSansIOProtocol` keeps an `asyncio.Queue`
 of received messages (three deques and an `Event`, another deque) and an `asyncio.Event` for write
 flow control: ~4 KiB per connection (tracemalloc in a replica, 2026-11-30), for a queue that holds
-at most one message (uvicorn pauses reading until the app takes it) and one reader. `Inbox` and
+a message or two (reading pauses only while a message waits that the app is not already waiting
+for) and one reader. `Inbox` and
 `Flag` do the same jobs with a list and a future made only while someone waits. The handshake's
 response (with its headers) is also dropped once it has been sent.
 

@@ -97,10 +97,12 @@ class AckQueue:
         """`await next_frame`, ended by the first failed update: that update's error is raised."""
         self._raise_failure()
         task = asyncio.current_task()
-        if not self._sent or task is None:  # nothing can fail while we wait
+        if task is None:
             return await next_frame
         # The wait is cancelled in our own task on a failure: a task per read to cancel instead
-        # cost a task and a loop turn per frame while any update was at the host.
+        # cost a task and a loop turn per frame while any update was at the host. Even with
+        # nothing at the host now: the receive callback may send one during this wait
+        # (`serve_app.realtime.receipt`), and its failure must end the wait and close the socket.
         self._reader = task
         try:
             return await next_frame

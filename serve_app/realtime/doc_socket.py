@@ -25,6 +25,8 @@ from actors.broadcast import RESYNC, doc_message, observe_fanout, split_doc_mess
 from actors.doc import InvalidUpdate, validate_update
 from actors.host import EssayNotFound, UpdateRejected
 from actors.host_api import HostUnavailable
+from actors.host_stream import Room
+from actors.yupdate import TextUpdate
 from db.types import utcnow
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.awareness import SocketAwareness
@@ -47,10 +49,12 @@ from serve_app.realtime.protocol import (
     encode_ack,
     encode_sync_step1,
     encode_sync_step2,
+    encode_update,
     is_counted_for_ack,
     parse_client_message,
 )
 from serve_app.realtime.receipt import ReceiptFanout
+from serve_app.realtime.room import essay_rooms, join, leave
 
 log = logging.getLogger("essaycoach.ws")
 
@@ -84,37 +88,74 @@ async def doc_socket(ws: WebSocket) -> None:
     metrics = ctx.metrics
     metrics.sockets_open.labels("doc").inc()
     # A writer's typing reaches this replica's other sockets, and its host, from the receive callback.
-    receipt = ReceiptFanout(bus=bus, eid=eid, origin=origin, window=window, bucket=bucket, acks=acks,
-                            in_flight=in_flight, max_bytes=settings.max_ws_message_bytes,
-                            send=lambda update, received, frame: to_host(update, True, received, frame))
+    receipt = ReceiptFanout(window=window, bucket=bucket, acks=acks, max_bytes=settings.max_ws_message_bytes,
+                            send=lambda update, received, checked: to_host(update, received, checked))
     unhook: Callable[[], None] = lambda: None  # noqa: E731
+    rooms = essay_rooms(ws.app)
+    room = join(rooms, eid) if window.refusal is None else None  # a writer's: what the essay can still take
 
     hosts = ctx.hosts
 
-    def to_host(update: bytes, typed: bool, received: float, frame: bytes | None) -> None:
-        """The update to its host; acked (in order) from the host's answer, with no task."""
-        sent = acks.sent()
+    def hand_over(update: bytes, checked: TextUpdate | None, trace: str | None = None) -> bytes | None:
+        """A typed update (`checked`) to this replica's watching sockets now, if the essay surely
+        has room for it (`serve_app.realtime.room`); returns the frame handed over, or None when
+        the watchers get it after its ack (`deliver_stored`) or never (not typed)."""
+        if checked is None or room is None or not room.fits(checked.inserted_chars, len(update)):
+            if checked is not None and room is not None:
+                room.deferred += 1
+            return None
+        room.handed_over(checked.inserted_chars, len(update))
+        return hand_over_typed(bus, eid, origin, update, in_flight, trace)
 
-        def answer(_seq: int | None, error: BaseException | None) -> None:
-            if frame is not None:
-                release_in_flight(in_flight, eid, frame)
+    def settled(update: bytes, checked: TextUpdate | None, frame: bytes | None, error: BaseException | None,
+                told: Room | None) -> None:
+        """A typed update's answer: its room released; if it waited, the watchers get it now that
+        it is stored."""
+        if frame is not None:
+            release_in_flight(in_flight, eid, frame)
+        if room is None:
+            return
+        if checked is None:  # a sync step 2: counted nowhere, but its ack tells the room too
+            room.tell(told)
+            return
+        room.answered(checked.inserted_chars, len(update), told, handed_over=frame is not None)
+        if frame is None and error is None:
+            bus.deliver_local(f"essay:{eid}:doc", doc_message(origin, encode_update(update)))
+
+    def to_host(update: bytes, received: float, checked: TextUpdate | None) -> None:
+        """The update to its host (typed when `checked`: handed to the watchers first if it fits);
+        acked (in order) from the host's answer, with no task."""
+        sent = acks.sent()
+        frame = hand_over(update, checked)
+
+        def answer(_seq: int | None, error: BaseException | None, told: Room | None) -> None:
+            settled(update, checked, frame, error, told)
             if error is None:
                 metrics.updates.inc()
                 metrics.update_bytes.inc(len(update))
                 metrics.ack_seconds.observe(time.perf_counter() - received)
             sent.settle(error)
 
-        hosts.submit_update(eid, update, author_id=user_id, origin=origin, live=typed,
-                            node=bus.node if typed else None, answer=answer)
+        typed = checked is not None
+        try:
+            hosts.submit_update(eid, update, author_id=user_id, origin=origin, live=typed,
+                                node=bus.node if typed else None, answer=answer)
+        except Exception as exc:  # told like the host's refusal: the socket closes; never raised
+            answer(None, exc, None)  # into the receive callback, whose message would be handled twice
 
-    async def traced(update: bytes, typed: bool, received: float, frame: bytes | None, span: Any) -> None:
+    async def traced(update: bytes, received: float, checked: TextUpdate | None, span: Any) -> None:
         """`to_host` with tracing on: the update's span ends with the host's answer."""
+        frame = hand_over(update, checked, tracing.traceparent(span))
+        typed = checked is not None
+        error: BaseException | None = None
         try:
             await tracing.ending(span, hosts.of(eid).apply_update(eid, update, author_id=user_id, origin=origin,
                                                                    live=typed, node=bus.node if typed else None))
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            if frame is not None:
-                release_in_flight(in_flight, eid, frame)
+            settled(update, checked, frame, error, hosts.room(eid) if error is None else None)
         metrics.updates.inc()
         metrics.update_bytes.inc(len(update))
         metrics.ack_seconds.observe(time.perf_counter() - received)
@@ -142,28 +183,25 @@ async def doc_socket(ws: WebSocket) -> None:
                     continue
                 received = receipt.received_at()  # as on the receipt path: the frame's arrival
                 await acks.room()
-                typed = isinstance(message, SyncUpdate)
-                if typed:
+                checked = None
+                if isinstance(message, SyncUpdate):
                     try:
-                        validate_update(update)
+                        checked = validate_update(update)
                     except InvalidUpdate as exc:
                         raise UpdateRejected(str(exc)) from exc
                 # Tracing on: one trace per sampled update, from here to its ack and every socket it reaches.
                 span = tracing.start_sampled("doc_socket.receive", kind="SERVER", essay_id=eid,
-                                             typed=typed) if tracing.enabled else None
-                frame = None
-                if typed:
-                    # Typing reaches this replica's other sockets on receipt, as in y-websocket:
-                    # a CRDT update cannot conflict, and one lost to a crash before its commit
-                    # comes back with the writer's reconnect. The ack still waits for the commit,
-                    # and the bus copy (other replicas) leaves the host after it. A reconnect's
-                    # step 2 (mostly what everyone has) is published by the host only if new.
-                    frame = hand_over_typed(bus, eid, origin, update, in_flight,
-                                            None if span is None else tracing.traceparent(span))
+                                             typed=checked is not None) if tracing.enabled else None
+                # Typing reaches this replica's other sockets on receipt, as in y-websocket, while
+                # the essay surely has room for it (`hand_over`): a CRDT update cannot conflict,
+                # and one lost to a crash before its commit comes back with the writer's
+                # reconnect. The ack still waits for the commit, and the bus copy (other replicas)
+                # leaves the host after it. A reconnect's step 2 (mostly what everyone has) is
+                # published by the host only if new.
                 if span is None:
-                    to_host(update, typed, received, frame)
+                    to_host(update, received, checked)
                 else:
-                    acks.add(traced(update, typed, received, frame, span))
+                    acks.add(traced(update, received, checked, span))
             elif isinstance(message, Awareness):
                 relayed = awareness.accept(message)  # only this socket's own client id
                 if relayed is not None:
@@ -184,6 +222,8 @@ async def doc_socket(ws: WebSocket) -> None:
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         unhook()
+        if room is not None:
+            leave(rooms, eid, room)
         metrics.sockets_open.labels("doc").dec()
         unsubscribe_awareness()
         out.stop()

@@ -18,40 +18,39 @@ frame handled, so acks count updates in the order they came) and no update of th
 waiting for the host (none can fail and end the socket before this one), and only on an
 update the task would hand over itself: a binary frame within the size limit and the rate
 limit (its token is taken here), a sync update that `validate_update` accepts, from a writer
-whose write window is open. Anything else goes on to the task, which handles it as before
-(refuses it, closes the socket). Tracing on: nothing here (the task starts each update's span).
+whose write window is open. Whether the watchers get it now or after its ack is `send`'s choice
+(`serve_app.realtime.room`: only while the essay surely has room for it). Anything else goes on
+to the task, which handles it as before (refuses it, closes the socket). Tracing on: nothing
+here (the task starts each update's span).
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from actors.broadcast import Bus
 from actors.doc import InvalidUpdate, validate_update
+from actors.yupdate import TextUpdate
 from db.types import utcnow
 from serve_app.api.writability import WriteWindow
 from serve_app.fastpath import uvicorn_protocol
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.connection import TokenBucket
-from serve_app.realtime.documents import hand_over_typed
 from serve_app.realtime.protocol import ProtocolError, SyncUpdate, parse_client_message
 
-Send = Callable[[bytes, float, bytes], None]
-"""The doc socket's hand-off to the host: (update, its receipt stamp, the frame handed to this
-replica's sockets)."""
+Send = Callable[[bytes, float, TextUpdate], None]
+"""The doc socket's hand-off of a typed update to this replica's sockets and its host: (update, its
+receipt stamp, what `validate_update` found in it)."""
 
 
 class ReceiptFanout:
     """One writing doc socket's fan-out on receipt; `install` hooks it to the socket's
     connection (our websocket protocol only: elsewhere it does nothing)."""
 
-    def __init__(self, *, bus: Bus, eid: uuid.UUID, origin: str, window: WriteWindow, bucket: TokenBucket,
-                 acks: AckQueue, in_flight: dict[uuid.UUID, dict[int, bytes]], max_bytes: int, send: Send) -> None:
-        self.bus, self.eid, self.origin, self.window = bus, eid, origin, window
-        self.bucket, self.acks, self.in_flight, self.max_bytes = bucket, acks, in_flight, max_bytes
+    def __init__(self, *, window: WriteWindow, bucket: TokenBucket, acks: AckQueue, max_bytes: int,
+                 send: Send) -> None:
+        self.window, self.bucket, self.acks, self.max_bytes = window, bucket, acks, max_bytes
         self.send = send
         self.connection = uvicorn_protocol.current_connection()  # made in the socket's task
 
@@ -78,10 +77,9 @@ class ReceiptFanout:
             parsed = parse_client_message(data, max_size=self.max_bytes)
             if not isinstance(parsed, SyncUpdate):
                 return message
-            validate_update(parsed.update)
+            checked = validate_update(parsed.update)
         except (ProtocolError, InvalidUpdate):
             return message  # the task refuses it and closes the socket
         self.bucket.take()  # ready() above: the task would have taken this token
-        frame = hand_over_typed(self.bus, self.eid, self.origin, parsed.update, self.in_flight)
-        self.send(parsed.update, received_at, frame)
+        self.send(parsed.update, received_at, checked)
         return None

@@ -59,6 +59,16 @@ def host_applies(hosts: list[Any], make: Callable[[Apply], Apply], *gates: async
             del host.apply_update
 
 
+def refusing_once(refuse: asyncio.Event) -> Callable[[Apply], Apply]:
+    """For `host_applies`: every update is refused by the host once `refuse` is set."""
+    def refusing(apply: Apply) -> Apply:
+        async def refuse_later(*args: Any, **kwargs: Any) -> int:
+            await refuse.wait()
+            raise UpdateRejected("refused by the host")
+        return refuse_later
+    return refusing
+
+
 async def sync_round_trip(client: YClient) -> None:
     """A sync step 1 and its answer: every frame the server queued for `client` before it is in."""
     client.synced.clear()
@@ -135,13 +145,7 @@ async def test_a_refused_update_closes_the_socket_while_it_waits_for_more(settin
         before = writer.acked
         refuse = asyncio.Event()
 
-        def refusing(apply: Apply) -> Apply:
-            async def refuse_later(*args: Any, **kwargs: Any) -> int:
-                await refuse.wait()
-                raise UpdateRejected("refused by the host")
-            return refuse_later
-
-        with host_applies(room["hosts"], refusing, refuse):
+        with host_applies(room["hosts"], refusing_once(refuse), refuse):
             writer.type(" refused")
             await sync_round_trip(writer)  # the socket is reading again, the update still out
             refuse.set()
@@ -204,3 +208,41 @@ async def test_typing_sent_back_to_back_reaches_the_teacher_in_order(settings, s
         await writer.wait_acked()
         await writer.close()
         await teacher.close()
+
+
+async def test_a_refused_update_closes_the_socket_when_the_client_sends_nothing_more(settings, streams) -> None:
+    """The update went to the host from the receive callback while the socket's task waited for
+    a frame with nothing at the host: its refusal still ends that wait and closes the socket."""
+    async with classroom(settings, streams) as room:
+        writer = await YClient(await room["url"](room["student"])).connect()
+        writer.type("fine")
+        await writer.wait_acked()
+        await sync_round_trip(writer)  # the task now waits for a frame, nothing at the host
+        refuse = asyncio.Event()
+
+        with host_applies(room["hosts"], refusing_once(refuse), refuse):
+            writer.type(" refused")
+            await asyncio.sleep(0.2)
+            refuse.set()
+            assert await writer.wait_closed() == 4400
+
+
+async def test_an_update_the_host_refuses_as_too_large_never_reaches_the_watchers(settings, streams) -> None:
+    """Typing reaches the teachers on receipt only while the essay surely has room for it: one
+    over the character limit is refused (4413) and no watcher ever sees it; what fits still
+    reaches them before its commit."""
+    limited = settings.model_copy(update={"max_essay_chars": 60})
+    async with classroom(limited, streams) as room:
+        writer = await YClient(await room["url"](room["student"])).connect()
+        teacher = await YClient(await room["url"](room["teacher"])).connect()
+        await writer.wait_acked()  # its sync step 2's ack tells the essay's room
+        writer.type("Привет, 🙂 мир. ")
+        await writer.wait_acked(writer.acked + 1)
+        await teacher.wait_text(lambda text: text == "Привет, 🙂 мир. ")
+        writer.type("x" * 60)  # over the limit: the host refuses it
+        assert await writer.wait_closed() == 4413
+        await sync_round_trip(teacher)
+        assert str(teacher.text) == "Привет, 🙂 мир. "  # the refused text never reached the teacher
+        stored = (await room["client"].get(f"/api/v1/essays/{room['essay']['id']}",
+                                           headers=room["student"].headers)).json()
+        assert stored["text"] == str(teacher.text)

@@ -34,8 +34,9 @@ def test_frames_round_trip() -> None:
                    {"author_id": None, "origin": "", "live": False, "node": None}):
         request_id, eid, update, decoded = decode_request(encode_request(7, essay, b"\x01\x02", **kwargs))
         assert (request_id, eid, update, decoded) == (7, essay, b"\x01\x02", kwargs)
-    assert decode_response(encode_response(9, OK, 2**40)) == (9, OK, 2**40)
-    assert decode_response(encode_response(9, REJECTED, "bad")) == (9, REJECTED, "bad")
+    assert decode_response(encode_response(9, OK, 2**40)) == (9, OK, 2**40, None)  # a host that cannot tell its room
+    assert decode_response(encode_response(9, OK, 7, (199_990, 2**33))) == (9, OK, 7, (199_990, 2**33))
+    assert decode_response(encode_response(9, REJECTED, "bad")) == (9, REJECTED, "bad", None)
     with pytest.raises(ValueError):
         decode_request(b"\x00" * 10)
 
@@ -111,9 +112,11 @@ async def test_submitted_updates_are_answered_from_the_streams_receive_callback(
     _, resolve = resolver(server)
     stream = HostStream(resolve)  # type: ignore[arg-type]
     told: list[tuple[int | None, str | None, str]] = []
+    rooms: list[tuple[int, int] | None] = []
     inside = False
 
-    def answer(seq: int | None, error: BaseException | None) -> None:
+    def answer(seq: int | None, error: BaseException | None, room: tuple[int, int] | None) -> None:
+        rooms.append(room)
         told.append((seq, type(error).__name__ if error else None, "")
                     if not inside else (seq, "told inside submit", ""))
         if len(told) == 1:
@@ -127,6 +130,11 @@ async def test_submitted_updates_are_answered_from_the_streams_receive_callback(
         await asyncio.sleep(0.01)
     assert told == [(seq, None, "") for seq in range(1, 6)]  # each once, in order, after its commit
     assert await stored_text(sessions, essay_id) == "".join(WORDS[:5])
+    # Each ack tells what the essay can still take: characters under the limit, log bytes under its budget.
+    chars_left = [room[0] for room in rooms if room is not None]
+    assert len(chars_left) == 5 and chars_left == sorted(chars_left, reverse=True)
+    assert rooms[-1] == host.room(essay_id)
+    assert rooms[-1][0] == host.config.max_essay_chars - len("".join(WORDS[:5]))  # type: ignore[index]
     stream.submit(essay_id, b"\x01\x02", origin="o", answer=answer)  # not an update: refused by the host
     while len(told) < 6:
         await asyncio.sleep(0.01)
@@ -355,6 +363,9 @@ async def test_the_host_stops_reading_a_connection_whose_updates_pile_up() -> No
             await release.wait()
             SlowHost.applying -= 1
             return 1
+
+        def room(self, essay_id: uuid.UUID) -> None:
+            return None  # not told: the answers carry only the seq
 
     server = StreamServer(SlowHost())  # type: ignore[arg-type]
     await server.start("127.0.0.1")

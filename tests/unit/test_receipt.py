@@ -1,22 +1,19 @@
-"""serve_app.realtime.receipt: a writer's typed update handed to this replica's sockets and sent
-to its host from the connection's receive callback, and only one the socket's task would hand
-over itself."""
+"""serve_app.realtime.receipt: a writer's typed update handed on (to this replica's sockets, if
+the essay has room: `serve_app.realtime.room`, and to its host) from the connection's receive
+callback, and only one the socket's task would hand over itself."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 from typing import Any
 
 from pycrdt import Doc, Map, Text, create_sync_message, create_update_message
 
-from actors.broadcast import InMemoryBus, split_doc_message
 from db.types import utcnow
 from serve_app.api.writability import READ_ONLY, WriteWindow
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.connection import TokenBucket
-from serve_app.realtime.protocol import encode_update
 from serve_app.realtime.receipt import ReceiptFanout
 
 OPEN = WriteWindow(refusal=None, closes_at=None)
@@ -33,30 +30,25 @@ def received(frame: bytes) -> dict[str, Any]:
     return {"type": "websocket.receive", "bytes": frame}
 
 
-Sent = list[tuple[bytes, float, bytes]]
+Sent = list[tuple[bytes, float, Any]]
 
 
-async def watched(window: WriteWindow = OPEN, bucket: TokenBucket | None = None, acks: AckQueue | None = None,
-                  ) -> tuple[ReceiptFanout, list[bytes], dict[uuid.UUID, Any], Sent]:
-    bus, eid, seen, sent = InMemoryBus(), uuid.uuid4(), [], []
-    await bus.subscribe(f"essay:{eid}:doc", lambda _c, message: seen.append(message))
-    in_flight: dict[uuid.UUID, Any] = {}
-    fanout = ReceiptFanout(bus=bus, eid=eid, origin="writer", window=window, bucket=bucket or TokenBucket(10, 10),
-                           acks=acks or AckQueue(lambda n: None), in_flight=in_flight, max_bytes=1 << 20,
-                           send=lambda *to_host: sent.append(to_host))
-    return fanout, seen, in_flight, sent
+def watched(window: WriteWindow = OPEN, bucket: TokenBucket | None = None, acks: AckQueue | None = None,
+            ) -> tuple[ReceiptFanout, Sent]:
+    sent: Sent = []
+    fanout = ReceiptFanout(window=window, bucket=bucket or TokenBucket(10, 10), acks=acks or AckQueue(lambda n: None),
+                           max_bytes=1 << 20, send=lambda *handed: sent.append(handed))
+    return fanout, sent
 
 
-async def test_a_typed_update_reaches_the_watchers_and_the_host_on_receipt_and_never_the_task() -> None:
+async def test_a_typed_update_is_handed_on_from_the_receive_callback_and_never_the_task() -> None:
     bucket = TokenBucket(10, 2, clock=lambda: 0.0)
-    fanout, seen, in_flight, sent = await watched(bucket=bucket)
-    update = typed("hello")
+    fanout, sent = watched(bucket=bucket)
+    update = typed("héllo 🙂")
     assert fanout.on_message(received(create_update_message(update)), 12.5) is None  # taken: the task never wakes
-    assert [split_doc_message(m) for m in seen] == [("writer", encode_update(update))]
-    assert list(in_flight[fanout.eid].values()) == [encode_update(update)]  # until its apply returns
-    # To the host with the connection's receipt stamp (`ack_seconds` starts there, as on the
-    # task's path: `ReceiptFanout.received_at`), and the frame the watchers got.
-    assert sent == [(update, 12.5, encode_update(update))]
+    # On with the connection's receipt stamp (`ack_seconds` starts there, as on the task's path:
+    # `ReceiptFanout.received_at`) and what it inserts (the watchers get it now only if it fits).
+    assert [(u, at, checked.inserted_chars) for u, at, checked in sent] == [(update, 12.5, len("héllo 🙂"))]
     assert bucket.take() and not bucket.take()  # its token of the rate limit was taken
 
 
@@ -68,25 +60,25 @@ async def test_nothing_the_task_would_refuse_or_treat_otherwise_is_handed_over()
     step1 = create_sync_message(Doc())
     for window, frame in ((OPEN, not_text), (OPEN, step1), (OPEN, b"\x00\x02\xff"), (READ_ONLY, None),
                           (WriteWindow(refusal=None, closes_at=utcnow() - timedelta(seconds=1)), None)):
-        fanout, seen, in_flight, sent = await watched(window)
+        fanout, sent = watched(window)
         message = received(frame or create_update_message(typed("late")))
         assert fanout.on_message(message, 0.0) is message  # to the task, as it came
         fanout.on_message({"type": "websocket.receive", "text": "not binary"}, 0.0)
-        assert seen == [] and in_flight == {} and sent == []
+        assert sent == []
 
 
 async def test_over_its_rate_or_behind_an_update_still_at_the_host_the_task_decides() -> None:
     spent = TokenBucket(1, 1, clock=lambda: 0.0)  # no refill, however slow the machine
     assert spent.take()
-    fanout, seen, _, sent = await watched(bucket=spent)
+    fanout, sent = watched(bucket=spent)
     fanout.on_message(received(create_update_message(typed("too fast"))), 0.0)
-    assert seen == [] and sent == []  # the task closes the socket for its rate: no watcher saw the update
+    assert sent == []  # the task closes the socket for its rate: no watcher saw the update
 
     acks = AckQueue(lambda n: None)
     at_host: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     acks.add(at_host)  # an earlier update may yet fail and end the socket before its task reads on
-    fanout, seen, _, sent = await watched(acks=acks)
+    fanout, sent = watched(acks=acks)
     fanout.on_message(received(create_update_message(typed("next"))), 0.0)
-    assert seen == [] and sent == []
+    assert sent == []
     at_host.set_result(None)
     await asyncio.sleep(0)
