@@ -76,6 +76,48 @@ class TokenBucket:
         return True
 
 
+class UserBucket(TokenBucket):
+    """One user's writing sockets on this replica share this bucket besides their own
+    (`writer_bucket`): a socket's limit alone let a user who opens many sockets multiply it."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(rate, burst, clock)
+        self.sockets = 0
+
+
+class WriterBucket:
+    """A writing socket's rate limit: its own bucket and its user's (`UserBucket`); a message
+    takes a token from both. Same interface as `TokenBucket`."""
+
+    def __init__(self, own: TokenBucket, user: TokenBucket) -> None:
+        self.own, self.user = own, user
+
+    def ready(self) -> bool:
+        return self.own.ready() and self.user.ready()
+
+    def take(self) -> bool:
+        return self.user.take() and self.own.take()
+
+
+def writer_bucket(app: Any, user_id: Any, rate: float, burst: int) -> tuple[WriterBucket, Callable[[], None]]:
+    """A writing socket's rate limit (`WriterBucket`) and its release, to call when it closes.
+    Readers (a teacher's many doc sockets, whose handshakes alone could exceed a shared burst)
+    keep a bucket of their own only."""
+    users: dict[Any, UserBucket] = getattr(app.state, "writer_buckets", None) or {}
+    app.state.writer_buckets = users
+    shared = users.get(user_id)
+    if shared is None:
+        shared = users[user_id] = UserBucket(rate, burst)
+    shared.sockets += 1
+
+    def release() -> None:
+        shared.sockets -= 1
+        if shared.sockets <= 0 and users.get(user_id) is shared:
+            del users[user_id]
+
+    return WriterBucket(TokenBucket(rate, burst), shared), release
+
+
 class SendQueue:
     """Frames waiting for one socket; `put` never blocks the bus.
 
@@ -161,7 +203,7 @@ async def close_quietly(ws: WebSocket, code: int, reason: str) -> None:
         pass  # the peer is already gone
 
 
-async def receive_frame(ws: WebSocket, ctx: Context, bucket: TokenBucket, kind: str) -> Any:
+async def receive_frame(ws: WebSocket, ctx: Context, bucket: TokenBucket | WriterBucket, kind: str) -> Any:
     """The next frame's payload of `kind` ("bytes" or "text"), None on disconnect; the socket's
     frame kind, size limit and rate limit are enforced here."""
     frame = await ws.receive()

@@ -30,7 +30,15 @@ from actors.yupdate import TextUpdate
 from db.types import utcnow
 from serve_app.realtime.acks import AckQueue
 from serve_app.realtime.awareness import SocketAwareness
-from serve_app.realtime.connection import SendQueue, TokenBucket, close_quietly, open_essay_socket, receive_frame
+from serve_app.realtime.connection import (
+    SendQueue,
+    TokenBucket,
+    WriterBucket,
+    close_quietly,
+    open_essay_socket,
+    receive_frame,
+    writer_bucket,
+)
 from serve_app.realtime.documents import (
     DocFollower,
     close_for,
@@ -82,7 +90,12 @@ async def doc_socket(ws: WebSocket) -> None:
     follow = DocFollower(ctx, ws.app, eid, out, origin=origin)
     await follow.subscribe()
     unsubscribe_awareness = await bus.subscribe(f"essay:{eid}:awareness", on_awareness)
-    bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
+    release_bucket: Callable[[], None] = lambda: None  # noqa: E731
+    bucket: TokenBucket | WriterBucket
+    if window.refusal is None:  # a writer: the rate limit holds for the user's writing sockets together too
+        bucket, release_bucket = writer_bucket(ws.app, user_id, settings.ws_messages_per_second, settings.ws_burst)
+    else:
+        bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
     # Updates go to the host without waiting for the previous one's commit; acks follow in order.
     acks = AckQueue(lambda n: out.put(encode_ack(n)))
     metrics = ctx.metrics
@@ -222,6 +235,7 @@ async def doc_socket(ws: WebSocket) -> None:
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         unhook()
+        release_bucket()
         if room is not None:
             leave(rooms, eid, room)
         metrics.sockets_open.labels("doc").dec()

@@ -36,7 +36,7 @@ from db.types import utcnow
 from serve_app.api.writability import WriteWindow
 from serve_app.fastpath import uvicorn_protocol
 from serve_app.realtime.acks import AckQueue
-from serve_app.realtime.connection import TokenBucket
+from serve_app.realtime.connection import TokenBucket, WriterBucket
 from serve_app.realtime.protocol import ProtocolError, SyncUpdate, parse_client_message
 
 Send = Callable[[bytes, float, TextUpdate], None]
@@ -48,7 +48,7 @@ class ReceiptFanout:
     """One writing doc socket's fan-out on receipt; `install` hooks it to the socket's
     connection (our websocket protocol only: elsewhere it does nothing)."""
 
-    def __init__(self, *, window: WriteWindow, bucket: TokenBucket, acks: AckQueue, max_bytes: int,
+    def __init__(self, *, window: WriteWindow, bucket: TokenBucket | WriterBucket, acks: AckQueue, max_bytes: int,
                  send: Send) -> None:
         self.window, self.bucket, self.acks, self.max_bytes = window, bucket, acks, max_bytes
         self.send = send

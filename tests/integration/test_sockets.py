@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
 import httpx
 import pytest
 import websockets
+from pycrdt import create_sync_message
 
 from ops.loadtest.yclient import YClient
 from tests.fakes import Account, join, make_assignment, make_class, make_essay, register
@@ -184,6 +186,39 @@ async def test_flood_is_closed_1008(live_client, live_server, classroom) -> None
             break
     assert await c.wait_closed() == 1008
     assert value((await live_client.get("/metrics")).text) == before + 1
+
+
+async def test_a_users_writing_sockets_share_one_rate_limit_and_readers_keep_their_own(
+        live_client, live_server, classroom) -> None:
+    """More sockets do not buy a writer more messages: 4 sockets of 120 frames each (under the
+    socket's burst of 200 alone) pass the user's 200 together, and one closes 1008. A teacher's 4
+    read-only sockets, whose handshakes alone add up across a class, keep a bucket each."""
+    student, teacher, essay = classroom["student"], classroom["teacher"], classroom["essay"]
+
+    async def flood(account: Account) -> list[int | None]:
+        clients = [await YClient(await doc_url(live_client, live_server, account, essay["id"])).connect()
+                   for _ in range(4)]
+        for c in clients:
+            for _ in range(120):
+                try:
+                    await c.send_raw(b"\x03")  # query awareness: cheap, still counted
+                except websockets.ConnectionClosed:
+                    break
+        for c in clients:  # a step 1 is answered in order: every frame before it was taken, or it closed
+            c.synced.clear()
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await c.send_raw(create_sync_message(c.doc))
+            waits = [asyncio.ensure_future(c.synced.wait()), asyncio.ensure_future(c.wait_closed(10))]
+            await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+        codes = [c.close_code for c in clients]
+        for c in clients:
+            await c.close()
+        return codes
+
+    assert 1008 in await flood(student)
+    assert await flood(teacher) == [None] * 4
 
 
 async def test_events_socket_resume_and_class_live_rows(live_client, live_server, classroom) -> None:
