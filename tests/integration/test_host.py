@@ -8,6 +8,7 @@ import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -21,6 +22,7 @@ from db.engine import SqliteWriter, make_engine, make_sessionmaker
 from db.models import User
 from db.repositories import documents, essays
 from db.types import utcnow
+from tests.conftest import fresh_database
 
 
 class FakeClock:
@@ -364,46 +366,49 @@ async def test_sqlite_log_writer_commits_and_refuses_rows_of_missing_essays(
 
 @pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
 async def test_update_log_rows_are_stored_alike_by_the_prepared_and_the_core_insert(
-    database_url: str, sealed: bool
+    database_url: str, sealed: bool, tmp_path: Path
 ) -> None:
+    """On a database of its own: the sealed rows it leaves would stop any later reader without the key
+    (test_privacy reads every row of the shared one)."""
     from sqlalchemy import Table, Uuid, bindparam, insert, text
     from sqlalchemy.exc import IntegrityError
 
     from db.crypto import Keyring, new_key, open_anyway
     from db.models import EssayUpdate
 
-    keyring = Keyring.parse(new_key()) if sealed else None
-    engine = make_engine(database_url, keyring=keyring)
-    sessions = make_sessionmaker(engine)
-    essay_id = await new_essay(sessions)
-    prepared = {**log_row(essay_id, 1), "author_id": uuid.uuid4(), "lease": 7}  # "lease" is no column
-    core = {**prepared, "seq": 2}
-    for row in (prepared, core):
-        assert all(key in row for key in documents.LOG_COLUMNS)
-    async with sessions() as session:
-        await session.run_sync(lambda s: documents.append_updates(s, rows=[prepared]))
-        await session.execute(insert(cast(Table, EssayUpdate.__table__)),
-                              [{k: v for k, v in core.items() if k != "lease"}])
-        await session.commit()
-        stored = (await session.execute(text(
-            "SELECT seq, essay_id, data, author_id, inserted_chars, deleted_chars, created_at FROM essay_updates"
-            " WHERE essay_id = :essay ORDER BY seq").bindparams(bindparam("essay", essay_id, type_=Uuid())))).all()
-        loaded = await documents.load(session, essay_id=essay_id)
-    by_prepared, by_core = stored
-    # The raw stored values match column by column (UUIDs as SQLite's hex, timestamps alike).
-    assert by_prepared[1:2] + by_prepared[3:] == by_core[1:2] + by_core[3:]
-    data_prepared, data_core = bytes(by_prepared[2]), bytes(by_core[2])
-    if sealed:  # sealed apart (each sealing differs), opening to the same update
-        assert data_prepared != prepared["data"] and data_core != prepared["data"]
-        assert open_anyway(keyring, data_prepared) == open_anyway(keyring, data_core) == prepared["data"]
-    else:
-        assert data_prepared == data_core == prepared["data"]
-    assert loaded is not None and [(u.seq, u.data, u.author_id) for u in loaded.log] == [
-        (1, prepared["data"], prepared["author_id"]), (2, prepared["data"], prepared["author_id"])]
-    async with sessions() as session:
-        with pytest.raises(IntegrityError):  # the committer refuses the batch's rows on this
-            await session.run_sync(lambda s: documents.append_updates(s, rows=[{**prepared, "seq": 1}]))
-    await engine.dispose()
+    async with fresh_database(database_url, tmp_path) as url:
+        keyring = Keyring.parse(new_key()) if sealed else None
+        engine = make_engine(url, keyring=keyring)
+        sessions = make_sessionmaker(engine)
+        essay_id = await new_essay(sessions)
+        prepared = {**log_row(essay_id, 1), "author_id": uuid.uuid4(), "lease": 7}  # "lease" is no column
+        core = {**prepared, "seq": 2}
+        for row in (prepared, core):
+            assert all(key in row for key in documents.LOG_COLUMNS)
+        async with sessions() as session:
+            await session.run_sync(lambda s: documents.append_updates(s, rows=[prepared]))
+            await session.execute(insert(cast(Table, EssayUpdate.__table__)),
+                                  [{k: v for k, v in core.items() if k != "lease"}])
+            await session.commit()
+            stored = (await session.execute(text(
+                "SELECT seq, essay_id, data, author_id, inserted_chars, deleted_chars, created_at FROM essay_updates"
+                " WHERE essay_id = :essay ORDER BY seq").bindparams(bindparam("essay", essay_id, type_=Uuid())))).all()
+            loaded = await documents.load(session, essay_id=essay_id)
+        by_prepared, by_core = stored
+        # The raw stored values match column by column (UUIDs as SQLite's hex, timestamps alike).
+        assert by_prepared[1:2] + by_prepared[3:] == by_core[1:2] + by_core[3:]
+        data_prepared, data_core = bytes(by_prepared[2]), bytes(by_core[2])
+        if sealed:  # sealed apart (each sealing differs), opening to the same update
+            assert data_prepared != prepared["data"] and data_core != prepared["data"]
+            assert open_anyway(keyring, data_prepared) == open_anyway(keyring, data_core) == prepared["data"]
+        else:
+            assert data_prepared == data_core == prepared["data"]
+        assert loaded is not None and [(u.seq, u.data, u.author_id) for u in loaded.log] == [
+            (1, prepared["data"], prepared["author_id"]), (2, prepared["data"], prepared["author_id"])]
+        async with sessions() as session:
+            with pytest.raises(IntegrityError):  # the committer refuses the batch's rows on this
+                await session.run_sync(lambda s: documents.append_updates(s, rows=[{**prepared, "seq": 1}]))
+        await engine.dispose()
 
 
 @pytest.fixture
