@@ -66,6 +66,10 @@ class TokenBucket:
         """`take` would succeed now (nothing is taken)."""
         return min(self.burst, self.tokens + (self.clock() - self.at) * self.rate) >= 1
 
+    def full(self) -> bool:
+        """Refilled to its burst: as good as a new bucket."""
+        return self.tokens + (self.clock() - self.at) * self.rate >= self.burst
+
     def take(self) -> bool:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
@@ -107,15 +111,23 @@ def writer_bucket(app: Any, user_id: Any, rate: float, burst: int) -> tuple[Writ
     app.state.writer_buckets = users
     shared = users.get(user_id)
     if shared is None:
+        _forget_refilled(users)
         shared = users[user_id] = UserBucket(rate, burst)
     shared.sockets += 1
 
     def release() -> None:
         shared.sockets -= 1
-        if shared.sockets <= 0 and users.get(user_id) is shared:
-            del users[user_id]
 
     return WriterBucket(TokenBucket(rate, burst), shared), release
+
+
+def _forget_refilled(users: dict[Any, UserBucket]) -> None:
+    """Drop the buckets of users with no socket open whose bucket has refilled: forgetting those
+    changes nothing. One that is still draining is kept after its last socket closes, or a user
+    would get a fresh burst with every reconnect (a ticket every 0.5 s)."""
+    idle = [uid for uid, bucket in users.items() if bucket.sockets <= 0 and bucket.full()]
+    for uid in idle:
+        del users[uid]
 
 
 class SendQueue:

@@ -179,13 +179,30 @@ async def test_flood_is_closed_1008(live_client, live_server, classroom) -> None
 
     before = value((await live_client.get("/metrics")).text)
     c = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
-    for _ in range(600):
-        try:
-            await c.send_raw(b"\x03")  # query awareness: cheap, still counted
-        except websockets.ConnectionClosed:
-            break
+    await query_awareness_flood(c, 600)
     assert await c.wait_closed() == 1008
     assert value((await live_client.get("/metrics")).text) == before + 1
+
+
+async def query_awareness_flood(c: YClient, frames: int) -> None:
+    """`frames` query-awareness frames (cheap, still counted by the rate limit), or until closed."""
+    for _ in range(frames):
+        try:
+            await c.send_raw(b"\x03")
+        except websockets.ConnectionClosed:
+            return
+
+
+async def taken_or_closed(c: YClient) -> None:
+    """Until the server took every frame sent so far (its answer to a sync step 1 arrives, in
+    order) or closed the socket."""
+    c.synced.clear()
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await c.send_raw(create_sync_message(c.doc))
+    waits = [asyncio.ensure_future(c.synced.wait()), asyncio.ensure_future(c.wait_closed(10))]
+    await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
 
 
 async def test_a_users_writing_sockets_share_one_rate_limit_and_readers_keep_their_own(
@@ -199,19 +216,9 @@ async def test_a_users_writing_sockets_share_one_rate_limit_and_readers_keep_the
         clients = [await YClient(await doc_url(live_client, live_server, account, essay["id"])).connect()
                    for _ in range(4)]
         for c in clients:
-            for _ in range(120):
-                try:
-                    await c.send_raw(b"\x03")  # query awareness: cheap, still counted
-                except websockets.ConnectionClosed:
-                    break
-        for c in clients:  # a step 1 is answered in order: every frame before it was taken, or it closed
-            c.synced.clear()
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await c.send_raw(create_sync_message(c.doc))
-            waits = [asyncio.ensure_future(c.synced.wait()), asyncio.ensure_future(c.wait_closed(10))]
-            await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
+            await query_awareness_flood(c, 120)
+        for c in clients:
+            await taken_or_closed(c)
         codes = [c.close_code for c in clients]
         for c in clients:
             await c.close()
@@ -219,6 +226,20 @@ async def test_a_users_writing_sockets_share_one_rate_limit_and_readers_keep_the
 
     assert 1008 in await flood(student)
     assert await flood(teacher) == [None] * 4
+
+
+async def test_a_writer_reconnecting_gets_no_fresh_burst(live_client, live_server, classroom) -> None:
+    """The user's bucket outlives the socket until it has refilled: 150 frames, close, reconnect,
+    150 more pass the user's 200 and close 1008 (each socket alone is under its own 200)."""
+    student, essay = classroom["student"], classroom["essay"]
+    codes = []
+    for _ in range(2):
+        c = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+        await query_awareness_flood(c, 150)
+        await taken_or_closed(c)
+        codes.append(c.close_code)
+        await c.close()
+    assert codes == [None, 1008]
 
 
 async def test_events_socket_resume_and_class_live_rows(live_client, live_server, classroom) -> None:
