@@ -114,8 +114,21 @@ def unique_email(prefix: str = "user") -> str:
 
 
 def free_port() -> int:
+    """A port free now, picked below the kernel's ephemeral range (32768-60999 here) and above
+    Ray's worker ports (10002-19999): a port inside the ephemeral range can be taken by any
+    outbound connection between this pick and the server's bind (seen in CI: "port ... is
+    already in use"). The kernel's pick when none is found there."""
+    import random
     import socket
 
+    for _ in range(50):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
