@@ -107,8 +107,9 @@ def writer_bucket(app: Any, user_id: Any, rate: float, burst: int) -> tuple[Writ
     """A writing socket's rate limit (`WriterBucket`) and its release, to call when it closes.
     Readers (a teacher's many doc sockets, whose handshakes alone could exceed a shared burst)
     keep a bucket of their own only."""
-    users: dict[Any, UserBucket] = getattr(app.state, "writer_buckets", None) or {}
-    app.state.writer_buckets = users
+    users: dict[Any, UserBucket] | None = getattr(app.state, "writer_buckets", None)
+    if users is None:
+        users = app.state.writer_buckets = {}
     shared = users.get(user_id)
     if shared is None:
         _forget_refilled(users)
