@@ -3,6 +3,7 @@ naming the port and the setting that moves it, not an HAProxy alert deep in Ray'
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -32,6 +33,21 @@ def is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def pick_free_port(host: str = "127.0.0.1") -> int:
+    """A port free now for a server a test or benchmark is about to start, picked below the
+    kernel's ephemeral range (32768-60999 on Linux by default) and above Ray's worker ports
+    (10002-19999): a port inside the ephemeral range can be taken by any outbound connection
+    between this pick and the server's bind (seen in CI: "port ... is already in use"). The
+    kernel's pick when none is found there."""
+    for _ in range(50):
+        port = random.randrange(20000, 32000)
+        if is_free(host, port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def check_free(listeners: list[Listener], *, wait_seconds: float = 0.0) -> None:

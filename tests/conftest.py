@@ -22,6 +22,7 @@ from sqlalchemy import text
 from db.engine import make_engine
 from db.migrate import upgrade
 from serve_app.app import create_app
+from serve_app.ports import pick_free_port as free_port
 from serve_app.settings import Settings
 
 PG_URL = os.environ.get("ESSAYCOACH_TEST_DATABASE_URL")
@@ -111,27 +112,6 @@ async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
 
 def unique_email(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
-
-
-def free_port() -> int:
-    """A port free now, picked below the kernel's ephemeral range (32768-60999 here) and above
-    Ray's worker ports (10002-19999): a port inside the ephemeral range can be taken by any
-    outbound connection between this pick and the server's bind (seen in CI: "port ... is
-    already in use"). The kernel's pick when none is found there."""
-    import random
-    import socket
-
-    for _ in range(50):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from serve_app.ports import pick_free_port as free_port  # noqa: F401 (run.py and web_perf.py use procs.free_port)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -132,12 +133,6 @@ def self_cpu_seconds() -> float:
 
 def self_rss_kib() -> int:
     return _rss_kib(os.getpid())
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(cmd: list[str], *, env: dict[str, str], cwd: str | Path, log_path: Path) -> subprocess.Popen[bytes]:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from serve_app.ports import Listener, PortInUse, check_free, is_free, serve_ports, serve_ports_env
+from serve_app.ports import Listener, PortInUse, check_free, is_free, pick_free_port, serve_ports, serve_ports_env
 
 
 def test_runs_on_different_http_ports_get_disjoint_serve_ports_outside_serves_defaults() -> None:
@@ -48,3 +48,11 @@ def test_a_port_still_taken_after_the_wait_is_refused() -> None:
     listener = _listener_closed_after(5.0)
     with pytest.raises(PortInUse):
         check_free([listener], wait_seconds=0.3)
+
+
+def test_a_picked_port_is_free_and_outside_the_ephemeral_and_ray_worker_ranges() -> None:
+    ports = {pick_free_port() for _ in range(20)}
+    assert all(20000 <= port < 32000 for port in ports)
+    assert len(ports) > 1  # picked at random: two servers started together rarely collide
+    for port in ports:
+        assert is_free("127.0.0.1", port)
