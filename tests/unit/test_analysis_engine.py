@@ -46,6 +46,7 @@ class FakeClock:
 
 class CountingAnalyzer(LocalAnalyzer):
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[str] = []
 
     def analyze_paragraph(self, text: str, *, dictionary: Collection[str] = frozenset()) -> list[FeedbackItem]:
@@ -363,3 +364,4 @@ async def test_a_light_edit_keeps_the_llm_review_of_the_paragraph_without_resend
                              "First, phones let them check facts, compare sources and ask experts.")
     await engine.analyze_changed(edited, drifted, essay_id="e1")
     assert [text for text, _ in provider.calls] == ["First, phones let them check facts, compare sources and ask experts."]
+
