@@ -147,8 +147,7 @@ class FeedbackScheduler:
         result = await engine.analyze_changed(
             essay.analyzed_text, text, essay_id=str(essay.essay_id),
             class_id=str(essay.meta.class_id) if essay.meta.class_id else None,
-            assignment_prompt=essay.assignment_prompt, run_llm=run_llm, previous_items=essay.items or None,
-            llm_hold=hold, force_structure=force)
+            assignment_prompt=essay.assignment_prompt, run_llm=run_llm, llm_hold=hold)
         if essay.seq != seq:
             return False  # offsets describe text that no longer exists; the next run reuses the cache
         new_items = list(result.items)

@@ -23,7 +23,7 @@ from .cache import CacheKey, LRUCache, cache_key
 from .items import FeedbackItem, Score, assign_ids, shift_items
 from .llm import PROMPT_VERSION, TokenBudget
 from .local import LocalAnalyzer, sentence_spans
-from .paragraphs import Paragraph, changed_paragraphs, split_paragraphs, structure_changed
+from .paragraphs import Paragraph, changed_paragraphs, split_paragraphs
 from .provider import AnalysisProvider, ProviderContext, ProviderError, ProviderResult, Rubric, Usage
 from .rubric import score_rubric_local
 from .worker import RulesWorker, WorkerFailed, WorkerJobError
@@ -69,7 +69,6 @@ class AnalysisResult:
     local_ran: list[str]
     llm_sent: list[str]
     usage: Usage
-    structure_ran: bool
     errors: list[str] = field(default_factory=list)
     budget_exhausted: bool = False
 
@@ -149,17 +148,14 @@ class AnalysisEngine:
         assignment_prompt: str = "",
         dictionary: Collection[str] = frozenset(),
         run_llm: bool = True,
-        previous_items: Sequence[FeedbackItem] | None = None,
-        force_structure: bool = False,
         llm_hold: Collection[str] = frozenset(),
     ) -> AnalysisResult:
         """Analyse ``new_text`` incrementally against ``old_text``.
 
         Local rules run on paragraphs with no cached result (in practice the changed ones). The
         LLM runs, when ``run_llm``, on every paragraph it has no cached result for, within the
-        token budget. Whole-essay structure runs when paragraphs were added or removed, when
-        ``previous_items`` is None (unknown), when ``force_structure``, or when a paragraph a
-        previous structure item points at no longer exists; otherwise those items are moved.
+        token budget. Whole-essay structure runs every time (from what the analyser has cached of
+        each paragraph), so the items are exactly those of a fresh analysis of ``new_text``.
         Paragraphs whose hash is in ``llm_hold`` (the one the student is still writing) are not
         sent to the LLM this time; the caller releases them once they settle.
 
@@ -181,8 +177,7 @@ class AnalysisEngine:
         instead of losing it. An error that happens here too fails the run.
         """
         kwargs: dict[str, Any] = dict(essay_id=essay_id, class_id=class_id, assignment_prompt=assignment_prompt,
-                      dictionary=dictionary, run_llm=run_llm, previous_items=previous_items,
-                      force_structure=force_structure, llm_hold=llm_hold)
+                      dictionary=dictionary, run_llm=run_llm, llm_hold=llm_hold)
         if len(new_text) > self.offload_chars and not (run_llm and self.llm is not None):
             self.offloaded_runs += 1
             if self.worker is not None:
@@ -218,8 +213,6 @@ class AnalysisEngine:
         assignment_prompt: str,
         dictionary: Collection[str],
         run_llm: bool,
-        previous_items: Sequence[FeedbackItem] | None,
-        force_structure: bool,
         llm_hold: Collection[str],
         use_worker: bool,
     ) -> tuple[AnalysisResult, LocalResults]:
@@ -275,10 +268,10 @@ class AnalysisEngine:
                 paragraph_items.extend(_without_overlaps(llm_items, paragraph_items))
             items.extend(shift_items(paragraph_items, p.start, salt=salt))
 
-        structure_items, structure_ran = self._structure(
-            old_paragraphs, new_paragraphs, previous_items, force_structure
-        )
-        items.extend(structure_items)
+        # Every run, not carried over while the paragraphs stay put: what the structure rules say
+        # turns on the whole text (its word count, the first and last paragraphs' cues), and
+        # from the cached paragraph shapes they cost a few microseconds per paragraph.
+        items.extend(self.local.analyze_structure(new_paragraphs))
         items.sort(key=lambda i: (i.start, i.end, i.id))
         return AnalysisResult(
             items=items,
@@ -286,7 +279,6 @@ class AnalysisEngine:
             local_ran=local_ran,
             llm_sent=llm_sent,
             usage=usage,
-            structure_ran=structure_ran,
             errors=errors,
             budget_exhausted=budget_exhausted,
         ), local
@@ -395,19 +387,6 @@ class AnalysisEngine:
                 group.create_task(one(p, context))
         return usage, [p.hash for p, _ in todo], errors, exhausted
 
-    def _structure(
-        self,
-        old: Sequence[Paragraph],
-        new: Sequence[Paragraph],
-        previous_items: Sequence[FeedbackItem] | None,
-        force: bool,
-    ) -> tuple[list[FeedbackItem], bool]:
-        if not force and previous_items is not None and not structure_changed(old, new):
-            carried = _carry_structure(previous_items, old, new)
-            if carried is not None:
-                return carried, False
-        return self.local.analyze_structure(new), True
-
     async def score_rubric(
         self,
         text: str,
@@ -468,23 +447,6 @@ def _without_overlaps(llm_items: Sequence[FeedbackItem], local_items: Sequence[F
         for item in llm_items
         if not any(o.kind == item.kind and o.start < item.end and item.start < o.end for o in local_items)
     ]
-
-
-def _carry_structure(
-    previous: Sequence[FeedbackItem], old: Sequence[Paragraph], new: Sequence[Paragraph]
-) -> list[FeedbackItem] | None:
-    """Previous structure items moved to where their paragraphs are now, or None if one is gone."""
-    old_start = {p.hash: p.start for p in old}
-    new_start = {p.hash: p.start for p in new}
-    carried = []
-    for item in previous:
-        if item.kind != "structure" or item.source != "local":
-            continue
-        if item.paragraph_hash not in new_start or item.paragraph_hash not in old_start:
-            return None
-        delta = new_start[item.paragraph_hash] - old_start[item.paragraph_hash]
-        carried.append(item.replace(start=item.start + delta, end=item.end + delta))
-    return carried
 
 
 class LatestOnly:

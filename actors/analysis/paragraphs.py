@@ -54,8 +54,3 @@ def changed_paragraphs(old: Sequence[Paragraph], new: Sequence[Paragraph]) -> li
     """Paragraphs of ``new`` whose content did not exist anywhere in ``old``."""
     seen = {p.hash for p in old}
     return [p for p in new if p.hash not in seen]
-
-
-def structure_changed(old: Sequence[Paragraph], new: Sequence[Paragraph]) -> bool:
-    """True when paragraphs were added or removed."""
-    return len(old) != len(new)

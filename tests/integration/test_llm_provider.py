@@ -349,7 +349,7 @@ async def test_editing_one_paragraph_of_five_sends_only_that_paragraph(fake: Fak
 
     fake.requests.clear()
     edited = FIVE_PARAGRAPHS.replace("builds friendships between", "builds lasting friendships and trust between")
-    second = await engine.analyze_changed(FIVE_PARAGRAPHS, edited, essay_id="e1", previous_items=first.items)
+    second = await engine.analyze_changed(FIVE_PARAGRAPHS, edited, essay_id="e1")
     await provider.aclose()
     assert fake.paragraphs_sent == [
         "Second, working outside together builds lasting friendships and trust between different classes."]

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from actors.analysis.engine import AnalysisResult
+from actors.analysis.engine import AnalysisEngine, AnalysisResult
+from actors.analysis.local import LocalAnalyzer
 from actors.analysis.paragraphs import changed_paragraphs, split_paragraphs
 from actors.analysis.provider import Usage
 from actors.broadcast import InMemoryBus
@@ -68,7 +69,7 @@ class RecordingAnalyzer:
         self.runs.append((self.clock.now, run_llm, llm_hold if run_llm else None))
         self.texts.append(new_text)
         changed = changed_paragraphs(split_paragraphs(old_text), split_paragraphs(new_text))
-        return AnalysisResult(items=[], changed=changed, local_ran=[], llm_sent=[], usage=Usage(), structure_ran=False)
+        return AnalysisResult(items=[], changed=changed, local_ran=[], llm_sent=[], usage=Usage())
 
     async def score_rubric(self, text: str, rubric: Any, items: Any = (), **kwargs: Any) -> Any:
         raise AssertionError("not scored here")
@@ -141,3 +142,33 @@ async def test_a_result_for_text_that_moved_on_is_dropped() -> None:
     analyzer.analyze_changed = typing_meanwhile  # type: ignore[method-assign]
     assert not await scheduler.analyze(essay, run_llm=False)
     assert essay.analyzed_text == "" and essay.active_paragraphs == set()
+
+
+async def test_tier1_points_out_a_missing_thesis_as_soon_as_typing_makes_the_essay_long_enough() -> None:
+    """Typing on in the last paragraph takes the essay past the words the structure rules wait
+    for: the next tier-1 run says so, not only once a paragraph is added or removed."""
+    clock = Timeline()
+
+    async def no_usage(essay: LiveEssay, usage: Any) -> None:
+        raise AssertionError("no LLM here")
+
+    scheduler = FeedbackScheduler(analyzer=AnalysisEngine(LocalAnalyzer()), local_analyzer=None, config=CFG,
+                                  events=EventLog(InMemoryBus()), record_usage=no_usage, clock=clock,
+                                  sleep=clock.sleep)
+    clock.scheduler = scheduler
+    meta = EssayMeta(essay_id=uuid.uuid4(), owner_id=uuid.uuid4(), class_id=None, title="t")
+    essay = LiveEssay(meta=meta, doc=EssayDoc(), seq=0, watermark=0)
+    typist = Typist(essay)
+    body = "Dogs sleep a lot during the day and play in the evening with their friends. "
+
+    def write(text: str) -> None:
+        for word in text.split(" "):
+            typist.type(word + " " if word else "", at=clock.now)
+        scheduler.typed(essay)
+
+    write("Dogs are pets.\n" + body * 4 + "\n" + body * 5)  # three paragraphs, 138 words
+    await clock.sleep(CFG.local_pause_seconds)
+    assert essay.analyzed_text and not [i for i in essay.items if i.kind == "structure"]
+    write(body)  # 153 words, still three paragraphs
+    await clock.sleep(CFG.local_min_interval)
+    assert [i.rule for i in essay.items if i.kind == "structure"] == ["no_thesis"]

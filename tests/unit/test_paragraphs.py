@@ -1,9 +1,4 @@
-from actors.analysis.paragraphs import (
-    changed_paragraphs,
-    paragraph_hash,
-    split_paragraphs,
-    structure_changed,
-)
+from actors.analysis.paragraphs import changed_paragraphs, paragraph_hash, split_paragraphs
 
 
 def test_each_non_blank_line_is_a_paragraph_with_offsets_into_full_text() -> None:
@@ -44,11 +39,4 @@ def test_moving_a_paragraph_is_not_a_content_change() -> None:
     old = split_paragraphs("A one.\nB two.")
     new = split_paragraphs("B two.\nA one.")
     assert changed_paragraphs(old, new) == []
-    assert not structure_changed(old, new)
 
-
-def test_structure_changes_when_paragraphs_are_added_or_removed() -> None:
-    old = split_paragraphs("A.\nB.")
-    assert structure_changed(old, split_paragraphs("A.\nB.\nC."))
-    assert structure_changed(old, split_paragraphs("A. B."))
-    assert not structure_changed(old, split_paragraphs("A!\nB!"))
