@@ -37,12 +37,19 @@ class GroupCommitter:
         self._permanent = permanent
         self._interval = interval
         self._max_batch = max_batch
-        self._max_backoff = max_backoff
         self._pending: list[Entry] = []
         self._inflight: list[Entry] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Until a write lands (0.05 s doubling to `max_backoff` apart): the acks wait, none is lost.
+        # Each failed try counts in `essaycoach_store_errors_total{operation="update_log"}`.
+        # Built once: a tenacity `AsyncRetrying` is a reference cycle, and one per group commit
+        # (hundreds a second) was most of what each young-generation collection freed, at ~20 ms
+        # a collection on the host's loop. Commits run one at a time, as one policy needs.
+        self._retrying = retry.policy(first=0.05, cap=max_backoff, log=log, what="update log write",
+                                      retry_if=lambda exc: not isinstance(exc, self._permanent),
+                                      on_failure=lambda _exc: _STORE_ERRORS.inc())
         self.batches = 0
         self.rows = 0
 
@@ -106,12 +113,7 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[Entry]) -> None:
         try:
-            # Until it lands (0.05 s doubling to `max_backoff` apart): the acks wait, none is lost.
-            # Each failed try counts in `essaycoach_store_errors_total{operation="update_log"}`.
-            policy = retry.policy(first=0.05, cap=self._max_backoff, log=log, what="update log write",
-                                  retry_if=lambda exc: not isinstance(exc, self._permanent),
-                                  on_failure=lambda _exc: _STORE_ERRORS.inc())
-            refused: Mapping[int, BaseException] = await policy(self._write, [row for row, _ in batch]) or {}
+            refused: Mapping[int, BaseException] = await self._retrying(self._write, [row for row, _ in batch]) or {}
         except self._permanent:
             # One bad row (its essay was deleted) must not hold the others hostage: split.
             if len(batch) == 1:

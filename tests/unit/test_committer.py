@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -87,4 +88,42 @@ async def test_transient_store_failure_is_retried_and_nothing_acks_before_it_lan
     await asyncio.sleep(0.03)
     await fut
     assert failures == 0
+    await committer.close()
+
+
+async def test_group_commits_leave_no_cyclic_garbage() -> None:
+    # A reference cycle per commit fills the young generation the host's loop stops to collect.
+    store = GatedStore()
+    committer = GroupCommitter(store.write, interval=0.0)
+    committer.start()
+    await committer.submit({"n": -1})
+    gc.disable()
+    try:
+        gc.collect()
+        for i in range(200):
+            await committer.submit({"n": i})
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+    assert len(store.batches) == 201
+    assert garbage < 200
+    await committer.close()
+
+
+async def test_every_failing_commit_is_retried_until_it_lands() -> None:
+    failures = {1: 2, 3: 2}  # batch number -> failed tries left: the retry policy serves each commit
+    tries: list[int] = []
+
+    async def flaky(rows: list[dict[str, Any]]) -> None:
+        batch = rows[0]["n"]
+        tries.append(batch)
+        if failures.get(batch):
+            failures[batch] -= 1
+            raise ConnectionError("database restarting")
+
+    committer = GroupCommitter(flaky, interval=0.0, max_backoff=0.01)
+    committer.start()
+    for n in range(5):
+        await committer.submit({"n": n})
+    assert tries == [0, 1, 1, 1, 2, 3, 3, 3, 4]
     await committer.close()
