@@ -29,6 +29,7 @@ import random
 import tempfile
 import time
 import uuid
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,10 @@ class Driver:
 
     def __init__(self, host: EssayHost, owners: dict[uuid.UUID, uuid.UUID]) -> None:
         self.host, self.owners = host, owners
-        self.acks: list[tuple[float, float]] = []  # (arrived, acked)
+        # Times in two arrays of floats, not a tuple per ack: a tuple is a container the young
+        # GC generation tracks, and the bench's own would be a third of what each collection
+        # traversed (the host keeps nothing per update).
+        self.arrived, self.acked = array("d"), array("d")
         self.failed = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -123,7 +127,8 @@ class Driver:
         except Exception:
             self.failed += 1
         else:
-            self.acks.append((arrived, time.perf_counter()))
+            self.arrived.append(arrived)
+            self.acked.append(time.perf_counter())
 
 
 LAG_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500)
@@ -135,17 +140,18 @@ class LagProbe:
 
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, float]] = []  # (started, late by)
+        self.started, self.late = array("d"), array("d")  # (as `Driver`'s times)
         self.running = True
 
     async def run(self) -> None:
         while self.running:
             t = time.perf_counter()
             await asyncio.sleep(self.interval)
-            self.samples.append((t, time.perf_counter() - t - self.interval))
+            self.late.append(time.perf_counter() - t - self.interval)
+            self.started.append(t)
 
     def report(self, since: float) -> dict[str, Any]:
-        late = [d for t, d in self.samples if t >= since]
+        late = [d for t, d in zip(self.started, self.late) if t >= since]
         histogram: dict[str, int] = {}
         low = 0
         for high in (*LAG_BUCKETS_MS, None):
@@ -164,14 +170,20 @@ class Pauses:
 
     def __init__(self) -> None:
         self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        # The same collections' CPU time (this thread's: a loaded machine stretches the wall
+        # time of each, not this) and the unreachable objects each freed.
+        self.gc_cpu: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.gc_freed: dict[int, int] = {0: 0, 1: 0, 2: 0}
         self.trims: list[float] = []
-        self._gc_started = 0.0
+        self._gc_started = self._gc_cpu_started = 0.0
 
     def on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started, self._gc_cpu_started = time.perf_counter(), time.thread_time()
         else:
             self.gc[info["generation"]].append(time.perf_counter() - self._gc_started)
+            self.gc_cpu[info["generation"]].append(time.thread_time() - self._gc_cpu_started)
+            self.gc_freed[info["generation"]] += info["collected"]
 
     async def trim_periodically(self, seconds: float = TRIM_SECONDS) -> None:
         while True:
@@ -185,7 +197,11 @@ class Pauses:
         def summary(values: list[float]) -> dict[str, Any]:
             return {"count": len(values), "max_ms": round(1000 * max(values, default=0), 2),
                     "total_ms": round(1000 * sum(values), 1)}
-        return {**{f"gc_gen{g}": summary(v) for g, v in self.gc.items()}, "malloc_trim": summary(self.trims)}
+        def cpu(values: list[float]) -> dict[str, Any]:
+            return {"cpu_max_ms": round(1000 * max(values, default=0), 2), "cpu_total_ms": round(1000 * sum(values), 1)}
+        return {**{f"gc_gen{g}": {**summary(v), **cpu(self.gc_cpu[g]), "freed": self.gc_freed[g]}
+                   for g, v in self.gc.items()},
+                "malloc_trim": summary(self.trims)}
 
 
 async def fresh_store(prefix: str = "host-bench-", *, sealed: bool = False) -> tuple[Settings, Any, Any]:
@@ -248,7 +264,7 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
     cpu, wall = time.process_time() - cpu_at_window, time.perf_counter() - wall_at_window
     await host.stop()
     await engine.dispose()
-    latencies = [acked - arrived for arrived, acked in driver.acks if arrived >= measured_from]
+    latencies = [acked - arrived for arrived, acked in zip(driver.arrived, driver.acked) if arrived >= measured_from]
     return {
         "typists": typists, "seconds": seconds, "updates": updates_in_window,
         "updates_per_s": round(updates_in_window / wall, 1),
