@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from actors import decisions
+from actors.analysis.items import FeedbackItem, same_content
 from actors.config import HostConfig
 from actors.essay import LiveEssay
 from actors.events import EventLog
@@ -161,14 +162,15 @@ class FeedbackScheduler:
         elif settled:
             essay.paragraphs_in_progress(set())
         # Anchors are made now, against exactly the text the offsets were computed on. An item
-        # whose id is unchanged sits in an unchanged paragraph: its anchor is still good.
-        known = {item.id: item.anchor for item in essay.items if item.anchor}
-        fresh = [item for item in new_items if not known.get(item.id)]
+        # whose id is unchanged sits in an unchanged paragraph: its anchor is still good, and
+        # where nothing else changed either the anchored item itself is kept (no copy per item).
+        known = {item.id: item for item in essay.items if item.anchor}
+        fresh = [item for item in new_items if item.id not in known]
         made = dict(zip((item.id for item in fresh),
                         await essay.encode_anchors([(item.start, item.end) for item in fresh])))
         if essay.seq != seq:
             return False  # typed while the anchors were made off the loop
-        items = [item.replace(anchor=known.get(item.id) or made[item.id]) for item in new_items]
+        items = [_anchored(item, known.get(item.id), made) for item in new_items]
         changed, removed = essay.take_feedback(items, text)
         if changed or removed:
             # Numbered before any await: a resume's full set (the current items) must carry the
@@ -192,6 +194,14 @@ class FeedbackScheduler:
             essay.doc.text, rubric, essay.items, essay_id=str(essay.essay_id),
             class_id=str(essay.meta.class_id) if essay.meta.class_id else None)
         return [score.model_dump() for score in scores]
+
+
+def _anchored(item: FeedbackItem, before: FeedbackItem | None, made: dict[str, str]) -> FeedbackItem:
+    """`item` with its anchor: `before`'s (the item of the same id that carries one), else the
+    one just made."""
+    if before is None:
+        return item.replace(anchor=made[item.id])
+    return before if same_content(before, item) else item.replace(anchor=before.anchor)
 
 
 async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str, *,

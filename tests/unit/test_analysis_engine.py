@@ -182,6 +182,17 @@ async def test_diff_reports_removed_ids_when_an_issue_is_fixed() -> None:
     assert removed == [next(i.id for i in first.items if i.quote == "beleive")]
 
 
+async def test_diff_ignores_anchors_but_reports_any_other_change() -> None:
+    engine, _ = engine_with()
+    items = (await engine.analyze_changed("", ESSAY)).items
+    anchored = [item.replace(anchor=f"a{n}") for n, item in enumerate(items)]
+    assert diff_items(anchored, items) == ([], [])
+    reworded = [items[0].replace(message="Another message."), *items[1:]]
+    assert diff_items(anchored, reworded) == ([reworded[0]], [])
+    moved = [item.replace(start=item.start + 1, end=item.end + 1) for item in items]
+    assert diff_items(anchored, moved) == (moved, [])
+
+
 async def test_identical_paragraphs_get_distinct_item_ids() -> None:
     engine, _ = engine_with()
     result = await engine.analyze_changed("", "Teh end.\nTeh end.")
