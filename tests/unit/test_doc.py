@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import random
+from collections.abc import Iterator
 
 import pytest
 from pycrdt import Doc, StickyIndex, Text
 
+import actors.doc
 from actors.doc import (
     EMPTY_UPDATE,
     LARGE_PASTE_CHARS,
@@ -52,6 +54,30 @@ class Client:
 
     def receive(self, update: bytes) -> None:
         self.doc.apply_update(update)
+
+
+def deliveries(rng: random.Random, writers: list[Client], alphabet: list[str], *, steps: int, longest: int,
+               pieces: int) -> Iterator[tuple[int, bytes]]:
+    """`steps` random edits by the writers (30% a delete of up to `longest` characters, else an
+    insert of up to `pieces` pieces of `alphabet` anywhere), delivered late and out of order
+    (concurrent edits, pending parts): (step, update) for the caller to apply, each then
+    received by every writer."""
+    inbox: list[bytes] = []
+    for step in range(steps):
+        writer = rng.choice(writers)
+        length = len(writer.text)
+        if length and rng.random() < 0.3:
+            start = rng.randrange(length)
+            inbox.append(writer.delete(start, min(length, start + rng.randint(1, longest))))
+        else:
+            inbox.append(writer.insert(rng.randint(0, length), "".join(rng.choices(alphabet, k=rng.randint(1, pieces)))))
+        if rng.random() < 0.5:
+            rng.shuffle(inbox)
+            for pending in inbox:
+                yield step, pending
+                for other in writers:
+                    other.receive(pending)
+            inbox.clear()
 
 
 def essay_with(text: str) -> EssayDoc:
@@ -119,33 +145,98 @@ def test_text_deltas_are_pycrdts_text_events_under_random_concurrent_edits_of_no
     reference_text.observe(lambda event: wrapped.append(list(event.delta)))
     writers = [Client(essay), Client(essay)]
     alphabet = ["a", "b", " ", "é", "ß", "😀", "中", "\n", "x y", "ñandú "]
-    inbox: list[bytes] = []
-    for _ in range(400):
-        writer = rng.choice(writers)
-        length = len(writer.text)
-        if length and rng.random() < 0.3:
-            start = rng.randrange(length)
-            update = writer.delete(start, min(length, start + rng.randint(1, 4)))
-        else:
-            update = writer.insert(rng.randint(0, length), "".join(rng.choices(alphabet, k=rng.randint(1, 3))))
-        inbox.append(update)
-        if rng.random() < 0.5:  # delivered late and out of order: concurrent edits, pending parts
-            rng.shuffle(inbox)
-            for pending in inbox:
-                before = len(essay.text)
-                seen = len(essay.seen)
-                effect = essay.apply_update(pending)
-                reference.apply_update(pending)
-                assert essay.seen == wrapped
-                inserted = sum(len(op["insert"]) for delta in essay.seen[seen:] for op in delta
-                               if isinstance(op.get("insert"), str))
-                assert effect.inserted_chars == inserted
-                assert effect.deleted_chars == before + inserted - len(essay.text)
-                for other in writers:
-                    other.receive(pending)
-            inbox.clear()
+    for _, pending in deliveries(rng, writers, alphabet, steps=400, longest=4, pieces=3):
+        before = len(essay.text)
+        seen = len(essay.seen)
+        effect = essay.apply_update(pending)
+        reference.apply_update(pending)
+        assert essay.seen == wrapped
+        inserted = sum(len(op["insert"]) for delta in essay.seen[seen:] for op in delta
+                       if isinstance(op.get("insert"), str))
+        assert effect.inserted_chars == inserted
+        assert effect.deleted_chars == before + inserted - len(essay.text)
     assert essay.text == str(reference_text) == writers[0].text == writers[1].text
     assert wrapped and any("delete" in op for delta in wrapped for op in delta)
+
+
+ASCII_TYPING = ["a", "b", " ", "\n", "x y", "word "]
+MIXED_TYPING = ["a", " ", "é", "ß", "😀", "中", "\n", "x y", "ñandú ", "e.g.", "\t"]
+
+
+@pytest.mark.parametrize("alphabet", [ASCII_TYPING, MIXED_TYPING], ids=["ascii", "mixed"])
+def test_length_word_count_and_effects_match_the_text_under_random_concurrent_edits(
+        alphabet: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The length is kept from the text events, not read from a rebuilt text: it, the effects and
+    # the word count (by lines, here at any length) must be what the text says, whatever the
+    # edits and their order.
+    monkeypatch.setattr(actors.doc._WordCounts, "MIN_CHARS", 0)  # noqa: SLF001
+    rng = random.Random(29)
+    essay = EssayDoc()
+    reference = Doc()
+    reference_text = reference.get("content", type=Text)
+    writers = [Client(), Client()]
+    for step, pending in deliveries(rng, writers, alphabet, steps=600, longest=6, pieces=4):
+        before = len(str(reference_text))
+        effect = essay.apply_update(pending)
+        reference.apply_update(pending)
+        text = str(reference_text)
+        assert essay.length == len(text)
+        assert effect.deleted_chars == before + effect.inserted_chars - len(text)
+        if step % 7 == 0:  # now and then the text is read (rebuilt), as a dashboard row does
+            assert essay.word_count == count_words(text)
+    assert essay.text == str(reference_text) and essay.word_count == count_words(essay.text)
+
+
+def test_typing_and_deleting_in_an_ascii_essay_never_rebuilds_its_text() -> None:
+    essay = essay_with("An essay of some length. " * 8_000)  # 200,000 characters
+    writer = Client(essay)
+    essay.text  # noqa: B018 (built once, as on load)
+    for _ in range(20):
+        essay.apply_update(writer.insert(len(writer.text), "word "))
+        essay.apply_update(writer.delete(100, 102))
+        assert essay._text_cache is None  # noqa: SLF001 (the rebuild this test is about)
+    assert essay.length == len(writer.text) == len(essay.text)
+
+
+def test_typing_non_ascii_into_an_ascii_essay_then_deleting_it_keeps_the_length() -> None:
+    essay = essay_with("plain ")
+    writer = Client(essay)
+    for update in (writer.insert(6, "née ß"), writer.delete(1, 9), writer.insert(0, "x")):
+        essay.apply_update(update)
+        assert essay._text_cache is None or essay.length == len(essay.text)  # noqa: SLF001
+    assert essay.length == len(writer.text) == 4
+
+
+def test_stored_embed_is_counted_as_the_text_counts_it() -> None:
+    # Stored before updates were checked: an embed has a length to pycrdt but none in the text
+    # (the delete takes "abzzc" and the embed: 6 units of pycrdt's, 5 characters).
+    legacy = Doc()
+    content = legacy.get("content", type=Text)
+    content.insert(0, "abc def")
+    content.insert_embed(3, {"image": "x"})
+    essay = EssayDoc.from_state(legacy.get_update())
+    writer = Client(essay)
+    edits = [lambda: writer.insert(2, "zz"), lambda: writer.delete(0, 6), lambda: writer.insert(0, "q")]
+    for edit in edits:
+        before = len(writer.text)
+        effect = essay.apply_update(edit())
+        assert essay.length == len(writer.text) == before + effect.inserted_chars - effect.deleted_chars
+
+
+def test_word_count_of_a_long_essay_counts_again_only_the_changed_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = "A sentence of seven words, and more. " * 3
+    essay = essay_with("\n".join([line] * 2_000))
+    assert essay.word_count == count_words(essay.text)
+    counted: list[int] = []
+
+    def counting(text: str) -> int:
+        counted.append(len(text))
+        return count_words(text)
+
+    monkeypatch.setattr(actors.doc, "count_words", counting)
+    writer = Client(essay)
+    essay.apply_update(writer.insert(len(line) * 5 + 7, " two new"))
+    assert essay.word_count == len(essay.text.split()) and sum(counted) < 2 * len(line)
 
 
 def test_duplicate_and_empty_updates_are_not_changes() -> None:
