@@ -12,6 +12,7 @@ before the full benchmark; `py-spy record -p PID` on it shows where the time goe
     .venv/bin/python -m ops.loadtest.host_bench --typists 1000 --seconds 20
     .venv/bin/python -m ops.loadtest.host_bench --shape continuous --typists 300 --seconds 30
     .venv/bin/python -m ops.loadtest.host_bench --data-key ...   # essay text sealed at rest
+    .venv/bin/python -m ops.loadtest.host_bench --shape continuous --big-essays 10 --text cyrillic
 
 Both report the event loop's lag (a 5 ms sleep's lateness: p50/p99/max and a histogram), which
 is where a stall of the host shows before it shows in the full benchmark's tails.
@@ -44,42 +45,51 @@ from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.models import User
 from db.repositories import classes, essays
-from ops.loadtest.run import CLASS_SIZE, CORPUS, continuous_gap, pct, type_chunk, type_word, word_start
+from ops.loadtest import corpus as corpora
+from ops.loadtest.run import CLASS_SIZE, big_fill_chars, continuous_gap, pct, type_chunk, type_word, word_start
 from serve_app.settings import Settings
 
 NODE = "bench-gateway"  # the bus node of the one simulated Gateway (its sockets follow every essay)
 
 
-def typing_schedule(essays_: int, seconds: float, seed: int, shape: str = "bursts") -> list[tuple[float, int, bytes]]:
+def typing_schedule(essays_: int, seconds: float, seed: int, shape: str = "bursts", *, corpus: str = corpora.LATIN,
+                    big: int = 0, fill_chars: int = 0) -> tuple[list[tuple[float, int, bytes]], dict[int, bytes]]:
     """(time, essay index, update) for every update typed in `seconds`, in time order, made
-    before the clock starts. `bursts`: run.py's default model (bursts exp(mean 12 s) of an update
+    before the clock starts, and the pastes of the first `big` essays (index -> an update
+    inserting `fill_chars` characters of `corpus`, applied before the clock starts; the typing
+    goes on after them). `bursts`: run.py's default model (bursts exp(mean 12 s) of an update
     (`type_chunk`) every 400-600 ms; pauses exp(mean 3 s)). `continuous`: run.py's continuous
     shape (a word every 0.5 s, 5% of gaps 3 s, never a longer pause)."""
     rng = random.Random(seed)
     events: list[tuple[float, int, bytes]] = []
+    pastes: dict[int, bytes] = {}
+    paste = corpora.fill(corpus, fill_chars)
     for index in range(essays_):
         doc = Doc()
         text = doc.get("content", type=Text)
         updates: list[bytes] = []
         doc.observe(lambda event, out=updates: out.append(event.update))
-        cursor = rng.randrange(len(CORPUS))
+        if index < big and paste:
+            text.insert(0, paste)
+            pastes[index] = updates[-1]
+        cursor = rng.randrange(len(corpus))
         t = rng.uniform(0, 1.0)
         if shape == "continuous":
-            cursor = word_start(cursor)
+            cursor = word_start(cursor, corpus)
             while t < seconds:
-                cursor = type_word(doc, text, cursor)
+                cursor = type_word(doc, text, cursor, corpus)
                 events.append((t, index, updates[-1]))
                 t += continuous_gap(rng)
             continue
         while t < seconds:
             burst_end = t + rng.expovariate(1 / 12)
             while t < min(burst_end, seconds):
-                cursor = type_chunk(doc, text, cursor, rng)
+                cursor = type_chunk(doc, text, cursor, rng, corpus)
                 events.append((t, index, updates[-1]))
                 t += rng.uniform(0.4, 0.6)
             t += rng.expovariate(1 / 3)
     events.sort(key=lambda e: e[0])
-    return events
+    return events, pastes
 
 
 async def make_essays(sessions: Any, n: int, per_account: int = 10, classes_: int = 30) -> list[uuid.UUID]:
@@ -217,13 +227,15 @@ async def fresh_store(prefix: str = "host-bench-", *, sealed: bool = False) -> t
 
 
 async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: str = "bursts",
-                sealed: bool = False) -> dict[str, Any]:
+                sealed: bool = False, text: str = "latin", big_essays: int = 0) -> dict[str, Any]:
     settings, engine, sessions = await fresh_store(sealed=sealed)
     if shape == "continuous":  # one account per student, classes of 30
         ids = await make_essays(sessions, typists, per_account=1, classes_=-(-typists // CLASS_SIZE))
     else:
         ids = await make_essays(sessions, typists)
-    schedule = typing_schedule(typists, warmup + seconds, seed, shape)
+    fill_chars = big_fill_chars(warmup, seconds) if big_essays else 0
+    schedule, pastes = typing_schedule(typists, warmup + seconds, seed, shape, corpus=corpora.corpus(text),
+                                       big=big_essays, fill_chars=fill_chars)
     host = EssayHost(sessions=sessions, bus=InMemoryBus(), config=settings.host_config(),
                      analyzer=build_engine(settings.analysis_config()))
     await host.start()
@@ -231,6 +243,8 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
     for essay_id in ids:
         await host.attach(essay_id, node=NODE)  # one document socket each, on the simulated Gateway
         owners[essay_id] = host.essays[essay_id].meta.owner_id
+    for index, paste in pastes.items():  # pasted before the clock starts, as run.py's --big-essays
+        await host.apply_update(ids[index], paste, author_id=owners[ids[index]], origin="o", live=False, node=NODE)
     for class_id in {a.meta.class_id for a in host.essays.values()}:
         await host.watch(f"class:{class_id}", 1)  # every teacher's dashboard is open
     driver = Driver(host, owners)
@@ -270,7 +284,7 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
         "updates_per_s": round(updates_in_window / wall, 1),
         "cpu_cores": round(cpu / wall, 3),
         "cpu_ms_per_update": round(1000 * cpu / max(1, updates_in_window), 4),
-        "shape": shape,
+        "shape": shape, "text": text, "big_essays": {"essays": len(pastes), "chars_each": fill_chars},
         "ack_ms": {"p50": round(1000 * (pct(latencies, 50) or 0), 2), "p99": round(1000 * (pct(latencies, 99) or 0), 2),
                    "p999": round(1000 * (pct(latencies, 99.9) or 0), 2), "max": round(1000 * max(latencies, default=0), 2)},
         "loop_lag": probe.report(measured_from),
@@ -292,13 +306,18 @@ def main() -> None:
                         help="typing model: run.py's bursts and pauses, or its continuous shape")
     parser.add_argument("--data-key", action="store_true",
                         help="seal essay text and the update log at rest (a fresh ESSAYCOACH_DATA_KEY)")
+    parser.add_argument("--text", choices=corpora.TEXTS, default="latin",
+                        help="the typed (and pasted) text, as run.py's --text")
+    parser.add_argument("--big-essays", type=int, default=0, metavar="N",
+                        help="the first N essays pasted to near the 200,000-character limit before the clock starts")
     args = parser.parse_args()
     try:
         import uvloop
         run = uvloop.run
     except ImportError:
         run = asyncio.run
-    print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed, args.shape, args.data_key)), indent=2))
+    print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed, args.shape, args.data_key,
+                               args.text, args.big_essays)), indent=2))
 
 
 if __name__ == "__main__":
