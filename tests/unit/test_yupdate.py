@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 
 import pytest
-from pycrdt import Array, Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text, write_var_uint
 
 from actors.yupdate import (
     ForbiddenContent,
@@ -110,3 +110,20 @@ def test_delete_ranges_lists_the_delete_set() -> None:
     before = doc.get_state()
     del content(doc)[0:12]
     assert delete_ranges(doc.get_update(before)) == [(999, 0, 12)]
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 255, 16_383, 16_384, 2**21 + 5, 2**32 - 1, 2**53 - 1])
+def test_varuints_of_every_width_decode_as_lib0_encodes_them(value: int) -> None:
+    # One-byte varuints take a shortcut; the width boundaries (127/128, 16,383/16,384) must not see it.
+    ranges = [(value, value, value + 1), (7, value, 1)]
+    delete_set = write_var_uint(2) + b"".join(
+        write_var_uint(client) + write_var_uint(1) + write_var_uint(clock) + write_var_uint(length)
+        for client, clock, length in ranges)
+    update = write_var_uint(0) + delete_set  # no structs
+    assert delete_ranges(update) == ranges
+
+
+def test_an_update_cut_inside_a_varuint_is_malformed() -> None:
+    update = write_var_uint(0) + write_var_uint(1) + write_var_uint(2**20)
+    with pytest.raises(MalformedUpdate):
+        delete_ranges(update[:-1])
