@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import pyphen
 
@@ -43,8 +44,10 @@ def spellchecker() -> EnglishSpelling:
 # Tokenising
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
+    """One word of a paragraph (a tuple: a paragraph being typed is tokenised at every run, and a
+    frozen dataclass's construction was a third of that)."""
+
     text: str
     start: int
     end: int
@@ -122,9 +125,10 @@ def _tokens(text: str, sentences: Sequence[tuple[int, int]], masked: Sequence[tu
             firsts.add(first.start())
     tokens = []
     for m in _WORD.finditer(text):
-        if _overlaps(masked, m.start(), m.end()):
+        start, end = m.span()
+        if masked and _overlaps(masked, start, end):
             continue
-        tokens.append(_Token(m.group(), m.start(), m.end(), m.start() in firsts))
+        tokens.append(_Token(m.group(), start, end, start in firsts))
     return tokens
 
 
@@ -153,6 +157,8 @@ _STOPWORDS = frozenset(
     onto each every many much lot lots really thing things stuff way ways able want wants""".split()
 )
 _SUBJECTS = frozenset({"i", "you", "he", "she", "it", "we", "they"})
+# The subjects the agreement rule looks after, as written (a capital only at the start).
+_SUBJECT_FORMS = frozenset({"he", "He", "she", "She", "it", "It", "they", "They", "we", "We", "you", "You", "I"})
 _AUX_BEFORE_SUBJECT = frozenset(
     """do does did will would can could should may might must shall let to not didn't doesn't don't
     won't can't couldn't wouldn't shouldn't mustn't isn't wasn't""".split()
@@ -255,16 +261,13 @@ class LocalAnalyzer:
         names = {t.text for t in tokens if t.text[:1].isupper() and not t.sentence_start}
         suspects: list[tuple[_Token, str, int]] = []  # (token, unknown word or part, its start)
         for tok in tokens:
-            word = tok.text.rstrip("'’")
-            if any(ch.isdigit() for ch in word) or not word.isascii():
+            parts = _spelled_parts(tok.text)
+            if not parts:
                 continue
-            parts = word.split("-")
-            if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p in parts if p):
+            if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p, _ in parts if p):
                 continue  # "wabi-sabi": a borrowed compound; a slip leaves one part a word ("well-knwon")
-            offset = 0
-            for part in parts:
+            for part, offset in parts:
                 start = tok.start + offset
-                offset += len(part) + 1
                 if _is_suspect(part, tok.sentence_start and start == tok.start, allowed, names):
                     suspects.append((tok, part, start))
         if not suspects:
@@ -335,7 +338,7 @@ class LocalAnalyzer:
 
     def _subject_verb(self, out: _Collector, tokens: Sequence[_Token]) -> None:
         for i, (subj, verb) in enumerate(zip(tokens, tokens[1:])):
-            if out.text[subj.end : verb.start] != " ":
+            if subj.text not in _SUBJECT_FORMS or out.text[subj.end : verb.start] != " ":
                 continue
             s = subj.text.lower()
             v = verb.text.lower().replace("’", "'")
@@ -447,14 +450,12 @@ class LocalAnalyzer:
     def _repetition(self, out: _Collector, tokens: Sequence[_Token]) -> None:
         counts: Counter[str] = Counter()
         for tok in tokens:
-            word = tok.text.rstrip("'’").lower().replace("’", "'")
-            if word.endswith("'s"):
-                word = word[:-2]
-            if len(word) < 4 or word in _STOPWORDS or any(c.isdigit() for c in word):
+            counted = _counted_word(tok.text)
+            if counted is None:
                 continue
             if tok.text[0].isupper() and not tok.sentence_start:
                 continue
-            key = word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 4 else word
+            word, key = counted
             counts[key] += 1
             if counts[key] == 3:
                 out.add(
@@ -615,13 +616,60 @@ def _is_deliberate_term(text: str, tokens: Sequence[_Token], i: int, allowed: se
 
 def _is_suspect(word: str, sentence_start: bool, allowed: set[str], names: set[str]) -> bool:
     """Whether a word (or one part of a hyphenated word) is not English and not a name."""
-    if len(word) < 2 or word.isupper() or any(c.isupper() for c in word[1:]):
+    checked = _unlisted(word)
+    if checked is None:
         return False
-    capitalised = word[0].isupper()
+    capitalised, lower, unlisted = checked
     if capitalised and (not sentence_start or word in names):
         return False  # a name: capitalised inside a sentence, here or elsewhere in the paragraph
+    if allowed and (lower in allowed or (lower.endswith("'s") and lower[:-2] in allowed)):
+        return False
+    return unlisted
+
+
+# The per-word halves of the rules, cached by the word: a paragraph being typed is re-checked
+# at every run, nearly all of its words as they were.
+
+
+@lru_cache(maxsize=50_000)
+def _spelled_parts(token: str) -> tuple[tuple[str, int], ...]:
+    """The parts of a token the spelling rule checks, with their offsets in it (the hyphenated
+    parts of the token without trailing apostrophes); none for a token with digits or letters
+    outside ASCII."""
+    word = token.rstrip("'’")
+    if any(ch.isdigit() for ch in word) or not word.isascii():
+        return ()
+    parts = []
+    offset = 0
+    for part in word.split("-"):
+        parts.append((part, offset))
+        offset += len(part) + 1
+    return tuple(parts)
+
+
+@lru_cache(maxsize=50_000)
+def _unlisted(word: str) -> tuple[bool, str, bool] | None:
+    """None for a word the spelling rule leaves alone whatever surrounds it (one letter, all
+    capitals, a capital inside); else (capitalised, its lower-case form, whether neither the word
+    lists, nor the names for a capitalised word, nor the rare words hold it)."""
+    if len(word) < 2 or word.isupper() or any(c.isupper() for c in word[1:]):
+        return None
+    capitalised = word[0].isupper()
     lower = word.lower().replace("’", "'")
-    return not (_is_known(lower, allowed) or (capitalised and is_known_name(lower)) or is_rare_word(lower))
+    return capitalised, lower, not (is_english_word(lower) or (capitalised and is_known_name(lower))
+                                    or is_rare_word(lower))
+
+
+@lru_cache(maxsize=50_000)
+def _counted_word(token: str) -> tuple[str, str] | None:
+    """(the word, its repetition key: the singular) of a token the repetition rule counts (four
+    letters or more, no digits, not a stop word); None for the others."""
+    word = token.rstrip("'’").lower().replace("’", "'")
+    if word.endswith("'s"):
+        word = word[:-2]
+    if len(word) < 4 or word in _STOPWORDS or any(c.isdigit() for c in word):
+        return None
+    return word, word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 4 else word
 
 
 def _is_known(lower: str, allowed: set[str]) -> bool:
