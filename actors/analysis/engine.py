@@ -23,7 +23,7 @@ from .cache import CacheKey, LRUCache, cache_key
 from .items import FeedbackItem, Score, assign_ids, shift_items
 from .llm import PROMPT_VERSION, TokenBudget
 from .local import LocalAnalyzer, sentence_spans
-from .paragraphs import Paragraph, changed_paragraphs, split_paragraphs
+from .paragraphs import Paragraph, changed_paragraphs, resplit_paragraphs, split_paragraphs
 from .provider import AnalysisProvider, ProviderContext, ProviderError, ProviderResult, Rubric, Usage
 from .rubric import score_rubric_local
 from .worker import RulesWorker, WorkerFailed, WorkerJobError
@@ -42,6 +42,10 @@ OFFLOAD_CHARS = 20_000
 # With a rules worker (`actors.analysis.worker`), local analysis of at least this many uncached
 # characters runs in that process: below it the IPC costs more than the rules (~1 ms per 1,000).
 WORKER_MIN_CHARS = 3_000
+# The last text analysed of each essay and its paragraphs, so the next run splits and hashes only
+# the lines typed into since (`_split`): at most this many characters of text in all (the host's
+# essays share their text with it; their paragraphs' text is a copy, ~20-80 MB at the most).
+SPLIT_CACHE_CHARS = 20_000_000
 
 
 def should_run_local(last_edit_at: float, now: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
@@ -127,6 +131,8 @@ class AnalysisEngine:
         self.clock = clock
         # essay -> (paragraph hash, text the LLM actually reviewed), for reviews kept over small edits
         self._reviewed: LRUCache[str, list[tuple[str, str]]] = LRUCache(10_000)
+        self._splits: LRUCache[str, tuple[str, list[Paragraph]]] = LRUCache(SPLIT_CACHE_CHARS,
+                                                                             weigh=lambda entry: len(entry[0]))
 
     @property
     def llm_enabled(self) -> bool:
@@ -216,8 +222,7 @@ class AnalysisEngine:
         llm_hold: Collection[str],
         use_worker: bool,
     ) -> tuple[AnalysisResult, LocalResults]:
-        old_paragraphs = split_paragraphs(old_text)
-        new_paragraphs = split_paragraphs(new_text)
+        old_paragraphs, new_paragraphs = self._split(essay_id, old_text, new_text)
         changed = changed_paragraphs(old_paragraphs, new_paragraphs)
         dict_tag = ",".join(sorted({w.lower() for w in dictionary}))
         local_version = f"{self.local.version}|{dict_tag}"
@@ -282,6 +287,20 @@ class AnalysisEngine:
             errors=errors,
             budget_exhausted=budget_exhausted,
         ), local
+
+    def _split(self, essay_id: str | None, old_text: str, new_text: str) -> tuple[list[Paragraph], list[Paragraph]]:
+        """The paragraphs of both texts: the old ones as the essay's last run left them when it was
+        on `old_text` (on a host, the very same string: no comparison), the new ones re-split
+        from them where the text changed."""
+        known = self._splits.get(essay_id) if essay_id is not None else None
+        if known is not None and (known[0] is old_text or known[0] == old_text):
+            old = known[1]
+        else:
+            old = split_paragraphs(old_text)
+        new = resplit_paragraphs(old_text, old, new_text)
+        if essay_id is not None:
+            self._splits.put(essay_id, (new_text, new))
+        return old, new
 
     async def _local_items(self, todo: Sequence[Paragraph], dictionary: Collection[str], *,
                            use_worker: bool) -> list[list[FeedbackItem]]:
