@@ -17,16 +17,23 @@ an awaitable instead (in-process hosts, tracing) and settles its entry when it f
 A failed update (refused, its essay deleted, the host unreachable) fails the socket: `failure`
 holds it, and `receive` raises it in the socket's task (also when that task is waiting for the
 next frame: the wait is cancelled), where the socket's usual handlers close it with the right code.
+
+With an `AckBatch` (the doc socket's), the ack frames and ack metrics released in one loop turn
+are written at the end of that turn: one frame per socket however many of its updates the turn
+acked (n is cumulative: the last one says it all), and the turn's updates counted in one record
+per counter. The host answers a group commit's updates together, so a turn releases many acks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("essaycoach.ws")
 
 IN_FLIGHT_LIMIT = 64
 """Updates of one socket waiting for the host at once; beyond this the socket reads no further
@@ -55,9 +62,12 @@ class Sent:
 class AckQueue:
     """The updates one socket has sent to its host and not yet acked, oldest first."""
 
-    __slots__ = ("acked", "failure", "_sent", "_on_acked", "_limit", "_reader", "_interrupted", "_room")
+    __slots__ = ("acked", "failure", "_sent", "_on_acked", "_limit", "_reader", "_interrupted", "_room", "_batch",
+                 "_due")
 
-    def __init__(self, on_acked: Callable[[int], None], *, limit: int = IN_FLIGHT_LIMIT) -> None:
+    def __init__(self, on_acked: Callable[[int], None], *, limit: int = IN_FLIGHT_LIMIT,
+                 batch: AckBatch | None = None) -> None:
+        """`on_acked(n)` writes the ack: at once, or at the end of the loop turn with `batch`."""
         self.acked = 0
         self.failure: BaseException | None = None
         self._sent: deque[Sent] = deque()
@@ -66,6 +76,8 @@ class AckQueue:
         self._reader: asyncio.Task[Any] | None = None  # the socket's task while it waits in `receive`
         self._interrupted = False  # we cancelled `_reader` for `failure`
         self._room: asyncio.Future[None] | None = None  # `room`'s wait, made only while it waits
+        self._batch = batch
+        self._due = False  # `acked` moved since the last ack written: `_batch` writes it this turn
 
     @property
     def waiting(self) -> int:
@@ -121,6 +133,9 @@ class AckQueue:
             entry = sent.popleft()
             if entry.error is not None:
                 self.failure = entry.error
+                if acked != self.acked or self._due:  # what was durable before it is acked before the close
+                    self.acked = acked
+                    self.write_ack()
                 reader = self._reader
                 if reader is not None and not self._interrupted:
                     self._interrupted = True
@@ -129,14 +144,70 @@ class AckQueue:
             acked += 1
         if acked != self.acked:
             self.acked = acked
-            self._on_acked(acked)
+            batch = self._batch
+            if batch is None:
+                self._on_acked(acked)
+            elif not self._due:
+                self._due = True
+                batch.due(self)
         room = self._room
         if room is not None and not room.done() and (len(sent) < self._limit or self.failure is not None):
             room.set_result(None)
 
+    def write_ack(self) -> None:
+        """Write the ack for every update durable so far (`AckBatch`'s flush, or a failure's)."""
+        self._due = False
+        self._on_acked(self.acked)
+
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
+
+
+class AckBatch:
+    """One replica's acks released during a loop turn, written when the turn's callbacks are done
+    (`call_soon`, scheduled by the turn's first): one frame per socket, and the turn's acked
+    updates recorded through `record(count, bytes, ack latencies)` just before (so a client that
+    reads its ack finds it counted). A frame and a record per acked update were a write syscall
+    and three metric calls each, from the host stream's receive callback."""
+
+    __slots__ = ("_due", "_bytes", "_seconds", "_record", "_scheduled")
+
+    def __init__(self, record: Callable[[int, int, list[float]], None]) -> None:
+        self._due: list[AckQueue] = []
+        self._bytes = 0
+        self._seconds: list[float] = []
+        self._record = record
+        self._scheduled = False
+
+    def count(self, size: int, seconds: float) -> None:
+        """An update of `size` bytes acked `seconds` after it arrived: recorded with the turn's."""
+        self._bytes += size
+        self._seconds.append(seconds)
+        self._schedule()
+
+    def due(self, queue: AckQueue) -> None:
+        self._due.append(queue)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Record and write what the turn released (the loop calls it; so may a test)."""
+        self._scheduled = False
+        if self._seconds:
+            seconds, self._seconds, size, self._bytes = self._seconds, [], self._bytes, 0
+            try:
+                self._record(len(seconds), size, seconds)
+            except Exception:  # the acks go out whatever the metrics do
+                log.exception("recording acked updates failed")
+        due, self._due = self._due, []
+        for queue in due:
+            if queue._due:
+                queue.write_ack()
 
 
 def _error_of(done: asyncio.Future[Any]) -> BaseException | None:

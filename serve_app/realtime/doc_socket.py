@@ -28,7 +28,7 @@ from actors.host_api import HostUnavailable
 from actors.host_stream import Room
 from actors.yupdate import TextUpdate
 from db.types import utcnow
-from serve_app.realtime.acks import AckQueue
+from serve_app.realtime.acks import AckBatch, AckQueue
 from serve_app.realtime.awareness import SocketAwareness
 from serve_app.realtime.connection import (
     SendQueue,
@@ -96,9 +96,11 @@ async def doc_socket(ws: WebSocket) -> None:
         bucket, release_bucket = writer_bucket(ws.app, user_id, settings.ws_messages_per_second, settings.ws_burst)
     else:
         bucket = TokenBucket(settings.ws_messages_per_second, settings.ws_burst)
-    # Updates go to the host without waiting for the previous one's commit; acks follow in order.
-    acks = AckQueue(lambda n: out.put(encode_ack(n)))
+    # Updates go to the host without waiting for the previous one's commit; acks follow in order,
+    # those of one loop turn written at its end (one frame per socket, metrics in one record).
     metrics = ctx.metrics
+    batch = ack_batch(ws.app, metrics)
+    acks = AckQueue(lambda n: out.put(encode_ack(n)), batch=batch)
     metrics.sockets_open.labels("doc").inc()
     # A writer's typing reaches this replica's other sockets, and its host, from the receive callback.
     receipt = ReceiptFanout(window=window, bucket=bucket, acks=acks, max_bytes=settings.max_ws_message_bytes,
@@ -144,9 +146,7 @@ async def doc_socket(ws: WebSocket) -> None:
         def answer(_seq: int | None, error: BaseException | None, told: Room | None) -> None:
             settled(update, checked, frame, error, told)
             if error is None:
-                metrics.updates.inc()
-                metrics.update_bytes.inc(len(update))
-                metrics.ack_seconds.observe(time.perf_counter() - received)
+                batch.count(len(update), time.perf_counter() - received)
             sent.settle(error)
 
         typed = checked is not None
@@ -245,6 +245,20 @@ async def doc_socket(ws: WebSocket) -> None:
         if gone is not None:  # everyone else drops this socket's cursor
             await _publish_awareness(bus, eid, origin, gone)
         await follow.detach()
+
+
+def ack_batch(app: Any, metrics: Any) -> AckBatch:
+    """This replica's `AckBatch` for its doc sockets (made on first use, on the app's loop)."""
+    batch: AckBatch | None = getattr(app.state, "ack_batch", None)
+    if batch is None:
+        def record(count: int, size: int, seconds: list[float]) -> None:
+            metrics.updates.inc(count)
+            metrics.update_bytes.inc(size)
+            for value in seconds:
+                metrics.ack_seconds.observe(value)
+
+        batch = app.state.ack_batch = AckBatch(record)
+    return batch
 
 
 async def _publish_awareness(bus: Any, eid: uuid.UUID, origin: str, payload: bytes) -> None:

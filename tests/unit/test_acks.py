@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from serve_app.realtime.acks import AckQueue
+from serve_app.realtime.acks import AckBatch, AckQueue
 
 
 async def answer(gate: asyncio.Future[None]) -> int:
@@ -131,3 +131,49 @@ async def test_room_opens_when_an_answer_settles_the_oldest() -> None:
     oldest.settle()
     await asyncio.wait_for(room, 5)
     assert acks.waiting == 1
+
+
+async def test_acks_released_in_one_loop_turn_go_out_at_its_end_as_one_frame_per_socket() -> None:
+    """n is cumulative: the three updates one group commit made durable need one ack frame."""
+    written: list[tuple[str, int]] = []
+    batch = AckBatch(lambda count, size, seconds: None)
+    first = AckQueue(lambda n: written.append(("first", n)), batch=batch)
+    second = AckQueue(lambda n: written.append(("second", n)), batch=batch)
+    entries = [first.sent() for _ in range(3)]
+    other = second.sent()
+    for entry in entries:
+        entry.settle()
+    other.settle()
+    assert written == [] and first.acked == 3 and first.waiting == 0  # counted now, written at the turn's end
+    await asyncio.sleep(0)
+    assert written == [("first", 3), ("second", 1)]
+    later = first.sent()
+    later.settle()
+    await asyncio.sleep(0)
+    assert written[-1] == ("first", 4)
+
+
+async def test_a_turns_acked_updates_are_recorded_once_and_before_their_acks_are_written() -> None:
+    """A client that has read its ack finds the update counted."""
+    events: list[object] = []
+    batch = AckBatch(lambda count, size, seconds: events.append((count, size, seconds)))
+    acks = AckQueue(lambda n: events.append(n), batch=batch)
+    for size, seconds in ((10, 0.5), (20, 0.25)):
+        entry = acks.sent()
+        batch.count(size, seconds)
+        entry.settle()
+    await asyncio.sleep(0)
+    assert events == [(2, 30, [0.5, 0.25]), 2]
+
+
+async def test_a_failure_writes_the_ack_of_what_was_durable_before_it_at_once() -> None:
+    """The socket closes for the failure: the updates durable before it are acked first, not
+    after the close."""
+    written: list[int] = []
+    acks = AckQueue(written.append, batch=AckBatch(lambda count, size, seconds: None))
+    durable, refused = acks.sent(), acks.sent()
+    durable.settle()
+    refused.settle(ValueError("refused"))
+    assert written == [1] and isinstance(acks.failure, ValueError)
+    await asyncio.sleep(0)
+    assert written == [1]
