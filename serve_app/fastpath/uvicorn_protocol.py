@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -31,6 +32,7 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 log = logging.getLogger("essaycoach.ws")
 IMPORT_PATH = "serve_app.fastpath.uvicorn_protocol:LeanWebSocketProtocol"
@@ -50,6 +52,20 @@ def forget_current_connection() -> None:
     """No connection for the calling task from here on (a socket handed to another ASGI app,
     which sends through its own path: our writes must not overtake its queued frames)."""
     _CONNECTION.set(None)
+
+
+OP_TEXT, OP_BINARY = 0x1, 0x2
+_SHORT, _MEDIUM, _LONG = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """RFC 6455 header of an unmasked, final (FIN) data frame of `length` payload bytes, no
+    extension bits: what `websockets.frames.Frame.serialize` writes for a server's frame."""
+    if length < 126:
+        return _SHORT.pack(0x80 | opcode, length)
+    if length < 65536:
+        return _MEDIUM.pack(0x80 | opcode, 126, length)
+    return _LONG.pack(0x80 | opcode, 127, length)
 
 
 _clock = time.perf_counter
@@ -212,14 +228,22 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         if (not self.writable.is_set() or self.disconnected or not self.handshake_complete
                 or self.close_sent or self.initial_response is not None or self.transport.is_closing()):
             return False
+        conn = self.conn
+        payload, opcode = (data, OP_BINARY) if isinstance(data, bytes) else (data.encode(), OP_TEXT)
+        if (conn.state is State.OPEN and not conn.extensions and not conn.writes and not conn.debug
+                and not conn.expect_continuation_frame):
+            # What `send_binary`/`send_text` would write, without their `Frame` and its serialiser
+            # (a server's frames are unmasked): two frames per typed update, the fan-out and the ack.
+            self.transport.write(frame_header(opcode, len(payload)) + payload)
+            return True
         try:
-            if isinstance(data, bytes):
-                self.conn.send_binary(data)
+            if opcode == OP_BINARY:
+                conn.send_binary(payload)
             else:
-                self.conn.send_text(data.encode())
+                conn.send_text(payload)
         except InvalidState:
             return False
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.write(b"".join(conn.data_to_send()))
         return True
 
     async def send(self, message: Any) -> None:

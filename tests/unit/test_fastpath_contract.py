@@ -13,6 +13,7 @@ import sys
 import uvicorn.config
 from uvicorn.protocols.websockets import websockets_sansio_impl
 from websockets.exceptions import InvalidState
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 
 from serve_app.fastpath import uvicorn_protocol
@@ -58,7 +59,9 @@ def test_the_sansio_protocol_still_makes_the_two_objects_our_protocol_replaces()
 
 def test_the_sansio_protocol_still_has_the_state_send_now_reads() -> None:
     """`send_now` checks `writable`, `disconnected`, `handshake_complete`, `close_sent`,
-    `initial_response` and `transport.is_closing()`, writes through `conn` and the transport,
+    `initial_response` and `transport.is_closing()`, writes through `conn` and the transport
+    (a data frame itself while `conn`'s `state`, `extensions`, `writes`, `debug` and
+    `expect_continuation_frame` say websockets would write just that),
     and `current_connection()` compares `loop`; `run_asgi` and `send` are extended."""
     init = inspect.getsource(SANSIO.__init__)
     for attribute in ("loop", "handshake_complete", "close_sent", "disconnected", "initial_response", "conn",
@@ -71,6 +74,11 @@ def test_the_sansio_protocol_still_has_the_state_send_now_reads() -> None:
     assert inspect.iscoroutinefunction(SANSIO.run_asgi) and inspect.iscoroutinefunction(SANSIO.send)
     for method in ("send_binary", "send_text", "data_to_send"):
         assert callable(getattr(ServerProtocol, method)), method
+    # `send_now` writes a data frame itself while these say `send_binary` would add nothing to it.
+    protocol_init = inspect.getsource(Protocol.__init__)
+    for attribute in ("state", "extensions", "writes", "debug", "expect_continuation_frame"):
+        assert f"self.{attribute}" in protocol_init, attribute
+    assert isinstance(Protocol.state, property) and State.OPEN
     assert issubclass(InvalidState, Exception)
 
 

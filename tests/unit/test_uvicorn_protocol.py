@@ -128,6 +128,40 @@ async def test_outbound_writes_at_once_on_our_protocol_and_queues_in_order_when_
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "direct=True queued=2")
 
 
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_send_nows_frame_header_is_the_one_websockets_writes_for_a_servers_frame(length: int) -> None:
+    from websockets.frames import Frame, Opcode
+
+    for opcode, ours in ((Opcode.BINARY, uvicorn_protocol.OP_BINARY), (Opcode.TEXT, uvicorn_protocol.OP_TEXT)):
+        payload = bytes(length)
+        expected = Frame(opcode, payload).serialize(mask=False, extensions=[])
+        assert uvicorn_protocol.frame_header(ours, length) + payload == expected
+
+
+async def sized_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Writes frames of every header size through `send_now` (`SendQueue.put`), bytes and text."""
+    if scope["type"] == "lifespan":
+        await echo(scope, receive, send)
+        return
+    ws = WebSocket(scope, receive, send)
+    await ws.accept()
+    out = SendQueue(ws)
+    for n in (0, 125, 126, 65535, 65536, 200_000):
+        out.put(bytes([n % 251]) * n)
+        out.put("é" * n)
+    await out.close(4000, "done")
+
+
+async def test_frames_of_every_header_size_written_at_once_reach_the_client_intact() -> None:
+    async with serving(sized_app) as address:
+        async with websockets.connect(f"ws://{address}/", max_size=None, compression=None) as ws:
+            for n in (0, 125, 126, 65535, 65536, 200_000):
+                assert await ws.recv() == bytes([n % 251]) * n
+                assert await ws.recv() == "é" * n
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+
+
 async def test_send_now_refuses_a_socket_that_is_not_open() -> None:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
