@@ -15,6 +15,10 @@ file (standard library only, `python -I -S`: a few tens of ms per start) which
   port is 0: Serve binds them on every interface at fixed ports 8404 and 9101, so a second
   instance on one machine failed to start; in place, because Serve recognises its HAProxy
   processes by the config path on their command line;
+- in the same rewrite, replaces Serve's `option splice-request` / `option splice-response` (kernel
+  splicing forced both ways) with `option splice-auto` (spliced only where HAProxy expects a gain):
+  our traffic is websocket frames of a few bytes to a few hundred, each forwarded alone, where a
+  splice into a pipe and out again costs more than a copy;
 - then execs the real HAProxy binary with Serve's arguments.
 """
 
@@ -38,6 +42,7 @@ LAUNCHER = "haproxy-launcher"
 # The sections Serve renders for its stats page and Prometheus exporter (ray/serve/_private/haproxy_templates.py).
 MONITOR_SECTIONS = {"stats": re.compile(r"^listen\s+stats\b"), "metrics": re.compile(r"^frontend\s+prometheus\b")}
 BIND = re.compile(r"^(\s*bind\s+)\S+")
+FORCED_SPLICE = re.compile(r"^(\s*)option\s+splice-(?:request|response)\s*$")
 PR_SET_PDEATHSIG = 1
 # Placeholder ports for Serve when a listener is off: the section is removed before HAProxy reads it.
 OFF_PLACEHOLDER = {"stats": 8404, "metrics": 9101}
@@ -45,14 +50,20 @@ OFF_PLACEHOLDER = {"stats": 8404, "metrics": 9101}
 
 def patch_config(text: str, *, host: str, ports: dict[str, int]) -> str:
     """Serve's HAProxy config with each monitoring section (`stats`, `metrics`) bound to
-    `host:ports[name]`, or removed when that port is 0. Sections run from their header to the
-    next line that is not indented."""
+    `host:ports[name]`, or removed when that port is 0, and forced splicing made `splice-auto`.
+    Sections run from their header to the next line that is not indented."""
     out: list[str] = []
     section: str | None = None
+    spliced = False  # the first forced splice became `option splice-auto`; the others are dropped
     for line in text.splitlines(keepends=True):
         if line.strip() and not line[0].isspace():
             section = next((name for name, header in MONITOR_SECTIONS.items() if header.match(line)), None)
-        if section is None:
+        forced = FORCED_SPLICE.match(line)
+        if forced is not None:
+            if not spliced:
+                out.append(f"{forced.group(1)}option splice-auto\n")
+            spliced = True
+        elif section is None:
             out.append(line)
         elif ports.get(section, 0):
             out.append(BIND.sub(rf"\g<1>{host}:{ports[section]}", line))

@@ -9,6 +9,8 @@ CONFIG = """global
     maxconn 4096
 defaults
     mode http
+    option splice-request
+    option splice-response
 frontend prometheus
     bind :9101
     mode http
@@ -25,14 +27,22 @@ listen stats
   stats uri /stats
   stats refresh 1s
 """
+AUTO_SPLICED = CONFIG.replace("    option splice-request\n    option splice-response\n", "    option splice-auto\n")
+
+
+def test_forced_splicing_becomes_splice_auto_for_our_small_frames() -> None:
+    patched = patch_config(CONFIG, host="127.0.0.1", ports={"stats": 8404, "metrics": 9101})
+    assert "splice-request" not in patched and "splice-response" not in patched
+    assert patched.count("    option splice-auto\n") == 1
+    assert patch_config(patched, host="127.0.0.1", ports={"stats": 8404, "metrics": 9101}) == patched
 
 
 def test_monitoring_listeners_are_removed_when_their_ports_are_off() -> None:
     patched = patch_config(CONFIG, host="127.0.0.1", ports={"stats": 0, "metrics": 0})
     assert "listen stats" not in patched and "frontend prometheus" not in patched
     assert "8404" not in patched and "9101" not in patched
-    # Everything else is kept as Serve wrote it, the admin socket included.
-    assert patched == CONFIG.replace(CONFIG[CONFIG.index("frontend prometheus"):CONFIG.index("frontend http_frontend")],
+    # Everything else is kept as Serve wrote it, the admin socket included (splicing aside).
+    assert patched == AUTO_SPLICED.replace(CONFIG[CONFIG.index("frontend prometheus"):CONFIG.index("frontend http_frontend")],
                                      "").replace(CONFIG[CONFIG.index("listen stats"):], "")
 
 
@@ -53,3 +63,5 @@ def test_serve_template_still_has_the_sections_we_rewrite() -> None:
     patched = patch_config(HAPROXY_CONFIG_TEMPLATE, host="127.0.0.1", ports={"stats": 0, "metrics": 0})
     assert "config.stats_port" not in patched and "config.metrics_port" not in patched
     assert "{{ config.frontend_port }}" in patched
+    assert "option splice-request" in HAPROXY_CONFIG_TEMPLATE and "option splice-response" in HAPROXY_CONFIG_TEMPLATE
+    assert "option splice-request" not in patched and "option splice-auto" in patched
