@@ -15,9 +15,15 @@ writable, as `send` would without waiting, and returns False otherwise (the call
 it for `send`). `serve_app.realtime.connection.SendQueue` uses it: a task and a loop turn per frame
 were most of what a frame cost the Gateway besides the write itself.
 
+Both ways the commonest frame skips websockets' frame machinery where the result is the same
+bytes: `send_now` writes an unmasked data frame's header itself (no `Frame`, no serialiser) while
+websockets would add nothing else; `data_received` unmasks one whole final binary frame that
+arrives at a frame boundary itself (`one_binary_frame`: no generator-driven parse, no `Frame`,
+no event list). A typed update is one such frame in, and its fan-out and ack two such frames out.
+
 Used by `serve_app.fastpath.uvicorn_config.configure_websockets` (the Gateway replica's uvicorn,
-fast path on) and by the tests' real servers. Written against uvicorn 0.54 (pinned):
-`test_fastpath_contract` names every attribute it touches.
+fast path on) and by the tests' real servers. Written against uvicorn 0.54 and websockets 17
+(pinned): `test_fastpath_contract` names every attribute it touches.
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
+from websockets.streams import StreamReader
+
+try:
+    from websockets.speedups import apply_mask  # websockets' C unmasking, as its own parser uses
+except ImportError:  # pragma: no cover  (a build without its C extension)
+    from websockets.utils import apply_mask
 
 log = logging.getLogger("essaycoach.ws")
 IMPORT_PATH = "serve_app.fastpath.uvicorn_protocol:LeanWebSocketProtocol"
@@ -54,6 +66,7 @@ def forget_current_connection() -> None:
     _CONNECTION.set(None)
 
 
+_AT_EOF = StreamReader.at_eof.__code__
 OP_TEXT, OP_BINARY = 0x1, 0x2
 _SHORT, _MEDIUM, _LONG = struct.Struct("!BB"), struct.Struct("!BBH"), struct.Struct("!BBQ")
 
@@ -184,6 +197,52 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     async def run_asgi(self) -> None:
         _CONNECTION.set(self)  # this task's context: the app's handler runs in it
         await super().run_asgi()
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, past websockets' parser for the commonest chunk: one whole final binary
+        frame (a typed update) arriving at a frame boundary (`one_binary_frame`), handed to the
+        app as `handle_bytes` would hand it. websockets' generator-based parser (a read per
+        header field, a `Frame`, its checks, an event list) cost more than the rest of a
+        frame's way to the app; anything else (text, control frames, fragments, several frames
+        or part of one, an error) goes through it as before."""
+        payload = self.one_binary_frame(data)
+        if payload is None:
+            super().data_received(data)
+            return
+        self.curr_msg_data_type = "bytes"
+        self.frames = [payload]
+        self.send_receive_event_to_app()
+
+    def one_binary_frame(self, data: bytes) -> bytes | None:
+        """The unmasked payload when `data` is exactly one masked, final binary frame with no
+        reserved bits, within the size limits, on an open connection without extensions whose
+        parser waits at a frame boundary with nothing buffered: what websockets would parse into
+        one `Frame` and uvicorn hand over alone. Else None (websockets parses it)."""
+        if len(data) < 6 or data[0] != 0x82 or not self.handshake_complete or self.close_sent:
+            return None
+        conn = self.conn
+        if (conn.state is not State.OPEN or conn.extensions or conn.debug or conn.current_size is not None
+                or conn.reader.buffer or conn.events):
+            return None
+        # At a frame boundary the parser (a server's: the handshake's, then the frames') waits in `reader.at_eof()`.
+        waiting = conn.parser
+        while (inner := getattr(waiting, "gi_yieldfrom", None)) is not None:
+            waiting = inner
+        if getattr(waiting, "gi_code", None) is not _AT_EOF:
+            return None
+        length = data[1] ^ 0x80  # the mask bit must be set: a client's frame
+        if length < 126:
+            start = 6
+        elif length == 126 and len(data) >= 8:
+            length, start = int.from_bytes(data[2:4], "big"), 8
+        else:
+            return None  # unmasked, or a 64-bit length: websockets decides
+        if len(data) != start + length:
+            return None
+        for limit in (conn.max_message_size, conn.max_fragment_size):
+            if limit is not None and length > limit:
+                return None
+        return apply_mask(data[start:], data[start - 4:start])
 
     def send_receive_event_to_app(self) -> None:
         """uvicorn's, without pausing reading for a message the app's reader already waits for.

@@ -13,6 +13,7 @@ import sys
 import uvicorn.config
 from uvicorn.protocols.websockets import websockets_sansio_impl
 from websockets.exceptions import InvalidState
+from websockets.frames import Frame
 from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 
@@ -79,6 +80,28 @@ def test_the_sansio_protocol_still_has_the_state_send_now_reads() -> None:
     for attribute in ("state", "extensions", "writes", "debug", "expect_continuation_frame"):
         assert f"self.{attribute}" in protocol_init, attribute
     assert isinstance(Protocol.state, property) and State.OPEN
+
+
+def test_websockets_parser_still_has_what_the_whole_frame_path_reads() -> None:
+    """`LeanWebSocketProtocol.one_binary_frame` reads `conn`'s `parser` (a generator chain that
+    waits in `StreamReader.at_eof` at a frame boundary), `reader.buffer`, `events`,
+    `current_size`, `max_message_size` and `max_fragment_size`, unmasks with
+    `websockets.frames.apply_mask`, and hands the payload over as uvicorn's `handle_bytes` does
+    (`curr_msg_data_type`, `frames`, `send_receive_event_to_app`)."""
+    from websockets.server import ServerProtocol
+    from websockets.streams import StreamReader
+
+    protocol_init = inspect.getsource(Protocol.__init__)
+    for attribute in ("parser", "reader", "events", "current_size", "max_message_size", "max_fragment_size"):
+        assert f"self.{attribute}" in protocol_init, attribute
+    assert "self.buffer" in inspect.getsource(StreamReader.__init__)
+    assert "yield from self.reader.at_eof()" in inspect.getsource(Protocol.parse)
+    assert "yield from super().parse()" in inspect.getsource(ServerProtocol.parse)
+    assert "apply_mask(data, mask_bytes)" in inspect.getsource(Frame.parse)
+    handle_bytes = inspect.getsource(SANSIO.handle_bytes)
+    assert all(part in handle_bytes for part in ("self.curr_msg_data_type = \"bytes\"", "self.frames = [event.data]",
+                                                 "self.send_receive_event_to_app()"))
+    assert "self.conn.receive_data(data)" in inspect.getsource(SANSIO.data_received)
     assert issubclass(InvalidState, Exception)
 
 

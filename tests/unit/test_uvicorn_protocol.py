@@ -271,3 +271,94 @@ async def test_reading_pauses_only_for_a_message_the_app_is_not_already_waiting_
     arrives(b"3")
     assert transport.calls == [] and not protocol.read_paused and not reading.done()
     reading.cancel()
+
+
+def client_frame(payload: bytes, *, first: int = 0x82, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
+    """A client's masked frame (`first`: FIN, reserved bits and opcode), 7- or 16-bit length."""
+    from websockets.utils import apply_mask
+
+    n = len(payload)
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return bytes([first]) + length + mask + apply_mask(payload, mask)
+
+
+async def test_whole_binary_frames_reach_the_app_past_websockets_parser_and_intact(monkeypatch) -> None:
+    """One whole final binary frame per read (a typed update) skips websockets' parser; what it
+    hands the app is what the parser would have."""
+    from websockets.server import ServerProtocol
+
+    parsed: list[bytes] = []
+    receive_data = ServerProtocol.receive_data
+
+    def counted(self: ServerProtocol, data: bytes) -> None:
+        parsed.append(bytes(data))
+        receive_data(self, data)
+
+    monkeypatch.setattr(ServerProtocol, "receive_data", counted)
+    async with serving(echo) as address:
+        async with websockets.connect(f"ws://{address}/", compression=None, max_size=None) as ws:
+            before = len(parsed)  # the handshake's request
+            for n in (0, 1, 125, 126, 1000, 4000):
+                payload = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+                await ws.send(payload)
+                assert await ws.recv() == payload
+            assert len(parsed) == before  # none went through websockets' parser
+
+
+async def test_frames_split_joined_fragmented_or_not_binary_still_go_through_websockets() -> None:
+    """Part of a frame, two frames in one write, a fragmented message, a text frame, a frame
+    with a reserved bit or over the size limit: websockets parses (and refuses) them as before."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    async with serving(echo) as address:
+        async with websockets.connect(f"ws://{address}/", compression=None) as ws:
+            raw = ws.transport
+            whole = client_frame(b"split in two")
+            raw.write(whole[:5])
+            await asyncio.sleep(0.05)
+            raw.write(whole[5:])
+            assert await ws.recv() == b"split in two"
+            inner = client_frame(b"looks whole")  # a payload that is itself a frame, sent after its header
+            outer = client_frame(inner, mask=bytes(4))  # a zero mask: the payload's bytes go out as they are
+            raw.write(outer[:6])
+            await asyncio.sleep(0.05)
+            raw.write(outer[6:])  # a whole frame's bytes, but in the middle of another one
+            assert await ws.recv() == inner
+            raw.write(client_frame(b"one") + client_frame(b"two"))
+            assert [await ws.recv(), await ws.recv()] == [b"one", b"two"]
+            await ws.send([b"frag", b"ments"])  # a fragmented message: two frames, the first not final
+            assert await ws.recv() == b"fragments"
+            await ws.send("text")
+            assert await ws.recv() == "text"
+            raw.write(client_frame(b"reserved", first=0xC2))  # RSV1 without an extension
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1002
+    protocol = LeanWebSocketProtocol(config=Config(echo, ws_max_size=10), server_state=ServerState(), app_state={})
+    assert protocol.one_binary_frame(client_frame(b"x" * 5)) is None  # no handshake yet: websockets decides
+
+
+async def test_a_whole_frame_over_the_size_limit_is_refused_as_before() -> None:
+    import uvicorn
+
+    from serve_app.fastpath.uvicorn_protocol import IMPORT_PATH
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(echo, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           ws=IMPORT_PATH, ws_max_size=100))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+            await ws.send(b"x" * 100)
+            assert await ws.recv() == b"x" * 100
+            await ws.send(b"x" * 101)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    finally:
+        server.should_exit = True
+        await task
