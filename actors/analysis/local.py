@@ -529,7 +529,11 @@ class LocalAnalyzer:
         key = (cue, p.hash)
         found = self._cues.get(key)
         if found is None:
-            found = _CUES[cue].search(p.text) is not None
+            phrases = _CUE_PHRASES.get(cue)
+            if phrases and p.text.isascii() and not any(phrase in p.text.lower() for phrase in phrases):
+                found = False  # the usual case for a paragraph still being written: no regex over it
+            else:
+                found = _CUES[cue].search(p.text) is not None
             self._cues.put(key, found)
         return found
 
@@ -732,11 +736,14 @@ class _PatternRule:
     # Lower-case strings every match contains (lower-cased): an ASCII text lacking one of them
     # cannot match, and the pattern is not run (`may_match`).
     needs: tuple[str, ...] = ()
+    # ... and one of these at least (an alternation in the pattern).
+    needs_one: tuple[str, ...] = ()
 
     def may_match(self, lowered: str | None) -> bool:
         """False when the pattern cannot match a text whose `.lower()` is `lowered` (None: the
         text is not ASCII, where IGNORECASE also folds "ſ", "ı", "K" and the like: always True)."""
-        return lowered is None or all(needed in lowered for needed in self.needs)
+        return lowered is None or (all(needed in lowered for needed in self.needs)
+                                   and (not self.needs_one or any(one in lowered for one in self.needs_one)))
 
 
 def _fixed(word: str) -> Callable[[re.Match[str]], str]:
@@ -766,7 +773,7 @@ _PATTERN_RULES: tuple[_PatternRule, ...] = (
         '"They\'re" is short for "they are", which is what this sentence needs.',
         _fixed("they're"),
         lambda m: m.group("w").lower() == "their",
-        needs=("the", "ing", "to"),
+        needs=("the", "to"), needs_one=("going", "trying"),
     ),
     _PatternRule(
         "there_their", "grammar", "error",
@@ -822,7 +829,7 @@ _PATTERN_RULES: tuple[_PatternRule, ...] = (
         re.compile(r"\b(?P<w>(?P<m>could|should|would|must|might)\s+of)\b(?!\s+course)", re.IGNORECASE),
         'Write "could have" (or "could\'ve"), not "could of". They sound the same but "of" is wrong here.',
         lambda m: f"{m.group('m')} have",
-        needs=("of",),
+        needs=("of",), needs_one=("ould", "must", "might"),
     ),
 )
 
@@ -897,6 +904,11 @@ _CONCLUSION_CUE = re.compile(
     re.IGNORECASE,
 )
 _CUES = {"thesis": _THESIS_CUE, "conclusion": _CONCLUSION_CUE}
+# Every match of a cue contains one of these, lower-cased (as `_PatternRule.needs`, for ASCII text).
+_CUE_PHRASES = {"conclusion": (
+    "in conclusion", "to conclude", "to sum up", "in summary", "to summari", "overall", "all in all", "in the end",
+    "finally", "ultimately", "therefore", "for these reasons", "for all these reasons", "that is why",
+    "this is why", "clearly", "as you can see", "in short")}
 _EVIDENCE_OPENER = re.compile(r"(?:for example|for instance|according to|[\"“'‘]|\d)", re.IGNORECASE)
 _TRANSITION = re.compile(
     r"(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|next|then|also|another|additionally|in addition|"

@@ -407,7 +407,7 @@ def test_pattern_and_mask_prefilters_never_skip_a_text_their_regex_matches() -> 
     rng = random.Random(7)
     vocabulary = ["their", "There", "THEY'RE", "they’re", "going", "trying", "to", "own", "its", "It's",
                   "it’s", "then", "Than", "more", "and", "back", "your", "You're", "welcome", "could",
-                  "Should", "of", "course", "http://x.io/a", "WWW.example.COM", "a@b.org", "#tag", "@me",
+                  "Should", "wOULD", "must", "Might", "of", "course", "http://x.io/a", "WWW.example.COM", "a@b.org", "#tag", "@me",
                   "site.co.UK", "news.info", "the", "a", "the", "ſ", "theır", "ıts", "Kelvin.uK", "oF", "ownſ"]
     separators = [" ", "  ", "\n", ", ", ". ", "\t"]
     checked = skipped = 0
@@ -422,6 +422,28 @@ def test_pattern_and_mask_prefilters_never_skip_a_text_their_regex_matches() -> 
                 assert rule.pattern.search(text) is None, (rule.name, text)
         assert local._masked_ranges(text) == [m.span() for m in local._MASK.finditer(text)], text
     assert skipped > checked // 3  # the prefilters did skip most of the time
+
+
+def test_the_conclusion_cue_prefilter_never_misses_a_cue_its_regex_finds() -> None:
+    # `_CUE_PHRASES` skips the cue's regex over an ASCII paragraph lacking every phrase; over random
+    # texts of the cues' words in any case, with look-alikes IGNORECASE folds, it must agree.
+    from actors.analysis import local
+    from actors.analysis.paragraphs import split_paragraphs
+
+    rng = random.Random(11)
+    vocabulary = ["In", "conclusion", "to", "conclude", "sum", "up", "in", "summary", "summarize", "Summarise",
+                  "overall", "All", "the", "end", "FINALLY", "ultimately", "therefore", "for", "these", "all",
+                  "reasons", "That", "is", "why", "this", "clearly", "as", "you", "can", "see", "short", "ſhort",
+                  "endſ", "Kelvin", "ıs", "word"]
+    checked = skipped = 0
+    for _ in range(3000):
+        text = " ".join(rng.choices(vocabulary, k=rng.randint(1, 6)))
+        [paragraph] = split_paragraphs(text)
+        found = LocalAnalyzer()._cue("conclusion", paragraph)
+        assert found == (local._CONCLUSION_CUE.search(text) is not None), text
+        checked += 1
+        skipped += text.isascii() and not any(phrase in text.lower() for phrase in local._CUE_PHRASES["conclusion"])
+    assert skipped > checked // 4
 
 
 def test_prefiltered_analysis_equals_the_analysis_running_every_regex(monkeypatch: pytest.MonkeyPatch) -> None:
