@@ -78,6 +78,11 @@ MAX_FRAME = 4 * 1024 * 1024  # an update is at most 1 MiB (the socket's limit) p
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 COALESCE_BYTES = 256 * 1024  # frames gathered for one write at most
+GATEWAY_FLUSH_SECONDS = 0.002
+"""How long a Gateway's first unsent update waits for others before their one write (`_GatewaySide`).
+Typists' updates reach a replica one per loop turn, so a write per turn was a write (and a wake-up
+and read of the host) per update; the ack waits for the host's group commit (every 4 ms) anyway,
+and the watchers got the update on receipt, before this."""
 # Read backpressure (`_HostSide`): update bytes one connection may have being applied at once;
 # beyond, the host stops reading that connection until half of them are answered.
 MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024
@@ -174,14 +179,16 @@ def keep_alive(transport: asyncio.BaseTransport, timeout: int = PEER_TIMEOUT_SEC
 class FramedProtocol(asyncio.Protocol):
     """Length-prefixed frames over a transport, with write backpressure.
 
-    What one loop turn sends leaves in one write, and so does anything over `COALESCE_BYTES`
-    at once. Past `WRITE_HIGH_WATER` bytes in the transport's buffer (the peer reads slower than
+    What one loop turn sends leaves in one write (or, with `flush_delay`, what the next
+    `flush_delay` seconds send), and so does anything over `COALESCE_BYTES` at once. Past
+    `WRITE_HIGH_WATER` bytes in the transport's buffer (the peer reads slower than
     we write) the transport pauses us: `writable()` then waits until it drains below
     `WRITE_LOW_WATER` (or the connection is lost). A frame longer than `max_frame` closes the
     connection.
     """
 
     max_frame = MAX_FRAME
+    flush_delay = 0.0
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -245,7 +252,10 @@ class FramedProtocol(asyncio.Protocol):
             self._flush()  # enough for one write: do not hold a loop turn's worth of big frames
         elif not self._flushing:
             self._flushing = True
-            self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with the transport
+            if self.flush_delay:
+                self._loop.call_later(self.flush_delay, self._flush)  # type: ignore[union-attr]
+            else:
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with the transport
 
     def _flush(self) -> None:
         self._flushing = False
@@ -406,6 +416,8 @@ Resolve = Callable[[], Awaitable[tuple[str, int, bytes]]]
 
 
 class _GatewaySide(FramedProtocol):
+    flush_delay = GATEWAY_FLUSH_SECONDS
+
     def __init__(self, stream: HostStream) -> None:
         super().__init__()
         self.stream = stream

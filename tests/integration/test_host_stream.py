@@ -261,6 +261,36 @@ def test_frames_split_across_reads_and_many_in_one_read_are_all_delivered() -> N
         assert protocol.frames == frames, step
 
 
+async def test_a_gateways_updates_of_a_few_loop_turns_leave_in_one_write() -> None:
+    """Typists' updates reach a replica one per loop turn: the Gateway's side of the stream
+    gathers them for `GATEWAY_FLUSH_SECONDS` into one write (one wake-up and read of the host)."""
+    from actors.host_stream import GATEWAY_FLUSH_SECONDS, _GatewaySide
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def set_write_buffer_limits(self, **_: int) -> None:
+            pass
+
+    transport = Transport()
+    side = _GatewaySide(None)  # type: ignore[arg-type]  # no stream: only its writes are looked at
+    side.connection_made(transport)  # type: ignore[arg-type]
+    assert side.flush_delay == GATEWAY_FLUSH_SECONDS > 0
+    for frame in (b"one", b"two", b"three"):
+        side.send(frame)
+        await asyncio.sleep(0)  # each in a loop turn of its own
+    assert transport.writes == []
+    await asyncio.sleep(GATEWAY_FLUSH_SECONDS * 5)
+    assert transport.writes == [b"".join(len(f).to_bytes(4, "big") + f for f in (b"one", b"two", b"three"))]
+
+
 async def test_an_unreachable_host_fails_the_updates_after_the_retry_window() -> None:
     async def resolve() -> tuple[str, int, bytes]:
         raise ConnectionRefusedError("no host")
