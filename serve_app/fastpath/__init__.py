@@ -31,7 +31,7 @@ uvicorn (pinned 0.54)
   `send_text`, `data_to_send`) and `loop`, and drops `response` after the handshake.
 - websockets (pinned 17): `send_now` writes a data frame's header itself while `conn`'s `state`,
   `extensions`, `writes`, `debug` and `expect_continuation_frame` say websockets would write just
-  that; `data_received` (`one_binary_frame`) unmasks one whole binary frame itself while `conn`'s
+  that; `data_received` (`one_binary_frame`) unmasks whole binary frames itself while `conn`'s
   `parser` waits in `StreamReader.at_eof` (a frame boundary) with `reader.buffer` and `events`
   empty, `current_size` None, within `max_message_size` / `max_fragment_size`, and hands it
   over as uvicorn's `handle_bytes` does (`curr_msg_data_type`, `frames`).

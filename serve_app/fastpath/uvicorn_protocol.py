@@ -18,8 +18,9 @@ were most of what a frame cost the Gateway besides the write itself.
 Both ways the commonest frame skips websockets' frame machinery where the result is the same
 bytes: `send_now` writes an unmasked data frame's header itself (no `Frame`, no serialiser) while
 websockets would add nothing else; `data_received` unmasks one whole final binary frame that
-arrives at a frame boundary itself (`one_binary_frame`: no generator-driven parse, no `Frame`,
-no event list). A typed update is one such frame in, and its fan-out and ack two such frames out.
+arrives at a frame boundary itself, and so each of several in one read (`one_binary_frame`: no
+generator-driven parse, no `Frame`, no event list). A typed update is one such frame in, and
+its fan-out and ack two such frames out.
 
 Used by `serve_app.fastpath.uvicorn_config.configure_websockets` (the Gateway replica's uvicorn,
 fast path on) and by the tests' real servers. Written against uvicorn 0.54 and websockets 17
@@ -199,26 +200,30 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().run_asgi()
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, past websockets' parser for the commonest chunk: one whole final binary
-        frame (a typed update) arriving at a frame boundary (`one_binary_frame`), handed to the
-        app as `handle_bytes` would hand it. websockets' generator-based parser (a read per
-        header field, a `Frame`, its checks, an event list) cost more than the rest of a
-        frame's way to the app; anything else (text, control frames, fragments, several frames
-        or part of one, an error) goes through it as before."""
-        payload = self.one_binary_frame(data)
-        if payload is None:
-            super().data_received(data)
-            return
-        self.curr_msg_data_type = "bytes"
-        self.frames = [payload]
-        self.send_receive_event_to_app()
+        """uvicorn's, past websockets' parser for the commonest chunks: whole final binary frames
+        (typed updates: one, or several when a busy loop read late) arriving at a frame boundary
+        (`one_binary_frame`), each handed to the app as `handle_bytes` would hand it.
+        websockets' generator-based parser (a read per header field, a `Frame`, its checks, an
+        event list) cost more than the rest of a frame's way to the app. From the first piece
+        that is anything else (text, a control frame, a fragment, part of a frame, an error) on,
+        the chunk goes through websockets as before (its parser is at a frame boundary there)."""
+        pos = 0
+        while (taken := self.one_binary_frame(data, pos)) is not None:
+            payload, pos = taken
+            self.curr_msg_data_type = "bytes"
+            self.frames = [payload]
+            self.send_receive_event_to_app()
+            if pos == len(data):
+                return
+        super().data_received(data[pos:] if pos else data)
 
-    def one_binary_frame(self, data: bytes) -> bytes | None:
-        """The unmasked payload when `data` is exactly one masked, final binary frame with no
-        reserved bits, within the size limits, on an open connection without extensions whose
-        parser waits at a frame boundary with nothing buffered: what websockets would parse into
-        one `Frame` and uvicorn hand over alone. Else None (websockets parses it)."""
-        if len(data) < 6 or data[0] != 0x82 or not self.handshake_complete or self.close_sent:
+    def one_binary_frame(self, data: bytes, pos: int = 0) -> tuple[bytes, int] | None:
+        """(unmasked payload, where the frame ends) when `data` holds from `pos` one whole masked,
+        final binary frame with no reserved bits, within the size limits, on an open connection
+        without extensions whose parser waits at a frame boundary with nothing buffered: what
+        websockets would parse into one `Frame` and uvicorn hand over alone. Else None
+        (websockets parses it)."""
+        if len(data) - pos < 6 or data[pos] != 0x82 or not self.handshake_complete or self.close_sent:
             return None
         conn = self.conn
         if (conn.state is not State.OPEN or conn.extensions or conn.debug or conn.current_size is not None
@@ -230,19 +235,20 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             waiting = inner
         if getattr(waiting, "gi_code", None) is not _AT_EOF:
             return None
-        length = data[1] ^ 0x80  # the mask bit must be set: a client's frame
+        length = data[pos + 1] ^ 0x80  # the mask bit must be set: a client's frame
         if length < 126:
-            start = 6
-        elif length == 126 and len(data) >= 8:
-            length, start = int.from_bytes(data[2:4], "big"), 8
+            start = pos + 6
+        elif length == 126 and len(data) - pos >= 8:
+            length, start = int.from_bytes(data[pos + 2:pos + 4], "big"), pos + 8
         else:
             return None  # unmasked, or a 64-bit length: websockets decides
-        if len(data) != start + length:
+        end = start + length
+        if len(data) < end:
             return None
         for limit in (conn.max_message_size, conn.max_fragment_size):
             if limit is not None and length > limit:
                 return None
-        return apply_mask(data[start:], data[start - 4:start])
+        return apply_mask(data[start:end], data[start - 4:start]), end
 
     def send_receive_event_to_app(self) -> None:
         """uvicorn's, without pausing reading for a message the app's reader already waits for.

@@ -303,6 +303,9 @@ async def test_whole_binary_frames_reach_the_app_past_websockets_parser_and_inta
                 await ws.send(payload)
                 assert await ws.recv() == payload
             assert len(parsed) == before  # none went through websockets' parser
+            ws.transport.write(client_frame(b"late") + client_frame(b"read") + client_frame(b"together"))
+            assert [await ws.recv() for _ in range(3)] == [b"late", b"read", b"together"]
+            assert len(parsed) == before  # several whole frames in one read: each past the parser too
 
 
 async def test_frames_split_joined_fragmented_or_not_binary_still_go_through_websockets() -> None:
@@ -327,6 +330,14 @@ async def test_frames_split_joined_fragmented_or_not_binary_still_go_through_web
             assert await ws.recv() == inner
             raw.write(client_frame(b"one") + client_frame(b"two"))
             assert [await ws.recv(), await ws.recv()] == [b"one", b"two"]
+            text = bytes([0x81, 0x84]) + bytes(4) + b"text"  # a text frame, zero mask
+            raw.write(client_frame(b"before") + text + client_frame(b"after"))  # websockets from the text on
+            assert [await ws.recv() for _ in range(3)] == [b"before", "text", b"after"]
+            half = client_frame(b"second, in two reads")
+            raw.write(client_frame(b"first") + half[:7])
+            await asyncio.sleep(0.05)
+            raw.write(half[7:])
+            assert [await ws.recv(), await ws.recv()] == [b"first", b"second, in two reads"]
             await ws.send([b"frag", b"ments"])  # a fragmented message: two frames, the first not final
             assert await ws.recv() == b"fragments"
             await ws.send("text")
