@@ -45,7 +45,7 @@ from actors.host_api import EssayMoved
 from actors.leases import EssayLeases, HandOver
 from actors.metrics import metric
 from actors.scheduler import Analyzer, FeedbackScheduler, repeat
-from db.engine import SqliteWriter
+from db.engine import SqliteWriter, log_engine_for
 from db.repositories import documents
 from db.repositories import essays as essays_repo
 from db.repositories import feedback as feedback_repo
@@ -123,6 +123,7 @@ class EssayHost:
         self._writer = SqliteWriter.for_sessions(sessions, commit_in_thread=self.config.sqlite_commit_in_thread)
         bind = sessions.kw.get("bind")
         self._single_writer = bind is None or bind.dialect.name == "sqlite"
+        self._log_engine = log_engine_for(bind)
 
     @property
     def knows_every_socket(self) -> bool:
@@ -167,6 +168,8 @@ class EssayHost:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._log_engine is not None:
+            await self._log_engine.dispose()
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
@@ -197,7 +200,12 @@ class EssayHost:
     async def _write_log(self, rows: list[dict[str, Any]]) -> dict[int, BaseException]:
         """One group commit: the rows of essays whose lease is still ours under their token; the
         others are refused (not stored, not acknowledged) and their essays unloaded."""
-        refused: dict[int, BaseException] = await self._store(lambda conn: self.leases.append_fenced(conn, rows))
+        refused: dict[int, BaseException]
+        if self._log_engine is not None:
+            async with self._log_engine.connect() as conn:
+                refused = await self.leases.append_fenced_at_once(conn, rows)
+        else:
+            refused = await self._store(lambda conn: self.leases.append_fenced(conn, rows))
         for i in refused:
             essay = self.essays.get(rows[i]["essay_id"])
             if essay is not None and essay.lease == rows[i]["lease"]:

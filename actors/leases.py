@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from actors.host_api import EssayMoved
 from db.repositories import documents
@@ -116,6 +117,18 @@ class EssayLeases:
         index, are refused."""
         held = self.fence(conn, [(row["essay_id"], row["lease"]) for row in rows])
         documents.append_updates(conn, rows=[row for row, ours in zip(rows, held) if ours])
+        return self._refused(rows, held)
+
+    async def append_fenced_at_once(self, conn: AsyncConnection,
+                                    rows: list[dict[str, Any]]) -> dict[int, BaseException]:
+        """`append_fenced` on PostgreSQL in one statement on an AUTOCOMMIT connection (committed
+        when it returns): `documents.append_fenced_at_once`."""
+        held = await documents.append_fenced_at_once(conn, holder=self.holder.name, instance=self.holder.instance,
+                                                     rows=rows)
+        return self._refused(rows, [(row["essay_id"], row["lease"]) in held for row in rows])
+
+    @staticmethod
+    def _refused(rows: list[dict[str, Any]], held: list[bool]) -> dict[int, BaseException]:
         return {i: EssayMoved(f"essay {row['essay_id']} moved to another host; not saved here")
                 for i, (row, ours) in enumerate(zip(rows, held)) if not ours}
 

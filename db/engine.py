@@ -85,6 +85,22 @@ def make_engine(url: str, *, keyring: Keyring | None = None, **kwargs: Any) -> A
     return engine
 
 
+def log_engine_for(bind: Any) -> AsyncEngine | None:
+    """For the essay host's group commits on PostgreSQL (`documents.append_fenced_at_once`): an
+    engine of the same database and data key whose connections autocommit (the one statement
+    is its own transaction: no BEGIN and COMMIT round trips) and are not pre-pinged (a ping is
+    BEGIN, SELECT, ROLLBACK on asyncpg: three more round trips a commit). A connection that died
+    fails its write; SQLAlchemy invalidates it and the committer's retry takes a new one. None
+    for SQLite (`SqliteWriter`) or no engine."""
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "postgresql":
+        return None
+    # Commits run one at a time; the overflow one covers a straggler being returned.
+    engine = create_async_engine(bind.url, isolation_level="AUTOCOMMIT", pool_pre_ping=False,
+                                 pool_size=1, max_overflow=1)
+    attach_keyring(engine.sync_engine.dialect, keyring_of(bind.sync_engine.dialect))
+    return engine
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

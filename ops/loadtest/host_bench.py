@@ -13,6 +13,8 @@ before the full benchmark; `py-spy record -p PID` on it shows where the time goe
     .venv/bin/python -m ops.loadtest.host_bench --shape continuous --typists 300 --seconds 30
     .venv/bin/python -m ops.loadtest.host_bench --data-key ...   # essay text sealed at rest
     .venv/bin/python -m ops.loadtest.host_bench --shape continuous --big-essays 10 --text cyrillic
+    .venv/bin/python -m ops.loadtest.host_bench --shape continuous \
+        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/hb_scratch   # PostgreSQL: emptied first
 
 Both report the event loop's lag (a 5 ms sleep's lateness: p50/p99/max and a histogram), which
 is where a stall of the host shows before it shows in the full benchmark's tails.
@@ -214,11 +216,15 @@ class Pauses:
                 "malloc_trim": summary(self.trims)}
 
 
-async def fresh_store(prefix: str = "host-bench-", *, sealed: bool = False) -> tuple[Settings, Any, Any]:
+async def fresh_store(prefix: str = "host-bench-", *, sealed: bool = False,
+                      database_url: str = "") -> tuple[Settings, Any, Any]:
     """(settings, database engine, sessions) of a migrated SQLite store in a new temp dir; with
-    `sealed`, essay text and the update log are encrypted at rest under a fresh data key."""
+    `sealed`, essay text and the update log are encrypted at rest under a fresh data key. With
+    `database_url` (PostgreSQL) that database instead, emptied first (its `public` schema dropped)."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    if database_url:
+        await empty_database(database_url)
     await asyncio.to_thread(upgrade, url)
     settings = Settings(database_url=url, var_dir=workdir, jwt_secret="bench-" + "x" * 40, dev_mode=False,
                         ai_provider="local", data_key=new_key() if sealed else "")  # type: ignore[call-arg]
@@ -226,9 +232,21 @@ async def fresh_store(prefix: str = "host-bench-", *, sealed: bool = False) -> t
     return settings, engine, make_sessionmaker(engine)
 
 
+async def empty_database(url: str) -> None:
+    """Drop everything in the PostgreSQL database at `url` (its `public` schema), for a fresh run."""
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            await conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        await engine.dispose()
+
+
 async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: str = "bursts",
-                sealed: bool = False, text: str = "latin", big_essays: int = 0) -> dict[str, Any]:
-    settings, engine, sessions = await fresh_store(sealed=sealed)
+                sealed: bool = False, text: str = "latin", big_essays: int = 0,
+                database_url: str = "") -> dict[str, Any]:
+    settings, engine, sessions = await fresh_store(sealed=sealed, database_url=database_url)
     if shape == "continuous":  # one account per student, classes of 30
         ids = await make_essays(sessions, typists, per_account=1, classes_=-(-typists // CLASS_SIZE))
     else:
@@ -291,7 +309,8 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
         "pauses": pauses.report(),
         "failed": driver.failed,
         "group_commits": host.committer.batches, "rows": host.committer.rows,
-        "settings": {"commit_interval_ms": settings.commit_interval_ms, "sealed_at_rest": sealed,
+        "settings": {"store": engine.dialect.name, "commit_interval_ms": settings.commit_interval_ms,
+                     "sealed_at_rest": sealed,
                      "feedback_local_min_interval_seconds": settings.feedback_local_min_interval_seconds},
     }
 
@@ -310,6 +329,9 @@ def main() -> None:
                         help="the typed (and pasted) text, as run.py's --text")
     parser.add_argument("--big-essays", type=int, default=0, metavar="N",
                         help="the first N essays pasted to near the 200,000-character limit before the clock starts")
+    parser.add_argument("--database-url", default="", metavar="URL",
+                        help="a PostgreSQL database (postgresql+asyncpg://...) instead of a fresh SQLite file: "
+                             "EMPTIED first (its public schema dropped), so never one that holds anything")
     args = parser.parse_args()
     try:
         import uvloop
@@ -317,7 +339,7 @@ def main() -> None:
     except ImportError:
         run = asyncio.run
     print(json.dumps(run(bench(args.typists, args.seconds, args.warmup, args.seed, args.shape, args.data_key,
-                               args.text, args.big_essays)), indent=2))
+                               args.text, args.big_essays, args.database_url)), indent=2))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 import websockets
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.pool import Pool
 
 from actors.broadcast import MOVED, InMemoryBus
 from actors.host import EssayHost, HostConfig
@@ -256,6 +258,46 @@ async def test_one_commit_batch_stores_the_held_essays_and_refuses_the_fenced_on
     assert taken not in strangers.a.essays and held in strangers.a.essays
     assert moves(strangers.a, "lease_lost") == lost + 1
     assert await moved.wait() and not stayed()
+
+
+@contextlib.contextmanager
+def postgres_round_trips() -> Iterator[list[str]]:
+    """What every engine sends PostgreSQL meanwhile, a round trip each: SQLAlchemy's statements,
+    and what asyncpg sends outside them (BEGIN, COMMIT, ROLLBACK, a pool ping's BEGIN and SELECT)."""
+    sent: list[str] = []
+    logged: set[int] = set()
+
+    def on_checkout(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+        driver = dbapi_connection.driver_connection
+        if id(driver) not in logged:  # asyncpg logs what it sends by itself (not prepared statements)
+            logged.add(id(driver))
+            driver.add_query_logger(lambda record: sent.append(record.query))
+
+    def on_execute(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(Pool, "checkout", on_checkout)
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+        event.remove(Pool, "checkout", on_checkout)
+
+
+async def test_a_group_commit_on_postgresql_is_one_round_trip(strangers: Pair, sessions: object) -> None:
+    """The fence, the INSERT and the commit in one statement: on a box where the host and the
+    server share two cores, each round trip of BEGIN / SELECT / INSERT / COMMIT (and a pool
+    ping) was a turn of both through the host's event loop and the server."""
+    if strangers.a.sessions.kw["bind"].dialect.name != "postgresql":  # type: ignore[attr-defined]
+        pytest.skip("PostgreSQL only (SQLite writes through db.engine.SqliteWriter)")
+    essay_id = await new_essay(sessions)
+    first, second, third = typed_updates(["one ", "two ", "three"])
+    await type_into(strangers.a, essay_id, [first, second])  # loaded, its lease taken, a commit's connection made
+    with postgres_round_trips() as sent:
+        await type_into(strangers.a, essay_id, [third])
+    assert len(sent) == 1, sent
+    assert await stored_text(sessions, essay_id) == "one two three"
 
 
 async def test_fencing_holds_only_an_essays_current_token(strangers: Pair, sessions: object) -> None:
