@@ -74,6 +74,10 @@ class FeedbackScheduler:
         if self.waiting.get(essay.essay_id) is essay:
             del self.waiting[essay.essay_id]
         essay.cancel_analysis()
+        for engine in (self.local_analyzer, self.analyzer):  # a remote one keeps its own, size-bounded
+            forget = getattr(engine, "forget", None)
+            if forget is not None:
+                forget(str(essay.essay_id))
 
     async def run(self) -> None:
         """Tier-1 rounds until cancelled (`local_pause_seconds / 2` apart); a failed round is

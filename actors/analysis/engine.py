@@ -43,9 +43,15 @@ OFFLOAD_CHARS = 20_000
 # characters runs in that process: below it the IPC costs more than the rules (~1 ms per 1,000).
 WORKER_MIN_CHARS = 3_000
 # The last text analysed of each essay and its paragraphs, so the next run splits and hashes only
-# the lines typed into since (`_split`): at most this many characters of text in all (the host's
-# essays share their text with it; their paragraphs' text is a copy, ~20-80 MB at the most).
+# the lines typed into since (`_split`): at most this many characters in all, the text and its
+# paragraphs' copies counted (~20-80 MB at the most, by script), and an essay's entry goes
+# when the essay unloads (`forget`).
 SPLIT_CACHE_CHARS = 20_000_000
+
+
+def _split_chars(entry: tuple[str, list[Paragraph]]) -> int:
+    text, paragraphs = entry
+    return len(text) + sum(len(p.text) for p in paragraphs)
 
 
 def should_run_local(last_edit_at: float, now: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
@@ -131,12 +137,17 @@ class AnalysisEngine:
         self.clock = clock
         # essay -> (paragraph hash, text the LLM actually reviewed), for reviews kept over small edits
         self._reviewed: LRUCache[str, list[tuple[str, str]]] = LRUCache(10_000)
-        self._splits: LRUCache[str, tuple[str, list[Paragraph]]] = LRUCache(SPLIT_CACHE_CHARS,
-                                                                             weigh=lambda entry: len(entry[0]))
+        self._splits: LRUCache[str, tuple[str, list[Paragraph]]] = LRUCache(SPLIT_CACHE_CHARS, weigh=_split_chars)
 
     @property
     def llm_enabled(self) -> bool:
         return self.llm is not None
+
+    def forget(self, essay_id: str) -> None:
+        """The essay unloaded here: drop what this engine keeps of it (its last split and the
+        paragraphs the LLM reviewed); a later run starts from its text again."""
+        self._splits.discard(essay_id)
+        self._reviewed.discard(essay_id)
 
     def local_due(self, last_edit_at: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
         return should_run_local(last_edit_at, self.clock(), pause)

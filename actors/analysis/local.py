@@ -13,7 +13,6 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 import pyphen
@@ -23,6 +22,7 @@ from .items import FeedbackItem, Kind, Severity, assign_ids, new_item
 from .paragraphs import Paragraph, paragraph_hash, split_paragraphs
 from .spelling import (
     EnglishSpelling,
+    cached_by_word,
     english,
     foreign_spans,
     is_english_word,
@@ -562,7 +562,7 @@ class LocalAnalyzer:
 _hyphenator: pyphen.Pyphen | None = None
 
 
-@lru_cache(maxsize=50_000)
+@cached_by_word()
 def _syllables(word: str) -> int:
     # pyphen's bundled dictionary, not textstat's syllable counter: for English, textstat 0.7
     # downloads NLTK's cmudict at first use, which fails offline and must not happen in a replica.
@@ -632,10 +632,9 @@ def _is_suspect(word: str, sentence_start: bool, allowed: set[str], names: set[s
 
 
 # The per-word halves of the rules, cached by the word: a paragraph being typed is re-checked
-# at every run, nearly all of its words as they were.
+# at every run, nearly all of its words as they were (short words only: `cached_by_word`).
 
-
-@lru_cache(maxsize=50_000)
+@cached_by_word()
 def _spelled_parts(token: str) -> tuple[tuple[str, int], ...]:
     """The parts of a token the spelling rule checks, with their offsets in it (the hyphenated
     parts of the token without trailing apostrophes); none for a token with digits or letters
@@ -651,7 +650,7 @@ def _spelled_parts(token: str) -> tuple[tuple[str, int], ...]:
     return tuple(parts)
 
 
-@lru_cache(maxsize=50_000)
+@cached_by_word()
 def _unlisted(word: str) -> tuple[bool, str, bool] | None:
     """None for a word the spelling rule leaves alone whatever surrounds it (one letter, all
     capitals, a capital inside); else (capitalised, its lower-case form, whether neither the word
@@ -664,7 +663,7 @@ def _unlisted(word: str) -> tuple[bool, str, bool] | None:
                                     or is_rare_word(lower))
 
 
-@lru_cache(maxsize=50_000)
+@cached_by_word()
 def _counted_word(token: str) -> tuple[str, str] | None:
     """(the word, its repetition key: the singular) of a token the repetition rule counts (four
     letters or more, no digits, not a stop word); None for the others."""

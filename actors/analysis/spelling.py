@@ -15,10 +15,11 @@ import gzip
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from importlib import resources
+from typing import TypeVar
 
 import jellyfish
 from symspellpy import SymSpell, Verbosity
@@ -180,25 +181,46 @@ def english() -> EnglishSpelling:
     return _english
 
 
-@lru_cache(maxsize=50_000)
+CACHED_WORD_CHARS = 48  # the longest English words have 45 letters
+_R = TypeVar("_R")
+
+
+def cached_by_word(maxsize: int = 50_000) -> Callable[[Callable[[str], _R]], Callable[[str], _R]]:
+    """`lru_cache(maxsize)` for a function of one word, for words of up to `CACHED_WORD_CHARS`
+    characters; a longer one is computed each time and never kept. The word pattern has no
+    length limit: a student typing one 100,000-letter "word" would otherwise leave a new copy of
+    it in every per-word cache at each tier-1 run, in memory every essay on the host shares."""
+    def decorate(function: Callable[[str], _R]) -> Callable[[str], _R]:
+        cached = lru_cache(maxsize=maxsize)(function)
+
+        @wraps(function)
+        def by_word(word: str) -> _R:
+            return cached(word) if len(word) <= CACHED_WORD_CHARS else function(word)
+
+        by_word.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        return by_word
+    return decorate
+
+
+@cached_by_word()
 def is_english_word(lower: str) -> bool:
     """Cached ``known``: a paragraph is re-checked after every typed word."""
     return english().known(lower)
 
 
-@lru_cache(maxsize=20_000)
+@cached_by_word(20_000)
 def is_rare_word(lower: str) -> bool:
     """Cached ``rare_but_meant``."""
     return english().rare_but_meant(lower)
 
 
-@lru_cache(maxsize=20_000)
+@cached_by_word(20_000)
 def is_known_name(lower: str) -> bool:
     """Cached ``known_name``."""
     return english().known_name(lower)
 
 
-@lru_cache(maxsize=20_000)
+@cached_by_word(20_000)
 def ranked_suggestions(lower: str) -> tuple[tuple[str, int], ...]:
     """Cached best-first (correction, edit distance) pairs for an unknown lower-case word: the
     best ten, so a one-letter neighbour ranked below sound-alikes still counts as near."""

@@ -461,3 +461,35 @@ async def test_incremental_runs_give_exactly_what_a_fresh_analysis_gives(seed: i
         assert all(new[i.start:i.end] == i.quote for i in result.items)
         old = new
         text = _edit(text, rng, pool)
+
+
+async def test_the_split_cache_counts_the_paragraphs_copies_of_the_text_in_its_bound(monkeypatch) -> None:
+    """Each essay's last split keeps its text and a copy of it in its paragraphs: both count
+    against `SPLIT_CACHE_CHARS`, so the bound holds the memory it says."""
+    from actors.analysis import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SPLIT_CACHE_CHARS", 3 * len(ESSAY))
+    engine, _ = engine_with()
+    for essay_id in ("a", "b", "c"):
+        await engine.analyze_changed("", ESSAY, essay_id=essay_id)
+    assert [essay_id in engine._splits for essay_id in ("a", "b", "c")] == [False, False, True]
+
+
+async def test_long_tokens_are_checked_but_never_kept_in_the_per_word_caches() -> None:
+    """A student can type one "word" of 100,000 letters: the per-word caches (50,000 entries)
+    keep only words of up to `CACHED_WORD_CHARS`, or each run would keep another copy of it."""
+    from actors.analysis import local as local_rules
+    from actors.analysis import spelling
+
+    caches = (local_rules._spelled_parts, local_rules._unlisted, local_rules._counted_word,
+              spelling.is_english_word, local_rules._syllables)
+    before = [cache.cache_info().currsize for cache in caches]  # type: ignore[attr-defined]
+    rng = random.Random(7)
+    long_words = ["".join(rng.choice("abcdefghij") for _ in range(spelling.CACHED_WORD_CHARS + 1 + n))
+                  for n in range(12)]
+    text = " ".join(long_words) + "."
+    items = LocalAnalyzer().analyze_paragraph(text)
+    assert [cache.cache_info().currsize for cache in caches] == before  # type: ignore[attr-defined]
+    assert {i.quote for i in items if i.kind == "spelling"} <= set(long_words)
+    short = LocalAnalyzer().analyze_paragraph("Wordz are checked and kept.")
+    assert short and sum(cache.cache_info().currsize for cache in caches) > sum(before)  # type: ignore[attr-defined]

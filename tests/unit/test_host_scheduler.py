@@ -172,3 +172,25 @@ async def test_tier1_points_out_a_missing_thesis_as_soon_as_typing_makes_the_ess
     write(body)  # 153 words, still three paragraphs
     await clock.sleep(CFG.local_min_interval)
     assert [i.rule for i in essay.items if i.kind == "structure"] == ["no_thesis"]
+
+
+async def test_an_essay_that_unloads_leaves_nothing_in_the_engine_that_analysed_it() -> None:
+    """The engine keeps each essay's last split text and paragraphs for the next run: the essay
+    unloading (`forget`) drops them, or a host's unloaded essays would stay in memory."""
+    clock = Timeline()
+
+    async def no_usage(essay: LiveEssay, usage: Any) -> None:
+        raise AssertionError("no LLM here")
+
+    engine = AnalysisEngine(LocalAnalyzer())
+    scheduler = FeedbackScheduler(analyzer=engine, local_analyzer=None, config=CFG, events=EventLog(InMemoryBus()),
+                                  record_usage=no_usage, clock=clock, sleep=clock.sleep)
+    clock.scheduler = scheduler
+    meta = EssayMeta(essay_id=uuid.uuid4(), owner_id=uuid.uuid4(), class_id=None, title="t")
+    essay = LiveEssay(meta=meta, doc=EssayDoc(), seq=0, watermark=0)
+    Typist(essay).type("Dogs are pets.\nThey sleep a lot. ", at=clock.now)
+    scheduler.typed(essay)
+    await clock.sleep(CFG.local_pause_seconds)
+    assert essay.analyzed_text and str(meta.essay_id) in engine._splits
+    scheduler.forget(essay)
+    assert str(meta.essay_id) not in engine._splits
