@@ -196,7 +196,7 @@ class FramedProtocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._out_bytes = 0
-        self._flushing = False
+        self._flushing: asyncio.Handle | None = None  # the pending `_flush`, if one is scheduled
         self._writable = asyncio.Event()
         self._writable.set()
 
@@ -250,15 +250,18 @@ class FramedProtocol(asyncio.Protocol):
         self._out_bytes += 4 + len(payload)
         if self._out_bytes >= COALESCE_BYTES:
             self._flush()  # enough for one write: do not hold a loop turn's worth of big frames
-        elif not self._flushing:
-            self._flushing = True
+        elif self._flushing is None:
+            loop = self._loop
+            assert loop is not None  # set with the transport
             if self.flush_delay:
-                self._loop.call_later(self.flush_delay, self._flush)  # type: ignore[union-attr]
+                self._flushing = loop.call_later(self.flush_delay, self._flush)
             else:
-                self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with the transport
+                self._flushing = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flushing = False
+        if self._flushing is not None:  # a flush of a full buffer comes before its timer: that goes
+            self._flushing.cancel()
+            self._flushing = None
         out, self._out, self._out_bytes = self._out, [], 0
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))

@@ -159,6 +159,12 @@ class AckQueue:
         self._due = False
         self._on_acked(self.acked)
 
+    def write_due(self) -> None:
+        """Write now the ack this loop turn's batch would write at its end: the socket is about
+        to close, and updates already durable are acked before the close frame."""
+        if self._due:
+            self.write_ack()
+
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
@@ -207,7 +213,10 @@ class AckBatch:
         due, self._due = self._due, []
         for queue in due:
             if queue._due:
-                queue.write_ack()
+                try:
+                    queue.write_ack()
+                except Exception:  # one socket's failed write must not hold back the others' acks
+                    log.exception("writing an ack failed")
 
 
 def _error_of(done: asyncio.Future[Any]) -> BaseException | None:

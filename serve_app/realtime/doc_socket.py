@@ -223,8 +223,10 @@ async def doc_socket(ws: WebSocket) -> None:
                 if awareness.payload is not None:
                     out.put(create_awareness_message(awareness.payload))
     except (ProtocolError, UpdateRejected) as exc:
+        acks.write_due()  # updates durable this loop turn are acked before the close
         await close_for(out, metrics, "doc", exc)
     except EssayNotFound:
+        acks.write_due()
         await out.close(CloseCode.UNKNOWN_ESSAY, "essay was deleted")
     except WebSocketDisconnect:
         pass

@@ -261,25 +261,28 @@ def test_frames_split_across_reads_and_many_in_one_read_are_all_delivered() -> N
         assert protocol.frames == frames, step
 
 
+class WriteRecorder:
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def set_write_buffer_limits(self, **_: int) -> None:
+        pass
+
+
 async def test_a_gateways_updates_of_a_few_loop_turns_leave_in_one_write() -> None:
     """Typists' updates reach a replica one per loop turn: the Gateway's side of the stream
     gathers them for `GATEWAY_FLUSH_SECONDS` into one write (one wake-up and read of the host)."""
     from actors.host_stream import GATEWAY_FLUSH_SECONDS, _GatewaySide
 
-    class Transport:
-        def __init__(self) -> None:
-            self.writes: list[bytes] = []
-
-        def write(self, data: bytes) -> None:
-            self.writes.append(data)
-
-        def is_closing(self) -> bool:
-            return False
-
-        def set_write_buffer_limits(self, **_: int) -> None:
-            pass
-
-    transport = Transport()
+    transport = WriteRecorder()
     side = _GatewaySide(None)  # type: ignore[arg-type]  # no stream: only its writes are looked at
     side.connection_made(transport)  # type: ignore[arg-type]
     assert side.flush_delay == GATEWAY_FLUSH_SECONDS > 0
@@ -418,3 +421,20 @@ async def test_the_host_stops_reading_a_connection_whose_updates_pile_up() -> No
     assert SlowHost.most < 3 * per_connection  # never all of them at once
     stream.close()
     await server.close()
+
+
+async def test_a_full_buffer_written_at_once_takes_its_pending_timed_write_with_it() -> None:
+    """Frames reaching `COALESCE_BYTES` leave at once: the timed write scheduled for the first of
+    them is cancelled, so the next frames wait their own `flush_delay` (not a stale timer's)."""
+    from actors.host_stream import COALESCE_BYTES, _GatewaySide
+
+    transport = WriteRecorder()
+    side = _GatewaySide(None)  # type: ignore[arg-type]
+    side.connection_made(transport)  # type: ignore[arg-type]
+    side.send(b"first")
+    timer = side._flushing
+    assert timer is not None and not timer.cancelled()
+    side.send(b"x" * COALESCE_BYTES)
+    assert len(transport.writes) == 1 and timer.cancelled() and side._flushing is None
+    side.send(b"next")
+    assert side._flushing is not None and side._flushing is not timer

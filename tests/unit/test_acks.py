@@ -177,3 +177,37 @@ async def test_a_failure_writes_the_ack_of_what_was_durable_before_it_at_once() 
     assert written == [1] and isinstance(acks.failure, ValueError)
     await asyncio.sleep(0)
     assert written == [1]
+
+
+async def test_one_sockets_failed_ack_write_does_not_stop_the_others_acks() -> None:
+    """A turn's acks are written together: one socket's write raising is logged, and the other
+    sockets get theirs this turn and every turn after."""
+    written: list[tuple[str, int]] = []
+    batch = AckBatch(lambda count, size, seconds: None)
+
+    def broken(n: int) -> None:
+        raise RuntimeError("the socket's queue is gone")
+
+    failing = AckQueue(broken, batch=batch)
+    healthy = AckQueue(lambda n: written.append(("healthy", n)), batch=batch)
+    for _ in range(3):
+        failing.sent().settle()
+        healthy.sent().settle()
+        await asyncio.sleep(0)
+    assert written == [("healthy", 1), ("healthy", 2), ("healthy", 3)]
+
+
+async def test_an_ack_due_this_turn_is_written_at_once_when_the_socket_closes() -> None:
+    """The socket closing for another reason (a rate limit, a deleted essay) writes the ack of
+    what is durable before its close frame, not at the turn's end when its queue has stopped."""
+    written: list[int] = []
+    acks = AckQueue(written.append, batch=AckBatch(lambda count, size, seconds: None))
+    acks.sent().settle()
+    acks.sent().settle()
+    assert written == []
+    acks.write_due()
+    assert written == [2]
+    await asyncio.sleep(0)
+    assert written == [2]  # not again at the turn's end
+    acks.write_due()
+    assert written == [2]
