@@ -168,3 +168,21 @@ async def test_a_publisher_over_its_queued_bytes_drops_the_oldest_and_their_chan
     assert await inbox.wait(1) == [(channel, RESYNC)]
     await pub.close()
     await sub.close()
+
+
+async def test_the_redis_bus_parses_replies_with_hiredis() -> None:
+    """Every message a Gateway or host receives (and every reply to a publish) goes through the
+    RESP parser: hiredis's C parser, not redis-py's Python one (publish and receive of a dashboard
+    row: ~46 -> ~26 us of CPU)."""
+    from redis._parsers import _AsyncHiredisParser
+
+    bus = RedisBus(REDIS_URL)
+    try:
+        connection = await bus.client.connection_pool.get_connection()
+        try:
+            assert isinstance(connection._parser, _AsyncHiredisParser)
+        finally:
+            await bus.client.connection_pool.release(connection)
+    finally:
+        await bus.client.aclose()
+        await bus.sub_client.aclose()
