@@ -39,6 +39,31 @@ async def test_rows_submitted_together_are_written_in_one_batch() -> None:
     await committer.close()
 
 
+async def test_rows_arriving_during_a_commit_wait_out_the_gather_window_too() -> None:
+    """A steady stream of rows makes about one commit per gather window, not one after another
+    each holding only what arrived during the last (each commit has its fixed cost)."""
+
+    class SlowStore:
+        def __init__(self) -> None:
+            self.batches = 0
+
+        async def write(self, rows: list[dict[str, Any]]) -> None:
+            await asyncio.sleep(0.01)
+            self.batches += 1
+
+    store = SlowStore()
+    committer = GroupCommitter(store.write, interval=0.05)
+    committer.start()
+    acks = []
+    for i in range(100):  # a row every 5 ms for 0.5 s
+        acks.append(committer.submit({"n": i}))
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*acks)
+    # ~0.5 s / 0.05 s windows, with room for a loaded machine; back to back it was ~40.
+    assert store.batches <= 16, store.batches
+    await committer.close()
+
+
 async def test_flush_waits_for_the_batch_being_written() -> None:
     store = GatedStore()
     committer = GroupCommitter(store.write, interval=0.001)
