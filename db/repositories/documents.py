@@ -119,6 +119,7 @@ _PG_APPEND_FENCED = f"""
 WITH held AS (
     SELECT essay_id, token FROM essay_leases
     WHERE essay_id = ANY($1::uuid[]) AND holder = $2 AND instance = $3
+    ORDER BY essay_id  -- locked in this order, as every statement locking leases (leases._update_in_order)
     FOR SHARE
 ), written AS (
     INSERT INTO essay_updates ({", ".join(LOG_COLUMNS)})

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, Connection, bindparam, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, Update, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -69,8 +69,8 @@ def holder_of(conn: Connection | Session, *, essay_id: uuid.UUID) -> Holder | No
 
 def _ours(holder: Holder, leases: Iterable[tuple[uuid.UUID, int]]) -> Iterator[tuple[ColumnElement[bool], ...]]:
     """The WHERE clauses of `holder`'s leases among `leases` ((essay id, token) pairs), one per
-    `CHUNK` pairs."""
-    pairs = list(leases)
+    `CHUNK` pairs, in essay id order (see `_update_in_order`)."""
+    pairs = sorted(leases)
     for i in range(0, len(pairs), CHUNK):
         yield (tuple_(EssayLease.essay_id, EssayLease.token).in_(pairs[i:i + CHUNK]),
                EssayLease.holder == holder.name, EssayLease.instance == holder.instance)
@@ -86,7 +86,7 @@ def fence(conn: Connection | Session, *, holder: Holder, leases: Iterable[tuple[
     held: set[tuple[uuid.UUID, int]] = set()
     if expires_at is None:
         wanted = set(leases)
-        ids = list({essay_id for essay_id, _ in wanted})
+        ids = sorted({essay_id for essay_id, _ in wanted})
         connection = conn.connection() if isinstance(conn, Session) else conn  # Core: no ORM layer
         for i in range(0, len(ids), CHUNK):
             rows = connection.execute(_HELD, {"ids": ids[i:i + CHUNK], "holder": holder.name,
@@ -94,10 +94,24 @@ def fence(conn: Connection | Session, *, holder: Holder, leases: Iterable[tuple[
             held.update(lease for lease in rows if lease in wanted)
         return held
     for ours in _ours(holder, leases):
-        found = conn.execute(update(EssayLease).where(*ours).values(expires_at=expires_at)
+        found = conn.execute(_update_in_order(ours).values(expires_at=expires_at)
                              .returning(EssayLease.essay_id, EssayLease.token))
         held.update((essay_id, token) for essay_id, token in found)
     return held
+
+
+def _update_in_order(ours: tuple[ColumnElement[bool], ...]) -> Update:
+    """An UPDATE of the lease rows `ours` selects that locks them in essay id order first
+    (PostgreSQL: a FOR UPDATE sub-select ordered by essay_id; SQLite has one writer anyway).
+
+    Every statement that locks several lease rows takes them in essay id order: this one (renewal,
+    release, one chunk after another in that order too) and the group commit's FOR SHARE (`_HELD`,
+    `documents.append_fenced_at_once`). In whatever order its scan met them, a renewal could hold
+    one row and wait for another that a group commit held while it waited for the first: a
+    deadlock, which PostgreSQL breaks after `deadlock_timeout` (1 s) by failing one of them, the
+    commit's acks waiting meanwhile (seen once in about twelve host_bench runs on PostgreSQL)."""
+    rows = select(EssayLease.essay_id).where(*ours).order_by(EssayLease.essay_id).with_for_update()
+    return update(EssayLease).where(EssayLease.essay_id.in_(rows), *ours)
 
 
 # `fence` without renewal, on every group commit: one statement object, so its compiled form is
@@ -107,6 +121,7 @@ def fence(conn: Connection | Session, *, holder: Holder, leases: Iterable[tuple[
 _HELD = (select(EssayLease.essay_id, EssayLease.token)
          .where(EssayLease.essay_id.in_(bindparam("ids", expanding=True)),
                 EssayLease.holder == bindparam("holder"), EssayLease.instance == bindparam("instance"))
+         .order_by(EssayLease.essay_id)  # locked in this order: see `_update_in_order`
          .with_for_update(read=True))
 
 
@@ -114,7 +129,7 @@ def release(conn: Connection | Session, *, holder: Holder, leases: Iterable[tupl
     """Give up these leases ((essay id, token) pairs; when still held with these tokens): free
     for any host at once."""
     for ours in _ours(holder, leases):
-        conn.execute(update(EssayLease).where(*ours).values(expires_at=RELEASED))
+        conn.execute(_update_in_order(ours).values(expires_at=RELEASED))
 
 
 def release_named(conn: Connection | Session, *, name: str, essay_ids: Iterable[uuid.UUID] | None = None) -> None:

@@ -489,3 +489,56 @@ async def test_a_class_documents_socket_follows_a_moved_essay_or_closes_1013(
                 break
             await asyncio.sleep(0.02)
         assert followed.close_code == 1013
+
+
+async def test_renewal_locks_lease_rows_in_essay_id_order_on_postgresql(sessions: object, wall: FakeWall) -> None:
+    """A renewal waiting for one lease row holds none that comes after it in essay id order, as
+    the group commit's FOR SHARE takes them: neither can hold a row the other waits for (a
+    deadlock PostgreSQL breaks only after `deadlock_timeout`, the acks waiting). The later essay's
+    row is written first, so a scan in storage order would lock it first."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    store = sessions.kw["bind"]  # type: ignore[attr-defined]
+    if store.dialect.name != "postgresql":
+        pytest.skip("row lock order is PostgreSQL's (SQLite has one writer)")
+    engine = create_async_engine(store.url.render_as_string(hide_password=False), poolclass=NullPool)  # 3 at once
+    first, second = sorted([await new_essay(sessions), await new_essay(sessions)])
+    holder = leases.Holder("orderly", "i-1")
+    expires = wall() + timedelta(seconds=30)
+    tokens = {}
+    for essay_id in (second, first):  # stored in this order
+        async with engine.begin() as conn:
+            tokens[essay_id] = await conn.run_sync(lambda c, e=essay_id: leases.acquire(
+                c, essay_id=e, holder=holder, now=wall(), expires_at=expires))
+    lock_row = text("SELECT essay_id FROM essay_leases WHERE essay_id = :id FOR UPDATE NOWAIT")
+    async with engine.connect() as blocker, engine.connect() as renewer, engine.connect() as probe:
+        await blocker.begin()
+        await blocker.execute(lock_row, {"id": first})  # the first row is taken: the renewal waits on it
+
+        async def renew() -> set[tuple[uuid.UUID, int]]:
+            async with renewer.begin():
+                return await renewer.run_sync(lambda c: leases.fence(
+                    c, holder=holder, leases=tokens.items(), expires_at=expires + timedelta(seconds=30)))
+
+        renewal = asyncio.ensure_future(renew())
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND datname = current_database()")
+        for _ in range(100):
+            if (await probe.execute(waiting)).scalar_one():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the renewal never waited for the first row")
+        await probe.rollback()  # the polling's transaction: the lock below takes a new one
+        try:
+            await probe.execute(lock_row, {"id": second})  # free: the renewal locks in id order
+        except DBAPIError as exc:
+            raise AssertionError("the renewal holds a later row while it waits for an earlier one") from exc
+        finally:
+            await probe.rollback()
+            await blocker.rollback()
+        assert await asyncio.wait_for(renewal, 10) == set(tokens.items())
+    await engine.dispose()
