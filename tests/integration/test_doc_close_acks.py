@@ -1,0 +1,119 @@
+"""A doc socket that the server closes writes the ack of every update durable so far before its
+close frame (`AckQueue.write_due` in `serve_app.realtime.doc_socket`'s close paths), also when
+that ack was released in the same loop turn as the close and would otherwise have waited for the
+turn's end (`AckBatch`), by which time the socket's send queue has stopped.
+
+Over real websockets with in-process hosts (no Ray). The host's answer to the student's last
+update is held back and handed to the socket in the very call that decides the close: inside
+the rate limit's `take` (the frame that trips it, close 1008), or just before a frame the
+protocol refuses (close 4415). That is what happens when the host's answer and the closing frame
+arrive in one read of the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from ops.loadtest.yclient import YClient
+from serve_app.realtime.connection import UserBucket
+from serve_app.realtime.protocol import CloseCode, encode_ack
+from tests.fakes import class_essay
+
+
+class HeldAnswers:
+    """`EssayHosts.submit_update` with the host's answers kept back while `holding`, until `release`."""
+
+    def __init__(self, hosts: Any) -> None:
+        self.holding = False
+        self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self.arrived = asyncio.Event()
+        submit = hosts.submit_update
+
+        def submit_update(*args: Any, answer: Callable[..., None], **kwargs: Any) -> None:
+            if not self.holding:
+                submit(*args, answer=answer, **kwargs)
+                return
+
+            def keep(*result: Any) -> None:
+                self.held.append((answer, result))
+                self.arrived.set()
+
+            submit(*args, answer=keep, **kwargs)
+
+        hosts.submit_update = submit_update
+
+    def release(self) -> None:
+        """The held answers reach the socket now (committed updates: their acks become due)."""
+        held, self.held = self.held, []
+        for answer, result in held:
+            answer(*result)
+
+
+class TrippingBucket(UserBucket):
+    """The student's shared rate-limit bucket (`writer_bucket` finds it in the app's state):
+    once `trip` is set, the next `take` first hands the socket the host's held answers, then
+    refuses (True: the frame is over the limit, close 1008) or lets it through (False)."""
+
+    def __init__(self, answers: HeldAnswers) -> None:
+        super().__init__(rate=1000, burst=1000)
+        self.answers = answers
+        self.trip: bool | None = None
+
+    def take(self) -> bool:
+        if self.trip is None:
+            return super().take()
+        over_limit, self.trip = self.trip, None
+        self.answers.release()
+        return not over_limit and super().take()
+
+
+@contextlib.asynccontextmanager
+async def writing(settings: Any) -> AsyncIterator[tuple[YClient, HeldAnswers, TrippingBucket]]:
+    """A student's doc socket on its class essay, its answers and its bucket in the test's hands."""
+    from serve_app.app import create_app
+    from serve_app.hosts import InProcessHosts
+    from tests.conftest import serving
+
+    application = create_app(settings, hosts_factory=lambda s, ctx: InProcessHosts(s, ctx))
+    async with serving(application) as server, httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
+        _, student, essay = await class_essay(client)
+        answers = HeldAnswers(application.state.ctx.hosts)
+        bucket = TrippingBucket(answers)
+        application.state.writer_buckets = {uuid.UUID(student.id): bucket}
+        r = await client.post("/api/v1/auth/ws-ticket", headers=student.headers)
+        writer = await YClient(f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={r.json()['ticket']}").connect()
+        try:
+            yield writer, answers, bucket
+        finally:
+            await writer.close()
+
+
+@pytest.mark.parametrize(("over_limit", "closing_frame", "code"), [
+    (True, None, CloseCode.POLICY_VIOLATION),  # the rate limit
+    (False, encode_ack(1), CloseCode.UNKNOWN_MESSAGE_TYPE),  # a protocol error
+], ids=["rate-limit", "protocol-error"])
+async def test_an_ack_released_in_the_turn_of_a_server_close_reaches_the_client_before_the_close(
+        settings: Any, over_limit: bool, closing_frame: bytes | None, code: int) -> None:
+    async with writing(settings) as (writer, answers, bucket):
+        await writer.wait_acked()  # its sync step 2
+        answers.holding = True
+        writer.type("durable ")
+        await asyncio.wait_for(answers.arrived.wait(), 10)  # committed; its ack not yet released
+        assert writer.acked == writer.sent - 1
+        last_accepted = writer.sent
+        bucket.trip = over_limit
+        if closing_frame is None:
+            writer.type("one too many")  # read by the socket's task: an update is still at the host
+        else:
+            await writer.send_raw(closing_frame)
+        assert await writer.wait_closed() == code
+        assert bucket.trip is None and not answers.held  # the close came from the tripped frame
+        # The reader stops at the close frame: an ack written after it is never counted.
+        assert writer.acked == last_accepted
