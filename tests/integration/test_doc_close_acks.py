@@ -5,9 +5,10 @@ turn's end (`AckBatch`), by which time the socket's send queue has stopped.
 
 Over real websockets with in-process hosts (no Ray). The host's answer to the student's last
 update is held back and handed to the socket in the very call that decides the close: inside
-the rate limit's `take` (the frame that trips it, close 1008), or just before a frame the
-protocol refuses (close 4415). That is what happens when the host's answer and the closing frame
-arrive in one read of the event loop.
+the rate limit's `take` (the frame that trips it, close 1008), just before a frame the protocol
+refuses (close 4415), or inside the host's answer to a sync step 1 that finds the essay deleted
+(4404). That is what happens when the host's answer and the closing frame arrive in one read of
+the event loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pycrdt import create_sync_message
 
+from actors.host import EssayNotFound
 from ops.loadtest.yclient import YClient
 from serve_app.realtime.connection import UserBucket
 from serve_app.realtime.protocol import CloseCode, encode_ack
@@ -75,7 +78,7 @@ class TrippingBucket(UserBucket):
 
 
 @contextlib.asynccontextmanager
-async def writing(settings: Any) -> AsyncIterator[tuple[YClient, HeldAnswers, TrippingBucket]]:
+async def writing(settings: Any) -> AsyncIterator[tuple[YClient, HeldAnswers, TrippingBucket, list[Any]]]:
     """A student's doc socket on its class essay, its answers and its bucket in the test's hands."""
     from serve_app.app import create_app
     from serve_app.hosts import InProcessHosts
@@ -90,30 +93,46 @@ async def writing(settings: Any) -> AsyncIterator[tuple[YClient, HeldAnswers, Tr
         r = await client.post("/api/v1/auth/ws-ticket", headers=student.headers)
         writer = await YClient(f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={r.json()['ticket']}").connect()
         try:
-            yield writer, answers, bucket
+            yield writer, answers, bucket, application.state.ctx.hosts.host_objects
         finally:
             await writer.close()
 
 
-@pytest.mark.parametrize(("over_limit", "closing_frame", "code"), [
-    (True, None, CloseCode.POLICY_VIOLATION),  # the rate limit
-    (False, encode_ack(1), CloseCode.UNKNOWN_MESSAGE_TYPE),  # a protocol error
-], ids=["rate-limit", "protocol-error"])
+def deleted_on_sync(hosts: list[Any], answers: HeldAnswers) -> None:
+    """Every host answers the next sync step 1 with `EssayNotFound` (the essay was deleted),
+    handing the socket the held answers first, without a loop turn between."""
+    for host in hosts:
+        async def sync(essay_id: uuid.UUID, _state_vector: bytes) -> Any:
+            answers.release()
+            raise EssayNotFound(str(essay_id))
+
+        host.sync = sync
+
+
+@pytest.mark.parametrize(("closing", "code"), [
+    ("rate-limit", CloseCode.POLICY_VIOLATION),
+    ("protocol-error", CloseCode.UNKNOWN_MESSAGE_TYPE),  # a client-sent ack
+    ("essay-deleted", CloseCode.UNKNOWN_ESSAY),
+])
 async def test_an_ack_released_in_the_turn_of_a_server_close_reaches_the_client_before_the_close(
-        settings: Any, over_limit: bool, closing_frame: bytes | None, code: int) -> None:
-    async with writing(settings) as (writer, answers, bucket):
+        settings: Any, closing: str, code: int) -> None:
+    async with writing(settings) as (writer, answers, bucket, hosts):
         await writer.wait_acked()  # its sync step 2
         answers.holding = True
         writer.type("durable ")
         await asyncio.wait_for(answers.arrived.wait(), 10)  # committed; its ack not yet released
         assert writer.acked == writer.sent - 1
         last_accepted = writer.sent
-        bucket.trip = over_limit
-        if closing_frame is None:
+        if closing == "rate-limit":
+            bucket.trip = True
             writer.type("one too many")  # read by the socket's task: an update is still at the host
+        elif closing == "protocol-error":
+            bucket.trip = False
+            await writer.send_raw(encode_ack(1))
         else:
-            await writer.send_raw(closing_frame)
+            deleted_on_sync(hosts, answers)
+            await writer.send_raw(create_sync_message(writer.doc))
         assert await writer.wait_closed() == code
-        assert bucket.trip is None and not answers.held  # the close came from the tripped frame
+        assert bucket.trip is None and not answers.held  # the close came from that frame
         # The reader stops at the close frame: an ack written after it is never counted.
         assert writer.acked == last_accepted
