@@ -152,3 +152,43 @@ async def test_every_failing_commit_is_retried_until_it_lands() -> None:
         await committer.submit({"n": n})
     assert tries == [0, 1, 1, 1, 2, 3, 3, 3, 4]
     await committer.close()
+
+
+async def test_retries_wait_the_policy_curve_from_the_first_failed_try_and_each_failure_counts() -> None:
+    # The first try is a plain call and the policy the later ones: together the waits are still
+    # 0.05, 0.1, 0.2 s, and every failed try counts once in essaycoach_store_errors_total.
+    from actors.committer import _STORE_ERRORS
+
+    tries: list[float] = []
+
+    async def flaky(rows: list[dict[str, Any]]) -> None:
+        tries.append(asyncio.get_running_loop().time())
+        if len(tries) <= 3:
+            raise ConnectionError("database restarting")
+
+    errors_before = _STORE_ERRORS._prom._value.get()
+    committer = GroupCommitter(flaky, interval=0.0, max_backoff=2.0)
+    committer.start()
+    await committer.submit({"n": 1})
+    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    assert len(tries) == 4
+    for gap, wait in zip(gaps, (0.05, 0.1, 0.2), strict=True):
+        assert gap >= wait * 0.95, gaps
+    assert _STORE_ERRORS._prom._value.get() - errors_before == 3
+    await committer.close()
+
+
+async def test_a_permanent_error_on_the_first_try_is_not_retried() -> None:
+    tries = 0
+
+    async def refusing(rows: list[dict[str, Any]]) -> None:
+        nonlocal tries
+        tries += 1
+        raise Refused()
+
+    committer = GroupCommitter(refusing, interval=0.0, permanent=(Refused,))
+    committer.start()
+    with pytest.raises(RuntimeError):
+        await committer.submit({"n": 1})
+    assert tries == 1
+    await committer.close()
