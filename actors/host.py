@@ -190,12 +190,15 @@ class EssayHost:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
         through `db.engine.SqliteWriter` (statements inline when the lock is free and `inline`,
         where aiosqlite takes a thread hop per statement; the commit off the event loop),
-        elsewhere through the async session (`run_sync`)."""
+        elsewhere on the session's Core connection (`run_sync`): the writes are Core statements, and
+        through the ORM session each one also went through its ORM layer (a snapshot's
+        `update(Essay)` through the bulk-update path, evaluating the session's objects: it has none)."""
         if self._writer is not None:
             async with self._write_gate:
                 return await self._writer.run(work, inline=inline)
         async with self._writing() as session:
-            return await session.run_sync(work)
+            conn = await session.connection()
+            return await conn.run_sync(work)
 
     async def _write_log(self, rows: list[dict[str, Any]]) -> dict[int, BaseException]:
         """One group commit: the rows of essays whose lease is still ours under their token; the
