@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, insert, select
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -14,9 +14,13 @@ from db.models import AiUsage, Assignment, Essay, FeedbackItem
 COLUMNS = ("id", "kind", "source", "severity", "message", "suggestion", "quote", "start", "end", "anchor")
 
 
+# One statement object, as `documents._STORE_SNAPSHOT`: every store of a typed essay replaces its set.
+_DELETE_SET = delete(FeedbackItem).where(FeedbackItem.essay_id == bindparam("essay_id_"))
+
+
 def replace(conn: Connection | Session, *, essay_id: uuid.UUID, items: list[dict[str, Any]]) -> None:
     """The essay's stored feedback set becomes `items` (synchronous: see `documents.append_updates`)."""
-    conn.execute(delete(FeedbackItem).where(FeedbackItem.essay_id == essay_id))
+    conn.execute(_DELETE_SET, {"essay_id_": essay_id})
     if items:
         conn.execute(insert(cast(Table, FeedbackItem.__table__)), [
             {"essay_id": essay_id, **{k: item.get(k) for k in COLUMNS}} for item in items])
