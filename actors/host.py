@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pycrdt import create_update_message
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors import decisions, tracing
@@ -45,7 +45,7 @@ from actors.host_api import EssayMoved
 from actors.leases import EssayLeases, HandOver
 from actors.metrics import metric
 from actors.scheduler import Analyzer, FeedbackScheduler, repeat
-from db.engine import SqliteWriter, log_engine_for
+from db.engine import SqliteWriter, log_engine_for, store_engine_for
 from db.repositories import documents
 from db.repositories import essays as essays_repo
 from db.repositories import feedback as feedback_repo
@@ -124,6 +124,7 @@ class EssayHost:
         bind = sessions.kw.get("bind")
         self._single_writer = bind is None or bind.dialect.name == "sqlite"
         self._log_engine = log_engine_for(bind)
+        self._store_engine = store_engine_for(bind)
 
     @property
     def knows_every_socket(self) -> bool:
@@ -168,8 +169,9 @@ class EssayHost:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if self._log_engine is not None:
-            await self._log_engine.dispose()
+        for engine in (self._log_engine, self._store_engine):
+            if engine is not None:
+                await engine.dispose()
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
@@ -190,14 +192,26 @@ class EssayHost:
         """Run the synchronous write `work(connection)` as one transaction of this host: on SQLite
         through `db.engine.SqliteWriter` (statements inline when the lock is free and `inline`,
         where aiosqlite takes a thread hop per statement; the commit off the event loop),
-        elsewhere on the session's Core connection (`run_sync`): the writes are Core statements, and
-        through the ORM session each one also went through its ORM layer (a snapshot's
-        `update(Essay)` through the bulk-update path, evaluating the session's objects: it has none)."""
+        on PostgreSQL on a Core connection of `db.engine.store_engine_for` (`run_sync`): the writes
+        are Core statements, and through an ORM session each one also went through its ORM layer
+        (a snapshot's `update(Essay)` through the bulk-update path, evaluating the session's
+        objects: it has none). Its connections are not pre-pinged: a transaction that met a dead
+        one (the server restarted) runs once more, on a new connection."""
         if self._writer is not None:
             async with self._write_gate:
                 return await self._writer.run(work, inline=inline)
-        async with self._writing() as session:
-            conn = await session.connection()
+        if self._store_engine is None:
+            async with self._writing() as session:
+                conn = await session.connection()
+                return await conn.run_sync(work)
+        try:
+            async with self._store_engine.begin() as conn:
+                return await conn.run_sync(work)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("store connection lost; running the transaction again", extra={"error": repr(exc)})
+        async with self._store_engine.begin() as conn:
             return await conn.run_sync(work)
 
     async def _write_log(self, rows: list[dict[str, Any]]) -> dict[int, BaseException]:

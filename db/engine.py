@@ -101,6 +101,22 @@ def log_engine_for(bind: Any) -> AsyncEngine | None:
     return engine
 
 
+def store_engine_for(bind: Any) -> AsyncEngine | None:
+    """For an essay host's write transactions on PostgreSQL (compaction, feedback sets, leases:
+    `EssayHost._store`): an engine of the same database and data key whose connections are not
+    pre-pinged. A ping is BEGIN, SELECT, ROLLBACK on asyncpg, three round trips through the host's
+    event loop before each of its ~10-30 transactions a second. A connection that died (the server
+    restarted) fails its transaction's first statement instead; SQLAlchemy then invalidates the
+    pool, and `_store` runs the transaction once more on a new connection. A small pool of its own:
+    the host's writes are few at a time, and every host process holds one. None for SQLite
+    (`SqliteWriter`) or no engine."""
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "postgresql":
+        return None
+    engine = create_async_engine(bind.url, pool_pre_ping=False, pool_size=2, max_overflow=8)
+    attach_keyring(engine.sync_engine.dialect, keyring_of(bind.sync_engine.dialect))
+    return engine
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

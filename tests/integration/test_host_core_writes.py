@@ -1,22 +1,25 @@
-"""EssayHost's writes through `_store` (compaction, feedback sets, leases) on PostgreSQL run as Core
-statements on the session's connection, not through the ORM session's execution layer."""
+"""EssayHost's writes through `_store` (compaction, feedback sets, leases) on PostgreSQL: Core
+statements, not through an ORM session's execution layer, on connections that are not
+pre-pinged, and that a server restart does not fail."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from actors.broadcast import InMemoryBus
+from actors.essay import LiveEssay
 from actors.host import EssayHost, HostConfig
 from db.engine import make_engine, make_sessionmaker
 from db.repositories import documents
 from tests.integration.test_host import FakeClock, new_essay, typed_updates
+from tests.integration.test_leases import postgres_round_trips
 
 
 @pytest.fixture
@@ -41,7 +44,9 @@ def orm_executions() -> Iterator[list[str]]:
         event.remove(Session, "do_orm_execute", on_execute)
 
 
-async def test_a_compaction_with_a_revision_and_a_lease_renewal_execute_no_orm_statement(sessions: object) -> None:
+@asynccontextmanager
+async def typed_essay_on_postgres(sessions: object, words: list[str]) -> AsyncIterator[tuple[EssayHost, LiveEssay]]:
+    """A started host (PostgreSQL only: else the test skips) and its loaded essay, `words` typed."""
     if sessions.kw["bind"].dialect.name != "postgresql":  # type: ignore[attr-defined]
         pytest.skip("PostgreSQL only (SQLite writes through db.engine.SqliteWriter's Core connection)")
     essay_id: uuid.UUID = await new_essay(sessions)
@@ -49,18 +54,43 @@ async def test_a_compaction_with_a_revision_and_a_lease_renewal_execute_no_orm_s
                      config=HostConfig(compact_every=10, tick_seconds=3600))
     await host.start()
     try:
-        for update in typed_updates([f"x{i} " for i in range(12)]):
+        for update in typed_updates(words):
             await host.apply_update(essay_id, update, author_id=None, origin="t")
-        essay = await host.open(essay_id)
-        with orm_executions() as seen:
-            await host.compactor.compact(essay, force_revision=True)
-            assert await host.leases.renew({essay_id: essay.lease}) == set()
-        assert seen == []
-        async with sessions() as session:  # type: ignore[operator]
-            stored = await documents.load(session, essay_id=essay_id)
-            assert stored is not None and stored.essay.log_watermark == 12 and stored.log == []
-            assert stored.essay.text.startswith("x0 x1") and stored.essay.word_count == 12
-            revision = await documents.last_revision(session, essay_id=essay_id)
-            assert revision is not None and revision.n == 1 and revision.seq == 12
+        yield host, await host.open(essay_id)
     finally:
         await host.stop()
+
+
+async def test_a_compaction_with_a_revision_and_a_lease_renewal_execute_no_orm_statement(sessions: object) -> None:
+    async with typed_essay_on_postgres(sessions, [f"x{i} " for i in range(12)]) as (host, essay):
+        with orm_executions() as seen:
+            await host.compactor.compact(essay, force_revision=True)
+            assert await host.leases.renew({essay.essay_id: essay.lease}) == set()
+        assert seen == []
+        async with sessions() as session:  # type: ignore[operator]
+            stored = await documents.load(session, essay_id=essay.essay_id)
+            assert stored is not None and stored.essay.log_watermark == 12 and stored.log == []
+            assert stored.essay.text.startswith("x0 x1") and stored.essay.word_count == 12
+            revision = await documents.last_revision(session, essay_id=essay.essay_id)
+            assert revision is not None and revision.n == 1 and revision.seq == 12
+
+
+async def test_host_writes_send_no_pool_ping_and_survive_their_connections_being_killed(sessions: object) -> None:
+    """No pre-ping (BEGIN, SELECT, ROLLBACK) before each write transaction; a transaction that meets a
+    connection the server closed (a restart) runs again on a new one, as the ping made sure of."""
+    async with typed_essay_on_postgres(sessions, ["one ", "two "]) as (host, essay):
+        leases = {essay.essay_id: essay.lease}
+        with postgres_round_trips() as sent:
+            await host.leases.renew(leases)  # its connection now logs what asyncpg sends
+            sent.clear()
+            await host.leases.renew(leases)
+        assert sent and not any(s.strip() in (";", "ROLLBACK;", "ROLLBACK") for s in sent), sent
+        # Every connection of this database but ours goes, as in a server restart.
+        async with sessions() as session:  # type: ignore[operator]
+            await session.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        assert await host.leases.renew(leases) == set()
+        await host.compactor.compact(essay, force_revision=True)
+        async with sessions() as session:  # type: ignore[operator]
+            stored = await documents.load(session, essay_id=essay.essay_id)
+            assert stored is not None and stored.essay.text == "one two "
