@@ -6,22 +6,23 @@ import { makeRouter, preloadRoute } from './router'
 import { STORAGE_KEY, useAuthStore } from './stores/auth'
 import './styles.css'
 
+/**
+ * The app's start, one step per task (each one a long task's worth on a slow device when they were
+ * together): the entry script, which restores the session (GET /me in flight); the router, and the
+ * page's chunks fetched meanwhile when a session is stored; the first navigation once the session is
+ * known; the mount of the app's shell; then the route's view (router `lazy()`).
+ */
 async function start(): Promise<void> {
   const app = createApp(App)
   app.use(createPinia())
-  const router = makeRouter()
   // Restore the session before the first navigation so a reload keeps the user on their page.
   const restored = useAuthStore().restore()
-  if (localStorage.getItem(STORAGE_KEY)) {
-    // A stored session: fetch the page's chunks while GET /me is in flight, not after it, in a task
-    // of its own (not the entry script's: its `<link rel=modulepreload>`s are not free).
-    await nextTask()
-    preloadRoute(router, location.pathname + location.search)
-  }
+  await nextTask()
+  const router = makeRouter()
+  // A stored session: fetch the page's chunks while GET /me is in flight, not after it.
+  if (localStorage.getItem(STORAGE_KEY)) preloadRoute(router, location.pathname + location.search)
   await restored
   app.use(router) // starts the first navigation
-  // Mounting in a task of its own: router set-up and the first mount (cold code) in one task were
-  // the page's longest start-up task (24-31 ms of CPU, 73-82 ms wall on the bench machine).
   await nextTask()
   app.mount('#app')
 }
