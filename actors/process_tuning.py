@@ -9,6 +9,8 @@ import ctypes
 import gc
 import logging
 import os
+import platform
+import sys
 
 GC_THRESHOLDS = (20_000, 50, 100)
 TRIM_SECONDS = 10.0
@@ -56,6 +58,89 @@ def lower_priority(nice: int) -> int:
         return current
     os.setpriority(os.PRIO_PROCESS, 0, nice)
     return nice
+
+
+# sched_setattr(2) / sched_getattr(2): Python's os module has neither.
+SCHED_SYSCALLS = {"x86_64": (314, 315), "aarch64": (380, 381)}
+SCHED_OTHER, SCHED_BATCH = 0, 3
+# The kernel clamps a requested slice to 0.1-100 ms (kernel/sched/syscalls.c).
+MIN_SLICE_MS, MAX_SLICE_MS = 0.1, 100.0
+
+
+class _SchedAttr(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32), ("sched_flags", ctypes.c_uint64),
+                ("sched_nice", ctypes.c_int32), ("sched_priority", ctypes.c_uint32),
+                ("sched_runtime", ctypes.c_uint64), ("sched_deadline", ctypes.c_uint64),
+                ("sched_period", ctypes.c_uint64), ("sched_util_min", ctypes.c_uint32),
+                ("sched_util_max", ctypes.c_uint32)]
+
+
+def _sched_syscall(name: str, tid: int, attr: _SchedAttr) -> None:
+    """sched_setattr(tid, attr, 0) or sched_getattr(tid, attr, size, 0); OSError when it fails."""
+    numbers = SCHED_SYSCALLS.get(platform.machine()) if sys.platform == "linux" else None
+    if numbers is None:
+        raise OSError(f"no sched_setattr on {sys.platform} {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if name == "set":
+        done = libc.syscall(ctypes.c_long(numbers[0]), ctypes.c_long(tid), ctypes.byref(attr), ctypes.c_uint(0))
+    else:
+        done = libc.syscall(ctypes.c_long(numbers[1]), ctypes.c_long(tid), ctypes.byref(attr),
+                            ctypes.c_uint(ctypes.sizeof(attr)), ctypes.c_uint(0))
+    if done != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def time_slice_ms(tid: int = 0) -> float:
+    """The time slice the scheduler gives thread `tid` (0: the calling thread), in ms (Linux)."""
+    attr = _SchedAttr()
+    _sched_syscall("get", tid, attr)
+    return float(attr.sched_runtime) / 1e6
+
+
+def set_time_slice(ms: float, tid: int = 0) -> bool:
+    """Ask the scheduler for `ms`-long time slices for thread `tid` (0: the calling thread); its
+    policy (SCHED_OTHER or SCHED_BATCH) and nice value stay. False, with a log line, where the
+    kernel cannot (not Linux, no EEVDF slice request before 6.12, a thread of another user, a
+    real-time policy): a slice is a latency hint, never a reason not to start.
+
+    Linux's EEVDF scheduler (6.6+) takes `sched_attr.sched_runtime` of a normal thread as its
+    requested slice (6.12+, clamped to 0.1-100 ms; the default is ~0.7 ms x (1 + log2 cores)), and
+    a waking thread whose slice is shorter than the running one's preempts it at once
+    (PREEMPT_SHORT) instead of waiting for the running slice to end. Threads started afterwards
+    by this thread inherit the slice, and so does a program it execs.
+    """
+    try:
+        attr = _SchedAttr()
+        _sched_syscall("get", tid, attr)
+        if attr.sched_policy not in (SCHED_OTHER, SCHED_BATCH):
+            log.info("thread %s runs a real-time policy (%s): its time slice stays", tid, attr.sched_policy)
+            return False
+        attr.size = ctypes.sizeof(_SchedAttr)
+        attr.sched_flags = 0  # not KEEP_PARAMS: the slice is one of the params (sched_nice is kept as read)
+        attr.sched_runtime = round(min(max(ms, MIN_SLICE_MS), MAX_SLICE_MS) * 1e6)
+        attr.sched_deadline = attr.sched_period = 0
+        _sched_syscall("set", tid, attr)
+        wanted = attr.sched_runtime
+        _sched_syscall("get", tid, attr)
+    except OSError as exc:
+        log.info("no %.2f ms time slice for thread %s: %s", ms, tid or "self", exc)
+        return False
+    if attr.sched_runtime != wanted:  # a kernel before 6.12 takes the call and ignores the slice
+        log.info("no %.2f ms time slice for thread %s: this kernel keeps %.2f ms", ms, tid or "self",
+                 attr.sched_runtime / 1e6)
+        return False
+    return True
+
+
+def set_process_time_slice(ms: float, pid: int = 0) -> int:
+    """`set_time_slice` for every thread of process `pid` (0: this one; threads it starts later
+    inherit the slice from the thread that starts them); returns how many threads took it."""
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid or 'self'}/task")]
+    except OSError:
+        return int(set_time_slice(ms)) if pid == 0 else 0
+    return sum(set_time_slice(ms, tid) for tid in tids)
 
 
 def release_free_memory() -> bool:

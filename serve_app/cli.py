@@ -157,7 +157,8 @@ def haproxy_env(settings: Settings, run_dir: Path) -> dict[str, str]:
     from serve_app.haproxy_launcher import real_haproxy_binary, serve_env
 
     return serve_env(run_dir, real_binary=real_haproxy_binary(), host=settings.haproxy_monitor_host,
-                     stats_port=settings.haproxy_stats_port, metrics_port=settings.haproxy_metrics_port)
+                     stats_port=settings.haproxy_stats_port, metrics_port=settings.haproxy_metrics_port,
+                     slice_ms=settings.latency_slice_ms)
 
 
 def run_listeners(settings: Settings, *, haproxy: bool) -> list[Listener]:

@@ -52,13 +52,16 @@ class Gateway:
     Analyzer is bound here so it deploys with the app (hosts find it by name)."""
 
     def __init__(self, analyzer: Any = None) -> None:
-        from actors.process_tuning import tune_gc
+        from actors.process_tuning import set_process_time_slice, tune_gc
         from serve_app.settings import Settings
 
         self.analyzer = analyzer
         settings = Settings()
         fastpath.setup_replica(on=settings.fast_path, compression=settings.ws_compression)
         tune_gc()
+        if settings.latency_slice_ms:
+            # Every thread the replica runs now (its event loops among them); later ones inherit.
+            set_process_time_slice(settings.latency_slice_ms)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's hook for custom autoscaling metrics: this replica's directly served sockets (0

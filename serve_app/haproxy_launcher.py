@@ -19,6 +19,8 @@ file (standard library only, `python -I -S`: a few tens of ms per start) which
   splicing forced both ways) with `option splice-auto` (spliced only where HAProxy expects a gain):
   our traffic is websocket frames of a few bytes to a few hundred, each forwarded alone, where a
   splice into a pipe and out again costs more than a copy;
+- asks the kernel for short time slices (`ESSAYCOACH_LATENCY_SLICE_MS`, actors/process_tuning.py
+  `set_time_slice`): HAProxy, and every thread it starts, inherits them across the exec;
 - then execs the real HAProxy binary with Serve's arguments.
 """
 
@@ -70,13 +72,16 @@ def patch_config(text: str, *, host: str, ports: dict[str, int]) -> str:
     return "".join(out)
 
 
-def serve_env(run_dir: Path, *, real_binary: str, host: str, stats_port: int, metrics_port: int) -> dict[str, str]:
+def serve_env(run_dir: Path, *, real_binary: str, host: str, stats_port: int, metrics_port: int,
+              slice_ms: float = 0.0) -> dict[str, str]:
     """Write the launcher script into `run_dir` and return the environment that makes Serve use
-    it (set before Ray starts: Serve's actors read it)."""
+    it (set before Ray starts: Serve's actors read it). `slice_ms`: HAProxy's time slice (0: the
+    kernel's default)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     script = run_dir / LAUNCHER
     command = [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "--run-dir", str(run_dir.resolve()),
-               "--real", real_binary, "--host", host, "--stats", str(stats_port), "--metrics", str(metrics_port)]
+               "--real", real_binary, "--host", host, "--stats", str(stats_port), "--metrics", str(metrics_port),
+               "--slice-ms", str(slice_ms)]
     script.write_text(f"#!/bin/sh\nexec {shlex.join(command)} -- \"$@\"\n")
     script.chmod(0o755)
     return {"RAY_SERVE_HAPROXY_BINARY_PATH": str(script.resolve()),
@@ -151,6 +156,17 @@ def _config_path(args: list[str]) -> str | None:
     return None
 
 
+def _set_time_slice(ms: float) -> None:
+    # Run with -I (no script directory on sys.path): the checkout's root gives actors/, whose
+    # process_tuning needs the standard library only. Kept across the exec, and HAProxy's
+    # threads inherit it from its main thread.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from actors.process_tuning import set_time_slice
+
+    if not set_time_slice(ms):
+        print(f"haproxy launcher: HAProxy keeps the kernel's time slice (no {ms} ms slice here)", file=sys.stderr)
+
+
 def main(argv: list[str]) -> None:
     split = argv.index("--")
     opts = dict(zip(argv[:split:2], argv[1:split:2]))
@@ -167,6 +183,9 @@ def main(argv: list[str]) -> None:
     if config is not None:
         _patch_in_place(config, host=opts["--host"],
                         ports={"stats": int(opts["--stats"]), "metrics": int(opts["--metrics"])})
+    slice_ms = float(opts.get("--slice-ms", 0))
+    if slice_ms > 0:
+        _set_time_slice(slice_ms)
     os.execv(opts["--real"], [opts["--real"], *haproxy_args])
 
 

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # ran at 0, and at 1,000 (a saturated machine) it starved the host's commits (ack p99 465 ms
     # against 356 at 0); actors.process_tuning.lower_priority has the measurements.
     host_nice: int = Field(default=0, ge=0, le=19)
+    # The time slice (ms) the Gateway replicas' threads and Serve's HAProxy ask the kernel for
+    # (EEVDF, Linux 6.12+); 0: the kernel's default. actors.process_tuning.set_time_slice says why.
+    latency_slice_ms: float = Field(default=0.0, ge=0, le=100)
 
     # Proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the TCP peer is
     # the client (serve_app/client_address.py says why that is the default).

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from serve_app.haproxy_launcher import patch_config
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serve_app.haproxy_launcher import PIDS_FILE, patch_config, serve_env
 
 CONFIG = """global
     stats socket /tmp/haproxy-serve/n/admin.sock mode 666 level admin expose-fd listeners
@@ -65,3 +73,34 @@ def test_serve_template_still_has_the_sections_we_rewrite() -> None:
     assert "{{ config.frontend_port }}" in patched
     assert "option splice-request" in HAPROXY_CONFIG_TEMPLATE and "option splice-response" in HAPROXY_CONFIG_TEMPLATE
     assert "option splice-request" not in patched and "option splice-auto" in patched
+
+
+def _launch(tmp_path: Path, *, slice_ms: float, program: list[str]) -> str:
+    """The launcher script `serve_env` writes, run as Serve would run HAProxy, with `program`
+    exec'd in HAProxy's place (no `-f`: no config to patch)."""
+    env = serve_env(tmp_path, real_binary=program[0], host="127.0.0.1", stats_port=0, metrics_port=0,
+                    slice_ms=slice_ms)
+    done = subprocess.run([env["RAY_SERVE_HAPROXY_BINARY_PATH"], *program[1:]], capture_output=True, text=True,
+                          check=True, timeout=30)
+    return done.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or tuple(map(int, os.uname().release.split(".")[:2])) < (6, 12),
+                    reason="no EEVDF slice requests (Linux 6.12+)")
+def test_haproxy_is_execd_with_the_configured_time_slice(tmp_path: Path) -> None:
+    # `grep` in HAProxy's place reads its own (the exec'd process's) scheduler line.
+    program = [shutil.which("grep") or "/bin/grep", "se.slice", "/proc/self/sched"]
+    assert _launch(tmp_path, slice_ms=0.3, program=program).split()[-1] == "300000"
+    default = _launch(tmp_path, slice_ms=0, program=program).split()[-1]
+    assert default != "300000"  # 0: the kernel's own slice
+    assert len((tmp_path / PIDS_FILE).read_text().splitlines()) == 2  # each launch still recorded
+
+
+def test_essaycoach_run_hands_the_latency_slice_setting_to_the_haproxy_launcher(tmp_path: Path) -> None:
+    from serve_app.cli import haproxy_env
+    from serve_app.settings import Settings
+
+    settings = Settings(jwt_secret="x" * 32, var_dir=tmp_path, latency_slice_ms=0.25)
+    script = Path(haproxy_env(settings, tmp_path)["RAY_SERVE_HAPROXY_BINARY_PATH"]).read_text()
+    assert " --slice-ms 0.25 " in script
