@@ -109,6 +109,18 @@ def set_time_slice(ms: float, tid: int = 0) -> bool:
     a waking thread whose slice is shorter than the running one's preempts it at once
     (PREEMPT_SHORT) instead of waiting for the running slice to end. Threads started afterwards
     by this thread inherit the slice, and so does a program it execs.
+
+    Measured, and no gain found: 0.3 ms for every thread of the Gateway replica and of HAProxy
+    (applied by hand to a running server; 2026-12-07 12:46-13:11 UTC, AMD EPYC, 2 cores, load
+    1.2-1.9, `python -m ops.loadtest.run --shape continuous --typists 300 --targets
+    essaycoach,y-websocket`, two pairs, alternated): fan-out p99 4.93 / 6.37 ms without (1.68x /
+    1.86x y-websocket's in the same run) and 5.98 / 4.19 ms with (2.03x / 1.72x); p50 equal.
+    The threads' average run-queue wait per run fell ~10% (Gateway 83 / 75 -> 72 / 70 us,
+    HAProxy 89 / 85 -> 84 / 79 us, /proc/<pid>/task/*/schedstat), and in 4 s of `perf sched
+    timehist` (pair 2) the p99 wake-up delay of the Gateway's event-loop thread fell 0.50 ->
+    0.23 ms and HAProxy's 0.66 -> 0.43 ms: the slices work, but these delays are a fraction of
+    the fan-out's tail and its spread between runs. Hence `ESSAYCOACH_LATENCY_SLICE_MS` is off
+    (0) by default: a knob for A/B runs (not yet measured at 1,000 typists).
     """
     try:
         attr = _SchedAttr()
