@@ -1,6 +1,7 @@
 import { createApp } from 'vue'
 import { createPinia } from 'pinia'
 import App from './App.vue'
+import { reportChunkErrors } from './lib/asyncPanel'
 import { nextTask } from './lib/nextTask'
 import { makeRouter, preloadRoute } from './router'
 import { STORAGE_KEY, useAuthStore } from './stores/auth'
@@ -13,6 +14,7 @@ import './styles.css'
  * known; the mount of the app's shell; then the route's view (router `lazy()`).
  */
 async function start(): Promise<void> {
+  reportChunkErrors()
   const app = createApp(App)
   app.use(createPinia())
   // Restore the session before the first navigation so a reload keeps the user on their page.
