@@ -3,8 +3,8 @@ import { createPinia } from 'pinia'
 import App from './App.vue'
 import { reportChunkErrors } from './lib/asyncPanel'
 import { nextTask } from './lib/nextTask'
-import { makeRouter, preloadRoute } from './router'
-import { STORAGE_KEY, useAuthStore } from './stores/auth'
+import { makeRouter, preloadStoredSession } from './router'
+import { readStored, useAuthStore } from './stores/auth'
 import './styles.css'
 
 /**
@@ -21,8 +21,9 @@ async function start(): Promise<void> {
   const restored = useAuthStore().restore()
   await nextTask()
   const router = makeRouter()
-  // A stored session: fetch the page's chunks while GET /me is in flight, not after it.
-  if (localStorage.getItem(STORAGE_KEY)) preloadRoute(router, location.pathname + location.search)
+  // A stored session: fetch the page's chunks while GET /me is in flight, not after it (only a live
+  // session's, and only the page this user will land on).
+  preloadStoredSession(router, location.pathname + location.search, readStored())
   await restored
   app.use(router) // starts the first navigation
   await nextTask()

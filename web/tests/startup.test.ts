@@ -3,7 +3,8 @@ import { mount } from '@vue/test-utils'
 import { createMemoryHistory, createRouter } from 'vue-router'
 import * as Y from 'yjs'
 import { Awareness } from 'y-protocols/awareness'
-import { lazy, preloadRoute } from '../src/router'
+import { lazy, preloadRoute, preloadStoredSession } from '../src/router'
+import type { Stored } from '../src/stores/auth'
 import EssayEditor from '../src/components/EssayEditor.vue'
 
 /** Run every queued microtask (many rounds), but no timer task. */
@@ -36,16 +37,52 @@ describe('start-up work split into tasks', () => {
       { path: '/other', component: lazy(other) },
       { path: '/broken', component: lazy(broken) },
     ] })
-    preloadRoute(router, '/essays/e1?x=1')
+    preloadRoute(router, '/essays/e1?x=1', 'student')
     expect(editor).toHaveBeenCalledTimes(1)
     expect(other).not.toHaveBeenCalled()
-    preloadRoute(router, '/broken') // a chunk that cannot load: left to the navigation, no unhandled rejection
+    preloadRoute(router, '/broken', 'student') // a chunk that cannot load: left to the navigation, no unhandled rejection
     await task()
     expect(broken).toHaveBeenCalledTimes(1)
     // The navigation still gets the screen (the same loader: the browser fetches a chunk once).
     await router.push('/essays/e1')
     expect(editor).toHaveBeenCalledTimes(2)
     expect(router.currentRoute.value.matched[0].components?.default).toEqual({ template: '<p>e</p>' })
+  })
+
+  it('preloadRoute fetches only what this user lands on: no page of another role, redirects followed', async () => {
+    const loader = () => vi.fn(async () => ({ default: { template: '<p>x</p>' } }))
+    const admin = loader(), classes = loader(), register = loader(), editor = loader()
+    const router = createRouter({ history: createMemoryHistory(), routes: [
+      { path: '/', redirect: '/classes' },
+      { path: '/home', redirect: () => ({ path: '/' }) },
+      { path: '/register', name: 'register', component: lazy(register), meta: { public: true } },
+      { path: '/classes', component: lazy(classes) },
+      { path: '/essays/:id', component: lazy(editor) },
+      { path: '/admin', component: lazy(admin), meta: { role: 'admin' } },
+    ] })
+    preloadRoute(router, '/admin', 'student') // the guard sends a student to their classes
+    expect(admin).not.toHaveBeenCalled()
+    expect(classes).toHaveBeenCalledTimes(1)
+    preloadRoute(router, '/admin', 'admin')
+    expect(admin).toHaveBeenCalledTimes(1)
+    preloadRoute(router, '/home', 'teacher') // two redirects
+    expect(classes).toHaveBeenCalledTimes(2)
+    preloadRoute(router, '/register', 'teacher') // signed in: sign-up sends them to their classes
+    expect(register).not.toHaveBeenCalled()
+    expect(classes).toHaveBeenCalledTimes(3)
+    // At start: only a stored session whose access token is still good (one that needs a refresh may
+    // have ended: its page is then /login) and that has a user.
+    const now = 1_000_000_000
+    const user = { id: 'u1', email: 'a@b.c', name: 'A', role: 'admin' as const, created_at: '' }
+    const stored = (accessExpiresAt: number, u: Stored['user'] = user): Stored => ({ access: 'a', refresh: 'r', accessExpiresAt, user: u })
+    preloadStoredSession(router, '/essays/e1', stored(now + 30_000), now) // within the refresh margin
+    preloadStoredSession(router, '/essays/e1', stored(now + 600_000, null), now)
+    preloadStoredSession(router, '/essays/e1', null, now)
+    expect(editor).not.toHaveBeenCalled()
+    preloadStoredSession(router, '/essays/e1', stored(now + 600_000), now)
+    expect(editor).toHaveBeenCalledTimes(1)
+    preloadStoredSession(router, '/admin', stored(now + 600_000, { ...user, role: 'student' }), now)
+    expect(admin).toHaveBeenCalledTimes(1)
   })
 
   it('the essay editor builds CodeMirror in a task after mount, with the text', async () => {
@@ -56,10 +93,12 @@ describe('start-up work split into tasks', () => {
       attachTo: document.body })
     await microtasks()
     expect(w.vm.ready()).toBe(false)
+    expect(w.emitted('ready')).toBeUndefined()
     expect(w.find('.cm-content').exists()).toBe(false)
     await task()
     await microtasks()
     expect(w.vm.ready()).toBe(true)
+    expect(w.emitted('ready')).toHaveLength(1)
     const content = w.get('.cm-content')
     expect(content.text()).toBe('Hello class')
     expect(content.attributes('aria-label')).toBe('Your essay')
@@ -77,6 +116,7 @@ describe('start-up work split into tasks', () => {
     await task()
     await microtasks()
     expect(vm.ready()).toBe(false)
+    expect(w.emitted('ready')).toBeUndefined()
     expect(document.querySelector('.cm-editor')).toBeNull()
   })
 })

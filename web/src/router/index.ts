@@ -1,6 +1,9 @@
-import { createRouter, createWebHistory, type RouteComponent, type Router, type RouteRecordRaw } from 'vue-router'
+import { createRouter, createWebHistory, type RouteComponent, type RouteLocationNormalized,
+  type RouteLocationNormalizedLoaded, type RouteLocationRaw,
+  type Router, type RouteRecordRaw } from 'vue-router'
+import type { Role } from '../api/types'
 import { nextTask } from '../lib/nextTask'
-import { useAuthStore } from '../stores/auth'
+import { REFRESH_MARGIN_MS, useAuthStore, type Stored } from '../stores/auth'
 // Sign-in is in the main bundle: an expired session must reach it even when a chunk cannot load.
 import LoginView from '../views/LoginView.vue'
 
@@ -20,12 +23,53 @@ export function lazy(loader: Loader): Loader & { preload: Loader } {
   return Object.assign(load, { preload: loader })
 }
 
-/** Start fetching the chunk(s) of the screen at `path` (no navigation, no yield); errors are left to the navigation. */
-export function preloadRoute(router: Router, path: string): void {
-  for (const record of router.resolve(path).matched) {
+/**
+ * Where a navigation to `to` goes for a user (signed in or not, with a role): `true` to stay, or the
+ * page they are sent to. The router's guard, and what preloadRoute follows.
+ */
+export function landing(to: Pick<RouteLocationNormalized, 'meta' | 'name' | 'fullPath'>, signedIn: boolean, role: Role | null): true | RouteLocationRaw {
+  if (to.meta.public) {
+    if (signedIn && (to.name === 'login' || to.name === 'register')) return { path: '/classes' }
+    return true
+  }
+  if (!signedIn) return { path: '/login', query: to.fullPath !== '/classes' ? { next: to.fullPath } : {} }
+  // A page for one role: anyone else lands on their classes (the API refuses them anyway).
+  if (to.meta.role && role !== to.meta.role) return { path: '/classes' }
+  return true
+}
+
+/**
+ * Start fetching the chunk(s) of the screen a signed-in user with `role` lands on at `path` (no
+ * navigation, no yield): redirects and the role guard are followed, so a page for another role (the
+ * admin's) is never fetched for them. Errors are left to the navigation.
+ */
+export function preloadRoute(router: Router, path: string, role: Role): void {
+  // A resolved location has what the guard and a redirect read (its name may be null: unnamed records).
+  const resolve = (raw: RouteLocationRaw, from?: RouteLocationNormalized) =>
+    router.resolve(raw, from as RouteLocationNormalizedLoaded | undefined) as unknown as RouteLocationNormalized
+  let to = resolve(path)
+  for (let hop = 0; hop < 5; hop++) {
+    const redirect = to.matched.find((record) => record.redirect)?.redirect
+    const next = redirect
+      ? (typeof redirect === 'function' ? redirect(to, to) : redirect)
+      : landing(to, true, role)
+    if (next === true) break
+    to = resolve(next, to)
+  }
+  for (const record of to.matched) {
     const component = record.components?.default as { preload?: Loader } | undefined
     if (typeof component?.preload === 'function') component.preload().catch(() => undefined)
   }
+}
+
+/**
+ * At start, with the session kept by an earlier load (`stored`): preload the page's chunks while
+ * GET /me is in flight, as that user. Only when the access token is still good: a session that needs
+ * a refresh may have ended (the page is then /login), so nothing is preloaded and the navigation
+ * fetches what it needs.
+ */
+export function preloadStoredSession(router: Router, path: string, stored: Stored | null, now = Date.now()): void {
+  if (stored?.user && stored.accessExpiresAt - now > REFRESH_MARGIN_MS) preloadRoute(router, path, stored.user.role)
 }
 
 // Every other screen is its own chunk: the editor route loads only what it needs.
@@ -51,14 +95,7 @@ export function makeRouter(): Router {
   const router = createRouter({ history: createWebHistory(), routes })
   router.beforeEach((to) => {
     const auth = useAuthStore()
-    if (to.meta.public) {
-      if (auth.signedIn && (to.name === 'login' || to.name === 'register')) return { path: '/classes' }
-      return true
-    }
-    if (!auth.signedIn) return { path: '/login', query: to.fullPath !== '/classes' ? { next: to.fullPath } : {} }
-    // A page for one role: anyone else lands on their classes (the API refuses them anyway).
-    if (to.meta.role && auth.role !== to.meta.role) return { path: '/classes' }
-    return true
+    return landing(to, auth.signedIn, auth.role)
   })
   return router
 }

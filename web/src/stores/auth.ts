@@ -14,9 +14,10 @@ export const STORAGE_KEY = 'essaycoach.auth'
 /** Refresh this long before the access token expires. */
 export const REFRESH_MARGIN_MS = 60_000
 
-interface Stored { access: string; accessExpiresAt: number; refresh: string; user: User | null }
+export interface Stored { access: string; accessExpiresAt: number; refresh: string; user: User | null }
 
-function readStored(): Stored | null {
+/** The session kept in local storage (by an earlier page load or another tab), if any. */
+export function readStored(): Stored | null {
   try {
     const raw = localStorage.getItem(STORAGE_KEY)
     return raw ? (JSON.parse(raw) as Stored) : null
