@@ -195,8 +195,10 @@ class EssayHost:
         on PostgreSQL on a Core connection of `db.engine.store_engine_for` (`run_sync`): the writes
         are Core statements, and through an ORM session each one also went through its ORM layer
         (a snapshot's `update(Essay)` through the bulk-update path, evaluating the session's
-        objects: it has none). Its connections are not pre-pinged: a transaction that met a dead
-        one (the server restarted) runs once more, on a new connection."""
+        objects: it has none). Its connections are not pre-pinged: a transaction whose statements
+        met a dead one (the server restarted) runs once more, on a new connection. A COMMIT that
+        fails is never run again: it may have reached the server (a revision stored twice), so the
+        error goes to the caller, as any other store error does."""
         if self._writer is not None:
             async with self._write_gate:
                 return await self._writer.run(work, inline=inline)
@@ -204,15 +206,20 @@ class EssayHost:
             async with self._writing() as session:
                 conn = await session.connection()
                 return await conn.run_sync(work)
-        try:
-            async with self._store_engine.begin() as conn:
-                return await conn.run_sync(work)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            log.warning("store connection lost; running the transaction again", extra={"error": repr(exc)})
-        async with self._store_engine.begin() as conn:
-            return await conn.run_sync(work)
+        for last_try in (False, True):
+            async with self._store_engine.connect() as conn:
+                await conn.begin()
+                try:
+                    result = await conn.run_sync(work)
+                except DBAPIError as exc:
+                    if last_try or not exc.connection_invalidated:
+                        raise
+                    log.warning("store connection lost; running the transaction again",
+                                extra={"error": repr(exc)})
+                    continue
+                await conn.commit()
+                return result
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def _write_log(self, rows: list[dict[str, Any]]) -> dict[int, BaseException]:
         """One group commit: the rows of essays whose lease is still ours under their token; the

@@ -244,7 +244,12 @@ class EssayHostShell:
 
                     # On this (the loop's) thread, before the store's thread and the rules worker start.
                     lower_priority(self.config.nice)
-                    engine = make_engine(self.config.database_url, keyring=self.config.keyring())
+                    # On PostgreSQL the host's writes have pools of their own (db.engine's
+                    # log_engine_for: 1 + 1, store_engine_for: 2 + 2); this one serves its reads
+                    # (loading essays), so 5 + 10 keeps a host at <= 21 connections.
+                    sqlite = self.config.database_url.startswith("sqlite")
+                    pools = {} if sqlite else {"pool_size": 5, "max_overflow": 10}
+                    engine = make_engine(self.config.database_url, keyring=self.config.keyring(), **pools)
                     name = ray.get_runtime_context().get_actor_name() or "essay-host"
                     self._worker = rules_worker(self.config.analysis)  # killed in shutdown; dies with us
                     host = EssayHost(sessions=make_sessionmaker(engine), bus=make_bus(self.config.bus, cluster=True),

@@ -4,19 +4,22 @@ pre-pinged, and that a server restart does not fail."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from actors.broadcast import InMemoryBus
 from actors.essay import LiveEssay
 from actors.host import EssayHost, HostConfig
 from db.engine import make_engine, make_sessionmaker
+from db.models import Revision
 from db.repositories import documents
 from tests.integration.test_host import FakeClock, new_essay, typed_updates
 from tests.integration.test_leases import postgres_round_trips
@@ -42,6 +45,13 @@ def orm_executions() -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(Session, "do_orm_execute", on_execute)
+
+
+async def terminate_other_connections(sessions: object) -> None:
+    """Every connection of this database but the one asking goes, as in a server restart."""
+    async with sessions() as session:  # type: ignore[operator]
+        await session.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
 
 
 @asynccontextmanager
@@ -85,12 +95,37 @@ async def test_host_writes_send_no_pool_ping_and_survive_their_connections_being
             sent.clear()
             await host.leases.renew(leases)
         assert sent and not any(s.strip() in (";", "ROLLBACK;", "ROLLBACK") for s in sent), sent
-        # Every connection of this database but ours goes, as in a server restart.
-        async with sessions() as session:  # type: ignore[operator]
-            await session.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                       "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        await terminate_other_connections(sessions)
         assert await host.leases.renew(leases) == set()
+        await terminate_other_connections(sessions)  # again: the compaction meets a dead one too
         await host.compactor.compact(essay, force_revision=True)
         async with sessions() as session:  # type: ignore[operator]
             stored = await documents.load(session, essay_id=essay.essay_id)
             assert stored is not None and stored.essay.text == "one two "
+
+
+async def test_a_commit_whose_reply_is_lost_is_not_run_again(sessions: object) -> None:
+    """The server committed, then the connection died before its answer: running the transaction
+    again would store the revision twice (its number is the next free one). The error goes to the
+    caller instead, and the store holds the one revision."""
+    async with typed_essay_on_postgres(sessions, ["one ", "two "]) as (host, essay):
+        assert host._store_engine is not None
+        dialect = host._store_engine.sync_engine.dialect
+        commit = dialect.do_commit
+        lost = []
+
+        def commit_then_lose_the_reply(dbapi_connection: Any) -> None:
+            commit(dbapi_connection)
+            if not lost:
+                lost.append(True)
+                dbapi_connection._connection.terminate()
+                raise dialect.loaded_dbapi.InterfaceError("connection is closed")
+
+        dialect.do_commit = commit_then_lose_the_reply  # type: ignore[method-assign]
+        with contextlib.suppress(DBAPIError):
+            await host.compactor.compact(essay, force_revision=True, reason="submit")
+        assert lost
+        async with sessions() as session:  # type: ignore[operator]
+            revisions = (await session.execute(
+                select(Revision.n).where(Revision.essay_id == essay.essay_id))).scalars().all()
+        assert revisions == [1]
