@@ -53,8 +53,8 @@ from typing import Any
 import httpx
 
 from ops.loadtest import corpus as corpora
+from ops.loadtest import cpuprobe, procs
 from ops.loadtest import hostile as attacks
-from ops.loadtest import procs
 from ops.loadtest.yclient import ClassDocsClient, FollowedDoc, YClient
 
 HERE = Path(__file__).resolve().parent
@@ -803,8 +803,11 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     client_cpu0, snap0 = procs.self_cpu_seconds(), procs.snapshot(target.pid)
     busy0, load0 = procs.machine_busy(), Path("/proc/loadavg").read_text().split()[0]
     wait0 = procs.self_runqueue_wait_seconds()
+    speed = cpuprobe.Probe()
+    speed.start()
     await asyncio.sleep(max(0.0, sim.window[1] - time.perf_counter()))
     snap1, client_cpu1 = procs.snapshot(target.pid), procs.self_cpu_seconds()
+    machine_speed = speed.stop()
     busy1, load1 = procs.machine_busy(), Path("/proc/loadavg").read_text().split()[0]
     client_wait = (procs.self_runqueue_wait_seconds() - wait0) / duration
     client_rss = procs.self_rss_kib()
@@ -931,6 +934,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
             "busy_cores": round(machine_cores, 2),
             "other_cores": round(max(0.0, machine_cores - server_cpu / duration - client_cores), 2),
             "loadavg_1m": [load0, load1],
+            "during_window": machine_speed,
         },
         "client": {
             "cpu_cores": round(client_cores, 2),
@@ -1131,9 +1135,7 @@ def cpu_calibration_ms() -> float:
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
-        total = 0
-        for i in range(1_000_000):
-            total += i
+        cpuprobe.fixed_loop(cpuprobe.CALIBRATION_ITERATIONS)
         best = min(best, time.perf_counter() - start)
     return round(best * 1000, 1)
 
@@ -1304,6 +1306,14 @@ def ratios(results: list[dict[str, Any]], scale: int = COMPARE_AT) -> list[str]:
 ANALYSIS_MARK = "## Analysis"
 
 
+def during_window(speed: dict[str, Any] | None) -> str:
+    """The machine's speed and saturation in the measured window (`cpuprobe`), for a target's line."""
+    if not speed or not speed.get("samples"):
+        return ""
+    return (f"; machine in the window: calibration loop {speed['cpu_ms_p50']} ms of CPU p50, {speed['cpu_ms_max']} "
+            f"max ({speed['samples']} samples), a task waiting for a core {fmt(speed['cpu_wait_fraction'])} of the time")
+
+
 def write_markdown(path: Path, doc: dict[str, Any]) -> None:
     keep = ""
     if path.exists():
@@ -1352,6 +1362,7 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
                                                     ("students and teachers open", "open_watched_by_process"),
                                                     ("at the end", "end_by_process"))
                                  for by_proc in [r["memory_per_essay_kib"].get(key)] if by_proc)
+                             + during_window(r['machine'].get('during_window'))
                              + f"; client runqueue wait {r['client'].get('runqueue_wait_fraction')} of wall time; "
                              f"connect {r['connect_s']['students']} s + {r['connect_s']['teachers']} s"
                              + "".join(f"; {n}" for n in r.get("notes", [])))
