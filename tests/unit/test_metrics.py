@@ -230,6 +230,15 @@ def test_fanout_is_observed_per_message_handed_to_another_socket() -> None:
     assert value("essaycoach_fanout_seconds_count") == before + 2
 
 
+async def test_fanout_on_a_loop_is_observed_at_the_end_of_the_turn_not_in_the_hand_over() -> None:
+    before = value("essaycoach_fanout_seconds_count")
+    observe_fanout(doc_message("a", b"x"))
+    observe_fanout(doc_message("a", b"y"))
+    assert value("essaycoach_fanout_seconds_count") == before  # the next frame's hand-over comes first
+    await asyncio.sleep(0)
+    assert value("essaycoach_fanout_seconds_count") == before + 2
+
+
 def test_local_fanout_counts_each_handler_it_delivers_to() -> None:
     fanout = LocalFanout()
     got: list[bytes] = []
