@@ -4,13 +4,15 @@
 The owner (and co-authors) write; teachers of the class read, and their updates are refused
 unless they change nothing. Each update goes to the essay's host without waiting for the
 previous one's commit; acks (`[100][n]`) follow in order once committed (`AckQueue`). A typed
-update reaches this replica's other sockets and its host from the connection's receive
-callback when the socket is idle (`ReceiptFanout`: the task never sees it), else from here. Awareness
+update reaches this replica's other sockets from the connection's receive callback when the
+socket is idle (`ReceiptFanout`: the task never sees it), else from here, and its host at the end
+of that loop turn. Awareness
 (cursors) is relayed for this socket's own client id only (`SocketAwareness`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -139,7 +141,8 @@ async def doc_socket(ws: WebSocket) -> None:
 
     def to_host(update: bytes, received: float, checked: TextUpdate | None) -> None:
         """The update to its host (typed when `checked`: handed to the watchers first if it fits);
-        acked (in order) from the host's answer, with no task."""
+        acked (in order) from the host's answer, with no task. The watchers get it now; the host
+        at the end of this loop turn (`submit`)."""
         sent = acks.sent()
         frame = hand_over(update, checked)
 
@@ -149,12 +152,18 @@ async def doc_socket(ws: WebSocket) -> None:
                 batch.count(len(update), time.perf_counter() - received)
             sent.settle(error)
 
-        typed = checked is not None
-        try:
-            hosts.submit_update(eid, update, author_id=user_id, origin=origin, live=typed,
-                                node=bus.node if typed else None, answer=answer)
-        except Exception as exc:  # told like the host's refusal: the socket closes; never raised
-            answer(None, exc, None)  # into the receive callback, whose message would be handled twice
+        def submit() -> None:
+            typed = checked is not None
+            try:
+                hosts.submit_update(eid, update, author_id=user_id, origin=origin, live=typed,
+                                    node=bus.node if typed else None, answer=answer)
+            except Exception as exc:  # told like the host's refusal: the socket closes
+                answer(None, exc, None)
+
+        # After the turn's other incoming frames: a frame read in the same turn as others is
+        # handed to its watchers after their hand-overs only, not after their submissions too.
+        # The host's stream waits `GATEWAY_FLUSH_SECONDS` for more anyway; call_soon keeps the order.
+        asyncio.get_running_loop().call_soon(submit)
 
     async def traced(update: bytes, received: float, checked: TextUpdate | None, span: Any) -> None:
         """`to_host` with tracing on: the update's span ends with the host's answer."""
