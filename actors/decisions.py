@@ -21,16 +21,23 @@ def until_quiet(essay: LiveEssay, now: float, pause: float) -> float:
     return max(0.0, pause - quiet_for(essay, now))
 
 
-def tier1_due_at(essay: LiveEssay, config: HostConfig) -> float:
+def tier1_due_at(essay: LiveEssay, config: HostConfig, interval: float | None = None) -> float:
     """When tier 1 (local rules) may next run for an essay typed in since its last run: once the
     student pauses for `local_pause_seconds`, and at most once per `local_min_interval` while
-    typing goes on."""
-    return max((essay.last_edit_at or 0.0) + config.local_pause_seconds,
-               essay.last_local_run + config.local_min_interval)
+    typing goes on.
+
+    `interval`: that interval stretched while the host is busy (`actors.pacing.Tier1Pacing`).
+    It holds back only the reruns while typing goes on: a student quiet for `local_stop_seconds`
+    has stopped, and gets tier 1 then (or at `local_min_interval`, if that is later)."""
+    last_edit = essay.last_edit_at or 0.0
+    due = max(last_edit + config.local_pause_seconds, essay.last_local_run + config.local_min_interval)
+    if interval is not None and interval > config.local_min_interval:
+        due = max(due, min(essay.last_local_run + interval, last_edit + config.local_stop_seconds))
+    return due
 
 
-def tier1_due(essay: LiveEssay, now: float, config: HostConfig) -> bool:
-    return now >= tier1_due_at(essay, config)
+def tier1_due(essay: LiveEssay, now: float, config: HostConfig, interval: float | None = None) -> bool:
+    return now >= tier1_due_at(essay, config, interval)
 
 
 def analysis_needed(essay: LiveEssay, text: str, *, run_llm: bool, force: bool) -> bool:

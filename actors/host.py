@@ -116,7 +116,7 @@ class EssayHost:
                                    on_lost=self._lost)
         self.scheduler = None if analyzer is None else FeedbackScheduler(
             analyzer=analyzer, local_analyzer=local_analyzer, config=self.config, events=self.events,
-            record_usage=self._record_usage, clock=clock)
+            record_usage=self._record_usage, clock=clock, name=name)
         self._ticker: asyncio.Task[None] | None = None
         self._tier1: asyncio.Task[None] | None = None
         self._write_gate = asyncio.Lock()

@@ -6,7 +6,8 @@ a sleeping task per essay (~1.7 KiB each and a timer every 0.25 s while typing);
 each essay analysed then gets one task (`LiveEssay.run_analysis`) that waits for a longer pause
 and sends the paragraphs that changed, the one still being written once it settles. A result
 computed on text that moved on meanwhile is dropped (its offsets describe text that no longer
-exists); the next run reuses the analysis cache.
+exists); the next run reuses the analysis cache. While the host is busy, tier 1's reruns during
+typing are spaced out (`actors.pacing.Tier1Pacing`, from how late the rounds' timer wakes).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -24,6 +26,8 @@ from actors.config import HostConfig
 from actors.essay import LiveEssay
 from actors.events import EventLog
 from actors.feedback import carry_items, settled_text, wire_item
+from actors.metrics import metric
+from actors.pacing import Tier1Pacing
 
 log = logging.getLogger("essaycoach.host")
 
@@ -45,12 +49,14 @@ class FeedbackScheduler:
 
     `analyzer` runs the LLM tier (and tier 1 when there is no `local_analyzer`: tier 1 may run
     right here, a remote hop per pause costs more than the rules). `record_usage(essay, usage)`
-    stores the tokens an LLM run spent; `clock` and `sleep` are the host's (tests pass fakes).
+    stores the tokens an LLM run spent; `clock` and `sleep` are the host's (tests pass fakes);
+    `name` is the host's (the `host` label of `essaycoach_tier1_interval_seconds`).
     """
 
     def __init__(self, *, analyzer: Analyzer, local_analyzer: Analyzer | None, config: HostConfig,
                  events: EventLog, record_usage: Callable[[LiveEssay, Any], Awaitable[None]],
-                 clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 name: str = "essay-host") -> None:
         self.analyzer = analyzer
         self.local_analyzer = local_analyzer
         self.config = config
@@ -60,6 +66,9 @@ class FeedbackScheduler:
         self.sleep = sleep
         # Essays typed in since their last tier-1 run.
         self.waiting: dict[uuid.UUID, LiveEssay] = {}
+        self.pacing = Tier1Pacing(config)
+        self._interval_gauge = metric("essaycoach_tier1_interval_seconds").labels(name)
+        self._interval_gauge.set(self.pacing.interval)
 
     @property
     def llm_enabled(self) -> bool:
@@ -81,15 +90,23 @@ class FeedbackScheduler:
 
     async def run(self) -> None:
         """Tier-1 rounds until cancelled (`local_pause_seconds / 2` apart); a failed round is
-        logged and the next one runs."""
-        await repeat(self.config.local_pause_seconds / 2, self.round, "tier-1 round", sleep=self.sleep)
+        logged and the next one runs. How late each round's timer wakes paces tier 1."""
+        await repeat(self.config.local_pause_seconds / 2, self.round, "tier-1 round", sleep=self.sleep,
+                     clock=self.clock, late=self.loop_lag)
+
+    def loop_lag(self, lag: float) -> None:
+        """A timer of the host's loop ran `lag` seconds late: tier 1's pace follows."""
+        before = self.pacing.interval
+        if self.pacing.observe(lag) != before:
+            self._interval_gauge.set(self.pacing.interval)
 
     async def round(self) -> None:
         """Tier 1 for each essay that came due since the last round; one essay at a time: tier 1
         runs in this process, a fraction of a millisecond per paragraph."""
-        now = self.clock()
+        now, interval = self.clock(), self.pacing.interval
         for essay in list(self.waiting.values()):
-            if not decisions.tier1_due(essay, now, self.config) or self.waiting.get(essay.essay_id) is not essay:
+            if (not decisions.tier1_due(essay, now, self.config, interval)
+                    or self.waiting.get(essay.essay_id) is not essay):
                 continue
             del self.waiting[essay.essay_id]  # typing during the run puts it back
             try:
@@ -209,11 +226,16 @@ def _anchored(item: FeedbackItem, before: FeedbackItem | None, made: dict[str, s
 
 
 async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str, *,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic, late: Callable[[float], None] | None = None) -> None:
     """`step()` every `interval` seconds until cancelled; a failed round is logged and the next
-    one runs (the loop ending would stop every essay's compaction or feedback on the host)."""
+    one runs (the loop ending would stop every essay's compaction or feedback on the host).
+    `late(seconds)`, when given, hears how late each sleep woke on `clock` (the loop's lag)."""
     while True:
+        asleep = clock()
         await sleep(interval)
+        if late is not None:
+            late(clock() - asleep - interval)
         try:
             await step()
         except asyncio.CancelledError:

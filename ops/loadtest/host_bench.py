@@ -16,7 +16,8 @@ before the full benchmark; `py-spy record -p PID` on it shows where the time goe
     .venv/bin/python -m ops.loadtest.host_bench --shape continuous \
         --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/hb_scratch   # PostgreSQL: emptied first
 
-Both report the event loop's lag (a 5 ms sleep's lateness: p50/p99/max and a histogram), which
+`tier1_interval_s`: tier 1's reruns per essay while typing goes on, stretched while the host is
+busy (`actors.pacing`). Both report the event loop's lag (a 5 ms sleep's lateness: p50/p99/max and a histogram), which
 is where a stall of the host shows before it shows in the full benchmark's tails.
 
 `ESSAYCOACH_*` settings from the environment apply (e.g. ESSAYCOACH_COMMIT_INTERVAL_MS).
@@ -243,6 +244,13 @@ async def empty_database(url: str) -> None:
         await engine.dispose()
 
 
+def tier1_intervals(intervals: array[float], base: float) -> dict[str, float]:
+    """Tier 1's interval while typing goes on, as sampled: mean, max and the share of samples
+    stretched over `base` (the host was busy: `actors.pacing`)."""
+    return {"mean": round(sum(intervals) / max(1, len(intervals)), 2), "max": round(max(intervals, default=0), 2),
+            "stretched_share": round(sum(1 for i in intervals if i > base) / max(1, len(intervals)), 2)}
+
+
 async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: str = "bursts",
                 sealed: bool = False, text: str = "latin", big_essays: int = 0,
                 database_url: str = "") -> dict[str, Any]:
@@ -277,6 +285,7 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
     measured_from = start + warmup
     cpu_at_window: float | None = None
     updates_in_window = 0
+    intervals = array("d")  # tier 1's interval while typing goes on (actors.pacing), every 100 updates
     for at, index, update in schedule:
         now = time.perf_counter()
         if start + at > now:
@@ -286,6 +295,8 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
         driver.arrive(ids[index], update)
         if cpu_at_window is not None:
             updates_in_window += 1
+            if host.scheduler is not None and updates_in_window % 100 == 0:
+                intervals.append(host.scheduler.pacing.interval)
     while driver.tasks:
         await asyncio.gather(*driver.tasks)
     probe.running = False
@@ -307,6 +318,7 @@ async def bench(typists: int, seconds: float, warmup: float, seed: int, shape: s
                    "p999": round(1000 * (pct(latencies, 99.9) or 0), 2), "max": round(1000 * max(latencies, default=0), 2)},
         "loop_lag": probe.report(measured_from),
         "pauses": pauses.report(),
+        "tier1_interval_s": tier1_intervals(intervals, settings.feedback_local_min_interval_seconds),
         "failed": driver.failed,
         "group_commits": host.committer.batches, "rows": host.committer.rows,
         "settings": {"store": engine.dialect.name, "commit_interval_ms": settings.commit_interval_ms,

@@ -7,6 +7,7 @@ real documents, typed into with real Yjs updates.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,22 @@ def test_tier1_is_due_at_the_pause_and_then_at_most_once_per_interval() -> None:
     assert not decisions.tier1_due(e, 101.0, CFG)
     Typist(e).type("more ", at=103.0)  # a pause after the interval: due at that pause
     assert decisions.tier1_due_at(e, CFG) == 103.25
+
+
+def test_a_stretched_interval_holds_tier1_back_while_typing_goes_on_but_not_once_the_student_stops() -> None:
+    e = essay()
+    cfg = replace(CFG, local_stop_seconds=1.0)
+    Typist(e).type("Hello ", at=100.0)
+    assert decisions.tier1_due_at(e, cfg, 8.0) == 100.25  # the first pause: at once, stretched or not
+    e.tier1_started(100.25)
+    for at in (100.5, 101.0, 101.5, 102.0, 102.5):  # a word every half second
+        Typist(e).type("word ", at=at)
+    assert decisions.tier1_due_at(e, cfg) == 102.75  # not stretched: the interval (2 s) has passed
+    assert decisions.tier1_due_at(e, cfg, 8.0) == 103.5  # stretched: not before a second's stop...
+    assert decisions.tier1_due_at(e, cfg, 2.0) == 102.75  # (the normal interval: unchanged)
+    for at in (103.0, 103.5, 104.0, 104.5, 105.0, 105.5, 106.0, 106.5, 107.0, 107.5, 108.0):
+        Typist(e).type("word ", at=at)
+    assert decisions.tier1_due_at(e, cfg, 8.0) == 108.25  # ...or the stretched interval, typing on
 
 
 def test_quiet_counts_from_the_last_edit_and_paragraphs_settle_after_the_settle_time() -> None:

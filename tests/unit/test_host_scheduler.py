@@ -2,7 +2,8 @@
 
 No real sleeps: the scheduler's `sleep` moves a fake clock, runs what a test scheduled up to
 then (a student typing) and then a tier-1 round, as the host's loop does every
-`local_pause_seconds / 2`. Times are multiples of 1/64 s, so every sum is exact.
+`local_pause_seconds / 2` (or, for `FeedbackScheduler.run`, moves it later than asked: a busy
+loop). Times are multiples of 1/64 s, so every sum is exact.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
 
 from actors.analysis.engine import AnalysisEngine, AnalysisResult
 from actors.analysis.local import LocalAnalyzer
@@ -30,10 +35,12 @@ CFG = HostConfig(local_pause_seconds=0.0625, local_min_interval=0.5, llm_pause_s
 class Timeline:
     """A fake clock whose `sleep` moves it, runs the actions scheduled up to then, then a round."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, late: float = 0.0, until: float = float("inf")) -> None:
         self.now = 0.0
         self.actions: list[tuple[float, Callable[[], None]]] = []
         self.scheduler: FeedbackScheduler | None = None
+        self.late = late  # each sleep wakes this much later than asked (a busy event loop)
+        self.until = until  # a sleep past this ends the test's `run()` (as the host's stop does)
 
     def __call__(self) -> float:
         return self.now
@@ -42,7 +49,9 @@ class Timeline:
         self.actions.append((when, action))
 
     async def sleep(self, seconds: float) -> None:
-        self.now += seconds
+        if self.now >= self.until:
+            raise asyncio.CancelledError
+        self.now += seconds + self.late
         for entry in [a for a in self.actions if a[0] <= self.now]:
             self.actions.remove(entry)
             entry[1]()
@@ -75,16 +84,19 @@ class RecordingAnalyzer:
         raise AssertionError("not scored here")
 
 
-def setup(*, llm: bool) -> tuple[Timeline, RecordingAnalyzer, FeedbackScheduler, LiveEssay, Typist]:
-    clock = Timeline()
+def setup(*, llm: bool, clock: Timeline | None = None, config: HostConfig = CFG, rounds_on_sleep: bool = True,
+          name: str = "essay-host") -> tuple[Timeline, RecordingAnalyzer, FeedbackScheduler, LiveEssay, Typist]:
+    clock = clock or Timeline()
     analyzer = RecordingAnalyzer(clock, llm=llm)
 
     async def no_usage(essay: LiveEssay, usage: Any) -> None:
         raise AssertionError("the fake spends no tokens")
 
-    scheduler = FeedbackScheduler(analyzer=analyzer, local_analyzer=None, config=CFG, events=EventLog(InMemoryBus()),
-                                  record_usage=no_usage, clock=clock, sleep=clock.sleep)
-    clock.scheduler = scheduler
+    scheduler = FeedbackScheduler(analyzer=analyzer, local_analyzer=None, config=config,
+                                  events=EventLog(InMemoryBus()), record_usage=no_usage, clock=clock,
+                                  sleep=clock.sleep, name=name)
+    if rounds_on_sleep:
+        clock.scheduler = scheduler
     meta = EssayMeta(essay_id=uuid.uuid4(), owner_id=uuid.uuid4(), class_id=None, title="t")
     essay = LiveEssay(meta=meta, doc=EssayDoc(), seq=0, watermark=0)
     return clock, analyzer, scheduler, essay, Typist(essay)
@@ -104,6 +116,37 @@ async def test_tier1_runs_at_the_pause_and_at_most_once_per_interval_while_typin
     assert [t for t, _, _ in analyzer.runs] == [0.0625, 0.5625, 1.0625, 1.5625, 2.0625]
     assert analyzer.texts[-1] == "".join(words)
     assert not scheduler.waiting and essay.analysis_task is None  # no task per essay without an LLM
+
+
+# Busy: the loop's smoothed lag over 5 ms stretches the 0.5 s interval up to 2 s; a 1/4 s stop still brings tier 1.
+PACED = replace(CFG, local_max_interval=2.0, tier1_busy_lag_seconds=0.005, local_stop_seconds=0.25)
+
+
+@pytest.mark.parametrize(("late", "runs_while_typing"), [(0.0, 8), (1 / 64, 2)], ids=["calm", "busy"])
+async def test_a_busy_host_spaces_out_tier1_while_typing_goes_on_and_runs_it_soon_after_the_student_stops(
+        late: float, runs_while_typing: int) -> None:
+    """The tier-1 loop's timer waking 1/64 s late, round after round, is a busy host: typing and
+    acks come first, so tier 1 reruns less often while the student types on (the stretched
+    interval is exported), and still runs within `local_stop_seconds` of the student stopping."""
+    clock = Timeline(late=late, until=6.0)
+    clock, analyzer, scheduler, essay, typist = setup(llm=False, clock=clock, config=PACED, rounds_on_sleep=False,
+                                                      name=f"paced-{late}")
+
+    def word() -> None:
+        typist.type("word ", at=clock.now)
+        scheduler.typed(essay)
+
+    for n in range(33):  # a word every 1/8 s for 4 s: every gap a "pause" of local_pause_seconds
+        clock.at(n / 8, word)
+    with pytest.raises(asyncio.CancelledError):
+        await scheduler.run()
+    typing = [t for t, _, _ in analyzer.runs if t <= 4.0]  # calm: every 0.5 s; busy: the first, then 2 s on
+    assert len(typing) == runs_while_typing, analyzer.runs
+    stopped = [t for t, _, _ in analyzer.runs if t > 4.0]  # the last word came at 4 s (within a round of it)
+    assert len(stopped) == 1 and stopped[0] <= 4.0 + PACED.local_stop_seconds + 2 * (1 / 32 + late), analyzer.runs
+    assert analyzer.texts[-1] == "word " * 33
+    gauge = REGISTRY.get_sample_value("essaycoach_tier1_interval_seconds", {"host": f"paced-{late}"})
+    assert gauge == scheduler.pacing.interval == (PACED.local_max_interval if late else PACED.local_min_interval)
 
 
 async def test_the_llm_waits_for_a_pause_holds_the_paragraph_being_written_and_sends_it_once_settled() -> None:
