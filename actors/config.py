@@ -30,11 +30,13 @@ class HostConfig:
     # host's CPU at 1,000 typists, and 2 s halves it (ops/loadtest/host_bench.py: 0.44 -> 0.38
     # ms of CPU per update); the rules' findings about a sentence being typed wait a second more.
     local_min_interval: float = 2.0
-    # While the host is busy (`actors.pacing.Tier1Pacing`: its event loop's smoothed lag over
-    # `tier1_busy_lag_seconds`) the interval above stretches, up to this: typing and acks come
+    # While the host is busy (`actors.pacing.Tier1Pacing`: its event loop's thread over
+    # `tier1_busy_cpu_share` of a core, or its timers over `tier1_busy_lag_seconds` late, both
+    # smoothed over a second) the interval above stretches, up to this: typing and acks come
     # before analysis. A student quiet for `local_stop_seconds` has stopped, not paused between
     # two words, and gets tier 1 then (`actors.decisions.tier1_due_at`), stretched or not.
     local_max_interval: float = 8.0
+    tier1_busy_cpu_share: float = 0.5
     tier1_busy_lag_seconds: float = 0.005
     local_stop_seconds: float = 1.0
     llm_pause_seconds: float = 2.0

@@ -7,7 +7,8 @@ each essay analysed then gets one task (`LiveEssay.run_analysis`) that waits for
 and sends the paragraphs that changed, the one still being written once it settles. A result
 computed on text that moved on meanwhile is dropped (its offsets describe text that no longer
 exists); the next run reuses the analysis cache. While the host is busy, tier 1's reruns during
-typing are spaced out (`actors.pacing.Tier1Pacing`, from how late the rounds' timer wakes).
+typing are spaced out (`actors.pacing.Tier1Pacing`, from the loop thread's CPU time and how late
+the rounds' timer wakes).
 """
 
 from __future__ import annotations
@@ -49,14 +50,15 @@ class FeedbackScheduler:
 
     `analyzer` runs the LLM tier (and tier 1 when there is no `local_analyzer`: tier 1 may run
     right here, a remote hop per pause costs more than the rules). `record_usage(essay, usage)`
-    stores the tokens an LLM run spent; `clock` and `sleep` are the host's (tests pass fakes);
-    `name` is the host's (the `host` label of `essaycoach_tier1_interval_seconds`).
+    stores the tokens an LLM run spent; `clock` and `sleep` are the host's, `cpu_clock` its loop
+    thread's CPU time (tests pass fakes); `name` is the host's (the `host` label of
+    `essaycoach_tier1_interval_seconds`).
     """
 
     def __init__(self, *, analyzer: Analyzer, local_analyzer: Analyzer | None, config: HostConfig,
                  events: EventLog, record_usage: Callable[[LiveEssay, Any], Awaitable[None]],
                  clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 name: str = "essay-host") -> None:
+                 cpu_clock: Callable[[], float] = time.thread_time, name: str = "essay-host") -> None:
         self.analyzer = analyzer
         self.local_analyzer = local_analyzer
         self.config = config
@@ -67,6 +69,8 @@ class FeedbackScheduler:
         # Essays typed in since their last tier-1 run.
         self.waiting: dict[uuid.UUID, LiveEssay] = {}
         self.pacing = Tier1Pacing(config)
+        self.cpu_clock = cpu_clock
+        self._observed = (clock(), cpu_clock())  # (wall, CPU) at the last `loop_observed`
         self._interval_gauge = metric("essaycoach_tier1_interval_seconds").labels(name)
         self._interval_gauge.set(self.pacing.interval)
 
@@ -92,12 +96,16 @@ class FeedbackScheduler:
         """Tier-1 rounds until cancelled (`local_pause_seconds / 2` apart); a failed round is
         logged and the next one runs. How late each round's timer wakes paces tier 1."""
         await repeat(self.config.local_pause_seconds / 2, self.round, "tier-1 round", sleep=self.sleep,
-                     clock=self.clock, late=self.loop_lag)
+                     clock=self.clock, late=self.loop_observed)
 
-    def loop_lag(self, lag: float) -> None:
-        """A timer of the host's loop ran `lag` seconds late: tier 1's pace follows."""
+    def loop_observed(self, lag: float) -> None:
+        """A timer of the host's loop ran `lag` seconds late (called on the loop's thread): with
+        the thread's CPU share since the last call, tier 1's pace follows."""
+        wall, cpu = self.clock(), self.cpu_clock()
+        share = (cpu - self._observed[1]) / max(1e-6, wall - self._observed[0])
+        self._observed = (wall, cpu)
         before = self.pacing.interval
-        if self.pacing.observe(lag) != before:
+        if self.pacing.observe(lag, share) != before:
             self._interval_gauge.set(self.pacing.interval)
 
     async def round(self) -> None:

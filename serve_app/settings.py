@@ -108,10 +108,12 @@ class Settings(BaseSettings):
     # Tier 1 reruns at most this often per essay while the student keeps typing with short gaps
     # (see HostConfig.local_min_interval).
     feedback_local_min_interval_seconds: float = 2.0
-    # While the host's event loop runs late (smoothed over a second, above the lag here) that
-    # interval stretches up to the max: typing and acks come before analysis (actors/pacing.py).
-    # A student quiet for the stop time still gets tier 1 then.
+    # While the host's event loop is busy (smoothed over a second: its thread over this share of
+    # a core, or its timers over this lag) that interval stretches up to the max: typing and
+    # acks come before analysis (actors/pacing.py). A student quiet for the stop time still
+    # gets tier 1 then.
     feedback_local_max_interval_seconds: float = 8.0
+    feedback_busy_cpu_share: float = Field(default=0.5, gt=0)
     feedback_busy_lag_ms: float = Field(default=5.0, gt=0)
     feedback_local_stop_seconds: float = 1.0
     feedback_llm_pause_seconds: float = 2.0
@@ -214,6 +216,7 @@ class Settings(BaseSettings):
                           local_pause_seconds=self.feedback_local_pause_seconds,
                           local_min_interval=self.feedback_local_min_interval_seconds,
                           local_max_interval=self.feedback_local_max_interval_seconds,
+                          tier1_busy_cpu_share=self.feedback_busy_cpu_share,
                           tier1_busy_lag_seconds=self.feedback_busy_lag_ms / 1000,
                           local_stop_seconds=self.feedback_local_stop_seconds,
                           llm_pause_seconds=self.feedback_llm_pause_seconds,

@@ -35,12 +35,16 @@ CFG = HostConfig(local_pause_seconds=0.0625, local_min_interval=0.5, llm_pause_s
 class Timeline:
     """A fake clock whose `sleep` moves it, runs the actions scheduled up to then, then a round."""
 
-    def __init__(self, *, late: float = 0.0, until: float = float("inf")) -> None:
+    def __init__(self, *, late: float = 0.0, cpu_share: float = 0.0, until: float = float("inf")) -> None:
         self.now = 0.0
         self.actions: list[tuple[float, Callable[[], None]]] = []
         self.scheduler: FeedbackScheduler | None = None
         self.late = late  # each sleep wakes this much later than asked (a busy event loop)
         self.until = until  # a sleep past this ends the test's `run()` (as the host's stop does)
+        self.cpu_share = cpu_share  # the loop thread's CPU time: this share of the time passed
+
+    def cpu(self) -> float:
+        return self.now * self.cpu_share
 
     def __call__(self) -> float:
         return self.now
@@ -94,7 +98,7 @@ def setup(*, llm: bool, clock: Timeline | None = None, config: HostConfig = CFG,
 
     scheduler = FeedbackScheduler(analyzer=analyzer, local_analyzer=None, config=config,
                                   events=EventLog(InMemoryBus()), record_usage=no_usage, clock=clock,
-                                  sleep=clock.sleep, name=name)
+                                  sleep=clock.sleep, cpu_clock=clock.cpu, name=name)
     if rounds_on_sleep:
         clock.scheduler = scheduler
     meta = EssayMeta(essay_id=uuid.uuid4(), owner_id=uuid.uuid4(), class_id=None, title="t")
@@ -118,19 +122,24 @@ async def test_tier1_runs_at_the_pause_and_at_most_once_per_interval_while_typin
     assert not scheduler.waiting and essay.analysis_task is None  # no task per essay without an LLM
 
 
-# Busy: the loop's smoothed lag over 5 ms stretches the 0.5 s interval up to 2 s; a 1/4 s stop still brings tier 1.
-PACED = replace(CFG, local_max_interval=2.0, tier1_busy_lag_seconds=0.005, local_stop_seconds=0.25)
+# Busy: the loop's thread over half a core or its smoothed lag over 5 ms stretches the 0.5 s
+# interval up to 2 s; a 1/4 s stop still brings tier 1.
+PACED = replace(CFG, local_max_interval=2.0, tier1_busy_cpu_share=0.5, tier1_busy_lag_seconds=0.005,
+                local_stop_seconds=0.25)
 
 
-@pytest.mark.parametrize(("late", "runs_while_typing"), [(0.0, 8), (1 / 64, 2)], ids=["calm", "busy"])
+@pytest.mark.parametrize(("late", "cpu_share", "runs_while_typing"),
+                         [(0.0, 0.25, 8), (1 / 64, 0.25, 2), (0.0, 0.75, 2)], ids=["calm", "late", "cpu"])
 async def test_a_busy_host_spaces_out_tier1_while_typing_goes_on_and_runs_it_soon_after_the_student_stops(
-        late: float, runs_while_typing: int) -> None:
-    """The tier-1 loop's timer waking 1/64 s late, round after round, is a busy host: typing and
-    acks come first, so tier 1 reruns less often while the student types on (the stretched
-    interval is exported), and still runs within `local_stop_seconds` of the student stopping."""
-    clock = Timeline(late=late, until=6.0)
+        late: float, cpu_share: float, runs_while_typing: int) -> None:
+    """The tier-1 loop's timer waking 1/64 s late round after round, or its thread using three
+    quarters of a core, is a busy host: typing and acks come first, so tier 1 reruns less often
+    while the student types on (the stretched interval is exported), and still runs within
+    `local_stop_seconds` of the student stopping."""
+    clock = Timeline(late=late, cpu_share=cpu_share, until=6.0)
+    name = f"paced-{late}-{cpu_share}"
     clock, analyzer, scheduler, essay, typist = setup(llm=False, clock=clock, config=PACED, rounds_on_sleep=False,
-                                                      name=f"paced-{late}")
+                                                      name=name)
 
     def word() -> None:
         typist.type("word ", at=clock.now)
@@ -145,8 +154,9 @@ async def test_a_busy_host_spaces_out_tier1_while_typing_goes_on_and_runs_it_soo
     stopped = [t for t, _, _ in analyzer.runs if t > 4.0]  # the last word came at 4 s (within a round of it)
     assert len(stopped) == 1 and stopped[0] <= 4.0 + PACED.local_stop_seconds + 2 * (1 / 32 + late), analyzer.runs
     assert analyzer.texts[-1] == "word " * 33
-    gauge = REGISTRY.get_sample_value("essaycoach_tier1_interval_seconds", {"host": f"paced-{late}"})
-    assert gauge == scheduler.pacing.interval == (PACED.local_max_interval if late else PACED.local_min_interval)
+    gauge = REGISTRY.get_sample_value("essaycoach_tier1_interval_seconds", {"host": name})
+    busy = runs_while_typing < 8
+    assert gauge == scheduler.pacing.interval == (PACED.local_max_interval if busy else PACED.local_min_interval)
 
 
 async def test_the_llm_waits_for_a_pause_holds_the_paragraph_being_written_and_sends_it_once_settled() -> None:
