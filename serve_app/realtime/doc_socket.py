@@ -13,6 +13,7 @@ of that loop turn. Awareness
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -240,9 +241,12 @@ async def doc_socket(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     except HostUnavailable:
+        acks.write_due()
         await close_quietly(ws, CloseCode.TRY_AGAIN_LATER, "essay host unavailable; reconnect")
     except Exception:
         log.exception("doc socket failed", extra={"essay_id": str(eid), "user_id": str(user_id)})
+        with contextlib.suppress(Exception):  # the failure may be the socket's own
+            acks.write_due()
         await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         unhook()

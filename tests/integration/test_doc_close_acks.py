@@ -7,8 +7,8 @@ Over real websockets with in-process hosts (no Ray). The host's answer to the st
 update is held back and handed to the socket in the very call that decides the close: inside
 the rate limit's `take` (the frame that trips it, close 1008), just before a frame the protocol
 refuses (close 4415), or inside the host's answer to a sync step 1 that finds the essay deleted
-(4404). That is what happens when the host's answer and the closing frame arrive in one read of
-the event loop.
+(4404), finds its host going away (1013) or fails (1011). That is what happens when the host's
+answer and the closing frame arrive in one read of the event loop.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 from pycrdt import create_sync_message
 
 from actors.host import EssayNotFound
+from actors.host_api import HostUnavailable
 from ops.loadtest.yclient import YClient
 from serve_app.realtime.connection import UserBucket
 from serve_app.realtime.protocol import CloseCode, encode_ack
@@ -98,21 +99,31 @@ async def writing(settings: Any) -> AsyncIterator[tuple[YClient, HeldAnswers, Tr
             await writer.close()
 
 
-def deleted_on_sync(hosts: list[Any], answers: HeldAnswers) -> None:
-    """Every host answers the next sync step 1 with `EssayNotFound` (the essay was deleted),
-    handing the socket the held answers first, without a loop turn between."""
+def failing_on_sync(hosts: list[Any], answers: HeldAnswers, error: Callable[[uuid.UUID], Exception]) -> None:
+    """Every host answers the next sync step 1 with `error` (`EssayNotFound`: the essay was
+    deleted; `HostUnavailable`: its host is going; anything else: a bug), handing the socket the
+    held answers first, without a loop turn between."""
     for host in hosts:
         async def sync(essay_id: uuid.UUID, _state_vector: bytes) -> Any:
             answers.release()
-            raise EssayNotFound(str(essay_id))
+            raise error(essay_id)
 
         host.sync = sync
+
+
+SYNC_FAILURES: dict[str, Callable[[uuid.UUID], Exception]] = {
+    "essay-deleted": lambda essay_id: EssayNotFound(str(essay_id)),
+    "host-unavailable": lambda _essay_id: HostUnavailable("essay host unavailable: its node is gone"),
+    "internal-error": lambda _essay_id: RuntimeError("a bug in the host"),
+}
 
 
 @pytest.mark.parametrize(("closing", "code"), [
     ("rate-limit", CloseCode.POLICY_VIOLATION),
     ("protocol-error", CloseCode.UNKNOWN_MESSAGE_TYPE),  # a client-sent ack
     ("essay-deleted", CloseCode.UNKNOWN_ESSAY),
+    ("host-unavailable", CloseCode.TRY_AGAIN_LATER),
+    ("internal-error", CloseCode.INTERNAL_ERROR),
 ])
 async def test_an_ack_released_in_the_turn_of_a_server_close_reaches_the_client_before_the_close(
         settings: Any, closing: str, code: int) -> None:
@@ -130,7 +141,7 @@ async def test_an_ack_released_in_the_turn_of_a_server_close_reaches_the_client_
             bucket.trip = False
             await writer.send_raw(encode_ack(1))
         else:
-            deleted_on_sync(hosts, answers)
+            failing_on_sync(hosts, answers, SYNC_FAILURES[closing])
             await writer.send_raw(create_sync_message(writer.doc))
         assert await writer.wait_closed() == code
         assert bucket.trip is None and not answers.held  # the close came from that frame
