@@ -3,7 +3,7 @@ import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import * as syncProtocol from 'y-protocols/sync'
-import { ClassDocs } from '../src/realtime/classDocs'
+import { ClassDocs, followedDoc } from '../src/realtime/classDocs'
 import { ticketSocketClass } from '../src/realtime/ticketSocket'
 import { FakeSocket, flush } from './fakes'
 
@@ -41,6 +41,10 @@ describe('whole-class text over one docs socket', () => {
     expect(texts.get('e1')).toBe('<script>alert(1)</script> hello')
     expect(ws.sent).toHaveLength(2) // read-only: nothing written back
     docs.stop()
+  })
+
+  it('keeps each followed essay in a doc named by the essay id, not by a random UUID', () => {
+    expect(followedDoc('e1').guid).toBe('e1')
   })
 
   it('stops following an essay the server refuses, and the socket stays', async () => {

@@ -7,6 +7,12 @@ import { applyPendingRows, openClassLive, revealedCount } from '../src/stores/cl
 import type { LiveRow } from '../src/api/types'
 import { FakeSocket, flush } from './fakes'
 
+// nextTask as in the app, or held until the test releases it (`held.hold`).
+const held = vi.hoisted(() => ({ hold: false, release: [] as (() => void)[] }))
+vi.mock('../src/lib/nextTask', () => ({
+  nextTask: () => new Promise<void>((resolve) => (held.hold ? held.release.push(resolve) : setTimeout(resolve, 0))),
+}))
+
 const frame = () => new Promise((resolve) => setTimeout(resolve, 80))
 const row = (id: string, extra: object) => JSON.stringify({ type: 'student', student_id: id, essay_id: `e-${id}`, name: '',
   title: 't', word_count: 0, last_active_at: null, excerpt: '', feedback_counts: {}, flags: [], typing_seconds: 0, ...extra })
@@ -62,7 +68,7 @@ describe('live class view store', () => {
     expect(pending.size).toBe(0)
   })
 
-  it('shows a burst of new students over several frames, all of them in the end', () =>
+  it('shows a burst of new students three per frame, all of them in the end', () =>
     withHeldFrames(async (live, frames) => {
       for (let i = 0; i < 25; i++) FakeSocket.last().receive(row(`s${i}`, { name: `S${i}` }))
       const sizes: number[] = []
@@ -70,7 +76,7 @@ describe('live class view store', () => {
         frames.shift()!(0)
         sizes.push(live.rows.size)
       }
-      expect(sizes).toEqual([5, 10, 15, 20, 25])
+      expect(sizes).toEqual([3, 6, 9, 12, 15, 18, 21, 24, 25])
     }))
 
   it('reveals the whole-class text blocks a few per frame once on, all in the end, none when off', async () => {
@@ -137,6 +143,27 @@ describe('live class view store', () => {
       const docs = FakeSocket.last()
       docs.open()
       expect(docs.sent).toHaveLength(1) // e-s1 is followed although its card is not shown yet
+    }))
+
+  it('makes the docs socket and follows the essays in a task after the one that ran Yjs\'s chunk', () =>
+    withHeldFrames(async (live) => {
+      FakeSocket.last().receive(row('s1', { name: 'Ada' }))
+      held.hold = true
+      try {
+        const on = live.setDocs(true)
+        await vi.waitUntil(() => held.release.length > 0) // the chunk has run
+        await flush()
+        expect(FakeSocket.instances).toHaveLength(1) // the live socket only
+        held.release.shift()!()
+        await on
+        await flush()
+        expect(FakeSocket.instances).toHaveLength(2)
+        FakeSocket.last().open()
+        expect(FakeSocket.last().sent).toHaveLength(1)
+      } finally {
+        held.hold = false
+        held.release = []
+      }
     }))
 
   it('drops a removed student at once, including a row still waiting for the next frame', async () => {

@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { mount } from '@vue/test-utils'
 import { createMemoryHistory, createRouter } from 'vue-router'
@@ -13,8 +15,30 @@ async function microtasks(): Promise<void> {
 }
 const task = () => new Promise<void>((resolve) => setTimeout(resolve, 0))
 
+/** The packages and files the module at `entry` imports statically (not `import type`, not `import()`), transitively. */
+function staticImports(entry: string, seen = new Set<string>()): Set<string> {
+  if (seen.has(entry)) return seen
+  seen.add(entry)
+  if (!entry.startsWith('/')) return seen // a package
+  const source = readFileSync(entry, 'utf8')
+  for (const [, spec] of source.matchAll(/^\s*import\s+(?!type\b)(?:[^'"]*?\s+from\s+)?['"]([^'"]+)['"]/gm)) {
+    if (!spec.startsWith('.')) { staticImports(spec, seen); continue }
+    const base = resolve(dirname(entry), spec)
+    const file = [base, `${base}.ts`, join(base, 'index.ts')].find((f) => existsSync(f) && !f.endsWith('/') && /\.(ts|vue|css)$/.test(f))
+    if (file && !file.endsWith('.css')) staticImports(file, seen)
+  }
+  return seen
+}
+
 describe('start-up work split into tasks', () => {
   afterEach(() => { document.body.innerHTML = '' })
+
+  it('the entry script runs no Naive UI code: the shell renders no provider (no Naive component is used)', () => {
+    const graph = staticImports(join(__dirname, '..', 'src', 'main.ts'))
+    expect(graph.has(join(__dirname, '..', 'src', 'App.vue'))).toBe(true)
+    expect(graph.has('vue-router')).toBe(true)
+    expect([...graph].filter((m) => m.startsWith('naive-ui'))).toEqual([])
+  })
 
   it('a lazy screen resolves a task after its chunk ran, not in the same task', async () => {
     const screen = { template: '<p>screen</p>' }

@@ -3,6 +3,7 @@ import { computed, ref, shallowReactive, shallowRef, watch, type Ref, type Shall
 import { socketUrl } from '../api/tickets'
 import { fetchTicket } from '../api/tickets'
 import type { LiveRow, StudentRemoved } from '../api/types'
+import { nextTask } from '../lib/nextTask'
 import type { ClassDocs } from '../realtime/classDocs'
 import { isFatalClose, ReconnectingSocket, type SocketStatus } from '../realtime/reconnecting'
 import { ticketSocketClass, type SocketClass, type TicketFn } from '../realtime/ticketSocket'
@@ -31,10 +32,11 @@ export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): Liv
  * New students' cards added per frame. A class's rows all arrive when the view opens, and mounting
  * 30 cards in one task was the page's longest task (~45 ms of main thread on the 2-core bench
  * machine, web/README.md). Frames of 10 cards still took 13-26 ms of CPU, the largest start-up
- * tasks once the app's start was split; frames of 5 take about half (30 cards in 6 frames, ~0.1 s).
+ * tasks once the app's start was split; frames of 5 about half, still 40-50 ms of wall time with
+ * the browser on one core; frames of 3 keep under 40 (30 cards in 10 frames, ~0.17 s).
  * Updates to cards already shown are never held back.
  */
-export const NEW_ROWS_PER_FRAME = 5
+export const NEW_ROWS_PER_FRAME = 3
 
 /**
  * Move pending rows into `rows`: every update of a student already shown, and at most `limit`
@@ -170,6 +172,8 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
     docsOn.value = on
     if (on && !docs) {
       const { ClassDocs } = await import('../realtime/classDocs')
+      // Yjs's chunk ran in this task: the socket and the 30 docs are made in the next one.
+      await nextTask()
       if (!docsOn.value || docs || stopped) return // turned off (or on twice) while loading
       docs = new ClassDocs(socketUrl(`/ws/classes/${classId}/docs`), Socket, {
         text: (id) => { pendingTexts.add(id); schedule() },
