@@ -170,21 +170,12 @@ class AckQueue:
             raise self.failure
 
 
-ACK_SLICE = 16
-"""Sockets whose acks one `AckBatch.flush` writes; the rest wait for the next loop turn."""
-
-
 class AckBatch:
     """One replica's acks released during a loop turn, written when the turn's callbacks are done
     (`call_soon`, scheduled by the turn's first): one frame per socket, and the turn's acked
     updates recorded through `record(count, bytes, ack latencies)` just before (so a client that
     reads its ack finds it counted). A frame and a record per acked update were a write syscall
-    and three metric calls each, from the host stream's receive callback.
-
-    At most `ACK_SLICE` sockets' acks are written per turn, oldest first: a group commit's answer
-    releases acks for many sockets, each ack a write (~50-150 us on a busy Gateway), and a typed
-    frame arriving meanwhile waited for all of them before the loop read it and handed it to its
-    watchers. Between slices the loop reads its sockets again."""
+    and three metric calls each, from the host stream's receive callback."""
 
     __slots__ = ("_due", "_bytes", "_seconds", "_record", "_scheduled")
 
@@ -219,11 +210,9 @@ class AckBatch:
                 self._record(len(seconds), size, seconds)
             except Exception:  # the acks go out whatever the metrics do
                 log.exception("recording acked updates failed")
-        due, self._due = self._due[:ACK_SLICE], self._due[ACK_SLICE:]
-        if self._due:
-            self._schedule()
+        due, self._due = self._due, []
         for queue in due:
-            if queue._due:  # not written since (its socket closed: `write_due`)
+            if queue._due:
                 try:
                     queue.write_ack()
                 except Exception:  # one socket's failed write must not hold back the others' acks

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from serve_app.realtime.acks import ACK_SLICE, AckBatch, AckQueue
+from serve_app.realtime.acks import AckBatch, AckQueue
 
 
 async def answer(gate: asyncio.Future[None]) -> int:
@@ -211,21 +211,3 @@ async def test_an_ack_due_this_turn_is_written_at_once_when_the_socket_closes() 
     assert written == [2]  # not again at the turn's end
     acks.write_due()
     assert written == [2]
-
-
-async def test_a_turn_writes_a_slice_of_the_released_acks_and_the_rest_in_the_next_turns() -> None:
-    """A group commit releasing many sockets' acks does not hold the loop for all of their
-    writes: the next frames are read between slices. Each socket's ack still goes out once, in
-    the order released, and one closed meanwhile had its ack written before the close."""
-    written: list[tuple[int, int]] = []
-    batch = AckBatch(lambda count, size, seconds: None)
-    queues = [AckQueue(lambda n, i=i: written.append((i, n)), batch=batch) for i in range(2 * ACK_SLICE + 1)]
-    for queue in queues:
-        queue.sent().settle()
-    await asyncio.sleep(0)
-    assert written == [(i, 1) for i in range(ACK_SLICE)]
-    queues[-1].write_due()  # its socket closes before its slice comes
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert sorted(written) == [(i, 1) for i in range(2 * ACK_SLICE + 1)]
-    assert written[ACK_SLICE:] == [(2 * ACK_SLICE, 1)] + [(i, 1) for i in range(ACK_SLICE, 2 * ACK_SLICE)]
