@@ -70,7 +70,7 @@ class FeedbackScheduler:
         self.waiting: dict[uuid.UUID, LiveEssay] = {}
         self.pacing = Tier1Pacing(config)
         self.cpu_clock = cpu_clock
-        self._observed = (clock(), cpu_clock())  # (wall, CPU) at the last `loop_observed`
+        self._observed: tuple[float, float] | None = None  # (wall, CPU) at the last `loop_observed`
         self._interval_gauge = metric("essaycoach_tier1_interval_seconds").labels(name)
         self._interval_gauge.set(self.pacing.interval)
 
@@ -102,7 +102,11 @@ class FeedbackScheduler:
         """A timer of the host's loop ran `lag` seconds late (called on the loop's thread): with
         the thread's CPU share since the last call, tier 1's pace follows."""
         wall, cpu = self.clock(), self.cpu_clock()
-        share = (cpu - self._observed[1]) / max(1e-6, wall - self._observed[0])
+        if self._observed is None:  # the first sample on the loop's thread (`__init__` may run on another)
+            share = 0.0
+        else:
+            elapsed = wall - self._observed[0]
+            share = (cpu - self._observed[1]) / elapsed if elapsed > 0 else 0.0
         self._observed = (wall, cpu)
         before = self.pacing.interval
         if self.pacing.observe(lag, share) != before:
@@ -242,9 +246,9 @@ async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str
     while True:
         asleep = clock()
         await sleep(interval)
-        if late is not None:
-            late(clock() - asleep - interval)
         try:
+            if late is not None:
+                late(clock() - asleep - interval)
             await step()
         except asyncio.CancelledError:
             raise

@@ -191,6 +191,8 @@ class Settings(BaseSettings):
             self.jwt_secret = _dev_secret(self.var_dir)
         if len(self.jwt_secret.encode()) < 32:
             raise ValueError("ESSAYCOACH_JWT_SECRET must be at least 32 bytes")
+        if self.feedback_local_max_interval_seconds < self.feedback_local_min_interval_seconds:
+            raise ValueError("ESSAYCOACH_FEEDBACK_LOCAL_MAX_INTERVAL_SECONDS must be at least the min interval")
         self.trusted_proxy_networks  # noqa: B018 - a bad CIDR fails at start, not at the first login
         self.keyring  # noqa: B018 - and so does a bad data key
         return self

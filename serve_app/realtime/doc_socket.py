@@ -13,7 +13,6 @@ of that loop turn. Awareness
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -148,10 +147,12 @@ async def doc_socket(ws: WebSocket) -> None:
         frame = hand_over(update, checked)
 
         def answer(_seq: int | None, error: BaseException | None, told: Room | None) -> None:
-            settled(update, checked, frame, error, told)
-            if error is None:
-                batch.count(len(update), time.perf_counter() - received)
-            sent.settle(error)
+            try:
+                settled(update, checked, frame, error, told)
+                if error is None:
+                    batch.count(len(update), time.perf_counter() - received)
+            finally:  # settled, whatever the bookkeeping did: later acks wait on this one
+                sent.settle(error)
 
         def submit() -> None:
             typed = checked is not None
@@ -241,13 +242,16 @@ async def doc_socket(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     except HostUnavailable:
-        acks.write_due()
-        await close_quietly(ws, CloseCode.TRY_AGAIN_LATER, "essay host unavailable; reconnect")
+        acks.write_due()  # queued behind what the socket has not sent yet: `out.close` sends it first
+        await out.close(CloseCode.TRY_AGAIN_LATER, "essay host unavailable; reconnect")
     except Exception:
         log.exception("doc socket failed", extra={"essay_id": str(eid), "user_id": str(user_id)})
-        with contextlib.suppress(Exception):  # the failure may be the socket's own
+        try:  # the failure may be the socket's own: then only the close is tried
             acks.write_due()
-        await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
+        except Exception:
+            await close_quietly(ws, CloseCode.INTERNAL_ERROR, "internal error")
+        else:
+            await out.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         unhook()
         release_bucket()

@@ -26,7 +26,7 @@ from actors.config import HostConfig
 from actors.doc import EssayDoc
 from actors.essay import EssayMeta, LiveEssay
 from actors.events import EventLog
-from actors.scheduler import FeedbackScheduler
+from actors.scheduler import FeedbackScheduler, repeat
 from tests.unit.test_host_decisions import Typist
 
 CFG = HostConfig(local_pause_seconds=0.0625, local_min_interval=0.5, llm_pause_seconds=2.0, llm_settle_seconds=15.0)
@@ -247,3 +247,37 @@ async def test_an_essay_that_unloads_leaves_nothing_in_the_engine_that_analysed_
     assert essay.analyzed_text and str(meta.essay_id) in engine._splits
     scheduler.forget(essay)
     assert str(meta.essay_id) not in engine._splits
+
+
+async def test_a_failing_pace_hook_does_not_end_the_rounds() -> None:
+    """`repeat` logs a failing `late` hook like a failing round: tier 1 on the host keeps running."""
+    rounds: list[int] = []
+    sleeps = 0
+
+    async def sleep(_seconds: float) -> None:
+        nonlocal sleeps
+        sleeps += 1
+        if sleeps > 3:
+            raise asyncio.CancelledError
+
+    async def step() -> None:
+        rounds.append(sleeps)
+
+    def late(_lag: float) -> None:
+        raise RuntimeError("metrics backend down")
+
+    with pytest.raises(asyncio.CancelledError):
+        await repeat(0.125, step, "tier-1 round", sleep=sleep, late=late)
+    assert rounds == []  # the hook failed before each round: logged, and the loop went on
+    assert sleeps == 4
+
+
+async def test_the_first_cpu_sample_and_a_clock_that_did_not_move_are_not_a_busy_host() -> None:
+    """The loop's CPU share starts from its first sample on the loop's thread, and a wall clock
+    that did not advance (a fake clock, two samples in one tick) is no sample: no stretch."""
+    _, _, scheduler, _, _ = setup(llm=False, clock=Timeline(), config=PACED, rounds_on_sleep=False, name="first-sample")
+    spent = iter(range(100, 10_000, 5))  # the thread's CPU seconds: 100 before the first sample, 5 more each
+    scheduler.cpu_clock = lambda: float(next(spent))
+    for _ in range(20):
+        scheduler.loop_observed(0.0)  # the fake clock never moves
+    assert scheduler.pacing.interval == PACED.local_min_interval

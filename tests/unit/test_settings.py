@@ -82,3 +82,11 @@ def test_run_dev_turns_dev_mode_on_for_the_process_and_its_replicas(monkeypatch:
 def test_a_bad_trusted_proxy_cidr_fails_at_start() -> None:
     with pytest.raises(ValueError, match="TRUSTED_PROXIES"):
         Settings(dev_mode=False, jwt_secret=SECRET, trusted_proxies="10.0.0.0/99")
+
+
+def test_a_max_tier1_interval_below_the_min_fails_at_start() -> None:
+    with pytest.raises(ValueError, match="MAX_INTERVAL"):
+        Settings(dev_mode=False, jwt_secret=SECRET, feedback_local_min_interval_seconds=3.0,
+                 feedback_local_max_interval_seconds=2.0)
+    assert Settings(dev_mode=False, jwt_secret=SECRET, feedback_local_min_interval_seconds=3.0,
+                    feedback_local_max_interval_seconds=3.0).host_config().local_max_interval == 3.0
