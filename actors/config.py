@@ -35,11 +35,12 @@ class HostConfig:
     # smoothed over a second) the interval above stretches, up to this: typing and acks come
     # before analysis. A student quiet for `local_stop_seconds` has stopped, not paused between
     # two words, and gets tier 1 then (`actors.decisions.tier1_due_at`), stretched or not.
-    # Off by default (max = min: no stretch): in an alternated A/B at 300 continuous typists
-    # (2026-12-07 17:01-17:20 UTC, ops/loadtest/RESULTS.md "Reruns 41-44") every run with an 8 s
-    # max had one ack stall of ~0.9-1.0 s (3 of 3) and none without it (0 of 4, worst 193 ms);
-    # the cause is not found yet. Set FEEDBACK_LOCAL_MAX_INTERVAL_SECONDS (e.g. 8) to try it.
-    local_max_interval: float = 2.0
+    # Off unless `tier1_pacing` (a switch, so that lowering the min never turns it on): in an
+    # alternated A/B at 300 continuous typists (2026-12-07 17:01-17:20 UTC, ops/loadtest/RESULTS.md
+    # "Reruns 41-44") every run with pacing on (8 s max) had one ack stall of ~0.9-1.0 s (3 of 3)
+    # and none without it (0 of 4, worst 193 ms); the cause is not found yet.
+    tier1_pacing: bool = False
+    local_max_interval: float = 8.0
     tier1_busy_cpu_share: float = 0.5
     tier1_busy_lag_seconds: float = 0.005
     local_stop_seconds: float = 1.0

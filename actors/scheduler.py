@@ -102,12 +102,12 @@ class FeedbackScheduler:
         """A timer of the host's loop ran `lag` seconds late (called on the loop's thread): with
         the thread's CPU share since the last call, tier 1's pace follows."""
         wall, cpu = self.clock(), self.cpu_clock()
-        if self._observed is None:  # the first sample on the loop's thread (`__init__` may run on another)
-            share = 0.0
-        else:
-            elapsed = wall - self._observed[0]
-            share = (cpu - self._observed[1]) / elapsed if elapsed > 0 else 0.0
-        self._observed = (wall, cpu)
+        previous, self._observed = self._observed, (wall, cpu)
+        # The first call on the loop's thread (`__init__` may run on another) and a wall clock
+        # that did not move (a fake one, two calls in one tick) give no share: no sample.
+        if previous is None or wall <= previous[0]:
+            return
+        share = (cpu - previous[1]) / (wall - previous[0])
         before = self.pacing.interval
         if self.pacing.observe(lag, share) != before:
             self._interval_gauge.set(self.pacing.interval)
@@ -242,13 +242,20 @@ async def repeat(interval: float, step: Callable[[], Awaitable[None]], what: str
                  clock: Callable[[], float] = time.monotonic, late: Callable[[float], None] | None = None) -> None:
     """`step()` every `interval` seconds until cancelled; a failed round is logged and the next
     one runs (the loop ending would stop every essay's compaction or feedback on the host).
-    `late(seconds)`, when given, hears how late each sleep woke on `clock` (the loop's lag)."""
+    `late(seconds)`, when given, hears how late each sleep woke on `clock` (the loop's lag); a
+    failing `late` is logged once and skips no round."""
+    hook_failed = False
     while True:
         asleep = clock()
         await sleep(interval)
-        try:
-            if late is not None:
+        if late is not None:
+            try:
                 late(clock() - asleep - interval)
+            except Exception:
+                if not hook_failed:
+                    log.exception(f"{what}: its pace hook failed (logged once)")
+                hook_failed = True
+        try:
             await step()
         except asyncio.CancelledError:
             raise

@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     # While the host's event loop is busy (smoothed over a second: its thread over this share of
     # a core, or its timers over this lag) that interval stretches up to the max: typing and
     # acks come before analysis (actors/pacing.py). A student quiet for the stop time still
-    # gets tier 1 then.
-    feedback_local_max_interval_seconds: float = 2.0  # <= the min: off (see HostConfig.local_max_interval)
+    # gets tier 1 then. Off unless FEEDBACK_TIER1_PACING (see HostConfig.tier1_pacing).
+    feedback_tier1_pacing: bool = False
+    feedback_local_max_interval_seconds: float = 8.0
     feedback_busy_cpu_share: float = Field(default=0.5, gt=0)
     feedback_busy_lag_ms: float = Field(default=5.0, gt=0)
     feedback_local_stop_seconds: float = 1.0
@@ -215,6 +216,7 @@ class Settings(BaseSettings):
         return HostConfig(large_paste_chars=self.large_paste_chars,
                           local_pause_seconds=self.feedback_local_pause_seconds,
                           local_min_interval=self.feedback_local_min_interval_seconds,
+                          tier1_pacing=self.feedback_tier1_pacing,
                           local_max_interval=self.feedback_local_max_interval_seconds,
                           tier1_busy_cpu_share=self.feedback_busy_cpu_share,
                           tier1_busy_lag_seconds=self.feedback_busy_lag_ms / 1000,

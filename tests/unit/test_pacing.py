@@ -9,7 +9,7 @@ from __future__ import annotations
 from actors.config import HostConfig
 from actors.pacing import Tier1Pacing
 
-CFG = HostConfig(local_min_interval=2.0, local_max_interval=8.0, tier1_busy_cpu_share=0.5,
+CFG = HostConfig(tier1_pacing=True, local_min_interval=2.0, local_max_interval=8.0, tier1_busy_cpu_share=0.5,
                  tier1_busy_lag_seconds=0.005)
 
 
@@ -53,5 +53,5 @@ def test_between_calm_and_busy_the_interval_holds() -> None:
 
 
 def test_a_cap_under_the_interval_never_shortens_it() -> None:
-    pacing = Tier1Pacing(HostConfig(local_min_interval=2.0, local_max_interval=1.0))
+    pacing = Tier1Pacing(HostConfig(tier1_pacing=True, local_min_interval=2.0, local_max_interval=1.0))
     assert [pacing.observe(1.0) for _ in range(5)] == [2.0] * 5

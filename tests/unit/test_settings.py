@@ -84,12 +84,17 @@ def test_a_bad_trusted_proxy_cidr_fails_at_start() -> None:
         Settings(dev_mode=False, jwt_secret=SECRET, trusted_proxies="10.0.0.0/99")
 
 
-def test_tier1_pacing_is_off_by_default_and_a_max_below_the_min_never_stretches() -> None:
+def test_tier1_pacing_is_off_by_default_and_lowering_the_min_does_not_turn_it_on() -> None:
     from actors.pacing import Tier1Pacing
 
-    for settings in (Settings(dev_mode=False, jwt_secret=SECRET),
-                     Settings(dev_mode=False, jwt_secret=SECRET, feedback_local_min_interval_seconds=3.0)):
+    def busiest(settings: Settings) -> float:
         pacing = Tier1Pacing(settings.host_config())
         for _ in range(50):
             pacing.observe(1.0, 1.0)  # as busy as a host gets
-        assert pacing.interval == settings.feedback_local_min_interval_seconds
+        return pacing.interval
+
+    for min_interval in (2.0, 1.0, 0.5):
+        settings = Settings(dev_mode=False, jwt_secret=SECRET, feedback_local_min_interval_seconds=min_interval)
+        assert busiest(settings) == min_interval
+    on = Settings(dev_mode=False, jwt_secret=SECRET, feedback_tier1_pacing=True)
+    assert busiest(on) == on.feedback_local_max_interval_seconds == 8.0
