@@ -68,6 +68,8 @@ try {
     const [html, json] = runner.report
     fs.writeFileSync(path.join(config.out_dir, `${screen.name}.html`), html)
     fs.writeFileSync(path.join(config.out_dir, `${screen.name}.json`), json)
+    // The trace Lighthouse simulated from, for web/bench/trace_long_tasks.py (which task, which script).
+    fs.writeFileSync(path.join(config.out_dir, `${screen.name}.trace.json`), JSON.stringify(runner.artifacts.Trace))
     const lhr = runner.lhr
     const requests = lhr.audits['network-requests']?.details?.items ?? []
     results.push({

@@ -129,6 +129,72 @@ def long_tasks(events: list[dict[str, Any]], over_ms: float, start_mark: str = "
             if e.get("ph") == "X" and start <= e["ts"] < end and e.get("dur", 0) > over_ms * 1000]
 
 
+SCRIPT_EVENTS = {"EvaluateScript", "FunctionCall", "v8.compile", "v8.compileModule", "v8.evaluateModule", "v8.run",
+                 "CompileScript", "v8.produceModuleCache", "v8.produceCache"}
+
+
+def script_url(e: dict[str, Any]) -> str | None:
+    """The script a trace event ran or compiled, or None if it names none (not a script event)."""
+    if e.get("name") not in SCRIPT_EVENTS:
+        return None
+    if e["name"] == "v8.evaluateModule":
+        return "(module)"  # a module's evaluation names no URL; only the page runs modules here
+    args = e.get("args") or {}
+    data = args.get("data") or {}
+    return str(data.get("url") or args.get("fileName") or data.get("fileName") or "")
+
+
+def origin(scripts: list[str]) -> str:
+    """Whose work a task was, from the scripts that ran in it: "harness" when every one is a script
+    with no URL (what CDP evaluates: Playwright's injected and utility scripts, `page.evaluate`,
+    init scripts; the page's classic and module scripts all have one, and a module's evaluation
+    counts as the page's), "page" otherwise (the page's scripts, or no script at all: style,
+    layout, paint, parsing, the page's events)."""
+    return "harness" if scripts and not any(scripts) else "page"
+
+
+def page_tasks(events: list[dict[str, Any]], start_mark: str = "", end_mark: str = "") -> list[dict[str, Any]]:
+    """Every task on the page's main thread between two marks (the whole trace without them), in
+    order: wall and thread (CPU) ms, seconds from the start mark, its `origin` ("page" or
+    "harness") and the URLs of the scripts it ran (the file name; "" for a script without one)."""
+    key = page_main_thread(events)
+    start, end = window(events, start_mark, end_mark)
+    mine = sorted((e for e in events if (e.get("pid"), e.get("tid")) == key and e.get("ph") == "X"),
+                  key=lambda e: e["ts"])
+    tasks = [e for e in mine if e.get("name") == TASK]
+    origin_ts = start if start != float("-inf") else min((e["ts"] for e in tasks), default=0.0)
+    out: list[dict[str, Any]] = []
+    i = 0
+    for task in tasks:
+        t0, t1 = task["ts"], task["ts"] + task.get("dur", 0)
+        while i < len(mine) and mine[i]["ts"] < t0:
+            i += 1
+        scripts: list[str] = []
+        j = i
+        while j < len(mine) and mine[j]["ts"] < t1:
+            url = script_url(mine[j])
+            if url is not None:
+                scripts.append(url.rsplit("/", 1)[-1] if url.startswith("http") else url)
+            j += 1
+        if not start <= t0 < end:
+            continue
+        out.append({"wall_ms": round(task.get("dur", 0) / 1000, 1), "cpu_ms": round(task.get("tdur", 0) / 1000, 1),
+                    "at_s": round((t0 - origin_ts) / 1e6, 2), "origin": origin(scripts),
+                    "scripts": sorted(set(scripts))})
+    return out
+
+
+def harness_observed(observed: list[dict[str, float]], traced: list[dict[str, Any]], *, start_s: float = 0.0,
+                     at_tolerance_s: float = 0.005, ms_tolerance: float = 3.0) -> list[bool]:
+    """For each long task the page's observer saw (`at` in seconds of the page's clock, `ms` wall),
+    whether it is one of the harness's tasks in the trace (`page_tasks` with origin "harness"): the
+    same start, counted from the trace's start mark (made at `start_s` on the page's clock), and the
+    same length, within the tolerances. The observer cannot tell the two apart itself."""
+    harness = [t for t in traced if t["origin"] == "harness"]
+    return [any(abs(t["at_s"] - (o["at"] - start_s)) <= at_tolerance_s and abs(t["wall_ms"] - o["ms"]) <= ms_tolerance
+                for t in harness) for o in observed]
+
+
 def phases(events: list[dict[str, Any]], marks: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
     """Per phase (a name and the mark it starts at; it ends at the next phase's mark), the page's
     main-thread tasks: how many, their CPU ms in all, the largest by CPU and by wall time, and how
