@@ -63,6 +63,19 @@ describe('editor view: lazily loaded panels', () => {
     w.unmount()
   })
 
+  it('renders the coach a task after the view, not in the view\'s first render (its chunk request is not in that task)', async () => {
+    const w = mount(EditorView, { props: { essayId: 'e1' }, attachTo: document.body })
+    // The coach's panel is the one given the essay id (the revisions' too, but only on their tab).
+    const coach = () => w.findAllComponents({ name: 'AsyncPanel' }).filter((p) => 'essay-id' in p.vm.$attrs || 'essayId' in p.vm.$attrs)
+    await nextTick()
+    expect(coach()).toHaveLength(0)
+    await new Promise<void>((resolve) => setTimeout(resolve, 0))
+    await nextTick()
+    expect(coach()).toHaveLength(1)
+    await vi.waitFor(() => expect(w.find('[data-testid="coach-question"]').exists()).toBe(true), wait)
+    w.unmount()
+  })
+
   it('Apply and Show in text wait for the editor (built a task after the view) instead of saying the text changed', async () => {
     const w = mount(EditorView, { props: { essayId: 'e1' }, attachTo: document.body })
     const panel = w.getComponent(FeedbackPanel)

@@ -8,12 +8,20 @@ import { Awareness } from 'y-protocols/awareness'
 import { lazy, preloadRoute, preloadStoredSession } from '../src/router'
 import type { Stored } from '../src/stores/auth'
 import EssayEditor from '../src/components/EssayEditor.vue'
+import { loadEditorKit } from '../src/components/loadEditorKit'
 
 /** Run every queued microtask (many rounds), but no timer task. */
 async function microtasks(): Promise<void> {
   for (let i = 0; i < 50; i++) await Promise.resolve()
 }
 const task = () => new Promise<void>((resolve) => setTimeout(resolve, 0))
+
+/** An essay editor on `doc`'s text, in the page, with CodeMirror's chunk already loaded (as the route does). */
+async function mountEditor(doc: Y.Doc) {
+  await loadEditorKit()
+  return mount(EssayEditor, { props: { text: doc.getText('content'), awareness: new Awareness(doc), marks: [],
+    label: 'Your essay' }, attachTo: document.body })
+}
 
 /** The packages and files the module at `entry` imports statically (not `import type`, not `import()`), transitively. */
 function staticImports(entry: string, seen = new Set<string>()): Set<string> {
@@ -109,7 +117,17 @@ describe('start-up work split into tasks', () => {
     expect(admin).toHaveBeenCalledTimes(1)
   })
 
-  it('the essay editor builds CodeMirror in a task after mount, with the text', async () => {
+  it('CodeMirror is a chunk of its own: neither the entry nor the editor and review views import it statically', () => {
+    const src = join(__dirname, '..', 'src')
+    for (const entry of ['main.ts', 'views/EditorView.vue', 'views/ReviewView.vue']) {
+      const graph = staticImports(join(src, entry))
+      expect([...graph].filter((m) => m.startsWith('@codemirror/') || m === 'y-codemirror.next'), entry).toEqual([])
+    }
+    expect(staticImports(join(src, 'components', 'editorKit.ts')).has('@codemirror/view')).toBe(true)
+  })
+
+  it('the essay editor builds CodeMirror in a task after mount, and puts it in the page in the next, with the text', async () => {
+    await loadEditorKit() // as the route does, alongside the view's chunk
     const doc = new Y.Doc()
     const text = doc.getText('content')
     text.insert(0, 'Hello class')
@@ -118,6 +136,10 @@ describe('start-up work split into tasks', () => {
     await microtasks()
     expect(w.vm.ready()).toBe(false)
     expect(w.emitted('ready')).toBeUndefined()
+    expect(w.find('.cm-content').exists()).toBe(false)
+    await task()
+    await microtasks()
+    expect(w.vm.ready()).toBe(false) // built, not yet in the page
     expect(w.find('.cm-content').exists()).toBe(false)
     await task()
     await microtasks()
@@ -131,16 +153,40 @@ describe('start-up work split into tasks', () => {
     w.unmount()
   })
 
-  it('an editor unmounted before its task never builds CodeMirror', async () => {
+  it('marks that change between the build and the attach are the ones shown', async () => {
     const doc = new Y.Doc()
-    const w = mount(EssayEditor, { props: { text: doc.getText('content'), awareness: new Awareness(doc), marks: [],
-      label: 'Your essay' }, attachTo: document.body })
-    const vm = w.vm
-    w.unmount()
+    doc.getText('content').insert(0, 'they was late')
+    const w = await mountEditor(doc)
+    await microtasks()
+    await task()
+    await microtasks() // built, with no marks
+    await w.setProps({ marks: [{ id: 'f1', kind: 'grammar', start: 0, end: 8, quote: 'they was' }] })
     await task()
     await microtasks()
-    expect(vm.ready()).toBe(false)
-    expect(w.emitted('ready')).toBeUndefined()
-    expect(document.querySelector('.cm-editor')).toBeNull()
+    expect(w.vm.ready()).toBe(true)
+    expect(w.get('.fb-mark').text()).toBe('they was')
+    expect(w.vm.spanOf('f1')).toEqual({ from: 0, to: 8 })
+    w.unmount()
   })
+
+  // Unmounted before the build's task (0: never built), or between the build and the attach (1).
+  for (const tasksBefore of [0, 1]) {
+    it(`an editor unmounted after ${tasksBefore} of its 2 tasks leaves nothing in the page`, async () => {
+      const doc = new Y.Doc()
+      const w = await mountEditor(doc)
+      const vm = w.vm
+      await microtasks()
+      for (let i = 0; i < tasksBefore; i++) {
+        await task()
+        await microtasks()
+      }
+      w.unmount()
+      await task()
+      await microtasks()
+      expect(vm.ready()).toBe(false)
+      expect(w.emitted('ready')).toBeUndefined()
+      expect(document.querySelector('.cm-editor')).toBeNull()
+      doc.getText('content').insert(0, 'typed elsewhere') // a built, destroyed view no longer follows the text
+    })
+  }
 })

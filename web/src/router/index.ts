@@ -2,6 +2,7 @@ import { createRouter, createWebHistory, type RouteComponent, type RouteLocation
   type RouteLocationNormalizedLoaded, type RouteLocationRaw,
   type Router, type RouteRecordRaw } from 'vue-router'
 import type { Role } from '../api/types'
+import { loadEditorKit } from '../components/loadEditorKit'
 import { nextTask } from '../lib/nextTask'
 import { REFRESH_MARGIN_MS, useAuthStore, type Stored } from '../stores/auth'
 // Sign-in is in the main bundle: an expired session must reach it even when a chunk cannot load.
@@ -72,6 +73,20 @@ export function preloadStoredSession(router: Router, path: string, stored: Store
   if (stored?.user && stored.accessExpiresAt - now > REFRESH_MARGIN_MS) preloadRoute(router, path, stored.user.role)
 }
 
+/**
+ * A screen with an essay editor: its chunk, and CodeMirror's chunk started alongside (not awaited):
+ * fetched in parallel rather than after the view's chunk ran, evaluated in a task of its own. Its
+ * request (Vite inserts a <link> per file) is made in the next task, not in the one requesting the
+ * screen's chunks.
+ */
+function withEditor(loader: Loader): Loader {
+  return () => {
+    // EssayEditor waits for it, and shows its failure.
+    void nextTask().then(loadEditorKit).catch(() => undefined)
+    return loader()
+  }
+}
+
 // Every other screen is its own chunk: the editor route loads only what it needs.
 export const routes: RouteRecordRaw[] = [
   { path: '/', redirect: '/classes' },
@@ -80,8 +95,8 @@ export const routes: RouteRecordRaw[] = [
   { path: '/classes', name: 'classes', component: lazy(() => import('../views/ClassesView.vue')) },
   { path: '/classes/:classId', name: 'class', component: lazy(() => import('../views/ClassView.vue')), props: true },
   { path: '/classes/:classId/live', name: 'live', component: lazy(() => import('../views/LiveClassView.vue')), props: true },
-  { path: '/essays/:essayId', name: 'editor', component: lazy(() => import('../views/EditorView.vue')), props: true },
-  { path: '/essays/:essayId/review', name: 'review', component: lazy(() => import('../views/ReviewView.vue')), props: true },
+  { path: '/essays/:essayId', name: 'editor', component: lazy(withEditor(() => import('../views/EditorView.vue'))), props: true },
+  { path: '/essays/:essayId/review', name: 'review', component: lazy(withEditor(() => import('../views/ReviewView.vue'))), props: true },
   { path: '/rubrics', name: 'rubrics', component: lazy(() => import('../views/RubricsView.vue')) },
   { path: '/rubrics/:rubricId', name: 'rubric', component: lazy(() => import('../views/RubricEditView.vue')), props: true },
   { path: '/account', name: 'account', component: lazy(() => import('../views/AccountView.vue')) },
