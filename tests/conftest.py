@@ -119,6 +119,13 @@ async def serving(application: Any, *, lean_protocol: bool = True) -> AsyncItera
     """Serve an app with uvicorn on a free port (real HTTP and websockets); yields host:port.
     `lean_protocol`: our websocket protocol, as the Gateway replica's server uses on the fast path;
     False: uvicorn's default (the fast path off)."""
+    async with serving_with_server(application, lean_protocol=lean_protocol) as (address, _server):
+        yield address
+
+
+@asynccontextmanager
+async def serving_with_server(application: Any, *, lean_protocol: bool = True) -> AsyncIterator[tuple[str, Any]]:
+    """`serving`, yielding (host:port, the `uvicorn.Server`) for tests of the server's own steps."""
     import uvicorn
 
     from serve_app.fastpath.uvicorn_protocol import IMPORT_PATH as LEAN_PROTOCOL
@@ -133,7 +140,7 @@ async def serving(application: Any, *, lean_protocol: bool = True) -> AsyncItera
         if task.done():
             task.result()
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         await task

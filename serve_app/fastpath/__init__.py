@@ -25,8 +25,9 @@ uvicorn (pinned 0.54)
   default its `ws` and `ws_per_message_deflate` arguments: Serve builds the replica's server
   `Config` itself and offers no setting for either.
 - `uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol` is subclassed
-  (`uvicorn_protocol`): its `queue` and `writable` attributes are replaced, `run_asgi` and `send`
-  extended, and `send_now` reads `writable`, `disconnected`, `handshake_complete`, `close_sent`,
+  (`uvicorn_protocol`): its `queue` and `writable` attributes are replaced, `run_asgi`, `send` and
+  `shutdown` extended (a socket's last words before any close frame, the server's 1012
+  included), and `send_now` reads `writable`, `disconnected`, `handshake_complete`, `close_sent`,
   `initial_response`, `transport`, `conn` (websockets' `ServerProtocol`: `send_binary`,
   `send_text`, `data_to_send`) and `loop`, and drops `response` after the handshake.
 - websockets (pinned 17): `send_now` writes a data frame's header itself while `conn`'s `state`,

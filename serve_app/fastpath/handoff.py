@@ -57,15 +57,26 @@ class SocketHandoff:
             self.sends.discard(send)
 
     async def close_all(self, timeout: float = 5.0) -> None:
-        """Close every open socket (1001) and wait up to `timeout` for their handlers to end."""
-        for send in list(self.sends):
-            try:
-                await send(GOING_AWAY)
-            except Exception:  # not accepted yet, or already gone: its handler ends on its own
-                pass
+        """Close every open socket (1001) and wait up to `timeout` for their handlers to end.
+        The close frames go out side by side within that `timeout`: one waits for its peer's
+        flow control, so a peer that reads nothing would otherwise hold back every later close
+        and the shutdown. Before each close frame our protocol writes the socket's last words
+        (the doc socket's due ack: `serve_app.realtime.connection`), without waiting."""
         deadline = self.loop.time() + timeout
+        closing = [asyncio.ensure_future(_going_away(send)) for send in list(self.sends)]
+        if closing:
+            _, stuck = await asyncio.wait(closing, timeout=timeout)
+            for task in stuck:
+                task.cancel()
         while self.sends and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+
+
+async def _going_away(send: Send) -> None:
+    try:
+        await send(GOING_AWAY)
+    except Exception:  # not accepted yet, or already gone: its handler ends on its own
+        pass
 
 
 _registered: list[SocketHandoff] = []

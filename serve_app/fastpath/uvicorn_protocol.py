@@ -194,6 +194,9 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag(True)  # type: ignore[assignment]
+        self.last_words: Callable[[], bytes | None] | None = None
+        """Set by the app (`SendQueue.before_close`): the frame to write just before any close
+        frame, whoever closes (the app's handler, another task, the server's shutdown)."""
 
     async def run_asgi(self) -> None:
         _CONNECTION.set(self)  # this task's context: the app's handler runs in it
@@ -311,7 +314,30 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(conn.data_to_send()))
         return True
 
+    def say_last_words(self) -> None:
+        """Write `last_words()` now, once, if the socket is still open: past flow control, as
+        uvicorn writes its shutdown close frame (a few bytes into the transport's buffer; a
+        peer that reads nothing costs no wait). Called before every close frame we write."""
+        hook, self.last_words = self.last_words, None
+        if hook is None or not self.handshake_complete or self.close_sent or self.disconnected:
+            return
+        try:
+            frame = hook()
+        except Exception:  # the close goes out whatever the hook did
+            log.exception("last words before a close failed")
+            return
+        if frame is not None and self.conn.state is State.OPEN and not self.transport.is_closing():
+            self.conn.send_binary(frame)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def shutdown(self) -> None:
+        """uvicorn's (the server stops: close 1012), after the app's last words."""
+        self.say_last_words()
+        super().shutdown()
+
     async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close":
+            self.say_last_words()  # before the close frame, which may wait for flow control
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             self.response = None  # type: ignore[assignment]  # sent; only the handshake reads it

@@ -34,7 +34,7 @@ from serve_app.realtime.json_socket import error_frame, serve_json
 class RowSink(Protocol):
     """Where a feed hands its frames: a socket's `SendQueue`."""
 
-    def put(self, frame: bytes | str) -> None: ...
+    def put(self, frame: bytes | str) -> object: ...
 
 
 class RowAnnotator(Protocol):

@@ -13,6 +13,14 @@ its message rate (`TokenBucket`, 1008).
 Sending: each connection has a bounded `SendQueue`, so a bus message is handed over without
 awaiting a slow peer; a peer that falls `SEND_QUEUE_LIMIT` frames or `WS_OUTBOUND_MAX_BYTES` bytes
 behind is closed with 1013 and re-syncs on reconnect.
+
+Closing: a handler may give its queue last words (`SendQueue.before_close`: the doc socket's ack
+of every durable update), written just before the close frame whoever closes the socket: its own
+task, a fan-out that overflows its queue (1013), a REST action (`control`), the app's shutdown
+(1001) or the server's (1012). On our websocket protocol (`serve_app.fastpath.uvicorn_protocol`)
+they are written into the transport without waiting, past flow control, by the protocol itself;
+on another (the fast path off) only the queue's own closes write them, waiting at most
+`LAST_WORDS_SECONDS`.
 """
 
 from __future__ import annotations
@@ -42,6 +50,11 @@ SEND_QUEUE_LIMIT = 2000
 """Frames one socket may have waiting before it is closed with 1013."""
 SEND_QUEUE_MAX_BYTES = 4 * 1024 * 1024
 """The default byte bound of a send queue (`WS_OUTBOUND_MAX_BYTES` sets the sockets' own)."""
+CLOSE_DRAIN_SECONDS = 1.0
+"""How long a handler's close waits for its queued frames to go out; a slower peer loses them
+(all but the last words)."""
+LAST_WORDS_SECONDS = 1.0
+"""How long a close waits to write its last words where it cannot write them without waiting."""
 
 _ADMITTED = "essaycoach.admitted"  # scope key: the user id counted against the per-user limit
 
@@ -144,7 +157,7 @@ class SendQueue:
     Made in the socket's handler (its task tells the connection).
     """
 
-    __slots__ = ("ws", "frames", "stopped", "max_bytes", "queued_bytes", "_sender", "_connection")
+    __slots__ = ("ws", "frames", "stopped", "max_bytes", "queued_bytes", "_sender", "_connection", "_last_words")
 
     def __init__(self, ws: WebSocket, max_bytes: int = SEND_QUEUE_MAX_BYTES) -> None:
         self.ws = ws
@@ -153,22 +166,33 @@ class SendQueue:
         self.stopped = False
         self._sender: asyncio.Task[None] | None = None
         self._connection = uvicorn_protocol.current_connection()
+        self._last_words: Callable[[], bytes | None] | None = None
 
-    def put(self, frame: bytes | str) -> None:
+    def before_close(self, last_words: Callable[[], bytes | None]) -> None:
+        """Write `last_words()` (if not None) just before the socket's close frame, whoever
+        closes it; frames still queued then may be dropped, these are not (module docstring)."""
+        if self._connection is not None:
+            self._connection.last_words = last_words
+        else:
+            self._last_words = last_words
+
+    def put(self, frame: bytes | str) -> bool:
+        """Queue `frame`; True when it was written at once (not queued, not dropped)."""
         if self.stopped:
-            return
+            return False
         if self._sender is None and self._connection is not None and self._connection.send_now(frame):
-            return  # nothing was queued (no sender), so order holds
+            return True  # nothing was queued (no sender), so order holds
         if len(self.frames) >= SEND_QUEUE_LIMIT or self.queued_bytes + len(frame) > self.max_bytes:
             self.stopped = True
             self.frames.clear()
             self.queued_bytes = 0
-            background(close_quietly(self.ws, CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect"))
-            return
+            background(self._close_now(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect"))
+            return False
         self.frames.append(frame)
         self.queued_bytes += len(frame)
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._send())
+        return False
 
     async def _send(self) -> None:
         try:
@@ -203,8 +227,19 @@ class SendQueue:
         """Send what is queued (an error frame explaining the close), then close with `code`."""
         sender = self._sender
         if sender is not None:
-            await asyncio.wait({sender}, timeout=1.0)  # its outcome is its own; our cancel propagates
+            await asyncio.wait({sender}, timeout=CLOSE_DRAIN_SECONDS)  # its outcome is its own; our cancel propagates
         self.stop()
+        await self._close_now(code, reason)
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        """The last words (where our protocol does not write them itself: bounded), then the close."""
+        last_words, self._last_words = self._last_words, None
+        frame = last_words() if last_words is not None else None
+        if frame is not None:
+            try:
+                await asyncio.wait_for(self.ws.send_bytes(frame), LAST_WORDS_SECONDS)
+            except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
+                pass  # a peer that reads nothing or is gone: the close is still tried
         await close_quietly(self.ws, code, reason)
 
 

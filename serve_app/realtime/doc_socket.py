@@ -102,7 +102,21 @@ async def doc_socket(ws: WebSocket) -> None:
     # those of one loop turn written at its end (one frame per socket, metrics in one record).
     metrics = ctx.metrics
     batch = ack_batch(ws.app, metrics)
-    acks = AckQueue(lambda n: out.put(encode_ack(n)), batch=batch)
+    acks = AckQueue(lambda n: write_ack(n), batch=batch)
+    wired = 0  # the n of the last ack written at once; a later one may still be queued, or due
+
+    def write_ack(n: int) -> None:
+        nonlocal wired
+        if out.put(encode_ack(n)):
+            wired = n
+
+    def last_ack() -> bytes | None:
+        """Before any close frame (`SendQueue.before_close`): the ack of every update durable so
+        far, unless it surely went out already. One that was queued and sent is repeated: a
+        client keeps the largest n."""
+        return encode_ack(acks.acked) if acks.acked > wired else None
+
+    out.before_close(last_ack)
     metrics.sockets_open.labels("doc").inc()
     # A writer's typing reaches this replica's other sockets, and its host, from the receive callback.
     receipt = ReceiptFanout(window=window, bucket=bucket, acks=acks, max_bytes=settings.max_ws_message_bytes,

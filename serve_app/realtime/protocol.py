@@ -41,6 +41,8 @@ Close codes (`CloseCode`):
                                 update larger than WS_AWARENESS_MAX_BYTES (4 KiB)
     1011 INTERNAL_ERROR         unexpected server failure
     1012 (not sent by us)       service restart: the Gateway replica's HTTP server is stopping
+                                (the doc socket's due ack still precedes it: our protocol's
+                                `shutdown`, `serve_app.fastpath.uvicorn_protocol`)
     1013 TRY_AGAIN_LATER        essay host (re)starting, the essay moving to another host (a
                                 hand-over, or its host lost the essay's lease: updates not yet
                                 acknowledged were not stored, the client sends them again), or

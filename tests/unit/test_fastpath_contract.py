@@ -63,15 +63,18 @@ def test_the_sansio_protocol_still_has_the_state_send_now_reads() -> None:
     `initial_response` and `transport.is_closing()`, writes through `conn` and the transport
     (a data frame itself while `conn`'s `state`, `extensions`, `writes`, `debug` and
     `expect_continuation_frame` say websockets would write just that),
-    and `current_connection()` compares `loop`; `run_asgi` and `send` are extended."""
+    and `current_connection()` compares `loop`; `run_asgi`, `send` and `shutdown` are extended
+    (`say_last_words` writes through `conn` the same way, checking its `state`)."""
     init = inspect.getsource(SANSIO.__init__)
     for attribute in ("loop", "handshake_complete", "close_sent", "disconnected", "initial_response", "conn",
                       "writable", "queue"):
         assert f"self.{attribute}" in init, attribute
     assert "self.transport = transport" in inspect.getsource(SANSIO.connection_made)
     assert "ServerProtocol(" in init
-    for method in ("run_asgi", "send", "pause_writing", "resume_writing", "connection_made"):
+    for method in ("run_asgi", "send", "pause_writing", "resume_writing", "connection_made", "shutdown"):
         assert inspect.isfunction(vars(SANSIO).get(method)), method
+    # `shutdown` (the server stopping) writes its 1012 close frame itself: our last words go first.
+    assert "send_close(1012)" in inspect.getsource(SANSIO.shutdown)
     assert inspect.iscoroutinefunction(SANSIO.run_asgi) and inspect.iscoroutinefunction(SANSIO.send)
     for method in ("send_binary", "send_text", "data_to_send"):
         assert callable(getattr(ServerProtocol, method)), method

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from serve_app.realtime import connection
 from serve_app.realtime.connection import SEND_QUEUE_LIMIT, SendQueue
 from serve_app.realtime.protocol import CloseCode
 
@@ -83,3 +86,29 @@ async def test_drain_below_waits_until_the_queue_is_sent_and_not_when_it_is_shor
     ws.open.set()  # the peer catches up
     await asyncio.wait_for(waiting, 1)
     assert len(ws.sent) == 6 and out.queued_bytes == 0
+
+
+async def test_last_words_go_out_just_before_the_close_frame_after_the_queue() -> None:
+    ws = FakeSocket()
+    out = SendQueue(ws)  # type: ignore[arg-type]
+    out.before_close(lambda: b"ack")
+    out.put(b"a")
+    await out.close(4400, "bad frame")
+    assert ws.sent == [b"a", b"ack"] and ws.closed == (4400, "bad frame")
+
+
+async def test_last_words_to_a_peer_that_reads_nothing_wait_a_bounded_time_then_the_close_is_sent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection, "LAST_WORDS_SECONDS", 0.01)
+    ws = FakeSocket()
+    ws.open.clear()  # the peer stops reading
+    out = SendQueue(ws)  # type: ignore[arg-type]
+    out.before_close(lambda: b"ack")
+    for i in range(SEND_QUEUE_LIMIT + 1):  # the fan-out overflows the queue: close 1013, from a task
+        out.put(str(i))
+    for _ in range(1000):
+        if ws.closed is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert ws.closed is not None and ws.closed[0] == CloseCode.TRY_AGAIN_LATER
+    out.stop()

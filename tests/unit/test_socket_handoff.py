@@ -4,6 +4,8 @@ serve_app.fastpath.serve_hooks.SocketsSkipServe), and the Gateway's autoscaling 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +17,7 @@ import websockets
 from serve_app.deployments import SOCKETS_METRIC, Gateway, scale_on_sockets
 from serve_app.fastpath import handoff
 from serve_app.fastpath.serve_hooks import DISCONNECT_DISABLED, SocketsSkipServe
-from tests.conftest import serving
+from tests.conftest import serving, serving_with_server
 
 
 class Recorder:
@@ -92,6 +94,53 @@ async def test_shutdown_closes_open_sockets_going_away_and_waits_for_their_handl
                 await asyncio.wait_for(ws.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert app.ended.is_set() and sockets.open == 0
+
+
+class Flood:
+    """Our app's part for a peer that stops reading: accepts, then on "flood" sends until the
+    send waits for the peer (flow control), else echoes."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            if message["text"] == "flood":
+                while True:
+                    await send({"type": "websocket.send", "bytes": os.urandom(64 * 1024)})
+            await send({"type": "websocket.send", "text": message["text"]})
+
+
+async def _flow_controlled(connection: Any) -> None:
+    while connection.writable.is_set():  # the server's connection waits for its peer to read
+        await asyncio.sleep(0.01)
+
+
+async def test_shutdown_closes_every_socket_going_away_within_its_timeout_when_a_peer_reads_nothing() -> None:
+    """A close frame waits for its peer's flow control: one peer that reads nothing must hold
+    back neither the other sockets' close nor the app's shutdown."""
+    sockets = handoff.register(Flood())
+    try:
+        async with serving_with_server(SocketsSkipServe(Recorder())) as (address, server):
+            host, port = address.split(":")
+            raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(raw, (host, int(port)))
+            before = set(server.server_state.connections)
+            stuck = await websockets.connect(f"ws://{address}/ws/stuck", sock=raw, max_queue=1, compression=None)
+            (connection,) = set(server.server_state.connections) - before
+            async with websockets.connect(f"ws://{address}/ws/reading") as reading:
+                await stuck.send("flood")  # and never reads again
+                await asyncio.wait_for(_flow_controlled(connection), 20)
+                await asyncio.wait_for(sockets.close_all(timeout=0.5), 20)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(reading.recv(), 5)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            stuck.transport.abort()  # the dead peer goes; its handler ends with it
+    finally:
+        handoff.unregister(sockets)
 
 
 async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disconnect_disabled() -> None:
