@@ -9,6 +9,11 @@ the rate limit's `take` (the frame that trips it, close 1008), just before a fra
 refuses (close 4415), or inside the host's answer to a sync step 1 that finds the essay deleted
 (4404), finds its host going away (1013) or fails (1011). That is what happens when the host's
 answer and the closing frame arrive in one read of the event loop.
+
+Also the socket's deferred submission to its host (`call_soon`, at the end of the loop turn that
+read the update) failing: raising itself, or answered with an error, closes the socket with that
+error's code (1013, 4400, 1011) after the earlier acks; an answer whose bookkeeping raises still
+acks its update, and the socket goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import httpx
 import pytest
 from pycrdt import create_sync_message
 
-from actors.host import EssayNotFound
+from actors.host import EssayNotFound, UpdateRejected
 from actors.host_api import HostUnavailable
 from ops.loadtest.yclient import YClient
 from serve_app.realtime.connection import UserBucket
@@ -35,6 +40,7 @@ class HeldAnswers:
     """`EssayHosts.submit_update` with the host's answers kept back while `holding`, until `release`."""
 
     def __init__(self, hosts: Any) -> None:
+        self.hosts = hosts
         self.holding = False
         self.held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.arrived = asyncio.Event()
@@ -147,3 +153,63 @@ async def test_an_ack_released_in_the_turn_of_a_server_close_reaches_the_client_
         assert bucket.trip is None and not answers.held  # the close came from that frame
         # The reader stops at the close frame: an ack written after it is never counted.
         assert writer.acked == last_accepted
+
+
+def failing_next_submit(hosts: Any, how: str, error: Exception | None = None) -> None:
+    """The next update the socket hands its host (in the loop turn's deferred `submit`) fails:
+    `raises` (the submission itself raises), `answers` (the host answers with `error`), or
+    `bad-room` (committed, but its answer carries a room the socket's bookkeeping cannot read)."""
+    submit = hosts.submit_update
+    armed = [True]
+
+    def submit_update(*args: Any, answer: Callable[..., None], **kwargs: Any) -> None:
+        if not armed[0]:
+            submit(*args, answer=answer, **kwargs)
+            return
+        armed[0] = False
+        if how == "raises":
+            assert error is not None
+            raise error
+        if how == "answers":
+            asyncio.get_running_loop().call_soon(answer, None, error, None)
+            return
+
+        def malformed(seq: int | None, failure: BaseException | None, _room: Any) -> None:
+            answer(seq, failure, ("not", "a", "room"))
+
+        submit(*args, answer=malformed, **kwargs)
+
+    hosts.submit_update = submit_update
+
+
+@pytest.mark.parametrize(("how", "error", "code"), [
+    ("raises", HostUnavailable("essay host unavailable"), CloseCode.TRY_AGAIN_LATER),
+    ("raises", RuntimeError("a bug in the submission"), CloseCode.INTERNAL_ERROR),
+    ("answers", HostUnavailable("essay host did not answer in time"), CloseCode.TRY_AGAIN_LATER),
+    ("answers", UpdateRejected("not a Yjs update"), CloseCode.MALFORMED_FRAME),
+    ("answers", RuntimeError("a bug in the host"), CloseCode.INTERNAL_ERROR),
+])
+async def test_a_failed_submission_closes_the_socket_with_its_code_after_the_earlier_acks(
+        settings: Any, how: str, error: Exception, code: int) -> None:
+    async with writing(settings) as (writer, answers, _bucket, _hosts):
+        writer.type("durable ")
+        await writer.wait_acked()
+        acked = writer.acked
+        failing_next_submit(answers.hosts, how, error)
+        writer.type("lost")
+        assert await writer.wait_closed() == code  # not hung: the failed update ended the socket
+        assert writer.acked == acked  # the failed one is not acked; the client resends it
+
+
+async def test_an_answer_whose_bookkeeping_fails_still_acks_the_update_and_the_socket_goes_on(
+        settings: Any) -> None:
+    async with writing(settings) as (writer, answers, _bucket, _hosts):
+        writer.type("durable ")
+        await writer.wait_acked()
+        failing_next_submit(answers.hosts, "bad-room")
+        writer.type("committed ")
+        await writer.wait_acked()  # acked although the socket's bookkeeping of its answer raised
+        writer.type("and more")
+        await writer.wait_acked()
+        await writer.round_trip()
+        assert writer.close_code is None
