@@ -52,18 +52,21 @@ def trace() -> list[dict[str, Any]]:
         task(300_000, 20_000, 12_000),  # the bench's evaluate that ran the page's code: counted as the page's
         inner("EvaluateScript", 300_100, 19_000),
         inner("FunctionCall", 300_200, 15_000, url="http://127.0.0.1:8000/assets/index-a1.js", functionName="go"),
+        task(400_000, 70_000, 30_000),  # Lighthouse's own script in the page (a made-up sourceURL)
+        inner("FunctionCall", 400_100, 69_000, url="_lighthouse-eval.js", functionName=""),
     ]
 
 
 def test_each_task_after_the_mark_is_the_pages_or_the_harnesss_by_the_scripts_it_ran() -> None:
     tasks = tlt.page_tasks(trace(), "bench-page-start")
     assert [(t["at_s"], t["origin"]) for t in tasks] == [
-        (0.0, "page"), (0.04, "harness"), (0.12, "page"), (0.2, "page"), (0.3, "page")]
+        (0.0, "page"), (0.04, "harness"), (0.12, "page"), (0.2, "page"), (0.3, "page"), (0.4, "harness")]
     assert tasks[0]["scripts"] == ["(module)", "index-a1.js"]
     assert tasks[1] == {"wall_ms": 61.0, "cpu_ms": 15.0, "at_s": 0.04, "origin": "harness", "scripts": [""]}
     assert tasks[2]["scripts"] == []
     assert tasks[3]["scripts"] == ["ticketSocket-b2.js"]
     assert tasks[4]["scripts"] == ["", "index-a1.js"]
+    assert tasks[5]["scripts"] == ["_lighthouse-eval.js"]
 
 
 def test_the_observers_long_tasks_that_are_the_harnesss_are_found_by_start_and_length() -> None:

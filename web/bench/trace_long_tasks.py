@@ -144,19 +144,25 @@ def script_url(e: dict[str, Any]) -> str | None:
     return str(data.get("url") or args.get("fileName") or data.get("fileName") or "")
 
 
+# What a page's own script is named by: a URL it was fetched from, or a module's evaluation.
+PAGE_SCRIPT_PREFIXES = ("http:", "https:", "file:", "blob:", "data:")
+
+
 def origin(scripts: list[str]) -> str:
-    """Whose work a task was, from the scripts that ran in it: "harness" when every one is a script
-    with no URL (what CDP evaluates: Playwright's injected and utility scripts, `page.evaluate`,
-    init scripts; the page's classic and module scripts all have one, and a module's evaluation
-    counts as the page's), "page" otherwise (the page's scripts, or no script at all: style,
-    layout, paint, parsing, the page's events)."""
-    return "harness" if scripts and not any(scripts) else "page"
+    """Whose work a task was, from the scripts that ran in it: "harness" when none of them is the
+    page's, i.e. every one has no URL or a made-up one (what CDP evaluates: Playwright's injected
+    and utility scripts, `page.evaluate`, init scripts; Lighthouse's `_lighthouse-eval.js`,
+    Puppeteer's `__puppeteer_evaluation_script__`), "page" otherwise: the page's scripts (fetched
+    from a URL; a module's evaluation counts as the page's), or no script at all (style, layout,
+    paint, parsing, the page's events)."""
+    ours = [s for s in scripts if s == "(module)" or s.startswith(PAGE_SCRIPT_PREFIXES)]
+    return "harness" if scripts and not ours else "page"
 
 
 def page_tasks(events: list[dict[str, Any]], start_mark: str = "", end_mark: str = "") -> list[dict[str, Any]]:
     """Every task on the page's main thread between two marks (the whole trace without them), in
     order: wall and thread (CPU) ms, seconds from the start mark, its `origin` ("page" or
-    "harness") and the URLs of the scripts it ran (the file name; "" for a script without one)."""
+    "harness") and the scripts it ran (a URL's file name; "" for a script without one)."""
     key = page_main_thread(events)
     start, end = window(events, start_mark, end_mark)
     mine = sorted((e for e in events if (e.get("pid"), e.get("tid")) == key and e.get("ph") == "X"),
@@ -174,13 +180,14 @@ def page_tasks(events: list[dict[str, Any]], start_mark: str = "", end_mark: str
         while j < len(mine) and mine[j]["ts"] < t1:
             url = script_url(mine[j])
             if url is not None:
-                scripts.append(url.rsplit("/", 1)[-1] if url.startswith("http") else url)
+                scripts.append(url)
             j += 1
         if not start <= t0 < end:
             continue
         out.append({"wall_ms": round(task.get("dur", 0) / 1000, 1), "cpu_ms": round(task.get("tdur", 0) / 1000, 1),
                     "at_s": round((t0 - origin_ts) / 1e6, 2), "origin": origin(scripts),
-                    "scripts": sorted(set(scripts))})
+                    "scripts": sorted({u.rsplit("/", 1)[-1] if u.startswith(PAGE_SCRIPT_PREFIXES) else u
+                                       for u in scripts})})
     return out
 
 
