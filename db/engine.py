@@ -74,6 +74,12 @@ def make_engine(url: str, *, keyring: Keyring | None = None, **kwargs: Any) -> A
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # aiosqlite runs each connection on a thread of its own, opened with the connection: an
+        # overflow connection (beyond SQLAlchemy's default 5 pooled) is a new thread, a file open
+        # and the pragmas for one request, then closed. A burst of requests (a class signing in,
+        # a client opening its sockets) paid that per request; 20 pooled keeps them.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 20)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_pragmas(engine.sync_engine)
     else:

@@ -87,6 +87,7 @@ async def spend_ticket(session: AsyncSession, *, token_hash: str, now: datetime)
         .where(WsTicket.token_hash == token_hash, WsTicket.used_at.is_(None), WsTicket.expires_at > now)
         .values(used_at=now)
         .returning(WsTicket.user_id)
+        .execution_options(synchronize_session=False)  # no ticket object in the session to update
     )
 
 
