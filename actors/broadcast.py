@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -243,24 +244,60 @@ def doc_message_trace(message: bytes) -> tuple[str, int] | None:
     return fields[2].decode(errors="replace"), int(fields[1])
 
 
-_last_observed: list[bytes] = [b""]
-_unobserved: list[float] = []
-"""Fan-out ages measured in this loop turn, observed at its end (`_observe_turn`)."""
-_observing: list[asyncio.AbstractEventLoop | None] = [None]  # the loop whose `_observe_turn` is due
+class TurnAges:
+    """One event loop's fan-out ages measured in its current turn, observed at the turn's end
+    (`observe_fanout`). Per loop: a process-wide list let two loops (Serve's threads, tests'
+    loops, one that closed before its turn came) observe each other's samples and race on it."""
+
+    __slots__ = ("loop", "ages", "due")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ages: list[float] = []
+        self.due = False  # `observe` is scheduled on `loop`
+
+    def add(self, age: float) -> None:
+        if not self.due:  # the turn's first
+            self.due = True
+            self.loop.call_soon(self.observe)
+        self.ages.append(age)
+
+    def observe(self) -> None:
+        self.due = False
+        ages, self.ages = self.ages, []
+        for age in ages:
+            _FANOUT.observe(age)
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnAges] = weakref.WeakKeyDictionary()
+_recent: list[TurnAges | None] = [None]  # the last used: found again without the weak lookup (per watcher)
+_last_measured = [b""]  # the last message measured: its other watchers' hand-offs are not
+
+
+def turn_ages(loop: asyncio.AbstractEventLoop) -> TurnAges:
+    """`loop`'s `TurnAges` (made on first use, forgotten with the loop)."""
+    turn = _recent[0]
+    if turn is None or turn.loop is not loop:
+        turn = _turns.get(loop)
+        if turn is None:
+            turn = _turns[loop] = TurnAges(loop)
+        _recent[0] = turn
+    return turn
 
 
 def observe_fanout(message: bytes) -> None:
     """Record a doc or awareness message handed to a socket other than its writer's, once per
-    message in this process: `LocalFanout.deliver` hands the same bytes object to every socket in
+    message on this loop: `LocalFanout.deliver` hands the same bytes object to every socket in
     one loop, so the first hand-off stands for them all (a histogram observation per watcher was
     per-socket work on the hot path, ~3.5 us each under Ray).
 
-    On an event loop the age is taken now and observed at the end of the loop turn: the
-    histogram's record (prometheus-client and Ray's, ~30-50 us on a busy Gateway) otherwise
-    ran inside the receive callback, before the next frame of the same turn reached its watchers."""
-    if message is _last_observed[0]:
+    On an event loop the age is taken now and observed at the end of the loop turn (`TurnAges`,
+    the loop's own): the histogram's record (prometheus-client and Ray's, ~30-50 us on a busy
+    Gateway) otherwise ran inside the receive callback, before the next frame of the same turn
+    reached its watchers."""
+    if message is _last_measured[0]:  # by identity: a message object is one loop's, never another's
         return
-    _last_observed[0] = message
+    _last_measured[0] = message
     age = doc_message_age(message)
     if age is None:
         return
@@ -269,18 +306,7 @@ def observe_fanout(message: bytes) -> None:
     except RuntimeError:  # no loop (a script, a thread): at once
         _FANOUT.observe(age)
         return
-    if _observing[0] is not loop:  # the turn's first (or a closed loop's turn never came)
-        _observing[0] = loop
-        loop.call_soon(_observe_turn)
-    _unobserved.append(age)
-
-
-def _observe_turn() -> None:
-    _observing[0] = None
-    ages = list(_unobserved)
-    _unobserved.clear()
-    for age in ages:
-        _FANOUT.observe(age)
+    turn_ages(loop).add(age)
 
 
 def make_bus(config: BusConfig, *, cluster: bool) -> Bus:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
+from actors import broadcast
 from actors import metrics as metrics_module
 from actors.analysis.llm import TokenBudget
 from actors.broadcast import (
@@ -237,6 +239,39 @@ async def test_fanout_on_a_loop_is_observed_at_the_end_of_the_turn_not_in_the_ha
     assert value("essaycoach_fanout_seconds_count") == before  # the next frame's hand-over comes first
     await asyncio.sleep(0)
     assert value("essaycoach_fanout_seconds_count") == before + 2
+
+
+def test_fanout_samples_of_two_event_loops_are_each_observed_by_their_own_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loop A measures a message, then its turn is held open while loop B (another thread, as
+    with Serve's threads) runs a whole turn: B observes only its own sample, A its own at the
+    end of its turn."""
+    seen: list[tuple[str, float]] = []
+
+    class Recorder:
+        def observe(self, age: float) -> None:
+            seen.append((threading.current_thread().name, age))
+
+    monkeypatch.setattr(broadcast, "_FANOUT", Recorder())
+    now_us = time.time_ns() // 1000
+    a_measured, b_done = threading.Event(), threading.Event()
+
+    async def a() -> None:
+        observe_fanout(f"a {now_us - 100_000_000}\nx".encode())  # 100 s old
+        a_measured.set()
+        b_done.wait(10)  # blocks loop A: its turn is not over while B runs
+
+    async def b() -> None:
+        a_measured.wait(10)
+        observe_fanout(f"b {now_us - 200_000_000}\nx".encode())  # 200 s old
+        await asyncio.sleep(0)  # B's turn ends: its samples are observed
+        b_done.set()
+
+    threads = [threading.Thread(target=asyncio.run, args=(main(),), name=name) for name, main in (("A", a), ("B", b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted((name, int(age // 50)) for name, age in seen) == [("A", 2), ("B", 4)]
 
 
 def test_local_fanout_counts_each_handler_it_delivers_to() -> None:
