@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     ws_awareness_max_bytes: int = Field(default=4096, ge=64)
     ws_max_sockets_per_user: int = Field(default=64, ge=1)
     ws_tickets_per_user_per_minute: int = Field(default=120, ge=1)
+    # Socket handshakes (ticket, user, essay or class: store work on the replica's loop) under
+    # way at once per replica; more wait their turn (serve_app.realtime.limits.SocketAdmission).
+    ws_handshakes_at_once: int = Field(default=8, ge=1)
     # Messages waiting in a bus outbox or in the hub for one subscriber (oldest dropped beyond;
     # the affected channels' sockets resync).
     bus_queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -332,7 +332,12 @@ async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[
 async def open_essay_socket(ws: WebSocket) -> tuple[Context, uuid.UUID, uuid.UUID, WriteWindow] | None:
     """Ticket, accept, then the path's essay: (context, user id, essay id, write window), or None
     once closed. Only ids are kept for the socket's life: the ORM rows behind them held ~1.3 KiB
-    per socket."""
+    per socket. At most `WS_HANDSHAKES_AT_ONCE` of a replica's sockets are here at once."""
+    async with admission_of(ws.app).handshakes:
+        return await _open_essay_socket(ws)
+
+
+async def _open_essay_socket(ws: WebSocket) -> tuple[Context, uuid.UUID, uuid.UUID, WriteWindow] | None:
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
     if user is None or not await _admit(ws, user):
@@ -348,7 +353,13 @@ async def open_essay_socket(ws: WebSocket) -> tuple[Context, uuid.UUID, uuid.UUI
 
 async def open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
     """Ticket, accept, then the class: (context, class id) for its teacher (or an admin), or None
-    once closed (4404 for no such class or one the caller is not in, 4403 for its students)."""
+    once closed (4404 for no such class or one the caller is not in, 4403 for its students); at
+    most `WS_HANDSHAKES_AT_ONCE` at once, as `open_essay_socket`."""
+    async with admission_of(ws.app).handshakes:
+        return await _open_class_socket(ws)
+
+
+async def _open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
     ctx: Context = ws.app.state.ctx
     user = await _authenticate(ws, ctx)
     if user is None or not await _admit(ws, user):

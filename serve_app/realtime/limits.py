@@ -17,6 +17,8 @@ Pure module: no FastAPI, Ray, database or network.
 
 from __future__ import annotations
 
+import asyncio
+
 import uuid
 from datetime import datetime
 from typing import Any
@@ -46,13 +48,19 @@ class DeadTickets:
 
 
 class SocketAdmission:
-    """One replica's socket admission: dead tickets, open sockets per user."""
+    """One replica's socket admission: dead tickets, open sockets per user, and the handshakes
+    under way at once (`handshakes`: a socket's ticket, user and essay or class are store reads
+    and writes on the replica's event loop, a few milliseconds of its CPU each; a burst of them,
+    a client opening its 64 sockets at once or a class arriving together, ran them all in the
+    same loop turns and held back every open socket's frames and acks for the burst's length.
+    Beyond the limit a handshake waits its turn, at no cost, and the loop's turns stay short)."""
 
-    __slots__ = ("max_per_user", "dead_tickets", "_open")
+    __slots__ = ("max_per_user", "dead_tickets", "handshakes", "_open")
 
-    def __init__(self, *, max_per_user: int) -> None:
+    def __init__(self, *, max_per_user: int, handshakes_at_once: int = 8) -> None:
         self.max_per_user = max_per_user
         self.dead_tickets = DeadTickets()
+        self.handshakes = asyncio.Semaphore(handshakes_at_once)
         self._open: dict[uuid.UUID, int] = {}
 
     def enter(self, user_id: uuid.UUID) -> bool:
@@ -78,6 +86,7 @@ def admission_of(app: Any) -> SocketAdmission:
     """The app's (this replica's) admission state, made on first use from its settings."""
     admission = getattr(app.state, "socket_admission", None)
     if admission is None:
+        settings = app.state.ctx.settings
         admission = app.state.socket_admission = SocketAdmission(
-            max_per_user=app.state.ctx.settings.ws_max_sockets_per_user)
+            max_per_user=settings.ws_max_sockets_per_user, handshakes_at_once=settings.ws_handshakes_at_once)
     return admission  # type: ignore[no-any-return]

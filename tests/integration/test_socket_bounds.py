@@ -337,3 +337,34 @@ async def test_the_gateway_purges_used_up_tickets_and_expired_refresh_tokens(set
                 break
             await asyncio.sleep(0.05)
         assert {old_ticket, old_token}.isdisjoint(left) and {live_ticket, live_token} <= left
+
+
+async def test_socket_handshakes_beyond_the_replicas_limit_wait_their_turn_and_all_open(
+        settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of handshakes (one client opening many sockets at once) runs at most
+    `WS_HANDSHAKES_AT_ONCE` at a time through the store; the rest wait, and every socket opens."""
+    inside = most = 0
+    real_spend = users.spend_ticket
+
+    async def spend(*args: object, **kwargs: object) -> object:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        try:
+            await asyncio.sleep(0.02)  # a store under load: the handshakes overlap if let through
+            return await real_spend(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            inside -= 1
+
+    monkeypatch.setattr(users, "spend_ticket", spend)
+    async with tight_server(settings, ws_handshakes_at_once=2) as (server, client, _):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        urls = [await doc_url(client, server, student, essay["id"]) for _ in range(8)]
+        opened = await asyncio.gather(*(websockets.connect(url) for url in urls))
+        try:
+            for ws in opened:
+                await asyncio.wait_for(ws.recv(), 5)  # the server's sync step 1: the socket is open
+        finally:
+            await asyncio.gather(*(ws.close() for ws in opened))
+    assert most == 2
