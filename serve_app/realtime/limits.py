@@ -18,7 +18,6 @@ Pure module: no FastAPI, Ray, database or network.
 from __future__ import annotations
 
 import asyncio
-
 import uuid
 from datetime import datetime
 from typing import Any
