@@ -234,10 +234,11 @@ class SendQueue:
     async def _close_now(self, code: int, reason: str) -> None:
         """The last words (where our protocol does not write them itself: bounded), then the close."""
         last_words, self._last_words = self._last_words, None
-        frame = last_words() if last_words is not None else None
-        if frame is not None:
+        if last_words is not None:
             try:
-                await asyncio.wait_for(self.ws.send_bytes(frame), LAST_WORDS_SECONDS)
+                frame = last_words()
+                if frame is not None:
+                    await asyncio.wait_for(self.ws.send_bytes(frame), LAST_WORDS_SECONDS)
             except (TimeoutError, RuntimeError, WebSocketDisconnect, OSError):
                 pass  # a peer that reads nothing or is gone: the close is still tried
         await close_quietly(self.ws, code, reason)

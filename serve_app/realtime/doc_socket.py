@@ -102,13 +102,14 @@ async def doc_socket(ws: WebSocket) -> None:
     # those of one loop turn written at its end (one frame per socket, metrics in one record).
     metrics = ctx.metrics
     batch = ack_batch(ws.app, metrics)
-    acks = AckQueue(lambda n: write_ack(n), batch=batch)
     wired = 0  # the n of the last ack written at once; a later one may still be queued, or due
 
     def write_ack(n: int) -> None:
         nonlocal wired
         if out.put(encode_ack(n)):
             wired = n
+
+    acks = AckQueue(write_ack, batch=batch)
 
     def last_ack() -> bytes | None:
         """Before any close frame (`SendQueue.before_close`): the ack of every update durable so
