@@ -12,9 +12,9 @@ not even by path with another method (those keep their 405):
 - A missing file (`/assets/gone.js`, `/x.png`), anything under `/api/` or `/ws/`, other methods:
   the usual problem+json 404.
 - Text files are sent brotli- or gzip-compressed by `Accept-Encoding` (`Vary: Accept-Encoding`):
-  a precompressed `name.br` / `name.gz` beside the file if the build made one, else compressed
-  once in a worker thread and kept in memory (`_Cache`). Every response has a strong ETag per
-  encoding; `If-None-Match` answers 304.
+  a precompressed `name.br` / `name.gz` beside the file if the build made one (`npm run build`
+  does, web/precompress.ts), else compressed once in a worker thread and kept in memory
+  (`_Cache`). Every response has a strong ETag per encoding; `If-None-Match` answers 304.
 - No web/dist (the app is not built): `/` and the SPA routes answer 503 with a short page saying
   how to build it.
 """
@@ -78,6 +78,7 @@ TYPES = {
     ".wasm": "application/wasm", ".woff2": "font/woff2", ".woff": "font/woff", ".ico": "image/x-icon",
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
 }
+# web/precompress.ts writes .br/.gz for the same files (a test of the real build checks both agree).
 COMPRESSIBLE = frozenset({".html", ".js", ".mjs", ".css", ".json", ".map", ".svg", ".webmanifest",
                           ".txt", ".wasm", ".xml", ".ico"})
 MIN_COMPRESS_BYTES = 256

@@ -1,11 +1,13 @@
 import { defineConfig } from 'vitest/config'
 import vue from '@vitejs/plugin-vue'
+import { precompressPlugin } from './precompress.ts'
 
 // `npm run dev` proxies the API and the sockets to the server (`make run`, port 8000 by default).
 const backend = process.env.ESSAYCOACH_BACKEND ?? 'http://127.0.0.1:8000'
 
 export default defineConfig({
-  plugins: [vue()],
+  // `.br` and `.gz` beside each text file of dist/, which the Gateway sends as they are.
+  plugins: [vue(), precompressPlugin()],
   server: {
     proxy: {
       '/api': { target: backend, changeOrigin: true },
