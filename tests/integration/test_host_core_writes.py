@@ -33,12 +33,15 @@ async def sessions(database_url: str) -> AsyncIterator[object]:
 
 
 @contextmanager
-def orm_executions() -> Iterator[list[str]]:
-    """The statements executed through an ORM `Session` meanwhile."""
+def orm_executions(sessions: object) -> Iterator[list[str]]:
+    """The statements executed meanwhile through an ORM `Session` on the engine of `sessions`
+    (the listener is process-wide: another test's engine is not this host's)."""
     seen: list[str] = []
+    engine = sessions.kw["bind"].sync_engine  # type: ignore[attr-defined]
 
     def on_execute(state: Any) -> None:
-        seen.append(str(state.statement)[:60])
+        if state.session.get_bind() is engine:
+            seen.append(str(state.statement)[:200])
 
     event.listen(Session, "do_orm_execute", on_execute)
     try:
@@ -73,7 +76,7 @@ async def typed_essay_on_postgres(sessions: object, words: list[str]) -> AsyncIt
 
 async def test_a_compaction_with_a_revision_and_a_lease_renewal_execute_no_orm_statement(sessions: object) -> None:
     async with typed_essay_on_postgres(sessions, [f"x{i} " for i in range(12)]) as (host, essay):
-        with orm_executions() as seen:
+        with orm_executions(sessions) as seen:
             await host.compactor.compact(essay, force_revision=True)
             assert await host.leases.renew({essay.essay_id: essay.lease}) == set()
         assert seen == []
