@@ -48,7 +48,7 @@ RESERVED_PREFIXES = ("/api/", "/ws/")
 RESERVED_EXACT = frozenset({"/api", "/ws"})
 
 # Scripts only from our origin and never inline (Vite emits `<script type="module" src>`); styles
-# may be inline because Naive UI and CodeMirror inject <style> elements at run time. 'self' in
+# may be inline because CodeMirror injects <style> elements at run time. 'self' in
 # connect-src covers ws:/wss: to the same host (CSP level 3), which the editor's sockets use.
 CSP = "; ".join([
     "default-src 'self'",
