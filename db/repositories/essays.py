@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
 
 from db.models import Essay
 from db.repositories.classes import taught_class_ids
@@ -27,6 +28,9 @@ async def get(session: AsyncSession, *, essay_id: uuid.UUID) -> Essay | None:
     return await session.get(Essay, essay_id)
 
 
+_IDS_ONLY = load_only(Essay.owner_id, Essay.class_id, Essay.assignment_id, raiseload=True)
+
+
 def _visible_clause(user_id: uuid.UUID) -> Any:
     return or_(Essay.owner_id == user_id, Essay.class_id.in_(taught_class_ids(user_id)))
 
@@ -34,6 +38,13 @@ def _visible_clause(user_id: uuid.UUID) -> Any:
 async def get_visible(session: AsyncSession, *, essay_id: uuid.UUID, user_id: uuid.UUID) -> Essay | None:
     """The essay if `user_id` owns it or teaches its class; None otherwise (callers answer 404)."""
     return await session.scalar(select(Essay).where(Essay.id == essay_id, _visible_clause(user_id)))
+
+
+async def get_visible_ids(session: AsyncSession, *, essay_id: uuid.UUID, user_id: uuid.UUID) -> Essay | None:
+    """`get_visible` for a socket's handshake: only the essay's owner, class and assignment are
+    loaded (any other attribute raises), not its text and document state, which a socket never
+    reads from the row and which cost a decryption each when sealed."""
+    return await session.scalar(select(Essay).options(_IDS_ONLY).where(Essay.id == essay_id, _visible_clause(user_id)))
 
 
 async def list_visible(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import RefreshToken, User, WsTicket
@@ -74,21 +75,36 @@ async def add_ticket(
     await session.flush()
 
 
-async def spend_ticket(session: AsyncSession, *, token_hash: str, now: datetime) -> uuid.UUID | None:
+class TicketHolder(NamedTuple):
+    """What a socket's handshake needs of the user whose ticket it spent (not the ORM row)."""
+
+    user_id: uuid.UUID
+    role: str
+    suspended: bool
+
+
+_LIVE = (WsTicket.token_hash == bindparam("ticket"), WsTicket.used_at.is_(None),
+         WsTicket.expires_at > bindparam("at", type_=WsTicket.expires_at.type))
+# Built once: a handshake runs both (a burst of them runs them hundreds of times a second).
+_LIVE_TICKET = (select(WsTicket.user_id, User.role, User.suspended_at)
+                .join(User, User.id == WsTicket.user_id).where(*_LIVE))
+_SPEND_TICKET = (update(WsTicket).where(*_LIVE).values(used_at=bindparam("at")).returning(WsTicket.user_id)
+                 .execution_options(synchronize_session=False))  # no ticket object in the session to update
+
+
+async def spend_ticket(session: AsyncSession, *, token_hash: str, now: datetime) -> TicketHolder | None:
     """The ticket's user if it was unspent and unexpired, spent by one conditional UPDATE so it
     works once across replicas. An unknown, expired or spent ticket is only read: a flood of
-    bogus tickets must not queue on the store's writer (SQLite has one)."""
-    live = await session.scalar(select(WsTicket.token_hash).where(
-        WsTicket.token_hash == token_hash, WsTicket.used_at.is_(None), WsTicket.expires_at > now))
+    bogus tickets must not queue on the store's writer (SQLite has one). The read brings the
+    user's role and suspension with it, so the handshake needs no query of its own for them."""
+    params = {"ticket": token_hash, "at": now}
+    live = (await session.execute(_LIVE_TICKET, params)).first()
     if live is None:
         return None
-    return await session.scalar(
-        update(WsTicket)
-        .where(WsTicket.token_hash == token_hash, WsTicket.used_at.is_(None), WsTicket.expires_at > now)
-        .values(used_at=now)
-        .returning(WsTicket.user_id)
-        .execution_options(synchronize_session=False)  # no ticket object in the session to update
-    )
+    user_id = await session.scalar(_SPEND_TICKET, params)
+    if user_id is None:  # spent meanwhile, on another replica
+        return None
+    return TicketHolder(user_id, live.role, live.suspended_at is not None)
 
 
 async def purge_tickets(session: AsyncSession, *, expired_before: datetime) -> int:

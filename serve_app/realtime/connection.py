@@ -33,10 +33,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from actors.metrics import metric
-from db.models import Essay, User
+from db.models import Essay
 from db.repositories import classes, essays, users
+from db.repositories.users import TicketHolder
 from db.types import utcnow
 from serve_app.api.writability import READ_ONLY, WriteWindow, write_window
 from serve_app.auth import check_ticket, ticket_hash
@@ -270,7 +272,7 @@ async def receive_frame(ws: WebSocket, ctx: Context, bucket: TokenBucket | Write
     return payload
 
 
-async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
+async def _authenticate(ws: WebSocket, ctx: Context, session: AsyncSession) -> TicketHolder | None:
     """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403).
     Only a genuine, unexpired ticket not already seen dead here reaches the store
     (`serve_app.realtime.limits`); a failed one is only read there. A suspended user's ticket is
@@ -282,13 +284,13 @@ async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
     digest = ticket_hash(ticket) if expires_at is not None else ""
     user = None
     if expires_at is not None and digest not in dead:
-        async with ctx.sessions() as session:
-            user_id = await users.spend_ticket(session, token_hash=digest, now=now)
-            if user_id is not None:
-                await session.commit()
-                user = await users.get(session, user_id=user_id)
+        user = await users.spend_ticket(session, token_hash=digest, now=now)
+        if user is not None:
+            await session.commit()
+        else:  # nothing to keep; the store's connection goes back before the refusal is sent
+            await session.rollback()
         dead.add(digest, expires_at=expires_at, now=now)  # spent now, or refused by the store
-    if user is not None and user.suspended_at is not None:
+    if user is not None and user.suspended:
         user = None
     if user is None:
         metric("essaycoach_auth_failures_total").labels("bad_ticket").inc()
@@ -296,13 +298,13 @@ async def _authenticate(ws: WebSocket, ctx: Context) -> User | None:
     return user
 
 
-async def _admit(ws: WebSocket, user: User) -> bool:
+async def _admit(ws: WebSocket, user_id: uuid.UUID) -> bool:
     """Accept, then count the socket against its user's limit (close 4429 beyond it)."""
     await ws.accept()
-    if not admission_of(ws.app).enter(user.id):
+    if not admission_of(ws.app).enter(user_id):
         await ws.close(CloseCode.TOO_MANY_SOCKETS, "too many open sockets for this user")
         return False
-    ws.scope[_ADMITTED] = user.id  # `release` gives it back when the handler ends
+    ws.scope[_ADMITTED] = user_id  # `release` gives it back when the handler ends
     return True
 
 
@@ -320,63 +322,65 @@ def parse_uuid(raw: str) -> uuid.UUID | None:
         return None
 
 
-async def _essay_access(ctx: Context, user: User, essay_id: uuid.UUID) -> tuple[Essay | None, WriteWindow]:
+async def _essay_access(session: AsyncSession, user_id: uuid.UUID, essay_id: uuid.UUID
+                        ) -> tuple[Essay | None, WriteWindow]:
     """(essay if visible, when this user may write to it). Readers, and an owner past the close of
     their assignment or in an archived class, get a read-only socket."""
-    async with ctx.sessions() as session:
-        essay = await essays.get_visible(session, essay_id=essay_id, user_id=user.id)
-        if essay is None or essay.owner_id != user.id:
-            return essay, READ_ONLY
-        return essay, await write_window(session, essay=essay, now=utcnow())
+    essay = await essays.get_visible_ids(session, essay_id=essay_id, user_id=user_id)
+    if essay is None or essay.owner_id != user_id:
+        return essay, READ_ONLY
+    return essay, await write_window(session, essay=essay, now=utcnow())
 
 
 async def open_essay_socket(ws: WebSocket) -> tuple[Context, uuid.UUID, uuid.UUID, WriteWindow] | None:
     """Ticket, accept, then the path's essay: (context, user id, essay id, write window), or None
     once closed. Only ids are kept for the socket's life: the ORM rows behind them held ~1.3 KiB
-    per socket. At most `WS_HANDSHAKES_AT_ONCE` of a replica's sockets are here at once."""
-    async with admission_of(ws.app).handshakes:
-        return await _open_essay_socket(ws)
-
-
-async def _open_essay_socket(ws: WebSocket) -> tuple[Context, uuid.UUID, uuid.UUID, WriteWindow] | None:
+    per socket. One session serves the whole handshake. At most `WS_HANDSHAKES_AT_ONCE` of a
+    replica's sockets are here at once."""
     ctx: Context = ws.app.state.ctx
-    user = await _authenticate(ws, ctx)
-    if user is None or not await _admit(ws, user):
+    async with admission_of(ws.app).handshakes, ctx.sessions() as session:
+        return await _open_essay_socket(ws, ctx, session)
+
+
+async def _open_essay_socket(ws: WebSocket, ctx: Context, session: AsyncSession
+                             ) -> tuple[Context, uuid.UUID, uuid.UUID, WriteWindow] | None:
+    user = await _authenticate(ws, ctx, session)
+    if user is None or not await _admit(ws, user.user_id):
         return None
     eid = parse_uuid(ws.path_params["essay_id"])
-    essay, window = await _essay_access(ctx, user, eid) if eid else (None, READ_ONLY)
+    essay, window = await _essay_access(session, user.user_id, eid) if eid else (None, READ_ONLY)
     if essay is None or eid is None:
         await ws.close(CloseCode.UNKNOWN_ESSAY, "no such essay")
         return None
-    control.track(ws, user_id=user.id, essay_id=eid)
-    return ctx, user.id, eid, window
+    control.track(ws, user_id=user.user_id, essay_id=eid)
+    return ctx, user.user_id, eid, window
 
 
 async def open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
     """Ticket, accept, then the class: (context, class id) for its teacher (or an admin), or None
-    once closed (4404 for no such class or one the caller is not in, 4403 for its students); at
-    most `WS_HANDSHAKES_AT_ONCE` at once, as `open_essay_socket`."""
-    async with admission_of(ws.app).handshakes:
-        return await _open_class_socket(ws)
-
-
-async def _open_class_socket(ws: WebSocket) -> tuple[Context, uuid.UUID] | None:
+    once closed (4404 for no such class or one the caller is not in, 4403 for its students); one
+    session and at most `WS_HANDSHAKES_AT_ONCE` at once, as `open_essay_socket`."""
     ctx: Context = ws.app.state.ctx
-    user = await _authenticate(ws, ctx)
-    if user is None or not await _admit(ws, user):
+    async with admission_of(ws.app).handshakes, ctx.sessions() as session:
+        return await _open_class_socket(ws, ctx, session)
+
+
+async def _open_class_socket(ws: WebSocket, ctx: Context, session: AsyncSession
+                             ) -> tuple[Context, uuid.UUID] | None:
+    user = await _authenticate(ws, ctx, session)
+    if user is None or not await _admit(ws, user.user_id):
         return None
     cid = parse_uuid(ws.path_params["class_id"])
-    async with ctx.sessions() as session:
-        cls = await classes.get(session, class_id=cid) if cid else None
-        teacher = cls is not None and (user.role == "admin" or await classes.teaches(session, cls=cls,
-                                                                                      user_id=user.id))
-        member = cls is not None and (teacher or await classes.is_enrolled(
-            session, class_id=cls.id, student_id=user.id))
-        if cls is None or not member:
-            await ws.close(CloseCode.UNKNOWN_ESSAY, "no such class")
-            return None
-        if not teacher:
-            await ws.close(CloseCode.FORBIDDEN, "only the class's teacher may watch it live")
-            return None
-        control.track(ws, user_id=user.id, class_id=cls.id)
-        return ctx, cls.id
+    cls = await classes.get(session, class_id=cid) if cid else None
+    teacher = cls is not None and (user.role == "admin" or await classes.teaches(session, cls=cls,
+                                                                                  user_id=user.user_id))
+    member = cls is not None and (teacher or await classes.is_enrolled(
+        session, class_id=cls.id, student_id=user.user_id))
+    if cls is None or not member:
+        await ws.close(CloseCode.UNKNOWN_ESSAY, "no such class")
+        return None
+    if not teacher:
+        await ws.close(CloseCode.FORBIDDEN, "only the class's teacher may watch it live")
+        return None
+    control.track(ws, user_id=user.user_id, class_id=cls.id)
+    return ctx, cls.id

@@ -295,6 +295,34 @@ async def test_made_up_or_expired_tickets_never_reach_the_store_and_unknown_ones
         await good.close()
 
 
+async def test_a_handshake_reads_its_ticket_with_its_user_in_one_statement_and_spends_it_in_one_more(
+        settings) -> None:
+    """The ticket's read brings the user's role and suspension: no query of the user follows."""
+    async with tight_server(settings) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        url = await doc_url(client, server, student, essay["id"])
+        statements = store_statements(application)
+        opened = await YClient(url).connect()
+        await opened.close()
+    kinds = [(s.split()[0].upper(), "ws_tickets" in s, "users" in s) for s in statements]
+    assert kinds == [("SELECT", True, True), ("UPDATE", True, False)]
+
+
+async def test_a_handshake_loads_only_the_essay_s_ids_not_its_text_or_document(settings) -> None:
+    async with tight_server(settings) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student, text="A paragraph the handshake has no use for.")
+        url = await doc_url(client, server, student, essay["id"])
+        seen: list[str] = []
+        event.listen(application.state.ctx.engine.sync_engine, "before_cursor_execute",
+                     lambda _c, _k, statement, *_: seen.append(statement))
+        opened = await YClient(url).connect()
+        await opened.close()
+    visible = [s for s in seen if "FROM essays" in s and "class_teachers" in s]  # `get_visible`'s clause
+    assert len(visible) == 1 and "doc_state" not in visible[0] and "essays.text" not in visible[0]
+
+
 async def test_a_spent_ticket_replayed_to_the_same_replica_is_refused_from_memory(settings) -> None:
     async with tight_server(settings) as (server, client, application):
         student = await register(client, "student")
