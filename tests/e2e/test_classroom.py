@@ -302,6 +302,8 @@ async def test_hostile_text_is_shown_as_text_on_a_tablet(api: httpx.AsyncClient,
     writer, live, review = pages
     await expect(writer.locator(".cm-content")).to_contain_text(HOSTILE)
     await expect(by_id(writer, "comment-item")).to_contain_text(HOSTILE)
+    # Stacked under the editor the panel is no scroll box of its own: its comments show on the page.
+    await expect(writer.get_by_role("region", name="Feedback")).to_have_css("overflow-y", "visible")
     await screenshot(writer, "19-tablet-student-editor-hostile-text")
     card = by_id(live, "live-card", student_id=student.id)
     await expect(by_id(card, "live-card-name")).to_contain_text('<b>Bold</b> "Name"')
