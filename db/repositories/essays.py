@@ -35,16 +35,14 @@ def _visible_clause(user_id: uuid.UUID) -> Any:
     return or_(Essay.owner_id == user_id, Essay.class_id.in_(taught_class_ids(user_id)))
 
 
-async def get_visible(session: AsyncSession, *, essay_id: uuid.UUID, user_id: uuid.UUID) -> Essay | None:
-    """The essay if `user_id` owns it or teaches its class; None otherwise (callers answer 404)."""
-    return await session.scalar(select(Essay).where(Essay.id == essay_id, _visible_clause(user_id)))
-
-
-async def get_visible_ids(session: AsyncSession, *, essay_id: uuid.UUID, user_id: uuid.UUID) -> Essay | None:
-    """`get_visible` for a socket's handshake: only the essay's owner, class and assignment are
-    loaded (any other attribute raises), not its text and document state, which a socket never
-    reads from the row and which cost a decryption each when sealed."""
-    return await session.scalar(select(Essay).options(_IDS_ONLY).where(Essay.id == essay_id, _visible_clause(user_id)))
+async def get_visible(session: AsyncSession, *, essay_id: uuid.UUID, user_id: uuid.UUID,
+                      ids_only: bool = False) -> Essay | None:
+    """The essay if `user_id` owns it or teaches its class; None otherwise (callers answer 404).
+    `ids_only` (a socket's handshake): only its owner, class and assignment are loaded (any other
+    attribute raises), not its text and document state, which a socket never reads from the row
+    and which cost a decryption each when sealed."""
+    query = select(Essay).where(Essay.id == essay_id, _visible_clause(user_id))
+    return await session.scalar(query.options(_IDS_ONLY) if ids_only else query)
 
 
 async def list_visible(

@@ -326,7 +326,7 @@ async def _essay_access(session: AsyncSession, user_id: uuid.UUID, essay_id: uui
                         ) -> tuple[Essay | None, WriteWindow]:
     """(essay if visible, when this user may write to it). Readers, and an owner past the close of
     their assignment or in an archived class, get a read-only socket."""
-    essay = await essays.get_visible_ids(session, essay_id=essay_id, user_id=user_id)
+    essay = await essays.get_visible(session, essay_id=essay_id, user_id=user_id, ids_only=True)
     if essay is None or essay.owner_id != user_id:
         return essay, READ_ONLY
     return essay, await write_window(session, essay=essay, now=utcnow())
