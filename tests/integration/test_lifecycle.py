@@ -313,13 +313,18 @@ def _listen(port: int) -> socket.socket:
 
 @pytest.mark.parametrize("setting", ["HTTP_PORT", "HAPROXY_STATS_PORT", "HAPROXY_METRICS_PORT", "METRICS_PORT"])
 def test_a_taken_port_is_named_with_its_setting_before_ray_starts(tmp_path: Path, setting: str) -> None:
-    taken = free_port()
-    env = {f"ESSAYCOACH_{setting}": str(taken)}
-    with _listen(taken):
-        run = Run(tmp_path / "var", taken if setting == "HTTP_PORT" else free_port(), env).start()
-        assert run.proc is not None
-        status = run.proc.wait(timeout=60)
-    out = run.output().strip()
+    for attempt in range(3):
+        taken = free_port()
+        env = {f"ESSAYCOACH_{setting}": str(taken)}
+        with _listen(taken):
+            run = Run(tmp_path / f"var{attempt}", taken if setting == "HTTP_PORT" else free_port(), env).start()
+            assert run.proc is not None
+            status = run.proc.wait(timeout=60)
+        out = run.output().strip()
+        # Another of the run's free ports taken meanwhile by another process (`free_port` closes
+        # the port it found): that one is named instead; a clean-clone run saw it once. Again.
+        if f"ESSAYCOACH_{setting} " in out or "already in use" not in out:
+            break
     assert status != 0
     host = "0.0.0.0" if setting == "METRICS_PORT" else "127.0.0.1"  # Ray's metrics agent binds every interface
     assert out.splitlines() == [f"essaycoach: port {taken} on {host} is already in use; stop what listens "
