@@ -21,6 +21,11 @@ runs one attack per round, on a fresh socket (so on a fresh ticket), rotating th
 * `socket_cap`: more sockets at once than `WS_MAX_SOCKETS_PER_USER` (-> 4429, and ticket 429s
   once `WS_TICKETS_PER_USER_PER_MINUTE` is spent); at most once a minute per client.
 
+A round cut off (its 30 s are up, or the run ends) closes whatever sockets it had opened, so the
+next round starts from none (a `socket_cap` round left open would have the next refused 4429).
+Each hostile account asks its tickets over an HTTP client of its own (`run.py`), not the honest
+typists' connections: neither waits in the other's queue.
+
 The frame builders are pure and cached (built once per process): a hostile client costs the
 generator a few socket writes per round, not a Y.Doc per frame.
 """
@@ -64,6 +69,8 @@ SPAM_MESSAGES = 120  # awareness messages per spam round (within the burst: the 
 SPAM_IDS = 20  # client ids announced per spam message
 BOGUS_HANDSHAKES = 10
 SOCKET_CAP_EVERY = 60.0  # seconds between two socket_cap rounds of one client
+SOCKET_CAP_TICKETS = MAX_SOCKETS_PER_USER + 6  # tickets asked (and sockets tried) per socket_cap round
+ROUND_TIMEOUT = 30.0  # seconds a round may take before it is cut off
 ROUND_PAUSE = 0.5  # seconds between rounds: bounds the generator's own CPU
 ACK = 100
 PERMISSION_DENIED = 2
@@ -280,6 +287,7 @@ class HostileClient:
         self.round = 0
         self.last_socket_cap = -SOCKET_CAP_EVERY
         self.stopping = False
+        self.probes: set[Probe] = set()  # this round's sockets, closed when it ends however it ends
 
     async def run(self, stop_at: float) -> None:
         await asyncio.sleep(self.rng.uniform(0, 1.0))
@@ -294,21 +302,35 @@ class HostileClient:
                 self.last_socket_cap = time.perf_counter()
             self.stats.rounds[attack] += 1
             try:
-                await asyncio.wait_for(getattr(self, attack)(), 30)
+                await asyncio.wait_for(getattr(self, attack)(), ROUND_TIMEOUT)
             except TicketRefused as exc:
                 self.stats.note(attack, f"ticket {exc.status}")
                 await asyncio.sleep(min(exc.retry_after, 5.0))
             except TimeoutError:
-                self.stats.note(attack, "round timed out (30 s)")
+                self.stats.note(attack, f"round timed out ({ROUND_TIMEOUT:g} s)")
             except asyncio.CancelledError:
                 self.stats.note(attack, "cut off at the end of the run")
                 raise
             except Exception as exc:  # a hostile round's failure is a result to report, not a crash
                 self.stats.note(attack, f"error {type(exc).__name__}: {str(exc)[:60]}")
+            finally:
+                await self._close_leftovers()
             await asyncio.sleep(ROUND_PAUSE)
 
+    async def _connect(self, url: str) -> Probe:
+        """A socket of this round's (closed by `_close_leftovers` if the round leaves it open)."""
+        probe = await _connect(url)
+        self.probes.add(probe)
+        return probe
+
+    async def _close_leftovers(self) -> None:
+        """Closes the round's sockets still open: a round cut off mid-way must not hold its
+        sockets (and their places under the per-user cap) into the next."""
+        probes, self.probes = self.probes, set()
+        await asyncio.gather(*(p.close() for p in probes if not p.reader.done()), return_exceptions=True)
+
     async def _open_own(self) -> Probe:
-        return await _connect(self.seat.doc_url(await self.seat.ticket()))
+        return await self._connect(self.seat.doc_url(await self.seat.ticket()))
 
     async def _send_all(self, attack: str, probe: Probe, frames: list[bytes]) -> None:
         for frame in frames:
@@ -369,7 +391,7 @@ class HostileClient:
 
     async def spent_ticket(self) -> None:
         ticket = await self.seat.ticket()
-        probe = await _connect(self.seat.doc_url(ticket))
+        probe = await self._connect(self.seat.doc_url(ticket))
         await probe.close()
         for _ in range(3):
             self.stats.frames_sent["spent_ticket"] += 1
@@ -377,7 +399,7 @@ class HostileClient:
 
     async def _refused_handshake(self, attack: str, url: str) -> None:
         try:
-            probe = await _connect(url)
+            probe = await self._connect(url)
         except Exception as exc:
             self.stats.note(attack, _handshake_outcome(exc))
             return
@@ -385,7 +407,7 @@ class HostileClient:
 
     async def trespass(self) -> None:
         try:
-            probe = await _connect(self.seat.trespass_url(await self.seat.ticket()))
+            probe = await self._connect(self.seat.trespass_url(await self.seat.ticket()))
         except TicketRefused:
             raise
         except Exception as exc:
@@ -396,7 +418,7 @@ class HostileClient:
         await self._finish("trespass", probe)
 
     async def socket_cap(self) -> None:
-        asked = await asyncio.gather(*(self.seat.ticket() for _ in range(MAX_SOCKETS_PER_USER + 6)),
+        asked = await asyncio.gather(*(self.seat.ticket() for _ in range(SOCKET_CAP_TICKETS)),
                                      return_exceptions=True)
         tickets = [t for t in asked if isinstance(t, str)]
         for refused in asked:
@@ -404,7 +426,8 @@ class HostileClient:
                 self.stats.note("socket_cap", f"ticket {refused.status}")
             elif isinstance(refused, BaseException):
                 self.stats.note("socket_cap", f"ticket error {type(refused).__name__}")
-        opened = await asyncio.gather(*(_connect(self.seat.doc_url(t)) for t in tickets), return_exceptions=True)
+        opened = await asyncio.gather(*(self._connect(self.seat.doc_url(t)) for t in tickets),
+                                      return_exceptions=True)
         probes = [p for p in opened if isinstance(p, Probe)]
         for p in opened:
             if not isinstance(p, Probe):

@@ -268,6 +268,7 @@ class EssayCoachTarget(Target):
             self.name = "essaycoach-class-docs"
         self.base = f"http://127.0.0.1:{self.port}"
         self.http: httpx.AsyncClient | None = None
+        self.hostile_http: list[httpx.AsyncClient] = []  # one per hostile account (`hostile_seats`)
 
     async def start(self) -> None:
         var_dir = self.workdir / "var"
@@ -301,6 +302,9 @@ class EssayCoachTarget(Target):
     async def close_http(self) -> None:
         if self.http is not None:
             await self.http.aclose()
+        for client in self.hostile_http:
+            await client.aclose()
+        self.hostile_http = []
 
     async def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         assert self.http is not None
@@ -324,10 +328,18 @@ class EssayCoachTarget(Target):
         pair = await self.api("POST", "/auth/token", body={"email": email, "password": password})
         return str(pair["access_token"])
 
-    async def ticket_once(self, token: str) -> str:
+    def hostile_client(self) -> httpx.AsyncClient:
+        """A hostile account's own HTTP client: its ticket bursts (`socket_cap`: 70 at once) queue on
+        its own connections, neither behind nor ahead of the honest typists' (`self.http`, 32)."""
+        client = httpx.AsyncClient(base_url=self.base + "/api/v1", timeout=120,
+                                   limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
+        self.hostile_http.append(client)
+        return client
+
+    @staticmethod
+    async def ticket_once(http: httpx.AsyncClient, token: str) -> str:
         """A ws ticket without waiting out a 429 (a hostile client's: the refusal is the result)."""
-        assert self.http is not None
-        r = await self.http.post("/auth/ws-ticket", headers={"authorization": f"Bearer {token}"})
+        r = await http.post("/auth/ws-ticket", headers={"authorization": f"Bearer {token}"})
         if r.status_code >= 300:
             raise attacks.TicketRefused(r.status_code, float(r.headers.get("retry-after", "1")))
         return str(r.json()["ticket"])
@@ -352,7 +364,8 @@ class EssayCoachTarget(Target):
             return lambda ticket: f"ws://127.0.0.1:{self.port}/ws/essays/{essay_id}/doc?ticket={ticket}"
 
         def ticket_of(token: str) -> Callable[[], Awaitable[str]]:
-            return lambda: self.ticket_once(token)
+            http = self.hostile_client()
+            return lambda: self.ticket_once(http, token)
 
         def watch_url(essay_id: str, token: str) -> UrlFactory:
             async def make() -> str:
