@@ -35,6 +35,7 @@ from serve_app.api import (
     uploads,
     webhooks,
 )
+from serve_app.cpu_work import CpuWork
 from serve_app.deps import Context
 from serve_app.errors import install_handlers
 from serve_app.fastpath import handoff
@@ -108,7 +109,8 @@ def create_app(
                       coach_limit=RateLimit(buckets, prefix="coach:user:", policy=BucketPolicy.every(
                           burst=settings.coach_questions_per_user_per_hour,
                           seconds=3600 / settings.coach_questions_per_user_per_hour)),
-                      coach=build_coach(settings.analysis_config()))
+                      coach=build_coach(settings.analysis_config()),
+                      cpu=CpuWork(settings.cpu_work_threads))
         ctx.hosts = (hosts_factory or make_hosts)(settings, ctx)
         app.state.ctx = ctx
         await ctx.hosts.start()
@@ -135,6 +137,7 @@ def create_app(
             await ctx.hosts.stop()
             await buckets.aclose()
             await engine.dispose()
+            ctx.cpu.shutdown()
             flush_counters()  # last: the runner's, hosts' and store's final counts too
             tracing.flush()
 

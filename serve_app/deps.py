@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -14,6 +14,7 @@ from db.models import User
 from db.repositories import users
 from serve_app.auth import decode_access
 from serve_app.client_address import Network, scope_client_address
+from serve_app.cpu_work import CpuWork
 from serve_app.errors import Forbidden, InvalidToken, Unauthorized
 from serve_app.observability import Metrics
 from serve_app.ratelimit import BucketStore, LoginThrottle, RateLimit
@@ -42,6 +43,8 @@ class Context:
     coach_limit: RateLimit | None = None
     # The coach chat's answerer (actors.analysis.coach.Coach), built in the lifespan.
     coach: Any = None
+    # CPU-heavy request work (argon2, uploads, replay texts), at a priority below the loop's.
+    cpu: CpuWork = field(default_factory=CpuWork)
 
     def client_address(self, scope: Any) -> str:
         """The caller's address: the peer, or X-Forwarded-For through trusted proxies only."""

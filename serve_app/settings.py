@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     bus_queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Spent/expired socket tickets and expired refresh tokens are deleted this often.
     store_purge_interval_seconds: float = Field(default=600.0, gt=0)
+    # Threads (0: one per usable core) for CPU-heavy request work (argon2, uploads, replay texts),
+    # each at a lower priority than the event loop's (serve_app.cpu_work).
+    cpu_work_threads: int = Field(default=0, ge=0, le=256)
     # permessage-deflate on sockets: off, because Yjs frames are a few bytes (see
     # serve_app.fastpath.uvicorn_config); applies to the fast path's servers only.
     ws_compression: bool = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -34,12 +33,12 @@ def _now() -> datetime:
 
 
 @router.post("/auth/register", status_code=201, response_model=UserOut)
-async def register(body: RegisterIn, session: SessionDep) -> dict[str, object]:
+async def register(body: RegisterIn, ctx: ContextDep, session: SessionDep) -> dict[str, object]:
     check_password_policy(body.password, email=body.email, name=body.name)
     if await users.get_by_email(session, email=body.email):
         raise Conflict("an account with this email already exists", code="email_taken")
-    # argon2 costs ~50 ms of CPU: keep it off the event loop.
-    password_hash = await to_thread.run_sync(hash_password, body.password)
+    # argon2 costs ~50 ms of CPU: off the event loop, below its priority (serve_app.cpu_work).
+    password_hash = await ctx.cpu.run(hash_password, body.password)
     try:
         user = await users.create(session, email=body.email, name=body.name, role=body.role,
                                   password_hash=password_hash)
@@ -95,8 +94,7 @@ async def token(request: Request, ctx: ContextDep, session: SessionDep) -> Token
     if wait:
         raise RateLimited("too many failed logins; try again later", retry_after=wait)
     user = await users.get_by_email(session, email=account)
-    ok = await to_thread.run_sync(verify_password, user.password_hash if user else DUMMY_HASH,
-                                  body.password)
+    ok = await ctx.cpu.run(verify_password, user.password_hash if user else DUMMY_HASH, body.password)
     if user is None or not ok:
         await ctx.throttle.failed(ip=ip, account=account)
         raise InvalidCredentials()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import difflib
 import uuid
@@ -88,8 +87,8 @@ async def replay(
         base = await documents.revision_at_or_before(session, essay_id=essay.id, seq=after_seq)
         catch_up = await documents.updates_between(session, essay_id=essay.id,
                                                    after_seq=base.seq if base else 0, upto_seq=after_seq)
-        texts = await asyncio.to_thread(_texts_after_each, base.doc_state if base else None, catch_up,
-                                        [r.data for r in rows], budget)
+        texts = await ctx.cpu.run(_texts_after_each, base.doc_state if base else None, catch_up,
+                                  [r.data for r in rows], budget)
     kept = len(texts) if texts is not None else _updates_within(rows, budget)
     cut = kept < len(rows)
     rows = rows[:kept]

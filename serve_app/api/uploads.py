@@ -4,7 +4,6 @@ with `text` would."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import PurePath
 from typing import Annotated, Any
@@ -32,8 +31,9 @@ async def import_essay(
     settings = ctx.settings
     data = await file.read()
     limits = UploadLimits(max_chars=settings.max_essay_chars, max_pages=settings.max_upload_pages)
-    # Parsing a document is CPU work: keep it off the event loop that serves every socket.
-    extracted = await asyncio.to_thread(extract_text, data, filename=file.filename,
-                                        content_type=file.content_type, limits=limits)
+    # Parsing a document is CPU work: off the event loop that serves every socket, below its
+    # priority (serve_app.cpu_work).
+    extracted = await ctx.cpu.run(extract_text, data, filename=file.filename,
+                                  content_type=file.content_type, limits=limits)
     name = title or (PurePath(file.filename or "").stem[:300] or "Imported essay")
     return await new_essay(ctx, session, user, title=name, assignment_id=assignment_id, text=extracted.text)
