@@ -131,28 +131,48 @@ def decode_refresh(settings: Settings, token: str) -> RefreshClaims:
         raise InvalidToken("token is invalid") from exc
 
 
-def new_ticket(settings: Settings, *, expires_at: datetime) -> tuple[str, str]:
-    """A socket ticket and the hash under which it is stored (the raw ticket is never stored).
+@dataclass(frozen=True)
+class TicketClaims:
+    """What a genuine, unexpired socket ticket says: whose it is and until when it works."""
 
-    The ticket carries its expiry and an HMAC tag (keyed from the JWT secret, shared by every
-    replica): `check_ticket` refuses a made-up or expired ticket without asking the store, so a
-    flood of bogus handshakes costs neither reads nor the store's single writer.
+    user_id: uuid.UUID
+    expires_at: datetime
+
+
+def new_ticket(settings: Settings, *, user_id: uuid.UUID, expires_at: datetime) -> str:
+    """A socket ticket for `user_id`, working until `expires_at`. Issuing it writes nothing.
+
+    The ticket carries its user id, its expiry and an HMAC tag over both (keyed from the JWT
+    secret, shared by every replica): `check_ticket` refuses a made-up, altered or expired ticket
+    without asking the store, so a flood of bogus handshakes costs neither reads nor the store's
+    single writer. Single use is the handshake's: it spends the ticket by inserting its hash
+    (`users.spend_ticket`; the primary key refuses a second spend, on any replica).
+
+    Format: 24 random URL-safe characters (144 bits: two tickets never share a hash), the user id
+    (16 bytes, 22 URL-safe base64 characters), the expiry (unix seconds, 8 hex digits), the tag
+    (24 characters); 78 in all, opaque to clients. Tickets of the previous format (56 characters,
+    each stored as a row when issued) are refused by their length: one in flight at an upgrade
+    fails once, and its client fetches a fresh ticket when it reconnects, as after any refusal.
     """
-    body = secrets.token_urlsafe(_TICKET_RANDOM_BYTES) + f"{int(expires_at.timestamp()):08x}"
-    raw = body + _ticket_tag(settings, body)
-    return raw, ticket_hash(raw)
+    user = base64.urlsafe_b64encode(user_id.bytes).decode().rstrip("=")
+    body = secrets.token_urlsafe(_TICKET_RANDOM_BYTES) + user + f"{int(expires_at.timestamp()):08x}"
+    return body + _ticket_tag(settings, body)
 
 
-def check_ticket(settings: Settings, raw: str, *, now: datetime) -> datetime | None:
-    """The ticket's expiry when `raw` is one of our tickets and has not expired, else None (no I/O).
-    Whether it was spent is the store's business."""
+def check_ticket(settings: Settings, raw: str, *, now: datetime) -> TicketClaims | None:
+    """The ticket's user and expiry when `raw` is one of our tickets and has not expired, else
+    None (no I/O). Whether it was spent, and whether its user may still open sockets, is the
+    store's business."""
     if len(raw) != _TICKET_CHARS or not raw.isascii() or not _TICKET_ALPHABET.issuperset(raw):
         return None
     body, tag = raw[:_TICKET_BODY_CHARS], raw[_TICKET_BODY_CHARS:]
     if not hmac.compare_digest(tag, _ticket_tag(settings, body)):
         return None
     expires_at = datetime.fromtimestamp(int(body[-8:], 16), UTC)
-    return expires_at if expires_at > now else None
+    if expires_at <= now:
+        return None
+    user = body[_TICKET_RANDOM_CHARS:_TICKET_RANDOM_CHARS + _TICKET_USER_CHARS]
+    return TicketClaims(uuid.UUID(bytes=base64.urlsafe_b64decode(user + "==")), expires_at)
 
 
 def _ticket_tag(settings: Settings, body: str) -> str:
@@ -161,7 +181,9 @@ def _ticket_tag(settings: Settings, body: str) -> str:
 
 
 _TICKET_RANDOM_BYTES = 18  # 24 URL-safe characters, 144 random bits
-_TICKET_BODY_CHARS = 24 + 8  # random part, expiry (unix seconds, 8 hex digits)
+_TICKET_RANDOM_CHARS = 24
+_TICKET_USER_CHARS = 22  # a UUID's 16 bytes in URL-safe base64, unpadded
+_TICKET_BODY_CHARS = _TICKET_RANDOM_CHARS + _TICKET_USER_CHARS + 8  # random part, user id, expiry (8 hex digits)
 _TICKET_CHARS = _TICKET_BODY_CHARS + 24  # HMAC-SHA256 tag, 18 bytes in URL-safe base64
 _TICKET_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import RefreshToken, User, WsTicket
@@ -68,13 +70,6 @@ async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID, now: dat
     )
 
 
-async def add_ticket(
-    session: AsyncSession, *, token_hash: str, user_id: uuid.UUID, expires_at: datetime
-) -> None:
-    session.add(WsTicket(token_hash=token_hash, user_id=user_id, expires_at=expires_at))
-    await session.flush()
-
-
 class TicketHolder(NamedTuple):
     """What a socket's handshake needs of the user whose ticket it spent (not the ORM row)."""
 
@@ -83,28 +78,39 @@ class TicketHolder(NamedTuple):
     suspended: bool
 
 
-_LIVE = (WsTicket.token_hash == bindparam("ticket"), WsTicket.used_at.is_(None),
-         WsTicket.expires_at > bindparam("at", type_=WsTicket.expires_at.type))
 # Built once: a handshake runs both (a burst of them runs them hundreds of times a second).
-_LIVE_TICKET = (select(WsTicket.user_id, User.role, User.suspended_at)
-                .join(User, User.id == WsTicket.user_id).where(*_LIVE))
-_SPEND_TICKET = (update(WsTicket).where(*_LIVE).values(used_at=bindparam("at")).returning(WsTicket.user_id)
-                 .execution_options(synchronize_session=False))  # no ticket object in the session to update
+_HOLDER = select(User.role, User.suspended_at).where(User.id == bindparam("user_id"))
+_SPENDS = {dialect: (insert_for(WsTicket)
+                     .values(token_hash=bindparam("ticket"), user_id=bindparam("user_id"),
+                             expires_at=bindparam("expires_at", type_=WsTicket.expires_at.type),
+                             used_at=bindparam("at", type_=WsTicket.used_at.type))
+                     .on_conflict_do_nothing(index_elements=[WsTicket.token_hash])
+                     .returning(WsTicket.token_hash))
+           for dialect, insert_for in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))}
 
 
-async def spend_ticket(session: AsyncSession, *, token_hash: str, now: datetime) -> TicketHolder | None:
-    """The ticket's user if it was unspent and unexpired, spent by one conditional UPDATE so it
-    works once across replicas. An unknown, expired or spent ticket is only read: a flood of
-    bogus tickets must not queue on the store's writer (SQLite has one). The read brings the
-    user's role and suspension with it, so the handshake needs no query of its own for them."""
-    params = {"ticket": token_hash, "at": now}
-    live = (await session.execute(_LIVE_TICKET, params)).first()
-    if live is None:
+async def spend_ticket(session: AsyncSession, *, token_hash: str, user_id: uuid.UUID, expires_at: datetime,
+                       now: datetime) -> TicketHolder | None:
+    """Spend a genuine ticket (`serve_app.auth.check_ticket` vouched for its user and expiry) of
+    `user_id`: its holder, or None when it was spent before (here or on another replica) or its
+    user is gone. Issuing a ticket stored nothing; spending it inserts its hash, and the primary
+    key lets one insert succeed across replicas (`ON CONFLICT DO NOTHING`: a replay is no error).
+    The user's role and suspension are read first; a suspended user's ticket is returned
+    unspent (`suspended`): it writes nothing, the handshake refuses it."""
+    holder = (await session.execute(_HOLDER, {"user_id": user_id})).first()
+    if holder is None:
         return None
-    user_id = await session.scalar(_SPEND_TICKET, params)
-    if user_id is None:  # spent meanwhile, on another replica
+    if holder.suspended_at is not None:
+        return TicketHolder(user_id, holder.role, True)
+    spend = _SPENDS[session.get_bind().dialect.name]
+    params = {"ticket": token_hash, "user_id": user_id, "expires_at": expires_at, "at": now}
+    try:
+        spent = await session.scalar(spend, params)
+    except IntegrityError:  # the user was deleted after the read above (their rows cascade)
         return None
-    return TicketHolder(user_id, live.role, live.suspended_at is not None)
+    if spent is None:  # spent before
+        return None
+    return TicketHolder(user_id, holder.role, False)
 
 
 async def purge_tickets(session: AsyncSession, *, expired_before: datetime) -> int:

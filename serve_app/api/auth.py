@@ -136,20 +136,19 @@ async def logout(body: RefreshIn, ctx: ContextDep, session: SessionDep, user: Cu
 
 
 @router.post("/auth/ws-ticket", response_model=TicketOut)
-async def ws_ticket(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> TicketOut:
+async def ws_ticket(ctx: ContextDep, user: CurrentUser) -> TicketOut:
     """A socket ticket; at most `WS_TICKETS_PER_USER_PER_MINUTE` per user: a bucket of that size
     per user, drained evenly over the minute and shared by replicas (`ctx.tickets_limit`, like
-    the submission limit; concurrent requests may overshoot by their number)."""
+    the submission limit; concurrent requests may overshoot by their number). The ticket is
+    signed with its user and expiry (`serve_app.auth.new_ticket`): issuing it writes nothing to
+    the store; the handshake that spends it does (one row)."""
     limit = ctx.tickets_limit
     if limit is not None:
         wait = await limit.wait(str(user.id))
         if wait:
             raise RateLimited("too many socket tickets; open fewer sockets", retry_after=wait)
     ttl = ctx.settings.ws_ticket_seconds
-    expires_at = _now() + timedelta(seconds=ttl)
-    raw, digest = new_ticket(ctx.settings, expires_at=expires_at)
-    await users.add_ticket(session, token_hash=digest, user_id=user.id, expires_at=expires_at)
-    await session.commit()
+    raw = new_ticket(ctx.settings, user_id=user.id, expires_at=_now() + timedelta(seconds=ttl))
     if limit is not None:
         await limit.hit(str(user.id))
     return TicketOut(ticket=raw, expires_in=ttl)

@@ -275,21 +275,23 @@ async def receive_frame(ws: WebSocket, ctx: Context, bucket: TokenBucket | Write
 async def _authenticate(ws: WebSocket, ctx: Context, session: AsyncSession) -> TicketHolder | None:
     """Spend the ticket; on failure refuse the handshake (close before accept answers HTTP 403).
     Only a genuine, unexpired ticket not already seen dead here reaches the store
-    (`serve_app.realtime.limits`); a failed one is only read there. A suspended user's ticket is
-    refused the same way."""
+    (`serve_app.realtime.limits`): its user is read, and the ticket is spent by inserting its
+    hash (a failed insert writes nothing). A suspended user's ticket is refused the same way,
+    after the read alone."""
     ticket = ws.query_params.get("ticket", "")
     now = utcnow()
-    expires_at = check_ticket(ctx.settings, ticket, now=now)
+    claims = check_ticket(ctx.settings, ticket, now=now)
     dead = admission_of(ws.app).dead_tickets
-    digest = ticket_hash(ticket) if expires_at is not None else ""
+    digest = ticket_hash(ticket) if claims is not None else ""
     user = None
-    if expires_at is not None and digest not in dead:
-        user = await users.spend_ticket(session, token_hash=digest, now=now)
-        if user is not None:
+    if claims is not None and digest not in dead:
+        user = await users.spend_ticket(session, token_hash=digest, user_id=claims.user_id,
+                                        expires_at=claims.expires_at, now=now)
+        if user is not None and not user.suspended:
             await session.commit()
         else:  # nothing to keep; the store's connection goes back before the refusal is sent
             await session.rollback()
-        dead.add(digest, expires_at=expires_at, now=now)  # spent now, or refused by the store
+        dead.add(digest, expires_at=claims.expires_at, now=now)  # spent now, or refused by the store
     if user is not None and user.suspended:
         user = None
     if user is None:

@@ -5,6 +5,7 @@ user, tickets per user, bogus tickets (kept away from the store) and the store's
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import socket
@@ -17,18 +18,18 @@ import httpx
 import pytest
 import websockets
 from fastapi import FastAPI
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, select, update
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from db.models import RefreshToken, WsTicket
+from db.models import RefreshToken, User, WsTicket
 from db.repositories import users
 from ops.loadtest.yclient import YClient
 from serve_app.app import create_app
-from serve_app.auth import new_ticket
+from serve_app.auth import check_ticket, new_ticket
 from serve_app.realtime.awareness import encode_awareness_entries
 from serve_app.realtime.protocol import (
     Awareness,
@@ -270,34 +271,136 @@ def store_statements(application: FastAPI) -> list[str]:
     return seen
 
 
-async def test_made_up_or_expired_tickets_never_reach_the_store_and_unknown_ones_write_nothing(settings) -> None:
+def writes(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.split()[0].upper() in ("UPDATE", "INSERT", "DELETE")]
+
+
+async def test_made_up_expired_or_altered_tickets_never_reach_the_store_and_a_gone_user_s_writes_nothing(
+        settings) -> None:
     async with tight_server(settings) as (server, client, application):
         student = await register(client, "student")
         essay = await make_essay(client, student)
         url = f"ws://{server}/ws/essays/{essay['id']}/doc?ticket="
         statements = store_statements(application)
-        for bogus in ("short", "x" * 55 + "!", secrets.token_urlsafe(42), "z" * 300, "ä" * 56):
+        for bogus in ("short", "x" * 77 + "!", secrets.token_urlsafe(60)[:78], "z" * 300, "ä" * 78):
             with pytest.raises(websockets.InvalidStatus):
                 await websockets.connect(url + bogus)
         assert statements == []
         soon = datetime.now(UTC) + timedelta(seconds=60)
-        genuine_but_never_issued, _ = new_ticket(settings, expires_at=soon)
-        expired, _ = new_ticket(settings, expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        tampered = genuine_but_never_issued[:-1] + ("A" if genuine_but_never_issued[-1] != "A" else "B")
+        of_nobody = new_ticket(settings, user_id=uuid.uuid4(), expires_at=soon)  # genuine: a deleted user's
+        expired = new_ticket(settings, user_id=uuid.UUID(student.id), expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        tampered = of_nobody[:-1] + ("A" if of_nobody[-1] != "A" else "B")
         for bogus in (expired, tampered):
             with pytest.raises(websockets.InvalidStatus):
                 await websockets.connect(url + bogus)
         assert statements == []
         with pytest.raises(websockets.InvalidStatus):
-            await websockets.connect(url + genuine_but_never_issued)
-        assert statements and not [s for s in statements if s.split()[0].upper() in ("UPDATE", "INSERT", "DELETE")]
+            await websockets.connect(url + of_nobody)
+        assert statements and not writes(statements)
         good = await YClient(await doc_url(client, server, student, essay["id"])).connect()
         await good.close()
 
 
-async def test_a_handshake_reads_its_ticket_with_its_user_in_one_statement_and_spends_it_in_one_more(
+async def test_a_ticket_whose_user_id_was_swapped_for_another_user_s_is_refused_without_the_store(
         settings) -> None:
-    """The ticket's read brings the user's role and suspension: no query of the user follows."""
+    """The ticket names its user, under the tag: put a teacher's id in a student's ticket and it is
+    no ticket at all (HTTP 403, not a read)."""
+    async with tight_server(settings) as (server, client, application):
+        student, teacher = await register(client, "student"), await register(client, "teacher")
+        essay = await make_essay(client, student)
+        raw = await ticket(client, student)
+        claims = check_ticket(settings, raw, now=datetime.now(UTC))
+        assert claims is not None and claims.user_id == uuid.UUID(student.id)
+        mine = base64.urlsafe_b64encode(uuid.UUID(student.id).bytes).decode().rstrip("=")
+        theirs = base64.urlsafe_b64encode(uuid.UUID(teacher.id).bytes).decode().rstrip("=")
+        assert raw.count(mine) == 1
+        forged = raw.replace(mine, theirs)
+        statements = store_statements(application)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={forged}")
+        assert refused.value.response.status_code == 403
+        assert statements == []
+        opened = await YClient(f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={raw}").connect()  # the real one works
+        await opened.close()
+
+
+async def test_issuing_a_ticket_writes_nothing_to_the_store(settings) -> None:
+    """A ticket is signed with its user and expiry; the handshake spends it. Issuing it runs no
+    INSERT, UPDATE or DELETE on the store (its user's read, for the access token, stays)."""
+    async with tight_server(settings) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        seen: list[str] = []
+        event.listen(application.state.ctx.engine.sync_engine, "before_cursor_execute",
+                     lambda _c, _k, statement, *_: seen.append(statement))
+        raws = [await ticket(client, student) for _ in range(3)]
+        assert seen and not writes(seen)
+        opened = await YClient(f"ws://{server}/ws/essays/{essay['id']}/doc?ticket={raws[1]}").connect()
+        await opened.close()
+
+
+async def test_a_suspended_user_s_ticket_is_refused_and_writes_nothing(settings) -> None:
+    async with tight_server(settings) as (server, client, application):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        url = await doc_url(client, server, student, essay["id"])  # issued before the suspension
+        async with application.state.ctx.sessions() as session:
+            await session.execute(update(User).where(User.id == uuid.UUID(student.id))
+                                  .values(suspended_at=datetime.now(UTC)))
+            await session.commit()
+        statements = store_statements(application)
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url)
+        assert refused.value.response.status_code == 403
+        assert statements and not writes(statements)
+
+
+async def test_a_ticket_opens_one_socket_when_two_replicas_race_for_it(settings) -> None:
+    """Two Gateway replicas on one store, the same ticket offered to both at once: one opens, the
+    other is refused (HTTP 403) by the store's key, not by either replica's memory."""
+    async with serving(create_app(settings)) as replica_a, serving(create_app(settings)) as replica_b, \
+            httpx.AsyncClient(base_url=f"http://{replica_a}", timeout=30) as client:
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        for _ in range(3):
+            raw = await ticket(client, student)
+            tried = await asyncio.gather(
+                *(websockets.connect(f"ws://{replica}/ws/essays/{essay['id']}/doc?ticket={raw}")
+                  for replica in (replica_a, replica_b)), return_exceptions=True)
+            opened = [ws for ws in tried if isinstance(ws, websockets.ClientConnection)]
+            refused = [exc for exc in tried if isinstance(exc, websockets.InvalidStatus)]
+            assert len(opened) == 1 and [exc.response.status_code for exc in refused] == [403], tried
+            await opened[0].close()
+
+
+async def test_a_ticket_spent_by_two_sessions_at_once_is_spent_by_one(settings) -> None:
+    """The second spend waits for the first's transaction (the key's lock; SQLite's one writer)
+    and then finds the ticket spent."""
+    async with tight_server(settings) as (_, client, application):
+        student = await register(client, "student")
+        uid = uuid.UUID(student.id)
+        now = datetime.now(UTC)
+        spend = {"token_hash": secrets.token_hex(32), "user_id": uid, "expires_at": now + timedelta(seconds=60),
+                 "now": now}
+        sessions = application.state.ctx.sessions
+        async with sessions() as first, sessions() as second:
+            won = await users.spend_ticket(first, **spend)
+            racing = asyncio.create_task(users.spend_ticket(second, **spend))
+            await asyncio.sleep(0.2)  # the second is inside its INSERT, waiting on the first
+            await first.commit()
+            lost = await racing
+            await second.rollback()
+        assert won == users.TicketHolder(uid, "student", False) and lost is None
+        async with sessions() as session:
+            assert await users.spend_ticket(session, **spend) is None  # and later, again
+            assert list(await session.scalars(select(WsTicket.token_hash).where(WsTicket.user_id == uid))) == [
+                spend["token_hash"]]
+
+
+async def test_a_handshake_reads_its_user_in_one_statement_and_spends_its_ticket_in_one_insert(
+        settings) -> None:
+    """The ticket names its user: the read is the user's role and suspension; the spend is one
+    INSERT of the ticket's hash (no ticket row exists before)."""
     async with tight_server(settings) as (server, client, application):
         student = await register(client, "student")
         essay = await make_essay(client, student)
@@ -306,7 +409,7 @@ async def test_a_handshake_reads_its_ticket_with_its_user_in_one_statement_and_s
         opened = await YClient(url).connect()
         await opened.close()
     kinds = [(s.split()[0].upper(), "ws_tickets" in s, "users" in s) for s in statements]
-    assert kinds == [("SELECT", True, True), ("UPDATE", True, False)]
+    assert kinds == [("SELECT", False, True), ("INSERT", True, False)]
 
 
 async def test_a_handshake_loads_only_the_essay_s_ids_not_its_text_or_document(settings) -> None:
@@ -339,16 +442,19 @@ async def test_a_spent_ticket_replayed_to_the_same_replica_is_refused_from_memor
 
 
 async def test_the_gateway_purges_used_up_tickets_and_expired_refresh_tokens(settings) -> None:
+    """A spent ticket's row outlives its expiry by a few minutes (`TICKET_GRACE`): it is what
+    refuses the ticket's second use on a replica whose clock runs behind."""
     async with tight_server(settings, store_purge_interval_seconds=0.2) as (_, client, application):
         student = await register(client, "student")
         uid = uuid.UUID(student.id)
         now = datetime.now(UTC)
         sessions = application.state.ctx.sessions
-        old_ticket, live_ticket = secrets.token_hex(32), secrets.token_hex(32)
+        old_ticket, live_ticket, just_expired = secrets.token_hex(32), secrets.token_hex(32), secrets.token_hex(32)
         old_token, live_token = uuid.uuid4(), uuid.uuid4()
         async with sessions() as session:
-            await users.add_ticket(session, token_hash=old_ticket, user_id=uid, expires_at=now - timedelta(minutes=5))
-            await users.add_ticket(session, token_hash=live_ticket, user_id=uid, expires_at=now + timedelta(seconds=60))
+            for digest, expires in ((old_ticket, now - timedelta(minutes=6)), (live_ticket, now + timedelta(seconds=60)),
+                                    (just_expired, now - timedelta(seconds=30))):
+                assert await users.spend_ticket(session, token_hash=digest, user_id=uid, expires_at=expires, now=now)
             for jti, expires in ((old_token, now - timedelta(days=2)), (live_token, now + timedelta(days=1))):
                 await users.add_refresh(session, jti=jti, family_id=uuid.uuid4(), user_id=uid, expires_at=expires,
                                         family_expires_at=expires)
@@ -364,7 +470,7 @@ async def test_the_gateway_purges_used_up_tickets_and_expired_refresh_tokens(set
             if old_ticket not in (left := await present()) and old_token not in left:
                 break
             await asyncio.sleep(0.05)
-        assert {old_ticket, old_token}.isdisjoint(left) and {live_ticket, live_token} <= left
+        assert {old_ticket, old_token}.isdisjoint(left) and {live_ticket, live_token, just_expired} <= left
 
 
 async def test_socket_handshakes_beyond_the_replicas_limit_wait_their_turn_and_all_open(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import secrets
 import uuid
@@ -165,21 +167,41 @@ def test_password_policy_accepts_a_strong_password() -> None:
     check_password_policy("violet-Harbor-93!", email="a@example.com", name="A")
 
 
-def test_ticket_is_stored_only_as_its_hash(settings: Settings) -> None:
-    raw, digest = new_ticket(settings, expires_at=NOW + timedelta(seconds=60))
-    other, _ = new_ticket(settings, expires_at=NOW + timedelta(seconds=60))
-    assert digest == ticket_hash(raw) and raw not in digest
+def test_ticket_is_spent_under_its_hash_and_two_tickets_differ(settings: Settings) -> None:
+    raw = new_ticket(settings, user_id=USER, expires_at=NOW + timedelta(seconds=60))
+    other = new_ticket(settings, user_id=USER, expires_at=NOW + timedelta(seconds=60))
+    assert raw not in ticket_hash(raw) and ticket_hash(raw) != ticket_hash(other)
     assert raw != other and len(raw) >= 32
 
 
 def test_a_ticket_is_checked_without_the_store_made_up_tampered_or_expired_ones_fail(settings: Settings) -> None:
     expires = (NOW + timedelta(seconds=60)).replace(microsecond=0)
-    raw, _ = new_ticket(settings, expires_at=expires)
-    assert check_ticket(settings, raw, now=NOW) == expires
+    raw = new_ticket(settings, user_id=USER, expires_at=expires)
+    claims = check_ticket(settings, raw, now=NOW)
+    assert claims is not None and (claims.user_id, claims.expires_at) == (USER, expires)
     assert check_ticket(settings, raw, now=expires) is None  # expired
     flipped = raw[:5] + ("A" if raw[5] != "A" else "B") + raw[6:]
-    later = raw[:24] + f"{int(expires.timestamp()) + 3600:08x}" + raw[32:]  # a longer life, same tag
-    for forged in (flipped, later, raw[:-1], raw + "A", secrets.token_urlsafe(42)[:56], "ä" * 56):
+    later = raw[:46] + f"{int(expires.timestamp()) + 3600:08x}" + raw[54:]  # a longer life, same tag
+    assert len(later) == len(raw)
+    for forged in (flipped, later, raw[:-1], raw + "A", secrets.token_urlsafe(60)[:78], "ä" * 78):
         assert check_ticket(settings, forged, now=NOW) is None
     other_secret = settings.model_copy(update={"jwt_secret": "another-secret-" + "y" * 40})
     assert check_ticket(other_secret, raw, now=NOW) is None
+
+
+def test_a_ticket_with_another_user_s_id_put_in_is_refused(settings: Settings) -> None:
+    raw = new_ticket(settings, user_id=USER, expires_at=NOW + timedelta(seconds=60))
+    victim = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    forged = raw[:24] + victim + raw[46:]
+    assert len(forged) == len(raw) and forged != raw
+    assert check_ticket(settings, forged, now=NOW) is None
+
+
+def test_a_ticket_of_the_previous_format_is_refused_by_its_shape(settings: Settings) -> None:
+    """56 characters, random part + expiry + tag, no user id: one in flight at the upgrade fails
+    once and its client asks a fresh ticket."""
+    body = secrets.token_urlsafe(18) + f"{int((NOW + timedelta(seconds=60)).timestamp()):08x}"
+    key = hmac.new(settings.jwt_secret.encode(), b"ws-ticket", hashlib.sha256).digest()
+    old = body + base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]).decode()
+    assert len(old) == 56
+    assert check_ticket(settings, old, now=NOW) is None
