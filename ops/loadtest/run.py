@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +55,13 @@ import httpx
 from ops.loadtest import corpus as corpora
 from ops.loadtest import cpuprobe, procs
 from ops.loadtest import hostile as attacks
-from ops.loadtest.yclient import ClassDocsClient, FollowedDoc, YClient
+from ops.loadtest.yclient import ClassDocsClient, FollowedDoc, JsonSocketClient, YClient
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VENV_BIN = Path(sys.executable).parent
-TARGETS = ("essaycoach", "essaycoach-default-proxy", "essaycoach-class-docs", "y-websocket", "pycrdt-websocket")
+TARGETS = ("essaycoach", "essaycoach-default-proxy", "essaycoach-class-docs", "essaycoach-web", "y-websocket",
+           "pycrdt-websocket")
 # The no-argument run: every target at 300 typists (the comparison), then the targets at 1,000.
 # The default proxy is not run at 1,000: it is the slow path, and the whole plan must fit ~15 min.
 # Both essaycoach paths also run at 100 typists, below saturation, to compare the paths unsaturated.
@@ -145,6 +146,10 @@ class Layout:
     # --hostile: each hostile student's seat, and its class teacher's doc socket on its essay.
     hostile: list[attacks.Seat] = field(default_factory=list)
     hostile_watch_urls: list[UrlFactory] = field(default_factory=list)
+    # essaycoach-web: the web app's other sockets, each student's events socket (per essay) and
+    # each teacher's class live socket (per class).
+    events_urls: list[UrlFactory] = field(default_factory=list)
+    live_urls: list[UrlFactory] = field(default_factory=list)
 
 
 class Target:
@@ -254,18 +259,23 @@ class EssayCoachTarget(Target):
     has_ack = True
 
     def __init__(self, workdir: Path, *, default_proxy: bool = False, class_docs: bool = False,
-                 extra_env: dict[str, str] | None = None, user_caps: bool = False) -> None:
+                 web_sockets: bool = False, extra_env: dict[str, str] | None = None, user_caps: bool = False) -> None:
         """`user_caps`: keep the per-user socket and ticket caps at their defaults (a --hostile run
-        whose teachers fit under them: the hostile clients' 4429s and ticket 429s are measured)."""
+        whose teachers fit under them: the hostile clients' 4429s and ticket 429s are measured).
+        `web_sockets` (with `class_docs`): the web app's socket set, each student's events socket
+        beside its doc socket and each teacher's class live socket beside its class documents socket."""
         super().__init__(workdir)
         self.default_proxy = default_proxy
-        self.class_docs = class_docs
+        self.class_docs = class_docs or web_sockets
+        self.web_sockets = web_sockets
         self.user_caps = user_caps
         self.extra_env = extra_env or {}
         if default_proxy:
             self.name = "essaycoach-default-proxy"
         if class_docs:
             self.name = "essaycoach-class-docs"
+        if web_sockets:
+            self.name = "essaycoach-web"
         self.base = f"http://127.0.0.1:{self.port}"
         self.http: httpx.AsyncClient | None = None
         self.hostile_http: list[httpx.AsyncClient] = []  # one per hostile account (`hostile_seats`)
@@ -435,10 +445,16 @@ class EssayCoachTarget(Target):
                 return f"ws://127.0.0.1:{self.port}/ws/essays/{essay_id}/doc?ticket={ticket}"
             return make
 
-        def class_url(j: int) -> UrlFactory:
+        def class_url(j: int, socket: str = "docs") -> UrlFactory:
             async def make() -> str:
                 ticket = (await self.api("POST", "/auth/ws-ticket", teacher_tokens[j]))["ticket"]
-                return f"ws://127.0.0.1:{self.port}/ws/classes/{class_ids[j]}/docs?ticket={ticket}"
+                return f"ws://127.0.0.1:{self.port}/ws/classes/{class_ids[j]}/{socket}?ticket={ticket}"
+            return make
+
+        def events_url(essay_id: str, token: str) -> UrlFactory:
+            async def make() -> str:
+                ticket = (await self.api("POST", "/auth/ws-ticket", token))["ticket"]
+                return f"ws://127.0.0.1:{self.port}/ws/essays/{essay_id}/events?ticket={ticket}"
             return make
 
         per_essay = bool(teachers) and not self.class_docs
@@ -453,11 +469,16 @@ class EssayCoachTarget(Target):
             essay_ids=essay_ids,
             hostile=seats,
             hostile_watch_urls=watches if teachers else [],
+            events_urls=[events_url(essay_ids[i], tokens[i // per_account]) for i in range(students)]
+            if self.web_sockets else [],
+            live_urls=[class_url(j, "live") for j in range(classes_n)] if self.web_sockets and teachers else [],
             notes=[f"{accounts_n} student accounts with up to {per_account} essays each "
                    f"(argon2 registration is ~50 ms of server CPU per account); teacher j's class holds "
                    f"essays i with i % {classes_n} == j; one single-use ws ticket per socket; "
                    + ("each teacher follows its class's essays over one class documents socket; "
                       if self.class_docs else "")
+                   + ("as in the web app, each student also has its essay's events socket open and each "
+                      "teacher its class's live socket; " if self.web_sockets else "")
                    + f"account setup {t_accounts:.0f}s, essay creation {t_essays:.0f}s"],
         )
 
@@ -467,6 +488,8 @@ def make_target(name: str, workdir: Path, extra_env: dict[str, str], user_caps: 
         return EssayCoachTarget(workdir, extra_env=extra_env, user_caps=user_caps)
     if name == "essaycoach-class-docs":
         return EssayCoachTarget(workdir, class_docs=True, extra_env=extra_env, user_caps=user_caps)
+    if name == "essaycoach-web":
+        return EssayCoachTarget(workdir, web_sockets=True, extra_env=extra_env, user_caps=user_caps)
     if name == "essaycoach-default-proxy":
         return EssayCoachTarget(workdir, default_proxy=True, extra_env=extra_env, user_caps=user_caps)
     if name == "y-websocket":
@@ -785,6 +808,18 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
         return make
 
     factories += [hostile_watch_factory(k) for k in range(len(layout.hostile_watch_urls))]
+    # essaycoach-web: the web app's other sockets (events per student, class live per teacher).
+    json_sockets: dict[str, list[JsonSocketClient]] = {"events": [], "live": []}
+
+    def json_socket_factory(kind: str, url: UrlFactory) -> Callable[[], Awaitable[JsonSocketClient]]:
+        async def make() -> JsonSocketClient:
+            socket = await JsonSocketClient(await url()).connect()
+            json_sockets[kind].append(socket)
+            return socket
+        return make
+
+    factories += [json_socket_factory("events", url) for url in layout.events_urls]
+    factories += [json_socket_factory("live", url) for url in layout.live_urls]
     log(f"{target.name}: connecting {len(factories)} teacher sockets")
     results, t_teachers = await connect_all(factories, connect_limit)
     for r in results:
@@ -814,12 +849,14 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     lag_task = asyncio.create_task(sim.lag_probe())
     await asyncio.sleep(max(0.0, sim.window[0] - time.perf_counter()))
     client_cpu0, snap0 = procs.self_cpu_seconds(), procs.snapshot(target.pid)
+    json_seen0 = {kind: sum((s.by_type for s in sockets), Counter()) for kind, sockets in json_sockets.items()}
     busy0, load0 = procs.machine_busy(), Path("/proc/loadavg").read_text().split()[0]
     wait0 = procs.self_runqueue_wait_seconds()
     speed = cpuprobe.Probe()
     speed.start()
     await asyncio.sleep(max(0.0, sim.window[1] - time.perf_counter()))
     snap1, client_cpu1 = procs.snapshot(target.pid), procs.self_cpu_seconds()
+    json_seen1 = {kind: sum((s.by_type for s in sockets), Counter()) for kind, sockets in json_sockets.items()}
     machine_speed = speed.stop()
     busy1, load1 = procs.machine_busy(), Path("/proc/loadavg").read_text().split()[0]
     client_wait = (procs.self_runqueue_wait_seconds() - wait0) / duration
@@ -884,8 +921,15 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     stored = await hostile_docs_as_stored(layout, hostile_watched, note_error)
     mixed = mix_result(mix, target, sim, big_fill, ack_big, hostile_stats, hostile_watchers, closed, unacked,
                        undelivered, mismatches, stored)
+    web_sockets = {kind: {"open": len(sockets),
+                          "closed": dict(Counter(f"{s.close_code} {s.close_reason}".strip()
+                                                 for s in sockets if s.close_code is not None)),
+                          "messages_per_s_by_type": {t: round(n / duration, 1)
+                                                     for t, n in (json_seen1[kind] - json_seen0[kind]).most_common()}}
+                   for kind, sockets in json_sockets.items() if sockets}
     clients: list[Any] = [c for e in live for c in [e.student] + [w.client for w in e.watchers]
                           if isinstance(c, YClient)] + class_clients + hostile_watchers
+    clients += [s for sockets in json_sockets.values() for s in sockets]
     await gather_bounded(200, [lambda c=c: c.close() for c in clients])
 
     n = max(1, len(live))
@@ -958,6 +1002,7 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
         },
         "converged": {"watchers_checked": sum(len(e.watchers) for e in live), "mismatches": mismatches},
         "closed_sockets": closed,
+        **({"web_sockets": web_sockets} if web_sockets else {}),
         "errors": errors,
         "notes": layout.notes,
         **({"mix": mixed} if mixed else {}),
@@ -1078,7 +1123,7 @@ async def run_target(name: str, students: int, teachers: int, args: argparse.Nam
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{students}-", dir=workroot))
     mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile, rotation=args.attacks)
     user_caps = bool(mix.hostile) and teacher_sockets_per_account(
-        students, teachers, mix.hostile, name == "essaycoach-class-docs") <= attacks.MAX_SOCKETS_PER_USER - 4
+        students, teachers, mix.hostile, name in ("essaycoach-class-docs", "essaycoach-web")) <= attacks.MAX_SOCKETS_PER_USER - 4
     target = make_target(name, workdir, dict(kv.split("=", 1) for kv in args.essaycoach_env), user_caps)
     t0 = time.monotonic()
     try:
@@ -1376,6 +1421,10 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
                                                     ("at the end", "end_by_process"))
                                  for by_proc in [r["memory_per_essay_kib"].get(key)] if by_proc)
                              + during_window(r['machine'].get('during_window'))
+                             + "".join(f"; the web app's {kind} sockets: {w['open']} open, messages a second "
+                                       + (", ".join(f"{t} {n}" for t, n in w["messages_per_s_by_type"].items()) or "none")
+                                       + (f", closed {w['closed']}" if w["closed"] else "")
+                                       for kind, w in r.get("web_sockets", {}).items())
                              + f"; client runqueue wait {r['client'].get('runqueue_wait_fraction')} of wall time; "
                              f"connect {r['connect_s']['students']} s + {r['connect_s']['teachers']} s"
                              + "".join(f"; {n}" for n in r.get("notes", [])))

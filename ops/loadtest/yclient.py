@@ -7,10 +7,11 @@ Speaks the standard protocol (sync step 1/2, update) and understands EssayCoach'
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import websockets
 from pycrdt import (
@@ -27,11 +28,29 @@ ACK = 100
 
 
 class _Socket:
-    """A client websocket with a reader task (`ws`, `_reader` and `close_code` set by subclasses)."""
+    """A client websocket with a reader task: `connect` opens it and runs the subclass's `_read`."""
 
     ws: websockets.ClientConnection | None
     _reader: asyncio.Task[None] | None
     close_code: int | None
+
+    def __init__(self, url: str, connect_options: dict[str, Any] | None) -> None:
+        self.url = url
+        self.connect_options = connect_options or {}
+        self.ws = None
+        self.close_code = None
+        self.close_reason = ""
+        self._reader = None
+
+    async def connect(self) -> Self:
+        """Connect and start `_read` (a subclass's) as the reader task."""
+        options: dict[str, Any] = {"max_size": None, "open_timeout": 20, **self.connect_options}
+        self.ws = await websockets.connect(self.url, **options)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        raise NotImplementedError
 
     async def wait_closed(self, timeout: float = 10) -> int | None:
         assert self._reader is not None
@@ -57,12 +76,10 @@ class YClient(_Socket):
         """`on_text(text)` runs after every remote change with the whole text (handy in tests);
         `on_update()` runs after every remote change without building the text (cheap: the
         loadtest's teachers use it); `connect_options` go to `websockets.connect`."""
-        self.url = url
+        super().__init__(url, connect_options)
         self.on_update = on_update
-        self.connect_options = connect_options or {}
         self.doc = Doc()
         self.text = self.doc.get("content", type=Text)
-        self.ws: websockets.ClientConnection | None = None
         self.sent = 0
         self.acked = 0
         self.updates_received = 0  # update frames (not sync steps) from the server
@@ -71,12 +88,9 @@ class YClient(_Socket):
         self.send_times: dict[int, float] = {}
         self.synced = asyncio.Event()
         self.changed = asyncio.Event()
-        self.close_code: int | None = None
-        self.close_reason = ""
         self.on_text = on_text
         self.permission_denied = False
         self._remote = False
-        self._reader: asyncio.Task[None] | None = None
         self._ack_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.doc.observe(self._on_local)
 
@@ -87,10 +101,9 @@ class YClient(_Socket):
         self.send_times[self.sent] = time.perf_counter()
         asyncio.ensure_future(self.ws.send(create_update_message(event.update)))
 
-    async def connect(self, *, wait_synced: bool = True) -> YClient:
-        options: dict[str, Any] = {"max_size": None, "open_timeout": 20, **self.connect_options}
-        self.ws = await websockets.connect(self.url, **options)
-        self._reader = asyncio.create_task(self._read())
+    async def connect(self, *, wait_synced: bool = True) -> Self:
+        await super().connect()
+        assert self.ws is not None
         await self.ws.send(create_sync_message(self.doc))
         if wait_synced:
             await asyncio.wait_for(self.synced.wait(), 20)
@@ -235,20 +248,9 @@ class ClassDocsClient(_Socket):
     `[string essay_id][y-websocket message]` (`[id][101]` stops following one)."""
 
     def __init__(self, url: str, *, connect_options: dict[str, Any] | None = None) -> None:
-        self.url = url
-        self.connect_options = connect_options or {}
+        super().__init__(url, connect_options)
         self.docs: dict[str, FollowedDoc] = {}
         self.frames_by_name: Counter[str] = Counter()  # every frame received, followed or not
-        self.ws: websockets.ClientConnection | None = None
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._reader: asyncio.Task[None] | None = None
-
-    async def connect(self) -> ClassDocsClient:
-        options: dict[str, Any] = {"max_size": None, "open_timeout": 20, **self.connect_options}
-        self.ws = await websockets.connect(self.url, **options)
-        self._reader = asyncio.create_task(self._read())
-        return self
 
     async def follow(self, essay_id: str, *, on_update: Callable[[], None] | None = None,
                      wait_synced: bool = True) -> FollowedDoc:
@@ -305,6 +307,32 @@ class ClassDocsClient(_Socket):
             self.close_code = self.ws.close_code
             self.close_reason = self.ws.close_reason or ""
 
+
+
+class JsonSocketClient(_Socket):
+    """A socket of JSON text messages (`/ws/essays/{id}/events`, `/ws/classes/{id}/live`), as the
+    web app keeps one open beside each doc socket: counts what arrives by its `type`."""
+
+    def __init__(self, url: str, *, connect_options: dict[str, Any] | None = None) -> None:
+        super().__init__(url, connect_options)
+        self.by_type: Counter[str] = Counter()
+        self.bytes_received = 0
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for frame in self.ws:
+                self.bytes_received += len(frame)
+                try:
+                    kind = json.loads(frame).get("type", "?")
+                except (ValueError, AttributeError):
+                    kind = "not json"
+                self.by_type[str(kind)] += 1
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.ws.close_code
+            self.close_reason = self.ws.close_reason or ""
 
 
 UNWATCH = 101

@@ -153,3 +153,35 @@ async def test_closing_the_socket_detaches_every_followed_essay(live_client, liv
             break
         await asyncio.sleep(0.1)
     assert [await connections(e["id"]) for e in essays] == [0, 0]
+
+
+async def test_the_loadtests_json_socket_client_counts_the_web_apps_other_sockets_messages(
+        live_client, live_server, class_of_two) -> None:
+    """essaycoach-web's client (ops/loadtest): the class live socket and a student's events socket,
+    each message counted by its type."""
+    from ops.loadtest.yclient import JsonSocketClient
+
+    teacher, cls = class_of_two["teacher"], class_of_two["class"]
+    student, essay = class_of_two["students"][0], class_of_two["essays"][0]
+    live = await JsonSocketClient(
+        f"ws://{live_server}/ws/classes/{cls['id']}/live?ticket={await ticket(live_client, teacher)}").connect()
+    events = await JsonSocketClient(
+        f"ws://{live_server}/ws/essays/{essay['id']}/events?ticket={await ticket(live_client, student)}").connect()
+    for _ in range(100):  # a row per student at once
+        if live.by_type["student"] >= 2 and events.by_type:
+            break
+        await asyncio.sleep(0.05)
+    rows = live.by_type["student"]
+    writer = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    writer.type("More words. ")
+    await writer.wait_acked()
+    for _ in range(100):
+        if live.by_type["student"] > rows:
+            break
+        await asyncio.sleep(0.05)
+    assert rows >= 2 and live.by_type["student"] > rows  # then the writer's change
+    assert sum(events.by_type.values()) >= 1 and "not json" not in events.by_type
+    assert live.bytes_received > 0 and events.bytes_received > 0
+    for c in (writer, live, events):
+        await c.close()
+    assert live.close_code is not None and events.close_code is not None
