@@ -277,15 +277,18 @@ class HostileClient:
     """One hostile student: rounds of `ATTACKS` until `stop_at` (perf_counter time)."""
 
     def __init__(self, index: int, seat: Seat, stats: Stats, *, seed: int = 0,
-                 attacks: tuple[str, ...] = ATTACKS) -> None:
-        """`attacks`: the rotation (a subset of `ATTACKS`, to see what one kind of attack costs)."""
+                 attacks: tuple[str, ...] = ATTACKS, socket_cap_at: float = 0.0) -> None:
+        """`attacks`: the rotation (a subset of `ATTACKS`, to see what one kind of attack costs).
+        `socket_cap_at`: perf_counter time before which no `socket_cap` round starts (`run.py`
+        spreads the clients' first ones over the measured window: at once, they all fell in the
+        warm-up and the window saw none)."""
         self.index = index
         self.attacks = attacks
         self.seat = seat
         self.stats = stats
         self.rng = random.Random(seed * 1000 + index)
         self.round = 0
-        self.last_socket_cap = -SOCKET_CAP_EVERY
+        self.next_socket_cap = socket_cap_at
         self.stopping = False
         self.probes: set[Probe] = set()  # this round's sockets, closed when it ends however it ends
 
@@ -295,11 +298,11 @@ class HostileClient:
             attack = self.attacks[(self.index + self.round) % len(self.attacks)]
             self.round += 1
             if attack == "socket_cap":
-                if time.perf_counter() - self.last_socket_cap < SOCKET_CAP_EVERY:
+                if time.perf_counter() < self.next_socket_cap:
                     if self.attacks == ("socket_cap",):
                         await asyncio.sleep(ROUND_PAUSE)
                     continue
-                self.last_socket_cap = time.perf_counter()
+                self.next_socket_cap = time.perf_counter() + SOCKET_CAP_EVERY
             self.stats.rounds[attack] += 1
             try:
                 await asyncio.wait_for(getattr(self, attack)(), ROUND_TIMEOUT)

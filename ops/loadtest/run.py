@@ -843,7 +843,10 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     stop_at = sim.window[1]
     tasks = [asyncio.create_task(sim.typist(e, stop_at, burst_mean, pause_mean, shape)) for e in live]
     hostile_stats = attacks.Stats()
-    hostiles = [attacks.HostileClient(k, seat, hostile_stats, seed=students, attacks=mix.rotation)
+    # Each client's first socket_cap round inside the window, spread over it (or its first minute).
+    cap_spread = max(0.0, min(duration, attacks.SOCKET_CAP_EVERY) - 5.0) / max(1, len(layout.hostile))
+    hostiles = [attacks.HostileClient(k, seat, hostile_stats, seed=students, attacks=mix.rotation,
+                                      socket_cap_at=sim.window[0] + 1.0 + k * cap_spread)
                 for k, seat in enumerate(layout.hostile)]
     hostile_tasks = [asyncio.create_task(h.run(stop_at)) for h in hostiles]
     lag_task = asyncio.create_task(sim.lag_probe())

@@ -13,6 +13,14 @@ from websockets.asyncio.server import ServerConnection
 from ops.loadtest import hostile
 
 
+def _seat(port: int) -> hostile.Seat:
+    async def ticket() -> str:
+        return "t"
+
+    return hostile.Seat(ticket=ticket, doc_url=lambda t: f"ws://127.0.0.1:{port}/?ticket={t}",
+                        trespass_url=lambda t: f"ws://127.0.0.1:{port}/?ticket={t}")
+
+
 async def test_a_socket_cap_round_cut_off_by_its_timeout_closes_the_sockets_it_opened(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A round that runs out of time mid-way (here: while its 70 sockets are open) must not hold
@@ -33,13 +41,8 @@ async def test_a_socket_cap_round_cut_off_by_its_timeout_closes_the_sockets_it_o
     async with websockets.serve(hold, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
 
-        async def ticket() -> str:
-            return "t"
-
-        seat = hostile.Seat(ticket=ticket, doc_url=lambda t: f"ws://127.0.0.1:{port}/?ticket={t}",
-                            trespass_url=lambda t: f"ws://127.0.0.1:{port}/?ticket={t}")
         stats = hostile.Stats()
-        client = hostile.HostileClient(0, seat, stats, attacks=("socket_cap",))
+        client = hostile.HostileClient(0, _seat(port), stats, attacks=("socket_cap",))
         await client.run(time.perf_counter() + 1.5)
         for _ in range(100):
             if not open_now:
@@ -49,3 +52,21 @@ async def test_a_socket_cap_round_cut_off_by_its_timeout_closes_the_sockets_it_o
     assert most == hostile.SOCKET_CAP_TICKETS  # the round did open its sockets
     assert stats.outcomes["socket_cap"]["round timed out (0.5 s)"] == 1
     assert left_open == 0
+
+
+async def test_a_client_s_first_socket_cap_round_waits_for_its_time() -> None:
+    """`run.py` spreads the clients' first socket_cap rounds over the measured window: started at
+    once, all of them fell in the warm-up."""
+    opened_at: list[float] = []
+
+    async def hold(ws: ServerConnection) -> None:
+        opened_at.append(time.perf_counter())
+        await ws.wait_closed()
+
+    async with websockets.serve(hold, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        start = time.perf_counter()
+        client = hostile.HostileClient(0, _seat(port), hostile.Stats(), attacks=("socket_cap",),
+                                       socket_cap_at=start + 1.5)
+        await client.run(start + 2.0)
+    assert opened_at and min(opened_at) >= start + 1.5
