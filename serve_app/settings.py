@@ -88,10 +88,18 @@ class Settings(BaseSettings):
     # Bounds a hostile or stalled client cannot push past (README "Live sockets"): bytes queued for
     # one socket (close 1013 beyond), one awareness message (close 1009 beyond), open sockets per
     # user on one replica (close 4429 beyond), tickets issued per user per minute (429 beyond).
+    # The socket and ticket caps are sized to the web app (web/src): a view holds at most two
+    # sockets (the editor and a review: the essay's doc and events; a teacher's live class: live,
+    # plus class docs, one socket for the whole class, when its text is shown; an essay left with
+    # unacknowledged edits keeps its two until they are acked), so a teacher watching a class with
+    # five essays open in other tabs holds 12 and a student with four tabs 8; 32 is 16 such tabs
+    # of one account on one replica. Every (re)connect takes a ticket: 64 a minute let all 32
+    # reconnect at once (a Gateway restart) and each try once more. A hostile account within them
+    # costs the Gateway half of what the previous 64 sockets and 120 tickets a minute did.
     ws_outbound_max_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     ws_awareness_max_bytes: int = Field(default=4096, ge=64)
-    ws_max_sockets_per_user: int = Field(default=64, ge=1)
-    ws_tickets_per_user_per_minute: int = Field(default=120, ge=1)
+    ws_max_sockets_per_user: int = Field(default=32, ge=1)
+    ws_tickets_per_user_per_minute: int = Field(default=64, ge=1)
     # Socket handshakes (ticket, user, essay or class: store work on the replica's loop) under
     # way at once per replica; more wait their turn (serve_app.realtime.limits.SocketAdmission).
     ws_handshakes_at_once: int = Field(default=8, ge=1)

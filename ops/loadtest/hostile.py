@@ -63,13 +63,14 @@ UPDATE_ATTACKS = ("flood", "oversized", "huge_frame", "non_text", "trespass")  #
 MAX_ESSAY_CHARS = 200_000  # the server's default MAX_ESSAY_CHARS
 MAX_MESSAGE_BYTES = 1 << 20  # MAX_WS_MESSAGE_BYTES
 AWARENESS_MAX_BYTES = 4096  # WS_AWARENESS_MAX_BYTES
-MAX_SOCKETS_PER_USER = 64  # WS_MAX_SOCKETS_PER_USER
+MAX_SOCKETS_PER_USER = 32  # WS_MAX_SOCKETS_PER_USER's default
+TICKETS_PER_USER_PER_MINUTE = 64  # WS_TICKETS_PER_USER_PER_MINUTE's default
+SOCKET_CAP_EXTRA = 6  # sockets a socket_cap round tries beyond the cap
 FLOOD_FRAMES = 400  # above WS_BURST (200): the bucket runs dry within one flood
 SPAM_MESSAGES = 120  # awareness messages per spam round (within the burst: the socket should stay open)
 SPAM_IDS = 20  # client ids announced per spam message
 BOGUS_HANDSHAKES = 10
 SOCKET_CAP_EVERY = 60.0  # seconds between two socket_cap rounds of one client
-SOCKET_CAP_TICKETS = MAX_SOCKETS_PER_USER + 6  # tickets asked (and sockets tried) per socket_cap round
 ROUND_TIMEOUT = 30.0  # seconds a round may take before it is cut off
 ROUND_PAUSE = 0.5  # seconds between rounds: bounds the generator's own CPU
 ACK = 100
@@ -277,8 +278,11 @@ class HostileClient:
     """One hostile student: rounds of `ATTACKS` until `stop_at` (perf_counter time)."""
 
     def __init__(self, index: int, seat: Seat, stats: Stats, *, seed: int = 0,
-                 attacks: tuple[str, ...] = ATTACKS, socket_cap_at: float = 0.0) -> None:
+                 attacks: tuple[str, ...] = ATTACKS, socket_cap_at: float = 0.0,
+                 max_sockets: int = MAX_SOCKETS_PER_USER) -> None:
         """`attacks`: the rotation (a subset of `ATTACKS`, to see what one kind of attack costs).
+        `max_sockets`: the server's `WS_MAX_SOCKETS_PER_USER` (a socket_cap round asks for
+        `SOCKET_CAP_EXTRA` tickets and sockets more).
         `socket_cap_at`: perf_counter time before which no `socket_cap` round starts (`run.py`
         spreads the clients' first ones over the measured window: at once, they all fell in the
         warm-up and the window saw none)."""
@@ -289,6 +293,7 @@ class HostileClient:
         self.rng = random.Random(seed * 1000 + index)
         self.round = 0
         self.next_socket_cap = socket_cap_at
+        self.max_sockets = max_sockets
         self.stopping = False
         self.probes: set[Probe] = set()  # this round's sockets, closed when it ends however it ends
 
@@ -421,7 +426,7 @@ class HostileClient:
         await self._finish("trespass", probe)
 
     async def socket_cap(self) -> None:
-        asked = await asyncio.gather(*(self.seat.ticket() for _ in range(SOCKET_CAP_TICKETS)),
+        asked = await asyncio.gather(*(self.seat.ticket() for _ in range(self.max_sockets + SOCKET_CAP_EXTRA)),
                                      return_exceptions=True)
         tickets = [t for t in asked if isinstance(t, str)]
         for refused in asked:

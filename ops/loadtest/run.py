@@ -259,9 +259,10 @@ class EssayCoachTarget(Target):
     has_ack = True
 
     def __init__(self, workdir: Path, *, default_proxy: bool = False, class_docs: bool = False,
-                 web_sockets: bool = False, extra_env: dict[str, str] | None = None, user_caps: bool = False) -> None:
-        """`user_caps`: keep the per-user socket and ticket caps at their defaults (a --hostile run
-        whose teachers fit under them: the hostile clients' 4429s and ticket 429s are measured).
+                 web_sockets: bool = False, extra_env: dict[str, str] | None = None,
+                 user_caps: tuple[int, int] | None = None) -> None:
+        """`user_caps`: the per-user socket and ticket caps to serve with (a --hostile run: the
+        hostile clients' 4429s and ticket 429s are measured; `user_caps_for`); None lifts them.
         `web_sockets` (with `class_docs`): the web app's socket set, each student's events socket
         beside its doc socket and each teacher's class live socket beside its class documents socket."""
         super().__init__(workdir)
@@ -290,9 +291,9 @@ class EssayCoachTarget(Target):
             # A teacher account watches its whole class (one doc socket per essay unless the
             # class documents socket is used): lift the per-user socket and ticket caps (64 open,
             # 120 tickets/min by default) so a layout with few teachers still opens. Nothing
-            # measured depends on them (unless `user_caps`: then the defaults stay).
-            **({} if self.user_caps else {"ESSAYCOACH_WS_MAX_SOCKETS_PER_USER": "1000000",
-                                          "ESSAYCOACH_WS_TICKETS_PER_USER_PER_MINUTE": "1000000"}),
+            # measured depends on them (unless `user_caps`: then those).
+            "ESSAYCOACH_WS_MAX_SOCKETS_PER_USER": str(self.user_caps[0] if self.user_caps else 1_000_000),
+            "ESSAYCOACH_WS_TICKETS_PER_USER_PER_MINUTE": str(self.user_caps[1] if self.user_caps else 1_000_000),
             # Serve's HAProxy binds its stats page to 8404 by default: a free port, so a run
             # does not fail while another Serve app runs on the machine.
             "RAY_SERVE_HAPROXY_STATS_PORT": str(procs.free_port()),
@@ -483,7 +484,8 @@ class EssayCoachTarget(Target):
         )
 
 
-def make_target(name: str, workdir: Path, extra_env: dict[str, str], user_caps: bool = False) -> Target:
+def make_target(name: str, workdir: Path, extra_env: dict[str, str],
+                user_caps: tuple[int, int] | None = None) -> Target:
     if name == "essaycoach":
         return EssayCoachTarget(workdir, extra_env=extra_env, user_caps=user_caps)
     if name == "essaycoach-class-docs":
@@ -619,6 +621,15 @@ def teacher_sockets_per_account(students: int, teachers: int, hostile: int, clas
     if class_docs:
         return 1 + math.ceil(hostile / teachers)
     return math.ceil(students / teachers) + math.ceil(hostile / teachers)
+
+
+def user_caps_for(teacher_sockets: int) -> tuple[int, int]:
+    """(sockets, tickets a minute) per user for a --hostile run: the server's defaults when the
+    layout's teacher accounts fit under them with 4 to spare (the hostile essays' reloads), else
+    raised just enough for them (tickets twice the sockets, as the defaults), so the hostile
+    clients still meet caps: lifted, their socket_cap rounds would measure none."""
+    sockets = max(attacks.MAX_SOCKETS_PER_USER, teacher_sockets + 4)
+    return sockets, max(attacks.TICKETS_PER_USER_PER_MINUTE, 2 * sockets)
 
 
 def typing_model(shape: str, burst_mean: float, pause_mean: float) -> str:
@@ -844,9 +855,12 @@ async def run_scenario(target: Target, students: int, teachers: int, *, duration
     tasks = [asyncio.create_task(sim.typist(e, stop_at, burst_mean, pause_mean, shape)) for e in live]
     hostile_stats = attacks.Stats()
     # Each client's first socket_cap round inside the window, spread over it (or its first minute).
+    hostile_caps = (target.user_caps if isinstance(target, EssayCoachTarget) else None) or (
+        attacks.MAX_SOCKETS_PER_USER, attacks.TICKETS_PER_USER_PER_MINUTE)
     cap_spread = max(0.0, min(duration, attacks.SOCKET_CAP_EVERY) - 5.0) / max(1, len(layout.hostile))
     hostiles = [attacks.HostileClient(k, seat, hostile_stats, seed=students, attacks=mix.rotation,
-                                      socket_cap_at=sim.window[0] + 1.0 + k * cap_spread)
+                                      socket_cap_at=sim.window[0] + 1.0 + k * cap_spread,
+                                      max_sockets=hostile_caps[0])
                 for k, seat in enumerate(layout.hostile)]
     hostile_tasks = [asyncio.create_task(h.run(stop_at)) for h in hostiles]
     lag_task = asyncio.create_task(sim.lag_probe())
@@ -1080,6 +1094,15 @@ async def hostile_docs_as_stored(layout: Layout, watched: dict[int, YClient],
     return {"checked": checked, "differing": differing}
 
 
+def caps_note(caps: tuple[int, int] | None) -> str:
+    """The report's words for a run's per-user socket and ticket caps."""
+    if caps is None:
+        return "lifted"
+    which = ("the defaults" if caps == (attacks.MAX_SOCKETS_PER_USER, attacks.TICKETS_PER_USER_PER_MINUTE)
+             else "raised for the layout's teachers, one doc socket per essay")
+    return f"{caps[0]} sockets, {caps[1]} tickets a minute ({which})"
+
+
 def mix_result(mix: Mix, target: Target, sim: Sim, big_fill: dict[str, Any] | None, ack_big: list[float],
                stats: attacks.Stats, hostile_watchers: list[YClient], closed: dict[str, int], unacked: int,
                undelivered: int, mismatches: int, stored: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -1109,7 +1132,7 @@ def mix_result(mix: Mix, target: Target, sim: Sim, big_fill: dict[str, Any] | No
                 extra_roots += any(name != "content" for name in w.doc.keys())
             out["hostile"] = {
                 "clients": mix.hostile,
-                "user_caps": "defaults" if target.user_caps else "lifted (the layout's teachers need more sockets)",
+                "user_caps": caps_note(target.user_caps),
                 "attacks": stats.as_dict(),
                 "teacher_watchers": {"sockets": len(hostile_watchers), "closed": watch_closed,
                                      "saw_other_roots": extra_roots,
@@ -1125,8 +1148,8 @@ def mix_result(mix: Mix, target: Target, sim: Sim, big_fill: dict[str, Any] | No
 async def run_target(name: str, students: int, teachers: int, args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{students}-", dir=workroot))
     mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile, rotation=args.attacks)
-    user_caps = bool(mix.hostile) and teacher_sockets_per_account(
-        students, teachers, mix.hostile, name in ("essaycoach-class-docs", "essaycoach-web")) <= attacks.MAX_SOCKETS_PER_USER - 4
+    user_caps = user_caps_for(teacher_sockets_per_account(
+        students, teachers, mix.hostile, name in ("essaycoach-class-docs", "essaycoach-web"))) if mix.hostile else None
     target = make_target(name, workdir, dict(kv.split("=", 1) for kv in args.essaycoach_env), user_caps)
     t0 = time.monotonic()
     try:
@@ -1266,7 +1289,7 @@ ATTACK_EXPECTED = {
     "flood": "1008 (message rate)", "oversized": "permission-denied, 4413", "huge_frame": "1009",
     "non_text": "4400, nothing applied", "awareness_spam": "open, other ids dropped", "awareness_big": "1009",
     "bogus_ticket": "HTTP 403", "spent_ticket": "HTTP 403", "trespass": "4404",
-    "socket_cap": f"4429 beyond {attacks.MAX_SOCKETS_PER_USER}; ticket 429 beyond the bucket",
+    "socket_cap": "4429 beyond the socket cap; ticket 429 beyond the bucket",
 }
 
 

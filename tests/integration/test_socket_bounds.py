@@ -241,6 +241,26 @@ async def test_a_user_over_the_open_socket_limit_is_closed_4429_and_a_closed_soc
             await ws.close()
 
 
+async def test_by_default_a_user_gets_tickets_for_all_32_sockets_and_a_retry_each_and_the_33rd_socket_is_closed_4429(
+        settings) -> None:
+    """The defaults (`WS_MAX_SOCKETS_PER_USER` 32, `WS_TICKETS_PER_USER_PER_MINUTE` 64): the web
+    app holds two sockets per open view, so 32 is 16 tabs; all of them reconnecting at once, and
+    trying once more, is 64 tickets."""
+    async with tight_server(settings) as (server, client, _):
+        student = await register(client, "student")
+        essay = await make_essay(client, student)
+        tickets = [await ticket(client, student) for _ in range(64)]  # each asserts a 200
+        url = f"ws://{server}/ws/essays/{essay['id']}/doc?ticket="
+        held = list(await asyncio.gather(*(websockets.connect(url + t) for t in tickets[:32])))
+        try:
+            for ws in held:
+                await asyncio.wait_for(ws.recv(), 10)  # the server's sync step 1: open
+            extra = await websockets.connect(url + tickets[32])
+            assert await closed_code(extra) == 4429
+        finally:
+            await asyncio.gather(*(ws.close() for ws in held))
+
+
 async def test_ws_tickets_beyond_the_per_user_rate_get_429_problem_json(settings) -> None:
     async with tight_server(settings, ws_tickets_per_user_per_minute=5) as (_, client, _app):
         greedy, other = await register(client, "student"), await register(client, "student")

@@ -17,6 +17,7 @@ from pycrdt import Awareness, Doc, Text, handle_sync_message
 
 from actors.doc import EssayDoc, InvalidUpdate, TextTooLong, validate_update
 from ops.loadtest import corpus, hostile, run
+from serve_app.settings import Settings
 
 
 def _update(frame: bytes) -> bytes:
@@ -224,9 +225,23 @@ def test_bad_mix_options_are_refused(argv: list[str]) -> None:
 
 def test_teachers_keep_the_user_caps_when_their_sockets_fit() -> None:
     assert run.teacher_sockets_per_account(60, 2, 5, class_docs=False) == 30 + 3
-    assert run.teacher_sockets_per_account(300, 10, 5, class_docs=False) <= hostile.MAX_SOCKETS_PER_USER
     assert run.teacher_sockets_per_account(50, 5, 0, class_docs=True) == 1
-    assert run.teacher_sockets_per_account(1000, 10, 0, class_docs=False) > hostile.MAX_SOCKETS_PER_USER
+    defaults = (hostile.MAX_SOCKETS_PER_USER, hostile.TICKETS_PER_USER_PER_MINUTE)
+    assert run.user_caps_for(run.teacher_sockets_per_account(300, 10, 5, class_docs=True)) == defaults
+    assert run.user_caps_for(run.teacher_sockets_per_account(100, 5, 5, class_docs=False)) == defaults  # 21
+    assert run.caps_note(defaults) == "32 sockets, 64 tickets a minute (the defaults)"
+
+
+def test_teachers_who_need_more_sockets_raise_the_caps_just_enough_rather_than_lift_them() -> None:
+    """150 typists in classes of 30, 10 hostile: a teacher watches 30 essays and 2 hostile ones."""
+    assert run.user_caps_for(run.teacher_sockets_per_account(150, 5, 10, class_docs=False)) == (36, 72)
+    assert run.user_caps_for(run.teacher_sockets_per_account(1000, 10, 0, class_docs=False)) == (104, 208)
+
+
+def test_the_loadtest_s_caps_are_the_servers_defaults() -> None:
+    defaults = Settings(jwt_secret="x" * 40)
+    assert (defaults.ws_max_sockets_per_user, defaults.ws_tickets_per_user_per_minute) == (
+        hostile.MAX_SOCKETS_PER_USER, hostile.TICKETS_PER_USER_PER_MINUTE)
 
 
 def _result(mix: dict[str, object]) -> dict[str, object]:
