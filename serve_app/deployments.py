@@ -64,26 +64,32 @@ class Gateway:
             set_process_time_slice(settings.latency_slice_ms)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Serve's hook for custom autoscaling metrics: this replica's directly served sockets (0
-        with the fast path off: sockets are then Serve's ongoing requests)."""
+        """Serve's hook for custom autoscaling metrics: this replica's directly served sockets and
+        HTTP requests in flight (0 and 0 with the fast path off: they are then Serve's ongoing
+        requests). Serve samples it when it samples its own ongoing count."""
         from serve_app.fastpath.handoff import current
 
         handoff = current()
-        return {SOCKETS_METRIC: float(handoff.open if handoff is not None else 0)}
+        if handoff is None:
+            return {SOCKETS_METRIC: 0.0, REQUESTS_METRIC: 0.0}
+        return {SOCKETS_METRIC: float(handoff.open), REQUESTS_METRIC: float(handoff.requests)}
 
 
 SOCKETS_METRIC = "open_sockets"
+REQUESTS_METRIC = "http_in_flight"
 
 
 def scale_on_sockets(ctx: AutoscalingContext) -> tuple[float, dict[str, Any]]:
-    """The Gateway's autoscaling policy: replicas for the open sockets plus the ongoing requests,
-    `target_ongoing_requests` of them per replica (Serve's default policy counts only the
-    requests, and sockets served directly are not requests to Serve). Serve applies the bounds,
-    delays and smoothing factors of the deployment's autoscaling config to the result."""
+    """The Gateway's autoscaling policy: replicas for the open sockets plus the HTTP requests in
+    flight plus Serve's ongoing requests, `target_ongoing_requests` of them per replica (Serve's
+    default policy counts only its own ongoing requests, and sockets and requests served directly
+    are not Serve's). Serve applies the bounds, delays and smoothing factors of the deployment's
+    autoscaling config to the result."""
     if ctx.current_num_replicas == 0:
         return ctx.target_num_replicas, {}
-    sockets = sum((ctx.aggregated_metrics or {}).get(SOCKETS_METRIC, {}).values())
-    return (ctx.total_num_requests + sockets) / ctx.config.get_target_ongoing_requests(), {}
+    reported = ctx.aggregated_metrics or {}
+    direct = sum(reported.get(SOCKETS_METRIC, {}).values()) + sum(reported.get(REQUESTS_METRIC, {}).values())
+    return (ctx.total_num_requests + direct) / ctx.config.get_target_ongoing_requests(), {}
 
 
 class AnalyzerReplica(AnalyzerService):
@@ -104,8 +110,8 @@ def build_app(args: dict[str, Any] | GatewayArgs | None = None) -> Application:
     deployment = serve.deployment(
         Gateway,
         name="Gateway",
-        # HTTP requests in flight (sockets go past Serve's request path: serve_app.fastpath.handoff);
-        # with sockets on Serve's path (fast path off, or user code on its own thread) each counts too.
+        # Requests on Serve's request path only: with the fast path on, sockets and HTTP requests go
+        # past it (serve_app.fastpath.handoff), Serve's own /-/ routes excepted.
         max_ongoing_requests=opts.max_ongoing_requests,
         autoscaling_config={
             "min_replicas": opts.min_replicas,

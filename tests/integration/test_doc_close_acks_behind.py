@@ -34,7 +34,7 @@ from actors.broadcast import MOVED
 from actors.host_api import HostUnavailable
 from ops.loadtest.yclient import YClient
 from serve_app.fastpath import handoff
-from serve_app.fastpath.serve_hooks import SocketsSkipServe
+from serve_app.fastpath.serve_hooks import SkipServe
 from serve_app.realtime import connection as connection_module
 from serve_app.realtime import control
 from serve_app.realtime.protocol import CloseCode
@@ -99,7 +99,7 @@ async def behind(settings: Any) -> AsyncIterator[Behind]:
                                            "fast_path": True})
     application = create_app(settings, hosts_factory=lambda s, ctx: InProcessHosts(s, ctx))
     # The replica middleware in front, as on a Gateway replica: sockets go through the app's hand-off.
-    async with serving_with_server(SocketsSkipServe(application)) as (address, server), \
+    async with serving_with_server(SkipServe(application)) as (address, server), \
             httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as client:
         _, student, essay = await class_essay(client)
         hosts = application.state.ctx.hosts

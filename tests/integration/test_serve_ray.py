@@ -191,6 +191,14 @@ async def test_teacher_sockets_on_one_replica_see_typing_once(http: httpx.AsyncC
         await c.close()
 
 
+async def test_http_requests_reach_our_app_past_serves_request_path(http: httpx.AsyncClient) -> None:
+    """On the fast path the replica middleware hands HTTP requests to our app
+    (serve_app.fastpath.handoff): Serve's request id middleware, which echoes the request's
+    `X-Request-ID` too, is not entered; our `RequestContextMiddleware` answers it once."""
+    r = await http.get("/healthz", headers={"x-request-id": "past-serve"})
+    assert r.status_code == 200 and r.headers.get_list("x-request-id") == ["past-serve"]
+
+
 async def _serve_socket_tasks(app: str = "essaycoach-test") -> dict[str, int]:
     """Serve's in-flight direct-ingress tasks in the Gateway replica (its own test hook)."""
     import ray

@@ -19,7 +19,7 @@ from websockets.server import ServerProtocol
 
 from serve_app.fastpath import uvicorn_protocol
 from serve_app.fastpath.ingress import FAST_PATH_ENV, HAPROXY_THREADS_ENV
-from serve_app.fastpath.serve_hooks import CALLBACK_ENV, DISCONNECT_DISABLED, REPLICA_MIDDLEWARES_ENV, SocketsSkipServe
+from serve_app.fastpath.serve_hooks import CALLBACK_ENV, DISCONNECT_DISABLED, REPLICA_MIDDLEWARES_ENV, SkipServe
 
 SANSIO = websockets_sansio_impl.WebSocketsSansIOProtocol
 
@@ -151,7 +151,49 @@ def test_serves_replica_installs_the_proxy_callback_middlewares() -> None:
     assert "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" in inspect.getsource(http_util.configure_http_middlewares)
     (middleware,) = http_util.validate_http_proxy_callback_return(
         call_function_from_import_path(REPLICA_MIDDLEWARES_ENV[CALLBACK_ENV]))
-    assert middleware.cls is SocketsSkipServe
+    assert middleware.cls is SkipServe
+
+
+class _Replica:
+    _route_prefix = "/prefix"
+
+    async def _direct_ingress_asgi(self, scope: object, receive: object, send: object) -> None:
+        pass
+
+
+def test_the_replicas_server_wraps_serves_request_path_as_skip_serve_reads_it() -> None:
+    """`SkipServe` sits around Serve's `RequestIdMiddleware` (`_app`), around the replica's
+    `_direct_ingress_asgi`, whose `_route_prefix` it reads and routes by as Serve does: Serve's
+    own `/-/healthz` and `/-/routes` (HAProxy's health check of each replica asks the first), a
+    route prefix other than "/" as `root_path`, Serve's 404 outside it."""
+    from ray.serve._private import haproxy, http_util, replica
+    from starlette.middleware import Middleware
+
+    app = http_util._apply_middlewares(_Replica()._direct_ingress_asgi, [Middleware(SkipServe)])
+    assert isinstance(app, SkipServe) and app.route_prefix() == "/prefix"
+    assert "self._app = app" in inspect.getsource(http_util.RequestIdMiddleware.__init__)
+    assert "self._direct_ingress_asgi," in inspect.getsource(replica.Replica._maybe_start_direct_ingress_servers)
+    serve_asgi = inspect.getsource(replica.Replica._direct_ingress_asgi)
+    assert 'route = scope.get("path", "")[len(root_path) :]' in serve_asgi
+    assert 'if route in ["/-/healthz", "/-/routes"]:' in serve_asgi
+    assert 'if self._route_prefix and self._route_prefix != "/":' in serve_asgi
+    assert 'scope["root_path"] = root_path + self._route_prefix' in serve_asgi
+    assert "if not route.startswith(route_prefix):" in serve_asgi
+    assert "if self._shutting_down:" in inspect.getsource(replica.Replica._dataplane_health_check)
+    assert haproxy.BackendConfig.http_health_check_path == haproxy.HAProxyConfig.http_health_check_path == "/-/healthz"
+
+
+def test_serve_stops_the_replicas_server_before_our_app_and_sets_no_request_timeout() -> None:
+    """At a replica's stop Serve stops the server (uvicorn lets requests in flight finish) and
+    awaits it before the destructor ends our app's lifespan (`Handoff.close_all`); no request
+    timeout of Serve's applies by default (the hand-off has none)."""
+    from ray.serve._private import replica
+    from ray.serve.config import HTTPOptions
+
+    stop = inspect.getsource(replica.Replica._perform_graceful_shutdown)
+    server_stops = stop.index("self._direct_ingress_http_server.should_exit = True")
+    assert server_stops < stop.index("self._direct_ingress_http_server_task,") < stop.index("await self.shutdown()")
+    assert HTTPOptions().request_timeout_s is None
 
 
 def test_serve_still_honours_the_disconnect_disabled_header() -> None:

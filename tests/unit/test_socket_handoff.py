@@ -1,5 +1,5 @@
 """Sockets served past Serve's request path (serve_app.fastpath.handoff and the replica middleware
-serve_app.fastpath.serve_hooks.SocketsSkipServe), and the Gateway's autoscaling on open sockets."""
+serve_app.fastpath.serve_hooks.SkipServe), and the Gateway's autoscaling on open sockets."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import httpx
 import pytest
 import websockets
 
-from serve_app.deployments import SOCKETS_METRIC, Gateway, scale_on_sockets
+from serve_app.deployments import REQUESTS_METRIC, SOCKETS_METRIC, Gateway, scale_on_sockets
 from serve_app.fastpath import handoff
-from serve_app.fastpath.serve_hooks import DISCONNECT_DISABLED, SocketsSkipServe
+from serve_app.fastpath.serve_hooks import DISCONNECT_DISABLED, SkipServe
 from tests.conftest import serving, serving_with_server
 
 
@@ -63,15 +63,15 @@ async def echo() -> Any:
     handoff.unregister(sockets)
 
 
-async def test_sockets_go_to_the_registered_app_and_http_to_serve(echo: Any) -> None:
+async def test_sockets_go_to_the_registered_app_and_serves_own_routes_to_serve(echo: Any) -> None:
     app, sockets = echo
     serve = Recorder()
-    async with serving(SocketsSkipServe(serve)) as address:
+    async with serving(SkipServe(serve)) as address:
         async with websockets.connect(f"ws://{address}/ws/anything") as ws:
             await ws.send("hello")
             assert await ws.recv() == "hello"
             assert sockets.open == 1
-            assert Gateway.record_autoscaling_stats(None) == {SOCKETS_METRIC: 1.0}
+            assert Gateway.record_autoscaling_stats(None) == {SOCKETS_METRIC: 1.0, REQUESTS_METRIC: 0.0}
         await asyncio.wait_for(app.ended.wait(), 5)
         for _ in range(50):
             if sockets.open == 0:
@@ -79,13 +79,13 @@ async def test_sockets_go_to_the_registered_app_and_http_to_serve(echo: Any) -> 
             await asyncio.sleep(0.02)
         assert sockets.open == 0
         async with httpx.AsyncClient() as http:
-            assert (await http.get(f"http://{address}/healthz")).status_code == 204
-    assert [s["type"] for s in serve.scopes] == ["http"]  # Serve saw the HTTP request, not the socket
+            assert (await http.get(f"http://{address}/-/healthz")).status_code == 204
+    assert [s["type"] for s in serve.scopes] == ["http"]  # Serve saw its health check, not the socket
 
 
 async def test_shutdown_closes_open_sockets_going_away_and_waits_for_their_handlers(echo: Any) -> None:
     app, sockets = echo
-    async with serving(SocketsSkipServe(Recorder())) as address:
+    async with serving(SkipServe(Recorder())) as address:
         async with websockets.connect(f"ws://{address}/ws/anything") as ws:
             await ws.send("x")
             await ws.recv()
@@ -122,7 +122,7 @@ async def test_shutdown_closes_every_socket_going_away_within_its_timeout_when_a
     back neither the other sockets' close nor the app's shutdown."""
     sockets = handoff.register(Flood())
     try:
-        async with serving_with_server(SocketsSkipServe(Recorder())) as (address, server):
+        async with serving_with_server(SkipServe(Recorder())) as (address, server):
             host, port = address.split(":")
             raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -145,9 +145,9 @@ async def test_shutdown_closes_every_socket_going_away_within_its_timeout_when_a
 
 async def test_without_an_app_on_this_loop_sockets_go_through_serve_marked_disconnect_disabled() -> None:
     serve = Recorder()
-    middleware = SocketsSkipServe(serve)
+    middleware = SkipServe(serve)
     # An app registered from another event loop (Serve's user-code thread) is not used here.
-    other: list[handoff.SocketHandoff] = []
+    other: list[handoff.Handoff] = []
 
     def register_elsewhere() -> None:
         async def main() -> None:
@@ -186,18 +186,20 @@ async def test_a_socket_going_through_serve_is_never_written_past_serve(monkeypa
     monkeypatch.setattr(handoff, "_registered", [])  # no app of ours on this loop (another test's may be)
     uvicorn_protocol._CONNECTION.set(SimpleNamespace(loop=asyncio.get_running_loop()))  # type: ignore[arg-type]
     assert uvicorn_protocol.current_connection() is not None and handoff.for_this_loop() is None
-    await SocketsSkipServe(Serve())({"type": "websocket", "headers": []}, None, None)
+    await SkipServe(Serve())({"type": "websocket", "headers": []}, None, None)
     assert seen == [None]
 
 
-def autoscaling_context(*, replicas: int, requests: float, sockets: dict[str, float], target: int = 200) -> Any:
+def autoscaling_context(*, replicas: int, requests: float, sockets: dict[str, float],
+                        in_flight: dict[str, float] | None = None, target: int = 200) -> Any:
+    reported = {**({SOCKETS_METRIC: sockets} if sockets else {}), **({REQUESTS_METRIC: in_flight} if in_flight else {})}
     return SimpleNamespace(current_num_replicas=replicas, target_num_replicas=replicas, total_num_requests=requests,
-                           aggregated_metrics={SOCKETS_METRIC: sockets} if sockets else None,
+                           aggregated_metrics=reported or None,
                            config=SimpleNamespace(get_target_ongoing_requests=lambda: target))
 
 
 def test_the_gateway_scales_on_open_sockets_plus_requests() -> None:
-    # 1,000 sockets on one replica at 200 per replica want 5 (+ 10 HTTP requests in flight).
+    # 1,000 sockets on one replica at 200 per replica want 5 (+ 10 of Serve's ongoing requests).
     desired, state = scale_on_sockets(autoscaling_context(replicas=1, requests=10, sockets={"r1": 1000}))
     assert desired == pytest.approx(1010 / 200) and state == {}
     # Sockets spread over replicas add up; no sockets reported yet: requests alone.
@@ -205,6 +207,15 @@ def test_the_gateway_scales_on_open_sockets_plus_requests() -> None:
     assert scale_on_sockets(autoscaling_context(replicas=3, requests=100, sockets={}))[0] == 0.5
     # No replica yet: Serve's cold start decides.
     assert scale_on_sockets(autoscaling_context(replicas=0, requests=0, sockets={}))[0] == 0
+
+
+def test_the_gateway_scales_on_its_http_requests_in_flight_too() -> None:
+    """HTTP requests served past Serve's request path are not Serve's ongoing requests: the
+    replicas report them (`REQUESTS_METRIC`) and the policy adds them up with the sockets."""
+    desired, _ = scale_on_sockets(autoscaling_context(replicas=2, requests=0, sockets={"r1": 100, "r2": 100},
+                                                      in_flight={"r1": 150, "r2": 50}))
+    assert desired == 2
+    assert scale_on_sockets(autoscaling_context(replicas=1, requests=0, sockets={}, in_flight={"r1": 300}))[0] == 1.5
 
 
 def test_the_gateway_deployment_uses_the_socket_policy() -> None:

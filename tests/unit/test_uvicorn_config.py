@@ -45,11 +45,11 @@ def test_replica_hook_passes_serves_validation_and_is_in_the_gateway_env() -> No
     from ray.serve._private.utils import call_function_from_import_path
 
     from serve_app.deployments import GatewayArgs, build_app
-    from serve_app.fastpath.serve_hooks import REPLICA_MIDDLEWARES_ENV, SocketsSkipServe
+    from serve_app.fastpath.serve_hooks import REPLICA_MIDDLEWARES_ENV, SkipServe
 
     (path,) = REPLICA_MIDDLEWARES_ENV.values()
     (middleware,) = validate_http_proxy_callback_return(call_function_from_import_path(path))
-    assert middleware.cls is SocketsSkipServe
+    assert middleware.cls is SkipServe
     gateway = build_app(GatewayArgs(env={"ESSAYCOACH_HOSTS": "3"}))._bound_deployment
     env = gateway.ray_actor_options["runtime_env"]["env_vars"]
     assert env == {**REPLICA_MIDDLEWARES_ENV, "ESSAYCOACH_HOSTS": "3", "ESSAYCOACH_FAST_PATH": "on"}
