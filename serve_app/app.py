@@ -110,6 +110,7 @@ def create_app(
                           burst=settings.coach_questions_per_user_per_hour,
                           seconds=3600 / settings.coach_questions_per_user_per_hour)),
                       coach=build_coach(settings.analysis_config()),
+                      passwords=CpuWork(settings.cpu_work_threads, name="cpu-work-passwords"),
                       cpu=CpuWork(settings.cpu_work_threads))
         ctx.hosts = (hosts_factory or make_hosts)(settings, ctx)
         app.state.ctx = ctx
@@ -137,6 +138,7 @@ def create_app(
             await ctx.hosts.stop()
             await buckets.aclose()
             await engine.dispose()
+            ctx.passwords.shutdown()
             ctx.cpu.shutdown()
             flush_counters()  # last: the runner's, hosts' and store's final counts too
             tracing.flush()

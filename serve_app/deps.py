@@ -43,7 +43,9 @@ class Context:
     coach_limit: RateLimit | None = None
     # The coach chat's answerer (actors.analysis.coach.Coach), built in the lifespan.
     coach: Any = None
-    # CPU-heavy request work (argon2, uploads, replay texts), at a priority below the loop's.
+    # CPU-heavy request work at a priority below the loop's (serve_app.cpu_work): argon2 in a
+    # lane of its own, uploads' text extraction and replay texts in the other.
+    passwords: CpuWork = field(default_factory=lambda: CpuWork(name="cpu-work-passwords"))
     cpu: CpuWork = field(default_factory=CpuWork)
 
     def client_address(self, scope: Any) -> str:

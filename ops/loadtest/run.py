@@ -289,8 +289,8 @@ class EssayCoachTarget(Target):
             "ESSAYCOACH_VAR_DIR": str(var_dir),
             "ESSAYCOACH_HTTP_PORT": str(self.port),
             # A teacher account watches its whole class (one doc socket per essay unless the
-            # class documents socket is used): lift the per-user socket and ticket caps (64 open,
-            # 120 tickets/min by default) so a layout with few teachers still opens. Nothing
+            # class documents socket is used): lift the per-user socket and ticket caps (32 open,
+            # 64 tickets/min by default) so a layout with few teachers still opens. Nothing
             # measured depends on them (unless `user_caps`: then those).
             "ESSAYCOACH_WS_MAX_SOCKETS_PER_USER": str(self.user_caps[0] if self.user_caps else 1_000_000),
             "ESSAYCOACH_WS_TICKETS_PER_USER_PER_MINUTE": str(self.user_caps[1] if self.user_caps else 1_000_000),

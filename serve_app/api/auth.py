@@ -38,7 +38,7 @@ async def register(body: RegisterIn, ctx: ContextDep, session: SessionDep) -> di
     if await users.get_by_email(session, email=body.email):
         raise Conflict("an account with this email already exists", code="email_taken")
     # argon2 costs ~50 ms of CPU: off the event loop, below its priority (serve_app.cpu_work).
-    password_hash = await ctx.cpu.run(hash_password, body.password)
+    password_hash = await ctx.passwords.run(hash_password, body.password)
     try:
         user = await users.create(session, email=body.email, name=body.name, role=body.role,
                                   password_hash=password_hash)
@@ -94,7 +94,7 @@ async def token(request: Request, ctx: ContextDep, session: SessionDep) -> Token
     if wait:
         raise RateLimited("too many failed logins; try again later", retry_after=wait)
     user = await users.get_by_email(session, email=account)
-    ok = await ctx.cpu.run(verify_password, user.password_hash if user else DUMMY_HASH, body.password)
+    ok = await ctx.passwords.run(verify_password, user.password_hash if user else DUMMY_HASH, body.password)
     if user is None or not ok:
         await ctx.throttle.failed(ip=ip, account=account)
         raise InvalidCredentials()
@@ -138,8 +138,9 @@ async def logout(body: RefreshIn, ctx: ContextDep, session: SessionDep, user: Cu
 @router.post("/auth/ws-ticket", response_model=TicketOut)
 async def ws_ticket(ctx: ContextDep, user: CurrentUser) -> TicketOut:
     """A socket ticket; at most `WS_TICKETS_PER_USER_PER_MINUTE` per user: a bucket of that size
-    per user, drained evenly over the minute and shared by replicas (`ctx.tickets_limit`, like
-    the submission limit; concurrent requests may overshoot by their number). The ticket is
+    per user, drained evenly over the minute (`ctx.tickets_limit`: shared by replicas through
+    Redis when configured, else this replica's memory; concurrent requests may overshoot by
+    their number). The ticket is
     signed with its user and expiry (`serve_app.auth.new_ticket`): issuing it writes nothing to
     the store; the handshake that spends it does (one row)."""
     limit = ctx.tickets_limit

@@ -50,7 +50,7 @@ class SocketAdmission:
     """One replica's socket admission: dead tickets, open sockets per user, and the handshakes
     under way at once (`handshakes`: a socket's ticket, user and essay or class are store reads
     and writes on the replica's event loop, a few milliseconds of its CPU each; a burst of them,
-    a client opening its 64 sockets at once or a class arriving together, ran them all in the
+    a client opening its 32 sockets at once or a class arriving together, ran them all in the
     same loop turns and held back every open socket's frames and acks for the burst's length.
     Beyond the limit a handshake waits its turn, at no cost, and the loop's turns stay short)."""
 

@@ -40,4 +40,5 @@ async def test_register_and_login_hash_on_low_priority_cpu_work_threads(
     assert (await login(client, email, "wrong-" + PASSWORD)).status_code == 401
     loop_priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert len(seen) == 3
-    assert all(name.startswith("cpu-work") and priority == min(19, loop_priority + NICE) for name, priority in seen)
+    assert all(name.startswith("cpu-work-passwords") and priority == min(19, loop_priority + NICE)
+               for name, priority in seen)

@@ -250,6 +250,8 @@ async def test_by_default_a_user_gets_tickets_for_all_32_sockets_and_a_retry_eac
         student = await register(client, "student")
         essay = await make_essay(client, student)
         tickets = [await ticket(client, student) for _ in range(64)]  # each asserts a 200
+        over = await client.post("/api/v1/auth/ws-ticket", headers=student.headers)
+        assert over.status_code == 429  # the 65th within the minute
         url = f"ws://{server}/ws/essays/{essay['id']}/doc?ticket="
         held = list(await asyncio.gather(*(websockets.connect(url + t) for t in tickets[:32])))
         try:

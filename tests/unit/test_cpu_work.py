@@ -67,3 +67,47 @@ def test_threads_default_to_the_usable_cores() -> None:
     work = CpuWork()
     work.shutdown()
     assert work.threads == len(os.sched_getaffinity(0))
+
+
+def test_priority_is_lowered_from_the_starting_threads_not_set_to_a_fixed_value() -> None:
+    """A process already at nice 3 gets pool threads at 13, not 10 (and never above 19)."""
+    work = CpuWork(1)
+    seen: list[tuple[str, int]] = []
+
+    def starter() -> None:  # the pool's thread is made by (and inherits from) the submitting thread
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 3))
+        seen.append(("starter", os.getpriority(os.PRIO_PROCESS, tid)))
+        seen.append(work._pool.submit(_priority).result(5))
+
+    thread = threading.Thread(target=starter)
+    thread.start()
+    thread.join()
+    work.shutdown()
+    (_, start), (_, pool) = seen
+    assert pool == min(19, start + NICE)
+
+
+def test_usable_cores_is_capped_by_the_cgroup_quota(tmp_path) -> None:
+    from serve_app.cpu_work import usable_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "two").write_text("200000 100000\n")
+    (tmp_path / "none").write_text("max 100000\n")
+    (tmp_path / "half").write_text("50000 100000\n")
+    assert usable_cores(str(tmp_path / "two")) == min(affinity, 2)
+    assert usable_cores(str(tmp_path / "none")) == affinity
+    assert usable_cores(str(tmp_path / "half")) == 1
+    assert usable_cores(str(tmp_path / "missing")) == affinity
+
+
+async def test_work_sees_the_callers_context_variables() -> None:
+    import contextvars
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+    request_id.set("req-1")
+    work = CpuWork(1)
+    try:
+        assert await work.run(request_id.get) == "req-1"
+    finally:
+        work.shutdown()

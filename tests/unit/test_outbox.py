@@ -102,3 +102,16 @@ async def test_unpaced_outbox_never_waits(monkeypatch) -> None:
         await settle()
     assert waits == [] and len(backend.sent) == 2
     outbox.close()
+
+
+async def test_a_full_batch_goes_without_waiting_out_the_interval(monkeypatch) -> None:
+    """Pacing must not cap throughput: with a full batch waiting the outbox sends at once."""
+    waits = record_waits(monkeypatch)
+    backend = Backend()
+    outbox = Outbox(backend.send, name="test", min_interval=0.5, batch=2)
+    for n in range(5):  # queued before the sender runs: batches of 2, 2, then 1
+        outbox.put(("class:c", str(n).encode(), None))
+    await settle()
+    assert [m for _, m, _ in backend.sent] == [b"0", b"1", b"2", b"3", b"4"]
+    assert len(waits) == 1  # only before the last, partial batch
+    outbox.close()
