@@ -150,22 +150,12 @@ class Outbox:
     slow). Every channel that lost a message that way, or in a lost batch, then gets `RESYNC` (to
     every node) once the queue is back under half its bounds, so its subscribers refetch from the
     essay host, as after a lost subscription. A lost `RESYNC` batch stays owed and is sent again
-    after the next publish (not in a loop while the backend is down).
-
-    `min_interval` (seconds) paces the sends: a batch leaves at least that long after the previous
-    one started, so what queues meanwhile goes in one call. For a backend where a call costs far
-    more than a message (the in-Ray hub: a Ray actor call each, ~0.5 ms of CPU on both sides), it
-    bounds the calls a second whatever the message rate; a message waits only when the previous
-    send was that recent (under load), never when the bus is quiet, and a full batch (`batch`
-    messages waiting) goes at once, so pacing never caps throughput."""
+    after the next publish (not in a loop while the backend is down)."""
 
     def __init__(self, send_batch: Callable[[list[Published]], Awaitable[bool]], *, name: str,
-                 limit: int = 10_000, max_bytes: int = QUEUE_MAX_BYTES, batch: int = 500,
-                 min_interval: float = 0.0) -> None:
+                 limit: int = 10_000, max_bytes: int = QUEUE_MAX_BYTES, batch: int = 500) -> None:
         self._send_batch, self._name, self._limit, self._batch = send_batch, name, limit, batch
         self._max_bytes = max_bytes
-        self._min_interval = min_interval
-        self._last_send = float("-inf")
         self._items: deque[Published] = deque()
         self._bytes = 0
         self._lost: dict[str, None] = {}  # channels owed a RESYNC, in order
@@ -195,9 +185,6 @@ class Outbox:
             await self._ready.wait()
             self._ready.clear()
             while self._items or self._lost:
-                if len(self._items) < self._batch:  # a full batch goes at once: pacing never caps throughput
-                    await self._paced()
-                self._last_send = asyncio.get_running_loop().time()
                 if self._items:
                     batch = [self._items.popleft() for _ in range(min(len(self._items), self._batch))]
                     self._bytes -= sum(len(message) for _, message, _ in batch)
@@ -212,14 +199,6 @@ class Outbox:
                     if not await self._send_batch([(channel, RESYNC, None) for channel in channels]):
                         self._lost.update((channel, None) for channel in channels)
                         break  # still down: owed until the next publish wakes the sender
-
-    async def _paced(self) -> None:
-        """Wait until `min_interval` after the previous send started (at once if it is older)."""
-        if self._min_interval <= 0:
-            return
-        wait = self._last_send + self._min_interval - asyncio.get_running_loop().time()
-        if wait > 0:
-            await asyncio.sleep(wait)
 
     def close(self) -> None:
         if self._sender is not None:
@@ -340,5 +319,5 @@ def make_bus(config: BusConfig, *, cluster: bool) -> Bus:
     if cluster:
         from actors.ray_host import HubBus
 
-        return HubBus(config.ray_namespace, max_bytes=config.queue_max_bytes, min_interval=config.hub_min_interval)
+        return HubBus(config.ray_namespace, max_bytes=config.queue_max_bytes)
     return InMemoryBus()

@@ -75,9 +75,6 @@ class BusConfig:
     ray_namespace: str = "essaycoach"
     # Messages waiting in a bus outbox or in the hub for one subscriber (oldest dropped beyond).
     queue_max_bytes: int = 64 * 1024 * 1024
-    # The in-Ray hub: each process's sends to it, and its polls of it, at most one per this many
-    # seconds (what queues meanwhile goes in one Ray call; `actors.broadcast.Outbox`).
-    hub_min_interval: float = 0.02
 
 
 @dataclass(frozen=True, slots=True)

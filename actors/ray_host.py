@@ -135,9 +135,7 @@ class BusHub:
 class HubBus:
     """The `Bus` over a BusHub actor: one long-poll loop per process feeds local handlers."""
 
-    def __init__(self, namespace: str, *, max_bytes: int = QUEUE_MAX_BYTES, min_interval: float = 0.0) -> None:
-        """`min_interval`: at most one publish call to the hub, and one poll of it, per this many
-        seconds (`BusConfig.hub_min_interval`); what arrives meanwhile goes in the same call."""
+    def __init__(self, namespace: str, *, max_bytes: int = QUEUE_MAX_BYTES) -> None:
         # The first process to make the (detached) hub sets its byte bound for its life.
         # Any: a Ray actor handle's methods (`.remote`) are not visible to a type checker.
         self.hub: Any = ray.remote(BusHub).options(
@@ -148,8 +146,7 @@ class HubBus:
         self.node = self.subscriber = new_node_id()
         self._version = 0
         self._task: asyncio.Task[None] | None = None
-        self._outbox = Outbox(self._send, name="hub-bus-sender", max_bytes=max_bytes, min_interval=min_interval)
-        self._min_interval = min_interval
+        self._outbox = Outbox(self._send, name="hub-bus-sender", max_bytes=max_bytes)
 
     async def publish(self, channel: str, message: bytes, *, skip_node: str | None = None) -> None:
         """Queue and return: one sender ships batches to the hub, in order, off the ack path."""
@@ -186,13 +183,7 @@ class HubBus:
         return unsubscribe
 
     async def _poll_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        polled = float("-inf")
         while True:
-            wait = polled + self._min_interval - loop.time()
-            if wait > 0:  # the last poll was answered at once (messages waiting): let more gather
-                await asyncio.sleep(wait)
-            polled = loop.time()
             try:
                 batch = await self.hub.poll.remote(self.subscriber)
             except asyncio.CancelledError:

@@ -106,9 +106,6 @@ class Settings(BaseSettings):
     # Messages waiting in a bus outbox or in the hub for one subscriber (oldest dropped beyond;
     # the affected channels' sockets resync).
     bus_queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    # The in-Ray hub (no Redis): each process's publish calls to it, and its polls, at most one per
-    # this many ms; messages arriving meanwhile share the call (actors.broadcast.Outbox).
-    bus_hub_interval_ms: float = Field(default=20.0, ge=0, le=1000)
     # Spent/expired socket tickets and expired refresh tokens are deleted this often.
     store_purge_interval_seconds: float = Field(default=600.0, gt=0)
     # Threads (0: one per usable core) for CPU-heavy request work (argon2, uploads, replay texts),
@@ -247,7 +244,7 @@ class Settings(BaseSettings):
 
     def bus_config(self) -> BusConfig:
         return BusConfig(redis_url=self.redis_url, ray_namespace=self.ray_namespace,
-                         queue_max_bytes=self.bus_queue_max_bytes, hub_min_interval=self.bus_hub_interval_ms / 1000)
+                         queue_max_bytes=self.bus_queue_max_bytes)
 
     def analysis_config(self) -> AnalysisConfig:
         return AnalysisConfig(provider=self.ai_provider, base_url=self.ai_base_url, api_key=self.ai_api_key,
