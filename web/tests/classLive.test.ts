@@ -68,7 +68,7 @@ describe('live class view store', () => {
     expect(pending.size).toBe(0)
   })
 
-  it('shows a burst of new students three per frame, all of them in the end', () =>
+  it('shows a burst of new students one per frame, all of them in the end', () =>
     withHeldFrames(async (live, frames) => {
       for (let i = 0; i < 25; i++) FakeSocket.last().receive(row(`s${i}`, { name: `S${i}` }))
       const sizes: number[] = []
@@ -76,8 +76,30 @@ describe('live class view store', () => {
         frames.shift()!(0)
         sizes.push(live.rows.size)
       }
-      expect(sizes).toEqual([3, 6, 9, 12, 15, 18, 21, 24, 25])
+      expect(sizes).toEqual(Array.from({ length: 25 }, (_, i) => i + 1))
     }))
+
+  it('opens the live socket in a task after the one that set the view up; not at all if stopped before', async () => {
+    held.hold = true
+    try {
+      const live = openClassLive('c1', { ticket: async () => 'tk', Socket: FakeSocket })
+      await flush()
+      expect(FakeSocket.instances).toHaveLength(0)
+      held.release.shift()!()
+      await flush()
+      expect(FakeSocket.instances).toHaveLength(1)
+      expect(FakeSocket.last().url).toMatch(/\/ws\/classes\/c1\/live\?ticket=tk$/)
+      live.stop()
+      const left = openClassLive('c2', { ticket: async () => 'tk', Socket: FakeSocket })
+      left.stop() // the view unmounted before the socket's task
+      held.release.shift()!()
+      await flush()
+      expect(FakeSocket.instances).toHaveLength(1)
+    } finally {
+      held.hold = false
+      held.release = []
+    }
+  })
 
   it('reveals the whole-class text blocks a few per frame once on, all in the end, none when off', async () => {
     const frames: FrameRequestCallback[] = []

@@ -32,11 +32,12 @@ export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): Liv
  * New students' cards added per frame. A class's rows all arrive when the view opens, and mounting
  * 30 cards in one task was the page's longest task (~45 ms of main thread on the 2-core bench
  * machine, web/README.md). Frames of 10 cards still took 13-26 ms of CPU, the largest start-up
- * tasks once the app's start was split; frames of 5 about half, still 40-50 ms of wall time with
- * the browser on one core; frames of 3 keep under 40 (30 cards in 10 frames, ~0.17 s).
+ * tasks once the app's start was split; frames of 5 about half; frames of 3 took 5-11 ms of CPU,
+ * 30-75 ms of wall time with the browser on one core shared with other work. One card a frame
+ * (30 cards in 30 frames, ~0.5 s) keeps each frame at a few ms.
  * Updates to cards already shown are never held back.
  */
-export const NEW_ROWS_PER_FRAME = 3
+export const NEW_ROWS_PER_FRAME = 1
 
 /**
  * Move pending rows into `rows`: every update of a student already shown, and at most `limit`
@@ -136,35 +137,41 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
   let docs: ClassDocs | null = null
   let stopped = false
 
-  const live = new ReconnectingSocket({
-    url: socketUrl(`/ws/classes/${classId}/live`), Socket, fatal: isFatalClose,
-    onStatus: (s) => {
-      status.value = s
-      if (s === 'stopped' && !stopped) refusedCode.value = live.lastCloseCode
-    },
-    onMessage: (data) => {
-      if (typeof data !== 'string') return
-      let msg: LiveRow | StudentRemoved | { type: string }
-      try { msg = JSON.parse(data) } catch { return }
-      if (msg.type === 'student_removed') {
-        // The teacher (or a co-teacher) removed the student: their card leaves at once, and a row
-        // of theirs still waiting for the next frame is dropped with it.
-        const id = (msg as StudentRemoved).student_id
-        pendingRows.delete(id)
-        const essayId = rows.get(id)?.essay_id
-        rows.delete(id)
-        if (essayId) { docs?.unfollow(essayId); textRef(essayId).value = '' }
-        return
-      }
-      if (msg.type !== 'student') return
-      const row = msg as LiveRow
-      const before = pendingRows.get(row.student_id) ?? rows.get(row.student_id)
-      // Keep the name we have if a row comes without one.
-      pendingRows.set(row.student_id, { ...before, ...row, name: row.name || before?.name || '' })
-      schedule()
-      if (docs && row.essay_id) docs.follow(row.essay_id)
-    },
-  })
+  // The socket (its ticket's fetch) a task after the view's first render, not in the same task.
+  let live: ReconnectingSocket | null = null
+  const connect = (): void => {
+    if (stopped) return
+    const socket: ReconnectingSocket = live = new ReconnectingSocket({
+      url: socketUrl(`/ws/classes/${classId}/live`), Socket, fatal: isFatalClose,
+      onStatus: (s) => {
+        status.value = s
+        if (s === 'stopped' && !stopped) refusedCode.value = socket.lastCloseCode
+      },
+      onMessage: (data) => {
+        if (typeof data !== 'string') return
+        let msg: LiveRow | StudentRemoved | { type: string }
+        try { msg = JSON.parse(data) } catch { return }
+        if (msg.type === 'student_removed') {
+          // The teacher (or a co-teacher) removed the student: their card leaves at once, and a row
+          // of theirs still waiting for the next frame is dropped with it.
+          const id = (msg as StudentRemoved).student_id
+          pendingRows.delete(id)
+          const essayId = rows.get(id)?.essay_id
+          rows.delete(id)
+          if (essayId) { docs?.unfollow(essayId); textRef(essayId).value = '' }
+          return
+        }
+        if (msg.type !== 'student') return
+        const row = msg as LiveRow
+        const before = pendingRows.get(row.student_id) ?? rows.get(row.student_id)
+        // Keep the name we have if a row comes without one.
+        pendingRows.set(row.student_id, { ...before, ...row, name: row.name || before?.name || '' })
+        schedule()
+        if (docs && row.essay_id) docs.follow(row.essay_id)
+      },
+    })
+  }
+  void nextTask().then(connect)
 
   // The whole-class text (Yjs, the docs socket) is loaded only when a teacher turns it on: the
   // cards alone start without evaluating Yjs.
@@ -191,7 +198,7 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
 
   return {
     rows, status, refusedCode, textRef, docsOn, setDocs,
-    stop: () => { stopped = true; live.stop(); docs?.stop(); docs = null },
+    stop: () => { stopped = true; live?.stop(); docs?.stop(); docs = null },
   }
 }
 
