@@ -3,7 +3,7 @@ import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
 import * as syncProtocol from 'y-protocols/sync'
 import { nextTick, ref } from 'vue'
-import { applyPendingRows, openClassLive, revealedCount } from '../src/stores/classLive'
+import { applyPendingRows, openClassLive, revealedCount, UPDATES_PER_FRAME } from '../src/stores/classLive'
 import type { LiveRow } from '../src/api/types'
 import { FakeSocket, flush } from './fakes'
 
@@ -77,6 +77,65 @@ describe('live class view store', () => {
         sizes.push(live.rows.size)
       }
       expect(sizes).toEqual(Array.from({ length: 25 }, (_, i) => i + 1))
+    }))
+
+  it('applies at most a frame\'s share of updates of shown students, the rest in the next frames, newest wins', () => {
+    const live = (id: string, words = 0) => JSON.parse(row(id, { name: id, word_count: words })) as LiveRow
+    const rows = new Map<string, LiveRow>()
+    for (let i = 0; i < 5; i++) rows.set(`s${i}`, live(`s${i}`))
+    const pending = new Map<string, LiveRow>()
+    for (let i = 0; i < 5; i++) pending.set(`s${i}`, live(`s${i}`, 10 + i))
+    pending.set('s5', live('s5')) // a new student: its own share
+    expect(applyPendingRows(pending, rows, 1, 2)).toBe(true)
+    expect([...rows.values()].map((r) => r.word_count)).toEqual([10, 11, 0, 0, 0, 0])
+    pending.set('s2', live('s2', 42)) // a newer row of one still waiting
+    expect(applyPendingRows(pending, rows, 1, 2)).toBe(true)
+    expect(applyPendingRows(pending, rows, 1, 2)).toBe(false)
+    expect([...rows.values()].map((r) => r.word_count)).toEqual([10, 11, 42, 13, 14, 0])
+  })
+
+  it('a burst of every student\'s row is shown over a few frames, each student\'s newest', () =>
+    withHeldFrames(async (live, frames) => {
+      for (let i = 0; i < 20; i++) FakeSocket.last().receive(row(`s${i}`, { name: `S${i}` }))
+      while (frames.length) frames.shift()!(0)
+      expect(live.rows.size).toBe(20)
+      for (let i = 0; i < 20; i++) FakeSocket.last().receive(row(`s${i}`, { word_count: 1 }))
+      for (let i = 0; i < 20; i++) FakeSocket.last().receive(row(`s${i}`, { word_count: 2 }))
+      const counts: number[] = []
+      while (frames.length) {
+        frames.shift()!(0)
+        counts.push([...live.rows.values()].filter((r) => r.word_count === 2).length)
+      }
+      expect(counts).toEqual([UPDATES_PER_FRAME, 2 * UPDATES_PER_FRAME, 20])
+      expect([...live.rows.values()].every((r) => r.name.startsWith('S'))).toBe(true)
+    }))
+
+  it('applies at most a frame\'s share of whole-class text changes a frame, the newest text of each', () =>
+    withHeldFrames(async (live, frames) => {
+      for (let i = 0; i < 20; i++) FakeSocket.last().receive(row(`s${i}`, { name: `S${i}` }))
+      while (frames.length) frames.shift()!(0)
+      await live.setDocs(true)
+      await flush()
+      const docs = FakeSocket.last()
+      docs.open()
+      const texts = Array.from({ length: 20 }, () => new Y.Doc())
+      const send = (i: number, words: string) => {
+        const before = Y.encodeStateVector(texts[i])
+        texts[i].getText('content').insert(texts[i].getText('content').length, words)
+        const e = encoding.createEncoder()
+        encoding.writeVarString(e, `e-s${i}`)
+        encoding.writeVarUint(e, 0)
+        syncProtocol.writeUpdate(e, Y.encodeStateAsUpdate(texts[i], before))
+        docs.receive(encoding.toUint8Array(e))
+      }
+      for (let i = 0; i < 20; i++) send(i, 'Hello')
+      for (let i = 0; i < 20; i++) send(i, ' class')
+      const shown: number[] = []
+      while (frames.length) {
+        frames.shift()!(0)
+        shown.push(Array.from({ length: 20 }, (_, i) => live.textRef(`e-s${i}`).value).filter((t) => t === 'Hello class').length)
+      }
+      expect(shown).toEqual([UPDATES_PER_FRAME, 2 * UPDATES_PER_FRAME, 20])
     }))
 
   it('opens the live socket in a task after the one that set the view up; not at all if stopped before', async () => {
