@@ -3,6 +3,7 @@ import { computed, ref, shallowReactive, shallowRef, watch, type Ref, type Shall
 import { socketUrl } from '../api/tickets'
 import { fetchTicket } from '../api/tickets'
 import type { LiveRow, StudentRemoved } from '../api/types'
+import { compareNamesFast } from '../lib/nameOrder'
 import { nextTask } from '../lib/nextTask'
 import type { ClassDocs } from '../realtime/classDocs'
 import { isFatalClose, ReconnectingSocket, type SocketStatus } from '../realtime/reconnecting'
@@ -11,17 +12,26 @@ import { ticketSocketClass, type SocketClass, type TicketFn } from '../realtime/
 export type SortKey = 'name' | 'words' | 'activity'
 
 // One collator for every sort (what `localeCompare` with no locale does, without building one per
-// call). Made on first use, not when this chunk loads: the first ICU collator of a tab costs 7-25 ms
-// of main thread on the bench machine, which made the view's first task long (web/README.md).
+// call). Made only for names that need it (lib/nameOrder.ts orders plain ASCII names the same way
+// without one), and then in a task of its own: the first ICU collator of a tab costs 7-25 ms of
+// main thread on the bench machine, a long task on a busy core (web/README.md).
 let collator: Intl.Collator | undefined
 const nameCollator = (): Intl.Collator => (collator ??= new Intl.Collator())
+const compareNames = (a: string, b: string): number => compareNamesFast(a, b) ?? nameCollator().compare(a, b)
+/** Make the collator in a task of its own (not in a frame's) when a name will need it. */
+let collatorQueued = false
+function collatorFor(name: string): void {
+  if (collator || collatorQueued || compareNamesFast(name, '') !== null) return
+  collatorQueued = true
+  setTimeout(nameCollator, 0)
+}
 
 /** Sort and filter rows (pure, for the view and the tests). */
 export function arrangeRows(rows: LiveRow[], sort: SortKey, filter: string): LiveRow[] {
   const needle = filter.trim().toLowerCase()
   const kept = needle ? rows.filter((r) => (r.name ?? '').toLowerCase().includes(needle)) : [...rows]
   const active = (r: LiveRow) => (r.last_active_at ? Date.parse(r.last_active_at) : 0)
-  const byName = (a: LiveRow, b: LiveRow) => nameCollator().compare(a.name ?? '', b.name ?? '')
+  const byName = (a: LiveRow, b: LiveRow) => compareNames(a.name ?? '', b.name ?? '')
   if (sort === 'words') kept.sort((a, b) => b.word_count - a.word_count || byName(a, b))
   else if (sort === 'activity') kept.sort((a, b) => active(b) - active(a) || byName(a, b))
   else kept.sort(byName)
@@ -118,8 +128,6 @@ export interface ClassLive {
 
 export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket?: SocketClass } = {}): ClassLive {
   const Socket = ticketSocketClass(opts.ticket ?? fetchTicket, opts.Socket)
-  // The collator in a task of its own while the socket connects, not in the first rows' frame.
-  setTimeout(nameCollator, 0)
   const rows = shallowReactive(new Map<string, LiveRow>())
   const texts = new Map<string, ShallowRef<string>>()
   const textRef = (id: string): ShallowRef<string> => {
@@ -185,6 +193,7 @@ export function openClassLive(classId: string, opts: { ticket?: TicketFn; Socket
         const before = pendingRows.get(row.student_id) ?? rows.get(row.student_id)
         // Keep the name we have if a row comes without one.
         pendingRows.set(row.student_id, { ...before, ...row, name: row.name || before?.name || '' })
+        if (row.name) collatorFor(row.name)
         schedule()
         if (docs && row.essay_id) docs.follow(row.essay_id)
       },
