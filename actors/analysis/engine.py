@@ -22,7 +22,7 @@ from actors.metrics import metric
 from .cache import CacheKey, LRUCache, cache_key
 from .items import FeedbackItem, Score, assign_ids, shift_items
 from .llm import PROMPT_VERSION, TokenBudget
-from .local import LocalAnalyzer, sentence_spans
+from .local import LocalAnalyzer, SentenceMemo, sentence_spans
 from .paragraphs import Paragraph, changed_paragraphs, resplit_paragraphs, split_paragraphs
 from .provider import AnalysisProvider, ProviderContext, ProviderError, ProviderResult, Rubric, Usage
 from .rubric import score_rubric_local
@@ -47,6 +47,12 @@ WORKER_MIN_CHARS = 3_000
 # paragraphs' copies counted (~20-80 MB at the most, by script), and an essay's entry goes
 # when the essay unloads (`forget`).
 SPLIT_CACHE_CHARS = 20_000_000
+# Each essay's sentence memo (`SentenceMemo`: what the rules found in each sentence of the
+# paragraphs its last run analysed, so the next run analyses only the sentences typed into):
+# at most `local.MEMO_BYTES` per essay and this many over all essays (as `local._unit_bytes`
+# estimates them; 1,000 typists' paragraphs take ~10-40 MB); an essay's memo goes when it
+# unloads (`forget`).
+MEMO_CACHE_BYTES = 64 << 20
 
 
 def _split_chars(entry: tuple[str, list[Paragraph]]) -> int:
@@ -138,6 +144,7 @@ class AnalysisEngine:
         # essay -> (paragraph hash, text the LLM actually reviewed), for reviews kept over small edits
         self._reviewed: LRUCache[str, list[tuple[str, str]]] = LRUCache(10_000)
         self._splits: LRUCache[str, tuple[str, list[Paragraph]]] = LRUCache(SPLIT_CACHE_CHARS, weigh=_split_chars)
+        self._memos: LRUCache[str, SentenceMemo] = LRUCache(MEMO_CACHE_BYTES, weigh=lambda memo: memo.bytes)
 
     @property
     def llm_enabled(self) -> bool:
@@ -147,6 +154,7 @@ class AnalysisEngine:
         """The essay unloaded here: drop what this engine keeps of it (its last split and the
         paragraphs the LLM reviewed); a later run starts from its text again."""
         self._splits.discard(essay_id)
+        self._memos.discard(essay_id)
         self._reviewed.discard(essay_id)
 
     def local_due(self, last_edit_at: float, pause: float = LOCAL_PAUSE_SECONDS) -> bool:
@@ -249,7 +257,11 @@ class AnalysisEngine:
                 todo[p.hash] = p
             else:
                 local_items[p.hash] = cached
-        fresh = await self._local_items(list(todo.values()), dictionary, use_worker=use_worker)
+        # The sentences of the paragraphs typed into are analysed again, not the paragraphs.
+        memo = SentenceMemo(dictionary, self._memos.get(essay_id)) if essay_id is not None and todo else None
+        fresh = await self._local_items(list(todo.values()), dictionary, use_worker=use_worker, memo=memo)
+        if essay_id is not None and memo is not None and len(memo):
+            self._memos.put(essay_id, memo.finish())  # (a run in the worker keeps the last one)
         for p, found in zip(todo.values(), fresh, strict=True):
             local_items[p.hash] = found
             local_ran.append(p.hash)
@@ -314,7 +326,7 @@ class AnalysisEngine:
         return old, new
 
     async def _local_items(self, todo: Sequence[Paragraph], dictionary: Collection[str], *,
-                           use_worker: bool) -> list[list[FeedbackItem]]:
+                           use_worker: bool, memo: SentenceMemo | None = None) -> list[list[FeedbackItem]]:
         """The rules' items for each paragraph: in the worker when they are big enough to pay
         for the IPC (in this process when the worker cannot: see `analyze_changed`)."""
         if use_worker and self.worker is not None and sum(len(p.text) for p in todo) >= self.worker_min_chars:
@@ -324,7 +336,7 @@ class AnalysisEngine:
                 return items
             except (WorkerFailed, WorkerJobError) as exc:
                 _fall_back(exc, f"{len(todo)} paragraphs")
-        return [self.local.analyze_paragraph(p.text, dictionary=dictionary) for p in todo]
+        return [self.local.analyze_paragraph(p.text, dictionary=dictionary, memo=memo) for p in todo]
 
     def _reuse_llm(self, essay: str, p: Paragraph, candidates: Sequence[tuple[str, str]]) -> bool:
         """A lightly edited paragraph keeps the LLM's findings on the version it reviewed.

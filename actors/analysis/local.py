@@ -8,8 +8,10 @@ works on ``Paragraph`` objects and returns full-text offsets.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from bisect import bisect_left
+import sys
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -69,6 +71,7 @@ _ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "st", "vs", "etc", "e.g", "i.e", "jr", "sr", "prof", "no", "mt", "ft", "approx", "dept",
      "fig"}
 )
+_END = sys.maxsize  # sorts after every (start, end) span starting at the same place
 _SENTENCE_END = re.compile(r"(?:[.!?]+|…)[\"'”’)\]]*(?=\s|$)")
 
 
@@ -214,6 +217,88 @@ class _Shape:
     first_sentence: tuple[int, int]
 
 
+class _Suspect(NamedTuple):
+    """A word (or one part of a hyphenated word) the spelling rule flags unless the paragraph
+    makes it a term, or, for a capitalised word opening a sentence (``unless_name``), a name."""
+
+    word: str  # the whole token, lower-cased (terms are whole tokens)
+    part: str
+    start: int
+    unless_name: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """What the rules found in a stretch of a paragraph read alone (one sentence, or the whole
+    paragraph), offsets relative to it: the items of the rules that read one sentence at a time,
+    and what the three that read the whole paragraph need of it (`LocalAnalyzer._combine`)."""
+
+    items: tuple[FeedbackItem, ...]  # one per span (`_dedupe`); no id or paragraph hash yet
+    names: frozenset[str]  # capitalised words inside a sentence
+    suspects: tuple[_Suspect, ...]
+    counted: tuple[tuple[str, str, int, int], ...]  # the repetition rule's words: (word, key, start, end)
+    tokens: tuple[_Token, ...] | None  # None in a memo (`SentenceMemo.keep`)
+
+
+# The most one essay's memo keeps (`SentenceMemo`), in bytes as `_unit_bytes` estimates them: a
+# paragraph being typed takes ~10-40 KB; a pasted essay's first run analyses every paragraph.
+MEMO_BYTES = 1 << 20
+
+
+def _unit_bytes(sentence: str, unit: _Unit) -> int:
+    """About what a memo holds for one sentence, in bytes (against tracemalloc: within ~25% over
+    the loadtest's texts, ~15-40 bytes a character, and over texts that are all findings, "i i i
+    ...", ~150 bytes a character; a sentence's text takes up to 4 bytes a character)."""
+    return (300 + 4 * len(sentence) + 200 * len(unit.items)
+            + 100 * (len(unit.counted) + len(unit.suspects) + len(unit.names)))
+
+
+class SentenceMemo:
+    """What the rules found in each sentence of the paragraphs one essay's last run analysed,
+    for its next run (`LocalAnalyzer.analyze_paragraph`).
+
+    Made for each run from the essay's previous memo: a sentence the run meets is taken from
+    it (keyed by the sentence's text, so never stale) and kept in the new one; a sentence the
+    run does not meet goes with the old memo. So a memo holds the sentences of the paragraphs
+    one run analysed (one paragraph, while a student types), at most `limit` bytes of them
+    (`_unit_bytes`), for one dictionary (a memo made for another starts empty).
+    """
+
+    def __init__(self, dictionary: Collection[str] = frozenset(), previous: SentenceMemo | None = None,
+                 limit: int = MEMO_BYTES) -> None:
+        self.allowed = {w.lower() for w in dictionary}
+        self.limit = limit
+        self._previous: dict[str, _Unit] = (
+            previous._kept if previous is not None and previous.allowed == self.allowed else {})
+        self._kept: dict[str, _Unit] = {}
+        self.bytes = 0  # what the sentences kept take, about (`_unit_bytes`)
+        self.reused = 0  # sentences this run did not analyse again
+
+    def get(self, sentence: str) -> _Unit | None:
+        unit = self._kept.get(sentence) or self._previous.get(sentence)
+        if unit is not None:
+            self.reused += 1
+        return unit
+
+    def keep(self, sentence: str, unit: _Unit) -> None:
+        if sentence in self._kept:
+            return
+        size = _unit_bytes(sentence, unit)
+        if self.bytes + size <= self.limit:
+            # Without its tokens (~20 bytes a character): only a paragraph with a word the
+            # spelling rule suspects needs them, and it tokenises the sentence again.
+            self._kept[sentence] = unit if unit.tokens is None else dataclasses.replace(unit, tokens=None)
+            self.bytes += size
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def finish(self) -> SentenceMemo:
+        """The memo once its run is over: what the last one kept is released."""
+        self._previous = {}
+        return self
+
+
 class LocalAnalyzer:
     """Rule-based analyser: spelling (SCOWL + SymSpell, see spelling.py), grammar patterns, style and structure.
 
@@ -230,60 +315,102 @@ class LocalAnalyzer:
         self._shapes: LRUCache[str, _Shape] = LRUCache(20_000)
         self._cues: LRUCache[tuple[str, str], bool] = LRUCache(20_000)
 
-    def analyze_paragraph(self, text: str, *, dictionary: Collection[str] = frozenset()) -> list[FeedbackItem]:
+    def analyze_paragraph(self, text: str, *, dictionary: Collection[str] = frozenset(),
+                          memo: SentenceMemo | None = None) -> list[FeedbackItem]:
         """Items for one paragraph with paragraph-relative offsets and deterministic ids.
 
-        ``dictionary`` holds extra words the student or class allows (case-insensitive).
+        ``dictionary`` holds extra words the student or class allows (case-insensitive). With a
+        ``memo`` (one essay's, kept by the engine from run to run) the rules run sentence by
+        sentence and a sentence the memo holds is not analysed again: a student types into the
+        last sentence of a paragraph, and re-running every rule over the whole paragraph at each
+        run was most of tier 1's rules. The items are the same either way: every rule but three
+        reads one sentence at a time, and those three (names and terms for the spelling rule,
+        repetition) read what each sentence's analysis kept (`_combine`).
         """
         if not text.strip():
             return []
+        allowed = {w.lower() for w in dictionary}
         sentences = sentence_spans(text)
+        if memo is None or memo.allowed != allowed:
+            return self._combine(text, sentences, [(0, self._unit(text, sentences, allowed))], allowed)
+        units: list[tuple[int, _Unit]] = []
+        for s, e in sentences:
+            sentence = text[s:e]
+            unit = memo.get(sentence)
+            if unit is None:
+                unit = self._unit(sentence, ((0, e - s),), allowed)
+            memo.keep(sentence, unit)
+            units.append((s, unit))
+        return self._combine(text, sentences, units, allowed)
+
+    def _unit(self, text: str, sentences: Sequence[tuple[int, int]], allowed: set[str]) -> _Unit:
+        """The rules over ``text`` (a whole paragraph, or one of its sentences), offsets relative to it."""
         masked = _masked_ranges(text)
         tokens = _tokens(text, sentences, masked)
-        out = _Collector(text, paragraph_hash(text), [])
-        allowed = {w.lower() for w in dictionary}
-        self._spelling(out, tokens, allowed, sentences)
+        out = _Collector(text, "", [])
         self._articles(out, tokens)
         self._patterns(out, masked)
-        self._subject_verb(out, tokens)
+        self._subject_verb(out, tokens, sentences)
         self._sentences(out, sentences)
         self._capitals(out, sentences, masked)
         self._passive(out, masked)
         self._fillers(out, masked)
-        self._repetition(out, tokens)
+        return _Unit(
+            items=tuple(_dedupe(out.items)),
+            names=frozenset(t.text for t in tokens if t.text[:1].isupper() and not t.sentence_start),
+            suspects=_suspects(tokens, allowed),
+            counted=_counted(tokens),
+            tokens=tuple(tokens),
+        )
+
+    def _combine(self, text: str, sentences: Sequence[tuple[int, int]], units: Sequence[tuple[int, _Unit]],
+                 allowed: set[str]) -> list[FeedbackItem]:
+        """A paragraph's items from its units' (``(offset, unit)``, in order): the rules that read
+        the whole paragraph run here, on what each unit kept."""
+        phash = paragraph_hash(text)
+        out = _Collector(text, phash, [])
+        self._spelling(out, sentences, units, allowed)
+        for offset, unit in units:
+            out.items.extend(
+                FeedbackItem(id="", kind=i.kind, source=i.source, severity=i.severity, message=i.message,
+                             quote=i.quote, start=i.start + offset, end=i.end + offset, suggestion=i.suggestion,
+                             rule=i.rule, paragraph_hash=phash)
+                for i in unit.items)
+        self._repetition(out, units)
         return assign_ids(_dedupe(out.items))
 
     # -- spelling --------------------------------------------------------------------------
 
-    def _spelling(
-        self, out: _Collector, tokens: Sequence[_Token], allowed: set[str], sentences: Sequence[tuple[int, int]]
-    ) -> None:
-        names = {t.text for t in tokens if t.text[:1].isupper() and not t.sentence_start}
-        suspects: list[tuple[_Token, str, int]] = []  # (token, unknown word or part, its start)
-        for tok in tokens:
-            parts = _spelled_parts(tok.text)
-            if not parts:
-                continue
-            if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p, _ in parts if p):
-                continue  # "wabi-sabi": a borrowed compound; a slip leaves one part a word ("well-knwon")
-            for part, offset in parts:
-                start = tok.start + offset
-                if _is_suspect(part, tok.sentence_start and start == tok.start, allowed, names):
-                    suspects.append((tok, part, start))
+    def _spelling(self, out: _Collector, sentences: Sequence[tuple[int, int]], units: Sequence[tuple[int, _Unit]],
+                  allowed: set[str]) -> None:
+        """Flags the units' suspects that are neither names nor terms in this paragraph. A
+        capitalised word opening a sentence is a name when the paragraph uses it capitalised
+        inside a sentence too."""
+        names: frozenset[str] | None = None
+        suspects: list[tuple[_Suspect, int]] = []
+        for offset, unit in units:
+            for suspect in unit.suspects:
+                if suspect.unless_name:
+                    if names is None:
+                        names = frozenset().union(*(u.names for _, u in units))
+                    if suspect.part in names:
+                        continue
+                suspects.append((suspect, offset))
         if not suspects:
             return  # the usual case: no need to look for foreign stretches or terms
+        tokens = [t for offset, unit in units for t in _unit_tokens(out.text, sentences, offset, unit)]
         foreign = foreign_spans(out.text, sentences)
         # A word the writer quoted as foreign or introduced as a term ("the word "hygge"") is a
         # term for the whole paragraph: "a more hygge life" later on is not a slip.
-        suspect_words = {tok.text.lower() for tok, _, _ in suspects}
+        suspect_words = {suspect.word for suspect, _ in suspects}
         terms = {
             t.text.lower() for i, t in enumerate(tokens)
             if t.text.lower() in suspect_words
             and (_overlaps(foreign, t.start, t.end) or _is_deliberate_term(out.text, tokens, i, allowed))
         }
-        for tok, word, start in suspects:
-            if tok.text.lower() not in terms:
-                self._flag_misspelling(out, word, start)
+        for suspect, offset in suspects:
+            if suspect.word not in terms:
+                self._flag_misspelling(out, suspect.part, offset + suspect.start)
 
     def _flag_misspelling(self, out: _Collector, word: str, start: int) -> None:
         fixes = suggestions(word.lower().replace("’", "'"))
@@ -336,14 +463,19 @@ class LocalAnalyzer:
                     continue
                 out.add(rule.kind, rule.name, rule.severity, start, end, rule.message, rule.suggest(m))
 
-    def _subject_verb(self, out: _Collector, tokens: Sequence[_Token]) -> None:
+    def _subject_verb(self, out: _Collector, tokens: Sequence[_Token], sentences: Sequence[tuple[int, int]]) -> None:
         for i, (subj, verb) in enumerate(zip(tokens, tokens[1:])):
             if subj.text not in _SUBJECT_FORMS or out.text[subj.end : verb.start] != " ":
                 continue
             s = subj.text.lower()
             v = verb.text.lower().replace("’", "'")
-            prev = tokens[i - 1].text.lower() if i > 0 and not subj.sentence_start else ""
-            prev_gap = out.text[tokens[i - 1].end : subj.start] if i > 0 else ""
+            # The word before the subject, in its sentence only: after a masked first word
+            # ("@sam they ...") the token before is the last sentence's.
+            before = tokens[i - 1] if i > 0 and not subj.sentence_start else None
+            if before is not None and before.start < sentences[bisect_right(sentences, (subj.start, _END)) - 1][0]:
+                before = None
+            prev = before.text.lower() if before is not None else ""
+            prev_gap = out.text[before.end : subj.start] if before is not None else ""
             fix: str | None = None
             if s in ("he", "she", "it") and subj.text in (s, s.capitalize()):
                 if prev in _AUX_BEFORE_SUBJECT:
@@ -447,21 +579,16 @@ class LocalAnalyzer:
                     f'"{word}" usually adds nothing. Try the sentence without it.',
                 )
 
-    def _repetition(self, out: _Collector, tokens: Sequence[_Token]) -> None:
+    def _repetition(self, out: _Collector, units: Sequence[tuple[int, _Unit]]) -> None:
         counts: Counter[str] = Counter()
-        for tok in tokens:
-            counted = _counted_word(tok.text)
-            if counted is None:
-                continue
-            if tok.text[0].isupper() and not tok.sentence_start:
-                continue
-            word, key = counted
-            counts[key] += 1
-            if counts[key] == 3:
-                out.add(
-                    "style", "repetition", "info", tok.start, tok.start + len(tok.text.rstrip("'’")),
-                    f'You have used "{word}" three times in this paragraph. Try a different word or rephrase.',
-                )
+        for offset, unit in units:
+            for word, key, start, end in unit.counted:
+                counts[key] += 1
+                if counts[key] == 3:
+                    out.add(
+                        "style", "repetition", "info", start + offset, end + offset,
+                        f'You have used "{word}" three times in this paragraph. Try a different word or rephrase.',
+                    )
 
     # -- whole essay -----------------------------------------------------------------------
 
@@ -618,17 +745,55 @@ def _is_deliberate_term(text: str, tokens: Sequence[_Token], i: int, allowed: se
     return before in _TERM_MARKERS or (before == "as" and i >= 2 and tokens[i - 2].text.lower() == "known")
 
 
-def _is_suspect(word: str, sentence_start: bool, allowed: set[str], names: set[str]) -> bool:
-    """Whether a word (or one part of a hyphenated word) is not English and not a name."""
-    checked = _unlisted(word)
-    if checked is None:
-        return False
-    capitalised, lower, unlisted = checked
-    if capitalised and (not sentence_start or word in names):
-        return False  # a name: capitalised inside a sentence, here or elsewhere in the paragraph
-    if allowed and (lower in allowed or (lower.endswith("'s") and lower[:-2] in allowed)):
-        return False
-    return unlisted
+def _suspects(tokens: Sequence[_Token], allowed: set[str]) -> tuple[_Suspect, ...]:
+    """The words of ``tokens`` that are not English, nor a name by their place (capitalised
+    inside a sentence), nor allowed (names used elsewhere in the paragraph: `_Suspect`)."""
+    suspects: list[_Suspect] = []
+    for tok in tokens:
+        parts = _spelled_parts(tok.text)
+        if not parts:
+            continue
+        if len(parts) > 1 and not any(_is_known(p.lower(), allowed) for p, _ in parts if p):
+            continue  # "wabi-sabi": a borrowed compound; a slip leaves one part a word ("well-knwon")
+        for part, offset in parts:
+            checked = _unlisted(part)
+            if checked is None:
+                continue
+            capitalised, lower, unlisted = checked
+            start = tok.start + offset
+            if capitalised and not (tok.sentence_start and start == tok.start):
+                continue  # a name: capitalised inside a sentence
+            if allowed and (lower in allowed or (lower.endswith("'s") and lower[:-2] in allowed)):
+                continue
+            if unlisted:
+                suspects.append(_Suspect(tok.text.lower(), part, start, capitalised))
+    return tuple(suspects)
+
+
+def _counted(tokens: Sequence[_Token]) -> tuple[tuple[str, str, int, int], ...]:
+    """The repetition rule's words of ``tokens``: (word, key, start, end) of each it counts."""
+    out = []
+    for tok in tokens:
+        counted = _counted_word(tok.text)
+        if counted is None or (tok.text[0].isupper() and not tok.sentence_start):
+            continue
+        word, key = counted
+        out.append((word, key, tok.start, tok.start + len(tok.text.rstrip("'’"))))
+    return tuple(out)
+
+
+def _unit_tokens(text: str, sentences: Sequence[tuple[int, int]], offset: int, unit: _Unit) -> list[_Token]:
+    """A unit's tokens at paragraph offsets (``offset``: where it starts in ``text``), tokenised
+    again for a memoised sentence (which keeps none)."""
+    if unit.tokens is not None:
+        tokens: Sequence[_Token] = unit.tokens
+    else:
+        end = sentences[bisect_left(sentences, (offset,))][1]
+        sentence = text[offset:end]
+        tokens = _tokens(sentence, ((0, len(sentence)),), _masked_ranges(sentence))
+    if not offset:
+        return list(tokens)
+    return [_Token(t.text, t.start + offset, t.end + offset, t.sentence_start) for t in tokens]
 
 
 # The per-word halves of the rules, cached by the word: a paragraph being typed is re-checked

@@ -13,7 +13,7 @@ from actors.analysis.cache import LRUCache
 from actors.analysis.engine import AnalysisEngine, LatestOnly, should_run_llm, should_run_local
 from actors.analysis.items import FeedbackItem, assign_ids, diff_items, new_item
 from actors.analysis.llm import CircuitBreaker, TokenBudget
-from actors.analysis.local import LocalAnalyzer
+from actors.analysis.local import LocalAnalyzer, SentenceMemo
 from actors.analysis.paragraphs import paragraph_hash
 from actors.analysis.provider import (
     LocalProvider,
@@ -52,9 +52,10 @@ class CountingAnalyzer(LocalAnalyzer):
         super().__init__()
         self.seen: list[str] = []
 
-    def analyze_paragraph(self, text: str, *, dictionary: Collection[str] = frozenset()) -> list[FeedbackItem]:
+    def analyze_paragraph(self, text: str, *, dictionary: Collection[str] = frozenset(),
+                          memo: SentenceMemo | None = None) -> list[FeedbackItem]:
         self.seen.append(text)
-        return super().analyze_paragraph(text, dictionary=dictionary)
+        return super().analyze_paragraph(text, dictionary=dictionary, memo=memo)
 
 
 class FakeProvider:

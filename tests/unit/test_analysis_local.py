@@ -172,6 +172,14 @@ def test_subject_verb_agreement(text: str, quote: str | None, suggestion: str | 
         assert [(i.quote, i.suggestion) for i in found] == [(quote, suggestion)]
 
 
+def test_agreement_after_a_masked_word_opening_a_sentence_ignores_the_sentence_before() -> None:
+    """"@sam" opens the sentence but is masked: the word before "they" is not the last sentence's
+    "to" (a preposition, after which "they" would be an object), so "goes" is flagged; each
+    sentence is read alone (`SentenceMemo`)."""
+    item = only("Who should I talk to? @sam they goes home.", "agreement")
+    assert (item.quote, item.suggestion) == ("goes", "go")
+
+
 @pytest.mark.parametrize(
     "text",
     [
