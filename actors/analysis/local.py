@@ -238,6 +238,7 @@ class _Unit:
     suspects: tuple[_Suspect, ...]
     counted: tuple[tuple[str, str, int, int], ...]  # the repetition rule's words: (word, key, start, end)
     tokens: tuple[_Token, ...] | None  # None in a memo (`SentenceMemo.keep`)
+    words: int  # for the structure rules (`_Shape`): masked words count
 
 
 # The most one essay's memo keeps (`SentenceMemo`), in bytes as `_unit_bytes` estimates them: a
@@ -331,17 +332,22 @@ class LocalAnalyzer:
             return []
         allowed = {w.lower() for w in dictionary}
         sentences = sentence_spans(text)
-        if memo is None or memo.allowed != allowed:
-            return self._combine(text, sentences, [(0, self._unit(text, sentences, allowed))], allowed)
         units: list[tuple[int, _Unit]] = []
-        for s, e in sentences:
-            sentence = text[s:e]
-            unit = memo.get(sentence)
-            if unit is None:
-                unit = self._unit(sentence, ((0, e - s),), allowed)
-            memo.keep(sentence, unit)
-            units.append((s, unit))
-        return self._combine(text, sentences, units, allowed)
+        if memo is None or memo.allowed != allowed:
+            units.append((0, self._unit(text, sentences, allowed)))
+        else:
+            for s, e in sentences:
+                sentence = text[s:e]
+                unit = memo.get(sentence)
+                if unit is None:
+                    unit = self._unit(sentence, ((0, e - s),), allowed)
+                memo.keep(sentence, unit)
+                units.append((s, unit))
+        phash = paragraph_hash(text)
+        # What the structure rules read of it (`_shape`), from what is at hand: this paragraph
+        # is one the student is typing into, and the engine asks for its shape next.
+        self._shapes.put(phash, _Shape(sum(unit.words for _, unit in units), len(sentences), sentences[0]))
+        return self._combine(text, phash, sentences, units, allowed)
 
     def _unit(self, text: str, sentences: Sequence[tuple[int, int]], allowed: set[str]) -> _Unit:
         """The rules over ``text`` (a whole paragraph, or one of its sentences), offsets relative to it."""
@@ -361,13 +367,13 @@ class LocalAnalyzer:
             suspects=_suspects(tokens, allowed),
             counted=_counted(tokens),
             tokens=tuple(tokens),
+            words=len(_WORD.findall(text)) if masked else len(tokens),
         )
 
-    def _combine(self, text: str, sentences: Sequence[tuple[int, int]], units: Sequence[tuple[int, _Unit]],
-                 allowed: set[str]) -> list[FeedbackItem]:
+    def _combine(self, text: str, phash: str, sentences: Sequence[tuple[int, int]],
+                 units: Sequence[tuple[int, _Unit]], allowed: set[str]) -> list[FeedbackItem]:
         """A paragraph's items from its units' (``(offset, unit)``, in order): the rules that read
         the whole paragraph run here, on what each unit kept."""
-        phash = paragraph_hash(text)
         out = _Collector(text, phash, [])
         self._spelling(out, sentences, units, allowed)
         for offset, unit in units:

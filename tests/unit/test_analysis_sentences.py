@@ -192,3 +192,26 @@ async def test_an_essays_memo_goes_when_it_unloads_and_the_hosts_memos_are_bound
     assert [essay_id in engine._memos for essay_id in "abc"] == [False, True, True]
     engine.forget("c")
     assert "c" not in engine._memos
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_structure_rules_read_the_same_shape_from_a_paragraphs_analysis_as_from_its_text(seed: int) -> None:
+    """A paragraph's analysis leaves its shape (words, sentences, first sentence) for the
+    structure rules, memo or not: the shape they would compute from the text itself."""
+    from actors.analysis.paragraphs import split_paragraphs
+
+    rng = random.Random(seed)
+    clean, cyrillic = _words()
+    paragraph = " ".join(_sentence(rng, clean, cyrillic) for _ in range(3))
+    memo: SentenceMemo | None = None
+    for _ in range(40):
+        text = paragraph.strip()
+        if text:
+            memo = SentenceMemo((), memo)
+            for use in (memo, None):
+                analyzing, reading = LocalAnalyzer(), LocalAnalyzer()
+                analyzing.analyze_paragraph(text, memo=use)
+                [p] = split_paragraphs(text)
+                assert analyzing._shapes.get(p.hash) == reading._shape(p), text
+            memo.finish()
+        paragraph = _edit(paragraph, rng, clean, cyrillic)
