@@ -13,6 +13,13 @@ vi.mock('../src/lib/nextTask', () => ({
   nextTask: () => new Promise<void>((resolve) => (held.hold ? held.release.push(resolve) : setTimeout(resolve, 0))),
 }))
 
+// Each use of the whole-class text's chunk (Yjs and the docs socket) once imported, counted.
+const imported = vi.hoisted(() => ({ classDocs: 0 }))
+vi.mock('../src/realtime/classDocs', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/realtime/classDocs')>()
+  return { ...real, get ClassDocs() { imported.classDocs += 1; return real.ClassDocs } }
+})
+
 const frame = () => new Promise((resolve) => setTimeout(resolve, 80))
 const row = (id: string, extra: object) => JSON.stringify({ type: 'student', student_id: id, essay_id: `e-${id}`, name: '',
   title: 't', word_count: 0, last_active_at: null, excerpt: '', feedback_counts: {}, flags: [], typing_seconds: 0, ...extra })
@@ -226,14 +233,21 @@ describe('live class view store', () => {
       expect(docs.sent).toHaveLength(1) // e-s1 is followed although its card is not shown yet
     }))
 
-  it('makes the docs socket and follows the essays in a task after the one that ran Yjs\'s chunk', () =>
+  it('requests Yjs\'s chunk a task after the click, and makes the docs socket and follows the essays in a task after the one that ran it', () =>
     withHeldFrames(async (live) => {
       FakeSocket.last().receive(row('s1', { name: 'Ada' }))
+      const before = imported.classDocs
       held.hold = true
       try {
         const on = live.setDocs(true)
+        expect(live.docsOn.value).toBe(true) // the button, at once
+        await vi.waitUntil(() => held.release.length > 0)
+        await flush()
+        expect(imported.classDocs).toBe(before) // not in the click's task
+        held.release.shift()!()
         await vi.waitUntil(() => held.release.length > 0) // the chunk has run
         await flush()
+        expect(imported.classDocs).toBe(before + 1)
         expect(FakeSocket.instances).toHaveLength(1) // the live socket only
         held.release.shift()!()
         await on
