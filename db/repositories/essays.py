@@ -72,6 +72,18 @@ async def list_for_class_by_activity(
     return list((await session.scalars(stmt.order_by(Essay.updated_at, Essay.id))).all())
 
 
+async def deadline_keys_for_class(
+    session: AsyncSession, *, class_id: uuid.UUID, essay_ids: list[uuid.UUID] | None = None,
+) -> list[Essay]:
+    """The class's essays (or those of `essay_ids` still in it) with only what a deadline status
+    needs loaded (id, assignment, owner, submitted_at): not their text or document state."""
+    stmt = (select(Essay).where(Essay.class_id == class_id)
+            .options(load_only(Essay.id, Essay.assignment_id, Essay.owner_id, Essay.submitted_at)))
+    if essay_ids is not None:
+        stmt = stmt.where(Essay.id.in_(essay_ids))
+    return list((await session.scalars(stmt)).all())
+
+
 async def list_for_owner_assignment(session: AsyncSession, *, owner_id: uuid.UUID,
                                     assignment_id: uuid.UUID) -> list[Essay]:
     """One student's essays on one assignment (usually one)."""
