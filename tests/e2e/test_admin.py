@@ -110,4 +110,6 @@ async def test_admin_changes_a_role_and_deletes_a_student_after_typing_their_ema
     await login(teacher_page, teacher_to_be.email)
     await teacher_page.goto("/admin")
     await teacher_page.wait_for_url("**/classes")
+    # The nav renders a task after the shell (web/src/App.vue): wait for it before looking for the link.
+    await expect(teacher_page.locator('[data-testid="nav-signout"]')).to_be_visible()
     assert await teacher_page.locator('[data-testid="nav-admin"]').count() == 0
