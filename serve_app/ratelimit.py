@@ -231,6 +231,18 @@ class RateLimit:
     async def hit(self, key: str) -> None:
         await self.store.add(self.key_for(key), policy=self.policy, now=self.clock())
 
+    async def spend(self, key: str) -> int:
+        """One event for `key` if it fits now (0), else the seconds to wait (nothing counted)."""
+        wait = await self.wait(key)
+        if not wait:
+            await self.hit(key)
+        return wait
+
+
+def hourly(store: BucketStore, *, prefix: str, per_hour: int) -> RateLimit:
+    """`per_hour` events per key at once, refilled evenly over the hour (exports, imports)."""
+    return RateLimit(store, prefix=prefix, policy=BucketPolicy.every(burst=per_hour, seconds=3600 / per_hour))
+
 
 class LoginThrottle:
     """Failure buckets per account and per client address; `clock` is wall time (shared state)."""

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     coach_questions_per_user_per_hour: int = Field(default=60, ge=1)
     # GET /me/export per user (each reads every row of the user's).
     exports_per_user_per_hour: int = Field(default=10, ge=1)
+    # POST /essays/import per user: each is a parse of up to MAX_UPLOAD_BYTES / MAX_UPLOAD_PAGES.
+    imports_per_user_per_hour: int = Field(default=30, ge=1)
 
     # Essay host actors (the routing modulus). 0: one on SQLite, which has a single writer (two
     # host processes made each other wait in SQLite's busy handler), two on PostgreSQL.

@@ -32,9 +32,10 @@ from serve_app.api.admin import target_user
 from serve_app.api.essays import essay_view
 from serve_app.api.roster import student_removed
 from serve_app.api.submissions import submission_view
+from serve_app.api.uploads import import_limit
 from serve_app.deps import ContextDep, CurrentUser, SessionDep, require_role
 from serve_app.errors import Conflict, RateLimited
-from serve_app.ratelimit import BucketPolicy, RateLimit
+from serve_app.ratelimit import RateLimit, hourly
 from serve_app.realtime.control import close_sockets
 from serve_app.realtime.protocol import CloseCode
 from serve_app.schemas import Out
@@ -65,9 +66,7 @@ class DeletedOut(Out):
 def _export_limit(ctx: ContextDep) -> RateLimit | None:
     if ctx.buckets is None:
         return None
-    per_hour = ctx.settings.exports_per_user_per_hour
-    return RateLimit(ctx.buckets, prefix="export:user:", policy=BucketPolicy.every(burst=per_hour,
-                                                                                   seconds=3600 / per_hour))
+    return hourly(ctx.buckets, prefix="export:user:", per_hour=ctx.settings.exports_per_user_per_hour)
 
 
 @router.get("/me/export", response_model=ExportOut, responses={
@@ -75,11 +74,9 @@ def _export_limit(ctx: ContextDep) -> RateLimit | None:
     429: {"description": "too many exports this hour (problem+json, `rate_limited`)"}})
 async def export_my_data(ctx: ContextDep, session: SessionDep, user: CurrentUser) -> JSONResponse:
     limit = _export_limit(ctx)
-    if limit is not None:
-        wait = await limit.wait(str(user.id))
-        if wait:
-            raise RateLimited("too many exports; try again later", retry_after=wait)
-        await limit.hit(str(user.id))
+    wait = await limit.spend(str(user.id)) if limit is not None else 0
+    if wait:
+        raise RateLimited("too many exports; try again later", retry_after=wait)
     found = await repo.footprint(session, user_id=user.id)
     now = utcnow()
     body = ExportOut(
@@ -159,7 +156,8 @@ async def delete_student(user_id: uuid.UUID, ctx: ContextDep, session: SessionDe
         await ctx.hosts.bus.publish(f"class:{class_id}", student_removed(class_id, user_id))
     if ctx.buckets is not None:
         limits = [ctx.throttle.accounts.key_for(email.lower())]
-        per_user = (_export_limit(ctx), ctx.submissions_limit, ctx.tickets_limit, ctx.coach_limit)
+        per_user = (_export_limit(ctx), import_limit(ctx), ctx.submissions_limit, ctx.tickets_limit,
+                    ctx.coach_limit)
         limits += [lim.key_for(str(user_id)) for lim in per_user if lim]
         await ctx.buckets.forget(limits)
     return {"user_id": user_id, "deleted": deleted}

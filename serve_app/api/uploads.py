@@ -12,10 +12,19 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from serve_app.api.essays import new_essay
 from serve_app.deps import ContextDep, CurrentUser, SessionDep
+from serve_app.errors import RateLimited
+from serve_app.ratelimit import RateLimit, hourly
 from serve_app.schemas import EssayOut, Title
 from serve_app.uploads import UploadLimits, extract_text
 
 router = APIRouter(tags=["essays"])
+
+
+def import_limit(ctx: ContextDep) -> RateLimit | None:
+    """`IMPORTS_PER_USER_PER_HOUR`, a bucket per user (Redis or the store, as the export limit)."""
+    if ctx.buckets is None:
+        return None
+    return hourly(ctx.buckets, prefix="import:user:", per_hour=ctx.settings.imports_per_user_per_hour)
 
 
 @router.post("/essays/import", status_code=201, response_model=EssayOut)
@@ -27,7 +36,13 @@ async def import_essay(
 ) -> dict[str, Any]:
     """A new essay holding the file's text, one paragraph per line. 413 for a file, page count or
     text over the limits; 415 for a file that is not what it claims or not a supported kind; 422
-    for an encrypted file or one without text."""
+    for an encrypted file or one without text; 429 beyond `IMPORTS_PER_USER_PER_HOUR` (each
+    import is a parse of up to 200 pages on the replica's CPU-work lane, so one user's files
+    must not fill it)."""
+    limit = import_limit(ctx)
+    wait = await limit.spend(str(user.id)) if limit is not None else 0
+    if wait:
+        raise RateLimited("too many file imports; try again later", retry_after=wait)
     settings = ctx.settings
     data = await file.read()
     limits = UploadLimits(max_chars=settings.max_essay_chars, max_pages=settings.max_upload_pages)

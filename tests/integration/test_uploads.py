@@ -111,3 +111,25 @@ async def test_an_upload_larger_than_the_json_body_limit_is_accepted_on_import_o
     r = await upload(client, student, "photo.docx", data, DOCX)
     assert r.status_code == 201, r.text
     assert r.json()["text"] == "An essay with a photo in it."
+
+
+async def test_imports_beyond_the_per_user_hourly_limit_answer_429_and_create_nothing(settings) -> None:
+    """IMPORTS_PER_USER_PER_HOUR: each import is a document parse on the replica's CPU-work lane;
+    one user's files must not fill it. Other users keep their own allowance."""
+    import httpx
+
+    from serve_app.app import create_app
+
+    application = create_app(settings.model_copy(update={"imports_per_user_per_hour": 2}))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            greedy, other = await register(client, "student"), await register(client, "student")
+            for n in range(2):
+                r = await upload(client, greedy, f"draft{n}.txt", b"A draft.", "text/plain")
+                assert r.status_code == 201, r.text
+            over = await upload(client, greedy, "draft3.txt", b"A draft.", "text/plain")
+            body = assert_problem(over, 429, "rate_limited")
+            assert int(over.headers["retry-after"]) > 0 and body["status"] == 429
+            assert await my_essay_count(client, greedy) == 2
+            assert (await upload(client, other, "mine.txt", b"Mine.", "text/plain")).status_code == 201
