@@ -9,6 +9,7 @@ import base64
 import json
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -249,9 +250,13 @@ async def test_by_default_a_user_gets_tickets_for_all_32_sockets_and_a_retry_eac
     async with tight_server(settings) as (server, client, _):
         student = await register(client, "student")
         essay = await make_essay(client, student)
+        started = time.monotonic()
         tickets = [await ticket(client, student) for _ in range(64)]  # each asserts a 200
-        over = await client.post("/api/v1/auth/ws-ticket", headers=student.headers)
-        assert over.status_code == 429  # the 65th within the minute
+        # Then 429s: the bucket refills 64 a minute, so a slow machine may get a few more first.
+        more = 0
+        while (await client.post("/api/v1/auth/ws-ticket", headers=student.headers)).status_code == 200:
+            more += 1
+            assert more <= 1 + (time.monotonic() - started) * 64 / 60, "the ticket cap is not 64 a minute"
         url = f"ws://{server}/ws/essays/{essay['id']}/doc?ticket="
         held = list(await asyncio.gather(*(websockets.connect(url + t) for t in tickets[:32])))
         try:
