@@ -5,9 +5,10 @@ Under Serve's HAProxy ingress each Gateway replica runs a uvicorn server, and ev
 goes through Serve's request handling (request metadata, request context, access log, metrics,
 an ongoing-request slot) before it reaches our app. For a socket that stays open for an hour that
 is ~8 KiB held per connection for its whole life (tracemalloc in a replica at 200 sockets,
-2026-11-30) and a layer of calls under every frame; for an HTTP request it is CPU: `GET /me` took
-~6.6 ms of the Gateway's CPU through Serve where our app alone takes ~2-3 ms (ops/loadtest/RESULTS.md,
-"A hostile account's socket and ticket bursts"). It buys either nothing our app lacks: our
+2026-11-30) and a layer of calls under every frame; for an HTTP request it is CPU: measured
+quietly on 2026-12-07 (alternated x3, 2,000 requests each), `GET /me` cost the Gateway 2.14 ms
+of CPU through Serve and 1.85 ms past it, a ticket 2.24 and 1.84 ms (an earlier ~6.6 ms reading
+was a loaded machine, before the request dependencies became async). It buys either nothing our app lacks: our
 handlers authenticate, rate-limit, log, measure and count their own requests and sockets. So the
 replica middleware (`serve_app.fastpath.serve_hooks.SkipServe`) hands websocket and HTTP requests
 to the app registered here, when that app runs on the same event loop (Serve's throughput mode
