@@ -152,10 +152,16 @@ class InProcessHosts(EssayHosts):
         # As under Ray: tier 1 on a local-rules engine of its own, the LLM tier on the full one.
         local = build_engine(analysis.local_only(), worker=self.worker) if self.analyzer.llm_enabled else None
         # The engine's keyword arguments are explicit where host.Analyzer says **kwargs.
+        # Names of this object's own: the leases of a host named as an earlier process's are
+        # taken at once (a restarted Ray actor), and in-process hosts are never one another's
+        # restart. Two apps on one store (tests) shared "essay-host-0": one's submission runner,
+        # telling an essay's editors its job finished, took the essay from the other, whose next
+        # keystroke was refused (socket closed 1013).
+        run = uuid.uuid4().hex[:8]
         self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg,
                                        analyzer=self.analyzer,  # type: ignore[arg-type]
                                        local_analyzer=local,  # type: ignore[arg-type]
-                                       name=f"essay-host-{index}", hand_over=self._hand_over)
+                                       name=f"essay-host-{index}-{run}", hand_over=self._hand_over)
                              for index in range(settings.hosts)]
         self._servers: list[StreamServer] = []
         self._streams: list[HostStream] | None = [] if streams else None

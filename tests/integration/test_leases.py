@@ -567,3 +567,26 @@ async def test_renewal_locks_lease_rows_in_essay_id_order_on_postgresql(sessions
             await blocker.rollback()
         assert await asyncio.wait_for(renewal, 10) == set(tokens.items())
     await engine.dispose()
+
+
+async def test_two_apps_on_one_store_do_not_take_each_others_essays(settings) -> None:  # type: ignore[no-untyped-def]
+    """In-process hosts are no restarted predecessor of one another: a second app on the same
+    store (another test's app, whose submission runner tells an essay's editors a job finished)
+    gets 503-style `EssayMoved` for an essay the first holds, and the first keeps writing it. With
+    one host name for both, the second took the lease at once and the first's next keystroke was
+    refused and its socket closed 1013 (a CI failure of test_privacy)."""
+    from serve_app.app import create_app
+    from tests.conftest import serving
+
+    first, second = create_app(settings), create_app(settings)
+    async with serving(first) as server, second.router.lifespan_context(second), \
+            httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
+        _, student, essay = await class_essay(client)
+        eid = uuid.UUID(essay["id"])
+        writer = await YClient(await doc_url(client, server, student, essay["id"])).connect()
+        with pytest.raises(EssayMoved):
+            await second.state.ctx.hosts.of(eid).publish_event(eid, "submission", status="done")
+        writer.type("still mine")
+        await writer.wait_acked()
+        assert writer.close_code is None
+        await writer.close()
