@@ -614,12 +614,18 @@ def big_fill_chars(warmup: float, duration: float, limit: int = attacks.MAX_ESSA
     return max(0, limit - int(40 * (warmup + duration + 15)) - 1000)
 
 
-def teacher_sockets_per_account(students: int, teachers: int, hostile: int, class_docs: bool) -> int:
-    """Sockets one teacher account opens in a layout (and tickets it asks for at once)."""
+CLASS_SOCKETS = {"essaycoach-class-docs": 1, "essaycoach-web": 2}
+"""Sockets a teacher holds per class on targets that watch a class as a whole (the web app's
+class view: the class documents socket and the class live socket); others hold one per essay."""
+
+
+def teacher_sockets_per_account(students: int, teachers: int, hostile: int, class_sockets: int = 0) -> int:
+    """Sockets one teacher account opens in a layout (and tickets it asks for at once):
+    `class_sockets` per teacher when it watches its class as a whole, else one per essay."""
     if not teachers:
         return 0
-    if class_docs:
-        return 1 + math.ceil(hostile / teachers)
+    if class_sockets:
+        return class_sockets + math.ceil(hostile / teachers)
     return math.ceil(students / teachers) + math.ceil(hostile / teachers)
 
 
@@ -1149,7 +1155,7 @@ async def run_target(name: str, students: int, teachers: int, args: argparse.Nam
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-{students}-", dir=workroot))
     mix = Mix(text=args.text, big_essays=args.big_essays, hostile=args.hostile, rotation=args.attacks)
     user_caps = user_caps_for(teacher_sockets_per_account(
-        students, teachers, mix.hostile, name in ("essaycoach-class-docs", "essaycoach-web"))) if mix.hostile else None
+        students, teachers, mix.hostile, CLASS_SOCKETS.get(name, 0))) if mix.hostile else None
     target = make_target(name, workdir, dict(kv.split("=", 1) for kv in args.essaycoach_env), user_caps)
     t0 = time.monotonic()
     try:

@@ -224,18 +224,20 @@ def test_bad_mix_options_are_refused(argv: list[str]) -> None:
 
 
 def test_teachers_keep_the_user_caps_when_their_sockets_fit() -> None:
-    assert run.teacher_sockets_per_account(60, 2, 5, class_docs=False) == 30 + 3
-    assert run.teacher_sockets_per_account(50, 5, 0, class_docs=True) == 1
+    assert run.teacher_sockets_per_account(60, 2, 5, class_sockets=0) == 30 + 3
+    assert run.teacher_sockets_per_account(50, 5, 0, class_sockets=1) == 1
+    # The web app's class view holds two sockets per class (documents and live rows).
+    assert run.teacher_sockets_per_account(50, 5, 10, class_sockets=run.CLASS_SOCKETS["essaycoach-web"]) == 2 + 2
     defaults = (hostile.MAX_SOCKETS_PER_USER, hostile.TICKETS_PER_USER_PER_MINUTE)
-    assert run.user_caps_for(run.teacher_sockets_per_account(300, 10, 5, class_docs=True)) == defaults
-    assert run.user_caps_for(run.teacher_sockets_per_account(100, 5, 5, class_docs=False)) == defaults  # 21
+    assert run.user_caps_for(run.teacher_sockets_per_account(300, 10, 5, class_sockets=1)) == defaults
+    assert run.user_caps_for(run.teacher_sockets_per_account(100, 5, 5, class_sockets=0)) == defaults  # 21
     assert run.caps_note(defaults) == "32 sockets, 64 tickets a minute (the defaults)"
 
 
 def test_teachers_who_need_more_sockets_raise_the_caps_just_enough_rather_than_lift_them() -> None:
     """150 typists in classes of 30, 10 hostile: a teacher watches 30 essays and 2 hostile ones."""
-    assert run.user_caps_for(run.teacher_sockets_per_account(150, 5, 10, class_docs=False)) == (36, 72)
-    assert run.user_caps_for(run.teacher_sockets_per_account(1000, 10, 0, class_docs=False)) == (104, 208)
+    assert run.user_caps_for(run.teacher_sockets_per_account(150, 5, 10, class_sockets=0)) == (36, 72)
+    assert run.user_caps_for(run.teacher_sockets_per_account(1000, 10, 0, class_sockets=0)) == (104, 208)
 
 
 def test_the_loadtest_s_caps_are_the_servers_defaults() -> None:
