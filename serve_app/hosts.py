@@ -135,10 +135,17 @@ class EssayHosts(ABC):
 
 class InProcessHosts(EssayHosts):
     """Hosts as plain `EssayHost` objects in this process, sharing the Gateway's store and an
-    in-memory bus."""
+    in-memory bus.
+
+    Their leases are held under `{name}-{index}`. Two apps on one store whose hosts share names
+    act as one set of hosts restarted by turns: the one that loads an essay takes its lease at
+    once, as a restarted host takes its earlier process's, and the other's next write of it is
+    refused (sockets 1013). Tests use that to stand for two Gateway replicas over the same hosts.
+    Hosts named apart stand apart: loading an essay the other holds gets `EssayMoved` (their
+    hand-over cannot reach across apps) and the holder keeps it."""
 
     def __init__(self, settings: Settings, ctx: Context, *, bus: Bus | None = None,
-                 config: HostConfig | None = None, streams: bool = False) -> None:
+                 config: HostConfig | None = None, streams: bool = False, name: str = "essay-host") -> None:
         """`streams`: typed updates (`submit_update`) reach the hosts over a host stream on
         127.0.0.1, as under Ray (tests of the Gateway's stream path); else by a direct call."""
         self.bus = bus or make_bus(settings.bus_config(), cluster=False)
@@ -152,16 +159,10 @@ class InProcessHosts(EssayHosts):
         # As under Ray: tier 1 on a local-rules engine of its own, the LLM tier on the full one.
         local = build_engine(analysis.local_only(), worker=self.worker) if self.analyzer.llm_enabled else None
         # The engine's keyword arguments are explicit where host.Analyzer says **kwargs.
-        # Names of this object's own: the leases of a host named as an earlier process's are
-        # taken at once (a restarted Ray actor), and in-process hosts are never one another's
-        # restart. Two apps on one store (tests) shared "essay-host-0": one's submission runner,
-        # telling an essay's editors its job finished, took the essay from the other, whose next
-        # keystroke was refused (socket closed 1013).
-        run = uuid.uuid4().hex[:8]
         self.host_objects = [EssayHost(sessions=ctx.sessions, bus=self.bus, config=cfg,
                                        analyzer=self.analyzer,  # type: ignore[arg-type]
                                        local_analyzer=local,  # type: ignore[arg-type]
-                                       name=f"essay-host-{index}-{run}", hand_over=self._hand_over)
+                                       name=f"{name}-{index}", hand_over=self._hand_over)
                              for index in range(settings.hosts)]
         self._servers: list[StreamServer] = []
         self._streams: list[HostStream] | None = [] if streams else None

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from db.engine import make_engine
 from db.migrate import upgrade
 from serve_app.app import create_app
+from serve_app.hosts import InProcessHosts
 from serve_app.ports import pick_free_port as free_port
 from serve_app.settings import Settings
 
@@ -98,7 +99,11 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[object]:
-    application = create_app(settings)
+    """The API app in this process (ASGI, no port), beside `live_server` on the same store: its
+    hosts are named apart (`InProcessHosts`), so neither takes the other's essays. With one name,
+    this app's submission runner, telling an essay's editors that its job finished, loaded an
+    essay `live_server` held and the student's next keystroke there was refused (1013)."""
+    application = create_app(settings, hosts_factory=lambda s, ctx: InProcessHosts(s, ctx, name="asgi-essay-host"))
     async with application.router.lifespan_context(application):
         yield application
 

@@ -569,24 +569,20 @@ async def test_renewal_locks_lease_rows_in_essay_id_order_on_postgresql(sessions
     await engine.dispose()
 
 
-async def test_two_apps_on_one_store_do_not_take_each_others_essays(settings) -> None:  # type: ignore[no-untyped-def]
-    """In-process hosts are no restarted predecessor of one another: a second app on the same
-    store (another test's app, whose submission runner tells an essay's editors a job finished)
-    gets 503-style `EssayMoved` for an essay the first holds, and the first keeps writing it. With
-    one host name for both, the second took the lease at once and the first's next keystroke was
-    refused and its socket closed 1013 (a CI failure of test_privacy)."""
-    from serve_app.app import create_app
-    from tests.conftest import serving
 
-    first, second = create_app(settings), create_app(settings)
-    async with serving(first) as server, second.router.lifespan_context(second), \
-            httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as client:
-        _, student, essay = await class_essay(client)
-        eid = uuid.UUID(essay["id"])
-        writer = await YClient(await doc_url(client, server, student, essay["id"])).connect()
-        with pytest.raises(EssayMoved):
-            await second.state.ctx.hosts.of(eid).publish_event(eid, "submission", status="done")
-        writer.type("still mine")
-        await writer.wait_acked()
-        assert writer.close_code is None
-        await writer.close()
+async def test_the_asgi_app_does_not_take_essays_the_live_server_holds(
+        app, live_client, live_server) -> None:  # type: ignore[no-untyped-def]
+    """The session's two apps share one store; the ASGI app's hosts are named apart, so its
+    submission runner telling an essay's editors that a job finished gets `EssayMoved` for an
+    essay the live server holds, and the live server keeps writing it. With one host name the
+    ASGI app took the lease at once and the student's next keystroke was refused, socket closed
+    1013 (a CI failure of test_privacy)."""
+    _, student, essay = await class_essay(live_client)
+    eid = uuid.UUID(essay["id"])
+    writer = await YClient(await doc_url(live_client, live_server, student, essay["id"])).connect()
+    with pytest.raises(EssayMoved):
+        await app.state.ctx.hosts.of(eid).publish_event(eid, "submission", status="done")
+    writer.type("still mine")
+    await writer.wait_acked()
+    assert writer.close_code is None
+    await writer.close()
