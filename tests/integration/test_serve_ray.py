@@ -337,11 +337,18 @@ async def test_one_scrape_of_the_node_has_metrics_of_a_host_actor_and_a_gateway_
             samples = await asyncio.to_thread(_ray_node_scrape)
             hosts = {labels["WorkerId"]: labels["host"] for name, labels, value in samples
                      if name == "ray_essaycoach_essays_open" and value >= 1 and labels["WorkerId"] != driver}
+            # A histogram reaches Ray's export as counters (`_total` appended): its count, and
+            # its buckets with `le` as prometheus-client writes it, `+Inf` holding them all.
             committed = {labels["WorkerId"] for name, labels, value in samples
-                         if name == "ray_essaycoach_commit_batch_rows_count" and value >= 1}
+                         if name == "ray_essaycoach_commit_batch_rows_count_total" and value >= 1}
+            committed &= {labels["WorkerId"] for name, labels, value in samples
+                          if name == "ray_essaycoach_commit_batch_rows_bucket_total" and labels["le"] == "+Inf"
+                          and value >= 1}
             gateways = {labels["WorkerId"] for name, labels, value in samples
                         if name == "ray_essaycoach_doc_updates_total" and value >= 1
                         and labels["WorkerId"] != driver}
+            gateways &= {labels["WorkerId"] for name, labels, value in samples
+                         if name == "ray_essaycoach_ack_seconds_bucket_total" and labels["le"] == "+Inf"}
             if hosts.keys() & committed and gateways:
                 break
             await asyncio.sleep(0.5)
