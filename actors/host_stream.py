@@ -58,7 +58,7 @@ import struct
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from actors import retry, tracing
 from actors.host import EssayHost, EssayNotFound, UpdateRejected, UpdateTooLarge
@@ -266,7 +266,10 @@ class FramedProtocol(asyncio.Protocol):
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(out))
 
-    def close(self) -> None:
+    def close(self, *, flush: bool = False) -> None:
+        """Close now; with `flush`, what this loop turn sent still goes first (a goodbye)."""
+        if flush:
+            self._flush()
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -278,29 +281,64 @@ class FramedProtocol(asyncio.Protocol):
         self._writable.set()
 
 
-class _HostSide(FramedProtocol):
+class GatedProtocol(FramedProtocol):
+    """A listener's end of a stream: the first frame must be `token`. Until it arrives only a
+    token-sized frame is read, for `TOKEN_WAIT_SECONDS`; a wrong one or none closes the
+    connection. Trusted frames go to `trusted_frame_received`. Each connection is in
+    its listener's `connections` while open (closed with it), with TCP keepalive."""
+
+    max_frame = TOKEN_BYTES
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__()
+        self.token = listener.token
+        self.connections = listener.connections
+        self.trusted = False
+        self._token_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.connections.add(self)
+        keep_alive(transport)
+        self._token_timer = asyncio.get_running_loop().call_later(TOKEN_WAIT_SECONDS, self._no_token)
+
+    def _no_token(self) -> None:
+        if not self.trusted:
+            log.warning("stream refused: no token")
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.connections.discard(self)
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+
+    def frame_received(self, frame: bytes) -> None:
+        if self.trusted:
+            self.trusted_frame_received(frame)
+        elif not hmac.compare_digest(frame, self.token):
+            log.warning("stream refused: bad token")
+            self.close()
+        else:
+            self.trusted = True
+            self.max_frame = MAX_FRAME
+
+    def trusted_frame_received(self, frame: bytes) -> None:
+        raise NotImplementedError
+
+
+class _HostSide(GatedProtocol):
     """One Gateway's connection to the host: each update applied in its own task, in order.
-    Until the token arrives only a token-sized frame is read, for `TOKEN_WAIT_SECONDS`.
 
     Read backpressure: while updates of more than `MAX_IN_FLIGHT_BYTES` are being applied, or
     the Gateway does not take our answers (writes paused), this connection is not read; TCP
     then holds the Gateway's writes, which wait in turn (`FramedProtocol.writable`)."""
 
-    max_frame = TOKEN_BYTES
-
     def __init__(self, server: StreamServer) -> None:
-        super().__init__()
+        super().__init__(server)
         self.server = server
-        self.trusted = False
-        self._token_timer: asyncio.TimerHandle | None = None
         self.in_flight_bytes = 0
         self._reading = True
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.server.connections.add(self)
-        keep_alive(transport)
-        self._token_timer = asyncio.get_running_loop().call_later(TOKEN_WAIT_SECONDS, self._no_token)
 
     def _read_while_room(self) -> None:
         """Pause or resume reading: paused over `MAX_IN_FLIGHT_BYTES` applying or while our
@@ -326,26 +364,7 @@ class _HostSide(FramedProtocol):
         super().resume_writing()
         self._read_while_room()
 
-    def _no_token(self) -> None:
-        if not self.trusted:
-            log.warning("stream refused: no token")
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.server.connections.discard(self)
-        if self._token_timer is not None:
-            self._token_timer.cancel()
-
-    def frame_received(self, frame: bytes) -> None:
-        if not self.trusted:
-            if not hmac.compare_digest(frame, self.server.token):
-                log.warning("stream refused: bad token")
-                self.close()
-                return
-            self.trusted = True
-            self.max_frame = MAX_FRAME
-            return
+    def trusted_frame_received(self, frame: bytes) -> None:
         try:
             request_id, essay_id, update, kwargs = decode_request(frame)
         except ValueError:
@@ -389,25 +408,26 @@ class _HostSide(FramedProtocol):
             self.send(encode_response(request_id, OK, seq, self.server.host.room(essay_id)))
 
 
-class StreamServer:
-    """The host's end: listens on `bind`, port chosen by the OS."""
+class Listener:
+    """A token-gated listener: `start` listens on `bind` (port chosen by the OS) and each
+    connection gets the protocol `connection()` makes (a `GatedProtocol` of this listener)."""
 
-    def __init__(self, host: EssayHost, token: bytes | None = None) -> None:
-        self.host = host
+    def __init__(self, token: bytes | None = None) -> None:
         self.token = token or new_token()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.connections: set[_HostSide] = set()
+        self.connections: set[GatedProtocol] = set()
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
+    def connection(self) -> GatedProtocol:
+        raise NotImplementedError
+
     async def start(self, bind: str) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _HostSide(self), bind, 0)
+        self._server = await asyncio.get_running_loop().create_server(self.connection, bind, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def close(self) -> None:
-        """Stop listening and drop every connection (Gateways resend what was unanswered)."""
+        """Stop listening and drop every connection (their peers reconnect)."""
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -415,7 +435,40 @@ class StreamServer:
             connection.close()
 
 
+class StreamServer(Listener):
+    """The host's end. Closing it drops every connection: Gateways resend what was unanswered."""
+
+    def __init__(self, host: EssayHost, token: bytes | None = None) -> None:
+        super().__init__(token)
+        self.host = host
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection(self) -> GatedProtocol:
+        return _HostSide(self)
+
+
 Resolve = Callable[[], Awaitable[tuple[str, int, bytes]]]
+"""Asks where a listener is now (usually one Ray call to its actor): address, port and token."""
+
+_Protocol = TypeVar("_Protocol", bound=FramedProtocol)
+
+
+async def open_stream(resolve: Resolve, factory: Callable[[], _Protocol], *, timeout: float = CONNECT_TIMEOUT
+                      ) -> _Protocol:
+    """One attempt: resolve, connect within `timeout` s, turn keepalive on and send the token
+    (the first frame, so whatever the caller sends next follows it). Raises OSError (or
+    TimeoutError) when the listener cannot be reached; retries are the caller's."""
+    address, port, token = await resolve()
+    loop = asyncio.get_running_loop()
+    # `asyncio.timeout`: Python 3.11's `wait_for` can return a connection made as the
+    # stream was cancelled (closing), and the stream would go on.
+    async with asyncio.timeout(timeout):
+        _, protocol = await loop.create_connection(factory, address, port)
+    if protocol.transport is None:  # closed at once: the listener went away again
+        raise ConnectionResetError("closed on connect")
+    keep_alive(protocol.transport)
+    protocol.send(token)
+    return protocol
 
 
 class _GatewaySide(FramedProtocol):
@@ -573,35 +626,23 @@ class HostStream:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for
 
-        async def connect() -> tuple[_GatewaySide, bytes]:
-            address, port, token = await self._resolve()
-            # `asyncio.timeout`: Python 3.11's `wait_for` can return a connection made as the
-            # stream was cancelled (closing), and the stream would go on.
-            async with asyncio.timeout(max(0.1, min(CONNECT_TIMEOUT, deadline - loop.time()))):
-                _, protocol = await loop.create_connection(lambda: _GatewaySide(self), address, port)
-            assert isinstance(protocol, _GatewaySide)
-            if protocol.transport is None:  # closed at once: the host went away again
-                raise ConnectionResetError("closed on connect")
-            return protocol, token
+        async def connect() -> _GatewaySide:
+            timeout = max(0.1, min(CONNECT_TIMEOUT, deadline - loop.time()))
+            return await open_stream(self._resolve, lambda: _GatewaySide(self), timeout=timeout)
 
         try:
             try:
-                protocol: _GatewaySide
-                token: bytes
-                protocol, token = await retry.policy(first=0.05, cap=1.0, give_up_after=self.retry_for)(connect)
+                protocol: _GatewaySide = await retry.policy(first=0.05, cap=1.0, give_up_after=self.retry_for)(connect)
             except Exception as exc:
                 self._fail_all(StreamError(f"essay host unreachable: {exc}"))
                 return
             if self._closed:
                 protocol.close()
                 return
-            assert protocol.transport is not None
-            keep_alive(protocol.transport)
             self.connects += 1
             again = self.connects > 1  # the first connect sends what waited for it, not a resend
             if again:
                 _RECONNECTS.inc()
-            protocol.send(token)
             self._held.clear()  # every pending frame goes now
             for request_id, (frame, answer, first_sent) in list(self._pending.items()):
                 if loop.time() - first_sent > self.retry_for:
