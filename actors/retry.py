@@ -10,6 +10,8 @@ cancellation (`asyncio.CancelledError`, a BaseException) never is. Where each on
 - Group commit (`actors.committer`): 0.05 s to `max_backoff` (2 s), forever; not the
   `permanent` errors (a row whose essay is gone).
 - Redis bus reconnect (`actors.redis_bus`): 0.1 s to 2 s, forever, from 0.1 s again once subscribed.
+- In-Ray hub bus stream reconnect (`actors.ray_host.HubBus`): 0.05 s to 1 s, forever, from 0.05 s
+  again once the hub acknowledged the registration.
 - Webhook delivery (`serve_app.webhooks`): `backoff` (1 s) to `max_backoff` (60 s), `max_attempts`
   (6) tries; network errors and non-2xx answers.
 - Submission job (`serve_app.jobs`): `retry_backoff_seconds` (2 s) doubling, uncapped, up to

@@ -186,3 +186,24 @@ async def test_the_redis_bus_parses_replies_with_hiredis() -> None:
     finally:
         await bus.client.aclose()
         await bus.sub_client.aclose()
+
+
+async def test_the_hub_restarted_by_ray_gets_every_channel_again_and_subscribers_resync(ray_cluster: Any) -> None:
+    """The in-Ray hub's wiring: the streams find the restarted actor's new address through Ray."""
+    import ray
+
+    from actors.ray_host import HubBus
+
+    ns = f"bus-{uuid.uuid4().hex[:6]}"
+    pub, sub = HubBus(ns), HubBus(ns)
+    channel, inbox = await subscribed(sub)
+    await pub.publish(channel, b"before")
+    await inbox.wait(1)
+    await pub.ping()  # "before" acknowledged: only the restart's RESYNC follows
+    ray.kill(sub.hub, no_restart=False)
+    await inbox.wait(2, timeout=30)
+    assert inbox.items[1] == (channel, RESYNC) and sub.connects == 2
+    await pub.publish(channel, b"after")
+    assert (await inbox.wait(3, timeout=10))[2] == (channel, b"after")
+    await pub.close()
+    await sub.close()
