@@ -48,7 +48,12 @@ exactly as from a histogram, and the dashboard's and alerts' `histogram_quantile
 the observed values' (Ray's agent summed bucket midpoints), and the buckets are sent largest
 first, so a scrape that lands between two increments still sees `le` buckets that never decrease.
 What a scrape of Ray's export lacks is the family's histogram TYPE line (it says counter), which
-no query reads. prometheus-client's side (`GET /metrics` of the process) is still recorded per
+no query reads; and a bucket's series appears there only once an observation falls in it (Ray's
+counter refuses an increment of 0), so for one `rate()` window after it appears that bucket
+counts low. Observations are gathered without a lock: histograms and counters are recorded on
+their process's event loop thread (every call site is); one recorded from another thread could
+lose its Ray increment (never its prometheus-client one) to a flush running at that moment.
+prometheus-client's side (`GET /metrics` of the process) is still recorded per
 observation, at once, exactly.
 
 Measured 2026-12-08 (2 CPUs, load 1.3-2.3, alternated old/new twice): one `observe` on an event
@@ -187,8 +192,8 @@ class _Child:
 
 
 def flush() -> None:
-    """Give every counter's gathered increments to its Ray twin now (a process's last act, when
-    it stops: what gathered in its last second would be lost)."""
+    """Give every counter's and histogram's gathered records to its Ray twin now (a process's
+    last act, when it stops: what gathered in its last second would be lost)."""
     now = _now()
     for child in list(_UNSENT):
         child._send(now)
@@ -200,7 +205,7 @@ _flush_loop: asyncio.AbstractEventLoop | None = None
 
 def _flush_later() -> None:
     """Have the running event loop `flush` once `RAY_COUNTER_INTERVAL` from now (one timer per
-    process at a time), so a counter that stopped moving still reaches Ray's export in full, in
+    process at a time), so a counter or histogram that stopped moving still reaches Ray's export in full, in
     every process that counts (Gateway, host, Analyzer replica) with nothing to start or stop.
     Off a loop (a worker thread) the next increment on the loop, or `flush`, sends it."""
     global _flush_timer, _flush_loop

@@ -102,7 +102,9 @@ async def app(settings: Settings) -> AsyncIterator[object]:
     """The API app in this process (ASGI, no port), beside `live_server` on the same store: its
     hosts are named apart (`InProcessHosts`), so neither takes the other's essays. With one name,
     this app's submission runner, telling an essay's editors that its job finished, loaded an
-    essay `live_server` held and the student's next keystroke there was refused (1013)."""
+    essay `live_server` held and the student's next keystroke there was refused (1013). Apps a
+    test makes with `create_app(settings)` share `live_server`'s host names (they stand for its
+    replicas): one that submits essays there can take `live_server`'s essays the same way."""
     application = create_app(settings, hosts_factory=lambda s, ctx: InProcessHosts(s, ctx, name="asgi-essay-host"))
     async with application.router.lifespan_context(application):
         yield application
