@@ -384,7 +384,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("essaycoach_bus_published_total", "counter", "Messages published on the bus, by backend", ("bus",)),
     MetricSpec("essaycoach_bus_delivered_total", "counter", "Bus messages handed to a local subscriber (a socket)"),
     MetricSpec("essaycoach_bus_dropped_total", "counter",
-               "Bus messages lost before sending (outbox overflow, failed batch); their channels resync", ("reason",)),
+               "Bus messages lost (a sender's outbox overflowed, a batch failed, the in-Ray hub dropped "
+               "a slow subscriber's oldest: hub_overflow); their channels resync", ("reason",)),
     # --- AI --------------------------------------------------------------------------------------
     MetricSpec("essaycoach_ai_calls_total", "counter", "LLM calls made (or refused by the circuit breaker)",
                ("provider",)),

@@ -39,6 +39,7 @@ from actors.metrics import metric
 from actors.process_tuning import lower_priority, release_free_memory_periodically, tune_gc
 
 log = logging.getLogger("essaycoach.bus.hub")
+_HUB_DROPPED = metric("essaycoach_bus_dropped_total").labels("hub_overflow")
 
 HUB_NAME = "essaycoach-bus-hub-v4"  # versioned: the hub is detached and outlives deploys; v4: the stream
 SUBSCRIBER_TTL = 60.0
@@ -226,6 +227,7 @@ class _Subscriber:
             dropped, old = self.queue.popleft()
             self.queued_bytes -= len(old)
             self.lost[dropped] = None
+            _HUB_DROPPED.inc()
 
     def next_pending(self) -> tuple[str, bytes] | None:
         """The oldest queued message; once none is left, RESYNC for each channel that lost one;

@@ -26,6 +26,7 @@ from actors.ray_host import (
     encode_register,
     publish_frames,
 )
+from tests.fakes import metric_value
 
 Received = list[tuple[str, bytes]]
 
@@ -76,7 +77,9 @@ async def test_a_stalled_subscriber_loses_old_messages_by_bytes_and_is_owed_resy
     hub.update_channels("r1", 1, ["essay:a:doc", "essay:b:doc"], [])
     hub.publish("essay:a:doc", b"a" * 600)  # a hundred-frame cap would keep all of these
     hub.publish("essay:b:doc", b"b" * 300)
+    dropped = metric_value("essaycoach_bus_dropped_total", {"reason": "hub_overflow"})
     hub.publish("essay:b:doc", b"c" * 300)  # 1,200 bytes waiting: the oldest goes
+    assert metric_value("essaycoach_bus_dropped_total", {"reason": "hub_overflow"}) == dropped + 1
     assert pending(hub, "r1") == [("essay:b:doc", b"b" * 300), ("essay:b:doc", b"c" * 300), ("essay:a:doc", RESYNC)]
     hub.publish("essay:a:doc", b"fits")
     assert pending(hub, "r1") == [("essay:a:doc", b"fits")]  # owed once, then normal
